@@ -1,0 +1,50 @@
+# Token Orchestrator. `make help` lists the targets.
+
+GO          ?= go
+BIN         := bin/token-orchestrator
+GO_VERSION  := 1.26
+TEST_FLAGS  ?=
+TEST_TIMEOUT ?= 20m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: check-go
+check-go:
+	@command -v $(GO) >/dev/null || { echo "Go $(GO_VERSION) or newer is needed: https://go.dev/dl/"; exit 1; }
+
+.PHONY: run
+run: check-go ## Run the service (embedded PostgreSQL under .data/ unless DATABASE_URL is set)
+	$(GO) run ./cmd/token-orchestrator
+
+.PHONY: build
+build: check-go ## Build the binary into bin/
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/token-orchestrator
+
+.PHONY: test
+test: check-go ## Run every test against a real PostgreSQL (local, embedded or container)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+
+.PHONY: test/race
+test/race: check-go ## Run the tests with the race detector
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: generate
+generate: check-go ## Regenerate the query code from db/queries with sqlc
+	$(GO) tool sqlc generate
+
+.PHONY: verify
+verify: generate ## Fail if the generated code is not up to date
+	git diff --exit-code -- db/dbsqlc
+
+.PHONY: fmt
+fmt: ## Format the Go code
+	gofmt -w cmd internal db migrations
+
+.PHONY: clean
+clean: ## Remove built binaries (keeps the embedded database's data)
+	rm -rf bin

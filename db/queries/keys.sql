@@ -1,0 +1,159 @@
+-- Queries on the keys table. Every statement that changes a key appends its
+-- history row in the same statement, and every deadline uses the database
+-- clock (now()) so that replicas with skewed clocks agree.
+--
+-- A key whose expires_at has passed counts as gone even before the background
+-- job deletes it: every statement on a single key filters on it.
+
+-- name: KeyCreate :many
+-- Creates count free keys in one statement.
+WITH created AS (
+    INSERT INTO keys (pool, expires_at)
+    SELECT sqlc.arg(pool)::text, now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second'
+    FROM generate_series(1, sqlc.arg(count)::int)
+    RETURNING *
+), history AS (
+    INSERT INTO key_events (key_id, pool, event)
+    SELECT created.id, created.pool, 'created' FROM created
+)
+SELECT * FROM created;
+
+-- name: KeyClaim :many
+-- Blocks up to max free, live keys of the pool under new lease tokens. It
+-- walks the partial index of free keys from a random position and wraps
+-- around to the start; the second scan asks only for what the first could
+-- not find, so it does no work when the first found enough. SKIP LOCKED lets
+-- concurrent claims pass each other instead of queueing on the same row.
+-- (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
+WITH after_start AS (
+    SELECT c.id FROM keys AS c
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.expires_at > now()
+      AND c.position >= sqlc.arg(start_position)::float8
+    ORDER BY c.position
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), before_start AS (
+    SELECT c.id FROM keys AS c
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.expires_at > now()
+      AND c.position < sqlc.arg(start_position)::float8
+    ORDER BY c.position
+    LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE keys AS k
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = now(),
+        lease_expires_at = now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second',
+        times_assigned = k.times_assigned + 1
+    WHERE k.id IN (SELECT after_start.id FROM after_start UNION ALL SELECT before_start.id FROM before_start)
+    RETURNING k.*
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT claimed.id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+)
+SELECT * FROM claimed;
+
+-- name: KeyGet :one
+SELECT * FROM keys
+WHERE id = sqlc.arg(id) AND expires_at > now();
+
+-- name: KeyPoolHasFree :one
+-- Whether a claim on the pool would find a key right now; never blocks one.
+SELECT EXISTS (
+    SELECT 1 FROM keys
+    WHERE pool = sqlc.arg(pool)::text AND lease_token IS NULL AND expires_at > now()
+);
+
+-- name: KeyKeepAlive :one
+-- Resets the key's life and, when it is blocked, its lease. With a lease
+-- token, only the lease it names is extended: a stale token matches no row.
+WITH kept AS (
+    UPDATE keys AS k
+    SET expires_at = now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second',
+        last_keep_alive_at = now(),
+        lease_expires_at = CASE
+            WHEN k.lease_token IS NULL THEN NULL
+            ELSE now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'
+        END
+    WHERE k.id = sqlc.arg(id) AND k.expires_at > now()
+      AND (sqlc.narg(lease_token)::bigint IS NULL OR k.lease_token = sqlc.narg(lease_token)::bigint)
+    RETURNING k.*
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT kept.id, kept.pool, 'kept_alive', kept.lease_token FROM kept
+)
+SELECT * FROM kept;
+
+-- name: KeyRelease :one
+-- Ends the key's current lease (or the one named by lease_token) and gives
+-- the key a new random position. Matches no row when the key is gone, free,
+-- or held under another lease; the caller tells those apart afterwards.
+WITH current_lease AS (
+    SELECT c.id, c.lease_token FROM keys AS c
+    WHERE c.id = sqlc.arg(id) AND c.expires_at > now() AND c.lease_token IS NOT NULL
+      AND (sqlc.narg(lease_token)::bigint IS NULL OR c.lease_token = sqlc.narg(lease_token)::bigint)
+    FOR UPDATE
+), released AS (
+    UPDATE keys AS k
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
+    FROM current_lease
+    WHERE k.id = current_lease.id
+    RETURNING k.*, current_lease.lease_token AS ended_lease_token
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT released.id, released.pool, 'released', released.ended_lease_token FROM released
+)
+SELECT * FROM released;
+
+-- name: KeyDelete :one
+WITH deleted AS (
+    DELETE FROM keys AS k
+    WHERE k.id = sqlc.arg(id) AND k.expires_at > now()
+    RETURNING k.*
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT deleted.id, deleted.pool, 'deleted', deleted.lease_token FROM deleted
+)
+SELECT * FROM deleted;
+
+-- name: KeyReleaseEndedLeases :one
+-- One batch of the background job: frees up to max keys whose lease has
+-- ended, oldest deadline first. SKIP LOCKED leaves rows that a request or
+-- another replica is working on to the next pass.
+WITH ended AS (
+    SELECT c.id, c.lease_token FROM keys AS c
+    WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
+    ORDER BY c.lease_expires_at
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE keys AS k
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
+    FROM ended
+    WHERE k.id = ended.id
+    RETURNING k.id, k.pool, ended.lease_token AS ended_lease_token
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT released.id, released.pool, 'lease_expired', released.ended_lease_token FROM released
+)
+SELECT count(*) FROM released;
+
+-- name: KeyDeleteExpired :one
+-- One batch of the background job: deletes up to max keys whose life has
+-- ended, held or free.
+WITH expired AS (
+    SELECT c.id FROM keys AS c
+    WHERE c.expires_at <= now()
+    ORDER BY c.expires_at
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM keys AS k
+    USING expired
+    WHERE k.id = expired.id
+    RETURNING k.id, k.pool, k.lease_token
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT deleted.id, deleted.pool, 'expired', deleted.lease_token FROM deleted
+)
+SELECT count(*) FROM deleted;

@@ -1,0 +1,106 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+// Errors the HTTP layer raises itself, about the request. Handlers wrap them
+// with a detail through invalid().
+var (
+	errInvalidBody       = errors.New("invalid request body")
+	errBodyTooLarge      = errors.New("request body too large")
+	errInvalidParameter  = errors.New("invalid parameter")
+	errUnsupportedMedia  = errors.New("unsupported media type")
+	errRouteNotFound     = errors.New("route not found")
+	errMethodNotAllowed  = errors.New("method not allowed")
+	errOriginNotAllowed  = errors.New("origin not allowed")
+	errServiceNotReady   = errors.New("service not ready")
+	errInternal          = errors.New("internal error")
+)
+
+// errorTable is the one place that maps an error to its HTTP status, its
+// stable machine-readable code and its title. Errors are matched with
+// errors.Is, in order; anything unmatched is a 500 whose cause is logged and
+// never shown to the client.
+var errorTable = []struct {
+	err    error
+	status int
+	code   string
+	title  string
+	// detail, when set, replaces the error's own text: the error may carry
+	// internal causes that clients must not see.
+	detail string
+}{
+	{err: store.ErrKeyNotFound, status: http.StatusNotFound, code: "key_not_found", title: "Key not found",
+		detail: "No live key has this id."},
+	{err: store.ErrNoFreeKey, status: http.StatusNotFound, code: "no_free_key", title: "No free key",
+		detail: "Every key of the pool is blocked, or the pool has no keys."},
+	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
+		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
+	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
+		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
+	{err: errServiceNotReady, status: http.StatusServiceUnavailable, code: "not_ready", title: "Not ready"},
+	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
+	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},
+	{err: errInvalidParameter, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
+	{err: errUnsupportedMedia, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", title: "Unsupported media type"},
+	{err: errRouteNotFound, status: http.StatusNotFound, code: "route_not_found", title: "Route not found"},
+	{err: errMethodNotAllowed, status: http.StatusMethodNotAllowed, code: "method_not_allowed", title: "Method not allowed"},
+	{err: errOriginNotAllowed, status: http.StatusForbidden, code: "origin_not_allowed", title: "Origin not allowed"},
+	{err: errInternal, status: http.StatusInternalServerError, code: "internal_error", title: "Internal error",
+		detail: "The server failed to answer; the request id identifies it in the logs."},
+}
+
+// retryAfterSeconds is sent with every 503.
+const retryAfterSeconds = "1"
+
+// requestError is a request-level error with a detail for the client.
+type requestError struct {
+	kind   error
+	detail string
+}
+
+func (e *requestError) Error() string { return e.kind.Error() + ": " + e.detail }
+func (e *requestError) Unwrap() error { return e.kind }
+
+// invalid returns an error of the given kind whose detail the client sees.
+func invalid(kind error, format string, args ...any) error {
+	return &requestError{kind: kind, detail: fmt.Sprintf(format, args...)}
+}
+
+// problem is an RFC 9457 problem details body.
+type problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail"`
+	Code      string `json:"code"`
+	Instance  string `json:"instance,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// problemFor looks the error up in errorTable. The second result is false
+// for errors the table does not know, which are internal.
+func problemFor(err error) (problem, bool) {
+	for _, row := range errorTable {
+		if !errors.Is(err, row.err) {
+			continue
+		}
+		p := problem{Type: "/problems/" + row.code, Title: row.title, Status: row.status, Code: row.code, Detail: row.detail}
+		if p.Detail == "" {
+			var reqErr *requestError
+			if errors.As(err, &reqErr) {
+				p.Detail = reqErr.detail
+			} else {
+				p.Detail = err.Error()
+			}
+		}
+		return p, row.err != errInternal
+	}
+	p, _ := problemFor(errInternal)
+	return p, false
+}

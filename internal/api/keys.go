@@ -1,0 +1,406 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+const (
+	defaultPool = "default"
+	// maxBodyBytes bounds request bodies: the largest valid one is a few
+	// dozen bytes.
+	maxBodyBytes = 64 << 10
+	// MaxWait is the longest a GET /keys?wait= may wait for a free key.
+	MaxWait = 60 * time.Second
+)
+
+var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// createRequest is the body of POST /keys; every field is optional.
+type createRequest struct {
+	Count *int   `json:"count"`
+	Pool  string `json:"pool"`
+}
+
+func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
+	var req createRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	pool, err := poolParam(r, req.Pool)
+	if err != nil {
+		return err
+	}
+	count := 1
+	if req.Count != nil {
+		count = *req.Count
+		if count < 1 || count > store.MaxCreate {
+			return invalid(errInvalidBody, "count must be between 1 and %d, got %d", store.MaxCreate, count)
+		}
+	}
+	keys, err := a.store.Create(r.Context(), pool, count)
+	if err != nil {
+		return err
+	}
+	if req.Count == nil {
+		w.Header().Set("Location", "/keys/"+keys[0].ID.String())
+		writeJSON(w, http.StatusCreated, newKeyBody(keys[0]))
+		return nil
+	}
+	bodies := make([]keyBody, len(keys))
+	for i, k := range keys {
+		bodies[i] = newKeyBody(k)
+	}
+	writeJSON(w, http.StatusCreated, struct {
+		Keys []keyBody `json:"keys"`
+	}{bodies})
+	return nil
+}
+
+func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
+	pool, err := poolParam(r, "")
+	if err != nil {
+		return err
+	}
+	wait, err := waitParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.claim(r.Context(), pool, wait)
+	if err != nil {
+		return err
+	}
+	if r.Context().Err() != nil {
+		// The client left while its key was being claimed: nobody will use
+		// this lease, so give the key back instead of letting it sit blocked
+		// until the lease runs out.
+		a.releaseAbandoned(key)
+		return r.Context().Err()
+	}
+	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
+	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key))
+	return nil
+}
+
+// claim claims a key of the pool, retrying until wait has passed while the
+// pool has none free.
+func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+	key, err := a.store.Claim(ctx, pool)
+	if wait <= 0 || !errors.Is(err, store.ErrNoFreeKey) {
+		return key, err
+	}
+	deadline := time.Now().Add(wait)
+	pause := 20 * time.Millisecond
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return store.Key{}, store.ErrNoFreeKey
+		}
+		timer := time.NewTimer(min(pause, remaining))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return store.Key{}, ctx.Err()
+		case <-timer.C:
+		}
+		key, err = a.store.Claim(ctx, pool)
+		if !errors.Is(err, store.ErrNoFreeKey) {
+			return key, err
+		}
+		pause = min(2*pause, 250*time.Millisecond)
+	}
+}
+
+func (a *API) releaseAbandoned(key store.Key) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.store.Release(ctx, key.ID, key.LeaseToken); err != nil {
+		a.logger.Warn("could not release a key claimed for a client that left", "key_id", key.ID, "error", err)
+	}
+}
+
+func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
+	pool, err := poolParam(r, "")
+	if err != nil {
+		return err
+	}
+	counts, err := a.store.CountPool(r.Context(), pool)
+	if err != nil {
+		return err
+	}
+	available, err := a.store.HasFree(r.Context(), pool)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("X-Pool", pool)
+	h.Set("X-Pool-Keys", strconv.FormatInt(counts.Keys, 10))
+	h.Set("X-Pool-Free", strconv.FormatInt(counts.Free(), 10))
+	h.Set("X-Pool-Blocked", strconv.FormatInt(counts.Blocked, 10))
+	h.Set("X-Pool-Available", strconv.FormatBool(available))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.store.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newKeyBody(key))
+	return nil
+}
+
+func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.store.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("X-Key-Id", key.ID.String())
+	h.Set("X-Key-Pool", key.Pool)
+	status := "free"
+	if key.Blocked() {
+		status = "blocked"
+	}
+	h.Set("X-Key-Status", status)
+	h.Set("X-Key-Created-At", formatTime(key.CreatedAt))
+	h.Set("X-Key-Expires-At", formatTime(key.ExpiresAt))
+	if key.BlockedAt != nil {
+		h.Set("X-Key-Blocked-At", formatTime(*key.BlockedAt))
+	}
+	if key.LeaseExpiresAt != nil {
+		h.Set("X-Key-Lease-Expires-At", formatTime(*key.LeaseExpiresAt))
+	}
+	if key.LastKeepAliveAt != nil {
+		h.Set("X-Key-Last-Keep-Alive-At", formatTime(*key.LastKeepAliveAt))
+	}
+	h.Set("X-Key-Times-Assigned", strconv.FormatInt(key.TimesAssigned, 10))
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.store.Delete(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		keyBody
+		Deleted bool `json:"deleted"`
+	}{newKeyBody(key), true})
+	return nil
+}
+
+func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	token, err := leaseTokenParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.store.Release(r.Context(), id, token)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newKeyBody(key))
+	return nil
+}
+
+func (a *API) keepAlive(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	token, err := leaseTokenParam(r)
+	if err != nil {
+		return err
+	}
+	key, err := a.store.KeepAlive(r.Context(), id, token)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newKeyBody(key))
+	return nil
+}
+
+// keyIDParam reads the key id of the path. Anything but a UUID in its
+// canonical form names no key: a 404, like any unknown key.
+func keyIDParam(r *http.Request) (uuid.UUID, error) {
+	raw := chi.URLParam(r, "id")
+	if len(raw) != 36 {
+		return uuid.UUID{}, store.ErrKeyNotFound
+	}
+	id, err := uuid.Parse(raw)
+	if err != nil {
+		return uuid.UUID{}, store.ErrKeyNotFound
+	}
+	return id, nil
+}
+
+// poolParam reads the pool from the query, or from the body's value when
+// the query has none; both may be given only if they agree.
+func poolParam(r *http.Request, fromBody string) (string, error) {
+	query := r.URL.Query()
+	pool := query.Get("pool")
+	if pool != "" && fromBody != "" && pool != fromBody {
+		return "", invalid(errInvalidParameter, "pool is %q in the query but %q in the body", pool, fromBody)
+	}
+	if pool == "" {
+		pool = fromBody
+	}
+	if pool == "" {
+		if query.Has("pool") {
+			return "", invalid(errInvalidParameter, "pool must not be empty")
+		}
+		return defaultPool, nil
+	}
+	if !poolName.MatchString(pool) {
+		return "", invalid(errInvalidParameter, "pool must be 1 to 64 letters, digits, '.', '_' or '-', got %q", pool)
+	}
+	return pool, nil
+}
+
+// waitParam reads ?wait=: a duration such as 30s or 1500ms, or a number of
+// seconds, at most MaxWait.
+func waitParam(r *http.Request) (time.Duration, error) {
+	query := r.URL.Query()
+	if !query.Has("wait") {
+		return 0, nil
+	}
+	raw := query.Get("wait")
+	wait, err := time.ParseDuration(raw)
+	if err != nil {
+		seconds, numErr := strconv.ParseFloat(raw, 64)
+		if numErr != nil {
+			return 0, invalid(errInvalidParameter, "wait must be a duration such as 30s or 500ms, or a number of seconds, got %q", raw)
+		}
+		wait = time.Duration(seconds * float64(time.Second))
+	}
+	if wait < 0 || wait > MaxWait {
+		return 0, invalid(errInvalidParameter, "wait must be between 0s and %s, got %q", MaxWait, raw)
+	}
+	return wait, nil
+}
+
+// leaseTokenParam reads the lease token from If-Match ("<token>") or from
+// ?lease=. A token that is not one of ours is kept as one that matches no
+// lease, so the request gets the same 409 as any stale token.
+func leaseTokenParam(r *http.Request) (*int64, error) {
+	var fromHeader, fromQuery string
+	if header := strings.TrimSpace(r.Header.Get("If-Match")); header != "" && header != "*" {
+		fromHeader = strings.Trim(strings.TrimPrefix(header, "W/"), `"`)
+	}
+	query := r.URL.Query()
+	if query.Has("lease") {
+		fromQuery = query.Get("lease")
+		if fromQuery == "" {
+			return nil, invalid(errInvalidParameter, "lease must not be empty")
+		}
+	}
+	if fromHeader != "" && fromQuery != "" && fromHeader != fromQuery {
+		return nil, invalid(errInvalidParameter, "the lease token is %q in If-Match but %q in the query", fromHeader, fromQuery)
+	}
+	raw := fromHeader
+	if raw == "" {
+		raw = fromQuery
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	token, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || token <= 0 {
+		token = -1
+	}
+	return &token, nil
+}
+
+// decodeBody decodes an optional JSON body into dst. An empty body leaves
+// dst as it is.
+func decodeBody(r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mediaType, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
+			return invalid(errUnsupportedMedia, "the body must be JSON (Content-Type: application/json), got %q", ct)
+		}
+	}
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return invalid(errBodyTooLarge, "the body must be at most %d bytes", tooLarge.Limit)
+		}
+		return invalid(errInvalidBody, "the body could not be read")
+	}
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return invalid(errInvalidBody, "the body is not valid JSON for this request: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return invalid(errInvalidBody, "the body must hold a single JSON object")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field != "" {
+			return typeErr.Field + " must be " + jsonKind(typeErr.Type.Kind().String())
+		}
+		return "expected a JSON object"
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return "malformed JSON at byte " + strconv.FormatInt(syntaxErr.Offset, 10)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "the JSON ends too early"
+	}
+	return err.Error()
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int64", "int32":
+		return "an integer"
+	case "string":
+		return "a string"
+	default:
+		return "a " + goKind
+	}
+}

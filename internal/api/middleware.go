@@ -1,0 +1,126 @@
+package api
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+)
+
+// recoverer turns a panic into a logged 500 with a JSON body.
+func (a *API) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if rec := recover(); rec != nil {
+				if rec == http.ErrAbortHandler {
+					panic(rec)
+				}
+				a.logger.Error("panic", "panic", rec, "stack", string(debug.Stack()),
+					"request_id", middleware.GetReqID(r.Context()))
+				writeError(w, r, a.logger, fmt.Errorf("%w: panic: %v", errInternal, rec))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// observe logs every request at debug level (errors above it) and records
+// it in the metrics under its route pattern, so that key ids do not become
+// label values.
+func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			elapsed := time.Since(start)
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route := chi.RouteContext(r.Context()).RoutePattern()
+			if route == "" {
+				route = "unmatched"
+			}
+			if m != nil {
+				m.ObserveRequest(route, r.Method, status, elapsed)
+			}
+			level := slog.LevelDebug
+			if status >= 500 {
+				level = slog.LevelWarn
+			}
+			a.logger.Log(r.Context(), level, "request", "method", r.Method, "route", route, "path", r.URL.Path,
+				"status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
+				"request_id", middleware.GetReqID(r.Context()))
+		})
+	}
+}
+
+// limitBody caps request bodies; a longer one reads as an error that the
+// handlers report as 413.
+func limitBody(max int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// exposedHeaders are the response headers a browser script may read.
+var exposedHeaders = strings.Join([]string{
+	"Location", "ETag", "Retry-After", "X-Request-Id",
+	"X-Pool", "X-Pool-Keys", "X-Pool-Free", "X-Pool-Blocked", "X-Pool-Available",
+	"X-Key-Id", "X-Key-Pool", "X-Key-Status", "X-Key-Created-At", "X-Key-Blocked-At",
+	"X-Key-Expires-At", "X-Key-Lease-Expires-At", "X-Key-Last-Keep-Alive-At", "X-Key-Times-Assigned",
+}, ", ")
+
+// cors lets browser pages from the allowed origins call the API. A
+// preflight from an allowed origin is answered here; one from any other
+// origin is refused with 403.
+func cors(origins []string, logger *slog.Logger) func(http.Handler) http.Handler {
+	anyOrigin := slices.Contains(origins, "*")
+	allowed := func(origin string) bool { return anyOrigin || slices.Contains(origins, origin) }
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			origin := r.Header.Get("Origin")
+			if origin == "" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			h := w.Header()
+			h.Add("Vary", "Origin")
+			preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+			if !allowed(origin) {
+				if preflight {
+					writeError(w, r, logger, invalid(errOriginNotAllowed, "origin %q may not call this API", origin))
+					return
+				}
+				// Served without CORS headers: the browser keeps the answer
+				// from the page.
+				next.ServeHTTP(w, r)
+				return
+			}
+			h.Set("Access-Control-Allow-Origin", origin)
+			if !preflight {
+				h.Set("Access-Control-Expose-Headers", exposedHeaders)
+				next.ServeHTTP(w, r)
+				return
+			}
+			h.Add("Vary", "Access-Control-Request-Method")
+			h.Add("Vary", "Access-Control-Request-Headers")
+			h.Set("Access-Control-Allow-Methods", strings.Join(allMethods, ", "))
+			h.Set("Access-Control-Allow-Headers", "Content-Type, If-Match, Authorization")
+			h.Set("Access-Control-Max-Age", "600")
+			writeJSON(w, http.StatusOK, map[string]string{"status": "preflight ok"})
+		})
+	}
+}

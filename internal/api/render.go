@@ -1,0 +1,95 @@
+package api
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+// timeFormat is RFC 3339 in UTC with milliseconds.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func formatTimePtr(t *time.Time) *string {
+	if t == nil {
+		return nil
+	}
+	s := formatTime(*t)
+	return &s
+}
+
+// keyBody is a key as the API shows it.
+type keyBody struct {
+	KeyID           string  `json:"keyId"`
+	Pool            string  `json:"pool"`
+	IsBlocked       bool    `json:"isBlocked"`
+	BlockedAt       *string `json:"blockedAt"`
+	CreatedAt       string  `json:"createdAt"`
+	ExpiresAt       string  `json:"expiresAt"`
+	LeaseExpiresAt  *string `json:"leaseExpiresAt"`
+	LastKeepAliveAt *string `json:"lastKeepAliveAt"`
+	TimesAssigned   int64   `json:"timesAssigned"`
+	// LeaseToken is shown only to the client the key was just assigned to.
+	LeaseToken string `json:"leaseToken,omitempty"`
+}
+
+func newKeyBody(k store.Key) keyBody {
+	return keyBody{
+		KeyID:           k.ID.String(),
+		Pool:            k.Pool,
+		IsBlocked:       k.Blocked(),
+		BlockedAt:       formatTimePtr(k.BlockedAt),
+		CreatedAt:       formatTime(k.CreatedAt),
+		ExpiresAt:       formatTime(k.ExpiresAt),
+		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
+		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
+		TimesAssigned:   k.TimesAssigned,
+	}
+}
+
+// withLease adds the lease token, for the holder's eyes only.
+func (b keyBody) withLease(k store.Key) keyBody {
+	if k.LeaseToken != nil {
+		b.LeaseToken = formatLeaseToken(*k.LeaseToken)
+	}
+	return b
+}
+
+func formatLeaseToken(token int64) string { return strconv.FormatInt(token, 10) }
+
+// writeJSON writes body as the response. API answers are never cached: they
+// describe state that changes from one moment to the next.
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// writeError answers with the problem details of err. It is the one place
+// where errors become responses.
+func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	p, known := problemFor(err)
+	p.Instance = r.URL.Path
+	p.RequestID = middleware.GetReqID(r.Context())
+	if !known {
+		logger.Error("request failed", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+	}
+	h := w.Header()
+	if p.Status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", retryAfterSeconds)
+		logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+	}
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}

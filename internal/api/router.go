@@ -1,0 +1,137 @@
+// Package api is the HTTP interface of the key pool: every route in one
+// router, handlers that return errors, and one function that turns errors
+// into problem details.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+// Config holds what the API needs.
+type Config struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Metrics, when set, records every request and is served at /metrics.
+	Metrics *metrics.Metrics
+	// CORSOrigins may call the API from a browser; "*" allows any.
+	CORSOrigins []string
+	// Ready reports whether the service can serve: database reachable,
+	// migrations applied.
+	Ready func(context.Context) error
+}
+
+// API serves the HTTP interface.
+type API struct {
+	store  *store.Store
+	logger *slog.Logger
+	router chi.Router
+}
+
+// New builds the API and its router.
+func New(cfg Config) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &API{store: cfg.Store, logger: cfg.Logger}
+	r := chi.NewRouter()
+	a.router = r
+
+	r.Use(middleware.RequestID)
+	r.Use(a.recoverer)
+	r.Use(a.observe(cfg.Metrics))
+	r.Use(cors(cfg.CORSOrigins, cfg.Logger))
+	r.Use(limitBody(maxBodyBytes))
+
+	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return invalid(errRouteNotFound, "no route %s %s", r.Method, r.URL.Path)
+	}))
+	r.MethodNotAllowed(a.methodNotAllowed)
+
+	r.Post("/keys", a.handle(a.createKeys))
+	r.Get("/keys", a.handle(a.assignKey))
+	// HEAD /keys is its own handler: it must never assign a key, as a HEAD
+	// answered by the GET handler would.
+	r.Head("/keys", a.handle(a.poolAvailability))
+	r.Get("/keys/{id}", a.handle(a.getKey))
+	r.Head("/keys/{id}", a.handle(a.headKey))
+	r.Delete("/keys/{id}", a.handle(a.deleteKey))
+	r.Put("/keys/{id}", a.handle(a.releaseKey))
+	r.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
+	r.Put("/keepalive/{id}", a.handle(a.keepAlive))
+
+	r.Get("/healthz", a.handle(a.healthz))
+	r.Head("/healthz", a.handle(a.healthz))
+	r.Get("/readyz", a.handle(a.readyz(cfg.Ready)))
+	r.Head("/readyz", a.handle(a.readyz(cfg.Ready)))
+	if cfg.Metrics != nil {
+		r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
+	}
+	return a
+}
+
+// ServeHTTP serves a request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.router.ServeHTTP(w, r) }
+
+// handle adapts a handler that returns an error.
+func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			if r.Context().Err() != nil {
+				// The client is gone; there is nobody to answer.
+				return
+			}
+			writeError(w, r, a.logger, err)
+		}
+	}
+}
+
+// allMethods are the methods the API answers to on some route.
+var allMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete}
+
+// methodNotAllowed answers 405 with the Allow header listing what the path
+// does accept.
+func (a *API) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	var allowed []string
+	for _, method := range allMethods {
+		if a.router.Match(chi.NewRouteContext(), method, r.URL.Path) {
+			allowed = append(allowed, method)
+		}
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	writeError(w, r, a.logger, invalid(errMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
+		r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (a *API) readyz(ready func(context.Context) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if ready != nil {
+			if err := ready(r.Context()); err != nil {
+				a.logger.Warn("not ready", "error", err)
+				return invalid(errServiceNotReady, "%s", readinessDetail(err))
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		return nil
+	}
+}
+
+func readinessDetail(err error) string {
+	if strings.Contains(err.Error(), "migration") {
+		return "database migrations are not applied yet"
+	}
+	return "the database cannot be reached"
+}

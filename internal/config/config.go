@@ -1,0 +1,147 @@
+// Package config reads the server's settings from flags and the environment.
+// Every flag has an environment variable of the same meaning; a flag given on
+// the command line wins.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's whole configuration.
+type Config struct {
+	// DatabaseURL of the shared PostgreSQL. Empty: an embedded PostgreSQL
+	// under DataDir.
+	DatabaseURL string
+	// DataDir holds the embedded PostgreSQL's data, kept across restarts.
+	DataDir string
+	// EmbeddedPort is the loopback port of the embedded PostgreSQL.
+	EmbeddedPort int
+	// Addr is the HTTP listen address.
+	Addr string
+	// KeyTTL: a key not kept alive for this long is deleted.
+	KeyTTL time.Duration
+	// LeaseTTL: a lease not kept alive for this long ends.
+	LeaseTTL time.Duration
+	// SweepInterval between two passes of the background job.
+	SweepInterval time.Duration
+	// DBMaxConns is the size of the connection pool to the database.
+	DBMaxConns int
+	// DBTimeout bounds every database call; past it the request answers 503.
+	DBTimeout time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may take to finish
+	// at shutdown.
+	ShutdownTimeout time.Duration
+	// CORSOrigins may call the API from a browser; "*" allows any.
+	CORSOrigins []string
+	// LogLevel of the structured logs.
+	LogLevel slog.Level
+	// LogFormat is "text" or "json".
+	LogFormat string
+}
+
+// Load parses args (without the program name) over the environment given by
+// getenv. Invalid values are refused with a message naming the setting.
+func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("token-orchestrator", flag.ContinueOnError)
+	fs.SetOutput(output)
+	env := func(name, fallback string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return fallback
+	}
+
+	var (
+		cfg                                        Config
+		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
+		cors, level                                string
+		port, maxConns                             string
+	)
+	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
+	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the embedded PostgreSQL's data (env DATA_DIR)")
+	fs.StringVar(&port, "embedded-port", env("EMBEDDED_PG_PORT", "54329"), "loopback port of the embedded PostgreSQL (env EMBEDDED_PG_PORT)")
+	fs.StringVar(&cfg.Addr, "addr", env("ADDR", "127.0.0.1:8080"), "HTTP listen address (env ADDR)")
+	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", "5m"), "life of a key after creation or keep-alive (env KEY_TTL)")
+	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", "60s"), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
+	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", "1s"), "interval of the background job (env SWEEP_INTERVAL)")
+	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
+	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
+	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
+	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+
+	var errs []error
+	var err error
+	duration := func(name, value string, min time.Duration) time.Duration {
+		d, err := time.ParseDuration(value)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %q is not a duration (use e.g. 500ms, 30s, 5m)", name, value))
+		case d < min:
+			errs = append(errs, fmt.Errorf("%s: %s is below the minimum of %s", name, value, min))
+		}
+		return d
+	}
+	cfg.KeyTTL = duration("KEY_TTL", keyTTL, time.Millisecond)
+	cfg.LeaseTTL = duration("LEASE_TTL", leaseTTL, time.Millisecond)
+	cfg.SweepInterval = duration("SWEEP_INTERVAL", sweep, time.Millisecond)
+	cfg.DBTimeout = duration("DB_TIMEOUT", dbTimeout, 10*time.Millisecond)
+	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
+
+	if cfg.DatabaseURL != "" {
+		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			errs = append(errs, errors.New("DATABASE_URL: must be a postgres:// or postgresql:// URL"))
+		}
+	}
+	if cfg.EmbeddedPort, err = strconv.Atoi(port); err != nil || cfg.EmbeddedPort < 1 || cfg.EmbeddedPort > 65535 {
+		errs = append(errs, fmt.Errorf("EMBEDDED_PG_PORT: %q is not a port number", port))
+	}
+	if n, err := strconv.Atoi(maxConns); err != nil || n < 1 || n > 1000 {
+		errs = append(errs, fmt.Errorf("DB_MAX_CONNS: %q is not a number from 1 to 1000", maxConns))
+	} else {
+		cfg.DBMaxConns = n
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("ADDR: %q is not host:port (e.g. :8080 or 127.0.0.1:8080)", cfg.Addr))
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: %q is not one of debug, info, warn, error", level))
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT: %q is not text or json", cfg.LogFormat))
+	}
+	for _, origin := range strings.Split(cors, ",") {
+		origin = strings.TrimSpace(origin)
+		if origin == "" {
+			continue
+		}
+		if origin != "*" {
+			u, err := url.Parse(origin)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+				errs = append(errs, fmt.Errorf("CORS_ORIGINS: %q is not an origin like https://example.com", origin))
+				continue
+			}
+		}
+		cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return cfg, nil
+}

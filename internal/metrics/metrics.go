@@ -1,0 +1,118 @@
+// Package metrics holds the server's Prometheus collectors, each server on
+// its own registry so that several servers can live in one process.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+)
+
+// Metrics is the set of collectors of one server.
+type Metrics struct {
+	registry        *prometheus.Registry
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+	leasesReleased  prometheus.Counter
+	keysExpired     prometheus.Counter
+	sweepErrors     prometheus.Counter
+}
+
+// New registers the collectors. counts, when not nil, is read at every
+// scrape for the per-pool gauges.
+func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.Logger) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_http_requests_total",
+			Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenorchestrator_http_request_duration_seconds",
+			Help:    "HTTP request latency by route and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route", "method"}),
+		leasesReleased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_leases_released_total",
+			Help: "Leases ended by the background job because nobody kept them alive.",
+		}),
+		keysExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_keys_expired_total",
+			Help: "Keys deleted by the background job because nobody kept them alive.",
+		}),
+		sweepErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_errors_total",
+			Help: "Passes of the background job that failed.",
+		}),
+	}
+	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.sweepErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if counts != nil {
+		m.registry.MustRegister(&poolCollector{counts: counts, logger: logger})
+	}
+	return m
+}
+
+// Handler serves the metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one served request.
+func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.Duration) {
+	m.requests.WithLabelValues(route, method, statusLabel(status)).Inc()
+	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+}
+
+// ObserveSweep records one pass of the background job.
+func (m *Metrics) ObserveSweep(result sweeper.Result) {
+	m.leasesReleased.Add(float64(result.LeasesReleased))
+	m.keysExpired.Add(float64(result.KeysExpired))
+	if result.Err != nil {
+		m.sweepErrors.Inc()
+	}
+}
+
+func statusLabel(status int) string {
+	const digits = "0123456789"
+	if status < 100 || status > 999 {
+		return "other"
+	}
+	return string([]byte{digits[status/100], digits[status/10%10], digits[status%10]})
+}
+
+var (
+	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
+		"Keys in the pool by state (free, blocked).", []string{"pool", "state"}, nil)
+)
+
+// poolCollector reads the per-pool counters at scrape time; they are kept
+// by the database, so every replica reports the same numbers.
+type poolCollector struct {
+	counts func(context.Context) ([]store.PoolCounts, error)
+	logger *slog.Logger
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolKeysDesc }
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pools, err := c.counts(ctx)
+	if err != nil {
+		c.logger.Warn("pool gauges unavailable", "error", err)
+		return
+	}
+	for _, p := range pools {
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(p.Free()), p.Pool, "free")
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(p.Blocked), p.Pool, "blocked")
+	}
+}

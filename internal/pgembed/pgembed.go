@@ -1,0 +1,327 @@
+// Package pgembed runs a PostgreSQL cluster owned by this program, from the
+// PostgreSQL binaries installed on the machine: the default database when no
+// DATABASE_URL is given, and the fallback database of the tests.
+//
+// The cluster listens on loopback TCP only. Its data directory survives
+// restarts; a first start creates it with initdb. PostgreSQL refuses to run
+// as root, so when this program is root the cluster runs as the "postgres"
+// system user.
+package pgembed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Config describes a cluster.
+type Config struct {
+	// DataDir is the cluster's data directory. It is created on first start.
+	DataDir string
+	// Port on 127.0.0.1; zero picks a free one.
+	Port int
+	// BinDir holds initdb and postgres; empty looks in the usual places.
+	BinDir string
+	// Settings are extra server settings (name → value).
+	Settings map[string]string
+	// StartTimeout bounds start-up; zero means 60 seconds.
+	StartTimeout time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Cluster is a running PostgreSQL.
+type Cluster struct {
+	cfg     Config
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logFile *os.File
+	port    int
+}
+
+// Start starts the cluster, creating it first if DataDir holds none, and
+// waits until it accepts connections. If a server from an earlier run of
+// this program still runs on DataDir, Start uses it and Stop leaves it be.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = dataDir
+	binDir, err := findBinDir(cfg.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+
+	if port, ok := runningPort(cfg.DataDir); ok {
+		c := &Cluster{cfg: cfg, port: port}
+		if err := c.waitReady(ctx); err == nil {
+			cfg.Logger.Info("using the embedded PostgreSQL already running", "data_dir", cfg.DataDir, "port", port)
+			return c, nil
+		}
+	}
+	if err := initCluster(ctx, binDir, cfg.DataDir, cred, cfg.Logger); err != nil {
+		return nil, err
+	}
+	port := cfg.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	logPath := cfg.DataDir + ".log"
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open the PostgreSQL log: %w", err)
+	}
+	args := []string{"-D", cfg.DataDir, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="}
+	names := make([]string, 0, len(cfg.Settings))
+	for name := range cfg.Settings {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		args = append(args, "-c", name+"="+cfg.Settings[name])
+	}
+	cmd := exec.Command(filepath.Join(binDir, "postgres"), args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// A fast shutdown if this program dies without stopping the cluster.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGINT, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	c := &Cluster{cfg: cfg, cmd: cmd, exited: make(chan struct{}), logFile: logFile, port: port}
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	if err := c.waitReady(ctx); err != nil {
+		_ = c.Stop()
+		return nil, fmt.Errorf("embedded PostgreSQL did not start (log: %s): %w\n%s", logPath, err, tail(logPath))
+	}
+	cfg.Logger.Info("embedded PostgreSQL started", "data_dir", cfg.DataDir, "port", port)
+	return c, nil
+}
+
+// URL is the connection URL of the cluster's postgres database.
+func (c *Cluster) URL() string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
+}
+
+// Port is the cluster's TCP port.
+func (c *Cluster) Port() int { return c.port }
+
+// Stop shuts the cluster down cleanly (a fast shutdown: open sessions are
+// ended, everything committed is kept) and waits for it.
+func (c *Cluster) Stop() error {
+	if c.cmd == nil {
+		return nil
+	}
+	defer c.logFile.Close()
+	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(30 * time.Second):
+	}
+	// Immediate shutdown: crash recovery at the next start.
+	_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-c.exited:
+		return errors.New("embedded PostgreSQL needed an immediate shutdown")
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		return errors.New("embedded PostgreSQL had to be killed")
+	}
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(attempt, c.URL())
+		cancel()
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-c.exitedChan():
+			return errors.New("postgres exited")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) exitedChan() <-chan struct{} {
+	if c.exited == nil {
+		return nil
+	}
+	return c.exited
+}
+
+// initCluster runs initdb unless dataDir already holds a cluster. It builds
+// the cluster beside dataDir and renames it into place, so that a start that
+// failed halfway never leaves a half-made data directory behind.
+func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Credential, logger *slog.Logger) error {
+	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
+		return nil
+	}
+	if entries, err := os.ReadDir(dataDir); err == nil && len(entries) > 0 {
+		return fmt.Errorf("%s is not empty but holds no PostgreSQL cluster; move it away", dataDir)
+	}
+	building := dataDir + ".initdb"
+	if err := os.RemoveAll(building); err != nil {
+		return err
+	}
+	// The parent must be traversable by the server's user, which is not
+	// this process's user when running as root.
+	if err := os.MkdirAll(filepath.Dir(building), 0o755); err != nil {
+		return fmt.Errorf("create the data directory: %w", err)
+	}
+	if err := os.Mkdir(building, 0o700); err != nil {
+		return fmt.Errorf("create the data directory: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(building, int(cred.Uid), int(cred.Gid)); err != nil {
+			return err
+		}
+	}
+	logger.Info("creating the embedded PostgreSQL cluster", "data_dir", dataDir)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"),
+		"-D", building, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		_ = os.RemoveAll(building)
+		return fmt.Errorf("initdb: %w\n%s", err, out.String())
+	}
+	_ = os.Remove(dataDir) // an empty directory left by an earlier attempt
+	return os.Rename(building, dataDir)
+}
+
+// runningPort returns the port of a server that runs on dataDir now.
+func runningPort(dataDir string) (int, bool) {
+	raw, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	lines := strings.Split(string(raw), "\n")
+	if len(lines) < 4 {
+		return 0, false
+	}
+	pid, err1 := strconv.Atoi(strings.TrimSpace(lines[0]))
+	port, err2 := strconv.Atoi(strings.TrimSpace(lines[3]))
+	if err1 != nil || err2 != nil || pid <= 0 {
+		return 0, false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0, false
+	}
+	return port, true
+}
+
+// serverCredential says whom the server runs as: this process's user, or
+// the postgres system user when this process is root.
+func serverCredential() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, errors.New("PostgreSQL cannot run as root and there is no 'postgres' user to run it as: create one, run as another user, or set DATABASE_URL")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// findBinDir looks for a directory holding initdb and postgres.
+func findBinDir(configured string) (string, error) {
+	var candidates []string
+	if configured != "" {
+		candidates = append(candidates, configured)
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		candidates = append(candidates, strings.TrimSpace(string(out)))
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		candidates = append(candidates, filepath.Dir(path))
+	}
+	for _, pattern := range []string{
+		"/usr/lib/postgresql/*/bin",          // Debian, Ubuntu
+		"/usr/pgsql-*/bin",                   // RHEL, Fedora
+		"/opt/homebrew/opt/postgresql@*/bin", // Homebrew on Apple silicon
+		"/usr/local/opt/postgresql@*/bin",    // Homebrew on Intel
+		"/Applications/Postgres.app/Contents/Versions/*/bin",
+	} {
+		matches, _ := filepath.Glob(pattern)
+		sort.Sort(sort.Reverse(sort.StringSlice(matches))) // newest version first
+		candidates = append(candidates, matches...)
+	}
+	for _, dir := range candidates {
+		if isFile(filepath.Join(dir, "initdb")) && isFile(filepath.Join(dir, "postgres")) {
+			return dir, nil
+		}
+	}
+	if configured != "" {
+		return "", fmt.Errorf("no initdb and postgres in %s", configured)
+	}
+	return "", errors.New("no PostgreSQL server binaries found (looked for initdb and postgres): install PostgreSQL (e.g. apt-get install postgresql, brew install postgresql) or set DATABASE_URL")
+}
+
+func isFile(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && !info.IsDir()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const max = 2000
+	if info, err := f.Stat(); err == nil && info.Size() > max {
+		_, _ = f.Seek(-max, io.SeekEnd)
+	}
+	raw, _ := io.ReadAll(f)
+	return string(raw)
+}

@@ -1,0 +1,203 @@
+// Package server assembles the service: database (shared or embedded),
+// migrations, store, background job, metrics and HTTP API, and takes them
+// down again in order.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+)
+
+// Server is one replica of the service.
+type Server struct {
+	cfg     config.Config
+	logger  *slog.Logger
+	cluster *pgembed.Cluster
+	pool    *pgxpool.Pool
+	store   *store.Store
+	sweeper *sweeper.Sweeper
+	http    *http.Server
+}
+
+// New connects to the database (starting the embedded one when no URL is
+// configured), applies the migrations and builds the service. Nothing is
+// served until Serve.
+func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	dsn := cfg.DatabaseURL
+	if dsn == "" {
+		s.cluster, err = pgembed.Start(ctx, pgembed.Config{
+			DataDir: filepath.Join(cfg.DataDir, "postgres"),
+			Port:    cfg.EmbeddedPort,
+			Logger:  logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("embedded PostgreSQL: %w", err)
+		}
+		dsn = s.cluster.URL()
+	}
+	if s.pool, err = connect(ctx, dsn, cfg); err != nil {
+		return nil, err
+	}
+	if err = migrateWithRetry(ctx, s.pool, logger); err != nil {
+		return nil, err
+	}
+	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
+	m := metrics.New(s.store.CountPools, logger)
+	s.sweeper = sweeper.New(s.store, sweeper.Config{Interval: cfg.SweepInterval, Logger: logger, OnPass: m.ObserveSweep})
+	handler := api.New(api.Config{
+		Store:       s.store,
+		Logger:      logger,
+		Metrics:     m,
+		CORSOrigins: cfg.CORSOrigins,
+		Ready:       s.ready(),
+	})
+	s.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough for the longest wait for a key plus the claim itself.
+		WriteTimeout:   api.MaxWait + cfg.DBTimeout + 10*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Serve starts the background job and serves HTTP on l until ctx ends, then
+// shuts down gracefully: no new connections, in-flight requests finish
+// (within ShutdownTimeout), the job stops, and the database is closed.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.sweeper.Start(context.WithoutCancel(ctx))
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(l) }()
+	s.logger.Info("serving", "addr", l.Addr().String(), "key_ttl", s.cfg.KeyTTL, "lease_ttl", s.cfg.LeaseTTL,
+		"sweep_interval", s.cfg.SweepInterval, "embedded_db", s.cluster != nil)
+
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+		s.logger.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		if err := s.http.Shutdown(shutdownCtx); err != nil {
+			s.logger.Warn("in-flight requests did not finish in time", "error", err)
+			_ = s.http.Close()
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			serveErr = err
+		}
+	}
+	s.close()
+	s.logger.Info("stopped")
+	return serveErr
+}
+
+// Run listens on the configured address and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		s.close()
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, l)
+}
+
+func (s *Server) close() {
+	if s.sweeper != nil {
+		s.sweeper.Stop()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.cluster != nil {
+		if err := s.cluster.Stop(); err != nil {
+			s.logger.Warn("embedded PostgreSQL", "error", err)
+		}
+	}
+}
+
+// ready reports whether the database answers and the schema is current.
+// Once the migrations have been seen applied they stay applied, so only the
+// database is checked after that.
+func (s *Server) ready() func(context.Context) error {
+	var migrated atomic.Bool
+	return func(ctx context.Context) error {
+		if err := s.store.Ping(ctx); err != nil {
+			return err
+		}
+		if migrated.Load() {
+			return nil
+		}
+		pending, err := migrate.Pending(ctx, s.pool)
+		if err != nil {
+			return fmt.Errorf("migration status: %w", err)
+		}
+		if pending {
+			return errors.New("migrations pending")
+		}
+		migrated.Store(true)
+		return nil
+	}
+}
+
+func connect(ctx context.Context, dsn string, cfg config.Config) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	poolCfg.ConnConfig.ConnectTimeout = cfg.DBTimeout
+	if poolCfg.ConnConfig.RuntimeParams == nil {
+		poolCfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	poolCfg.ConnConfig.RuntimeParams["application_name"] = "token-orchestrator"
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	return pool, nil
+}
+
+// migrateWithRetry applies the migrations, waiting up to a minute for a
+// database that is still starting.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		err := migrate.Up(ctx, pool)
+		if err == nil {
+			return nil
+		}
+		logger.Warn("migrations not applied yet; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("database not ready: %w", err)
+		case <-time.After(time.Second):
+		}
+	}
+}

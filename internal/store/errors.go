@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// classify turns a database error into the store's own: no row is
+// ErrKeyNotFound, and anything that says the database could not be reached or
+// did not answer in time is ErrUnavailable. Other errors pass through.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return ErrKeyNotFound
+	case unavailable(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	default:
+		return err
+	}
+}
+
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", // admin_shutdown
+			"57P02", // crash_shutdown
+			"57P03", // cannot_connect_now
+			"53300", // too_many_connections
+			"57014": // query_canceled: our statement timeout
+			return true
+		}
+		// Class 08: connection exceptions.
+		return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
+	}
+	// pgconn reports a connection lost mid-statement this way, and a request
+	// sent on a closed connection is always safe to retry.
+	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}

@@ -1,0 +1,40 @@
+package store
+
+import "context"
+
+// PoolCounts are the live counts of one pool. Keys whose life has ended
+// count until the background job deletes them.
+type PoolCounts struct {
+	Pool    string
+	Keys    int64
+	Blocked int64
+}
+
+// Free is the number of keys not under a lease.
+func (c PoolCounts) Free() int64 { return c.Keys - c.Blocked }
+
+// CountPool returns the counts of one pool; an unknown pool has zero keys.
+func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.PoolCountsGet(ctx, pool)
+	if err != nil {
+		return PoolCounts{}, classify(err)
+	}
+	return PoolCounts{Pool: pool, Keys: row.Keys, Blocked: row.Blocked}, nil
+}
+
+// CountPools returns the counts of every pool that has keys.
+func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.PoolCountsList(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	counts := make([]PoolCounts, len(rows))
+	for i, row := range rows {
+		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Blocked: row.Blocked}
+	}
+	return counts, nil
+}

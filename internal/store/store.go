@@ -1,0 +1,274 @@
+// Package store is the key pool on PostgreSQL: the one boundary between the
+// rest of the program and the generated queries. It turns database outcomes
+// into the domain errors below; every rule (who holds a key, when a lease or
+// a key ends) is enforced by the SQL statements themselves.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+)
+
+// Errors returned by the store. The HTTP layer maps each to a status once.
+var (
+	// ErrKeyNotFound: no such key, or its life has ended.
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrNoFreeKey: every live key of the pool is blocked, or the pool is empty.
+	ErrNoFreeKey = errors.New("no free key in the pool")
+	// ErrLeaseMismatch: the lease token given is not the key's current lease.
+	ErrLeaseMismatch = errors.New("lease token does not match the key's current lease")
+	// ErrUnavailable: the database could not be reached in time. Nothing was
+	// acknowledged; the caller may retry.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+// MaxCreate is the largest number of keys one call creates.
+const MaxCreate = 10000
+
+// Key is one key of the pool as the database last saw it.
+type Key struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	LastKeepAliveAt *time.Time
+	TimesAssigned   int64
+	// The current lease, all nil when the key is free.
+	LeaseToken     *int64
+	BlockedAt      *time.Time
+	LeaseExpiresAt *time.Time
+}
+
+// Blocked reports whether the key is held under a lease.
+func (k Key) Blocked() bool { return k.LeaseToken != nil }
+
+// Config holds the store's settings.
+type Config struct {
+	// KeyTTL is how long a key lives after its creation or last keep-alive.
+	KeyTTL time.Duration
+	// LeaseTTL is how long a lease lasts after its assignment or last keep-alive.
+	LeaseTTL time.Duration
+	// QueryTimeout bounds every call, so that an unreachable database gives
+	// ErrUnavailable instead of a hang. Zero means 5 seconds.
+	QueryTimeout time.Duration
+}
+
+// Store runs the key pool's statements.
+type Store struct {
+	pool    *pgxpool.Pool
+	queries *dbsqlc.Queries
+	cfg     Config
+}
+
+// New returns a store over the connection pool.
+func New(pool *pgxpool.Pool, cfg Config) *Store {
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 5 * time.Second
+	}
+	return &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
+}
+
+// Config returns the store's settings.
+func (s *Store) Config() Config { return s.cfg }
+
+func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.QueryTimeout)
+}
+
+// Create creates count free keys in the pool.
+func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, error) {
+	if count < 1 || count > MaxCreate {
+		return nil, fmt.Errorf("count %d out of range 1..%d", count, MaxCreate)
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyCreate(ctx, dbsqlc.KeyCreateParams{
+		Pool:          pool,
+		KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
+		Count:         int32(count),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	keys := make([]Key, len(rows))
+	for i, row := range rows {
+		keys[i] = fromRow(dbsqlc.Key(row))
+	}
+	return keys, nil
+}
+
+// Claim blocks a random free key of the pool under a new lease.
+func (s *Store) Claim(ctx context.Context, pool string) (Key, error) {
+	keys, err := s.ClaimMany(ctx, pool, 1)
+	if err != nil {
+		return Key{}, err
+	}
+	return keys[0], nil
+}
+
+// ClaimMany blocks up to max free keys of the pool, each under its own
+// lease, in one statement. It returns ErrNoFreeKey when it finds none.
+func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyClaim(ctx, dbsqlc.KeyClaimParams{
+		Pool:            pool,
+		StartPosition:   rand.Float64(),
+		Max:             int32(max),
+		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	if len(rows) == 0 {
+		return nil, ErrNoFreeKey
+	}
+	keys := make([]Key, len(rows))
+	for i, row := range rows {
+		keys[i] = fromRow(dbsqlc.Key(row))
+	}
+	return keys, nil
+}
+
+// HasFree reports whether a claim on the pool would find a key now.
+func (s *Store) HasFree(ctx context.Context, pool string) (bool, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	free, err := s.queries.KeyPoolHasFree(ctx, pool)
+	if err != nil {
+		return false, classify(err)
+	}
+	return free, nil
+}
+
+// Get returns a live key.
+func (s *Store) Get(ctx context.Context, id uuid.UUID) (Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.KeyGet(ctx, id)
+	if err != nil {
+		return Key{}, classify(err)
+	}
+	return fromRow(row), nil
+}
+
+// KeepAlive resets the key's life and, if it is blocked, its lease. With a
+// lease token, it acts only if that lease is the key's current one.
+func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.KeyKeepAlive(ctx, dbsqlc.KeyKeepAliveParams{
+		ID:              id,
+		LeaseToken:      leaseToken,
+		KeyTtlSeconds:   s.cfg.KeyTTL.Seconds(),
+		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	})
+	if errors.Is(err, pgx.ErrNoRows) && leaseToken != nil {
+		// The statement matched nothing: either the key is gone, or the
+		// token names a lease that is not the current one.
+		if _, getErr := s.queries.KeyGet(ctx, id); getErr == nil {
+			return Key{}, ErrLeaseMismatch
+		} else {
+			return Key{}, classify(getErr)
+		}
+	}
+	if err != nil {
+		return Key{}, classify(err)
+	}
+	return fromRow(dbsqlc.Key(row)), nil
+}
+
+// Release frees the key at once. It is idempotent: releasing a free key
+// returns it unchanged. With a lease token, a blocked key is released only if
+// that lease is its current one.
+func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.KeyRelease(ctx, dbsqlc.KeyReleaseParams{ID: id, LeaseToken: leaseToken})
+	if err == nil {
+		return fromRow(dbsqlc.Key{
+			ID: row.ID, Pool: row.Pool, Position: row.Position, CreatedAt: row.CreatedAt,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
+			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
+			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
+		}), nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return Key{}, classify(err)
+	}
+	// Nothing was released: the key is gone, already free, or held under
+	// another lease than the one named.
+	current, err := s.queries.KeyGet(ctx, id)
+	if err != nil {
+		return Key{}, classify(err)
+	}
+	if leaseToken != nil && current.LeaseToken != nil && *current.LeaseToken != *leaseToken {
+		return Key{}, ErrLeaseMismatch
+	}
+	return fromRow(current), nil
+}
+
+// Delete removes a live key for good and returns it as it was.
+func (s *Store) Delete(ctx context.Context, id uuid.UUID) (Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.KeyDelete(ctx, id)
+	if err != nil {
+		return Key{}, classify(err)
+	}
+	return fromRow(dbsqlc.Key(row)), nil
+}
+
+// ReleaseEndedLeases frees up to max keys whose lease has ended and returns
+// how many it freed.
+func (s *Store) ReleaseEndedLeases(ctx context.Context, max int) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	n, err := s.queries.KeyReleaseEndedLeases(ctx, int32(max))
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(n), nil
+}
+
+// DeleteExpired deletes up to max keys whose life has ended and returns how
+// many it deleted.
+func (s *Store) DeleteExpired(ctx context.Context, max int) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	n, err := s.queries.KeyDeleteExpired(ctx, int32(max))
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(n), nil
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	return classify(s.pool.Ping(ctx))
+}
+
+func fromRow(row dbsqlc.Key) Key {
+	return Key{
+		ID:              row.ID,
+		Pool:            row.Pool,
+		CreatedAt:       row.CreatedAt,
+		ExpiresAt:       row.ExpiresAt,
+		LastKeepAliveAt: row.LastKeepAliveAt,
+		TimesAssigned:   row.TimesAssigned,
+		LeaseToken:      row.LeaseToken,
+		BlockedAt:       row.BlockedAt,
+		LeaseExpiresAt:  row.LeaseExpiresAt,
+	}
+}

@@ -1,0 +1,121 @@
+-- +goose Up
+
+-- Every lease gets a fresh number from this sequence: a fencing token that
+-- lets a client whose lease ran out be told apart from the current holder.
+CREATE SEQUENCE lease_token_seq AS bigint;
+
+CREATE TABLE keys (
+    id                 uuid             PRIMARY KEY DEFAULT gen_random_uuid(),
+    pool               text             NOT NULL,
+    -- Random position on [0, 1): a claim takes the first free key at or after
+    -- a random point, so the position is redrawn every time a key is freed to
+    -- give every key its fair share over many claims.
+    position           double precision NOT NULL DEFAULT random(),
+    created_at         timestamptz      NOT NULL DEFAULT now(),
+    -- The key is gone once this passes, whether or not it has been deleted yet.
+    expires_at         timestamptz      NOT NULL,
+    last_keep_alive_at timestamptz,
+    times_assigned     bigint           NOT NULL DEFAULT 0,
+    -- The current lease; all three are set together or not at all.
+    lease_token        bigint,
+    blocked_at         timestamptz,
+    lease_expires_at   timestamptz,
+    CONSTRAINT keys_lease_complete CHECK (
+        (lease_token IS NULL) = (blocked_at IS NULL)
+        AND (lease_token IS NULL) = (lease_expires_at IS NULL)
+    ),
+    CONSTRAINT keys_pool_name CHECK (pool ~ '^[A-Za-z0-9._-]{1,64}$')
+);
+
+-- Claims walk this index from a random position: it holds free keys only, so
+-- a claim never steps over blocked ones however busy the pool is.
+CREATE INDEX keys_free_position_idx ON keys (pool, position) WHERE lease_token IS NULL;
+
+-- The background job finds ended leases and ended lives through these.
+CREATE INDEX keys_lease_expires_at_idx ON keys (lease_expires_at) WHERE lease_token IS NOT NULL;
+CREATE INDEX keys_expires_at_idx ON keys (expires_at);
+
+-- Append-only history of every state change, written in the same statement as
+-- the change itself.
+CREATE TABLE key_events (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    key_id      uuid        NOT NULL,
+    pool        text        NOT NULL,
+    event       text        NOT NULL CONSTRAINT key_events_event CHECK (event IN (
+                    'created', 'assigned', 'released', 'lease_expired',
+                    'kept_alive', 'deleted', 'expired')),
+    -- The lease the event concerns, for events on a blocked key.
+    lease_token bigint
+);
+
+CREATE INDEX key_events_at_idx ON key_events (at);
+CREATE INDEX key_events_pool_at_idx ON key_events (pool, at);
+CREATE INDEX key_events_key_id_at_idx ON key_events (key_id, at);
+
+COMMENT ON TABLE key_events IS 'Append-only history of every key state change, with the database time and the lease token.';
+COMMENT ON COLUMN key_events.event IS 'created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive, deleted (explicit), expired (deleted by the background job).';
+
+-- Live counts per pool, kept by the triggers below in the same transaction
+-- as every change, so that gauges and availability headers never count rows.
+-- Each change adds to one of 16 rows per pool picked at random: concurrent
+-- claims rarely wait on each other's counter row.
+CREATE TABLE pool_counts (
+    pool    text    NOT NULL,
+    shard   integer NOT NULL,
+    keys    bigint  NOT NULL DEFAULT 0,
+    blocked bigint  NOT NULL DEFAULT 0,
+    PRIMARY KEY (pool, shard)
+);
+
+COMMENT ON TABLE pool_counts IS 'Per-pool key counts, split over shards; sum keys and blocked per pool. Keys whose life has ended count until the background job deletes them.';
+
+-- +goose StatementBegin
+CREATE FUNCTION pool_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pool_counts AS p (pool, shard, keys, blocked)
+        SELECT n.pool, floor(random() * 16)::int, count(*), count(n.lease_token)
+        FROM new_rows AS n GROUP BY n.pool
+        ON CONFLICT (pool, shard) DO UPDATE
+        SET keys = p.keys + excluded.keys, blocked = p.blocked + excluded.blocked;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO pool_counts AS p (pool, shard, keys, blocked)
+        SELECT o.pool, floor(random() * 16)::int, -count(*), -count(o.lease_token)
+        FROM old_rows AS o GROUP BY o.pool
+        ON CONFLICT (pool, shard) DO UPDATE
+        SET keys = p.keys + excluded.keys, blocked = p.blocked + excluded.blocked;
+    ELSE
+        -- Only a change of lease state moves a count; keep-alives skip the upsert.
+        INSERT INTO pool_counts AS p (pool, shard, blocked)
+        SELECT d.pool, floor(random() * 16)::int, sum(d.delta)
+        FROM (
+            SELECT n.pool, CASE WHEN n.lease_token IS NULL THEN -1 ELSE 1 END AS delta
+            FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+            WHERE (n.lease_token IS NULL) <> (o.lease_token IS NULL)
+        ) AS d
+        GROUP BY d.pool
+        ON CONFLICT (pool, shard) DO UPDATE
+        SET blocked = p.blocked + excluded.blocked;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
+
+CREATE TRIGGER keys_count_insert AFTER INSERT ON keys
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pool_counts_add();
+CREATE TRIGGER keys_count_update AFTER UPDATE ON keys
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pool_counts_add();
+CREATE TRIGGER keys_count_delete AFTER DELETE ON keys
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pool_counts_add();
+
+-- +goose Down
+DROP TABLE key_events;
+DROP TABLE keys;
+DROP FUNCTION pool_counts_add();
+DROP TABLE pool_counts;
+DROP SEQUENCE lease_token_seq;
