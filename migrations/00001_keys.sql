@@ -39,7 +39,12 @@ CREATE INDEX keys_expires_at_idx ON keys (expires_at);
 -- the change itself.
 CREATE TABLE key_events (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT now(),
+    -- clock_timestamp(), not now(): now() is when the statement's transaction
+    -- began, which can precede the moment it locked the row by as long as the
+    -- backend waited for a CPU. The moment the row is written, under the row
+    -- lock, puts the events of one key in their true order, so that one
+    -- lease's end is always recorded before the next lease's start.
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     key_id      uuid        NOT NULL,
     pool        text        NOT NULL,
     event       text        NOT NULL CONSTRAINT key_events_event CHECK (event IN (

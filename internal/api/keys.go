@@ -151,6 +151,7 @@ func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
 	h.Set("X-Pool-Free", strconv.FormatInt(counts.Free(), 10))
 	h.Set("X-Pool-Blocked", strconv.FormatInt(counts.Blocked, 10))
 	h.Set("X-Pool-Available", strconv.FormatBool(available))
+	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	return nil

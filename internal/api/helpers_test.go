@@ -1,0 +1,132 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+)
+
+type options struct {
+	keyTTL, leaseTTL, sweep time.Duration
+	dbTimeout               time.Duration
+	corsOrigins             []string
+}
+
+// testServer is one replica: API, store and (optionally) background job
+// over a database that other replicas may share.
+type testServer struct {
+	url   string
+	store *store.Store
+	pool  *pgxpool.Pool
+}
+
+func newServer(t *testing.T, dbURL string, o options) *testServer {
+	t.Helper()
+	if o.keyTTL == 0 {
+		o.keyTTL = time.Hour
+	}
+	if o.leaseTTL == 0 {
+		o.leaseTTL = time.Hour
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	require.NoError(t, err)
+	cfg.MaxConns = 16
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout})
+	m := metrics.New(st.CountPools, logger)
+	if o.sweep > 0 {
+		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep})
+		sw.Start(context.Background())
+		t.Cleanup(sw.Stop)
+	}
+	handler := api.New(api.Config{
+		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins,
+		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
+	})
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	return &testServer{url: srv.URL, store: st, pool: pool}
+}
+
+// reply is a response with its body read and, unless it is a HEAD, decoded.
+type reply struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r reply) str(field string) string {
+	s, _ := r.body[field].(string)
+	return s
+}
+
+// do sends a request and checks what every answer must be: JSON, with a
+// problem-details body for errors.
+func do(t *testing.T, method, url, body string, headers ...string) reply {
+	t.Helper()
+	var reader io.Reader
+	if body != "" {
+		reader = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, reader)
+	require.NoError(t, err)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	r := reply{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	contentType := resp.Header.Get("Content-Type")
+	if resp.StatusCode >= 400 {
+		require.Equal(t, "application/problem+json", contentType, "error answers are problem details")
+	} else {
+		require.Equal(t, "application/json", strings.Split(contentType, ";")[0], "answers are JSON")
+	}
+	if method == http.MethodHead {
+		require.Empty(t, raw, "HEAD answers have no body")
+		return r
+	}
+	require.NoError(t, json.Unmarshal(raw, &r.body), "body is a JSON object: %s", raw)
+	if resp.StatusCode >= 400 {
+		for _, field := range []string{"type", "title", "detail", "code"} {
+			require.NotEmpty(t, r.body[field], "problem details have %s: %s", field, raw)
+		}
+		require.EqualValues(t, resp.StatusCode, r.body["status"])
+	}
+	return r
+}
+
+// requireProblem checks an error answer's status and code.
+func requireProblem(t *testing.T, r reply, status int, code string) {
+	t.Helper()
+	require.Equal(t, status, r.status, r.raw)
+	if r.body != nil {
+		require.Equal(t, code, r.str("code"), r.raw)
+	}
+}
