@@ -334,18 +334,22 @@ func (q *Queries) KeyKeepAlive(ctx context.Context, arg KeyKeepAliveParams) (Key
 }
 
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
-SELECT EXISTS (
-    SELECT 1 FROM keys
-    WHERE pool = $1::text AND lease_token IS NULL AND expires_at > now()
-)
+SELECT ((
+    SELECT c.position FROM keys AS c
+    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.expires_at > now()
+    ORDER BY c.position
+    LIMIT 1
+) IS NOT NULL)::boolean AS has_free
 `
 
 // Whether a claim on the pool would find a key right now; never blocks one.
+// Written as the claim's own index walk: as an EXISTS, the planner may prefer
+// a table scan, which is quick only while free keys are plentiful.
 func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error) {
 	row := q.db.QueryRow(ctx, keyPoolHasFree, pool)
-	var exists bool
-	err := row.Scan(&exists)
-	return exists, err
+	var has_free bool
+	err := row.Scan(&has_free)
+	return has_free, err
 }
 
 const keyRelease = `-- name: KeyRelease :one

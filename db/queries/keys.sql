@@ -59,10 +59,14 @@ WHERE id = sqlc.arg(id) AND expires_at > now();
 
 -- name: KeyPoolHasFree :one
 -- Whether a claim on the pool would find a key right now; never blocks one.
-SELECT EXISTS (
-    SELECT 1 FROM keys
-    WHERE pool = sqlc.arg(pool)::text AND lease_token IS NULL AND expires_at > now()
-);
+-- Written as the claim's own index walk: as an EXISTS, the planner may prefer
+-- a table scan, which is quick only while free keys are plentiful.
+SELECT ((
+    SELECT c.position FROM keys AS c
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.expires_at > now()
+    ORDER BY c.position
+    LIMIT 1
+) IS NOT NULL)::boolean AS has_free;
 
 -- name: KeyKeepAlive :one
 -- Resets the key's life and, when it is blocked, its lease. With a lease

@@ -11,15 +11,15 @@ import (
 // Errors the HTTP layer raises itself, about the request. Handlers wrap them
 // with a detail through invalid().
 var (
-	errInvalidBody       = errors.New("invalid request body")
-	errBodyTooLarge      = errors.New("request body too large")
-	errInvalidParameter  = errors.New("invalid parameter")
-	errUnsupportedMedia  = errors.New("unsupported media type")
-	errRouteNotFound     = errors.New("route not found")
-	errMethodNotAllowed  = errors.New("method not allowed")
-	errOriginNotAllowed  = errors.New("origin not allowed")
-	errServiceNotReady   = errors.New("service not ready")
-	errInternal          = errors.New("internal error")
+	errInvalidBody      = errors.New("invalid request body")
+	errBodyTooLarge     = errors.New("request body too large")
+	errInvalidParameter = errors.New("invalid parameter")
+	errUnsupportedMedia = errors.New("unsupported media type")
+	errRouteNotFound    = errors.New("route not found")
+	errMethodNotAllowed = errors.New("method not allowed")
+	errOriginNotAllowed = errors.New("origin not allowed")
+	errServiceNotReady  = errors.New("service not ready")
+	errInternal         = errors.New("internal error")
 )
 
 // errorTable is the one place that maps an error to its HTTP status, its

@@ -210,6 +210,10 @@ func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Cred
 		return fmt.Errorf("create the data directory: %w", err)
 	}
 	if cred != nil {
+		if err := reachable(filepath.Dir(building), cred); err != nil {
+			_ = os.Remove(building)
+			return err
+		}
 		if err := os.Chown(building, int(cred.Uid), int(cred.Gid)); err != nil {
 			return err
 		}
@@ -226,6 +230,27 @@ func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Cred
 	}
 	_ = os.Remove(dataDir) // an empty directory left by an earlier attempt
 	return os.Rename(building, dataDir)
+}
+
+// reachable checks that the server's user can reach dir: every directory
+// above it must be searchable by that user.
+func reachable(dir string, cred *syscall.Credential) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		info, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		searchable := info.Mode().Perm()&0o001 != 0 ||
+			(ok && st.Uid == cred.Uid && info.Mode().Perm()&0o100 != 0) ||
+			(ok && st.Gid == cred.Gid && info.Mode().Perm()&0o010 != 0)
+		if !searchable {
+			return fmt.Errorf("the postgres user cannot reach %s: %s is not searchable by it (chmod o+x %s, or choose another data directory)", dir, d, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
 }
 
 // runningPort returns the port of a server that runs on dataDir now.

@@ -1,0 +1,119 @@
+package dbsqlc
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// TestQueryPlansUseIndexes checks that no statement the service runs scans a
+// table: on a pool of 60,000 keys, half of them blocked, each plan (the
+// custom plan for typical arguments and the generic plan a prepared
+// statement may switch to) reaches keys and key_events through an index.
+// With UPDATE_PLANS=1 it writes the plans to docs/query-plans.md.
+func TestQueryPlansUseIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.New(t))
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	q := New(conn)
+	for _, pool := range []string{"default", "other"} {
+		_, err := q.KeyCreate(ctx, KeyCreateParams{Pool: pool, KeyTtlSeconds: 3600, Count: 30000})
+		require.NoError(t, err)
+	}
+	_, err = q.KeyClaim(ctx, KeyClaimParams{Pool: "default", StartPosition: 0, Max: 15000, LeaseTtlSeconds: 60})
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "VACUUM ANALYZE keys")
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "VACUUM ANALYZE key_events")
+	require.NoError(t, err)
+
+	id := uuid.New()
+	statements := []struct {
+		name  string
+		sql   string
+		args  []any
+		index []string // indexes the plan must use
+	}{
+		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, []string{"keys_free_position_idx", "keys_pkey"}},
+		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"keys_free_position_idx", "keys_pkey"}},
+		{"KeyGet", keyGet, []any{id}, []string{"keys_pkey"}},
+		{"KeyPoolHasFree", keyPoolHasFree, []any{"default"}, []string{"keys_free_position_idx"}},
+		{"KeyKeepAlive", keyKeepAlive, []any{3600.0, 60.0, id, nil}, []string{"keys_pkey"}},
+		{"KeyRelease", keyRelease, []any{id, nil}, []string{"keys_pkey"}},
+		{"KeyDelete", keyDelete, []any{id}, []string{"keys_pkey"}},
+		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"keys_lease_expires_at_idx", "keys_pkey"}},
+		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "keys_pkey"}},
+		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_counts_pkey"}},
+	}
+	var doc strings.Builder
+	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
+		"with half of one pool blocked. Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
+		"the test fails if any of them scans a table instead of using an index.\n")
+	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_events)\b`)
+	for i, st := range statements {
+		name := fmt.Sprintf("plan_%d", i)
+		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+st.sql)
+		require.NoError(t, err, st.name)
+		literals := make([]string, len(st.args))
+		for j, arg := range st.args {
+			literals[j] = literal(arg)
+		}
+		explain := "EXPLAIN (COSTS OFF) EXECUTE " + name + "(" + strings.Join(literals, ", ") + ")"
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			_, err = conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+			require.NoError(t, err)
+			plan := explainText(t, conn, explain)
+			require.NotRegexp(t, seqScan, plan, "%s (%s) scans a table:\n%s", st.name, mode, plan)
+			for _, index := range st.index {
+				require.Contains(t, plan, index, "%s (%s) does not use %s:\n%s", st.name, mode, index, plan)
+			}
+			if mode == "force_custom_plan" {
+				fmt.Fprintf(&doc, "\n## %s\n\n```\n%s```\n", st.name, plan)
+			}
+		}
+	}
+	if os.Getenv("UPDATE_PLANS") != "" {
+		require.NoError(t, os.WriteFile("../../docs/query-plans.md", []byte(doc.String()), 0o644))
+	}
+}
+
+// literal writes a test argument as SQL: EXPLAIN EXECUTE takes no
+// parameters of its own.
+func literal(arg any) string {
+	switch v := arg.(type) {
+	case nil:
+		return "NULL"
+	case string, uuid.UUID:
+		return fmt.Sprintf("'%s'", v)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+func explainText(t *testing.T, conn *pgx.Conn, sql string) string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), sql)
+	require.NoError(t, err)
+	defer rows.Close()
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		plan.WriteString(line + "\n")
+	}
+	require.NoError(t, rows.Err())
+	return plan.String()
+}

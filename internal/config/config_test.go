@@ -1,0 +1,75 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "", cfg.DatabaseURL)
+	require.Equal(t, ".data", cfg.DataDir)
+	require.Equal(t, "127.0.0.1:8080", cfg.Addr)
+	require.Equal(t, 5*time.Minute, cfg.KeyTTL)
+	require.Equal(t, 60*time.Second, cfg.LeaseTTL)
+	require.Equal(t, time.Second, cfg.SweepInterval)
+	require.Equal(t, slog.LevelInfo, cfg.LogLevel)
+	require.Empty(t, cfg.CORSOrigins)
+}
+
+func TestEnvironmentAndFlags(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load([]string{"-lease-ttl", "2s", "-addr", ":9000"}, env(map[string]string{
+		"DATABASE_URL":   "postgres://u@db:5432/keys",
+		"KEY_TTL":        "10m",
+		"LEASE_TTL":      "30s",
+		"SWEEP_INTERVAL": "250ms",
+		"CORS_ORIGINS":   "https://a.example.com, http://localhost:3000",
+		"LOG_LEVEL":      "debug",
+		"ADDR":           "127.0.0.1:1",
+	}), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
+	require.Equal(t, 10*time.Minute, cfg.KeyTTL)
+	require.Equal(t, 2*time.Second, cfg.LeaseTTL, "a flag wins over the environment")
+	require.Equal(t, ":9000", cfg.Addr)
+	require.Equal(t, 250*time.Millisecond, cfg.SweepInterval)
+	require.Equal(t, []string{"https://a.example.com", "http://localhost:3000"}, cfg.CORSOrigins)
+	require.Equal(t, slog.LevelDebug, cfg.LogLevel)
+}
+
+func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		vars    map[string]string
+		message string
+	}{
+		{map[string]string{"KEY_TTL": "five minutes"}, "KEY_TTL"},
+		{map[string]string{"LEASE_TTL": "-1s"}, "LEASE_TTL"},
+		{map[string]string{"LEASE_TTL": "0s"}, "LEASE_TTL"},
+		{map[string]string{"SWEEP_INTERVAL": "1"}, "SWEEP_INTERVAL"},
+		{map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL"},
+		{map[string]string{"ADDR": "8080"}, "ADDR"},
+		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"},
+		{map[string]string{"DB_MAX_CONNS": "0"}, "DB_MAX_CONNS"},
+		{map[string]string{"EMBEDDED_PG_PORT": "70000"}, "EMBEDDED_PG_PORT"},
+	} {
+		_, err := Load(nil, env(tc.vars), io.Discard)
+		require.ErrorContains(t, err, tc.message, "%v", tc.vars)
+	}
+	_, err := Load([]string{"-nope"}, env(nil), io.Discard)
+	require.Error(t, err)
+	_, err = Load([]string{"extra"}, env(nil), io.Discard)
+	require.Error(t, err)
+}
