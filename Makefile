@@ -24,13 +24,31 @@ run: check-go ## Run the service (embedded PostgreSQL under .data/ unless DATABA
 build: check-go ## Build the binary into bin/
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/token-orchestrator
 
+# The tests need a PostgreSQL: a server on 127.0.0.1:5432, the server
+# binaries (the tests then start their own cluster), Docker, or
+# TEST_DATABASE_URL. On a Debian machine with none of these, as root, the
+# binaries are installed.
+.PHONY: ensure-postgres
+ensure-postgres:
+	@if [ -n "$$TEST_DATABASE_URL" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null \
+		|| command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| docker info >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing the PostgreSQL server binaries for the tests (apt-get install postgresql)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "The tests need PostgreSQL: run one on 127.0.0.1:5432, install the server binaries"; \
+		echo "(apt-get install postgresql, brew install postgresql), start Docker, or set TEST_DATABASE_URL."; \
+		exit 1; \
+	fi
+
 .PHONY: test
-test: check-go ## Run every test against a real PostgreSQL (local, embedded or container)
+test: check-go ensure-postgres ## Run every test against a real PostgreSQL (local, embedded or container)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 .PHONY: test/race
-test/race: check-go ## Run the tests with the race detector
+test/race: check-go ensure-postgres ## Run the tests with the race detector
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: generate
