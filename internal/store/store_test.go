@@ -32,8 +32,19 @@ func setup(t *testing.T, cfg store.Config) *bundle {
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = time.Hour
 	}
-	pool := testdb.NewPool(t)
+	pool := testdbPool(t)
 	return &bundle{store: store.New(pool, cfg), pool: pool, ctx: context.Background()}
+}
+
+func testdbPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testdb.New(t))
+	require.NoError(t, err)
+	cfg.MaxConns = 64
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // events returns the history of one key as (event, lease token) pairs.
