@@ -269,17 +269,26 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (Key, error) {
 	return i, err
 }
 
-const keyKeepAlive = `-- name: KeyKeepAlive :one
-WITH kept AS (
+const keyKeepAliveMany = `-- name: KeyKeepAliveMany :many
+WITH request AS (
+    -- Two unnests in one select list advance together, pairing ids and tokens.
+    SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
+), target AS (
+    SELECT c.id FROM keys AS c
+    JOIN request AS r ON r.id = c.id
+    WHERE c.expires_at > now() AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    ORDER BY c.id
+    FOR UPDATE OF c
+), kept AS (
     UPDATE keys AS k
-    SET expires_at = now() + $1::float8 * interval '1 second',
+    SET expires_at = now() + $3::float8 * interval '1 second',
         last_keep_alive_at = now(),
         lease_expires_at = CASE
             WHEN k.lease_token IS NULL THEN NULL
-            ELSE now() + $2::float8 * interval '1 second'
+            ELSE now() + $4::float8 * interval '1 second'
         END
-    WHERE k.id = $3 AND k.expires_at > now()
-      AND ($4::bigint IS NULL OR k.lease_token = $4::bigint)
+    FROM target
+    WHERE k.id = target.id
     RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
@@ -288,14 +297,14 @@ WITH kept AS (
 SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM kept
 `
 
-type KeyKeepAliveParams struct {
+type KeyKeepAliveManyParams struct {
+	Ids             []uuid.UUID
+	LeaseTokens     []int64
 	KeyTtlSeconds   float64
 	LeaseTtlSeconds float64
-	ID              uuid.UUID
-	LeaseToken      *int64
 }
 
-type KeyKeepAliveRow struct {
+type KeyKeepAliveManyRow struct {
 	ID              uuid.UUID
 	Pool            string
 	Position        float64
@@ -308,29 +317,44 @@ type KeyKeepAliveRow struct {
 	LeaseExpiresAt  *time.Time
 }
 
-// Resets the key's life and, when it is blocked, its lease. With a lease
-// token, only the lease it names is extended: a stale token matches no row.
-func (q *Queries) KeyKeepAlive(ctx context.Context, arg KeyKeepAliveParams) (KeyKeepAliveRow, error) {
-	row := q.db.QueryRow(ctx, keyKeepAlive,
+// Resets the life of each key named and, when it is blocked, its lease. A
+// request's lease token, when not 0, must name the key's current lease: a
+// stale token matches no row. Rows are locked in id order so that two
+// batches never wait on each other in a cycle.
+func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyParams) ([]KeyKeepAliveManyRow, error) {
+	rows, err := q.db.Query(ctx, keyKeepAliveMany,
+		arg.Ids,
+		arg.LeaseTokens,
 		arg.KeyTtlSeconds,
 		arg.LeaseTtlSeconds,
-		arg.ID,
-		arg.LeaseToken,
 	)
-	var i KeyKeepAliveRow
-	err := row.Scan(
-		&i.ID,
-		&i.Pool,
-		&i.Position,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-		&i.LastKeepAliveAt,
-		&i.TimesAssigned,
-		&i.LeaseToken,
-		&i.BlockedAt,
-		&i.LeaseExpiresAt,
-	)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyKeepAliveManyRow
+	for rows.Next() {
+		var i KeyKeepAliveManyRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.Position,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastKeepAliveAt,
+			&i.TimesAssigned,
+			&i.LeaseToken,
+			&i.BlockedAt,
+			&i.LeaseExpiresAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
@@ -350,66 +374,6 @@ func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error)
 	var has_free bool
 	err := row.Scan(&has_free)
 	return has_free, err
-}
-
-const keyRelease = `-- name: KeyRelease :one
-WITH current_lease AS (
-    SELECT c.id, c.lease_token FROM keys AS c
-    WHERE c.id = $1 AND c.expires_at > now() AND c.lease_token IS NOT NULL
-      AND ($2::bigint IS NULL OR c.lease_token = $2::bigint)
-    FOR UPDATE
-), released AS (
-    UPDATE keys AS k
-    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
-    FROM current_lease
-    WHERE k.id = current_lease.id
-    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at, current_lease.lease_token AS ended_lease_token
-), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT released.id, released.pool, 'released', released.ended_lease_token FROM released
-)
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at, ended_lease_token FROM released
-`
-
-type KeyReleaseParams struct {
-	ID         uuid.UUID
-	LeaseToken *int64
-}
-
-type KeyReleaseRow struct {
-	ID              uuid.UUID
-	Pool            string
-	Position        float64
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
-	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
-	EndedLeaseToken *int64
-}
-
-// Ends the key's current lease (or the one named by lease_token) and gives
-// the key a new random position. Matches no row when the key is gone, free,
-// or held under another lease; the caller tells those apart afterwards.
-func (q *Queries) KeyRelease(ctx context.Context, arg KeyReleaseParams) (KeyReleaseRow, error) {
-	row := q.db.QueryRow(ctx, keyRelease, arg.ID, arg.LeaseToken)
-	var i KeyReleaseRow
-	err := row.Scan(
-		&i.ID,
-		&i.Pool,
-		&i.Position,
-		&i.CreatedAt,
-		&i.ExpiresAt,
-		&i.LastKeepAliveAt,
-		&i.TimesAssigned,
-		&i.LeaseToken,
-		&i.BlockedAt,
-		&i.LeaseExpiresAt,
-		&i.EndedLeaseToken,
-	)
-	return i, err
 }
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :one
@@ -440,4 +404,83 @@ func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, max int32) (int64, 
 	var count int64
 	err := row.Scan(&count)
 	return count, err
+}
+
+const keyReleaseMany = `-- name: KeyReleaseMany :many
+WITH request AS (
+    -- Two unnests in one select list advance together, pairing ids and tokens.
+    SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
+), current_lease AS (
+    SELECT c.id, c.lease_token FROM keys AS c
+    JOIN request AS r ON r.id = c.id
+    WHERE c.expires_at > now() AND c.lease_token IS NOT NULL
+      AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    ORDER BY c.id
+    FOR UPDATE OF c
+), released AS (
+    UPDATE keys AS k
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
+    FROM current_lease
+    WHERE k.id = current_lease.id
+    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at, current_lease.lease_token AS ended_lease_token
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT released.id, released.pool, 'released', released.ended_lease_token FROM released
+)
+SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at, ended_lease_token FROM released
+`
+
+type KeyReleaseManyParams struct {
+	Ids         []uuid.UUID
+	LeaseTokens []int64
+}
+
+type KeyReleaseManyRow struct {
+	ID              uuid.UUID
+	Pool            string
+	Position        float64
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	LastKeepAliveAt *time.Time
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+	EndedLeaseToken *int64
+}
+
+// Ends the current lease of each key named (or, when the request's lease
+// token is not 0, only the lease it names) and gives the key a new random
+// position. A key that is gone, free, or held under another lease matches
+// no row; the caller tells those apart afterwards.
+func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) ([]KeyReleaseManyRow, error) {
+	rows, err := q.db.Query(ctx, keyReleaseMany, arg.Ids, arg.LeaseTokens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyReleaseManyRow
+	for rows.Next() {
+		var i KeyReleaseManyRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.Position,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastKeepAliveAt,
+			&i.TimesAssigned,
+			&i.LeaseToken,
+			&i.BlockedAt,
+			&i.LeaseExpiresAt,
+			&i.EndedLeaseToken,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -51,8 +51,8 @@ func TestQueryPlansUseIndexes(t *testing.T) {
 		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"keys_free_position_idx", "keys_pkey"}},
 		{"KeyGet", keyGet, []any{id}, []string{"keys_pkey"}},
 		{"KeyPoolHasFree", keyPoolHasFree, []any{"default"}, []string{"keys_free_position_idx"}},
-		{"KeyKeepAlive", keyKeepAlive, []any{3600.0, 60.0, id, nil}, []string{"keys_pkey"}},
-		{"KeyRelease", keyRelease, []any{id, nil}, []string{"keys_pkey"}},
+		{"KeyKeepAliveMany", keyKeepAliveMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, 3600.0, 60.0}, []string{"keys_pkey"}},
+		{"KeyReleaseMany", keyReleaseMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}}, []string{"keys_pkey"}},
 		{"KeyDelete", keyDelete, []any{id}, []string{"keys_pkey"}},
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"keys_lease_expires_at_idx", "keys_pkey"}},
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "keys_pkey"}},
@@ -98,6 +98,18 @@ func literal(arg any) string {
 		return "NULL"
 	case string, uuid.UUID:
 		return fmt.Sprintf("'%s'", v)
+	case []uuid.UUID:
+		items := make([]string, len(v))
+		for i, id := range v {
+			items[i] = fmt.Sprintf("'%s'", id)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::uuid[]"
+	case []int64:
+		items := make([]string, len(v))
+		for i, n := range v {
+			items[i] = fmt.Sprint(n)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::bigint[]"
 	default:
 		return fmt.Sprint(v)
 	}

@@ -68,10 +68,21 @@ SELECT ((
     LIMIT 1
 ) IS NOT NULL)::boolean AS has_free;
 
--- name: KeyKeepAlive :one
--- Resets the key's life and, when it is blocked, its lease. With a lease
--- token, only the lease it names is extended: a stale token matches no row.
-WITH kept AS (
+-- name: KeyKeepAliveMany :many
+-- Resets the life of each key named and, when it is blocked, its lease. A
+-- request's lease token, when not 0, must name the key's current lease: a
+-- stale token matches no row. Rows are locked in id order so that two
+-- batches never wait on each other in a cycle.
+WITH request AS (
+    -- Two unnests in one select list advance together, pairing ids and tokens.
+    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token
+), target AS (
+    SELECT c.id FROM keys AS c
+    JOIN request AS r ON r.id = c.id
+    WHERE c.expires_at > now() AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    ORDER BY c.id
+    FOR UPDATE OF c
+), kept AS (
     UPDATE keys AS k
     SET expires_at = now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second',
         last_keep_alive_at = now(),
@@ -79,8 +90,8 @@ WITH kept AS (
             WHEN k.lease_token IS NULL THEN NULL
             ELSE now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'
         END
-    WHERE k.id = sqlc.arg(id) AND k.expires_at > now()
-      AND (sqlc.narg(lease_token)::bigint IS NULL OR k.lease_token = sqlc.narg(lease_token)::bigint)
+    FROM target
+    WHERE k.id = target.id
     RETURNING k.*
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
@@ -88,15 +99,21 @@ WITH kept AS (
 )
 SELECT * FROM kept;
 
--- name: KeyRelease :one
--- Ends the key's current lease (or the one named by lease_token) and gives
--- the key a new random position. Matches no row when the key is gone, free,
--- or held under another lease; the caller tells those apart afterwards.
-WITH current_lease AS (
+-- name: KeyReleaseMany :many
+-- Ends the current lease of each key named (or, when the request's lease
+-- token is not 0, only the lease it names) and gives the key a new random
+-- position. A key that is gone, free, or held under another lease matches
+-- no row; the caller tells those apart afterwards.
+WITH request AS (
+    -- Two unnests in one select list advance together, pairing ids and tokens.
+    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token
+), current_lease AS (
     SELECT c.id, c.lease_token FROM keys AS c
-    WHERE c.id = sqlc.arg(id) AND c.expires_at > now() AND c.lease_token IS NOT NULL
-      AND (sqlc.narg(lease_token)::bigint IS NULL OR c.lease_token = sqlc.narg(lease_token)::bigint)
-    FOR UPDATE
+    JOIN request AS r ON r.id = c.id
+    WHERE c.expires_at > now() AND c.lease_token IS NOT NULL
+      AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    ORDER BY c.id
+    FOR UPDATE OF c
 ), released AS (
     UPDATE keys AS k
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()

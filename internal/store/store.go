@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
 )
 
 // Errors returned by the store. The HTTP layer maps each to a status once.
@@ -60,6 +60,13 @@ type Config struct {
 	// QueryTimeout bounds every call, so that an unreachable database gives
 	// ErrUnavailable instead of a hang. Zero means 5 seconds.
 	QueryTimeout time.Duration
+	// MaxBatch is the most claims, releases or keep-alives that one statement
+	// serves when requests arrive together. Zero means 64; 1 turns batching
+	// off.
+	MaxBatch int
+	// MaxInFlight is how many batch statements of one kind (and, for claims,
+	// one pool) may run at once. Zero means 2.
+	MaxInFlight int
 }
 
 // Store runs the key pool's statements.
@@ -67,6 +74,10 @@ type Store struct {
 	pool    *pgxpool.Pool
 	queries *dbsqlc.Queries
 	cfg     Config
+
+	claims     *batch.Coalescer[string, struct{}, Key]
+	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
+	keepAlives *batch.Coalescer[struct{}, leaseRequest, Key]
 }
 
 // New returns a store over the connection pool.
@@ -74,7 +85,23 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 5 * time.Second
 	}
-	return &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 64
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 2
+	}
+	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
+	s.claims = batch.New(batch.Config[string, struct{}, Key]{
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: s.giveBack,
+	})
+	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
+		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
+	})
+	s.keepAlives = batch.New(batch.Config[struct{}, leaseRequest, Key]{
+		Run: s.runKeepAlives, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
+	})
+	return s
 }
 
 // Config returns the store's settings.
@@ -106,13 +133,10 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 	return keys, nil
 }
 
-// Claim blocks a random free key of the pool under a new lease.
+// Claim blocks a random free key of the pool under a new lease. Claims
+// that arrive together on this replica share one statement.
 func (s *Store) Claim(ctx context.Context, pool string) (Key, error) {
-	keys, err := s.ClaimMany(ctx, pool, 1)
-	if err != nil {
-		return Key{}, err
-	}
-	return keys[0], nil
+	return s.claims.Do(ctx, pool, struct{}{})
 }
 
 // ClaimMany blocks up to max free keys of the pool, each under its own
@@ -159,62 +183,6 @@ func (s *Store) Get(ctx context.Context, id uuid.UUID) (Key, error) {
 		return Key{}, classify(err)
 	}
 	return fromRow(row), nil
-}
-
-// KeepAlive resets the key's life and, if it is blocked, its lease. With a
-// lease token, it acts only if that lease is the key's current one.
-func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	row, err := s.queries.KeyKeepAlive(ctx, dbsqlc.KeyKeepAliveParams{
-		ID:              id,
-		LeaseToken:      leaseToken,
-		KeyTtlSeconds:   s.cfg.KeyTTL.Seconds(),
-		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
-	})
-	if errors.Is(err, pgx.ErrNoRows) && leaseToken != nil {
-		// The statement matched nothing: either the key is gone, or the
-		// token names a lease that is not the current one.
-		if _, getErr := s.queries.KeyGet(ctx, id); getErr == nil {
-			return Key{}, ErrLeaseMismatch
-		} else {
-			return Key{}, classify(getErr)
-		}
-	}
-	if err != nil {
-		return Key{}, classify(err)
-	}
-	return fromRow(dbsqlc.Key(row)), nil
-}
-
-// Release frees the key at once. It is idempotent: releasing a free key
-// returns it unchanged. With a lease token, a blocked key is released only if
-// that lease is its current one.
-func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	row, err := s.queries.KeyRelease(ctx, dbsqlc.KeyReleaseParams{ID: id, LeaseToken: leaseToken})
-	if err == nil {
-		return fromRow(dbsqlc.Key{
-			ID: row.ID, Pool: row.Pool, Position: row.Position, CreatedAt: row.CreatedAt,
-			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
-			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
-			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
-		}), nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return Key{}, classify(err)
-	}
-	// Nothing was released: the key is gone, already free, or held under
-	// another lease than the one named.
-	current, err := s.queries.KeyGet(ctx, id)
-	if err != nil {
-		return Key{}, classify(err)
-	}
-	if leaseToken != nil && current.LeaseToken != nil && *current.LeaseToken != *leaseToken {
-		return Key{}, ErrLeaseMismatch
-	}
-	return fromRow(current), nil
 }
 
 // Delete removes a live key for good and returns it as it was.

@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
+)
+
+// leaseRequest names a key and, optionally, the lease a call must act on.
+type leaseRequest struct {
+	id    uuid.UUID
+	token *int64
+}
+
+// KeepAlive resets the key's life and, if it is blocked, its lease. With a
+// lease token, it acts only if that lease is the key's current one.
+// Keep-alives that arrive together on this replica share one statement.
+func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+	return s.keepAlives.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken})
+}
+
+// Release frees the key at once. It is idempotent: releasing a free key
+// returns it unchanged. With a lease token, a blocked key is released only
+// if that lease is its current one. Releases that arrive together on this
+// replica share one statement.
+func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken})
+}
+
+func (s *Store) runClaims(ctx context.Context, pool string, reqs []struct{}) []batch.Result[Key] {
+	keys, err := s.ClaimMany(ctx, pool, len(reqs))
+	results := make([]batch.Result[Key], len(reqs))
+	for i := range results {
+		switch {
+		case i < len(keys):
+			results[i].Value = keys[i]
+		case err != nil:
+			results[i].Err = err
+		default:
+			results[i].Err = ErrNoFreeKey
+		}
+	}
+	return results
+}
+
+// giveBack releases a key claimed for a caller that left before it got it:
+// nobody will use that lease.
+func (s *Store) giveBack(_ string, key Key) {
+	if _, err := s.Release(context.Background(), key.ID, key.LeaseToken); err != nil {
+		slog.Warn("could not release a key claimed for a caller that left", "key_id", key.ID, "error", err)
+	}
+}
+
+func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	ids, tokens := leaseArgs(reqs)
+	rows, err := s.queries.KeyKeepAliveMany(ctx, dbsqlc.KeyKeepAliveManyParams{
+		Ids:             ids,
+		LeaseTokens:     tokens,
+		KeyTtlSeconds:   s.cfg.KeyTTL.Seconds(),
+		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	})
+	if err != nil {
+		return failAll[Key](len(reqs), classify(err))
+	}
+	kept := make(map[uuid.UUID]changedKey, len(rows))
+	for _, row := range rows {
+		kept[row.ID] = changedKey{key: fromRow(dbsqlc.Key(row)), lease: row.LeaseToken}
+	}
+	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
+		// Not kept alive although the key lives: the token names a lease
+		// that is not the current one.
+		return Key{}, ErrLeaseMismatch
+	})
+}
+
+func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	ids, tokens := leaseArgs(reqs)
+	rows, err := s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens})
+	if err != nil {
+		return failAll[Key](len(reqs), classify(err))
+	}
+	released := make(map[uuid.UUID]changedKey, len(rows))
+	for _, row := range rows {
+		released[row.ID] = changedKey{key: fromRow(dbsqlc.Key{
+			ID: row.ID, Pool: row.Pool, Position: row.Position, CreatedAt: row.CreatedAt,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
+			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
+			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
+		}), lease: row.EndedLeaseToken}
+	}
+	return s.settle(ctx, reqs, released, func(req leaseRequest, current Key) (Key, error) {
+		// Not released although the key lives: it was free already (a
+		// release is idempotent), or it is held under another lease than
+		// the one named.
+		if req.token != nil && current.LeaseToken != nil && *current.LeaseToken != *req.token {
+			return Key{}, ErrLeaseMismatch
+		}
+		return current, nil
+	})
+}
+
+// changedKey is a row a batch statement changed, with the lease it acted
+// on (nil for a free key).
+type changedKey struct {
+	key   Key
+	lease *int64
+}
+
+// answers reports whether the change answers the request: one without a
+// token takes any change of its key; one with a token only a change made
+// under that lease (another request of the batch may have named the same
+// key with another token).
+func (c changedKey) answers(req leaseRequest) bool {
+	return req.token == nil || (c.lease != nil && *c.lease == *req.token)
+}
+
+// settle gives each request its outcome: the row the statement changed, or,
+// for a request it did not change, what explain says of the key as it is now
+// (ErrKeyNotFound when it is gone).
+func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID]changedKey,
+	explain func(leaseRequest, Key) (Key, error)) []batch.Result[Key] {
+	results := make([]batch.Result[Key], len(reqs))
+	for i, req := range reqs {
+		if c, ok := changed[req.id]; ok && c.answers(req) {
+			results[i].Value = c.key
+			continue
+		}
+		row, err := s.queries.KeyGet(ctx, req.id)
+		if err != nil {
+			results[i].Err = classify(err)
+			continue
+		}
+		results[i].Value, results[i].Err = explain(req, fromRow(row))
+	}
+	return results
+}
+
+// leaseArgs spreads the requests into the statement's parallel arrays. 0
+// stands for "no token"; tokens start at 1, so a given token below that
+// names no lease and is sent as -1, which matches none.
+func leaseArgs(reqs []leaseRequest) ([]uuid.UUID, []int64) {
+	ids := make([]uuid.UUID, len(reqs))
+	tokens := make([]int64, len(reqs))
+	for i, req := range reqs {
+		ids[i] = req.id
+		switch {
+		case req.token == nil:
+			tokens[i] = 0
+		case *req.token < 1:
+			tokens[i] = -1
+		default:
+			tokens[i] = *req.token
+		}
+	}
+	return ids, tokens
+}
+
+func failAll[T any](n int, err error) []batch.Result[T] {
+	if errors.Is(err, ErrKeyNotFound) {
+		// A batch statement returns rows, never "no rows".
+		err = errors.New("unexpected empty result")
+	}
+	results := make([]batch.Result[T], n)
+	for i := range results {
+		results[i].Err = err
+	}
+	return results
+}

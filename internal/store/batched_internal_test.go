@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+// One batch may name the same key several times, with the current token, a
+// stale one or none: each request gets the answer it would get alone.
+func TestBatchedReleasesAnswerEachRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Hour})
+	_, err = s.Create(ctx, "p", 3)
+	require.NoError(t, err)
+	held, err := s.ClaimMany(ctx, "p", 3)
+	require.NoError(t, err)
+	a, b, c := held[0], held[1], held[2]
+	stale := *a.LeaseToken + 100
+	zero := int64(0)
+
+	results := s.runReleases(ctx, struct{}{}, []leaseRequest{
+		{id: a.ID, token: &stale},       // stale, but the next request releases a
+		{id: a.ID, token: nil},          // releases a
+		{id: b.ID, token: &stale},       // stale: b stays held
+		{id: c.ID, token: c.LeaseToken}, // releases c
+		{id: c.ID, token: c.LeaseToken}, // the same release twice: both succeed
+		{id: uuid.New(), token: nil},    // unknown
+		{id: b.ID, token: &zero},        // a token below 1 names no lease
+	})
+	// Ordered after the release that freed a, the stale release finds a free
+	// key: idempotent, nothing changed on its account.
+	require.NoError(t, results[0].Err)
+	require.False(t, results[0].Value.Blocked())
+	require.NoError(t, results[1].Err)
+	require.False(t, results[1].Value.Blocked())
+	require.ErrorIs(t, results[2].Err, ErrLeaseMismatch)
+	require.NoError(t, results[3].Err)
+	require.NoError(t, results[4].Err)
+	require.ErrorIs(t, results[5].Err, ErrKeyNotFound)
+	require.ErrorIs(t, results[6].Err, ErrLeaseMismatch)
+
+	stillHeld, err := s.Get(ctx, b.ID)
+	require.NoError(t, err)
+	require.Equal(t, b, stillHeld)
+	var released int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM key_events WHERE event = 'released'").Scan(&released))
+	require.Equal(t, 2, released, "one history row per key released")
+}
+
+func TestBatchedKeepAlivesAnswerEachRequest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
+	_, err = s.Create(ctx, "p", 2)
+	require.NoError(t, err)
+	held, err := s.Claim(ctx, "p")
+	require.NoError(t, err)
+	free, err := s.ClaimMany(ctx, "p", 1)
+	require.NoError(t, err)
+	_, err = s.Release(ctx, free[0].ID, nil)
+	require.NoError(t, err)
+	stale := *held.LeaseToken + 100
+
+	results := s.runKeepAlives(ctx, struct{}{}, []leaseRequest{
+		{id: held.ID, token: held.LeaseToken},
+		{id: held.ID, token: &stale},
+		{id: free[0].ID, token: nil},
+		{id: free[0].ID, token: free[0].LeaseToken}, // that lease ended
+	})
+	require.NoError(t, results[0].Err)
+	require.True(t, results[0].Value.LeaseExpiresAt.After(*held.LeaseExpiresAt))
+	require.ErrorIs(t, results[1].Err, ErrLeaseMismatch)
+	require.NoError(t, results[2].Err)
+	require.NotNil(t, results[2].Value.LastKeepAliveAt)
+	require.ErrorIs(t, results[3].Err, ErrLeaseMismatch)
+}
