@@ -51,6 +51,14 @@ test: check-go ensure-postgres ## Run every test against a real PostgreSQL (loca
 test/race: check-go ensure-postgres ## Run the tests with the race detector
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: bench
+bench: build ensure-postgres ## Run the benchmark harness and write docs/benchmarks.md
+	$(GO) run ./cmd/bench
+
+.PHONY: bench/quick
+bench/quick: build ensure-postgres ## A short smoke run of the benchmark harness
+	$(GO) run ./cmd/bench -quick
+
 .PHONY: generate
 generate: check-go ## Regenerate the query code from db/queries with sqlc
 	$(GO) tool sqlc generate

@@ -33,7 +33,9 @@ WITH after_start AS (
         blocked_at = now(),
         lease_expires_at = now() + $4::float8 * interval '1 second',
         times_assigned = k.times_assigned + 1
-    WHERE k.id IN (SELECT after_start.id FROM after_start UNION ALL SELECT before_start.id FROM before_start)
+    -- An array, not a join: the planner cannot know how few rows the CTEs
+    -- give, and may otherwise hash-join them against a scan of the table.
+    WHERE k.id = ANY (ARRAY(SELECT after_start.id FROM after_start UNION ALL SELECT before_start.id FROM before_start))
     RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
@@ -275,10 +277,13 @@ WITH request AS (
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
 ), target AS (
     SELECT c.id FROM keys AS c
-    JOIN request AS r ON r.id = c.id
-    WHERE c.expires_at > now() AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    WHERE c.id = ANY ($1::uuid[]) AND c.expires_at > now()
+      AND EXISTS (
+          SELECT 1 FROM request AS r
+          WHERE r.id = c.id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
+      )
     ORDER BY c.id
-    FOR UPDATE OF c
+    FOR UPDATE
 ), kept AS (
     UPDATE keys AS k
     SET expires_at = now() + $3::float8 * interval '1 second',
@@ -319,8 +324,10 @@ type KeyKeepAliveManyRow struct {
 
 // Resets the life of each key named and, when it is blocked, its lease. A
 // request's lease token, when not 0, must name the key's current lease: a
-// stale token matches no row. Rows are locked in id order so that two
-// batches never wait on each other in a cycle.
+// stale token matches no row. Rows are found by primary key with = ANY, so
+// the plan is an index lookup whatever the planner guesses of the batch's
+// size, and locked in id order so that two batches never wait on each
+// other in a cycle.
 func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyParams) ([]KeyKeepAliveManyRow, error) {
 	rows, err := q.db.Query(ctx, keyKeepAliveMany,
 		arg.Ids,
@@ -412,11 +419,13 @@ WITH request AS (
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
 ), current_lease AS (
     SELECT c.id, c.lease_token FROM keys AS c
-    JOIN request AS r ON r.id = c.id
-    WHERE c.expires_at > now() AND c.lease_token IS NOT NULL
-      AND (r.lease_token = 0 OR c.lease_token = r.lease_token)
+    WHERE c.id = ANY ($1::uuid[]) AND c.expires_at > now() AND c.lease_token IS NOT NULL
+      AND EXISTS (
+          SELECT 1 FROM request AS r
+          WHERE r.id = c.id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
+      )
     ORDER BY c.id
-    FOR UPDATE OF c
+    FOR UPDATE
 ), released AS (
     UPDATE keys AS k
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()

@@ -37,6 +37,8 @@ type Coalescer[K comparable, Req, Res any] struct {
 	cfg    Config[K, Req, Res]
 	mu     sync.Mutex
 	queues map[K]*queue[Req, Res]
+	// work counts running batches and pending undos, for Wait.
+	work sync.WaitGroup
 }
 
 type queue[Req, Res any] struct {
@@ -74,6 +76,9 @@ func (c *Coalescer[K, Req, Res]) Do(ctx context.Context, key K, req Req) (Res, e
 	if start {
 		q.inFlight++
 	}
+	if start {
+		c.work.Add(1)
+	}
 	c.mu.Unlock()
 	if start {
 		go c.drain(key, q)
@@ -85,7 +90,9 @@ func (c *Coalescer[K, Req, Res]) Do(ctx context.Context, key K, req Req) (Res, e
 	case <-ctx.Done():
 		// The request may still be served; undo what it got.
 		if c.cfg.Abandoned != nil {
+			c.work.Add(1)
 			go func() {
+				defer c.work.Done()
 				if r := <-w.result; r.Err == nil {
 					c.cfg.Abandoned(key, r.Value)
 				}
@@ -96,8 +103,14 @@ func (c *Coalescer[K, Req, Res]) Do(ctx context.Context, key K, req Req) (Res, e
 	}
 }
 
+// Wait returns once every batch in flight has been served and every
+// abandoned result undone. Call it after the last Do has returned, before
+// closing what the batches use.
+func (c *Coalescer[K, Req, Res]) Wait() { c.work.Wait() }
+
 // drain runs batches for the key until its queue is empty.
 func (c *Coalescer[K, Req, Res]) drain(key K, q *queue[Req, Res]) {
+	defer c.work.Done()
 	for {
 		c.mu.Lock()
 		n := min(len(q.pending), c.cfg.MaxBatch)

@@ -131,6 +131,9 @@ func (s *Server) close() {
 	if s.sweeper != nil {
 		s.sweeper.Stop()
 	}
+	if s.store != nil {
+		s.store.Close()
+	}
 	if s.pool != nil {
 		s.pool.Close()
 	}

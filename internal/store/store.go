@@ -104,6 +104,16 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	return s
 }
 
+// Close waits for the statements of batches in flight, and for keys claimed
+// for callers that left to be given back. Call it after the last request
+// has returned and before closing the connection pool.
+func (s *Store) Close() {
+	s.claims.Wait()
+	// Giving keys back queues releases, so they are waited for after claims.
+	s.releases.Wait()
+	s.keepAlives.Wait()
+}
+
 // Config returns the store's settings.
 func (s *Store) Config() Config { return s.cfg }
 
