@@ -63,6 +63,8 @@ COMMENT ON COLUMN key_events.event IS 'created, assigned, released (explicit unb
 
 -- Live counts per pool, kept by the triggers below in the same transaction
 -- as every change, so that gauges and availability headers never count rows.
+-- The same triggers send the notification that wakes clients waiting for a
+-- key (GET /keys?wait=).
 -- Each change adds to one of 16 rows per pool picked at random: concurrent
 -- claims rarely wait on each other's counter row.
 CREATE TABLE pool_counts (
@@ -76,32 +78,65 @@ CREATE TABLE pool_counts (
 COMMENT ON TABLE pool_counts IS 'Per-pool key counts, split over shards; sum keys and blocked per pool. Keys whose life has ended count until the background job deletes them.';
 
 -- +goose StatementBegin
+-- Adds one statement's changes to a pool's counts: keys that came (or, when
+-- negative, went), keys that became blocked (or free), and keys that became
+-- free by creation or release.
+CREATE FUNCTION pool_counts_apply(change_pool text, keys_delta bigint, blocked_delta bigint, freed bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    free_now bigint;
+BEGIN
+    INSERT INTO pool_counts AS p (pool, shard, keys, blocked)
+    VALUES (change_pool, floor(random() * 16)::int, keys_delta, blocked_delta)
+    ON CONFLICT (pool, shard) DO UPDATE
+    SET keys = p.keys + excluded.keys, blocked = p.blocked + excluded.blocked;
+
+    -- Wake clients waiting for a key of this pool. Only when the pool had no
+    -- free key before this change: waiters exist only then, and a NOTIFY on
+    -- every release would serialise commits on the notification queue's
+    -- lock. The payload is "<freed> <pool>".
+    IF freed > 0 THEN
+        SELECT sum(c.keys - c.blocked) INTO free_now FROM pool_counts AS c WHERE c.pool = change_pool;
+        IF free_now - freed <= 0 THEN
+            PERFORM pg_notify('tokenorchestrator_keys_freed', freed || ' ' || change_pool);
+        END IF;
+    END IF;
+END;
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
 CREATE FUNCTION pool_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    change record;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO pool_counts AS p (pool, shard, keys, blocked)
-        SELECT n.pool, floor(random() * 16)::int, count(*), count(n.lease_token)
-        FROM new_rows AS n GROUP BY n.pool
-        ON CONFLICT (pool, shard) DO UPDATE
-        SET keys = p.keys + excluded.keys, blocked = p.blocked + excluded.blocked;
+        FOR change IN
+            SELECT n.pool, count(*) AS keys, count(n.lease_token) AS blocked,
+                   count(*) - count(n.lease_token) AS freed
+            FROM new_rows AS n GROUP BY n.pool
+        LOOP
+            PERFORM pool_counts_apply(change.pool, change.keys, change.blocked, change.freed);
+        END LOOP;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pool_counts AS p (pool, shard, keys, blocked)
-        SELECT o.pool, floor(random() * 16)::int, -count(*), -count(o.lease_token)
-        FROM old_rows AS o GROUP BY o.pool
-        ON CONFLICT (pool, shard) DO UPDATE
-        SET keys = p.keys + excluded.keys, blocked = p.blocked + excluded.blocked;
+        FOR change IN
+            SELECT o.pool, count(*) AS keys, count(o.lease_token) AS blocked
+            FROM old_rows AS o GROUP BY o.pool
+        LOOP
+            PERFORM pool_counts_apply(change.pool, -change.keys, -change.blocked, 0);
+        END LOOP;
     ELSE
-        -- Only a change of lease state moves a count; keep-alives skip the upsert.
-        INSERT INTO pool_counts AS p (pool, shard, blocked)
-        SELECT d.pool, floor(random() * 16)::int, sum(d.delta)
-        FROM (
-            SELECT n.pool, CASE WHEN n.lease_token IS NULL THEN -1 ELSE 1 END AS delta
+        -- Only a change of lease state moves a count: keep-alives add nothing.
+        FOR change IN
+            SELECT n.pool,
+                   count(n.lease_token) - count(*) FILTER (WHERE n.lease_token IS NULL) AS blocked,
+                   count(*) FILTER (WHERE n.lease_token IS NULL) AS freed
             FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
             WHERE (n.lease_token IS NULL) <> (o.lease_token IS NULL)
-        ) AS d
-        GROUP BY d.pool
-        ON CONFLICT (pool, shard) DO UPDATE
-        SET blocked = p.blocked + excluded.blocked;
+            GROUP BY n.pool
+        LOOP
+            PERFORM pool_counts_apply(change.pool, 0, change.blocked, change.freed);
+        END LOOP;
     END IF;
     RETURN NULL;
 END;
@@ -122,5 +157,6 @@ CREATE TRIGGER keys_count_delete AFTER DELETE ON keys
 DROP TABLE key_events;
 DROP TABLE keys;
 DROP FUNCTION pool_counts_add();
+DROP FUNCTION pool_counts_apply(text, bigint, bigint, bigint);
 DROP TABLE pool_counts;
 DROP SEQUENCE lease_token_seq;

@@ -18,12 +18,15 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 type options struct {
 	keyTTL, leaseTTL, sweep time.Duration
 	dbTimeout               time.Duration
 	corsOrigins             []string
+	// poll is how often the first waiter polls without a notification.
+	poll time.Duration
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -57,8 +60,13 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		sw.Start(context.Background())
 		t.Cleanup(sw.Stop)
 	}
+	t.Cleanup(st.Close)
+	waiters := wakeup.New(wakeup.Config{Poll: o.poll, Logger: logger})
+	listenCtx, stopListening := context.WithCancel(context.Background())
+	go waiters.Listen(listenCtx, pool)
+	t.Cleanup(stopListening)
 	handler := api.New(api.Config{
-		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins,
+		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters,
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
 	})
 	srv := httptest.NewServer(handler)

@@ -95,33 +95,15 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// claim claims a key of the pool, retrying until wait has passed while the
-// pool has none free.
+// claim claims a key of the pool; with a wait, it queues behind this
+// replica's earlier waiters until a key is freed or the wait is over.
 func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
-	key, err := a.store.Claim(ctx, pool)
-	if wait <= 0 || !errors.Is(err, store.ErrNoFreeKey) {
-		return key, err
+	if wait <= 0 {
+		return a.store.Claim(ctx, pool)
 	}
-	deadline := time.Now().Add(wait)
-	pause := 20 * time.Millisecond
-	for {
-		remaining := time.Until(deadline)
-		if remaining <= 0 {
-			return store.Key{}, store.ErrNoFreeKey
-		}
-		timer := time.NewTimer(min(pause, remaining))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return store.Key{}, ctx.Err()
-		case <-timer.C:
-		}
-		key, err = a.store.Claim(ctx, pool)
-		if !errors.Is(err, store.ErrNoFreeKey) {
-			return key, err
-		}
-		pause = min(2*pause, 250*time.Millisecond)
-	}
+	return a.waiters.Wait(ctx, pool, wait, func(ctx context.Context) (store.Key, error) {
+		return a.store.Claim(ctx, pool)
+	})
 }
 
 func (a *API) releaseAbandoned(key store.Key) {

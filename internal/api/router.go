@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Config holds what the API needs.
@@ -27,13 +28,17 @@ type Config struct {
 	// Ready reports whether the service can serve: database reachable,
 	// migrations applied.
 	Ready func(context.Context) error
+	// Waiters serves GET /keys?wait=. Nil: a hub that is fed no
+	// notifications, whose waiters find freed keys by polling.
+	Waiters *wakeup.Hub
 }
 
 // API serves the HTTP interface.
 type API struct {
-	store  *store.Store
-	logger *slog.Logger
-	router chi.Router
+	store   *store.Store
+	waiters *wakeup.Hub
+	logger  *slog.Logger
+	router  chi.Router
 }
 
 // New builds the API and its router.
@@ -41,7 +46,10 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{store: cfg.Store, logger: cfg.Logger}
+	if cfg.Waiters == nil {
+		cfg.Waiters = wakeup.New(wakeup.Config{Logger: cfg.Logger})
+	}
+	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger}
 	r := chi.NewRouter()
 	a.router = r
 

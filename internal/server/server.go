@@ -23,6 +23,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Server is one replica of the service.
@@ -33,6 +34,7 @@ type Server struct {
 	pool    *pgxpool.Pool
 	store   *store.Store
 	sweeper *sweeper.Sweeper
+	waiters *wakeup.Hub
 	http    *http.Server
 }
 
@@ -67,8 +69,10 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
 	m := metrics.New(s.store.CountPools, logger)
 	s.sweeper = sweeper.New(s.store, sweeper.Config{Interval: cfg.SweepInterval, Logger: logger, OnPass: m.ObserveSweep})
+	s.waiters = wakeup.New(wakeup.Config{Logger: logger})
 	handler := api.New(api.Config{
 		Store:       s.store,
+		Waiters:     s.waiters,
 		Logger:      logger,
 		Metrics:     m,
 		CORSOrigins: cfg.CORSOrigins,
@@ -92,6 +96,9 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 // (within ShutdownTimeout), the job stops, and the database is closed.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.sweeper.Start(context.WithoutCancel(ctx))
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopListening()
+	go s.waiters.Listen(listenCtx, s.pool)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(l) }()
 	s.logger.Info("serving", "addr", l.Addr().String(), "key_ttl", s.cfg.KeyTTL, "lease_ttl", s.cfg.LeaseTTL,
@@ -112,6 +119,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			serveErr = err
 		}
 	}
+	stopListening()
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr

@@ -1,0 +1,159 @@
+package api_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+// noPoll keeps waiters from polling during a test, so that only the
+// database's notification can wake them.
+const noPoll = time.Hour
+
+// holdAll creates n keys in the pool and claims them all.
+func holdAll(t *testing.T, s *testServer, pool string, n int) []reply {
+	t.Helper()
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool="+pool, fmt.Sprintf(`{"count": %d}`, n)).status)
+	held := make([]reply, n)
+	for i := range held {
+		held[i] = do(t, "GET", s.url+"/keys?pool="+pool, "")
+		require.Equal(t, http.StatusOK, held[i].status)
+	}
+	return held
+}
+
+func release(t *testing.T, s *testServer, key reply) {
+	t.Helper()
+	r := do(t, "PUT", s.url+"/keys/"+key.str("keyId"), "", "If-Match", `"`+key.str("leaseToken")+`"`)
+	require.Equal(t, http.StatusOK, r.status, r.raw)
+}
+
+// A waiter on one replica is served when a key is released on another: the
+// wake-up travels through the database's NOTIFY, since waiters here never
+// poll.
+func TestWaiterIsWokenByAReleaseOnAnotherReplica(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+	a := newServer(t, dbURL, options{poll: noPoll})
+	b := newServer(t, dbURL, options{poll: noPoll})
+	held := holdAll(t, a, "w", 1)
+
+	got := make(chan reply, 1)
+	go func() { got <- do(t, "GET", b.url+"/keys?pool=w&wait=30s", "") }()
+	time.Sleep(200 * time.Millisecond) // the waiter is queued
+	released := time.Now()
+	release(t, a, held[0])
+	r := <-got
+	require.Equal(t, http.StatusOK, r.status, r.raw)
+	require.Equal(t, held[0].str("keyId"), r.str("keyId"))
+	t.Logf("served %s after the release on the other replica", time.Since(released).Round(time.Millisecond))
+}
+
+// Fifty waiters, fifty keys freed one by one: every waiter gets exactly one
+// key, and no key goes to two waiters.
+func TestEveryWaiterGetsExactlyOneKey(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	dbURL := testdb.New(t)
+	a := newServer(t, dbURL, options{poll: noPoll})
+	b := newServer(t, dbURL, options{poll: noPoll})
+	held := holdAll(t, a, "fifty", n)
+
+	var wg sync.WaitGroup
+	results := make(chan reply, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- do(t, "GET", b.url+"/keys?pool=fifty&wait=60s", "")
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // all are queued
+	for _, key := range held {
+		release(t, a, key)
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	close(results)
+	seen := map[string]bool{}
+	for r := range results {
+		require.Equal(t, http.StatusOK, r.status, r.raw)
+		require.False(t, seen[r.str("keyId")], "key %s went to two waiters", r.str("keyId"))
+		seen[r.str("keyId")] = true
+	}
+	require.Len(t, seen, n)
+}
+
+// Waiters of one replica are served in the order they came.
+func TestWaitersAreServedInArrivalOrder(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+	s := newServer(t, dbURL, options{poll: noPoll})
+	held := holdAll(t, s, "fifo", 3)
+
+	order := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			r := do(t, "GET", s.url+"/keys?pool=fifo&wait=30s", "")
+			require.Equal(t, http.StatusOK, r.status, r.raw)
+			order <- i
+		}()
+		time.Sleep(100 * time.Millisecond) // arrive in turn
+	}
+	for i := range 3 {
+		release(t, s, held[i])
+		select {
+		case got := <-order:
+			require.Equal(t, i, got, "the waiter that came first is served first")
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no waiter was served after release %d", i)
+		}
+	}
+}
+
+// A client that leaves while waiting takes nothing: the key freed after it
+// left stays free.
+func TestWaiterThatLeavesTakesNothing(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{poll: noPoll})
+	held := holdAll(t, s, "gone", 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?pool=gone&wait=30s", nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	require.Error(t, <-done)
+	time.Sleep(100 * time.Millisecond) // the server notices the client left
+	release(t, s, held[0])
+
+	// Another waiter is served at once; the one that left took nothing.
+	r := do(t, "GET", s.url+"/keys?pool=gone&wait=5s", "")
+	require.Equal(t, http.StatusOK, r.status, r.raw)
+	require.EqualValues(t, 2, r.body["timesAssigned"], "assigned once before, once now: never to the client that left")
+}
+
+// A wait that ends with nothing answers 404.
+func TestWaitEndsWithNoKey(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{poll: 50 * time.Millisecond})
+	holdAll(t, s, "none", 1)
+	requireProblem(t, do(t, "GET", s.url+"/keys?pool=none&wait=300ms", ""), 404, "no_free_key")
+}
