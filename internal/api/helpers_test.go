@@ -24,6 +24,8 @@ type options struct {
 	keyTTL, leaseTTL, sweep time.Duration
 	dbTimeout               time.Duration
 	corsOrigins             []string
+	// contractSeen, when set, collects the answers the server gave.
+	contractSeen *answersSeen
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -61,7 +63,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins,
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
 	})
-	srv := httptest.NewServer(handler)
+	srv := httptest.NewServer(checkContract(t, handler, o.contractSeen))
 	t.Cleanup(srv.Close)
 	return &testServer{url: srv.URL, store: st, pool: pool}
 }
