@@ -3,7 +3,10 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -32,15 +35,80 @@ func newProvider(pool *pgxpool.Pool) (*goose.Provider, func() error, error) {
 
 // Up applies every pending migration.
 func Up(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := Apply(ctx, pool)
+	return err
+}
+
+// Apply applies every pending migration and returns their versions.
+func Apply(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 	provider, closeDB, err := newProvider(pool)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeDB()
-	if _, err := provider.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("apply migrations: %w", err)
 	}
-	return nil
+	versions := make([]int64, len(results))
+	for i, r := range results {
+		versions[i] = r.Source.Version
+	}
+	return versions, nil
+}
+
+// ErrNothingToRollBack: no migration is applied.
+var ErrNothingToRollBack = errors.New("no migration is applied")
+
+// RollBack undoes the most recently applied migration, dropping what it
+// created, data included, and returns its version.
+func RollBack(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	provider, closeDB, err := newProvider(pool)
+	if err != nil {
+		return 0, err
+	}
+	defer closeDB()
+	result, err := provider.Down(ctx)
+	if errors.Is(err, goose.ErrNoNextVersion) {
+		return 0, ErrNothingToRollBack
+	}
+	if err != nil {
+		return 0, fmt.Errorf("roll back: %w", err)
+	}
+	return result.Source.Version, nil
+}
+
+// Migration is one migration and whether the database has it.
+type Migration struct {
+	Version int64
+	// File is the migration's file name.
+	File string
+	// AppliedAt is zero while the migration is pending.
+	AppliedAt time.Time
+}
+
+// Applied reports whether the migration is applied.
+func (m Migration) Applied() bool { return !m.AppliedAt.IsZero() }
+
+// Status lists every migration in order.
+func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
+	provider, closeDB, err := newProvider(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDB()
+	statuses, err := provider.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migration status: %w", err)
+	}
+	migrations := make([]Migration, len(statuses))
+	for i, s := range statuses {
+		migrations[i] = Migration{Version: s.Source.Version, File: filepath.Base(s.Source.Path)}
+		if s.State == goose.StateApplied {
+			migrations[i].AppliedAt = s.AppliedAt
+		}
+	}
+	return migrations, nil
 }
 
 // Pending reports whether some migration has not been applied yet.
