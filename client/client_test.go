@@ -214,13 +214,9 @@ func TestAcquireWaitsForAKey(t *testing.T) {
 func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	c := newClient(t, servertest.Start(t, servertest.Options{LeaseTTL: 150 * time.Millisecond}).URL)
-	_, err := c.CreateKey(ctx, "")
-	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
-	require.NoError(t, err)
+	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond})
 
-	_, err = c.DeleteKey(ctx, lease.ID())
+	_, err := c.DeleteKey(ctx, lease.ID())
 	require.NoError(t, err)
 	waitForLoss(t, ctx, lease)
 	require.ErrorIs(t, lease.Err(), client.ErrNotFound)
@@ -232,14 +228,10 @@ func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	c := newClient(t, servertest.Start(t, servertest.Options{LeaseTTL: 150 * time.Millisecond}).URL)
-	_, err := c.CreateKey(ctx, "")
-	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
-	require.NoError(t, err)
+	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond})
 
 	// An operator frees the key without a token; someone else takes it.
-	_, err = c.ReleaseKey(ctx, lease.ID(), "")
+	_, err := c.ReleaseKey(ctx, lease.ID(), "")
 	require.NoError(t, err)
 	next, err := c.AssignKey(ctx, "", 0)
 	require.NoError(t, err)
@@ -260,12 +252,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 func TestLeaseIsLostWhenKeepAlivesFailUntilItEnds(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	replica := servertest.Start(t, servertest.Options{LeaseTTL: 300 * time.Millisecond, DBTimeout: 100 * time.Millisecond})
-	c := newClient(t, replica.URL)
-	_, err := c.CreateKey(ctx, "")
-	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
-	require.NoError(t, err)
+	replica, _, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 300 * time.Millisecond, DBTimeout: 100 * time.Millisecond})
 
 	replica.CutDatabase()
 	waitForLoss(t, ctx, lease)

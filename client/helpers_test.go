@@ -91,6 +91,18 @@ func (p *recordingProxy) recorded() ([]*http.Request, []int) {
 	return append([]*http.Request(nil), p.requests...), append([]int(nil), p.statuses...)
 }
 
+// leaseOneKey starts a replica with one key and leases it.
+func leaseOneKey(t *testing.T, ctx context.Context, o servertest.Options) (*servertest.Replica, *client.Client, *client.Lease) {
+	t.Helper()
+	replica := servertest.Start(t, o)
+	c := newClient(t, replica.URL)
+	_, err := c.CreateKey(ctx, "")
+	require.NoError(t, err)
+	lease, err := c.Acquire(ctx, "")
+	require.NoError(t, err)
+	return replica, c, lease
+}
+
 // waitForLoss waits until the lease is lost, failing the test if it is not
 // before ctx ends.
 func waitForLoss(t *testing.T, ctx context.Context, lease *client.Lease) {

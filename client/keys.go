@@ -73,11 +73,7 @@ type PoolStatus struct {
 
 // CreateKey creates one free key in the pool ("" is the default pool).
 func (c *Client) CreateKey(ctx context.Context, pool string) (Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool)})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool)})
 }
 
 // CreateKeys creates count free keys in the pool in one call; the server
@@ -103,11 +99,7 @@ func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration)
 	if wait > 0 {
 		query.Set("wait", strconv.FormatInt(min(wait, MaxWait).Milliseconds(), 10)+"ms")
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/keys", query: query})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodGet, path: "/keys", query: query})
 }
 
 // PoolStatus tells how many keys the pool has and whether one is free,
@@ -130,11 +122,7 @@ func (c *Client) PoolStatus(ctx context.Context, pool string) (PoolStatus, error
 
 // GetKey returns the key with this id.
 func (c *Client) GetKey(ctx context.Context, id string) (Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: keyPath(id)})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodGet, path: keyPath(id)})
 }
 
 // HeadKey returns the key with this id as HEAD /keys/{id} describes it, in
@@ -161,33 +149,21 @@ func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 
 // DeleteKey deletes the key for good and returns it as it was.
 func (c *Client) DeleteKey(ctx context.Context, id string) (Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodDelete, path: keyPath(id)})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodDelete, path: keyPath(id)})
 }
 
 // ReleaseKey frees the key at once. With a lease token, only that lease is
 // ended: a token that is not the key's current lease fails with
 // ErrLeaseLost and changes nothing. Releasing a free key succeeds.
 func (c *Client) ReleaseKey(ctx context.Context, id, leaseToken string) (Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: keyPath(id), leaseToken: leaseToken})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id), leaseToken: leaseToken})
 }
 
 // KeepAlive resets the key's life and, when it is held, its lease. With a
 // lease token, a token that is not the key's current lease fails with
 // ErrLeaseLost and changes nothing.
 func (c *Client) KeepAlive(ctx context.Context, id, leaseToken string) (Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: keyPath(id) + "/keepalive", leaseToken: leaseToken})
-	if err != nil {
-		return Key{}, err
-	}
-	return decode[Key](resp)
+	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id) + "/keepalive", leaseToken: leaseToken})
 }
 
 // Health checks that the server runs (GET /healthz).
@@ -210,6 +186,15 @@ func (c *Client) Ready(ctx context.Context) error {
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/metrics", accept: "text/plain"})
 	return string(resp.body), err
+}
+
+// key makes a call whose answer is a key.
+func (c *Client) key(ctx context.Context, req request) (Key, error) {
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		return Key{}, err
+	}
+	return decode[Key](resp)
 }
 
 func poolQuery(pool string) url.Values {

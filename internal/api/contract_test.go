@@ -290,23 +290,18 @@ func TestOpenAPIDocumentAndReferenceAreServed(t *testing.T) {
 	c := loadContract(t)
 	s := newServer(t, testdb.New(t), options{})
 
-	resp, err := http.Get(s.url + "/openapi.yaml")
-	require.NoError(t, err)
-	served, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "application/yaml", resp.Header.Get("Content-Type"))
-	require.Equal(t, api.OpenAPIDocument, served)
-
-	resp, err = http.Get(s.url + "/docs")
-	require.NoError(t, err)
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
-	page := string(raw)
+	get := func(path, contentType string) []byte {
+		resp, err := http.Get(s.url + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, contentType, resp.Header.Get("Content-Type"))
+		return raw
+	}
+	require.Equal(t, api.OpenAPIDocument, get("/openapi.yaml", "application/yaml"))
+	page := string(get("/docs", "text/html; charset=utf-8"))
 	for _, path := range c.doc.Paths.Keys() {
 		for method, op := range c.doc.Paths.Value(path).Operations() {
 			require.Contains(t, page, `id="`+op.OperationID+`"`)
