@@ -92,7 +92,7 @@ type request struct {
 	accept string
 }
 
-// response is an answer of 2xx with its body read.
+// response is an answer with its body read.
 type response struct {
 	status int
 	header http.Header
@@ -115,11 +115,10 @@ func (c *Client) do(ctx context.Context, req request) (response, error) {
 		if err != nil {
 			return response{}, err
 		}
-		var apiErr *APIError
 		if resp.status < 400 {
 			return resp, nil
 		}
-		apiErr = decodeProblem(resp)
+		apiErr := decodeProblem(resp)
 		if apiErr.Status != http.StatusServiceUnavailable || attempt >= c.retry.attempts {
 			return response{}, apiErr
 		}

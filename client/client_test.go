@@ -131,7 +131,9 @@ func TestKeyJSONIsTheServers(t *testing.T) {
 func TestAcquireKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	leaseTTL := 300 * time.Millisecond
+	// Short enough for a quick test, long enough that a keep-alive delayed
+	// by a busy machine still comes in time.
+	leaseTTL := 600 * time.Millisecond
 	c := newClient(t, servertest.Start(t, servertest.Options{LeaseTTL: leaseTTL, SweepInterval: 20 * time.Millisecond}).URL)
 	created, err := c.CreateKey(ctx, "alive")
 	require.NoError(t, err)
@@ -228,7 +230,9 @@ func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond})
+	// No background job: the next holder's lease, which nobody keeps alive,
+	// must stay put while the test looks at it.
+	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond, SweepInterval: time.Hour})
 
 	// An operator frees the key without a token; someone else takes it.
 	_, err := c.ReleaseKey(ctx, lease.ID(), "")
