@@ -67,8 +67,8 @@ func (c *Client) Acquire(ctx context.Context, pool string) (*Lease, error) {
 // newLease starts keeping the key's lease alive. sent is when the request
 // that assigned the key left: the lease began after it.
 func (c *Client) newLease(key Key, sent time.Time) (*Lease, error) {
-	if key.LeaseToken == "" || key.LeaseExpiresAt == nil {
-		return nil, fmt.Errorf("client: the server assigned key %s without a lease token or deadline", key.ID)
+	if key.LeaseToken == "" || leaseDuration(key) <= 0 {
+		return nil, fmt.Errorf("client: the server assigned key %s without a lease token or a lease deadline", key.ID)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	l := &Lease{
