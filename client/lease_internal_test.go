@@ -3,6 +3,8 @@ package client
 import (
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // The lease's length is read from the server's own times, whatever the
@@ -11,9 +13,7 @@ func TestLeaseDurationComesFromTheServersTimes(t *testing.T) {
 	t.Parallel()
 	at := func(s string) *time.Time {
 		v, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		return &v
 	}
 	for _, tc := range []struct {
@@ -33,8 +33,6 @@ func TestLeaseDurationComesFromTheServersTimes(t *testing.T) {
 		{"free", Key{CreatedAt: *at("2030-01-01T10:00:00.000Z")}, 0},
 		{"no start", Key{LeaseExpiresAt: at("2030-01-01T10:00:30.000Z")}, 0},
 	} {
-		if got := leaseDuration(tc.key); got != tc.want {
-			t.Errorf("%s: lease lasts %s, want %s", tc.name, got, tc.want)
-		}
+		require.Equal(t, tc.want, leaseDuration(tc.key), tc.name)
 	}
 }
