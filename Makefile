@@ -46,6 +46,20 @@ ensure-postgres:
 test: check-go ensure-postgres ## Run every test against a real PostgreSQL (local, embedded or container)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory compose-check
+
+# Needs no Docker engine: only the compose tool, which parses the file.
+# Skipped, never failed, where neither docker-compose nor the compose plugin
+# of docker is installed.
+.PHONY: compose-check
+compose-check: ## Validate docker-compose.yml (skipped without docker-compose)
+	@if command -v docker-compose >/dev/null 2>&1; then \
+		docker-compose config --quiet && echo "docker-compose.yml is valid"; \
+	elif docker compose version >/dev/null 2>&1; then \
+		docker compose config --quiet && echo "docker-compose.yml is valid"; \
+	else \
+		echo "compose-check: skipped, docker-compose is not installed (apt-get install docker-compose)"; \
+	fi
 
 .PHONY: test/race
 test/race: check-go ensure-postgres ## Run the tests with the race detector
@@ -69,7 +83,7 @@ verify: generate ## Fail if the generated code is not up to date
 
 .PHONY: fmt
 fmt: ## Format the Go code
-	gofmt -w cmd internal db migrations
+	gofmt -w client cmd internal db migrations
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps the embedded database's data)

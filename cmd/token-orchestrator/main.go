@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -21,7 +22,10 @@ type command struct {
 
 // commands lists every subcommand; each lives in a file of its own.
 var commands = map[string]command{
-	"serve": {summary: "serve the HTTP API (the default)", run: serve},
+	"serve":       {summary: "serve the HTTP API (the default)", run: serve},
+	"migrate":     {summary: "apply, list or roll back database migrations", run: migrateCommand},
+	"keys":        {summary: "create, lease, inspect, keep alive, release and delete keys on a server", run: keys},
+	"healthcheck": {summary: "exit 0 if the local server is ready, 1 if not (for container health checks)", run: healthcheck},
 }
 
 func main() {
@@ -31,27 +35,27 @@ func main() {
 		name, args = args[0], args[1:]
 	}
 	if name == "help" {
-		usage()
-		os.Exit(0)
+		usage(os.Stdout)
+		os.Exit(exitOK)
 	}
 	cmd, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "token-orchestrator: unknown command %q\n\n", name)
-		usage()
-		os.Exit(2)
+		usage(os.Stderr)
+		os.Exit(exitUsage)
 	}
 	os.Exit(cmd.run(args))
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "Usage: token-orchestrator [command] [flags]\n\nCommands:")
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: token-orchestrator [command] [flags]\n\nCommands:")
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", name, commands[name].summary)
+		fmt.Fprintf(w, "  %-12s %s\n", name, commands[name].summary)
 	}
-	fmt.Fprintln(os.Stderr, "\nRun 'token-orchestrator COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'token-orchestrator COMMAND -h' for a command's flags.\n\n"+exitCodesHelp)
 }

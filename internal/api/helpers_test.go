@@ -27,6 +27,8 @@ type options struct {
 	corsOrigins             []string
 	// poll is how often the first waiter polls without a notification.
 	poll time.Duration
+	// contractSeen, when set, collects the answers the server gave.
+	contractSeen *answersSeen
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -69,7 +71,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters,
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
 	})
-	srv := httptest.NewServer(handler)
+	srv := httptest.NewServer(checkContract(t, handler, o.contractSeen))
 	t.Cleanup(srv.Close)
 	return &testServer{url: srv.URL, store: st, pool: pool}
 }

@@ -83,6 +83,8 @@ func New(cfg Config) *API {
 	if cfg.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
 	}
+	r.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
+	r.Get("/docs", a.handle(a.serveReference))
 	return a
 }
 

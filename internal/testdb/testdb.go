@@ -68,36 +68,77 @@ func Main(m *testing.M) int {
 // a server if needed. It fails the test when no server can be had.
 func ServerURL(t testing.TB) string {
 	t.Helper()
+	u, err := server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// server finds the server once per test binary.
+func server() (string, error) {
 	serverOnce.Do(func() { serverURL, serverErr = findServer() })
 	if serverErr != nil {
-		t.Fatalf("no PostgreSQL for the tests: %v", serverErr)
+		return "", fmt.Errorf("no PostgreSQL for the tests: %w", serverErr)
 	}
-	return serverURL
+	return serverURL, nil
 }
 
 // New creates a database for this test only, with every migration applied,
 // and returns its URL. It is dropped when the test ends.
 func New(t testing.TB) string {
 	t.Helper()
-	admin := ServerURL(t)
+	ServerURL(t)
+	u, drop, err := create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Log(err)
+		}
+	})
+	return u
+}
+
+// Shared creates a migrated database that lives until Main returns, for
+// what a TestMain sets up before the tests run, such as a server that the
+// package's examples talk to.
+func Shared() (string, error) {
+	if _, err := server(); err != nil {
+		return "", err
+	}
+	u, drop, err := create()
+	if err != nil {
+		return "", err
+	}
+	cleanups = append(cleanups, func() { _ = drop() })
+	return u, nil
+}
+
+// create makes a database from the template and returns its URL and the
+// function that drops it. The server must have been found.
+func create() (string, func() error, error) {
+	admin := serverURL
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(admin) })
 	if templateErr != nil {
-		t.Fatalf("test database template: %v", templateErr)
+		return "", nil, fmt.Errorf("test database template: %w", templateErr)
 	}
 	name := fmt.Sprintf("tokenorchestrator_test_%d_%d", os.Getpid(), time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := execAdmin(ctx, admin, "CREATE DATABASE "+name+" TEMPLATE "+templateName); err != nil {
-		t.Fatalf("create test database: %v", err)
+		return "", nil, fmt.Errorf("create test database: %w", err)
 	}
-	t.Cleanup(func() {
+	drop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := execAdmin(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("drop test database %s: %v", name, err)
+			return fmt.Errorf("drop test database %s: %w", name, err)
 		}
-	})
-	return withDatabase(admin, name)
+		return nil
+	}
+	return withDatabase(admin, name), drop, nil
 }
 
 // NewPool is New with a connection pool that is closed when the test ends.

@@ -1,0 +1,71 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Errors to test for with errors.Is. Every error the server answers with is
+// an *APIError, which matches the one of these that describes it.
+var (
+	// ErrNoKeyAvailable: every key of the pool is held, or the pool has no
+	// keys (404 no_free_key).
+	ErrNoKeyAvailable = errors.New("no key available")
+	// ErrNotFound: no live key has this id; it was deleted or its life ran
+	// out (404).
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseLost: the lease token is not the key's current lease any more,
+	// so the key may already be someone else's (409 lease_mismatch).
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrUnavailable: the server could not reach its database and changed
+	// nothing; it was still the answer after every retry (503).
+	ErrUnavailable = errors.New("service unavailable")
+)
+
+// APIError is an error answer of the server: an RFC 9457 problem details
+// body with the server's stable error code.
+type APIError struct {
+	// Status is the HTTP status code.
+	Status int
+	// Code is the server's machine-readable error code, e.g. "no_free_key".
+	// It is empty when the answer had no body, as answers to HEAD have none.
+	Code   string
+	Title  string
+	Detail string
+	// RequestID identifies the request in the server's logs.
+	RequestID string
+	// RetryAfter is the server's Retry-After, zero when it sent none.
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string {
+	msg := e.Title
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	if e.Code != "" {
+		return fmt.Sprintf("%s (%d %s)", msg, e.Status, e.Code)
+	}
+	return fmt.Sprintf("%s (%d)", msg, e.Status)
+}
+
+// Is matches the sentinel errors by the server's error code, or by the
+// status alone when the answer had no body to carry a code.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrNoKeyAvailable:
+		return e.Code == "no_free_key"
+	case ErrNotFound:
+		return e.Status == http.StatusNotFound && e.Code != "no_free_key"
+	case ErrLeaseLost:
+		return e.Status == http.StatusConflict
+	case ErrUnavailable:
+		return e.Status == http.StatusServiceUnavailable
+	}
+	return false
+}

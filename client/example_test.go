@@ -1,0 +1,76 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/client"
+)
+
+// Lease a key, use it while the lease keeps itself alive, give it back.
+// (serverURL is the server's address, such as "http://127.0.0.1:8080".)
+func Example() {
+	ctx := context.Background()
+	c, err := client.New(serverURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// An operator puts keys into the pool.
+	if _, err := c.CreateKeys(ctx, "example", 2); err != nil {
+		log.Fatal(err)
+	}
+
+	// Wait up to ten seconds for a free key of the pool.
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	lease, err := c.Acquire(waitCtx, "example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Release(ctx)
+
+	fmt.Println("holding a key of pool", lease.Key().Pool)
+	select {
+	case <-lease.Lost():
+		// The key may be someone else's now: stop using it.
+		log.Print("lease lost: ", lease.Err())
+	default:
+		// Work with lease.ID(); the lease stays alive meanwhile.
+	}
+	// Output: holding a key of pool example
+}
+
+// Plain calls: each is one request to the API.
+func ExampleClient_AssignKey() {
+	ctx := context.Background()
+	c, err := client.New(serverURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.CreateKey(ctx, "plain"); err != nil {
+		log.Fatal(err)
+	}
+	key, err := c.AssignKey(ctx, "plain", 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Keep-alive and release present the lease token.
+	if _, err := c.KeepAlive(ctx, key.ID, key.LeaseToken); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.ReleaseKey(ctx, key.ID, key.LeaseToken); err != nil {
+		log.Fatal(err)
+	}
+	// Once released, the token is stale: it no longer keeps the key.
+	_, err = c.KeepAlive(ctx, key.ID, key.LeaseToken)
+	fmt.Println(errors.Is(err, client.ErrLeaseLost))
+
+	_, err = c.AssignKey(ctx, "empty-pool", 0)
+	fmt.Println(errors.Is(err, client.ErrNoKeyAvailable))
+	// Output:
+	// true
+	// true
+}

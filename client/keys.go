@@ -1,0 +1,244 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxWait is the longest the server waits for a free key in one call.
+const MaxWait = 60 * time.Second
+
+// Key is a key of a pool as the server describes it.
+type Key struct {
+	ID        string    `json:"keyId"`
+	Pool      string    `json:"pool"`
+	IsBlocked bool      `json:"isBlocked"`
+	CreatedAt time.Time `json:"createdAt"`
+	// ExpiresAt is when the key is deleted unless kept alive before.
+	ExpiresAt       time.Time  `json:"expiresAt"`
+	LastKeepAliveAt *time.Time `json:"lastKeepAliveAt"`
+	TimesAssigned   int64      `json:"timesAssigned"`
+	// BlockedAt and LeaseExpiresAt describe the current lease; nil when the
+	// key is free.
+	BlockedAt      *time.Time `json:"blockedAt"`
+	LeaseExpiresAt *time.Time `json:"leaseExpiresAt"`
+	// LeaseToken is set only in the answer to the call that assigned the
+	// key: it proves to the server that a later call comes from the holder.
+	LeaseToken string `json:"leaseToken,omitempty"`
+}
+
+// timeFormat is the server's: RFC 3339 in UTC with milliseconds.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// MarshalJSON writes the key exactly as the server does, times with
+// milliseconds, so that it round-trips.
+func (k Key) MarshalJSON() ([]byte, error) {
+	format := func(t *time.Time) *string {
+		if t == nil {
+			return nil
+		}
+		s := t.UTC().Format(timeFormat)
+		return &s
+	}
+	return json.Marshal(struct {
+		ID              string  `json:"keyId"`
+		Pool            string  `json:"pool"`
+		IsBlocked       bool    `json:"isBlocked"`
+		BlockedAt       *string `json:"blockedAt"`
+		CreatedAt       *string `json:"createdAt"`
+		ExpiresAt       *string `json:"expiresAt"`
+		LeaseExpiresAt  *string `json:"leaseExpiresAt"`
+		LastKeepAliveAt *string `json:"lastKeepAliveAt"`
+		TimesAssigned   int64   `json:"timesAssigned"`
+		LeaseToken      string  `json:"leaseToken,omitempty"`
+	}{k.ID, k.Pool, k.IsBlocked, format(k.BlockedAt), format(&k.CreatedAt), format(&k.ExpiresAt),
+		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, k.LeaseToken})
+}
+
+// PoolStatus is the availability of a pool.
+type PoolStatus struct {
+	Pool    string
+	Keys    int64
+	Free    int64
+	Blocked int64
+	// Available reports whether a key could be assigned right now.
+	Available bool
+}
+
+// CreateKey creates one free key in the pool ("" is the default pool).
+func (c *Client) CreateKey(ctx context.Context, pool string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool)})
+}
+
+// CreateKeys creates count free keys in the pool in one call; the server
+// takes 1 to 10000.
+func (c *Client) CreateKeys(ctx context.Context, pool string, count int) ([]Key, error) {
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool),
+		body: map[string]int{"count": count}})
+	if err != nil {
+		return nil, err
+	}
+	batch, err := decode[struct {
+		Keys []Key `json:"keys"`
+	}](resp)
+	return batch.Keys, err
+}
+
+// AssignKey blocks a random free key of the pool and returns it with its
+// lease token. When none is free, the server waits up to wait (at most
+// MaxWait) for one before the call fails with ErrNoKeyAvailable. The lease
+// ends unless kept alive: Acquire does that for you.
+func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration) (Key, error) {
+	query := poolQuery(pool)
+	if wait > 0 {
+		query.Set("wait", strconv.FormatInt(min(wait, MaxWait).Milliseconds(), 10)+"ms")
+	}
+	return c.key(ctx, request{method: http.MethodGet, path: "/keys", query: query})
+}
+
+// PoolStatus tells how many keys the pool has and whether one is free,
+// without assigning any.
+func (c *Client) PoolStatus(ctx context.Context, pool string) (PoolStatus, error) {
+	resp, err := c.do(ctx, request{method: http.MethodHead, path: "/keys", query: poolQuery(pool)})
+	if err != nil {
+		return PoolStatus{}, err
+	}
+	h := headerReader{header: resp.header}
+	s := PoolStatus{
+		Pool:      h.string("X-Pool"),
+		Keys:      h.int("X-Pool-Keys"),
+		Free:      h.int("X-Pool-Free"),
+		Blocked:   h.int("X-Pool-Blocked"),
+		Available: h.string("X-Pool-Available") == "true",
+	}
+	return s, h.err
+}
+
+// GetKey returns the key with this id.
+func (c *Client) GetKey(ctx context.Context, id string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodGet, path: keyPath(id)})
+}
+
+// HeadKey returns the key with this id as HEAD /keys/{id} describes it, in
+// headers: the same as GetKey, for clients that prefer not to read a body.
+func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
+	resp, err := c.do(ctx, request{method: http.MethodHead, path: keyPath(id)})
+	if err != nil {
+		return Key{}, err
+	}
+	h := headerReader{header: resp.header}
+	k := Key{
+		ID:              h.string("X-Key-Id"),
+		Pool:            h.string("X-Key-Pool"),
+		IsBlocked:       h.string("X-Key-Status") == "blocked",
+		CreatedAt:       h.time("X-Key-Created-At"),
+		ExpiresAt:       h.time("X-Key-Expires-At"),
+		BlockedAt:       h.optionalTime("X-Key-Blocked-At"),
+		LeaseExpiresAt:  h.optionalTime("X-Key-Lease-Expires-At"),
+		LastKeepAliveAt: h.optionalTime("X-Key-Last-Keep-Alive-At"),
+		TimesAssigned:   h.int("X-Key-Times-Assigned"),
+	}
+	return k, h.err
+}
+
+// DeleteKey deletes the key for good and returns it as it was.
+func (c *Client) DeleteKey(ctx context.Context, id string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodDelete, path: keyPath(id)})
+}
+
+// ReleaseKey frees the key at once. With a lease token, only that lease is
+// ended: a token that is not the key's current lease fails with
+// ErrLeaseLost and changes nothing. Releasing a free key succeeds.
+func (c *Client) ReleaseKey(ctx context.Context, id, leaseToken string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id), leaseToken: leaseToken})
+}
+
+// KeepAlive resets the key's life and, when it is held, its lease. With a
+// lease token, a token that is not the key's current lease fails with
+// ErrLeaseLost and changes nothing.
+func (c *Client) KeepAlive(ctx context.Context, id, leaseToken string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id) + "/keepalive", leaseToken: leaseToken})
+}
+
+// Health checks that the server runs (GET /healthz).
+func (c *Client) Health(ctx context.Context) error {
+	_, err := c.do(ctx, request{method: http.MethodGet, path: "/healthz"})
+	return err
+}
+
+// Ready checks that the server can serve: its database answers and its
+// schema is up to date (GET /readyz). Unlike the other calls it does not
+// retry: a 503 is the answer.
+func (c *Client) Ready(ctx context.Context) error {
+	once := *c
+	once.retry.attempts = 1
+	_, err := once.do(ctx, request{method: http.MethodGet, path: "/readyz"})
+	return err
+}
+
+// Metrics returns the server's Prometheus metrics in the text format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/metrics", accept: "text/plain"})
+	return string(resp.body), err
+}
+
+// key makes a call whose answer is a key.
+func (c *Client) key(ctx context.Context, req request) (Key, error) {
+	resp, err := c.do(ctx, req)
+	if err != nil {
+		return Key{}, err
+	}
+	return decode[Key](resp)
+}
+
+func poolQuery(pool string) url.Values {
+	q := url.Values{}
+	if pool != "" {
+		q.Set("pool", pool)
+	}
+	return q
+}
+
+// keyPath escapes the id: it comes from the caller and must stay one path
+// segment.
+func keyPath(id string) string { return "/keys/" + url.PathEscape(id) }
+
+// headerReader parses headers, keeping the first error.
+type headerReader struct {
+	header http.Header
+	err    error
+}
+
+func (h *headerReader) string(name string) string { return h.header.Get(name) }
+
+func (h *headerReader) int(name string) int64 {
+	n, err := strconv.ParseInt(h.header.Get(name), 10, 64)
+	h.fail(name, err)
+	return n
+}
+
+func (h *headerReader) time(name string) time.Time {
+	t, err := time.Parse(time.RFC3339, h.header.Get(name))
+	h.fail(name, err)
+	return t
+}
+
+func (h *headerReader) optionalTime(name string) *time.Time {
+	if strings.TrimSpace(h.header.Get(name)) == "" {
+		return nil
+	}
+	t := h.time(name)
+	return &t
+}
+
+func (h *headerReader) fail(name string, err error) {
+	if err != nil && h.err == nil {
+		h.err = fmt.Errorf("client: header %s of the answer: %w", name, err)
+	}
+}

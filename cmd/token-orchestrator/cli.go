@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Exit codes of every command.
+const (
+	exitOK = 0
+	// exitFailed: the server or the database refused, or could not be
+	// reached.
+	exitFailed = 1
+	// exitUsage: the command line is wrong.
+	exitUsage = 2
+)
+
+const exitCodesHelp = `Exit codes:
+  0  done
+  1  the server or database answered with an error, or could not be reached
+  2  usage error (unknown command, missing argument, bad flag)`
+
+// newFlagSet returns a flag set that reports errors instead of exiting and
+// prints its usage, help text first, to stderr.
+func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), strings.TrimSpace(help))
+		fmt.Fprintln(fs.Output(), "\nFlags (before or after other arguments):")
+		printFlags(fs)
+		fmt.Fprintln(fs.Output(), "\n"+exitCodesHelp)
+	}
+	return fs
+}
+
+// printFlags lists the flags as --name, the form people type (the flag
+// package takes one dash or two).
+func printFlags(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typeName, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typeName != "" {
+			line += " " + typeName
+		}
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(fs.Output(), "%s\n      %s\n", line, usage)
+	})
+}
+
+// parseFlags parses flags given anywhere among the arguments, e.g. both
+// "info ID --json" and "info --json ID", and returns the other arguments.
+// The help a user asked for goes to stdout; the result is then
+// (nil, flag.ErrHelp).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	// The flag package prints the usage itself, always to the same output;
+	// print it here instead, once, where it belongs.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			usage()
+			return nil, err
+		}
+		if err != nil {
+			usage()
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// usageError reports a wrong command line with the command's usage and
+// returns exitUsage.
+func usageError(fs *flag.FlagSet, format string, args ...any) int {
+	fmt.Fprintf(fs.Output(), "%s: %s\n\n", fs.Name(), fmt.Sprintf(format, args...))
+	fs.Usage()
+	return exitUsage
+}
+
+// parseError turns the result of parseFlags into an exit code: help asked
+// for is success, a bad flag (already reported by the flag package) is a
+// usage error.
+func parseError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
+}

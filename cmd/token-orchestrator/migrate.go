@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
+)
+
+const migrateHelp = `Usage: token-orchestrator migrate up|down|status [flags]
+
+Manage the database schema. The server applies pending migrations by itself
+at start (under a lock, so replicas starting together apply each once);
+these commands are for operators.
+
+  up      apply every pending migration
+  status  list every migration and whether it is applied
+  down    roll back the most recent migration. This DROPS the tables it
+          created, with every key and history row in them. It is refused
+          unless --yes is given. Stop every server first.`
+
+func migrateCommand(args []string) int {
+	return runMigrate(args, os.Stdout, os.Stderr, os.Getenv)
+}
+
+func runMigrate(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := newFlagSet("token-orchestrator migrate", migrateHelp, stderr)
+	databaseURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL); required")
+	yes := fs.Bool("yes", false, "confirm 'down', which deletes data")
+	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	positional, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return parseError(err)
+	}
+	if len(positional) != 1 {
+		return usageError(fs, "expected one of up, down, status")
+	}
+	action := positional[0]
+	switch {
+	case action != "up" && action != "down" && action != "status":
+		return usageError(fs, "unknown action %q; expected up, down or status", action)
+	case action == "down" && !*yes:
+		return usageError(fs, "'down' drops tables and their data; add --yes to confirm")
+	case *databaseURL == "":
+		return usageError(fs, "set DATABASE_URL or --database-url")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, *databaseURL)
+	if err != nil {
+		return usageError(fs, "--database-url: %v", err)
+	}
+	defer pool.Close()
+	if err := migrateAction(ctx, pool, action, stdout); err != nil {
+		fmt.Fprintf(stderr, "token-orchestrator migrate %s: %v\n", action, err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func migrateAction(ctx context.Context, pool *pgxpool.Pool, action string, stdout io.Writer) error {
+	switch action {
+	case "up":
+		applied, err := migrate.Apply(ctx, pool)
+		if err != nil {
+			return err
+		}
+		if len(applied) == 0 {
+			fmt.Fprintln(stdout, "Every migration was already applied.")
+		}
+		for _, version := range applied {
+			fmt.Fprintf(stdout, "Applied migration %d.\n", version)
+		}
+		return nil
+	case "down":
+		version, err := migrate.RollBack(ctx, pool)
+		if errors.Is(err, migrate.ErrNothingToRollBack) {
+			fmt.Fprintln(stdout, "No migration is applied: nothing to roll back.")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Rolled back migration %d.\n", version)
+		return nil
+	default:
+		migrations, err := migrate.Status(ctx, pool)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tFILE\tAPPLIED")
+		for _, m := range migrations {
+			applied := "pending"
+			if m.Applied() {
+				applied = m.AppliedAt.UTC().Format("2006-01-02 15:04:05 UTC")
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\n", m.Version, m.File, applied)
+		}
+		return tw.Flush()
+	}
+}

@@ -1,0 +1,323 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/go-chi/chi/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+// The document, loaded and checked once per test binary.
+var contract = sync.OnceValues(func() (*contractDoc, error) {
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPIDocument)
+	if err != nil {
+		return nil, fmt.Errorf("load openapi.yaml: %w", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		return nil, fmt.Errorf("openapi.yaml is not a valid OpenAPI document: %w", err)
+	}
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		return nil, err
+	}
+	return &contractDoc{doc: doc, router: router}, nil
+})
+
+type contractDoc struct {
+	doc    *openapi3.T
+	router routers.Router
+}
+
+func loadContract(t *testing.T) *contractDoc {
+	t.Helper()
+	c, err := contract()
+	require.NoError(t, err)
+	return c
+}
+
+// answer is an operation of the document and a status it answered with.
+type answer struct {
+	operation string
+	status    int
+}
+
+func (a answer) String() string { return fmt.Sprintf("%s %d", a.operation, a.status) }
+
+// answersSeen collects the answers a server gave.
+type answersSeen struct {
+	mu  sync.Mutex
+	set map[answer]bool
+}
+
+func (s *answersSeen) add(a answer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set == nil {
+		s.set = map[answer]bool{}
+	}
+	s.set[a] = true
+}
+
+// checkContract serves through next and checks every answer against the
+// document: its status is one the operation documents, its headers and body
+// match what the document says of that status, and a request the server
+// accepted is one the document allows. Every test that uses newServer is
+// thereby a test of the document.
+func checkContract(t *testing.T, next http.Handler, seen *answersSeen) http.Handler {
+	c := loadContract(t)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqBody, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("read the request body: %v", err)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(reqBody))
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		resp := rec.Result()
+		if r.Context().Err() != nil {
+			return // the client left: nothing was answered
+		}
+
+		// Checked before the client gets the answer, so that a test sees
+		// every answer it received already recorded.
+		r.Body = io.NopCloser(bytes.NewReader(reqBody))
+		operation, err := c.check(r, resp.StatusCode, resp.Header, rec.Body.Bytes())
+		if err != nil {
+			t.Errorf("%s %s answered %d, which does not match openapi.yaml: %v", r.Method, r.URL, resp.StatusCode, err)
+		}
+		if seen != nil {
+			seen.add(answer{operation, resp.StatusCode})
+		}
+
+		for name, values := range resp.Header {
+			w.Header()[name] = values
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(rec.Body.Bytes())
+	})
+}
+
+// check validates one exchange and names the operation it belongs to.
+func (c *contractDoc) check(r *http.Request, status int, header http.Header, body []byte) (string, error) {
+	ctx := context.Background()
+	route, pathParams, err := c.router.FindRoute(r)
+	for _, value := range pathParams {
+		// The router matches /keys to /keys/{id} with an empty id; path
+		// parameters are never empty, so that is no match.
+		if value == "" {
+			err = routers.ErrPathNotFound
+		}
+	}
+	if err != nil {
+		// No operation of the document: an unknown path, a method the path
+		// does not take, or a CORS preflight. Errors still answer with
+		// problem details, and 405 says what is allowed.
+		if status < 400 {
+			if r.Method == http.MethodOptions {
+				return "preflight", nil
+			}
+			return "", fmt.Errorf("no operation in the document, yet answered %d", status)
+		}
+		if status == http.StatusMethodNotAllowed && header.Get("Allow") == "" {
+			return "", fmt.Errorf("405 without Allow")
+		}
+		return "", c.checkProblem(header, body)
+	}
+	options := &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}
+	input := &openapi3filter.RequestValidationInput{Request: r, PathParams: pathParams, Route: route, Options: options}
+	if status < 300 {
+		if err := openapi3filter.ValidateRequest(ctx, input); err != nil {
+			return route.Operation.OperationID, fmt.Errorf("the server accepted a request the document refuses: %w", err)
+		}
+	}
+	if r.Method == http.MethodHead {
+		// The validator skips answers to HEAD altogether; as a GET it checks
+		// the status and headers, and no body is documented to check. (The
+		// handlers may write one: net/http drops it, and do() checks that
+		// none arrives.)
+		asGet := r.Clone(ctx)
+		asGet.Method = http.MethodGet
+		input = &openapi3filter.RequestValidationInput{Request: asGet, PathParams: pathParams, Route: route, Options: options}
+	}
+	resp := &openapi3filter.ResponseValidationInput{RequestValidationInput: input, Status: status, Header: header, Options: options}
+	resp.SetBodyBytes(body)
+	return route.Operation.OperationID, openapi3filter.ValidateResponse(ctx, resp)
+}
+
+func (c *contractDoc) checkProblem(header http.Header, body []byte) error {
+	if ct := header.Get("Content-Type"); ct != "application/problem+json" {
+		return fmt.Errorf("Content-Type is %q, not application/problem+json", ct)
+	}
+	var value any
+	if err := json.Unmarshal(body, &value); err != nil {
+		return fmt.Errorf("the body is not JSON: %w", err)
+	}
+	return c.doc.Components.Schemas["Problem"].Value.VisitJSON(value)
+}
+
+// Every route of the router is in the document, and the document has no
+// operation that the router does not serve.
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	t.Parallel()
+	c := loadContract(t)
+	a := api.New(api.Config{Metrics: metrics.New(nil, slog.New(slog.DiscardHandler))})
+	routed := map[string]bool{}
+	err := chi.Walk(a.Routes(), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		routed[method+" "+route] = true
+		item := c.doc.Paths.Value(route)
+		require.NotNil(t, item, "route %s is not in openapi.yaml", route)
+		require.NotNil(t, item.GetOperation(method), "%s %s is not in openapi.yaml", method, route)
+		return nil
+	})
+	require.NoError(t, err)
+	for _, path := range c.doc.Paths.Keys() {
+		for method := range c.doc.Paths.Value(path).Operations() {
+			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
+		}
+	}
+	require.Len(t, routed, 16)
+}
+
+// The document lists exactly the error codes of the API's error table.
+func TestOpenAPIDocumentsEveryErrorCode(t *testing.T) {
+	t.Parallel()
+	c := loadContract(t)
+	var documented []string
+	for _, code := range c.doc.Components.Schemas["Problem"].Value.Properties["code"].Value.Enum {
+		documented = append(documented, code.(string))
+	}
+	require.ElementsMatch(t, api.ErrorCodes(), documented)
+}
+
+// A broad set of requests gives every answer the document promises, each
+// checked against it as it passes.
+func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
+	t.Parallel()
+	c := loadContract(t)
+	seen := &answersSeen{}
+	s := newServer(t, testdb.New(t), options{contractSeen: seen})
+	down := newServer(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable", options{dbTimeout: 300 * time.Millisecond, contractSeen: seen})
+
+	const unknownID = "0b7a0e55-8f7e-4b8e-9a52-8d1b6c1f0d3e"
+	id := do(t, "POST", s.url+"/keys?pool=c", "").str("keyId")
+	do(t, "POST", s.url+"/keys", `{"count": 2, "pool": "c"}`)
+	do(t, "POST", s.url+"/keys", `{"count": 0}`)
+	do(t, "POST", s.url+"/keys", `{"pool": "`+strings.Repeat("p", 70<<10)+`"}`)
+	do(t, "POST", s.url+"/keys", `count=1`, "Content-Type", "text/plain")
+	do(t, "HEAD", s.url+"/keys?pool=c", "")
+	do(t, "HEAD", s.url+"/keys?pool=", "")
+	held := do(t, "GET", s.url+"/keys?pool=c&wait=1s", "")
+	token := held.str("leaseToken")
+	do(t, "GET", s.url+"/keys?pool=empty", "")
+	do(t, "GET", s.url+"/keys?wait=forever", "")
+	do(t, "GET", s.url+"/keys/"+held.str("keyId"), "")
+	do(t, "HEAD", s.url+"/keys/"+held.str("keyId"), "")
+	do(t, "HEAD", s.url+"/keys/"+id, "")
+	do(t, "GET", s.url+"/keys/not-a-key", "")
+	do(t, "HEAD", s.url+"/keys/"+unknownID, "")
+	for _, path := range []string{"/keys/" + held.str("keyId") + "/keepalive", "/keepalive/" + held.str("keyId")} {
+		do(t, "PUT", s.url+path, "", "If-Match", `"`+token+`"`)
+		do(t, "PUT", s.url+path+"?lease="+token, "")
+		do(t, "PUT", s.url+path, "", "If-Match", `"999999"`)
+		do(t, "PUT", s.url+path+"?lease=", "")
+		do(t, "PUT", strings.Replace(s.url+path, held.str("keyId"), unknownID, 1), "")
+	}
+	do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "", "If-Match", `"999999"`)
+	do(t, "PUT", s.url+"/keys/"+held.str("keyId")+"?lease=1", "", "If-Match", `"2"`)
+	do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "", "If-Match", `"`+token+`"`)
+	do(t, "PUT", s.url+"/keys/"+unknownID, "")
+	do(t, "DELETE", s.url+"/keys/"+id, "")
+	do(t, "DELETE", s.url+"/keys/"+id, "")
+	do(t, "GET", s.url+"/keys/a/b", "")
+	do(t, "PATCH", s.url+"/keys", "")
+	for _, url := range []string{s.url, down.url} {
+		do(t, "GET", url+"/healthz", "")
+		do(t, "HEAD", url+"/healthz", "")
+		do(t, "GET", url+"/readyz", "")
+		do(t, "HEAD", url+"/readyz", "")
+	}
+	for _, path := range []string{"/metrics", "/openapi.yaml", "/docs"} {
+		resp, err := http.Get(s.url + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	for _, r := range []struct{ method, path string }{
+		{"POST", "/keys"}, {"GET", "/keys"}, {"HEAD", "/keys"}, {"GET", "/keys/" + unknownID},
+		{"HEAD", "/keys/" + unknownID}, {"DELETE", "/keys/" + unknownID}, {"PUT", "/keys/" + unknownID},
+		{"PUT", "/keys/" + unknownID + "/keepalive"}, {"PUT", "/keepalive/" + unknownID},
+	} {
+		do(t, r.method, down.url+r.path, "")
+	}
+
+	var documented []answer
+	for _, path := range c.doc.Paths.Keys() {
+		for _, op := range c.doc.Paths.Value(path).Operations() {
+			for status := range op.Responses.Map() {
+				var code int
+				_, err := fmt.Sscan(status, &code)
+				require.NoError(t, err)
+				documented = append(documented, answer{op.OperationID, code})
+			}
+		}
+	}
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	for _, a := range documented {
+		require.True(t, seen.set[a], "no request got the documented answer %s; seen: %v", a, seen.set)
+	}
+	require.True(t, seen.set[answer{"", http.StatusNotFound}], "unknown route")
+	require.True(t, seen.set[answer{"", http.StatusMethodNotAllowed}], "wrong method")
+	require.Greater(t, len(documented), 40)
+}
+
+// The document and its reference page are served; the page names every
+// operation and loads nothing from elsewhere.
+func TestOpenAPIDocumentAndReferenceAreServed(t *testing.T) {
+	t.Parallel()
+	c := loadContract(t)
+	s := newServer(t, testdb.New(t), options{})
+
+	get := func(path, contentType string) []byte {
+		resp, err := http.Get(s.url + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, contentType, resp.Header.Get("Content-Type"))
+		return raw
+	}
+	require.Equal(t, api.OpenAPIDocument, get("/openapi.yaml", "application/yaml"))
+	page := string(get("/docs", "text/html; charset=utf-8"))
+	for _, path := range c.doc.Paths.Keys() {
+		for method, op := range c.doc.Paths.Value(path).Operations() {
+			require.Contains(t, page, `id="`+op.OperationID+`"`)
+			require.Contains(t, page, `<span class="method `+method+`">`+method+`</span><span class="path">`+path+`</span>`)
+		}
+	}
+	for name := range c.doc.Components.Schemas {
+		require.Contains(t, page, `id="schema-`+name+`"`)
+	}
+	for _, outside := range []string{"<script", `src="`, `href="http`, "@import", "url("} {
+		require.NotContains(t, page, outside)
+	}
+}
