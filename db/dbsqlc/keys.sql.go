@@ -104,6 +104,41 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 	return items, nil
 }
 
+const keyCountExpiring = `-- name: KeyCountExpiring :many
+SELECT k.pool, count(*) AS keys
+FROM keys AS k
+WHERE k.expires_at > now() AND k.expires_at <= now() + $1::float8 * interval '1 second'
+GROUP BY k.pool
+ORDER BY k.pool
+`
+
+type KeyCountExpiringRow struct {
+	Pool string
+	Keys int64
+}
+
+// Live keys per pool whose life ends within the given number of seconds: a
+// range on keys_expires_at_idx that reads only those keys.
+func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) ([]KeyCountExpiringRow, error) {
+	rows, err := q.db.Query(ctx, keyCountExpiring, withinSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyCountExpiringRow
+	for rows.Next() {
+		var i KeyCountExpiringRow
+		if err := rows.Scan(&i.Pool, &i.Keys); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyCreate = `-- name: KeyCreate :many
 
 WITH created AS (

@@ -161,3 +161,12 @@ WITH expired AS (
     SELECT deleted.id, deleted.pool, 'expired', deleted.lease_token FROM deleted
 )
 SELECT count(*) FROM deleted;
+
+-- name: KeyCountExpiring :many
+-- Live keys per pool whose life ends within the given number of seconds: a
+-- range on keys_expires_at_idx that reads only those keys.
+SELECT k.pool, count(*) AS keys
+FROM keys AS k
+WHERE k.expires_at > now() AND k.expires_at <= now() + sqlc.arg(within_seconds)::float8 * interval '1 second'
+GROUP BY k.pool
+ORDER BY k.pool;
