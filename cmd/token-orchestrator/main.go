@@ -21,7 +21,8 @@ type command struct {
 
 // commands lists every subcommand; each lives in a file of its own.
 var commands = map[string]command{
-	"serve": {summary: "serve the HTTP API (the default)", run: serve},
+	"serve":  {summary: "serve the HTTP API (the default)", run: serve},
+	"report": {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report},
 }
 
 func main() {
