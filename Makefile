@@ -51,6 +51,10 @@ test: check-go ensure-postgres ## Run every test against a real PostgreSQL (loca
 test/race: check-go ensure-postgres ## Run the tests with the race detector
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
+.PHONY: bench-reports
+bench-reports: check-go ensure-postgres ## Time every report query on a history of 1,000,000 rows (a few minutes; not part of make test)
+	$(GO) test -run '^$$' -bench '^BenchmarkReports$$' -benchtime 5x -timeout 30m ./db/dbsqlc
+
 .PHONY: generate
 generate: check-go ## Regenerate the query code from db/queries with sqlc
 	$(GO) tool sqlc generate

@@ -1,9 +1,14 @@
 package store_test
 
 import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
@@ -12,14 +17,15 @@ import (
 
 func ptr[T any](v T) *T { return &v }
 
-// knownHistory writes testdb.KnownHistory as pool "a" from base, and a pool
+// knownHistory writes testdb.KnownHistory as pool "a" from base, its lease
+// tokens from 101 on so that they differ from the live ones, and a pool
 // "b" of live keys made through the store, their history moved to base: two
 // keys created at H0:00, one of them held since H0:30 and still held now.
 // Pool b's counts are the live ones, so its utilisation is counted back
 // from them.
 func knownHistory(t *testing.T, b *bundle, base time.Time) {
 	t.Helper()
-	testdb.InsertHistory(t, b.pool, "a", base, 0, testdb.KnownHistory)
+	testdb.InsertHistory(t, b.pool, "a", base, 100, testdb.KnownHistory)
 	keys, err := b.store.Create(b.ctx, "b", 2)
 	require.NoError(t, err)
 	held, err := b.store.Claim(b.ctx, "b")
@@ -47,7 +53,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		require.NoError(t, err)
 		lease := func(key int, token int64, start, end time.Duration, by string, keepAlives int64) store.Lease {
 			return store.Lease{
-				Pool: "a", KeyID: testdb.KeyID("a", key), LeaseToken: token,
+				Pool: "a", KeyID: testdb.KeyID("a", key), LeaseToken: 100 + token,
 				StartedAt: base.Add(start), EndedAt: ptr(base.Add(end)), EndedBy: &by,
 				KeepAlives: keepAlives, DurationSeconds: ptr((end - start).Seconds()),
 			}
@@ -71,10 +77,10 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		// [from, to) on the start; at most max, oldest first.
 		some, err := b.store.Leases(b.ctx, base.Add(15*time.Minute), base.Add(90*time.Minute), "a", 100)
 		require.NoError(t, err)
-		require.Equal(t, []int64{2, 3}, tokens(some))
+		require.Equal(t, []int64{102, 103}, tokens(some))
 		first, err := b.store.Leases(b.ctx, from, to, "", 2)
 		require.NoError(t, err)
-		require.Equal(t, []int64{1, 2}, tokens(first))
+		require.Equal(t, []int64{101, 102}, tokens(first))
 	})
 
 	t.Run("lease activity", func(t *testing.T) {
@@ -215,4 +221,120 @@ func requireLeases(t *testing.T, want, got []store.Lease) {
 		}
 	}
 	require.Equal(t, want, got)
+}
+
+// docExamples are the example queries of docs/reports.md. With
+// REPORT_EXAMPLES=file, TestReportExamples writes their output on the known
+// history to the file, laid out as psql does, for the documentation.
+var docExamples = []string{
+	`SELECT pool, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
+FROM key_leases
+WHERE started_at >= now() - interval '6 hours'
+ORDER BY started_at;`,
+	`SELECT *
+FROM lease_activity_hourly
+WHERE hour >= now() - interval '6 hours'
+ORDER BY pool, hour;`,
+	`SELECT pool,
+       sum(released) AS released,
+       sum(lease_expired) AS vanished,
+       round(sum(lease_expired) / nullif(sum(released + lease_expired), 0), 3) AS vanished_share
+FROM lease_activity_hourly
+WHERE hour >= now() - interval '1 day'
+GROUP BY pool
+ORDER BY pool;`,
+	`SELECT *
+FROM lease_durations_hourly
+WHERE hour >= now() - interval '6 hours'
+ORDER BY pool, hour;`,
+	`SELECT *
+FROM key_activity_hourly
+WHERE hour >= now() - interval '6 hours'
+ORDER BY pool, hour;`,
+	`SELECT pool, hour, key_seconds, blocked_seconds, round(utilisation::numeric, 3) AS utilisation
+FROM pool_utilisation(now() - interval '6 hours', now(), 'a');`,
+	`SELECT pool, hour, round(utilisation::numeric, 3) AS utilisation
+FROM pool_utilisation_hourly
+WHERE pool = 'b'
+ORDER BY hour;`,
+}
+
+func TestReportExamples(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	knownHistory(t, b, testdb.HourAgo(4))
+	var out strings.Builder
+	conn, err := b.pool.Acquire(b.ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(b.ctx, "SET TimeZone = 'UTC'")
+	require.NoError(t, err)
+	for _, sql := range docExamples {
+		rows, err := conn.Query(b.ctx, sql, pgx.QueryResultFormats{pgx.TextFormatCode})
+		require.NoError(t, err, sql)
+		var header []string
+		for _, f := range rows.FieldDescriptions() {
+			header = append(header, f.Name)
+		}
+		var cells [][]string
+		for rows.Next() {
+			var row []string
+			for _, raw := range rows.RawValues() {
+				row = append(row, string(raw))
+			}
+			cells = append(cells, row)
+		}
+		require.NoError(t, rows.Err(), sql)
+		require.NotEmpty(t, cells, "every example shows rows: %s", sql)
+		fmt.Fprintf(&out, "%s\n\n%s\n", sql, psqlTable(header, cells))
+	}
+	if path := os.Getenv("REPORT_EXAMPLES"); path != "" {
+		require.NoError(t, os.WriteFile(path, []byte(out.String()), 0o644))
+	}
+}
+
+// psqlTable lays rows out as psql's aligned format does: headers centred,
+// numbers right-aligned, text left-aligned, and the row count.
+func psqlTable(header []string, rows [][]string) string {
+	widths := make([]int, len(header))
+	numeric := make([]bool, len(header))
+	for i, h := range header {
+		widths[i] = len(h)
+		numeric[i] = true
+	}
+	for _, row := range rows {
+		for i, v := range row {
+			widths[i] = max(widths[i], len(v))
+			if _, err := strconv.ParseFloat(v, 64); err != nil && v != "" {
+				numeric[i] = false
+			}
+		}
+	}
+	var b strings.Builder
+	line := func(cells []string, align func(i int, v string) string) {
+		parts := make([]string, len(cells))
+		for i, v := range cells {
+			parts[i] = align(i, v)
+		}
+		b.WriteString(strings.TrimRight(" "+strings.Join(parts, " | "), " ") + "\n")
+	}
+	line(header, func(i int, v string) string {
+		left := (widths[i] - len(v)) / 2
+		return strings.Repeat(" ", left) + v + strings.Repeat(" ", widths[i]-len(v)-left)
+	})
+	dashes := make([]string, len(header))
+	for i, w := range widths {
+		dashes[i] = strings.Repeat("-", w+2)
+	}
+	b.WriteString(strings.Join(dashes, "+") + "\n")
+	for _, row := range rows {
+		line(row, func(i int, v string) string {
+			if numeric[i] {
+				return fmt.Sprintf("%*s", widths[i], v)
+			}
+			return fmt.Sprintf("%-*s", widths[i], v)
+		})
+	}
+	fmt.Fprintf(&b, "(%d rows)\n", len(rows))
+	return b.String()
 }
