@@ -4,7 +4,8 @@
 --
 -- The hourly views are built from cells, one per pool and hour; each cell is
 -- computed by one index range scan over that pool's events of that hour
--- (key_events_pool_at_idx). A filter on pool and hour therefore selects the
+-- (on key_events_pool_at_idx, or on key_events_at_idx when the planner finds
+-- the pool not selective enough to be worth it). A filter on pool and hour therefore selects the
 -- cells before any event is read, and the cost of a report grows with the
 -- history inside its range, not with the whole history:
 --
