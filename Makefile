@@ -73,6 +73,10 @@ bench: build ensure-postgres ## Run the benchmark harness and write docs/benchma
 bench/quick: build ensure-postgres ## A short smoke run of the benchmark harness
 	$(GO) run ./cmd/bench -quick
 
+.PHONY: bench-reports
+bench-reports: check-go ensure-postgres ## Time every report query on a history of 1,000,000 rows (a few minutes; not part of make test)
+	$(GO) test -run '^$$' -bench '^BenchmarkReports$$' -benchtime 5x -timeout 30m ./db/dbsqlc
+
 .PHONY: generate
 generate: check-go ## Regenerate the query code from db/queries with sqlc
 	$(GO) tool sqlc generate

@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"serve":       {summary: "serve the HTTP API (the default)", run: serve},
 	"migrate":     {summary: "apply, list or roll back database migrations", run: migrateCommand},
 	"keys":        {summary: "create, lease, inspect, keep alive, release and delete keys on a server", run: keys},
+	"report":      {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report},
 	"healthcheck": {summary: "exit 0 if the local server is ready, 1 if not (for container health checks)", run: healthcheck},
 }
 

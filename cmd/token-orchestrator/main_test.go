@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -172,15 +173,22 @@ func TestMigrateCommands(t *testing.T) {
 	require.Contains(t, refused.stderr, "--yes")
 	require.Equal(t, status.stdout, migrate("status").stdout, "a refused down changes nothing")
 
-	down := migrate("down", "--yes")
-	require.Equal(t, exitOK, down.code, down.stderr)
-	require.Equal(t, "Rolled back migration 1.\n", down.stdout)
+	// down rolls back one migration at a time, the newest first.
+	latest := strings.Count(status.stdout, ".sql")
+	require.Positive(t, latest)
+	for version := latest; version >= 1; version-- {
+		down := migrate("down", "--yes")
+		require.Equal(t, exitOK, down.code, down.stderr)
+		require.Equal(t, fmt.Sprintf("Rolled back migration %d.\n", version), down.stdout)
+	}
 	require.Regexp(t, `(?m)^1\s+00001_keys\.sql\s+pending$`, migrate("status").stdout)
 	require.Equal(t, "No migration is applied: nothing to roll back.\n", migrate("down", "--yes").stdout)
 
 	up := migrate("up")
 	require.Equal(t, exitOK, up.code, up.stderr)
-	require.Equal(t, "Applied migration 1.\n", up.stdout)
+	for version := 1; version <= latest; version++ {
+		require.Contains(t, up.stdout, fmt.Sprintf("Applied migration %d.\n", version))
+	}
 	require.Equal(t, "Every migration was already applied.\n", migrate("up").stdout)
 
 	for _, tc := range []struct {

@@ -45,6 +45,40 @@ func (q *Queries) KeyEventsCountByEvent(ctx context.Context, since time.Time) ([
 	return items, nil
 }
 
+const keyEventsDeleteOlderThan = `-- name: KeyEventsDeleteOlderThan :one
+WITH old AS (
+    SELECT o.id FROM key_events AS o
+    WHERE o.at < coalesce($1::timestamptz, now()) - $2::float8 * interval '1 second'
+    ORDER BY o.at
+    LIMIT $3::int
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM key_events AS e
+    -- An array, not a join: see KeyClaim.
+    WHERE e.id = ANY (ARRAY(SELECT old.id FROM old))
+    RETURNING e.id
+)
+SELECT count(*) FROM deleted
+`
+
+type KeyEventsDeleteOlderThanParams struct {
+	Now              *time.Time
+	RetentionSeconds float64
+	Max              int32
+}
+
+// One batch of history retention: deletes up to max events older than the
+// retention, oldest first. It walks key_events_at_idx from its start and
+// never reads the keys table. SKIP LOCKED lets replicas that run the job at
+// the same time share the work instead of queueing on the same rows. now
+// pins the clock for tests; NULL is the database's now().
+func (q *Queries) KeyEventsDeleteOlderThan(ctx context.Context, arg KeyEventsDeleteOlderThanParams) (int64, error) {
+	row := q.db.QueryRow(ctx, keyEventsDeleteOlderThan, arg.Now, arg.RetentionSeconds, arg.Max)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const keyEventsOverlappingLeases = `-- name: KeyEventsOverlappingLeases :many
 
 WITH leases AS (

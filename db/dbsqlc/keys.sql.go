@@ -106,6 +106,41 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 	return items, nil
 }
 
+const keyCountExpiring = `-- name: KeyCountExpiring :many
+SELECT k.pool, count(*) AS keys
+FROM keys AS k
+WHERE k.expires_at > now() AND k.expires_at <= now() + $1::float8 * interval '1 second'
+GROUP BY k.pool
+ORDER BY k.pool
+`
+
+type KeyCountExpiringRow struct {
+	Pool string
+	Keys int64
+}
+
+// Live keys per pool whose life ends within the given number of seconds: a
+// range on keys_expires_at_idx that reads only those keys.
+func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) ([]KeyCountExpiringRow, error) {
+	rows, err := q.db.Query(ctx, keyCountExpiring, withinSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyCountExpiringRow
+	for rows.Next() {
+		var i KeyCountExpiringRow
+		if err := rows.Scan(&i.Pool, &i.Keys); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyCreate = `-- name: KeyCreate :many
 
 WITH created AS (
@@ -229,8 +264,8 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM keys AS k
-    USING expired
-    WHERE k.id = expired.id
+    -- An array, not a join: see KeyClaim.
+    WHERE k.id = ANY (ARRAY(SELECT expired.id FROM expired))
     RETURNING k.id, k.pool, k.lease_token
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
@@ -394,7 +429,8 @@ WITH ended AS (
     UPDATE keys AS k
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     FROM ended
-    WHERE k.id = ended.id
+    -- The = ANY keeps the plan an index lookup: see KeyClaim.
+    WHERE k.id = ANY (ARRAY(SELECT e.id FROM ended AS e)) AND k.id = ended.id
     RETURNING k.id, k.pool, ended.lease_token AS ended_lease_token
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)

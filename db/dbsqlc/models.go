@@ -10,6 +10,12 @@ import (
 	"github.com/google/uuid"
 )
 
+// Every pool with history and every UTC hour from the oldest event kept to now: the cells of the hourly report views.
+type HistoryHour struct {
+	Pool string
+	Hour time.Time
+}
+
 type Key struct {
 	ID              uuid.UUID
 	Pool            string
@@ -23,6 +29,15 @@ type Key struct {
 	LeaseExpiresAt  *time.Time
 }
 
+// Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
+type KeyActivityHourly struct {
+	Pool    string
+	Hour    time.Time
+	Created int64
+	Deleted int64
+	Expired int64
+}
+
 // Append-only history of every key state change, with the database time and the lease token.
 type KeyEvent struct {
 	ID    int64
@@ -34,10 +49,66 @@ type KeyEvent struct {
 	LeaseToken *int64
 }
 
+// Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0) and of blocked keys (blocked).
+type KeyEventChange struct {
+	ID         int64
+	At         time.Time
+	KeyID      uuid.UUID
+	Pool       string
+	Event      string
+	LeaseToken *int64
+	Keys       int32
+	Blocked    int32
+}
+
+// One row per lease: pool, key, token, started_at, ended_at and ended_by (released, lease_expired, deleted, expired; NULL while held), keep_alives during the lease, duration_seconds (NULL while held).
+type KeyLease struct {
+	Pool            string
+	KeyID           uuid.UUID
+	LeaseToken      *int64
+	StartedAt       time.Time
+	EndedAt         *time.Time
+	EndedBy         *string
+	KeepAlives      int64
+	DurationSeconds *float64
+}
+
+// Per pool and UTC hour: leases assigned, released (by the holder), lease_expired (by the background job), ended_by_deletion (key deleted or expired while held), keep_alives on held keys.
+type LeaseActivityHourly struct {
+	Pool            string
+	Hour            time.Time
+	Assigned        int64
+	Released        int64
+	LeaseExpired    int64
+	EndedByDeletion int64
+	KeepAlives      int64
+}
+
+// Per pool and UTC hour: leases started in the hour, how many have ended, and mean, p50, p95 and max duration in seconds of the ended ones.
+type LeaseDurationsHourly struct {
+	Pool        string
+	Hour        time.Time
+	Leases      int64
+	Ended       int64
+	MeanSeconds *float64
+	P50Seconds  *float64
+	P95Seconds  *float64
+	MaxSeconds  *float64
+}
+
 // Per-pool key counts, split over shards; sum keys and blocked per pool. Keys whose life has ended count until the background job deletes them.
 type PoolCount struct {
 	Pool    string
 	Shard   int32
 	Keys    int64
 	Blocked int64
+}
+
+// pool_utilisation over the whole history. For a range call pool_utilisation(from, to, pool): it reads only the events from the range on.
+type PoolUtilisationHourly struct {
+	Pool           string
+	Hour           time.Time
+	KeySeconds     float64
+	BlockedSeconds float64
+	Utilisation    float64
 }

@@ -18,11 +18,12 @@ import (
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // TestQueryPlansUseIndexes checks that no statement the service runs scans a
-// table: on pools of 60,000 and of 2,000 keys, half of one pool blocked, each
-// plan (the custom plan for typical arguments and the generic plan a prepared
+// table: on pools of 60,000 and of 2,000 keys, half of one pool blocked, and
+// 100,000 more history rows spread over 30 days in four pools, each plan
+// (the custom plan for typical arguments and the generic plan a prepared
 // statement may switch to) reaches keys and key_events through an index. A
-// small table matters: there the planner is tempted to scan, and a scan in
-// a statement that locks rows makes concurrent claims queue. With
+// small table matters: there the planner is tempted to scan, and a scan in a
+// statement that locks rows makes concurrent claims queue. With
 // UPDATE_PLANS=1 it writes the plans of the large pool to
 // docs/query-plans.md.
 func TestQueryPlansUseIndexes(t *testing.T) {
@@ -47,6 +48,12 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	}
 	_, err = q.KeyClaim(ctx, KeyClaimParams{Pool: "default", StartPosition: 0, Max: perPool / 2, LeaseTtlSeconds: 60})
 	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `
+		INSERT INTO key_events (at, key_id, pool, event, lease_token)
+		SELECT now() - n * interval '25 seconds', gen_random_uuid(), 'history-' || n % 4,
+		       (ARRAY['assigned', 'kept_alive', 'released', 'lease_expired'])[n % 4 + 1], n
+		FROM generate_series(1, 100000) AS n`)
+	require.NoError(t, err)
 	_, err = conn.Exec(ctx, "VACUUM ANALYZE keys")
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, "VACUUM ANALYZE key_events")
@@ -57,7 +64,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		name  string
 		sql   string
 		args  []any
-		index []string // indexes the plan must use
+		index []string // indexes the plan must use (regular expressions)
 	}{
 		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, []string{"keys_free_position_idx", "keys_pkey"}},
 		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"keys_free_position_idx", "keys_pkey"}},
@@ -69,6 +76,18 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"keys_lease_expires_at_idx", "keys_pkey"}},
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "keys_pkey"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_counts_pkey"}},
+		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
+		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx", "key_events_pkey"}},
+		// Reports: every cell an index range on time (and pool), every lease
+		// end one step along the key's events.
+		{"KeyLeasesList", keyLeasesList, []any{dayAgo, now, "history-1", 1000}, []string{historyRange, "key_events_key_id_at_idx"}},
+		{"KeyLeasesList (every pool)", keyLeasesList, []any{dayAgo, now, nil, 1000}, []string{historyRange, "key_events_key_id_at_idx"}},
+		{"LeaseActivityHourlyList", leaseActivityHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"LeaseActivityHourlyList (every pool, 31 days)", leaseActivityHourlyList, []any{monthAgo, now, nil}, []string{historyRange}},
+		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange, "key_events_key_id_at_idx"}},
+		{"KeyActivityHourlyList", keyActivityHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"PoolUtilisationList (every pool, 31 days)", poolUtilisationList, []any{monthAgo, now, nil}, []string{historyRange}},
 	}
 	var doc strings.Builder
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
@@ -90,7 +109,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 			plan := explainText(t, conn, explain)
 			require.NotRegexp(t, seqScan, plan, "%s (%s) scans a table:\n%s", st.name, mode, plan)
 			for _, index := range st.index {
-				require.Contains(t, plan, index, "%s (%s) does not use %s:\n%s", st.name, mode, index, plan)
+				require.Regexp(t, index, plan, "%s (%s) does not use %s:\n%s", st.name, mode, index, plan)
 			}
 			if mode == "force_custom_plan" {
 				fmt.Fprintf(&doc, "\n## %s\n\n```\n%s```\n", st.name, plan)
@@ -102,12 +121,26 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	}
 }
 
+// Arguments of the report statements, and what their plans must contain: a
+// range scan on the history's time, by time alone or by pool and time.
+const (
+	now          sqlExpr = "now()"
+	dayAgo       sqlExpr = "now() - interval '1 day'"
+	monthAgo     sqlExpr = "now() - interval '31 days'"
+	historyRange         = `(Index (Only )?Scan using|Bitmap Index Scan on) key_events_(pool_)?at_idx( on key_events \w+)?\n\s+Index Cond: \(.*at >=`
+)
+
+// sqlExpr is an argument written as an SQL expression.
+type sqlExpr string
+
 // literal writes a test argument as SQL: EXPLAIN EXECUTE takes no
 // parameters of its own.
 func literal(arg any) string {
 	switch v := arg.(type) {
 	case nil:
 		return "NULL"
+	case sqlExpr:
+		return string(v)
 	case string, uuid.UUID:
 		return fmt.Sprintf("'%s'", v)
 	case []uuid.UUID:

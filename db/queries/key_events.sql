@@ -30,3 +30,23 @@ FROM key_events
 WHERE at >= sqlc.arg(since)::timestamptz
 GROUP BY event
 ORDER BY event;
+
+-- name: KeyEventsDeleteOlderThan :one
+-- One batch of history retention: deletes up to max events older than the
+-- retention, oldest first. It walks key_events_at_idx from its start and
+-- never reads the keys table. SKIP LOCKED lets replicas that run the job at
+-- the same time share the work instead of queueing on the same rows. now
+-- pins the clock for tests; NULL is the database's now().
+WITH old AS (
+    SELECT o.id FROM key_events AS o
+    WHERE o.at < coalesce(sqlc.narg(now)::timestamptz, now()) - sqlc.arg(retention_seconds)::float8 * interval '1 second'
+    ORDER BY o.at
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM key_events AS e
+    -- An array, not a join: see KeyClaim.
+    WHERE e.id = ANY (ARRAY(SELECT old.id FROM old))
+    RETURNING e.id
+)
+SELECT count(*) FROM deleted;

@@ -160,7 +160,8 @@ WITH ended AS (
     UPDATE keys AS k
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     FROM ended
-    WHERE k.id = ended.id
+    -- The = ANY keeps the plan an index lookup: see KeyClaim.
+    WHERE k.id = ANY (ARRAY(SELECT e.id FROM ended AS e)) AND k.id = ended.id
     RETURNING k.id, k.pool, ended.lease_token AS ended_lease_token
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
@@ -179,11 +180,20 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
     DELETE FROM keys AS k
-    USING expired
-    WHERE k.id = expired.id
+    -- An array, not a join: see KeyClaim.
+    WHERE k.id = ANY (ARRAY(SELECT expired.id FROM expired))
     RETURNING k.id, k.pool, k.lease_token
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT deleted.id, deleted.pool, 'expired', deleted.lease_token FROM deleted
 )
 SELECT count(*) FROM deleted;
+
+-- name: KeyCountExpiring :many
+-- Live keys per pool whose life ends within the given number of seconds: a
+-- range on keys_expires_at_idx that reads only those keys.
+SELECT k.pool, count(*) AS keys
+FROM keys AS k
+WHERE k.expires_at > now() AND k.expires_at <= now() + sqlc.arg(within_seconds)::float8 * interval '1 second'
+GROUP BY k.pool
+ORDER BY k.pool;

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -47,6 +48,7 @@ var errorTable = []struct {
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},
 	{err: errInvalidParameter, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
+	{err: reports.ErrInvalidParams, status: http.StatusBadRequest, code: "invalid_report_parameters", title: "Invalid report parameters"},
 	{err: errUnsupportedMedia, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", title: "Unsupported media type"},
 	{err: errRouteNotFound, status: http.StatusNotFound, code: "route_not_found", title: "Route not found"},
 	{err: errMethodNotAllowed, status: http.StatusMethodNotAllowed, code: "method_not_allowed", title: "Method not allowed"},

@@ -76,6 +76,14 @@ func New(cfg Config) *API {
 	r.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
 	r.Put("/keepalive/{id}", a.handle(a.keepAlive))
 
+	r.Get("/stats", a.handle(a.stats))
+	r.Get("/reports", a.handle(a.listReports))
+	r.Get("/reports/leases", a.handle(a.report("leases")))
+	r.Get("/reports/lease-activity", a.handle(a.report("lease-activity")))
+	r.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
+	r.Get("/reports/key-activity", a.handle(a.report("key-activity")))
+	r.Get("/reports/utilisation", a.handle(a.report("utilisation")))
+
 	r.Get("/healthz", a.handle(a.healthz))
 	r.Head("/healthz", a.handle(a.healthz))
 	r.Get("/readyz", a.handle(a.readyz(cfg.Ready)))

@@ -33,6 +33,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// SweepInterval between two passes of the background job.
 	SweepInterval time.Duration
+	// HistoryRetention: history rows older than this are deleted by the
+	// background job.
+	HistoryRetention time.Duration
 	// DBMaxConns is the size of the connection pool to the database.
 	DBMaxConns int
 	// DBTimeout bounds every database call; past it the request answers 503.
@@ -63,6 +66,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	var (
 		cfg                                        Config
 		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
+		retention                                  string
 		cors, level                                string
 		port, maxConns                             string
 	)
@@ -73,6 +77,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", "5m"), "life of a key after creation or keep-alive (env KEY_TTL)")
 	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", "60s"), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
 	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", "1s"), "interval of the background job (env SWEEP_INTERVAL)")
+	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", "720h"), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
@@ -102,6 +107,9 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	cfg.LeaseTTL = duration("LEASE_TTL", leaseTTL, time.Millisecond)
 	cfg.SweepInterval = duration("SWEEP_INTERVAL", sweep, time.Millisecond)
 	cfg.DBTimeout = duration("DB_TIMEOUT", dbTimeout, 10*time.Millisecond)
+	// Shorter than a lease or an hour, history would lose the starts of
+	// leases still running and the reports their hours.
+	cfg.HistoryRetention = duration("HISTORY_RETENTION", retention, time.Hour)
 	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
 
 	if cfg.DatabaseURL != "" {

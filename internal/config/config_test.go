@@ -23,6 +23,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 5*time.Minute, cfg.KeyTTL)
 	require.Equal(t, 60*time.Second, cfg.LeaseTTL)
 	require.Equal(t, time.Second, cfg.SweepInterval)
+	require.Equal(t, 30*24*time.Hour, cfg.HistoryRetention)
 	require.Equal(t, slog.LevelInfo, cfg.LogLevel)
 	require.Empty(t, cfg.CORSOrigins)
 }
@@ -30,13 +31,14 @@ func TestDefaults(t *testing.T) {
 func TestEnvironmentAndFlags(t *testing.T) {
 	t.Parallel()
 	cfg, err := Load([]string{"-lease-ttl", "2s", "-addr", ":9000"}, env(map[string]string{
-		"DATABASE_URL":   "postgres://u@db:5432/keys",
-		"KEY_TTL":        "10m",
-		"LEASE_TTL":      "30s",
-		"SWEEP_INTERVAL": "250ms",
-		"CORS_ORIGINS":   "https://a.example.com, http://localhost:3000",
-		"LOG_LEVEL":      "debug",
-		"ADDR":           "127.0.0.1:1",
+		"DATABASE_URL":      "postgres://u@db:5432/keys",
+		"KEY_TTL":           "10m",
+		"LEASE_TTL":         "30s",
+		"SWEEP_INTERVAL":    "250ms",
+		"HISTORY_RETENTION": "48h",
+		"CORS_ORIGINS":      "https://a.example.com, http://localhost:3000",
+		"LOG_LEVEL":         "debug",
+		"ADDR":              "127.0.0.1:1",
 	}), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
@@ -44,6 +46,7 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	require.Equal(t, 2*time.Second, cfg.LeaseTTL, "a flag wins over the environment")
 	require.Equal(t, ":9000", cfg.Addr)
 	require.Equal(t, 250*time.Millisecond, cfg.SweepInterval)
+	require.Equal(t, 48*time.Hour, cfg.HistoryRetention)
 	require.Equal(t, []string{"https://a.example.com", "http://localhost:3000"}, cfg.CORSOrigins)
 	require.Equal(t, slog.LevelDebug, cfg.LogLevel)
 }
@@ -58,6 +61,8 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 		{map[string]string{"LEASE_TTL": "-1s"}, "LEASE_TTL"},
 		{map[string]string{"LEASE_TTL": "0s"}, "LEASE_TTL"},
 		{map[string]string{"SWEEP_INTERVAL": "1"}, "SWEEP_INTERVAL"},
+		{map[string]string{"HISTORY_RETENTION": "30d"}, "HISTORY_RETENTION"},
+		{map[string]string{"HISTORY_RETENTION": "59m"}, "HISTORY_RETENTION"},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, "DATABASE_URL"},
 		{map[string]string{"ADDR": "8080"}, "ADDR"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
@@ -70,6 +75,9 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 	}
 	_, err := Load([]string{"-nope"}, env(nil), io.Discard)
 	require.Error(t, err)
+	cfg, err := Load([]string{"-history-retention", "2h"}, env(nil), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, cfg.HistoryRetention)
 	_, err = Load([]string{"extra"}, env(nil), io.Discard)
 	require.Error(t, err)
 }

@@ -23,6 +23,7 @@ type Metrics struct {
 	requestDuration *prometheus.HistogramVec
 	leasesReleased  prometheus.Counter
 	keysExpired     prometheus.Counter
+	historyDeleted  prometheus.Counter
 	sweepErrors     prometheus.Counter
 }
 
@@ -48,12 +49,16 @@ func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.
 			Name: "tokenorchestrator_sweeper_keys_expired_total",
 			Help: "Keys deleted by the background job because nobody kept them alive.",
 		}),
+		historyDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_history_deleted_total",
+			Help: "History rows deleted by the background job because they were older than the retention.",
+		}),
 		sweepErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_errors_total",
 			Help: "Passes of the background job that failed.",
 		}),
 	}
-	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.sweepErrors,
+	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.historyDeleted, m.sweepErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if counts != nil {
 		m.registry.MustRegister(&poolCollector{counts: counts, logger: logger})
@@ -76,6 +81,7 @@ func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.
 func (m *Metrics) ObserveSweep(result sweeper.Result) {
 	m.leasesReleased.Add(float64(result.LeasesReleased))
 	m.keysExpired.Add(float64(result.KeysExpired))
+	m.historyDeleted.Add(float64(result.HistoryDeleted))
 	if result.Err != nil {
 		m.sweepErrors.Inc()
 	}

@@ -68,7 +68,12 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
 	m := metrics.New(s.store.CountPools, logger)
-	s.sweeper = sweeper.New(s.store, sweeper.Config{Interval: cfg.SweepInterval, Logger: logger, OnPass: m.ObserveSweep})
+	s.sweeper = sweeper.New(s.store, sweeper.Config{
+		Interval:         cfg.SweepInterval,
+		HistoryRetention: cfg.HistoryRetention,
+		Logger:           logger,
+		OnPass:           m.ObserveSweep,
+	})
 	s.waiters = wakeup.New(wakeup.Config{Logger: logger})
 	handler := api.New(api.Config{
 		Store:       s.store,

@@ -1,6 +1,9 @@
 package store
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // PoolCounts are the live counts of one pool. Keys whose life has ended
 // count until the background job deletes them.
@@ -35,6 +38,22 @@ func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
 	counts := make([]PoolCounts, len(rows))
 	for i, row := range rows {
 		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Blocked: row.Blocked}
+	}
+	return counts, nil
+}
+
+// CountExpiring returns, per pool, the live keys whose life ends within the
+// given time unless they are kept alive. Pools with none are absent.
+func (s *Store) CountExpiring(ctx context.Context, within time.Duration) (map[string]int64, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyCountExpiring(ctx, within.Seconds())
+	if err != nil {
+		return nil, classify(err)
+	}
+	counts := make(map[string]int64, len(rows))
+	for _, row := range rows {
+		counts[row.Pool] = row.Keys
 	}
 	return counts, nil
 }

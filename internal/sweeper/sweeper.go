@@ -1,5 +1,6 @@
 // Package sweeper is the background job that ends what nobody kept alive:
 // it frees keys whose lease has ended and deletes keys whose life has ended.
+// It also removes history older than the retention.
 //
 // It is safe to run on every replica at once: each batch is one short
 // statement that locks its rows with SKIP LOCKED, so two sweepers never work
@@ -18,7 +19,11 @@ import (
 type Store interface {
 	ReleaseEndedLeases(ctx context.Context, max int) (int, error)
 	DeleteExpired(ctx context.Context, max int) (int, error)
+	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
 }
+
+// DefaultHistoryRetention is how long history is kept unless configured.
+const DefaultHistoryRetention = 30 * 24 * time.Hour
 
 // Config holds the sweeper's settings.
 type Config struct {
@@ -29,6 +34,14 @@ type Config struct {
 	// BatchSize is the most rows one statement touches; a pass repeats a
 	// statement until it comes back with fewer. Zero means 1000.
 	BatchSize int
+	// HistoryRetention is how long history rows are kept. Zero means
+	// DefaultHistoryRetention.
+	HistoryRetention time.Duration
+	// HistoryBatchesPerPass bounds the history batches one pass deletes, so
+	// that a backlog (after a long outage, or a shorter retention) is worked
+	// off over several passes instead of delaying the release of ended
+	// leases. Zero means 10.
+	HistoryBatchesPerPass int
 	// Logger receives a line for every pass that did something, and errors.
 	// Nil means slog.Default().
 	Logger *slog.Logger
@@ -41,7 +54,13 @@ type Config struct {
 type Result struct {
 	LeasesReleased int
 	KeysExpired    int
+	HistoryDeleted int
 	Err            error
+}
+
+// didWork reports whether the pass changed anything.
+func (r Result) didWork() bool {
+	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.HistoryDeleted > 0
 }
 
 // Sweeper runs passes on a ticker until stopped.
@@ -61,6 +80,12 @@ func New(store Store, cfg Config) *Sweeper {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1000
+	}
+	if cfg.HistoryRetention <= 0 {
+		cfg.HistoryRetention = DefaultHistoryRetention
+	}
+	if cfg.HistoryBatchesPerPass <= 0 {
+		cfg.HistoryBatchesPerPass = 10
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -106,10 +131,11 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		result := s.RunOnce(ctx)
 		switch {
 		case result.Err != nil && ctx.Err() == nil:
-			s.cfg.Logger.Warn("sweep failed", "error", result.Err,
-				"leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired)
-		case result.LeasesReleased > 0 || result.KeysExpired > 0:
-			s.cfg.Logger.Info("sweep", "leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired)
+			s.cfg.Logger.Warn("sweep failed", "error", result.Err, "leases_released", result.LeasesReleased,
+				"keys_expired", result.KeysExpired, "history_deleted", result.HistoryDeleted)
+		case result.didWork():
+			s.cfg.Logger.Info("sweep", "leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired,
+				"history_deleted", result.HistoryDeleted)
 		}
 		if s.cfg.OnPass != nil {
 			s.cfg.OnPass(result)
@@ -118,24 +144,32 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 }
 
 // RunOnce makes one pass: it frees every key whose lease has ended and
-// deletes every key whose life has ended, a batch at a time.
+// deletes every key whose life has ended, a batch at a time, then deletes up
+// to HistoryBatchesPerPass batches of history older than the retention.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
-	result.LeasesReleased, err = s.drain(ctx, s.store.ReleaseEndedLeases)
+	result.LeasesReleased, err = s.drain(ctx, s.store.ReleaseEndedLeases, -1)
 	result.Err = errors.Join(result.Err, err)
-	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired)
+	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
+	result.Err = errors.Join(result.Err, err)
+	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
 	result.Err = errors.Join(result.Err, err)
 	return result
 }
 
-// drain repeats one batch statement until a batch comes back short.
-func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error)) (int, error) {
+func (s *Sweeper) deleteOldHistory(ctx context.Context, max int) (int, error) {
+	return s.store.DeleteHistoryOlderThan(ctx, s.cfg.HistoryRetention, max)
+}
+
+// drain repeats one batch statement until a batch comes back short, or
+// until it has run maxBatches batches when maxBatches is positive.
+func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error), maxBatches int) (int, error) {
 	total := 0
-	for {
+	for batches := 1; ; batches++ {
 		n, err := batch(ctx, s.cfg.BatchSize)
 		total += n
-		if err != nil || n < s.cfg.BatchSize {
+		if err != nil || n < s.cfg.BatchSize || batches == maxBatches {
 			return total, err
 		}
 	}

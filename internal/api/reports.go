@@ -1,0 +1,151 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
+)
+
+// expiringWindow is how far ahead GET /stats counts keys about to expire.
+const expiringWindow = time.Minute
+
+// poolStats are the live counts of one pool, or of all of them.
+type poolStats struct {
+	Pool                 string `json:"pool,omitempty"`
+	Total                int64  `json:"total"`
+	Free                 int64  `json:"free"`
+	Blocked              int64  `json:"blocked"`
+	ExpiringWithinMinute int64  `json:"expiringWithinMinute"`
+}
+
+// stats answers the live counts per pool from the counters kept by the
+// database, and the keys that expire within a minute unless kept alive
+// from one index range on their expiry. Keys whose life has just ended
+// count in total until the background job removes them.
+func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
+	counts, err := a.store.CountPools(r.Context())
+	if err != nil {
+		return err
+	}
+	expiring, err := a.store.CountExpiring(r.Context(), expiringWindow)
+	if err != nil {
+		return err
+	}
+	body := struct {
+		Pools []poolStats `json:"pools"`
+		Total poolStats   `json:"total"`
+	}{Pools: make([]poolStats, len(counts))}
+	for i, c := range counts {
+		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Blocked, ExpiringWithinMinute: expiring[c.Pool]}
+		body.Pools[i] = p
+		body.Total.Total += p.Total
+		body.Total.Free += p.Free
+		body.Total.Blocked += p.Blocked
+		body.Total.ExpiringWithinMinute += p.ExpiringWithinMinute
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+// listReports answers the catalogue of reports.
+func (a *API) listReports(w http.ResponseWriter, r *http.Request) error {
+	type entry struct {
+		Name    string   `json:"name"`
+		Path    string   `json:"path"`
+		Source  string   `json:"source"`
+		Summary string   `json:"summary"`
+		Columns []string `json:"columns"`
+	}
+	list := make([]entry, len(reports.All))
+	for i, rep := range reports.All {
+		cols := make([]string, len(rep.Columns))
+		for j, col := range rep.Columns {
+			cols[j] = col.JSON
+		}
+		list[i] = entry{Name: rep.Name, Path: "/reports/" + rep.Name, Source: rep.Source, Summary: rep.Summary, Columns: cols}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Reports    []entry `json:"reports"`
+		Parameters string  `json:"parameters"`
+	}{list, "from, to: RFC 3339 times, the range [from, to), default the last 24 hours, at most 31 days; " +
+		"pool: one pool, default every pool; limit (leases only): 1.." + strconv.Itoa(reports.MaxLimit) +
+		", default " + strconv.Itoa(reports.DefaultLimit)})
+	return nil
+}
+
+// report serves the named report of the catalogue.
+func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error {
+	rep, ok := reports.Find(name)
+	if !ok {
+		panic("api: no report named " + name)
+	}
+	return func(w http.ResponseWriter, r *http.Request) error {
+		params, err := reportParams(r, rep, time.Now())
+		if err != nil {
+			return err
+		}
+		// Run checks the range before it runs any query.
+		table, err := rep.Run(r.Context(), a.store, params)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, reports.NewDocument(rep, params, table))
+		return nil
+	}
+}
+
+// reportParams reads from, to, pool and, for the leases report, limit. Any
+// other parameter is refused: a misspelt from or to would otherwise quietly
+// give the default range.
+func reportParams(r *http.Request, rep reports.Report, now time.Time) (reports.Params, error) {
+	query := r.URL.Query()
+	allowed := []string{"from", "to", "pool"}
+	if rep.PerLease {
+		allowed = append(allowed, "limit")
+	}
+	for name, values := range query {
+		if !slices.Contains(allowed, name) {
+			return reports.Params{}, invalid(errInvalidParameter, "unknown parameter %q; this report takes %s", name, strings.Join(allowed, ", "))
+		}
+		if len(values) > 1 {
+			return reports.Params{}, invalid(errInvalidParameter, "%s is given %d times", name, len(values))
+		}
+	}
+	p := reports.DefaultParams(now)
+	var err error
+	if query.Has("to") {
+		if p.To, err = timeParam(query.Get("to"), "to"); err != nil {
+			return reports.Params{}, err
+		}
+		p.From = p.To.Add(-reports.DefaultRange)
+	}
+	if query.Has("from") {
+		if p.From, err = timeParam(query.Get("from"), "from"); err != nil {
+			return reports.Params{}, err
+		}
+	}
+	if query.Has("pool") {
+		if p.Pool, err = poolParam(r, ""); err != nil {
+			return reports.Params{}, err
+		}
+	}
+	if query.Has("limit") {
+		raw := query.Get("limit")
+		if p.Limit, err = strconv.Atoi(raw); err != nil || p.Limit < 1 {
+			return reports.Params{}, invalid(errInvalidParameter, "limit must be a whole number from 1 to %d, got %q", reports.MaxLimit, raw)
+		}
+	}
+	return p, nil
+}
+
+func timeParam(raw, name string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, raw)
+	if err != nil {
+		return time.Time{}, invalid(errInvalidParameter, "%s must be an RFC 3339 time such as 2026-11-21T18:00:00Z, got %q", name, raw)
+	}
+	return t, nil
+}

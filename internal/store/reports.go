@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+)
+
+// The reports read the views over key_events defined in
+// migrations/00002_reports.sql. Each takes a time range and a pool; an empty
+// pool means every pool. Hourly reports cover the UTC hours that overlap
+// [from, to).
+
+// Lease is one lease as the history records it.
+type Lease struct {
+	Pool       string
+	KeyID      uuid.UUID
+	LeaseToken int64
+	StartedAt  time.Time
+	// EndedAt, EndedBy and DurationSeconds are nil while the lease is held.
+	EndedAt *time.Time
+	// EndedBy is released, lease_expired, deleted or expired.
+	EndedBy         *string
+	KeepAlives      int64
+	DurationSeconds *float64
+}
+
+// LeaseActivity counts one pool's lease events of one hour.
+type LeaseActivity struct {
+	Pool            string
+	Hour            time.Time
+	Assigned        int64
+	Released        int64
+	LeaseExpired    int64
+	EndedByDeletion int64
+	KeepAlives      int64
+}
+
+// LeaseDurations describes the leases of one pool that started in one hour.
+type LeaseDurations struct {
+	Pool   string
+	Hour   time.Time
+	Leases int64
+	Ended  int64
+	// The statistics are over the ended leases; nil when none has ended.
+	MeanSeconds *float64
+	P50Seconds  *float64
+	P95Seconds  *float64
+	MaxSeconds  *float64
+}
+
+// KeyActivity counts one pool's keys created, deleted and expired in one hour.
+type KeyActivity struct {
+	Pool    string
+	Hour    time.Time
+	Created int64
+	Deleted int64
+	Expired int64
+}
+
+// Utilisation is the share of one pool's key-time spent blocked in one hour.
+type Utilisation struct {
+	Pool           string
+	Hour           time.Time
+	KeySeconds     float64
+	BlockedSeconds float64
+	Utilisation    float64
+}
+
+// reportTimeout bounds a report. Reports read up to a month of history, so
+// they get longer than the single-row statements of the key pool.
+const reportTimeout = 60 * time.Second
+
+func (s *Store) withReportTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, max(reportTimeout, s.cfg.QueryTimeout))
+}
+
+func poolFilter(pool string) *string {
+	if pool == "" {
+		return nil
+	}
+	return &pool
+}
+
+// Leases returns up to max leases that started in [from, to), oldest first.
+func (s *Store) Leases(ctx context.Context, from, to time.Time, pool string, max int) ([]Lease, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyLeasesList(ctx, dbsqlc.KeyLeasesListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool), Max: int32(max),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	leases := make([]Lease, len(rows))
+	for i, row := range rows {
+		leases[i] = Lease{
+			Pool: row.Pool, KeyID: row.KeyID, StartedAt: row.StartedAt, EndedAt: row.EndedAt,
+			EndedBy: row.EndedBy, KeepAlives: row.KeepAlives, DurationSeconds: row.DurationSeconds,
+		}
+		if row.LeaseToken != nil {
+			leases[i].LeaseToken = *row.LeaseToken
+		}
+	}
+	return leases, nil
+}
+
+// LeaseActivity returns the lease events per pool and hour.
+func (s *Store) LeaseActivity(ctx context.Context, from, to time.Time, pool string) ([]LeaseActivity, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.LeaseActivityHourlyList(ctx, dbsqlc.LeaseActivityHourlyListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]LeaseActivity, len(rows))
+	for i, row := range rows {
+		out[i] = LeaseActivity(row)
+	}
+	return out, nil
+}
+
+// LeaseDurations returns the lease durations per pool and hour of start.
+func (s *Store) LeaseDurations(ctx context.Context, from, to time.Time, pool string) ([]LeaseDurations, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.LeaseDurationsHourlyList(ctx, dbsqlc.LeaseDurationsHourlyListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]LeaseDurations, len(rows))
+	for i, row := range rows {
+		out[i] = LeaseDurations(row)
+	}
+	return out, nil
+}
+
+// KeyActivity returns the keys created, deleted and expired per pool and hour.
+func (s *Store) KeyActivity(ctx context.Context, from, to time.Time, pool string) ([]KeyActivity, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyActivityHourlyList(ctx, dbsqlc.KeyActivityHourlyListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]KeyActivity, len(rows))
+	for i, row := range rows {
+		out[i] = KeyActivity(row)
+	}
+	return out, nil
+}
+
+// Utilisation returns the share of key-time spent blocked per pool and hour.
+func (s *Store) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.PoolUtilisationList(ctx, dbsqlc.PoolUtilisationListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]Utilisation, len(rows))
+	for i, row := range rows {
+		out[i] = Utilisation(row)
+	}
+	return out, nil
+}
