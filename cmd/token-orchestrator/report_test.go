@@ -14,7 +14,6 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
-
 func runReportCmd(t *testing.T, databaseURL string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
