@@ -49,6 +49,9 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is "text" or "json".
 	LogFormat string
+
+	// Access control and the limits of the HTTP server: see access.go.
+	Access
 }
 
 // Load parses args (without the program name) over the environment given by
@@ -84,6 +87,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
+	var access accessFlags
+	access.register(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -148,6 +153,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		}
 		cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
 	}
+	errs = append(errs, access.apply(&cfg, env)...)
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}

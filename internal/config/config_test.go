@@ -39,6 +39,7 @@ func TestEnvironmentAndFlags(t *testing.T) {
 		"CORS_ORIGINS":      "https://a.example.com, http://localhost:3000",
 		"LOG_LEVEL":         "debug",
 		"ADDR":              "127.0.0.1:1",
+		"ALLOW_OPEN":        "true",
 	}), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
