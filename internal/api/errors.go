@@ -19,6 +19,8 @@ var (
 	errRouteNotFound    = errors.New("route not found")
 	errMethodNotAllowed = errors.New("method not allowed")
 	errOriginNotAllowed = errors.New("origin not allowed")
+	errUnauthorized     = errors.New("unauthorized")
+	errForbidden        = errors.New("forbidden")
 	errServiceNotReady  = errors.New("service not ready")
 	errInternal         = errors.New("internal error")
 )
@@ -53,6 +55,8 @@ var errorTable = []struct {
 	{err: errRouteNotFound, status: http.StatusNotFound, code: "route_not_found", title: "Route not found"},
 	{err: errMethodNotAllowed, status: http.StatusMethodNotAllowed, code: "method_not_allowed", title: "Method not allowed"},
 	{err: errOriginNotAllowed, status: http.StatusForbidden, code: "origin_not_allowed", title: "Origin not allowed"},
+	{err: errUnauthorized, status: http.StatusUnauthorized, code: "unauthorized", title: "Authentication required"},
+	{err: errForbidden, status: http.StatusForbidden, code: "forbidden", title: "Not allowed with this token"},
 	{err: errInternal, status: http.StatusInternalServerError, code: "internal_error", title: "Internal error",
 		detail: "The server failed to answer; the request id identifies it in the logs."},
 }

@@ -29,6 +29,10 @@ type options struct {
 	poll time.Duration
 	// contractSeen, when set, collects the answers the server gave.
 	contractSeen *answersSeen
+	// auth sets the bearer tokens; none by default.
+	auth api.Auth
+	// logs, when set, receives the server's logs from debug level up.
+	logs io.Writer
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -55,6 +59,9 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.logs != nil {
+		logger = slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	st := store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout})
 	m := metrics.New(st.CountPools, logger)
 	if o.sweep > 0 {
@@ -68,7 +75,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)
 	handler := api.New(api.Config{
-		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters,
+		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
 	})
 	srv := httptest.NewServer(checkContract(t, handler, o.contractSeen))

@@ -77,7 +77,7 @@ func limitBody(max int64) func(http.Handler) http.Handler {
 
 // exposedHeaders are the response headers a browser script may read.
 var exposedHeaders = strings.Join([]string{
-	"Location", "ETag", "Retry-After", "X-Request-Id",
+	"Location", "ETag", "Retry-After", "X-Request-Id", "WWW-Authenticate",
 	"X-Pool", "X-Pool-Keys", "X-Pool-Free", "X-Pool-Blocked", "X-Pool-Available",
 	"X-Key-Id", "X-Key-Pool", "X-Key-Status", "X-Key-Created-At", "X-Key-Blocked-At",
 	"X-Key-Expires-At", "X-Key-Lease-Expires-At", "X-Key-Last-Keep-Alive-At", "X-Key-Times-Assigned",

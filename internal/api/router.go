@@ -31,6 +31,8 @@ type Config struct {
 	// Waiters serves GET /keys?wait=. Nil: a hub that is fed no
 	// notifications, whose waiters find freed keys by polling.
 	Waiters *wakeup.Hub
+	// Auth sets the bearer tokens; without them the API asks for none.
+	Auth Auth
 }
 
 // API serves the HTTP interface.
@@ -38,6 +40,7 @@ type API struct {
 	store   *store.Store
 	waiters *wakeup.Hub
 	logger  *slog.Logger
+	auth    *authenticator
 	router  chi.Router
 }
 
@@ -49,7 +52,7 @@ func New(cfg Config) *API {
 	if cfg.Waiters == nil {
 		cfg.Waiters = wakeup.New(wakeup.Config{Logger: cfg.Logger})
 	}
-	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger}
+	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, auth: newAuthenticator(cfg.Auth)}
 	r := chi.NewRouter()
 	a.router = r
 
@@ -64,36 +67,53 @@ func New(cfg Config) *API {
 	}))
 	r.MethodNotAllowed(a.methodNotAllowed)
 
-	r.Post("/keys", a.handle(a.createKeys))
-	r.Get("/keys", a.handle(a.assignKey))
+	// Who may call what: every route is registered through the role it
+	// asks of the caller. With no token configured, every role is open.
+	admin := r.With(a.require(roleAdmin))
+	client := r.With(a.require(roleClient))
+	health := r.With(a.require(publicUnless(cfg.Auth.PublicHealth, roleClient)))
+	metricsRole := r.With(a.require(publicUnless(cfg.Auth.PublicMetrics, roleAdmin)))
+	public := r.With(a.require(rolePublic))
+
+	admin.Post("/keys", a.handle(a.createKeys))
+	client.Get("/keys", a.handle(a.assignKey))
 	// HEAD /keys is its own handler: it must never assign a key, as a HEAD
 	// answered by the GET handler would.
-	r.Head("/keys", a.handle(a.poolAvailability))
-	r.Get("/keys/{id}", a.handle(a.getKey))
-	r.Head("/keys/{id}", a.handle(a.headKey))
-	r.Delete("/keys/{id}", a.handle(a.deleteKey))
-	r.Put("/keys/{id}", a.handle(a.releaseKey))
-	r.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
-	r.Put("/keepalive/{id}", a.handle(a.keepAlive))
+	client.Head("/keys", a.handle(a.poolAvailability))
+	client.Get("/keys/{id}", a.handle(a.getKey))
+	client.Head("/keys/{id}", a.handle(a.headKey))
+	admin.Delete("/keys/{id}", a.handle(a.deleteKey))
+	client.Put("/keys/{id}", a.handle(a.releaseKey))
+	client.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
+	client.Put("/keepalive/{id}", a.handle(a.keepAlive))
 
-	r.Get("/stats", a.handle(a.stats))
-	r.Get("/reports", a.handle(a.listReports))
-	r.Get("/reports/leases", a.handle(a.report("leases")))
-	r.Get("/reports/lease-activity", a.handle(a.report("lease-activity")))
-	r.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
-	r.Get("/reports/key-activity", a.handle(a.report("key-activity")))
-	r.Get("/reports/utilisation", a.handle(a.report("utilisation")))
+	admin.Get("/stats", a.handle(a.stats))
+	admin.Get("/reports", a.handle(a.listReports))
+	admin.Get("/reports/leases", a.handle(a.report("leases")))
+	admin.Get("/reports/lease-activity", a.handle(a.report("lease-activity")))
+	admin.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
+	admin.Get("/reports/key-activity", a.handle(a.report("key-activity")))
+	admin.Get("/reports/utilisation", a.handle(a.report("utilisation")))
 
-	r.Get("/healthz", a.handle(a.healthz))
-	r.Head("/healthz", a.handle(a.healthz))
-	r.Get("/readyz", a.handle(a.readyz(cfg.Ready)))
-	r.Head("/readyz", a.handle(a.readyz(cfg.Ready)))
+	health.Get("/healthz", a.handle(a.healthz))
+	health.Head("/healthz", a.handle(a.healthz))
+	health.Get("/readyz", a.handle(a.readyz(cfg.Ready)))
+	health.Head("/readyz", a.handle(a.readyz(cfg.Ready)))
 	if cfg.Metrics != nil {
-		r.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
+		metricsRole.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
 	}
-	r.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
-	r.Get("/docs", a.handle(a.serveReference))
+	// The contract of the API is no secret.
+	public.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
+	public.Get("/docs", a.handle(a.serveReference))
 	return a
+}
+
+// publicUnless is rolePublic when public is set, else role.
+func publicUnless(public bool, role role) role {
+	if public {
+		return rolePublic
+	}
+	return role
 }
 
 // ServeHTTP serves a request.
