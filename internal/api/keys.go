@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -342,6 +343,10 @@ func decodeBody(r *http.Request, dst any) error {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return invalid(errBodyTooLarge, "the body must be at most %d bytes", tooLarge.Limit)
+		}
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			return invalid(errInvalidBody, "the body did not arrive within the server's read timeout")
 		}
 		return invalid(errInvalidBody, "the body could not be read")
 	}

@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -123,8 +124,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.router.Serve
 func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			if r.Context().Err() != nil {
-				// The client is gone; there is nobody to answer.
+			var reqErr *requestError
+			if r.Context().Err() != nil && !errors.As(err, &reqErr) {
+				// The client is gone; there is nobody to answer. (A request
+				// the client did not finish sending in time also ends the
+				// context, and gets its answer.)
 				return
 			}
 			writeError(w, r, a.logger, err)
