@@ -82,18 +82,37 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		Metrics:     m,
 		CORSOrigins: cfg.CORSOrigins,
 		Ready:       s.ready(),
+		Auth: api.Auth{
+			AdminToken: cfg.AdminToken, ClientToken: cfg.ClientToken,
+			PublicHealth: cfg.PublicHealth, PublicMetrics: cfg.PublicMetrics,
+		},
 	})
-	s.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Long enough for the longest wait for a key plus the claim itself.
-		WriteTimeout:   api.MaxWait + cfg.DBTimeout + 10*time.Second,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	s.http = newHTTPServer(handler, cfg, logger)
 	return s, nil
+}
+
+// MaxHeaderBytes bounds the request line and headers; a longer one is
+// answered 431 by net/http before any handler runs.
+const MaxHeaderBytes = 64 << 10
+
+// newHTTPServer bounds what a client may hold: the time to send its headers
+// and its request, to read the answer, and to sit idle between requests,
+// and the size of its headers.
+func newHTTPServer(handler http.Handler, cfg config.Config, logger *slog.Logger) *http.Server {
+	writeTimeout := cfg.WriteTimeout
+	if writeTimeout == 0 {
+		// Long enough for the longest wait for a key plus the claim itself.
+		writeTimeout = api.MaxWait + cfg.DBTimeout + 10*time.Second
+	}
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // Serve starts the background job and serves HTTP on l until ctx ends, then
@@ -107,7 +126,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(l) }()
 	s.logger.Info("serving", "addr", l.Addr().String(), "key_ttl", s.cfg.KeyTTL, "lease_ttl", s.cfg.LeaseTTL,
-		"sweep_interval", s.cfg.SweepInterval, "embedded_db", s.cluster != nil)
+		"sweep_interval", s.cfg.SweepInterval, "embedded_db", s.cluster != nil, "access", s.accessMode())
 
 	var serveErr error
 	select {
@@ -138,6 +157,19 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	return s.Serve(ctx, l)
+}
+
+// accessMode describes who may call the API, for the start-up log; it
+// never shows a token.
+func (s *Server) accessMode() string {
+	switch {
+	case s.cfg.Open():
+		return "open: no token set"
+	case s.cfg.ClientToken == "":
+		return "admin token only"
+	default:
+		return "admin and client tokens"
+	}
 }
 
 func (s *Server) close() {

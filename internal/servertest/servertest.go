@@ -33,6 +33,9 @@ type Options struct {
 	// DBTimeout bounds every database call; short for tests of an
 	// unreachable database.
 	DBTimeout time.Duration
+	// Configure, when set, adjusts the configuration last: tokens, HTTP
+	// timeouts, anything the binary reads from its settings.
+	Configure func(*config.Config)
 }
 
 // Replica is a replica running for a test.
@@ -109,6 +112,9 @@ func start(ctx context.Context, o Options) (string, <-chan struct{}, error) {
 		if setting.value > 0 {
 			*setting.field = setting.value
 		}
+	}
+	if o.Configure != nil {
+		o.Configure(&cfg)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv, err := server.New(ctx, cfg, logger)
