@@ -1,0 +1,65 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+// Client A's lease runs out and the background job gives the key to client
+// B. A comes back late: its unblock and both keep-alives, with its token in
+// If-Match or in the query, answer 409 and leave B's lease as it was; B
+// then keeps its lease alive and releases it with its own token.
+//
+// A's replica grants short leases and runs the background job; B leases
+// through a replica of long leases on the same database, so that B's lease
+// cannot run out while the test looks at it.
+func TestLateHolderCannotTouchTheNextLease(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+	short := newServer(t, dbURL, options{leaseTTL: 300 * time.Millisecond, sweep: 50 * time.Millisecond})
+	long := newServer(t, dbURL, options{leaseTTL: time.Hour})
+
+	id := do(t, "POST", short.url+"/keys?pool=late", "").str("keyId")
+	a := do(t, "GET", short.url+"/keys?pool=late", "")
+	require.Equal(t, http.StatusOK, a.status, a.raw)
+	aToken := a.str("leaseToken")
+
+	// B waits for the key: it is free again only once A's lease has ended
+	// and the background job has released it.
+	b := do(t, "GET", long.url+"/keys?pool=late&wait=30s", "")
+	require.Equal(t, http.StatusOK, b.status, b.raw)
+	require.Equal(t, id, b.str("keyId"))
+	bToken := b.str("leaseToken")
+	require.NotEqual(t, aToken, bToken)
+	var ended string
+	require.NoError(t, short.pool.QueryRow(context.Background(),
+		"SELECT event FROM key_events WHERE key_id = $1 AND lease_token = $2 AND event <> 'assigned'", id, aToken).Scan(&ended))
+	require.Equal(t, "lease_expired", ended, "A's lease ran out; nobody released it")
+
+	before := do(t, "GET", long.url+"/keys/"+id, "")
+	require.Equal(t, true, before.body["isBlocked"])
+	for _, s := range []*testServer{short, long} {
+		for _, path := range []string{"/keys/" + id, "/keys/" + id + "/keepalive", "/keepalive/" + id} {
+			requireProblem(t, do(t, "PUT", s.url+path, "", "If-Match", `"`+aToken+`"`), http.StatusConflict, "lease_mismatch")
+			requireProblem(t, do(t, "PUT", s.url+path+"?lease="+aToken, ""), http.StatusConflict, "lease_mismatch")
+		}
+	}
+	after := do(t, "GET", long.url+"/keys/"+id, "")
+	require.Equal(t, before.body, after.body, "B's lease is untouched: still blocked, same deadline, same last keep-alive")
+	var bEvents int
+	require.NoError(t, short.pool.QueryRow(context.Background(),
+		"SELECT count(*) FROM key_events WHERE key_id = $1 AND lease_token = $2", id, bToken).Scan(&bEvents))
+	require.Equal(t, 1, bEvents, "the history of B's lease holds its assignment only")
+
+	kept := do(t, "PUT", long.url+"/keepalive/"+id, "", "If-Match", `"`+bToken+`"`)
+	require.Equal(t, http.StatusOK, kept.status, kept.raw)
+	released := do(t, "PUT", long.url+"/keys/"+id+"?lease="+bToken, "")
+	require.Equal(t, http.StatusOK, released.status, released.raw)
+	require.Equal(t, false, released.body["isBlocked"])
+}
