@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -286,8 +287,11 @@ func waitParam(r *http.Request) (time.Duration, error) {
 	wait, err := time.ParseDuration(raw)
 	if err != nil {
 		seconds, numErr := strconv.ParseFloat(raw, 64)
-		if numErr != nil {
-			return 0, invalid(errInvalidParameter, "wait must be a duration such as 30s or 500ms, or a number of seconds, got %q", raw)
+		// Checked before the conversion: NaN and values out of range do not
+		// convert to a Duration the same way on every platform.
+		if numErr != nil || math.IsNaN(seconds) || seconds < 0 || seconds > MaxWait.Seconds() {
+			return 0, invalid(errInvalidParameter, "wait must be a duration such as 30s or 500ms, or a number of seconds up to %d, got %q",
+				int(MaxWait.Seconds()), raw)
 		}
 		wait = time.Duration(seconds * float64(time.Second))
 	}
