@@ -281,6 +281,9 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 	s := newServer(t, testdb.New(t), options{})
 	requireProblem(t, do(t, "GET", s.url+"/nope", ""), 404, "route_not_found")
 	requireProblem(t, do(t, "GET", s.url+"/keys/a/b/c", ""), 404, "route_not_found")
+	// A method no route knows, on a path no route knows: still an unknown
+	// route, not a 405 that could list no method.
+	requireProblem(t, do(t, "FOO", s.url+"/nope", ""), 404, "route_not_found")
 	for _, tc := range []struct{ method, path, allow string }{
 		{"PATCH", "/keys", "GET, HEAD, POST"},
 		{"DELETE", "/keys", "GET, HEAD, POST"},
@@ -288,6 +291,7 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		{"GET", "/keepalive/0b7a0e55-8f7e-4b8e-9a52-8d1b6c1f0d3e", "PUT"},
 		{"POST", "/keys/0b7a0e55-8f7e-4b8e-9a52-8d1b6c1f0d3e/keepalive", "PUT"},
 		{"POST", "/healthz", "GET, HEAD"},
+		{"FOO", "/keys", "GET, HEAD, POST"},
 	} {
 		r := do(t, tc.method, s.url+tc.path, "")
 		requireProblem(t, r, 405, "method_not_allowed")

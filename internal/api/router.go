@@ -140,13 +140,18 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 var allMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete}
 
 // methodNotAllowed answers 405 with the Allow header listing what the path
-// does accept.
+// does accept. The router also sends here methods it does not know, on any
+// path; a path that takes no method at all is an unknown route.
 func (a *API) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	var allowed []string
 	for _, method := range allMethods {
 		if a.router.Match(chi.NewRouteContext(), method, r.URL.Path) {
 			allowed = append(allowed, method)
 		}
+	}
+	if len(allowed) == 0 {
+		writeError(w, r, a.logger, invalid(errRouteNotFound, "no route %s %s", r.Method, r.URL.Path))
+		return
 	}
 	w.Header().Set("Allow", strings.Join(allowed, ", "))
 	writeError(w, r, a.logger, invalid(errMethodNotAllowed, "%s is not allowed on %s; allowed: %s",
