@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
@@ -15,7 +16,12 @@ const healthcheckHelp = `Usage: token-orchestrator healthcheck [flags]
 
 Check that the server on this machine is ready to serve (GET /readyz): its
 database answers and its schema is up to date. Made for container health
-checks, where images have no curl.`
+checks, where images have no curl.
+
+When the server asks for a token on /readyz (PUBLIC_HEALTH=false), the
+token is taken from --token, TOKEN_ORCHESTRATOR_TOKEN, or the server's own
+settings in the same environment: CLIENT_TOKEN(_FILE), then
+ADMIN_TOKEN(_FILE).`
 
 func healthcheck(args []string) int {
 	return runHealthcheck(args, os.Stdout, os.Stderr, os.Getenv)
@@ -25,6 +31,7 @@ func runHealthcheck(args []string, stdout, stderr io.Writer, getenv func(string)
 	fs := newFlagSet("token-orchestrator healthcheck", healthcheckHelp, stderr)
 	server := fs.String("server", localServer(getenv("ADDR")), "the server's URL (default: from ADDR, as serve listens)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	token := fs.String("token", "", "bearer token (default: from TOKEN_ORCHESTRATOR_TOKEN or the server's CLIENT_TOKEN or ADMIN_TOKEN)")
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return parseError(err)
@@ -32,7 +39,14 @@ func runHealthcheck(args []string, stdout, stderr io.Writer, getenv func(string)
 	if len(positional) > 0 {
 		return usageError(fs, "unexpected arguments")
 	}
-	c, err := client.New(*server)
+	if *token == "" {
+		*token = serverToken(getenv)
+	}
+	var opts []client.Option
+	if *token != "" {
+		opts = append(opts, client.WithToken(*token))
+	}
+	c, err := client.New(*server, opts...)
 	if err != nil {
 		return usageError(fs, "--server: %v", err)
 	}
@@ -44,6 +58,21 @@ func runHealthcheck(args []string, stdout, stderr io.Writer, getenv func(string)
 	}
 	fmt.Fprintln(stdout, "ready")
 	return exitOK
+}
+
+// serverToken is a token the server running in this environment accepts.
+func serverToken(getenv func(string) string) string {
+	for _, name := range []string{"TOKEN_ORCHESTRATOR_TOKEN", "CLIENT_TOKEN", "ADMIN_TOKEN"} {
+		if token := strings.TrimSpace(getenv(name)); token != "" {
+			return token
+		}
+		if file := getenv(name + "_FILE"); file != "" && name != "TOKEN_ORCHESTRATOR_TOKEN" {
+			if raw, err := os.ReadFile(file); err == nil && strings.TrimSpace(string(raw)) != "" {
+				return strings.TrimSpace(string(raw))
+			}
+		}
+	}
+	return ""
 }
 
 // localServer is the URL at which the server listening on addr (ADDR, e.g.
