@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/leader"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
@@ -34,6 +35,7 @@ type Server struct {
 	pool    *pgxpool.Pool
 	store   *store.Store
 	sweeper *sweeper.Sweeper
+	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
 	http    *http.Server
 }
@@ -68,12 +70,17 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
 	m := metrics.New(s.store.CountPools, logger)
-	s.sweeper = sweeper.New(s.store, sweeper.Config{
+	sweeperCfg := sweeper.Config{
 		Interval:         cfg.SweepInterval,
 		HistoryRetention: cfg.HistoryRetention,
 		Logger:           logger,
 		OnPass:           m.ObserveSweep,
-	})
+	}
+	if cfg.LeaderElection {
+		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
+		sweeperCfg.Leading = s.elector.Leading
+	}
+	s.sweeper = sweeper.New(s.store, sweeperCfg)
 	s.waiters = wakeup.New(wakeup.Config{Logger: logger})
 	handler := api.New(api.Config{
 		Store:       s.store,
@@ -104,6 +111,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
 	go s.waiters.Listen(listenCtx, s.pool)
+	electionDone := make(chan struct{})
+	if s.elector != nil {
+		go func() { defer close(electionDone); s.elector.Run(listenCtx) }()
+	} else {
+		close(electionDone)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(l) }()
 	s.logger.Info("serving", "addr", l.Addr().String(), "key_ttl", s.cfg.KeyTTL, "lease_ttl", s.cfg.LeaseTTL,
@@ -125,6 +138,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 	}
 	stopListening()
+	<-electionDone // resigned: another replica takes over at once
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr
