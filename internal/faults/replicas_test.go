@@ -144,4 +144,3 @@ func urls(rs ...*replica) []string {
 	}
 	return out
 }
-
