@@ -18,7 +18,6 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 type options struct {
@@ -63,7 +62,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := wakeup.New(wakeup.Config{Poll: o.poll, Logger: logger})
+	waiters := api.NewWaiters(st, o.poll, logger)
 	listenCtx, stopListening := context.WithCancel(context.Background())
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)

@@ -101,9 +101,7 @@ func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store
 	if wait <= 0 {
 		return a.store.Claim(ctx, pool)
 	}
-	return a.waiters.Wait(ctx, pool, wait, func(ctx context.Context) (store.Key, error) {
-		return a.store.Claim(ctx, pool)
-	})
+	return a.waiters.Wait(ctx, pool, wait)
 }
 
 func (a *API) releaseAbandoned(key store.Key) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -28,7 +29,7 @@ type Config struct {
 	// Ready reports whether the service can serve: database reachable,
 	// migrations applied.
 	Ready func(context.Context) error
-	// Waiters serves GET /keys?wait=. Nil: a hub that is fed no
+	// Waiters serves GET /keys?wait=. Nil: a hub over Store that is fed no
 	// notifications, whose waiters find freed keys by polling.
 	Waiters *wakeup.Hub
 }
@@ -47,7 +48,7 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Waiters == nil {
-		cfg.Waiters = wakeup.New(wakeup.Config{Logger: cfg.Logger})
+		cfg.Waiters = NewWaiters(cfg.Store, 0, cfg.Logger)
 	}
 	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger}
 	r := chi.NewRouter()
@@ -94,6 +95,24 @@ func New(cfg Config) *API {
 	r.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
 	r.Get("/docs", a.handle(a.serveReference))
 	return a
+}
+
+// NewWaiters returns a hub that claims keys for waiting clients from the
+// store. poll is how often pools with waiters are tried without a
+// notification; zero means the hub's default.
+func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeup.Hub {
+	return wakeup.New(wakeup.Config{
+		Claim: st.ClaimMany,
+		GiveBack: func(key store.Key) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := st.Release(ctx, key.ID, key.LeaseToken); err != nil {
+				logger.Warn("could not give back a key claimed for a client that left", "key_id", key.ID, "error", err)
+			}
+		},
+		Poll:   poll,
+		Logger: logger,
+	})
 }
 
 // ServeHTTP serves a request.

@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		sweeperCfg.Leading = s.elector.Leading
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
-	s.waiters = wakeup.New(wakeup.Config{Logger: logger})
+	s.waiters = api.NewWaiters(s.store, 0, logger)
 	handler := api.New(api.Config{
 		Store:       s.store,
 		Waiters:     s.waiters,
