@@ -317,6 +317,7 @@ func TestOpenAPIDocumentAndReferenceAreServed(t *testing.T) {
 	for name := range c.doc.Components.Schemas {
 		require.Contains(t, page, `id="schema-`+name+`"`)
 	}
+	require.NotContains(t, page, `href="#schema-"`, "every link names a schema")
 	for _, outside := range []string{"<script", `src="`, `href="http`, "@import", "url("} {
 		require.NotContains(t, page, outside)
 	}
