@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -111,6 +112,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
 	go s.waiters.Listen(listenCtx, s.pool)
+	if s.cfg.DebugAddr != "" {
+		go s.serveDebug(listenCtx)
+	}
 	electionDone := make(chan struct{})
 	if s.elector != nil {
 		go func() { defer close(electionDone); s.elector.Run(listenCtx) }()
@@ -152,6 +156,26 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	return s.Serve(ctx, l)
+}
+
+// serveDebug serves Go's profiler on its own address until ctx ends. It is
+// off by default: profiles show internals no API client should see.
+func (s *Server) serveDebug(ctx context.Context) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: s.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	s.logger.Info("serving the profiler", "addr", s.cfg.DebugAddr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.logger.Warn("profiler", "error", err)
+	}
 }
 
 func (s *Server) close() {
