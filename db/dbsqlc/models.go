@@ -120,3 +120,10 @@ type PoolUtilisationHourly struct {
 	BlockedSeconds float64
 	Utilisation    float64
 }
+
+// Replicas with clients waiting for a key of the pool, until expires_at (database clock).
+type PoolWaiter struct {
+	Pool      string
+	Replica   string
+	ExpiresAt time.Time
+}

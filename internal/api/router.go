@@ -73,9 +73,9 @@ func New(cfg Config) *API {
 	r.Get("/keys/{id}", a.handle(a.getKey))
 	r.Head("/keys/{id}", a.handle(a.headKey))
 	r.Delete("/keys/{id}", a.handle(a.deleteKey))
-	r.Put("/keys/{id}", a.handle(a.releaseKey))
-	r.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
-	r.Put("/keepalive/{id}", a.handle(a.keepAlive))
+	r.Put("/keys/{id}", a.handle(onLease(a.store.Release)))
+	r.Put("/keys/{id}/keepalive", a.handle(onLease(a.store.KeepAlive)))
+	r.Put("/keepalive/{id}", a.handle(onLease(a.store.KeepAlive)))
 
 	r.Get("/stats", a.handle(a.stats))
 	r.Get("/reports", a.handle(a.listReports))
@@ -110,8 +110,10 @@ func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeu
 				logger.Warn("could not give back a key claimed for a client that left", "key_id", key.ID, "error", err)
 			}
 		},
-		Poll:   poll,
-		Logger: logger,
+		Register:   st.RegisterWaiters,
+		Unregister: st.UnregisterWaiters,
+		Poll:       poll,
+		Logger:     logger,
 	})
 }
 

@@ -1,7 +1,8 @@
 // Package wakeup serves clients that wait for a free key (GET /keys?wait=).
-// The database announces freed keys with NOTIFY, sent by the counting
-// trigger when a pool that had no free key gets one; every replica LISTENs
-// on one connection. On a notification the replica claims, in one
+// A replica with waiting clients registers them for their pool in the
+// database (pool_waiters); while it is registered, the counting trigger
+// announces every key freed in the pool with NOTIFY, and every replica
+// LISTENs on one connection. On a notification the replica claims, in one
 // statement, as many keys as it has waiters for that pool, and hands them
 // out in arrival order. A notification is only a hint: the claim is the
 // ordinary SQL claim, and may find the keys taken by clients of another
@@ -11,6 +12,8 @@ package wakeup
 import (
 	"container/list"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -30,28 +33,37 @@ type Config struct {
 	Claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
 	// GiveBack releases a key claimed for a waiter that left.
 	GiveBack func(store.Key)
+	// Register tells the database, for ttl, that this replica (named
+	// replica) has clients waiting for keys of the pool, so that freed keys
+	// of the pool are announced; Unregister withdraws that.
+	Register   func(ctx context.Context, pool, replica string, ttl time.Duration) error
+	Unregister func(ctx context.Context, pool, replica string) error
 	// Poll is how often a pool with waiters is tried without a
 	// notification, in case one was lost (the listening connection was
-	// down, or two commits at once hid the moment the pool ran dry). Zero
-	// means 500 ms.
+	// down, or a key was freed in the moment between a registration and
+	// the first claim after it). Zero means 500 ms.
 	Poll time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// recheck is how soon a pool whose waiters were being served is tried
-// again after a claim found nothing.
-const recheck = 50 * time.Millisecond
-
 // Hub keeps this replica's waiters, per pool in arrival order.
 type Hub struct {
-	cfg    Config
-	mu     sync.Mutex
-	queues map[string]*queue
+	cfg     Config
+	replica string
+	mu      sync.Mutex
+	queues  map[string]*queue
 }
+
+// registration is how long a registration of waiters lasts; it is renewed
+// when a waiter arrives in its second half, and outlives the longest wait.
+const registration = 2 * time.Minute
 
 type queue struct {
 	waiters *list.List // of *waiter, oldest first
+	// registeredUntil is when the database stops announcing this pool's
+	// freed keys to this replica, by this replica's clock (a lower bound).
+	registeredUntil time.Time
 	// serving is set while a claim for the queue runs; again asks it for
 	// one more round, for a wake-up that came meanwhile.
 	serving, again bool
@@ -72,7 +84,9 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Hub{cfg: cfg, queues: map[string]*queue{}}
+	raw := make([]byte, 8)
+	_, _ = rand.Read(raw)
+	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}}
 }
 
 // Wait returns a key of the pool, waiting up to wait for one to be freed.
@@ -91,7 +105,21 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		h.queues[pool] = q
 	}
 	w.elem = q.waiters.PushBack(w)
+	register := time.Until(q.registeredUntil) < registration/2
+	if register {
+		q.registeredUntil = time.Now().Add(registration)
+	}
 	h.mu.Unlock()
+	if register {
+		// Before the first claim for this waiter: a key freed after that
+		// claim's snapshot then always sends a notification.
+		if err := h.cfg.Register(ctx, pool, h.replica, registration); err != nil {
+			h.cfg.Logger.Warn("could not register waiting clients; they rely on polling", "pool", pool, "error", err)
+			h.mu.Lock()
+			q.registeredUntil = time.Time{}
+			h.mu.Unlock()
+		}
+	}
 	h.serve(pool)
 
 	var ended error
@@ -126,8 +154,20 @@ func (h *Hub) remove(pool string, q *queue, w *waiter) {
 	q.waiters.Remove(w.elem)
 	w.elem.Value = nil
 	if q.waiters.Len() == 0 && !q.serving && !q.polling {
-		delete(h.queues, pool)
+		h.forget(pool)
 	}
+}
+
+// forget drops an idle queue and withdraws its registration; h.mu is held.
+func (h *Hub) forget(pool string) {
+	delete(h.queues, pool)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.cfg.Unregister(ctx, pool, h.replica); err != nil {
+			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
+		}
+	}()
 }
 
 // serve claims keys for the pool's waiters until a claim comes back short.
@@ -151,7 +191,6 @@ func (h *Hub) serve(pool string) {
 }
 
 func (h *Hub) serveLoop(pool string, q *queue) {
-	served := false
 	for {
 		h.mu.Lock()
 		n := q.waiters.Len()
@@ -163,7 +202,6 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			keys, err = h.cfg.Claim(context.Background(), pool, n)
 		}
 		got := len(keys)
-		served = served || got > 0
 
 		h.mu.Lock()
 		for len(keys) > 0 && q.waiters.Len() > 0 {
@@ -172,11 +210,8 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			keys = keys[1:]
 			h.remove(pool, q, w)
 		}
-		// Another round while claims find keys, and when a wake-up came
-		// meanwhile. Stopping only at a claim that found none matters: a key
-		// freed while a claim ran may have sent no notification (the pool
-		// still counted the keys that claim was taking as free), and the
-		// claim's snapshot may have missed it.
+		// Another round when a wake-up came meanwhile, and while claims find
+		// keys: more may have been freed for the waiters that remain.
 		more := q.again || got > 0
 		if more && q.waiters.Len() > 0 {
 			h.mu.Unlock()
@@ -188,15 +223,8 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			q.polling = true
 			time.AfterFunc(h.cfg.Poll, func() { h.poll(pool, q) })
 		}
-		if q.waiters.Len() > 0 && served {
-			// Keys were being freed and claimed: a release that committed
-			// just after this round's claim began may have sent no
-			// notification (see above). One more look shortly narrows that
-			// window to the release's own commit; the poll covers the rest.
-			time.AfterFunc(recheck, func() { h.serve(pool) })
-		}
 		if q.waiters.Len() == 0 && !q.polling {
-			delete(h.queues, pool)
+			h.forget(pool)
 		}
 		h.mu.Unlock()
 		h.giveBack(keys) // claimed for waiters that left meanwhile
@@ -216,7 +244,7 @@ func (h *Hub) poll(pool string, q *queue) {
 	}
 	if q.waiters.Len() == 0 {
 		if !q.serving {
-			delete(h.queues, pool)
+			h.forget(pool)
 		}
 		h.mu.Unlock()
 		return
