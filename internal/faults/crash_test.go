@@ -63,8 +63,9 @@ func TestKilledReplicasLeasesAreReleased(t *testing.T) {
 			if info.body["isBlocked"] == false {
 				break
 			}
-			// The deadline, plus a margin for the pass itself and this poll.
-			require.Less(t, time.Since(claimed), leaseTTL+sweep+time.Second, "lease of %s not released", id)
+			// The deadline, plus a margin for the pass itself, this poll, and
+			// a busy machine.
+			require.Less(t, time.Since(claimed), leaseTTL+sweep+2*time.Second, "lease of %s not released", id)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
