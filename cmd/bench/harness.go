@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -143,9 +144,29 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 	if err := loadKeys(ctx, url, "bench", poolSize); err != nil {
 		return r, err
 	}
-	servers, err := h.startServers(ctx, url, replicas, nil)
+	var env []string
+	profiling := h.o.profile != "" && replicas == 1 && clients == 32 && !strings.Contains(name, "COPY")
+	debugAddr := ""
+	if profiling {
+		port, err := freePort()
+		if err != nil {
+			return r, err
+		}
+		debugAddr = fmt.Sprintf("127.0.0.1:%d", port)
+		env = append(env, "DEBUG_ADDR="+debugAddr)
+	}
+	servers, err := h.startServers(ctx, url, replicas, env)
 	if err != nil {
 		return r, err
+	}
+	if profiling {
+		profiled := make(chan error, 1)
+		defer func() {
+			if err := <-profiled; err != nil {
+				fmt.Println("profile:", err)
+			}
+		}()
+		go func() { profiled <- fetchProfile(debugAddr, h.o.duration, h.o.profile) }()
 	}
 	// A short warm-up fills connection pools and plan caches.
 	if _, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: time.Second}); err != nil {
@@ -365,4 +386,23 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fetchProfile saves a CPU profile of the server taken during the measured
+// run (after the warm-up).
+func fetchProfile(addr string, duration time.Duration, path string) error {
+	time.Sleep(time.Second) // the warm-up
+	seconds := max(1, int(duration.Seconds())-1)
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
 }

@@ -21,6 +21,7 @@ type options struct {
 	out       string
 	duration  time.Duration
 	quick     bool
+	profile   string
 }
 
 func main() {
@@ -32,6 +33,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "where to write the results (empty: only print)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run")
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: small pools, short runs, nothing written")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the 32-client run on the small pool to this file")
 	flag.Parse()
 	if o.quick {
 		o.duration = 2 * time.Second

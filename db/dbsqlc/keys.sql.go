@@ -420,7 +420,7 @@ func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error)
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :one
 WITH ended AS (
-    SELECT c.id, c.lease_token FROM keys AS c
+    SELECT c.id, c.pool, c.lease_token FROM keys AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
     ORDER BY c.lease_expires_at
     LIMIT $1::int
@@ -428,20 +428,21 @@ WITH ended AS (
 ), released AS (
     UPDATE keys AS k
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
-    FROM ended
-    -- The = ANY keeps the plan an index lookup: see KeyClaim.
-    WHERE k.id = ANY (ARRAY(SELECT e.id FROM ended AS e)) AND k.id = ended.id
-    RETURNING k.id, k.pool, ended.lease_token AS ended_lease_token
+    WHERE k.id = ANY (ARRAY(SELECT ended.id FROM ended))
+    RETURNING k.id
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT released.id, released.pool, 'lease_expired', released.ended_lease_token FROM released
+    SELECT ended.id, ended.pool, 'lease_expired', ended.lease_token FROM ended
 )
 SELECT count(*) FROM released
 `
 
 // One batch of the background job: frees up to max keys whose lease has
 // ended, oldest deadline first. SKIP LOCKED leaves rows that a request or
-// another replica is working on to the next pass.
+// another replica is working on to the next pass. The history rows come
+// from the rows locked, which are exactly the rows updated: the update
+// finds them by primary key (= ANY, an index lookup per key) and needs no
+// join back to them.
 func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, max int32) (int64, error) {
 	row := q.db.QueryRow(ctx, keyReleaseEndedLeases, max)
 	var count int64

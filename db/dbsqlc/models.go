@@ -73,6 +73,14 @@ type KeyLease struct {
 	DurationSeconds *float64
 }
 
+// Who leads each elected job (name), until expires_at by the database clock.
+type Leader struct {
+	Name      string
+	LeaderID  string
+	ElectedAt time.Time
+	ExpiresAt time.Time
+}
+
 // Per pool and UTC hour: leases assigned, released (by the holder), lease_expired (by the background job), ended_by_deletion (key deleted or expired while held), keep_alives on held keys.
 type LeaseActivityHourly struct {
 	Pool            string
@@ -111,4 +119,11 @@ type PoolUtilisationHourly struct {
 	KeySeconds     float64
 	BlockedSeconds float64
 	Utilisation    float64
+}
+
+// Replicas with clients waiting for a key of the pool, until expires_at (database clock).
+type PoolWaiter struct {
+	Pool      string
+	Replica   string
+	ExpiresAt time.Time
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
@@ -202,7 +203,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
 		}
 	}
-	require.Len(t, routed, 16)
+	require.Len(t, routed, 23)
 }
 
 // The document lists exactly the error codes of the API's error table.
@@ -214,6 +215,46 @@ func TestOpenAPIDocumentsEveryErrorCode(t *testing.T) {
 		documented = append(documented, code.(string))
 	}
 	require.ElementsMatch(t, api.ErrorCodes(), documented)
+}
+
+// Each report is documented with the parameters it takes and rows whose
+// members are the catalogue's columns, in order.
+func TestOpenAPIDocumentsEveryReport(t *testing.T) {
+	t.Parallel()
+	c := loadContract(t)
+	var names []string
+	for _, name := range c.doc.Components.Schemas["ReportName"].Value.Enum {
+		names = append(names, name.(string))
+	}
+	require.Equal(t, reports.Names(), names)
+	for _, rep := range reports.All {
+		item := c.doc.Paths.Value("/reports/" + rep.Name)
+		require.NotNil(t, item, rep.Name)
+		op := item.Get
+		require.NotNil(t, op, rep.Name)
+
+		var params []string
+		for _, p := range op.Parameters {
+			params = append(params, p.Value.In+" "+p.Value.Name)
+		}
+		want := []string{"query from", "query to", "query pool"}
+		if rep.PerLease {
+			want = append(want, "query limit")
+		}
+		require.Equal(t, want, params, rep.Name)
+
+		doc := op.Responses.Status(http.StatusOK).Value.Content.Get("application/json").Schema.Value
+		require.Equal(t, []any{rep.Name}, doc.Properties["report"].Value.Enum, rep.Name)
+		require.Equal(t, rep.PerLease, doc.Properties["limit"] != nil, rep.Name)
+		require.Equal(t, rep.PerLease, doc.Properties["truncated"] != nil, rep.Name)
+		row := doc.Properties["rows"].Value.Items.Value
+		var columns []string
+		for _, col := range rep.Columns {
+			columns = append(columns, col.JSON)
+		}
+		require.Equal(t, columns, row.Required, rep.Name)
+		require.Len(t, row.Properties, len(columns), rep.Name)
+	}
 }
 
 // A broad set of requests gives every answer the document promises, each
@@ -264,6 +305,16 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		do(t, "GET", url+"/readyz", "")
 		do(t, "HEAD", url+"/readyz", "")
 	}
+	do(t, "GET", s.url+"/stats", "")
+	do(t, "GET", s.url+"/reports", "")
+	for _, name := range reports.Names() {
+		do(t, "GET", s.url+"/reports/"+name+"?pool=c", "")
+		do(t, "GET", s.url+"/reports/"+name, "")
+		do(t, "GET", s.url+"/reports/"+name+"?from=yesterday", "")
+		do(t, "GET", s.url+"/reports/"+name+"?from=2020-01-01T00:00:00Z", "")
+		do(t, "GET", down.url+"/reports/"+name, "")
+	}
+	do(t, "GET", down.url+"/stats", "")
 	for _, path := range []string{"/metrics", "/openapi.yaml", "/docs"} {
 		resp, err := http.Get(s.url + path)
 		require.NoError(t, err)
@@ -326,6 +377,7 @@ func TestOpenAPIDocumentAndReferenceAreServed(t *testing.T) {
 	for name := range c.doc.Components.Schemas {
 		require.Contains(t, page, `id="schema-`+name+`"`)
 	}
+	require.NotContains(t, page, `href="#schema-"`, "every link names a schema")
 	for _, outside := range []string{"<script", `src="`, `href="http`, "@import", "url("} {
 		require.NotContains(t, page, outside)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 type options struct {
@@ -70,7 +69,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := wakeup.New(wakeup.Config{Poll: o.poll, Logger: logger})
+	waiters := api.NewWaiters(st, o.poll, logger)
 	listenCtx, stopListening := context.WithCancel(context.Background())
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)

@@ -103,9 +103,7 @@ func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store
 	if wait <= 0 {
 		return a.store.Claim(ctx, pool)
 	}
-	return a.waiters.Wait(ctx, pool, wait, func(ctx context.Context) (store.Key, error) {
-		return a.store.Claim(ctx, pool)
-	})
+	return a.waiters.Wait(ctx, pool, wait)
 }
 
 func (a *API) releaseAbandoned(key store.Key) {
@@ -205,38 +203,25 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
-	id, err := keyIDParam(r)
-	if err != nil {
-		return err
+// onLease serves a call that acts on a key's lease, unblock or keep-alive:
+// both take the key id and an optional lease token, and answer the key.
+func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (store.Key, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := keyIDParam(r)
+		if err != nil {
+			return err
+		}
+		token, err := leaseTokenParam(r)
+		if err != nil {
+			return err
+		}
+		key, err := op(r.Context(), id, token)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, newKeyBody(key))
+		return nil
 	}
-	token, err := leaseTokenParam(r)
-	if err != nil {
-		return err
-	}
-	key, err := a.store.Release(r.Context(), id, token)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newKeyBody(key))
-	return nil
-}
-
-func (a *API) keepAlive(w http.ResponseWriter, r *http.Request) error {
-	id, err := keyIDParam(r)
-	if err != nil {
-		return err
-	}
-	token, err := leaseTokenParam(r)
-	if err != nil {
-		return err
-	}
-	key, err := a.store.KeepAlive(r.Context(), id, token)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, newKeyBody(key))
-	return nil
 }
 
 // keyIDParam reads the key id of the path. Anything but a UUID in its

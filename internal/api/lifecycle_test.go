@@ -23,7 +23,7 @@ import (
 // LEASE_TTL + SWEEP_INTERVAL; a keep-alive pushes that back.
 func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	t.Parallel()
-	const leaseTTL, sweep = 400 * time.Millisecond, 100 * time.Millisecond
+	const leaseTTL, sweep = time.Second, 100 * time.Millisecond
 	s := newServer(t, testdb.New(t), options{leaseTTL: leaseTTL, sweep: sweep})
 	do(t, "POST", s.url+"/keys?pool=l", `{"count": 2}`)
 	abandoned := do(t, "GET", s.url+"/keys?pool=l", "")

@@ -211,12 +211,20 @@ func newTypeView(s *openapi3.SchemaRef) typeView {
 		view.Refs = append(view.Refs, refName(alt.Ref))
 	}
 	view.Text = strings.Join(v.Type.Slice(), " or ")
+	var rules []string
 	if v.Type.Is("array") && v.Items != nil {
 		item := newTypeView(v.Items)
-		view.Text = "array of"
-		view.Refs = []string{item.Ref}
+		if item.Ref != "" {
+			view.Text = "array of"
+			view.Refs = []string{item.Ref}
+		} else {
+			// Items of a plain type: "array of string", their rules first.
+			view.Text = "array of " + item.Text
+			if item.Rules != "" {
+				rules = append(rules, "each "+item.Rules)
+			}
+		}
 	}
-	var rules []string
 	if v.Format != "" {
 		rules = append(rules, v.Format)
 	}
@@ -234,6 +242,9 @@ func newTypeView(s *openapi3.SchemaRef) typeView {
 	}
 	if v.Pattern != "" {
 		rules = append(rules, "matches "+v.Pattern)
+	}
+	if v.Default != nil {
+		rules = append(rules, fmt.Sprintf("default %v", v.Default))
 	}
 	view.Rules = strings.Join(rules, ", ")
 	return view

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -29,7 +30,7 @@ type Config struct {
 	// Ready reports whether the service can serve: database reachable,
 	// migrations applied.
 	Ready func(context.Context) error
-	// Waiters serves GET /keys?wait=. Nil: a hub that is fed no
+	// Waiters serves GET /keys?wait=. Nil: a hub over Store that is fed no
 	// notifications, whose waiters find freed keys by polling.
 	Waiters *wakeup.Hub
 	// Auth sets the bearer tokens; without them the API asks for none.
@@ -51,7 +52,7 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Waiters == nil {
-		cfg.Waiters = wakeup.New(wakeup.Config{Logger: cfg.Logger})
+		cfg.Waiters = NewWaiters(cfg.Store, 0, cfg.Logger)
 	}
 	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, auth: newAuthenticator(cfg.Auth)}
 	r := chi.NewRouter()
@@ -84,9 +85,9 @@ func New(cfg Config) *API {
 	client.Get("/keys/{id}", a.handle(a.getKey))
 	client.Head("/keys/{id}", a.handle(a.headKey))
 	admin.Delete("/keys/{id}", a.handle(a.deleteKey))
-	client.Put("/keys/{id}", a.handle(a.releaseKey))
-	client.Put("/keys/{id}/keepalive", a.handle(a.keepAlive))
-	client.Put("/keepalive/{id}", a.handle(a.keepAlive))
+	client.Put("/keys/{id}", a.handle(onLease(a.store.Release)))
+	client.Put("/keys/{id}/keepalive", a.handle(onLease(a.store.KeepAlive)))
+	client.Put("/keepalive/{id}", a.handle(onLease(a.store.KeepAlive)))
 
 	admin.Get("/stats", a.handle(a.stats))
 	admin.Get("/reports", a.handle(a.listReports))
@@ -115,6 +116,26 @@ func publicUnless(public bool, role role) role {
 		return rolePublic
 	}
 	return role
+}
+
+// NewWaiters returns a hub that claims keys for waiting clients from the
+// store. poll is how often pools with waiters are tried without a
+// notification; zero means the hub's default.
+func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeup.Hub {
+	return wakeup.New(wakeup.Config{
+		Claim: st.ClaimMany,
+		GiveBack: func(key store.Key) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := st.Release(ctx, key.ID, key.LeaseToken); err != nil {
+				logger.Warn("could not give back a key claimed for a client that left", "key_id", key.ID, "error", err)
+			}
+		},
+		Register:   st.RegisterWaiters,
+		Unregister: st.UnregisterWaiters,
+		Poll:       poll,
+		Logger:     logger,
+	})
 }
 
 // ServeHTTP serves a request.

@@ -36,6 +36,14 @@ type Config struct {
 	// HistoryRetention: history rows older than this are deleted by the
 	// background job.
 	HistoryRetention time.Duration
+	// LeaderElection makes one replica at a time run the background job.
+	LeaderElection bool
+	// LeaderTTL is the term of the job's leader; when the leader dies,
+	// another takes over within LeaderTTL and a third of it.
+	LeaderTTL time.Duration
+	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on its own
+	// listener, apart from the API.
+	DebugAddr string
 	// DBMaxConns is the size of the connection pool to the database.
 	DBMaxConns int
 	// DBTimeout bounds every database call; past it the request answers 503.
@@ -72,6 +80,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		retention                                  string
 		cors, level                                string
 		port, maxConns                             string
+		election, leaderTTL                        string
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the embedded PostgreSQL's data (env DATA_DIR)")
@@ -81,6 +90,9 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", "60s"), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
 	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", "1s"), "interval of the background job (env SWEEP_INTERVAL)")
 	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", "720h"), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
+	fs.StringVar(&election, "leader-election", env("LEADER_ELECTION", "false"), "run the background job on one elected replica at a time (env LEADER_ELECTION)")
+	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
@@ -115,6 +127,10 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	// Shorter than a lease or an hour, history would lose the starts of
 	// leases still running and the reports their hours.
 	cfg.HistoryRetention = duration("HISTORY_RETENTION", retention, time.Hour)
+	cfg.LeaderTTL = duration("LEADER_TTL", leaderTTL, 30*time.Millisecond)
+	if cfg.LeaderElection, err = strconv.ParseBool(election); err != nil {
+		errs = append(errs, fmt.Errorf("LEADER_ELECTION: %q is not true or false", election))
+	}
 	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
 
 	if cfg.DatabaseURL != "" {
@@ -129,6 +145,11 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("DB_MAX_CONNS: %q is not a number from 1 to 1000", maxConns))
 	} else {
 		cfg.DBMaxConns = n
+	}
+	if cfg.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("DEBUG_ADDR: %q is not host:port", cfg.DebugAddr))
+		}
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("ADDR: %q is not host:port (e.g. :8080 or 127.0.0.1:8080)", cfg.Addr))

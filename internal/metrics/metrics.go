@@ -25,6 +25,7 @@ type Metrics struct {
 	keysExpired     prometheus.Counter
 	historyDeleted  prometheus.Counter
 	sweepErrors     prometheus.Counter
+	leading         prometheus.Gauge
 }
 
 // New registers the collectors. counts, when not nil, is read at every
@@ -58,6 +59,11 @@ func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.
 			Help: "Passes of the background job that failed.",
 		}),
 	}
+	m.leading = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tokenorchestrator_sweeper_leading",
+		Help: "1 while this replica leads the background job (with LEADER_ELECTION), else 0.",
+	})
+	m.registry.MustRegister(m.leading)
 	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.historyDeleted, m.sweepErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if counts != nil {
@@ -75,6 +81,15 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.Duration) {
 	m.requests.WithLabelValues(route, method, statusLabel(status)).Inc()
 	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+}
+
+// SetLeading records whether this replica leads the background job.
+func (m *Metrics) SetLeading(leading bool) {
+	if leading {
+		m.leading.Set(1)
+	} else {
+		m.leading.Set(0)
+	}
 }
 
 // ObserveSweep records one pass of the background job.

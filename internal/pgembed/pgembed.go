@@ -162,6 +162,26 @@ func (c *Cluster) Stop() error {
 	}
 }
 
+// StopImmediate stops the cluster as abruptly as PostgreSQL allows short of
+// a crash (pg_ctl stop -m immediate): sessions are cut, nothing is
+// checkpointed, and the next start runs crash recovery. Tests use it to
+// play a database outage.
+func (c *Cluster) StopImmediate() error {
+	if c.cmd == nil {
+		return errors.New("this cluster was not started here")
+	}
+	defer c.logFile.Close()
+	_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		return errors.New("embedded PostgreSQL had to be killed")
+	}
+}
+
 func (c *Cluster) waitReady(ctx context.Context) error {
 	for {
 		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/leader"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
@@ -34,6 +36,7 @@ type Server struct {
 	pool    *pgxpool.Pool
 	store   *store.Store
 	sweeper *sweeper.Sweeper
+	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
 	http    *http.Server
 }
@@ -68,13 +71,18 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
 	m := metrics.New(s.store.CountPools, logger)
-	s.sweeper = sweeper.New(s.store, sweeper.Config{
+	sweeperCfg := sweeper.Config{
 		Interval:         cfg.SweepInterval,
 		HistoryRetention: cfg.HistoryRetention,
 		Logger:           logger,
 		OnPass:           m.ObserveSweep,
-	})
-	s.waiters = wakeup.New(wakeup.Config{Logger: logger})
+	}
+	if cfg.LeaderElection {
+		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
+		sweeperCfg.Leading = s.elector.Leading
+	}
+	s.sweeper = sweeper.New(s.store, sweeperCfg)
+	s.waiters = api.NewWaiters(s.store, 0, logger)
 	handler := api.New(api.Config{
 		Store:       s.store,
 		Waiters:     s.waiters,
@@ -123,6 +131,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
 	go s.waiters.Listen(listenCtx, s.pool)
+	if s.cfg.DebugAddr != "" {
+		go s.serveDebug(listenCtx)
+	}
+	electionDone := make(chan struct{})
+	if s.elector != nil {
+		go func() { defer close(electionDone); s.elector.Run(listenCtx) }()
+	} else {
+		close(electionDone)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(l) }()
 	s.logger.Info("serving", "addr", l.Addr().String(), "key_ttl", s.cfg.KeyTTL, "lease_ttl", s.cfg.LeaseTTL,
@@ -144,6 +161,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 	}
 	stopListening()
+	<-electionDone // resigned: another replica takes over at once
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr
@@ -169,6 +187,26 @@ func (s *Server) accessMode() string {
 		return "admin token only"
 	default:
 		return "admin and client tokens"
+	}
+}
+
+// serveDebug serves Go's profiler on its own address until ctx ends. It is
+// off by default: profiles show internals no API client should see.
+func (s *Server) serveDebug(ctx context.Context) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: s.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	s.logger.Info("serving the profiler", "addr", s.cfg.DebugAddr)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.logger.Warn("profiler", "error", err)
 	}
 }
 

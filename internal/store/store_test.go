@@ -282,12 +282,15 @@ func TestDelete(t *testing.T) {
 // deletes it: never assigned, and every call on it answers not found.
 func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 	t.Parallel()
-	b := setup(t, store.Config{KeyTTL: 200 * time.Millisecond, LeaseTTL: time.Hour})
+	// Long enough to claim a key before its life ends, even on a busy
+	// machine; the test then waits for the end by the database's clock.
+	const keyTTL = 2 * time.Second
+	b := setup(t, store.Config{KeyTTL: keyTTL, LeaseTTL: time.Hour})
 	keys, err := b.store.Create(b.ctx, "p", 2)
 	require.NoError(t, err)
 	held, err := b.store.Claim(b.ctx, "p")
 	require.NoError(t, err)
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(time.Until(keys[1].ExpiresAt) + 50*time.Millisecond)
 
 	for _, k := range keys {
 		_, err = b.store.Get(b.ctx, k.ID)
@@ -319,15 +322,15 @@ func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 
 func TestKeepAliveKeepsAKeyFromExpiring(t *testing.T) {
 	t.Parallel()
-	b := setup(t, store.Config{KeyTTL: 400 * time.Millisecond})
+	b := setup(t, store.Config{KeyTTL: time.Second})
 	keys, err := b.store.Create(b.ctx, "p", 2)
 	require.NoError(t, err)
-	for range 4 {
-		time.Sleep(150 * time.Millisecond)
+	for range 6 {
+		time.Sleep(250 * time.Millisecond)
 		_, err := b.store.KeepAlive(b.ctx, keys[0].ID, nil)
 		require.NoError(t, err)
 	}
-	// 600 ms after creation: the key kept alive lives, the other is gone.
+	// 1.5 s after creation: the key kept alive lives, the other is gone.
 	_, err = b.store.Get(b.ctx, keys[0].ID)
 	require.NoError(t, err)
 	_, err = b.store.Get(b.ctx, keys[1].ID)
@@ -336,7 +339,7 @@ func TestKeepAliveKeepsAKeyFromExpiring(t *testing.T) {
 
 func TestSweeperReleasesEndedLeasesInBatches(t *testing.T) {
 	t.Parallel()
-	b := setup(t, store.Config{LeaseTTL: 100 * time.Millisecond})
+	b := setup(t, store.Config{LeaseTTL: time.Second})
 	_, err := b.store.Create(b.ctx, "p", 40)
 	require.NoError(t, err)
 	held, err := b.store.ClaimMany(b.ctx, "p", 35)
@@ -348,7 +351,7 @@ func TestSweeperReleasesEndedLeasesInBatches(t *testing.T) {
 	require.NoError(t, result.Err)
 	require.Zero(t, result.LeasesReleased, "no lease has ended yet")
 
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(time.Until(*held[34].LeaseExpiresAt) + 50*time.Millisecond)
 	result = sw.RunOnce(b.ctx)
 	require.NoError(t, result.Err)
 	require.Equal(t, 35, result.LeasesReleased, "one pass drains every batch")

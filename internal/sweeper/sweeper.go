@@ -45,6 +45,10 @@ type Config struct {
 	// Logger receives a line for every pass that did something, and errors.
 	// Nil means slog.Default().
 	Logger *slog.Logger
+	// Leading, when set, tells whether this replica leads the job: passes
+	// are skipped while it does not. Nil: every replica sweeps, which is
+	// safe (SKIP LOCKED) and keeps the release deadline when a replica dies.
+	Leading func() bool
 	// OnPass, when set, is called after every pass with its result; tests
 	// wait on it instead of sleeping.
 	OnPass func(Result)
@@ -127,6 +131,9 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+		}
+		if s.cfg.Leading != nil && !s.cfg.Leading() {
+			continue
 		}
 		result := s.RunOnce(ctx)
 		switch {

@@ -1,14 +1,19 @@
-// Package wakeup serves clients that wait for a free key. The database
-// announces freed keys with NOTIFY (sent by the counting trigger when a pool
-// that had no free key gets one); every replica LISTENs on one connection and
-// wakes its own waiters, first come first served. A notification is only a
-// hint: the woken waiter claims through the ordinary SQL claim, and may find
-// the key taken by a client of another replica.
+// Package wakeup serves clients that wait for a free key (GET /keys?wait=).
+// A replica with waiting clients registers them for their pool in the
+// database (pool_waiters); while it is registered, the counting trigger
+// announces every key freed in the pool with NOTIFY, and every replica
+// LISTENs on one connection. On a notification the replica claims, in one
+// statement, as many keys as it has waiters for that pool, and hands them
+// out in arrival order. A notification is only a hint: the claim is the
+// ordinary SQL claim, and may find the keys taken by clients of another
+// replica.
 package wakeup
 
 import (
 	"container/list"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -24,10 +29,19 @@ import (
 
 // Config describes a Hub.
 type Config struct {
-	// Poll is how often the first waiter of a pool tries again without a
+	// Claim blocks up to n free keys of the pool (store.ClaimMany).
+	Claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
+	// GiveBack releases a key claimed for a waiter that left.
+	GiveBack func(store.Key)
+	// Register tells the database, for ttl, that this replica (named
+	// replica) has clients waiting for keys of the pool, so that freed keys
+	// of the pool are announced; Unregister withdraws that.
+	Register   func(ctx context.Context, pool, replica string, ttl time.Duration) error
+	Unregister func(ctx context.Context, pool, replica string) error
+	// Poll is how often a pool with waiters is tried without a
 	// notification, in case one was lost (the listening connection was
-	// down, or a race between two commits hid the moment the pool ran
-	// dry). Zero means 500 ms.
+	// down, or a key was freed in the moment between a registration and
+	// the first claim after it). Zero means 500 ms.
 	Poll time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -35,16 +49,34 @@ type Config struct {
 
 // Hub keeps this replica's waiters, per pool in arrival order.
 type Hub struct {
-	cfg    Config
-	mu     sync.Mutex
-	queues map[string]*list.List // of *waiter
+	cfg     Config
+	replica string
+	mu      sync.Mutex
+	queues  map[string]*queue
+}
+
+// registration is how long a registration of waiters lasts; it is renewed
+// when a waiter arrives in its second half, and outlives the longest wait.
+const registration = 2 * time.Minute
+
+type queue struct {
+	waiters *list.List // of *waiter, oldest first
+	// registeredUntil is when the database stops announcing this pool's
+	// freed keys to this replica, by this replica's clock (a lower bound).
+	registeredUntil time.Time
+	// serving is set while a claim for the queue runs; again asks it for
+	// one more round, for a wake-up that came meanwhile.
+	serving, again bool
+	// polling is set while a poll of the queue is scheduled.
+	polling bool
 }
 
 type waiter struct {
-	wake chan struct{}
+	key  chan store.Key // receives the key; buffered
+	elem *list.Element
 }
 
-// New returns a hub; Listen feeds it notifications.
+// New returns a hub; Listen feeds it the database's notifications.
 func New(cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
@@ -52,136 +84,201 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Hub{cfg: cfg, queues: map[string]*list.List{}}
+	raw := make([]byte, 8)
+	_, _ = rand.Read(raw)
+	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}}
 }
 
-// Wait claims a key of the pool with claim, waiting up to wait for one to be
-// freed. Waiters of one pool are served in arrival order: a newcomer does
-// not try before those already waiting, and a freed key wakes the first
-// waiter only. It returns store.ErrNoFreeKey when the wait ends with
-// nothing, or ctx's error when the caller leaves.
-func (h *Hub) Wait(caller context.Context, pool string, wait time.Duration, claim func(context.Context) (store.Key, error)) (store.Key, error) {
-	ctx, cancel := context.WithTimeout(caller, wait)
-	defer cancel()
-	// timedOut tells the end of the wait from the caller leaving.
-	timedOut := func() error {
-		if caller.Err() != nil {
-			return caller.Err()
-		}
-		return store.ErrNoFreeKey
-	}
-	w := &waiter{wake: make(chan struct{}, 1)}
+// Wait returns a key of the pool, waiting up to wait for one to be freed.
+// Waiters of one pool on this replica are served in arrival order. It
+// returns store.ErrNoFreeKey when the wait ends with nothing, or the
+// caller's error when ctx ends first; a key claimed for a caller that left
+// is given back.
+func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	w := &waiter{key: make(chan store.Key, 1)}
 	h.mu.Lock()
 	q := h.queues[pool]
 	if q == nil {
-		q = list.New()
+		q = &queue{waiters: list.New()}
 		h.queues[pool] = q
 	}
-	elem := q.PushBack(w)
-	first := q.Len() == 1
+	w.elem = q.waiters.PushBack(w)
+	register := time.Until(q.registeredUntil) < registration/2
+	if register {
+		q.registeredUntil = time.Now().Add(registration)
+	}
 	h.mu.Unlock()
-	got := false
-	defer func() { h.leave(pool, elem, w, got) }()
-	if first {
-		w.wake <- struct{}{}
-	}
-
-	poll := time.NewTicker(h.cfg.Poll)
-	defer poll.Stop()
-	for {
-		select {
-		case <-w.wake:
-		case <-poll.C:
-			if !h.isFirst(pool, elem) {
-				continue
-			}
-		case <-ctx.Done():
-			return store.Key{}, timedOut()
-		}
-		key, err := claim(ctx)
-		switch {
-		case err == nil:
-			got = true
-			return key, nil
-		case errors.Is(err, store.ErrNoFreeKey):
-			continue
-		case ctx.Err() != nil:
-			// Cut short by the end of the wait; a key claimed meanwhile is
-			// given back by the store.
-			return store.Key{}, timedOut()
-		default:
-			return store.Key{}, err
+	if register {
+		// Before the first claim for this waiter: a key freed after that
+		// claim's snapshot then always sends a notification.
+		if err := h.cfg.Register(ctx, pool, h.replica, registration); err != nil {
+			h.cfg.Logger.Warn("could not register waiting clients; they rely on polling", "pool", pool, "error", err)
+			h.mu.Lock()
+			q.registeredUntil = time.Time{}
+			h.mu.Unlock()
 		}
 	}
-}
+	h.serve(pool)
 
-func (h *Hub) isFirst(pool string, elem *list.Element) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	q := h.queues[pool]
-	return q != nil && q.Front() == elem
-}
-
-// leave takes the waiter out of its queue. One that got a key passes the
-// turn on: more keys may be free than notifications said. One that leaves
-// with a wake-up it did not use passes that on too.
-func (h *Hub) leave(pool string, elem *list.Element, w *waiter, got bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	q := h.queues[pool]
-	next := elem.Next()
-	q.Remove(elem)
-	if q.Len() == 0 {
-		delete(h.queues, pool)
-		return
-	}
-	unused := false
+	var ended error
 	select {
-	case <-w.wake:
-		unused = true
-	default:
+	case key := <-w.key:
+		return key, nil
+	case <-timer.C:
+		ended = store.ErrNoFreeKey
+	case <-ctx.Done():
+		ended = ctx.Err()
 	}
-	if (got || unused) && next != nil {
-		signal(next.Value.(*waiter))
+	h.mu.Lock()
+	queued := w.elem.Value != nil
+	if queued {
+		h.remove(pool, q, w)
+	}
+	h.mu.Unlock()
+	if queued {
+		return store.Key{}, ended
+	}
+	// Served as the wait ended: keep the key if the caller is still there.
+	key := <-w.key
+	if ctx.Err() != nil {
+		h.cfg.GiveBack(key)
+		return store.Key{}, ctx.Err()
+	}
+	return key, nil
+}
+
+// remove takes a waiter out of its queue; h.mu is held.
+func (h *Hub) remove(pool string, q *queue, w *waiter) {
+	q.waiters.Remove(w.elem)
+	w.elem.Value = nil
+	if q.waiters.Len() == 0 && !q.serving && !q.polling {
+		h.forget(pool)
 	}
 }
 
-// Notify wakes up to freed waiters of the pool, the longest waiting first.
-func (h *Hub) Notify(pool string, freed int) {
+// forget drops an idle queue and withdraws its registration; h.mu is held.
+func (h *Hub) forget(pool string) {
+	delete(h.queues, pool)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.cfg.Unregister(ctx, pool, h.replica); err != nil {
+			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
+		}
+	}()
+}
+
+// serve claims keys for the pool's waiters until a claim comes back short.
+// Only one claim per pool runs at a time; a wake-up that comes meanwhile
+// asks for another round.
+func (h *Hub) serve(pool string) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	q := h.queues[pool]
 	if q == nil {
+		h.mu.Unlock()
 		return
 	}
-	for e := q.Front(); e != nil && freed > 0; e = e.Next() {
-		signal(e.Value.(*waiter))
-		freed--
+	if q.serving {
+		q.again = true
+		h.mu.Unlock()
+		return
+	}
+	q.serving = true
+	h.mu.Unlock()
+	go h.serveLoop(pool, q)
+}
+
+func (h *Hub) serveLoop(pool string, q *queue) {
+	for {
+		h.mu.Lock()
+		n := q.waiters.Len()
+		q.again = false
+		h.mu.Unlock()
+		var keys []store.Key
+		var err error
+		if n > 0 {
+			keys, err = h.cfg.Claim(context.Background(), pool, n)
+		}
+		got := len(keys)
+
+		h.mu.Lock()
+		for len(keys) > 0 && q.waiters.Len() > 0 {
+			w := q.waiters.Front().Value.(*waiter)
+			w.key <- keys[0]
+			keys = keys[1:]
+			h.remove(pool, q, w)
+		}
+		// Another round when a wake-up came meanwhile, and while claims find
+		// keys: more may have been freed for the waiters that remain.
+		more := q.again || got > 0
+		if more && q.waiters.Len() > 0 {
+			h.mu.Unlock()
+			h.giveBack(keys)
+			continue
+		}
+		q.serving = false
+		if q.waiters.Len() > 0 && !q.polling {
+			q.polling = true
+			time.AfterFunc(h.cfg.Poll, func() { h.poll(pool, q) })
+		}
+		if q.waiters.Len() == 0 && !q.polling {
+			h.forget(pool)
+		}
+		h.mu.Unlock()
+		h.giveBack(keys) // claimed for waiters that left meanwhile
+		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
+			h.cfg.Logger.Warn("claim for waiting clients failed", "pool", pool, "error", err)
+		}
+		return
 	}
 }
 
-// NotifyAll wakes every waiter: after the listening connection was down,
-// notifications may have been missed.
+func (h *Hub) poll(pool string, q *queue) {
+	h.mu.Lock()
+	q.polling = false
+	if h.queues[pool] != q {
+		h.mu.Unlock()
+		return
+	}
+	if q.waiters.Len() == 0 {
+		if !q.serving {
+			h.forget(pool)
+		}
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	h.serve(pool)
+}
+
+func (h *Hub) giveBack(keys []store.Key) {
+	for _, key := range keys {
+		h.cfg.GiveBack(key)
+	}
+}
+
+// Notify tries to serve the pool's waiters now.
+func (h *Hub) Notify(pool string) { h.serve(pool) }
+
+// NotifyAll tries to serve every pool's waiters: after the listening
+// connection was down, notifications may have been missed.
 func (h *Hub) NotifyAll() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, q := range h.queues {
-		for e := q.Front(); e != nil; e = e.Next() {
-			signal(e.Value.(*waiter))
-		}
+	pools := make([]string, 0, len(h.queues))
+	for pool := range h.queues {
+		pools = append(pools, pool)
 	}
-}
-
-func signal(w *waiter) {
-	select {
-	case w.wake <- struct{}{}:
-	default: // already woken
+	h.mu.Unlock()
+	for _, pool := range pools {
+		h.serve(pool)
 	}
 }
 
 // Listen holds one connection of the pool in LISTEN and feeds the hub until
 // ctx ends, reconnecting with backoff when the connection is lost (a
-// database restart). After every reconnection all waiters are woken, since
+// database restart). After every reconnection every pool is tried, since
 // notifications sent meanwhile are lost.
 func (h *Hub) Listen(ctx context.Context, db *pgxpool.Pool) {
 	backoff := 100 * time.Millisecond
@@ -217,12 +314,12 @@ func (h *Hub) listenOnce(ctx context.Context, db *pgxpool.Pool) error {
 		if err != nil {
 			return err
 		}
+		// The payload is "<freed> <pool>".
 		freed, pool, ok := strings.Cut(n.Payload, " ")
-		count, convErr := strconv.Atoi(freed)
-		if !ok || convErr != nil {
+		if _, convErr := strconv.Atoi(freed); !ok || convErr != nil {
 			h.cfg.Logger.Warn("unexpected notification", "payload", n.Payload)
 			continue
 		}
-		h.Notify(pool, count)
+		h.Notify(pool)
 	}
 }

@@ -1,0 +1,135 @@
+// Package leader elects one replica to run the background job, through a
+// row in the leader table whose term runs by the database clock. Election
+// is an economy, not a safety measure: every statement of the job is safe
+// to run on all replicas at once, so two replicas that both believe they
+// lead for a moment do no harm.
+package leader
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+)
+
+// Config describes an Elector.
+type Config struct {
+	// Name of the elected role.
+	Name string
+	// TTL is a term's length. The leader renews every TTL/3; when it dies,
+	// another replica takes over within TTL plus TTL/3. Zero means 5 s.
+	TTL time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// OnChange, when set, is told whenever this replica gains or loses the
+	// lead.
+	OnChange func(leading bool)
+}
+
+// Elector takes part in one election.
+type Elector struct {
+	cfg     Config
+	queries *dbsqlc.Queries
+	id      string
+
+	mu sync.Mutex
+	// until is when this replica's term ends, by its own monotonic clock,
+	// counted from before the statement that won or renewed it: it never
+	// believes it leads longer than the database says.
+	until time.Time
+}
+
+// New returns an elector with a random identity.
+func New(db dbsqlc.DBTX, cfg Config) *Elector {
+	if cfg.TTL <= 0 {
+		cfg.TTL = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	raw := make([]byte, 8)
+	_, _ = rand.Read(raw)
+	return &Elector{cfg: cfg, queries: dbsqlc.New(db), id: hex.EncodeToString(raw)}
+}
+
+// ID is this replica's identity in the election.
+func (e *Elector) ID() string { return e.id }
+
+// Leading reports whether this replica holds the lead now.
+func (e *Elector) Leading() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return time.Now().Before(e.until)
+}
+
+// Run takes part until ctx ends, then resigns so that another replica can
+// take over at once.
+func (e *Elector) Run(ctx context.Context) {
+	ticker := time.NewTicker(e.cfg.TTL / 3)
+	defer ticker.Stop()
+	for {
+		e.attempt(ctx)
+		select {
+		case <-ctx.Done():
+			e.resign()
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func (e *Elector) attempt(ctx context.Context) {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.TTL/3)
+	defer cancel()
+	_, err := e.queries.LeaderAttemptElect(ctx, dbsqlc.LeaderAttemptElectParams{
+		Name: e.cfg.Name, LeaderID: e.id, TtlSeconds: e.cfg.TTL.Seconds(),
+	})
+	won := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) && ctx.Err() == nil {
+		e.cfg.Logger.Warn("leader election failed", "role", e.cfg.Name, "error", err)
+	}
+	e.mu.Lock()
+	was := time.Now().Before(e.until)
+	switch {
+	case won:
+		e.until = started.Add(e.cfg.TTL)
+	case errors.Is(err, pgx.ErrNoRows):
+		e.until = time.Time{} // another replica leads
+	}
+	// Otherwise the database did not answer: a term counted from the last
+	// renewal ends by itself.
+	now := time.Now().Before(e.until)
+	e.mu.Unlock()
+	if was != now {
+		e.cfg.Logger.Info("leadership changed", "role", e.cfg.Name, "leading", now, "id", e.id)
+		if e.cfg.OnChange != nil {
+			e.cfg.OnChange(now)
+		}
+	}
+}
+
+func (e *Elector) resign() {
+	e.mu.Lock()
+	leading := time.Now().Before(e.until)
+	e.until = time.Time{}
+	e.mu.Unlock()
+	if !leading {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.queries.LeaderResign(ctx, dbsqlc.LeaderResignParams{Name: e.cfg.Name, LeaderID: e.id}); err != nil {
+		e.cfg.Logger.Warn("could not resign the lead; it expires by itself", "role", e.cfg.Name, "error", err)
+	}
+	if e.cfg.OnChange != nil {
+		e.cfg.OnChange(false)
+	}
+}

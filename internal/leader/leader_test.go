@@ -1,0 +1,132 @@
+package leader
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+type candidate struct {
+	elector *Elector
+	pool    *pgxpool.Pool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &candidate{elector: New(pool, Config{Name: "sweeper", TTL: ttl}), pool: pool, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(c.done); c.elector.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c
+}
+
+// leaders samples who leads until d has passed and fails if two lead at
+// once; it returns the share of samples with a leader and the last leader.
+func leaders(t *testing.T, cs []*candidate, d time.Duration) (float64, *candidate) {
+	t.Helper()
+	var samples, led int
+	var last *candidate
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var now []*candidate
+		for _, c := range cs {
+			if c.elector.Leading() {
+				now = append(now, c)
+			}
+		}
+		require.LessOrEqual(t, len(now), 1, "two replicas lead at once")
+		samples++
+		if len(now) == 1 {
+			led++
+			last = now[0]
+		}
+	}
+	return float64(led) / float64(samples), last
+}
+
+// One replica leads at a time; when it dies without resigning, another
+// takes over once its term has expired; when it stops and resigns, another
+// takes over at its next attempt.
+func TestOneLeaderAndTakeOver(t *testing.T) {
+	t.Parallel()
+	const ttl = 300 * time.Millisecond
+	dbURL := testdb.New(t)
+	cs := []*candidate{start(t, dbURL, ttl), start(t, dbURL, ttl), start(t, dbURL, ttl)}
+
+	share, first := leaders(t, cs, time.Second)
+	require.NotNil(t, first)
+	require.Greater(t, share, 0.5, "someone leads most of the time")
+
+	// The leader dies: its connections go, so it can neither renew nor
+	// resign. Another must lead within a term and an attempt interval.
+	first.pool.Close()
+	died := time.Now()
+	var rest []*candidate
+	for _, c := range cs {
+		if c != first {
+			rest = append(rest, c)
+		}
+	}
+	var next *candidate
+	for next == nil {
+		require.Less(t, time.Since(died), 3*ttl, "no replica took over")
+		_, next = leaders(t, rest, 10*time.Millisecond)
+	}
+	t.Logf("took over %s after the leader died (term %s)", time.Since(died).Round(time.Millisecond), ttl)
+
+	// A leader that stops resigns: the last one takes over without waiting
+	// for the term to expire.
+	next.cancel()
+	<-next.done
+	stopped := time.Now()
+	var last *candidate
+	for _, c := range rest {
+		if c != next {
+			last = c
+		}
+	}
+	for !last.elector.Leading() {
+		require.Less(t, time.Since(stopped), ttl, "resigning did not hand over before the term's end")
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Leading is the database's say: a second elector with another identity
+// cannot renew a term it does not hold.
+func TestAnotherReplicaCannotRenew(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(context.Background(), testdb.New(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	a := New(pool, Config{Name: "job", TTL: time.Minute})
+	b := New(pool, Config{Name: "job", TTL: time.Minute})
+	var mu sync.Mutex
+	changes := []bool{}
+	a.cfg.OnChange = func(l bool) { mu.Lock(); changes = append(changes, l); mu.Unlock() }
+	a.attempt(context.Background())
+	b.attempt(context.Background())
+	require.True(t, a.Leading())
+	require.False(t, b.Leading())
+	a.attempt(context.Background()) // renews
+	require.True(t, a.Leading())
+	a.resign()
+	require.False(t, a.Leading())
+	b.attempt(context.Background())
+	require.True(t, b.Leading())
+	mu.Lock()
+	require.Equal(t, []bool{true, false}, changes)
+	mu.Unlock()
+}
