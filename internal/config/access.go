@@ -144,6 +144,15 @@ func (f *accessFlags) apply(cfg *Config, env func(name, fallback string) string)
 				"or set ALLOW_OPEN=true to serve without tokens anyway", cfg.Addr))
 		}
 	}
+	// The profiler asks for no token, and its command line shows any token
+	// given as a flag.
+	if cfg.DebugAddr != "" && !cfg.AllowOpen {
+		if host, _, err := net.SplitHostPort(cfg.DebugAddr); err == nil && !isLoopback(host) {
+			errs = append(errs, fmt.Errorf("DEBUG_ADDR: %s listens beyond loopback, and the profiler asks for no token: "+
+				"anyone who reaches it could read the process's memory profile and command line. Listen on 127.0.0.1, "+
+				"or set ALLOW_OPEN=true to serve it anyway", cfg.DebugAddr))
+		}
+	}
 	return errs
 }
 

@@ -116,7 +116,21 @@ func TestListeningBeyondLoopbackNeedsATokenOrAllowOpen(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:8080", "127.0.0.2:0", "[::1]:8080", "localhost:8080"} {
 		_, err := Load(nil, env(map[string]string{"ADDR": addr}), &bytes.Buffer{})
 		require.NoError(t, err, addr)
+		_, err = Load(nil, env(map[string]string{"DEBUG_ADDR": addr}), &bytes.Buffer{})
+		require.NoError(t, err, addr)
 	}
+}
+
+// The profiler has no token: beyond loopback it needs ALLOW_OPEN, tokens
+// or not.
+func TestProfilerBeyondLoopbackNeedsAllowOpen(t *testing.T) {
+	t.Parallel()
+	_, err := Load(nil, env(map[string]string{"DEBUG_ADDR": ":6060", "ADMIN_TOKEN": adminToken}), &bytes.Buffer{})
+	require.ErrorContains(t, err, "DEBUG_ADDR: :6060 listens beyond loopback")
+	require.ErrorContains(t, err, "ALLOW_OPEN=true")
+	cfg, err := Load(nil, env(map[string]string{"DEBUG_ADDR": ":6060", "ALLOW_OPEN": "true"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, ":6060", cfg.DebugAddr)
 }
 
 func TestTimeoutsFromEnvironmentAndFlags(t *testing.T) {
