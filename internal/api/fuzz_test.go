@@ -110,7 +110,10 @@ func FuzzHandler(f *testing.F) {
 
 		// Answers of documented operations match the document. (The server
 		// may take more than the document promises it takes, e.g. wait=1e1.)
-		if route, _, err := c.router.FindRoute(req); err == nil && route != nil {
+		// (The document's router takes /reports/ for /reports; the API does
+		// not, and answers 404 as for any unknown path.)
+		route, _, err := c.router.FindRoute(req)
+		if err == nil && route != nil && strings.HasSuffix(route.Path, "/") == strings.HasSuffix(req.URL.Path, "/") {
 			req.Body = io.NopCloser(bytes.NewReader(reqBody))
 			_, err := c.checkExchange(req, resp.StatusCode, resp.Header, answer, false)
 			require.NoError(t, err, "%s answered %d: %s", where, resp.StatusCode, answer)
