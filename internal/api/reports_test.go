@@ -332,6 +332,9 @@ func TestBadReportParametersAnswer400AndRunNoQuery(t *testing.T) {
 		{"/reports/utilisation?from=2026-11-01T00:00:00Z&to=2026-11-01T00:00:00Z", "invalid_report_parameters", "must be before to"},
 		{"/reports/key-activity?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:01Z", "invalid_report_parameters", "at most 744h0m0s (31 days)"},
 		{"/reports/lease-durations?from=2020-01-01T00:00:00Z", "invalid_report_parameters", "at most 744h0m0s"},
+		// The default start, a day before, would fall in the year -1.
+		{"/reports/utilisation?to=0000-01-01T00:00:00Z", "invalid_report_parameters", "between the years 0001 and 9999"},
+		{"/reports/leases?from=9999-12-31T23:00:00Z&to=9999-12-31T23:00:00-02:00", "invalid_report_parameters", "between the years 0001 and 9999"},
 		{"/reports/leases?pool=", "invalid_parameter", "pool must not be empty"},
 		{"/reports/leases?pool=b%21d", "invalid_parameter", "pool must be 1 to 64"},
 		{"/reports/leases?limit=0", "invalid_parameter", "limit must be a whole number"},

@@ -47,9 +47,15 @@ func DefaultParams(now time.Time) Params {
 	return Params{From: now.Add(-DefaultRange), To: now}
 }
 
-// Validate refuses a range that is empty, reversed or longer than MaxRange,
-// and a limit out of 1..MaxLimit.
+// Validate refuses a range that is empty, reversed, longer than MaxRange or
+// outside the years 1 to 9999, and a limit out of 1..MaxLimit.
 func (p Params) Validate() error {
+	// Reports show times as RFC 3339, which has four-digit years only.
+	for _, t := range []time.Time{p.From, p.To} {
+		if year := t.UTC().Year(); year < 1 || year > 9999 {
+			return fmt.Errorf("%w: from and to must lie between the years 0001 and 9999", ErrInvalidParams)
+		}
+	}
 	if !p.From.Before(p.To) {
 		return fmt.Errorf("%w: from (%s) must be before to (%s)", ErrInvalidParams, formatTime(p.From), formatTime(p.To))
 	}
