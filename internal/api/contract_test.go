@@ -194,7 +194,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
 		}
 	}
-	require.Len(t, routed, 16)
+	require.Len(t, routed, 23)
 }
 
 // The document lists exactly the error codes of the API's error table.
@@ -259,6 +259,15 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		resp, err := http.Get(s.url + path)
 		require.NoError(t, err)
 		resp.Body.Close()
+	}
+	// Counts and reports: answers, bad ranges, an unreachable database.
+	do(t, "GET", s.url+"/stats", "")
+	do(t, "GET", down.url+"/stats", "")
+	do(t, "GET", s.url+"/reports", "")
+	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation"} {
+		do(t, "GET", s.url+"/reports/"+report+"?pool=c", "")
+		do(t, "GET", s.url+"/reports/"+report+"?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "")
+		do(t, "GET", down.url+"/reports/"+report, "")
 	}
 	for _, r := range []struct{ method, path string }{
 		{"POST", "/keys"}, {"GET", "/keys"}, {"HEAD", "/keys"}, {"GET", "/keys/" + unknownID},
