@@ -22,11 +22,13 @@
   const POOL_NAME = /^[A-Za-z0-9._-]{1,64}$/;
   const SVG = 'http://www.w3.org/2000/svg';
 
+  // The series of the activity chart. Each has its own colour, dash and
+  // marker, so that lines on top of each other stay apart.
   const SERIES = [
-    { key: 'assigned', label: 'Assigned', cls: 's-assigned' },
-    { key: 'released', label: 'Released', cls: 's-released' },
-    { key: 'leaseExpired', label: 'Leases expired', cls: 's-lease-expired' },
-    { key: 'expired', label: 'Keys expired', cls: 's-expired' },
+    { key: 'assigned', label: 'Assigned', cls: 's-assigned', marker: 'dot' },
+    { key: 'released', label: 'Released', cls: 's-released', marker: 'ring' },
+    { key: 'leaseExpired', label: 'Leases expired', cls: 's-lease-expired', marker: 'square' },
+    { key: 'expired', label: 'Keys expired', cls: 's-expired', marker: 'diamond' },
   ];
 
   const $ = (id) => document.getElementById(id);
@@ -337,7 +339,9 @@
       full.className = 'visually-hidden';
       full.textContent = ' (' + k.keyId + ')';
       row.querySelector('.c-key').append(id, full);
-      const actions = row.querySelector('.c-actions');
+      const actions = document.createElement('div');
+      actions.className = 'row-actions';
+      row.querySelector('.c-actions').append(actions);
       actions.append(
         actionButton('keepalive', 'Keep alive', 'Keep key ' + short + ' alive', () => keepAlive(k.keyId)),
         actionButton('release', 'Release', 'Release key ' + short, () => release(k.keyId)),
@@ -347,6 +351,7 @@
     const token = state.tokens[k.keyId];
     if (!k.isBlocked && token) rememberToken(k.keyId, null);
     row.dataset.state = k.isBlocked ? 'blocked' : 'free';
+    row.classList.toggle('yours', k.isBlocked && !!state.tokens[k.keyId]);
     const badge = row.querySelector('.c-state');
     badge.textContent = k.isBlocked ? (state.tokens[k.keyId] ? 'blocked · yours' : 'blocked') : 'free';
     const created = row.querySelector('.c-created');
@@ -542,6 +547,19 @@
     return node;
   }
 
+  function marker(shape, cx, cy) {
+    switch (shape) {
+      case 'ring':
+        return svg('circle', { cx, cy, r: 4.5, class: 'ring' });
+      case 'square':
+        return svg('rect', { x: cx - 3, y: cy - 3, width: 6, height: 6 });
+      case 'diamond':
+        return svg('path', { d: `M${cx} ${cy - 4}L${cx + 4} ${cy}L${cx} ${cy + 4}L${cx - 4} ${cy}Z` });
+      default:
+        return svg('circle', { cx, cy, r: 2.5 });
+    }
+  }
+
   // niceMax rounds a count up to 4, 10, 20, 40, 100, 200, 400, …: the top
   // of an axis whose middle line is a whole number too.
   function niceMax(v) {
@@ -590,7 +608,7 @@
         const g = svg('g', { class: 'series ' + s.cls });
         g.append(svg('polyline', { points }));
         data.forEach((d, i) => {
-          if (d[s.key] > 0) g.append(svg('circle', { cx: x(i), cy: y(d[s.key]), r: 2.5 }));
+          if (d[s.key] > 0) g.append(marker(s.marker, x(i), y(d[s.key])));
         });
         chart.append(g);
       }
