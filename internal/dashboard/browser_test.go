@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +157,32 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.screenshot("dashboard-narrow-full.png", 390, true)
 		b.do(chromedp.Evaluate[chromedp.Void]("window.scrollTo(0, 0)"))
 		b.screenshot("dashboard-narrow.png", 390, false)
+
+		// Page through the 48 keys, 20 at a time, in id order.
+		ids := func() []string {
+			var list []string
+			require.NoError(t, json.Unmarshal([]byte(b.eval(
+				`JSON.stringify([...document.querySelectorAll('#keys-body tr')].map((tr) => tr.dataset.keyId))`)), &list))
+			return list
+		}
+		page1 := ids()
+		require.True(t, slices.IsSorted(page1), "keys in id order")
+		b.do(chromedp.Click(chromedp.CSS("#page-next")))
+		b.waitFor("the second page", `document.getElementById('page-info').textContent === 'Page 2 · 20 keys'`)
+		page2 := ids()
+		require.True(t, slices.IsSorted(page2))
+		require.Less(t, page1[19], page2[0], "the second page starts after the first")
+		b.do(chromedp.Click(chromedp.CSS("#page-next")))
+		b.waitFor("the last page", `document.getElementById('page-info').textContent === 'Page 3 · 8 keys'
+			&& document.getElementById('page-next').disabled`)
+		require.Less(t, page2[19], ids()[0])
+		b.do(chromedp.Click(chromedp.CSS("#page-prev")))
+		b.waitFor("back on the second page", `document.getElementById('page-info').textContent === 'Page 2 · 20 keys'`)
+		require.Equal(t, page2, ids())
+		b.do(chromedp.Click(chromedp.CSS("#page-first")))
+		b.waitFor("back on the first page", `document.getElementById('page-info').textContent === 'Page 1 · 20 keys'
+			&& document.getElementById('page-prev').disabled`)
+		require.Equal(t, page1, ids())
 		b.requireNoProblems()
 	})
 }

@@ -426,7 +426,7 @@
       setStatus(message);
     } catch (err) {
       setStatus('');
-      showProblem(what + ' failed', err instanceof ApiError ? err.problem : { title: String(err), status: 0, code: 'error', detail: '' });
+      showProblem(what + ' failed', problemOf(err));
     }
     await refresh(true);
     schedule();
@@ -532,6 +532,10 @@
 
   function clearProblem() {
     $('problem').hidden = true;
+  }
+
+  function problemOf(err) {
+    return err instanceof ApiError ? err.problem : { title: String(err), status: 0, code: 'error', detail: '' };
   }
 
   function describe(err) {
@@ -707,19 +711,20 @@
     });
     $('get-key').addEventListener('click', getKey);
     $('problem-dismiss').addEventListener('click', clearProblem);
+    const turnPage = () => loadKeys().catch((err) => showProblem('Loading the keys failed', problemOf(err)));
     $('page-first').addEventListener('click', () => {
       state.page = { after: '', previous: [], keys: state.page.keys, nextAfter: null };
-      loadKeys().catch(() => {});
+      turnPage();
     });
     $('page-prev').addEventListener('click', () => {
       state.page.after = state.page.previous.pop() || '';
-      loadKeys().catch(() => {});
+      turnPage();
     });
     $('page-next').addEventListener('click', () => {
       if (!state.page.nextAfter) return;
       state.page.previous.push(state.page.after);
       state.page.after = state.page.nextAfter;
-      loadKeys().catch(() => {});
+      turnPage();
     });
     $('access-token').value = readStored('accessToken', '');
     $('settings-form').addEventListener('submit', (e) => {
