@@ -117,9 +117,16 @@
     }
   }
 
-  function rememberToken(keyId, token) {
-    if (token) state.tokens[keyId] = token; else delete state.tokens[keyId];
+  // The lease tokens this page got, by key, with the time of their
+  // assignment: a key blocked at another time is under someone else's lease.
+  function rememberToken(keyId, token, blockedAt) {
+    if (token) state.tokens[keyId] = { token, blockedAt }; else delete state.tokens[keyId];
     writeStored('leaseTokens', state.tokens);
+  }
+
+  function tokenOf(keyId) {
+    const lease = state.tokens[keyId];
+    return lease ? lease.token : undefined;
   }
 
   // ---- loading --------------------------------------------------------------
@@ -348,19 +355,20 @@
         actionButton('delete', 'Delete', 'Delete key ' + short, (button) => confirmDelete(button, k.keyId)),
       );
     }
-    const token = state.tokens[k.keyId];
-    if (!k.isBlocked && token) rememberToken(k.keyId, null);
+    const lease = state.tokens[k.keyId];
+    if (lease && (!k.isBlocked || k.blockedAt !== lease.blockedAt)) rememberToken(k.keyId, null);
+    const token = tokenOf(k.keyId);
     row.dataset.state = k.isBlocked ? 'blocked' : 'free';
-    row.classList.toggle('yours', k.isBlocked && !!state.tokens[k.keyId]);
+    row.classList.toggle('yours', !!token);
     const badge = row.querySelector('.c-state');
-    badge.textContent = k.isBlocked ? (state.tokens[k.keyId] ? 'blocked · yours' : 'blocked') : 'free';
+    badge.textContent = k.isBlocked ? (token ? 'blocked · yours' : 'blocked') : 'free';
     const created = row.querySelector('.c-created');
     created.textContent = clock(new Date(k.createdAt));
     created.title = k.createdAt;
     setCountdown(row.querySelector('.c-lease'), k.leaseExpiresAt, 'ended', '—', LEASE_SOON_MS);
     setCountdown(row.querySelector('.c-expires'), k.expiresAt, 'expired', '—', KEY_SOON_MS);
     row.querySelector('.c-assigned').textContent = String(k.timesAssigned);
-    row.querySelector('.c-token').textContent = state.tokens[k.keyId] || '—';
+    row.querySelector('.c-token').textContent = token || '—';
     row.querySelector('[data-action="release"]').disabled = !k.isBlocked;
     return row;
   }
@@ -442,7 +450,7 @@
   function getKey() {
     return act('Getting a key', async () => {
       const key = await api('GET', '/keys?pool=' + enc(state.pool));
-      rememberToken(key.keyId, key.leaseToken);
+      rememberToken(key.keyId, key.leaseToken, key.blockedAt);
       state.lastLease = key;
       showLease();
       return 'Got key ' + key.keyId.slice(0, 8) + ' with lease token ' + key.leaseToken + '.';
@@ -492,7 +500,7 @@
   // A 404 or 409 means that lease is over: the token is forgotten.
   async function leaseCall(method, path, keyId) {
     try {
-      return await api(method, path, { leaseToken: state.tokens[keyId] });
+      return await api(method, path, { leaseToken: tokenOf(keyId) });
     } catch (err) {
       if (err instanceof ApiError && (err.problem.status === 404 || err.problem.status === 409)) {
         rememberToken(keyId, null);
