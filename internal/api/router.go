@@ -85,6 +85,13 @@ func New(cfg Config) *API {
 	r.Get("/reports/key-activity", a.handle(a.report("key-activity")))
 	r.Get("/reports/utilisation", a.handle(a.report("utilisation")))
 
+	// The dashboard and what it reads beyond the key API.
+	r.Get("/", a.handle(a.serveDashboard))
+	r.Get("/ui/{asset}", a.handle(a.serveAsset))
+	r.Get("/pools/{pool}/keys", a.handle(a.listPoolKeys))
+	r.Get("/activity", a.handle(a.activity))
+	r.Get("/activity/lease-durations", a.handle(a.leaseDurations))
+
 	r.Get("/healthz", a.handle(a.healthz))
 	r.Head("/healthz", a.handle(a.healthz))
 	r.Get("/readyz", a.handle(a.readyz(cfg.Ready)))
