@@ -42,11 +42,45 @@ ensure-postgres:
 		exit 1; \
 	fi
 
+# The dashboard's browser test drives Chromium. Where it is missing, it is
+# installed with apt when we are root on a machine that has apt-get;
+# elsewhere this stops with a message saying what to do. BROWSER_TESTS=skip
+# leaves the browser test out instead (the test then says it was skipped).
+CHROMIUM_NAMES := chromium chromium-browser google-chrome google-chrome-stable
+
+.PHONY: ensure-chromium
+ensure-chromium:
+	@if [ "$$BROWSER_TESTS" = skip ] || [ -n "$$CHROMIUM" ]; then :; \
+	elif for name in $(CHROMIUM_NAMES); do command -v $$name >/dev/null && exit 0; done; false; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Chromium for the dashboard's browser test (apt-get install chromium)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+			|| { echo "Chromium could not be installed with apt-get; the dashboard's browser test needs it."; exit 1; }; \
+	else \
+		echo "The dashboard's browser test needs Chromium, and none was found ($(CHROMIUM_NAMES))."; \
+		echo "Install it (apt-get install chromium, or brew install --cask chromium), set CHROMIUM to a"; \
+		echo "Chrome or Chromium binary, or run with BROWSER_TESTS=skip to leave the browser test out."; \
+		exit 1; \
+	fi
+
+# Screenshots of the dashboard, taken by its browser test, land here.
+SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
+
 .PHONY: test
-test: check-go ensure-postgres ## Run every test against a real PostgreSQL (local, embedded or container)
+test: check-go ensure-postgres ensure-chromium ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	@mkdir -p $(SCREENSHOTS_DIR)
+	SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory compose-check
+
+.PHONY: test/browser
+test/browser: check-go ensure-postgres ensure-chromium ## Run the dashboard's browser test alone; screenshots in tmp/screenshots/
+	@mkdir -p $(SCREENSHOTS_DIR)
+	SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -v -run TestDashboardInABrowser ./internal/dashboard
+
+.PHONY: screenshots
+screenshots: test/browser ## Update the dashboard's screenshots in docs/ from the browser test
+	cp $(SCREENSHOTS_DIR)/dashboard.png $(SCREENSHOTS_DIR)/dashboard-narrow.png docs/
 
 # Needs no Docker engine: only the compose tool, which parses the file.
 # Skipped, never failed, where neither docker-compose nor the compose plugin
@@ -62,7 +96,7 @@ compose-check: ## Validate docker-compose.yml (skipped without docker-compose)
 	fi
 
 .PHONY: test/race
-test/race: check-go ensure-postgres ## Run the tests with the race detector
+test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the race detector
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench

@@ -131,3 +131,88 @@ func (q *Queries) KeyEventsOverlappingLeases(ctx context.Context, since time.Tim
 	}
 	return items, nil
 }
+
+const keyEventsPerMinute = `-- name: KeyEventsPerMinute :many
+WITH bounds AS (
+    SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
+), counts AS (
+    SELECT date_bin('1 minute', e.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+           count(*) FILTER (WHERE e.event = 'created') AS created,
+           count(*) FILTER (WHERE e.event = 'assigned') AS assigned,
+           count(*) FILTER (WHERE e.event = 'released') AS released,
+           count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
+           count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
+           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired') AS expired
+    FROM key_events AS e
+    WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute'
+      AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
+      AND ($2::text IS NULL OR e.pool = $2::text)
+    GROUP BY 1
+)
+SELECT m.minute::timestamptz AS minute,
+       coalesce(c.created, 0)::bigint AS created,
+       coalesce(c.assigned, 0)::bigint AS assigned,
+       coalesce(c.released, 0)::bigint AS released,
+       coalesce(c.lease_expired, 0)::bigint AS lease_expired,
+       coalesce(c.kept_alive, 0)::bigint AS kept_alive,
+       coalesce(c.deleted, 0)::bigint AS deleted,
+       coalesce(c.expired, 0)::bigint AS expired
+FROM bounds AS b
+CROSS JOIN generate_series(
+    b.current_minute - ($1::int - 1) * interval '1 minute',
+    b.current_minute,
+    interval '1 minute'
+) AS m (minute)
+LEFT JOIN counts AS c ON c.minute = m.minute
+ORDER BY m.minute
+`
+
+type KeyEventsPerMinuteParams struct {
+	Minutes int32
+	Pool    *string
+}
+
+type KeyEventsPerMinuteRow struct {
+	Minute       time.Time
+	Created      int64
+	Assigned     int64
+	Released     int64
+	LeaseExpired int64
+	KeptAlive    int64
+	Deleted      int64
+	Expired      int64
+}
+
+// Events per UTC minute of the database clock over the last minutes minutes,
+// the current one included, of one pool or, when pool is NULL, of every
+// pool; minutes without events are there with zeros. One range on
+// key_events_pool_at_idx (or key_events_at_idx) over just those minutes.
+func (q *Queries) KeyEventsPerMinute(ctx context.Context, arg KeyEventsPerMinuteParams) ([]KeyEventsPerMinuteRow, error) {
+	rows, err := q.db.Query(ctx, keyEventsPerMinute, arg.Minutes, arg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyEventsPerMinuteRow
+	for rows.Next() {
+		var i KeyEventsPerMinuteRow
+		if err := rows.Scan(
+			&i.Minute,
+			&i.Created,
+			&i.Assigned,
+			&i.Released,
+			&i.LeaseExpired,
+			&i.KeptAlive,
+			&i.Deleted,
+			&i.Expired,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

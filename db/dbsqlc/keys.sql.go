@@ -399,6 +399,54 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 	return items, nil
 }
 
+const keyListPage = `-- name: KeyListPage :many
+SELECT k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at FROM keys AS k
+WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
+ORDER BY k.id
+LIMIT $3::int
+`
+
+type KeyListPageParams struct {
+	Pool  string
+	After uuid.UUID
+	Max   int32
+}
+
+// One page of a pool's live keys in id order, starting after the given id
+// (the nil UUID for the first page): a range on keys_pool_id_idx that reads
+// the page's rows and stops. Keys whose life has ended are left out, as
+// everywhere; the background job removes them shortly.
+func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key, error) {
+	rows, err := q.db.Query(ctx, keyListPage, arg.Pool, arg.After, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Key
+	for rows.Next() {
+		var i Key
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.Position,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastKeepAliveAt,
+			&i.TimesAssigned,
+			&i.LeaseToken,
+			&i.BlockedAt,
+			&i.LeaseExpiresAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
 SELECT ((
     SELECT c.position FROM keys AS c

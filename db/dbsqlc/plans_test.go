@@ -77,6 +77,8 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "keys_pkey"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_counts_pkey"}},
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
+		{"KeyListPage", keyListPage, []any{"default", uuid.Nil, 51}, []string{"keys_pool_id_idx"}},
+		{"KeyListPage (later page)", keyListPage, []any{"other", id, 51}, []string{"keys_pool_id_idx"}},
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx", "key_events_pkey"}},
 		// Reports: every cell an index range on time (and pool), every lease
 		// end one step along the key's events.
@@ -88,6 +90,11 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyActivityHourlyList", keyActivityHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
 		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
 		{"PoolUtilisationList (every pool, 31 days)", poolUtilisationList, []any{monthAgo, now, nil}, []string{historyRange}},
+		// The dashboard: the last hour, by minute and by lease duration.
+		{"KeyEventsPerMinute", keyEventsPerMinute, []any{60, "history-1"}, []string{historyRange}},
+		{"KeyEventsPerMinute (every pool)", keyEventsPerMinute, []any{60, nil}, []string{historyRange}},
+		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{durationBounds, 60, "history-1"}, []string{historyRange, "key_events_key_id_at_idx"}},
+		{"KeyLeasesDurationHistogram (every pool)", keyLeasesDurationHistogram, []any{durationBounds, 60, nil}, []string{historyRange, "key_events_key_id_at_idx"}},
 	}
 	var doc strings.Builder
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
@@ -124,10 +131,12 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 // Arguments of the report statements, and what their plans must contain: a
 // range scan on the history's time, by time alone or by pool and time.
 const (
-	now          sqlExpr = "now()"
-	dayAgo       sqlExpr = "now() - interval '1 day'"
-	monthAgo     sqlExpr = "now() - interval '31 days'"
-	historyRange         = `(Index (Only )?Scan using|Bitmap Index Scan on) key_events_(pool_)?at_idx( on key_events \w+)?\n\s+Index Cond: \(.*at >=`
+	now      sqlExpr = "now()"
+	dayAgo   sqlExpr = "now() - interval '1 day'"
+	monthAgo sqlExpr = "now() - interval '31 days'"
+	// durationBounds are lease duration buckets, in seconds.
+	durationBounds sqlExpr = "ARRAY[1, 10, 60, 300]::float8[]"
+	historyRange           = `(Index (Only )?Scan using|Bitmap Index Scan on) key_events_(pool_)?at_idx( on key_events \w+)?\n\s+Index Cond: \(.*at >=`
 )
 
 // sqlExpr is an argument written as an SQL expression.

@@ -50,6 +50,52 @@ func (q *Queries) KeyActivityHourlyList(ctx context.Context, arg KeyActivityHour
 	return items, nil
 }
 
+const keyLeasesDurationHistogram = `-- name: KeyLeasesDurationHistogram :many
+SELECT coalesce(width_bucket(l.duration_seconds, $1::float8[]), -1)::int AS bucket,
+       count(*) AS leases
+FROM key_leases AS l
+WHERE l.started_at >= now() - $2::int * interval '1 minute'
+  AND ($3::text IS NULL OR l.pool = $3::text)
+GROUP BY 1
+ORDER BY 1
+`
+
+type KeyLeasesDurationHistogramParams struct {
+	Bounds  []float64
+	Minutes int32
+	Pool    *string
+}
+
+type KeyLeasesDurationHistogramRow struct {
+	Bucket int32
+	Leases int64
+}
+
+// Leases that started in the last minutes minutes, counted by duration in
+// seconds: bucket 0 holds those shorter than the first bound, bucket i those
+// from the i-th bound up to the next, the last bucket those from the last
+// bound on, and bucket -1 the leases still held. The leases are found by a range on the
+// history's time, as in KeyLeasesList.
+func (q *Queries) KeyLeasesDurationHistogram(ctx context.Context, arg KeyLeasesDurationHistogramParams) ([]KeyLeasesDurationHistogramRow, error) {
+	rows, err := q.db.Query(ctx, keyLeasesDurationHistogram, arg.Bounds, arg.Minutes, arg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyLeasesDurationHistogramRow
+	for rows.Next() {
+		var i KeyLeasesDurationHistogramRow
+		if err := rows.Scan(&i.Bucket, &i.Leases); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyLeasesList = `-- name: KeyLeasesList :many
 
 SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds

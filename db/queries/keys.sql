@@ -198,3 +198,13 @@ FROM keys AS k
 WHERE k.expires_at > now() AND k.expires_at <= now() + sqlc.arg(within_seconds)::float8 * interval '1 second'
 GROUP BY k.pool
 ORDER BY k.pool;
+
+-- name: KeyListPage :many
+-- One page of a pool's live keys in id order, starting after the given id
+-- (the nil UUID for the first page): a range on keys_pool_id_idx that reads
+-- the page's rows and stops. Keys whose life has ended are left out, as
+-- everywhere; the background job removes them shortly.
+SELECT k.* FROM keys AS k
+WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND k.expires_at > now()
+ORDER BY k.id
+LIMIT sqlc.arg(max)::int;

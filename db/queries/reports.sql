@@ -41,3 +41,17 @@ ORDER BY pool, hour;
 SELECT u.pool::text AS pool, u.hour::timestamptz AS hour, u.key_seconds::float8 AS key_seconds,
        u.blocked_seconds::float8 AS blocked_seconds, u.utilisation::float8 AS utilisation
 FROM pool_utilisation(sqlc.arg(range_from)::timestamptz, sqlc.arg(range_to)::timestamptz, sqlc.narg(pool)::text) AS u;
+
+-- name: KeyLeasesDurationHistogram :many
+-- Leases that started in the last minutes minutes, counted by duration in
+-- seconds: bucket 0 holds those shorter than the first bound, bucket i those
+-- from the i-th bound up to the next, the last bucket those from the last
+-- bound on, and bucket -1 the leases still held. The leases are found by a range on the
+-- history's time, as in KeyLeasesList.
+SELECT coalesce(width_bucket(l.duration_seconds, sqlc.arg(bounds)::float8[]), -1)::int AS bucket,
+       count(*) AS leases
+FROM key_leases AS l
+WHERE l.started_at >= now() - sqlc.arg(minutes)::int * interval '1 minute'
+  AND (sqlc.narg(pool)::text IS NULL OR l.pool = sqlc.narg(pool)::text)
+GROUP BY 1
+ORDER BY 1;

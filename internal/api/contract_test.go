@@ -203,7 +203,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
 		}
 	}
-	require.Len(t, routed, 23)
+	require.Len(t, routed, 28)
 }
 
 // The document lists exactly the error codes of the API's error table.
@@ -320,6 +320,28 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		require.NoError(t, err)
 		resp.Body.Close()
 	}
+	// Counts and reports: answers, bad ranges, an unreachable database.
+	do(t, "GET", s.url+"/stats", "")
+	do(t, "GET", down.url+"/stats", "")
+	do(t, "GET", s.url+"/reports", "")
+	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation"} {
+		do(t, "GET", s.url+"/reports/"+report+"?pool=c", "")
+		do(t, "GET", s.url+"/reports/"+report+"?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "")
+		do(t, "GET", down.url+"/reports/"+report, "")
+	}
+	// The dashboard: its page and files, and what it reads.
+	for _, path := range []string{"/", "/ui/app.js", "/ui/style.css", "/ui/favicon.svg", "/ui/nope.js"} {
+		resp, err := http.Get(s.url + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+	}
+	for _, path := range []string{"/pools/c/keys?limit=0", "/activity?minutes=0", "/activity/lease-durations?minutes=1441"} {
+		do(t, "GET", s.url+path, "")
+		do(t, "GET", down.url+strings.Split(path, "?")[0], "")
+	}
+	do(t, "GET", s.url+"/pools/c/keys?limit=1", "")
+	do(t, "GET", s.url+"/activity?pool=c&minutes=5", "")
+	do(t, "GET", s.url+"/activity/lease-durations?pool=c", "")
 	for _, r := range []struct{ method, path string }{
 		{"POST", "/keys"}, {"GET", "/keys"}, {"HEAD", "/keys"}, {"GET", "/keys/" + unknownID},
 		{"HEAD", "/keys/" + unknownID}, {"DELETE", "/keys/" + unknownID}, {"PUT", "/keys/" + unknownID},

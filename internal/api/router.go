@@ -97,6 +97,15 @@ func New(cfg Config) *API {
 	admin.Get("/reports/key-activity", a.handle(a.report("key-activity")))
 	admin.Get("/reports/utilisation", a.handle(a.report("utilisation")))
 
+	// The dashboard: its page and assets are public, as a browser cannot
+	// send a token when it opens a page; what it reads beyond the key API
+	// asks for the admin token, which the page sends from its settings.
+	public.Get("/", a.handle(a.serveDashboard))
+	public.Get("/ui/{asset}", a.handle(a.serveAsset))
+	admin.Get("/pools/{pool}/keys", a.handle(a.listPoolKeys))
+	admin.Get("/activity", a.handle(a.activity))
+	admin.Get("/activity/lease-durations", a.handle(a.leaseDurations))
+
 	health.Get("/healthz", a.handle(a.healthz))
 	health.Head("/healthz", a.handle(a.healthz))
 	health.Get("/readyz", a.handle(a.readyz(cfg.Ready)))

@@ -58,8 +58,10 @@ func TestWaiterIsWokenByAReleaseOnAnotherReplica(t *testing.T) {
 	t.Logf("served %s after the release on the other replica", time.Since(released).Round(time.Millisecond))
 }
 
-// Fifty waiters, fifty keys freed one by one: every waiter gets exactly one
-// key, and no key goes to two waiters.
+// Fifty waiters, fifty keys freed one by one on another replica: every
+// waiter gets exactly one key, and no key goes to two waiters. Polling is
+// off: while the waiters are registered, every release notifies, even one
+// that commits while a claim for the waiters is still open.
 func TestEveryWaiterGetsExactlyOneKey(t *testing.T) {
 	t.Parallel()
 	const n = 50

@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+)
+
+// MinuteActivity counts the history events of one UTC minute.
+type MinuteActivity struct {
+	Minute       time.Time
+	Created      int64
+	Assigned     int64
+	Released     int64
+	LeaseExpired int64
+	KeptAlive    int64
+	Deleted      int64
+	Expired      int64
+}
+
+// ActivityPerMinute returns the events of the pool (every pool when pool is
+// empty) in each of the last minutes minutes by the database clock, oldest
+// first, the current minute last; minutes without events have zeros.
+func (s *Store) ActivityPerMinute(ctx context.Context, pool string, minutes int) ([]MinuteActivity, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyEventsPerMinute(ctx, dbsqlc.KeyEventsPerMinuteParams{
+		Minutes: int32(minutes), Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]MinuteActivity, len(rows))
+	for i, row := range rows {
+		out[i] = MinuteActivity(row)
+	}
+	return out, nil
+}
+
+// DurationHistogram counts the leases that started in a span of time by
+// how long they lasted.
+type DurationHistogram struct {
+	// Bounds are the buckets' limits in seconds, ascending: bucket 0 holds
+	// leases shorter than Bounds[0], bucket i those of Bounds[i-1] up to
+	// Bounds[i], and the last one those of Bounds[len-1] or longer.
+	Bounds []float64
+	// Ended has len(Bounds)+1 counts, one per bucket.
+	Ended []int64
+	// Held counts the leases that have not ended yet.
+	Held int64
+}
+
+// LeaseDurationHistogram counts the leases of the pool (every pool when pool is
+// empty) that started in the last minutes minutes, by duration.
+func (s *Store) LeaseDurationHistogram(ctx context.Context, pool string, minutes int, bounds []float64) (DurationHistogram, error) {
+	ctx, cancel := s.withReportTimeout(ctx)
+	defer cancel()
+	rows, err := s.queries.KeyLeasesDurationHistogram(ctx, dbsqlc.KeyLeasesDurationHistogramParams{
+		Bounds: bounds, Minutes: int32(minutes), Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return DurationHistogram{}, classify(err)
+	}
+	h := DurationHistogram{Bounds: bounds, Ended: make([]int64, len(bounds)+1)}
+	for _, row := range rows {
+		if row.Bucket < 0 {
+			h.Held += row.Leases
+			continue
+		}
+		h.Ended[row.Bucket] += row.Leases
+	}
+	return h, nil
+}
