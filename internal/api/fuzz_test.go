@@ -30,7 +30,8 @@ const fuzzOrigin = "https://app.example.com"
 // path, query, headers and body, with no token, either token or a wrong
 // one. Whatever arrives, the answer is never a 5xx (the database is there)
 // and never a panic; it is JSON (problem details for errors) with the few
-// documented exceptions (the metrics, the document, its page); and every
+// documented exceptions (the metrics, the document, its page, the
+// dashboard's page and files); and every
 // answer of a documented operation matches openapi.yaml: its status, its
 // headers and its body. The seeds in
 // testdata/fuzz/FuzzHandler run with every go test; go test
@@ -127,10 +128,10 @@ func servesAFile(r *http.Request, status int) bool {
 		return false
 	}
 	switch r.URL.Path {
-	case "/metrics", "/openapi.yaml", "/docs":
+	case "/metrics", "/openapi.yaml", "/docs", "/":
 		return true
 	}
-	return false
+	return strings.HasPrefix(r.URL.Path, "/ui/")
 }
 
 // fuzzedAPI is the handler as a replica builds it, with both tokens, CORS
