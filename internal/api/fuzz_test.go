@@ -136,7 +136,8 @@ func servesAFile(r *http.Request, status int) bool {
 		return false
 	}
 	switch r.URL.Path {
-	case "/metrics", "/openapi.yaml", "/docs", "/":
+	case "/metrics", "/openapi.yaml", "/docs", "/",
+		"": // a request target such as "a:" has no path; the router takes it for /
 		return true
 	}
 	return strings.HasPrefix(r.URL.Path, "/ui/")
