@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type options struct {
 	duration  time.Duration
 	quick     bool
 	profile   string
+	only      string
 }
 
 func main() {
@@ -33,10 +35,14 @@ func main() {
 	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "where to write the results (empty: only print)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run")
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: small pools, short runs, nothing written")
+	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this text (nothing is written)")
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the 32-client run on the small pool to this file")
 	flag.Parse()
 	if o.quick {
 		o.duration = 2 * time.Second
+		o.out = ""
+	}
+	if o.only != "" {
 		o.out = ""
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -76,19 +82,28 @@ func run(ctx context.Context, o options) error {
 		smallPool, bigPool, clientCounts, expiring = 1_000, 20_000, []int{8}, 5_000
 	}
 	fmt.Println(header())
+	want := func(name string) bool { return strings.Contains(name, o.only) }
 	for _, clients := range clientCounts {
-		if err := add(h.throughput(ctx, fmt.Sprintf("pool of %d", smallPool), smallPool, clients, 1)); err != nil {
+		if name := fmt.Sprintf("pool of %d", smallPool); want(name) {
+			if err := add(h.throughput(ctx, name, smallPool, clients, 1)); err != nil {
+				return err
+			}
+		}
+	}
+	if name := fmt.Sprintf("pool of %d (COPY)", bigPool); want(name) {
+		if err := add(h.throughput(ctx, name, bigPool, 32, 1)); err != nil {
 			return err
 		}
 	}
-	if err := add(h.throughput(ctx, fmt.Sprintf("pool of %d (COPY)", bigPool), bigPool, 32, 1)); err != nil {
-		return err
+	if want(fmt.Sprintf("%d leases ending at once", expiring)) {
+		if err := add(h.massExpiry(ctx, expiring, smallPool, 32)); err != nil {
+			return err
+		}
 	}
-	if err := add(h.massExpiry(ctx, expiring, smallPool, 32)); err != nil {
-		return err
-	}
-	if err := add(h.throughput(ctx, "three replicas", smallPool, 64, 3)); err != nil {
-		return err
+	if want("three replicas") {
+		if err := add(h.throughput(ctx, "three replicas", smallPool, 64, 3)); err != nil {
+			return err
+		}
 	}
 	if o.out != "" {
 		if err := writeReport(o.out, h.describe(), rows); err != nil {

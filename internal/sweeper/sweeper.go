@@ -37,6 +37,11 @@ type Config struct {
 	// HistoryRetention is how long history rows are kept. Zero means
 	// DefaultHistoryRetention.
 	HistoryRetention time.Duration
+	// LeaseWorkers is how many statements free ended leases at once. Many
+	// leases ending together (a fleet of clients gone at once) are freed
+	// sooner when batches run side by side; SKIP LOCKED keeps them apart.
+	// Zero means 4.
+	LeaseWorkers int
 	// HistoryBatchesPerPass bounds the history batches one pass deletes, so
 	// that a backlog (after a long outage, or a shorter retention) is worked
 	// off over several passes instead of delaying the release of ended
@@ -87,6 +92,9 @@ func New(store Store, cfg Config) *Sweeper {
 	}
 	if cfg.HistoryRetention <= 0 {
 		cfg.HistoryRetention = DefaultHistoryRetention
+	}
+	if cfg.LeaseWorkers <= 0 {
+		cfg.LeaseWorkers = 4
 	}
 	if cfg.HistoryBatchesPerPass <= 0 {
 		cfg.HistoryBatchesPerPass = 10
@@ -156,7 +164,7 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
-	result.LeasesReleased, err = s.drain(ctx, s.store.ReleaseEndedLeases, -1)
+	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
 	result.Err = errors.Join(result.Err, err)
 	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
 	result.Err = errors.Join(result.Err, err)
@@ -167,6 +175,34 @@ func (s *Sweeper) RunOnce(ctx context.Context) Result {
 
 func (s *Sweeper) deleteOldHistory(ctx context.Context, max int) (int, error) {
 	return s.store.DeleteHistoryOlderThan(ctx, s.cfg.HistoryRetention, max)
+}
+
+// drainParallel runs drain in several workers at once and sums what they
+// did. A worker that finds a short batch stops; the others may still be
+// busy with full ones.
+func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context, int) (int, error), workers int) (int, error) {
+	if workers <= 1 {
+		return s.drain(ctx, batch, -1)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+		errs  error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := s.drain(ctx, batch, -1)
+			mu.Lock()
+			total += n
+			errs = errors.Join(errs, err)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return total, errs
 }
 
 // drain repeats one batch statement until a batch comes back short, or
