@@ -89,7 +89,7 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 		// The client left while its key was being claimed: nobody will use
 		// this lease, so give the key back instead of letting it sit blocked
 		// until the lease runs out.
-		a.releaseAbandoned(key)
+		a.store.GiveBack(key)
 		return r.Context().Err()
 	}
 	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
@@ -104,14 +104,6 @@ func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store
 		return a.store.Claim(ctx, pool)
 	}
 	return a.waiters.Wait(ctx, pool, wait)
-}
-
-func (a *API) releaseAbandoned(key store.Key) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := a.store.Release(ctx, key.ID, key.LeaseToken); err != nil {
-		a.logger.Warn("could not release a key claimed for a client that left", "key_id", key.ID, "error", err)
-	}
 }
 
 func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {

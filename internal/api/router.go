@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
@@ -132,14 +133,8 @@ func publicUnless(public bool, role role) role {
 // notification; zero means the hub's default.
 func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeup.Hub {
 	return wakeup.New(wakeup.Config{
-		Claim: st.ClaimMany,
-		GiveBack: func(key store.Key) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if _, err := st.Release(ctx, key.ID, key.LeaseToken); err != nil {
-				logger.Warn("could not give back a key claimed for a client that left", "key_id", key.ID, "error", err)
-			}
-		},
+		Claim:      st.ClaimMany,
+		GiveBack:   st.GiveBack,
 		Register:   st.RegisterWaiters,
 		Unregister: st.UnregisterWaiters,
 		Poll:       poll,
@@ -207,7 +202,7 @@ func (a *API) readyz(ready func(context.Context) error) func(http.ResponseWriter
 }
 
 func readinessDetail(err error) string {
-	if strings.Contains(err.Error(), "migration") {
+	if errors.Is(err, migrate.ErrPending) {
 		return "database migrations are not applied yet"
 	}
 	return "the database cannot be reached"

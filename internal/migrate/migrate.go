@@ -104,6 +104,9 @@ func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 	})
 }
 
+// ErrPending says that some migration has not been applied yet.
+var ErrPending = errors.New("migrations pending")
+
 // Pending reports whether some migration has not been applied yet.
 func Pending(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 	return withProvider(pool, func(p *goose.Provider) (bool, error) { return p.HasPending(ctx) })

@@ -244,7 +244,7 @@ func (s *Server) ready() func(context.Context) error {
 			return fmt.Errorf("migration status: %w", err)
 		}
 		if pending {
-			return errors.New("migrations pending")
+			return migrate.ErrPending
 		}
 		migrated.Store(true)
 		return nil

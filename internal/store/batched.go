@@ -48,11 +48,14 @@ func (s *Store) runClaims(ctx context.Context, pool string, reqs []struct{}) []b
 	return results
 }
 
-// giveBack releases a key claimed for a caller that left before it got it:
-// nobody will use that lease.
-func (s *Store) giveBack(_ string, key Key) {
-	if _, err := s.Release(context.Background(), key.ID, key.LeaseToken); err != nil {
-		slog.Warn("could not release a key claimed for a caller that left", "key_id", key.ID, "error", err)
+// GiveBack releases a key claimed for a caller that left before it got it:
+// nobody will use that lease. A failure is only logged: the lease then ends
+// by itself after LeaseTTL.
+func (s *Store) GiveBack(key Key) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
+	defer cancel()
+	if _, err := s.Release(ctx, key.ID, key.LeaseToken); err != nil {
+		slog.Warn("could not give back a key claimed for a caller that left", "key_id", key.ID, "error", err)
 	}
 }
 

@@ -93,7 +93,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	}
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
 	s.claims = batch.New(batch.Config[string, struct{}, Key]{
-		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: s.giveBack,
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ string, key Key) { s.GiveBack(key) },
 	})
 	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
 		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
