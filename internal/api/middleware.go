@@ -57,9 +57,13 @@ func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 			if status >= 500 {
 				level = slog.LevelWarn
 			}
-			a.logger.Log(r.Context(), level, "request", "method", r.Method, "route", route, "path", r.URL.Path,
-				"status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
-				"request_id", middleware.GetReqID(r.Context()))
+			// Checked first: at the default level the access log is off, and
+			// building its arguments on every request would be wasted.
+			if a.logger.Enabled(r.Context(), level) {
+				a.logger.Log(r.Context(), level, "request", "method", r.Method, "route", route, "path", r.URL.Path,
+					"status", status, "duration_ms", float64(elapsed.Microseconds())/1000,
+					"request_id", middleware.GetReqID(r.Context()))
+			}
 		})
 	}
 }
