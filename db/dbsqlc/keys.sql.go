@@ -14,34 +14,43 @@ import (
 
 const keyClaim = `-- name: KeyClaim :many
 WITH after_start AS (
-    SELECT c.id FROM keys AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.expires_at > now()
+    SELECT c.key_id FROM key_state AS c
+    WHERE c.pool = $1::text AND c.lease_token IS NULL
       AND c.position >= $2::float8
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
-    SELECT c.id FROM keys AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.expires_at > now()
+    SELECT c.key_id FROM key_state AS c
+    WHERE c.pool = $1::text AND c.lease_token IS NULL
       AND c.position < $2::float8
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT $3::int - (SELECT count(*) FROM after_start)
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE keys AS k
+    UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         blocked_at = now(),
         lease_expires_at = now() + $4::float8 * interval '1 second',
-        times_assigned = k.times_assigned + 1
+        times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
-    WHERE k.id = ANY (ARRAY(SELECT after_start.id FROM after_start UNION ALL SELECT before_start.id FROM before_start))
-    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at
+    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT claimed.id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM claimed
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at
+FROM claimed
+JOIN keys AS k ON k.id = claimed.key_id
+WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
 `
 
 type KeyClaimParams struct {
@@ -54,7 +63,6 @@ type KeyClaimParams struct {
 type KeyClaimRow struct {
 	ID              uuid.UUID
 	Pool            string
-	Position        float64
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
@@ -70,6 +78,7 @@ type KeyClaimRow struct {
 // not find, so it does no work when the first found enough. SKIP LOCKED lets
 // concurrent claims pass each other instead of queueing on the same row.
 // (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
+// Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimRow, error) {
 	rows, err := q.db.Query(ctx, keyClaim,
 		arg.Pool,
@@ -87,7 +96,6 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 		if err := rows.Scan(
 			&i.ID,
 			&i.Pool,
-			&i.Position,
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
@@ -147,12 +155,28 @@ WITH created AS (
     INSERT INTO keys (pool, expires_at)
     SELECT $1::text, now() + $2::float8 * interval '1 second'
     FROM generate_series(1, $3::int)
-    RETURNING id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at
+), state AS (
+    INSERT INTO key_state (key_id, pool)
+    SELECT created.id, created.pool FROM created
+    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
+), totals AS (
+    -- Creates the pool's totals row, or locks it: the background job removes
+    -- the row of an empty pool only under the same lock, so it never removes
+    -- that of a pool that is getting keys.
+    INSERT INTO pool_count_totals AS t (pool) VALUES ($1::text)
+    ON CONFLICT (pool) DO UPDATE SET pool = t.pool
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    VALUES ($1::text, announce_freed($1::text, $3::int), 0)
 )
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM created
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+FROM created
+JOIN state ON state.key_id = created.id
 `
 
 type KeyCreateParams struct {
@@ -164,7 +188,6 @@ type KeyCreateParams struct {
 type KeyCreateRow struct {
 	ID              uuid.UUID
 	Pool            string
-	Position        float64
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
@@ -174,12 +197,29 @@ type KeyCreateRow struct {
 	LeaseExpiresAt  *time.Time
 }
 
-// Queries on the keys table. Every statement that changes a key appends its
-// history row in the same statement, and every deadline uses the database
-// clock (now()) so that replicas with skewed clocks agree.
+// Queries on keys and key_state. A key's identity and life are in keys; its
+// lease state, which every claim and release rewrites, is in key_state (see
+// migration 00005 for why). Every statement that changes a key appends its
+// history row, and its change to the pool's counts, in the same statement,
+// and every deadline uses the database clock (now()) so that replicas with
+// skewed clocks agree.
 //
 // A key whose expires_at has passed counts as gone even before the background
-// job deletes it: every statement on a single key filters on it.
+// job deletes it: every statement on a key filters on it.
+//
+// Statements that wait for row locks take them in one order: key_state rows
+// before keys rows, each in id order (a scan of id = ANY (...) on a primary
+// key visits the ids in order). Statements of the background job take theirs
+// with SKIP LOCKED and never wait. So no two statements wait on each other in
+// a cycle.
+//
+// Every statement that returns keys returns the same columns, in the order
+// of KeyGet.
+//
+// A statement on key_state tells a live key by its expires_at in keys,
+// written as a scalar subquery, (SELECT k.expires_at ...) > now(): the
+// planner runs it as one primary-key lookup per row it looks at, where an
+// EXISTS may become a join that scans keys.
 // Creates count free keys in one statement.
 func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCreateRow, error) {
 	rows, err := q.db.Query(ctx, keyCreate, arg.Pool, arg.KeyTtlSeconds, arg.Count)
@@ -193,7 +233,6 @@ func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCrea
 		if err := rows.Scan(
 			&i.ID,
 			&i.Pool,
-			&i.Position,
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
@@ -213,21 +252,33 @@ func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCrea
 }
 
 const keyDelete = `-- name: KeyDelete :one
-WITH deleted AS (
+WITH state AS (
+    DELETE FROM key_state AS s
+    WHERE s.key_id = $1
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+), deleted AS (
+    -- Runs after state: it reads its row, so the key_state row is locked
+    -- before the keys row.
     DELETE FROM keys AS k
-    WHERE k.id = $1 AND k.expires_at > now()
-    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at
+    WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT deleted.id, deleted.pool, 'deleted', deleted.lease_token FROM deleted
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM deleted
+SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+FROM deleted
+JOIN state ON state.key_id = deleted.id
 `
 
 type KeyDeleteRow struct {
 	ID              uuid.UUID
 	Pool            string
-	Position        float64
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
@@ -243,7 +294,6 @@ func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, er
 	err := row.Scan(
 		&i.ID,
 		&i.Pool,
-		&i.Position,
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
@@ -262,20 +312,33 @@ WITH expired AS (
     ORDER BY c.expires_at
     LIMIT $1::int
     FOR UPDATE SKIP LOCKED
+), expired_state AS (
+    SELECT s.key_id FROM key_state AS s
+    -- An array, not a join: see KeyClaim.
+    WHERE s.key_id = ANY (ARRAY(SELECT expired.id FROM expired))
+    FOR UPDATE SKIP LOCKED
+), state AS (
+    DELETE FROM key_state AS s
+    WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+    RETURNING s.key_id, s.pool, s.lease_token
 ), deleted AS (
     DELETE FROM keys AS k
-    -- An array, not a join: see KeyClaim.
-    WHERE k.id = ANY (ARRAY(SELECT expired.id FROM expired))
-    RETURNING k.id, k.pool, k.lease_token
+    WHERE k.id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT deleted.id, deleted.pool, 'expired', deleted.lease_token FROM deleted
+    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    GROUP BY state.pool ORDER BY state.pool
 )
-SELECT count(*) FROM deleted
+SELECT count(*) FROM state
 `
 
 // One batch of the background job: deletes up to max keys whose life has
-// ended, held or free.
+// ended, held or free. Both rows of a key are locked with SKIP LOCKED, so
+// the job never waits for a request: a key whose lease state a request is
+// changing is left to the next pass.
 func (q *Queries) KeyDeleteExpired(ctx context.Context, max int32) (int64, error) {
 	row := q.db.QueryRow(ctx, keyDeleteExpired, max)
 	var count int64
@@ -284,17 +347,31 @@ func (q *Queries) KeyDeleteExpired(ctx context.Context, max int32) (int64, error
 }
 
 const keyGet = `-- name: KeyGet :one
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM keys
-WHERE id = $1 AND expires_at > now()
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.id = $1 AND k.expires_at > now()
 `
 
-func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (Key, error) {
+type KeyGetRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	LastKeepAliveAt *time.Time
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+}
+
+func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 	row := q.db.QueryRow(ctx, keyGet, id)
-	var i Key
+	var i KeyGetRow
 	err := row.Scan(
 		&i.ID,
 		&i.Pool,
-		&i.Position,
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
@@ -310,65 +387,81 @@ const keyKeepAliveMany = `-- name: KeyKeepAliveMany :many
 WITH request AS (
     -- Two unnests in one select list advance together, pairing ids and tokens.
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
-), target AS (
-    SELECT c.id FROM keys AS c
-    WHERE c.id = ANY ($1::uuid[]) AND c.expires_at > now()
-      AND EXISTS (
-          SELECT 1 FROM request AS r
-          WHERE r.id = c.id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
-      )
-    ORDER BY c.id
-    FOR UPDATE
+), extended AS (
+    UPDATE key_state AS s
+    SET lease_expires_at = now() + $3::float8 * interval '1 second'
+    WHERE s.key_id = ANY (ARRAY(SELECT r.id FROM request AS r WHERE r.lease_token <> 0))
+      AND s.lease_token IS NOT NULL AND s.lease_expires_at > now()
+      AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token = s.lease_token)
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
 ), kept AS (
+    -- Runs after extended: it reads its rows, so the key_state rows are
+    -- locked before the keys rows.
     UPDATE keys AS k
-    SET expires_at = now() + $3::float8 * interval '1 second',
-        last_keep_alive_at = now(),
-        lease_expires_at = CASE
-            WHEN k.lease_token IS NULL THEN NULL
-            ELSE now() + $4::float8 * interval '1 second'
-        END
-    FROM target
-    WHERE k.id = target.id
-    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at
+    SET expires_at = now() + $4::float8 * interval '1 second',
+        last_keep_alive_at = now()
+    WHERE k.id = ANY (ARRAY(
+        SELECT r.id FROM request AS r WHERE r.lease_token = 0
+        UNION ALL
+        SELECT extended.key_id FROM extended
+    ))
+      AND k.expires_at > now()
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at
 ), history AS (
+    -- One row per key: with the token of the lease it extended, or without
+    -- one when only the key's life was reset.
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT kept.id, kept.pool, 'kept_alive', kept.lease_token FROM kept
+    SELECT kept.id, kept.pool, 'kept_alive', extended.lease_token
+    FROM kept
+    LEFT JOIN extended ON extended.key_id = kept.id
 )
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at FROM kept
+SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at,
+       s.times_assigned, s.lease_token, s.blocked_at,
+       coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at,
+       extended.lease_token AS extended_lease_token
+FROM kept
+JOIN key_state AS s ON s.key_id = kept.id
+LEFT JOIN extended ON extended.key_id = kept.id
+WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept))
 `
 
 type KeyKeepAliveManyParams struct {
 	Ids             []uuid.UUID
 	LeaseTokens     []int64
-	KeyTtlSeconds   float64
 	LeaseTtlSeconds float64
+	KeyTtlSeconds   float64
 }
 
 type KeyKeepAliveManyRow struct {
-	ID              uuid.UUID
-	Pool            string
-	Position        float64
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
-	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
+	ID                 uuid.UUID
+	Pool               string
+	CreatedAt          time.Time
+	ExpiresAt          time.Time
+	LastKeepAliveAt    *time.Time
+	TimesAssigned      int64
+	LeaseToken         *int64
+	BlockedAt          *time.Time
+	LeaseExpiresAt     *time.Time
+	ExtendedLeaseToken *int64
 }
 
-// Resets the life of each key named and, when it is blocked, its lease. A
-// request's lease token, when not 0, must name the key's current lease: a
-// stale token matches no row. Rows are found by primary key with = ANY, so
-// the plan is an index lookup whatever the planner guesses of the batch's
-// size, and locked in id order so that two batches never wait on each
-// other in a cycle.
+// Keeps each key named alive. A request without a lease token (0) resets
+// the key's life only, and never touches its lease: the owner of a pool
+// keeps its keys alive without keeping crashed holders' leases alive. A
+// request with a token resets the key's life and extends that lease, if it
+// is the key's current lease and still running; nothing revives a lease past
+// its deadline, even before the background job has ended it. A request whose
+// token does not qualify changes nothing. Rows are found by primary key with
+// = ANY, so the plan is an index lookup whatever the planner guesses of the
+// batch's size.
+// Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyParams) ([]KeyKeepAliveManyRow, error) {
 	rows, err := q.db.Query(ctx, keyKeepAliveMany,
 		arg.Ids,
 		arg.LeaseTokens,
-		arg.KeyTtlSeconds,
 		arg.LeaseTtlSeconds,
+		arg.KeyTtlSeconds,
 	)
 	if err != nil {
 		return nil, err
@@ -380,7 +473,6 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 		if err := rows.Scan(
 			&i.ID,
 			&i.Pool,
-			&i.Position,
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
@@ -388,6 +480,7 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.ExtendedLeaseToken,
 		); err != nil {
 			return nil, err
 		}
@@ -400,7 +493,10 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 }
 
 const keyListPage = `-- name: KeyListPage :many
-SELECT k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at FROM keys AS k
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
 WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
 ORDER BY k.id
 LIMIT $3::int
@@ -412,23 +508,34 @@ type KeyListPageParams struct {
 	Max   int32
 }
 
+type KeyListPageRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	LastKeepAliveAt *time.Time
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+}
+
 // One page of a pool's live keys in id order, starting after the given id
 // (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 // the page's rows and stops. Keys whose life has ended are left out, as
 // everywhere; the background job removes them shortly.
-func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key, error) {
+func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]KeyListPageRow, error) {
 	rows, err := q.db.Query(ctx, keyListPage, arg.Pool, arg.After, arg.Max)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []Key
+	var items []KeyListPageRow
 	for rows.Next() {
-		var i Key
+		var i KeyListPageRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.Pool,
-			&i.Position,
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
@@ -449,8 +556,9 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
 SELECT ((
-    SELECT c.position FROM keys AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.expires_at > now()
+    SELECT c.position FROM key_state AS c
+    WHERE c.pool = $1::text AND c.lease_token IS NULL
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
 ) IS NOT NULL)::boolean AS has_free
@@ -468,19 +576,23 @@ func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error)
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :one
 WITH ended AS (
-    SELECT c.id, c.pool, c.lease_token FROM keys AS c
+    SELECT c.key_id, c.pool, c.lease_token FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
     ORDER BY c.lease_expires_at
     LIMIT $1::int
     FOR UPDATE SKIP LOCKED
 ), released AS (
-    UPDATE keys AS k
+    UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
-    WHERE k.id = ANY (ARRAY(SELECT ended.id FROM ended))
-    RETURNING k.id
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+    RETURNING s.key_id, s.pool
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT ended.id, ended.pool, 'lease_expired', ended.lease_token FROM ended
+    SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token FROM ended
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    GROUP BY released.pool ORDER BY released.pool
 )
 SELECT count(*) FROM released
 `
@@ -490,7 +602,8 @@ SELECT count(*) FROM released
 // another replica is working on to the next pass. The history rows come
 // from the rows locked, which are exactly the rows updated: the update
 // finds them by primary key (= ANY, an index lookup per key) and needs no
-// join back to them.
+// join back to them. The changes to the counts are written pool by pool in
+// pool order.
 func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, max int32) (int64, error) {
 	row := q.db.QueryRow(ctx, keyReleaseEndedLeases, max)
 	var count int64
@@ -503,25 +616,36 @@ WITH request AS (
     -- Two unnests in one select list advance together, pairing ids and tokens.
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
 ), current_lease AS (
-    SELECT c.id, c.lease_token FROM keys AS c
-    WHERE c.id = ANY ($1::uuid[]) AND c.expires_at > now() AND c.lease_token IS NOT NULL
+    SELECT c.key_id, c.lease_token FROM key_state AS c
+    WHERE c.key_id = ANY ($1::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
-          WHERE r.id = c.id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
+          WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
       )
-    ORDER BY c.id
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+    ORDER BY c.key_id
     FOR UPDATE
 ), released AS (
-    UPDATE keys AS k
+    UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     FROM current_lease
-    WHERE k.id = current_lease.id
-    RETURNING k.id, k.pool, k.position, k.created_at, k.expires_at, k.last_keep_alive_at, k.times_assigned, k.lease_token, k.blocked_at, k.lease_expires_at, current_lease.lease_token AS ended_lease_token
+    WHERE s.key_id = current_lease.key_id
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, current_lease.lease_token AS ended_lease_token
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT released.id, released.pool, 'released', released.ended_lease_token FROM released
+    SELECT released.key_id, released.pool, 'released', released.ended_lease_token FROM released
+), counted AS (
+    -- Pools in order: see KeyReleaseEndedLeases.
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    GROUP BY released.pool ORDER BY released.pool
 )
-SELECT id, pool, position, created_at, expires_at, last_keep_alive_at, times_assigned, lease_token, blocked_at, lease_expires_at, ended_lease_token FROM released
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+       released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at,
+       released.ended_lease_token
+FROM released
+JOIN keys AS k ON k.id = released.key_id
+WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released))
 `
 
 type KeyReleaseManyParams struct {
@@ -532,7 +656,6 @@ type KeyReleaseManyParams struct {
 type KeyReleaseManyRow struct {
 	ID              uuid.UUID
 	Pool            string
-	Position        float64
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
@@ -547,6 +670,7 @@ type KeyReleaseManyRow struct {
 // token is not 0, only the lease it names) and gives the key a new random
 // position. A key that is gone, free, or held under another lease matches
 // no row; the caller tells those apart afterwards.
+// Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) ([]KeyReleaseManyRow, error) {
 	rows, err := q.db.Query(ctx, keyReleaseMany, arg.Ids, arg.LeaseTokens)
 	if err != nil {
@@ -559,7 +683,6 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 		if err := rows.Scan(
 			&i.ID,
 			&i.Pool,
-			&i.Position,
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Every pool with history and every UTC hour from the oldest event kept to now: the cells of the hourly report views.
@@ -16,17 +17,13 @@ type HistoryHour struct {
 	Hour time.Time
 }
 
+// Every live key: its pool, creation, life (expires_at, last_keep_alive_at). Its lease state is in key_state.
 type Key struct {
 	ID              uuid.UUID
 	Pool            string
-	Position        float64
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
 }
 
 // Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
@@ -44,7 +41,7 @@ type KeyEvent struct {
 	At    time.Time
 	KeyID uuid.UUID
 	Pool  string
-	// created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive, deleted (explicit), expired (deleted by the background job).
+	// created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive (the key's life reset; lease_token set when the keep-alive presented it and extended that lease), deleted (explicit), expired (deleted by the background job).
 	Event      string
 	LeaseToken *int64
 }
@@ -71,6 +68,17 @@ type KeyLease struct {
 	EndedBy         *string
 	KeepAlives      int64
 	DurationSeconds *float64
+}
+
+// Lease state of each key (one row per row of keys, same id): position for the random pick, the current lease (token, blocked_at, lease_expires_at; all NULL when free) and times_assigned.
+type KeyState struct {
+	KeyID          uuid.UUID
+	Pool           string
+	Position       float64
+	TimesAssigned  int64
+	LeaseToken     *int64
+	BlockedAt      *time.Time
+	LeaseExpiresAt *time.Time
 }
 
 // Who leads each elected job (name), until expires_at by the database clock.
@@ -104,12 +112,25 @@ type LeaseDurationsHourly struct {
 	MaxSeconds  *float64
 }
 
-// Per-pool key counts, split over shards; sum keys and blocked per pool. Keys whose life has ended count until the background job deletes them.
+// Per-pool key counts (keys, blocked), exact at the reader's snapshot. Keys whose life has ended count until the background job deletes them.
 type PoolCount struct {
 	Pool    string
-	Shard   int32
 	Keys    int64
 	Blocked int64
+}
+
+type PoolCountChange struct {
+	Pool    string
+	Xid     pgtype.Uint64
+	Keys    int64
+	Blocked int64
+}
+
+type PoolCountTotal struct {
+	Pool    string
+	Keys    int64
+	Blocked int64
+	Horizon pgtype.Uint64
 }
 
 // pool_utilisation over the whole history. For a range call pool_utilisation(from, to, pool): it reads only the events from the range on.

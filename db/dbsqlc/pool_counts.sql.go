@@ -9,6 +9,100 @@ import (
 	"context"
 )
 
+const poolCountsDeleteEmpty = `-- name: PoolCountsDeleteEmpty :one
+WITH empty AS (
+    SELECT p.pool FROM pool_counts AS p
+    WHERE p.pool = ANY ($1::text[]) AND p.keys = 0 AND p.blocked = 0
+), changes AS (
+    DELETE FROM pool_count_changes AS c
+    WHERE c.pool = ANY (ARRAY(SELECT empty.pool FROM empty))
+), totals AS (
+    DELETE FROM pool_count_totals AS t
+    WHERE t.pool = ANY (ARRAY(SELECT empty.pool FROM empty))
+    RETURNING t.pool
+)
+SELECT count(*) FROM totals
+`
+
+// Removes the counts of the pools named that still have no key, with the
+// snapshot of this statement, taken after PoolCountsLock in the same
+// transaction.
+func (q *Queries) PoolCountsDeleteEmpty(ctx context.Context, pools []string) (int64, error) {
+	row := q.db.QueryRow(ctx, poolCountsDeleteEmpty, pools)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const poolCountsEmpty = `-- name: PoolCountsEmpty :many
+SELECT pool FROM pool_counts
+WHERE keys = 0 AND blocked = 0
+ORDER BY pool
+LIMIT $1::int
+`
+
+// Up to max pools that have no key left, in pool order.
+func (q *Queries) PoolCountsEmpty(ctx context.Context, max int32) ([]string, error) {
+	rows, err := q.db.Query(ctx, poolCountsEmpty, max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var pool string
+		if err := rows.Scan(&pool); err != nil {
+			return nil, err
+		}
+		items = append(items, pool)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const poolCountsFold = `-- name: PoolCountsFold :one
+WITH fold_lock AS (
+    SELECT pg_try_advisory_xact_lock($1::bigint) AS held
+), horizon AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xid
+), moved AS (
+    DELETE FROM pool_count_changes AS c
+    USING pool_count_totals AS t
+    WHERE (SELECT fold_lock.held FROM fold_lock) AND c.pool = t.pool AND c.xid >= t.horizon
+    RETURNING c.pool, c.keys, c.blocked
+), sums AS (
+    SELECT moved.pool, sum(moved.keys) AS keys, sum(moved.blocked) AS blocked, count(*) AS changes
+    FROM moved
+    GROUP BY moved.pool
+), folded AS (
+    UPDATE pool_count_totals AS t
+    SET keys = t.keys + sums.keys,
+        blocked = t.blocked + sums.blocked,
+        horizon = greatest(t.horizon, (SELECT horizon.xid FROM horizon))
+    FROM sums
+    WHERE t.pool = sums.pool
+    RETURNING sums.changes
+)
+SELECT coalesce(sum(folded.changes), 0)::bigint AS changes FROM folded
+`
+
+// Moves the changes of every pool into its totals, and returns how many
+// change rows it moved. The pool's horizon becomes the oldest transaction
+// still running (pg_snapshot_xmin): every change of an older transaction is
+// committed or rolled back by now, so if committed it is one that this fold
+// sees and moves, and readers need only add the changes from the horizon
+// on. One fold at a time (a transaction-scoped advisory lock; a replica
+// that does not get it skips this fold), so that two never lock the same
+// rows in different orders.
+func (q *Queries) PoolCountsFold(ctx context.Context, lockID int64) (int64, error) {
+	row := q.db.QueryRow(ctx, poolCountsFold, lockID)
+	var changes int64
+	err := row.Scan(&changes)
+	return changes, err
+}
+
 const poolCountsGet = `-- name: PoolCountsGet :one
 SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked
 FROM pool_counts
@@ -29,30 +123,25 @@ func (q *Queries) PoolCountsGet(ctx context.Context, pool string) (PoolCountsGet
 
 const poolCountsList = `-- name: PoolCountsList :many
 
-SELECT pool, sum(keys)::bigint AS keys, sum(blocked)::bigint AS blocked
+SELECT pool, keys, blocked
 FROM pool_counts
-GROUP BY pool
-HAVING sum(keys) <> 0
+WHERE keys <> 0
 ORDER BY pool
 `
 
-type PoolCountsListRow struct {
-	Pool    string
-	Keys    int64
-	Blocked int64
-}
-
-// Queries on pool_counts, the per-pool counters kept by triggers on keys.
+// Queries on the per-pool counts: pool_count_totals, the changes appended
+// by every statement that changes a pool's counts (pool_count_changes), and
+// the view pool_counts that adds the two up (see migration 00005).
 // Counts of every pool that has keys.
-func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCountsListRow, error) {
+func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCount, error) {
 	rows, err := q.db.Query(ctx, poolCountsList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []PoolCountsListRow
+	var items []PoolCount
 	for rows.Next() {
-		var i PoolCountsListRow
+		var i PoolCount
 		if err := rows.Scan(&i.Pool, &i.Keys, &i.Blocked); err != nil {
 			return nil, err
 		}
@@ -62,4 +151,49 @@ func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCountsListRow, erro
 		return nil, err
 	}
 	return items, nil
+}
+
+const poolCountsLock = `-- name: PoolCountsLock :many
+SELECT pool FROM pool_count_totals
+WHERE pool = ANY ($1::text[])
+ORDER BY pool
+FOR UPDATE
+`
+
+// Locks the totals rows of the pools named, in pool order. A statement that
+// creates keys locks its pool's row too, so a pool cannot get keys between
+// this lock and the end of the transaction.
+func (q *Queries) PoolCountsLock(ctx context.Context, pools []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, poolCountsLock, pools)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var pool string
+		if err := rows.Scan(&pool); err != nil {
+			return nil, err
+		}
+		items = append(items, pool)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const poolCountsTryFoldLock = `-- name: PoolCountsTryFoldLock :one
+SELECT pg_try_advisory_xact_lock($1::bigint) AS held
+`
+
+// Takes, for the rest of the transaction, the advisory lock that a fold
+// takes: removing an empty pool's counts locks its totals row and then its
+// changes, a fold the changes and then the totals, so the two must not run
+// at once.
+func (q *Queries) PoolCountsTryFoldLock(ctx context.Context, lockID int64) (bool, error) {
+	row := q.db.QueryRow(ctx, poolCountsTryFoldLock, lockID)
+	var held bool
+	err := row.Scan(&held)
+	return held, err
 }

@@ -196,7 +196,7 @@ func TestConcurrentClientsNeverShareAKey(t *testing.T) {
 	require.Zero(t, byEvent["lease_expired"]+byEvent["deleted"]+byEvent["expired"])
 	var live, blocked int
 	require.NoError(t, pool.QueryRow(context.Background(),
-		"SELECT count(*), count(lease_token) FROM keys WHERE pool = 'c'").Scan(&live, &blocked))
+		"SELECT count(*), count(lease_token) FROM key_state WHERE pool = 'c'").Scan(&live, &blocked))
 	require.Equal(t, keys, live)
 	require.Zero(t, blocked)
 }

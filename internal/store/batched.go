@@ -17,8 +17,10 @@ type leaseRequest struct {
 	token *int64
 }
 
-// KeepAlive resets the key's life and, if it is blocked, its lease. With a
-// lease token, it acts only if that lease is the key's current one.
+// KeepAlive resets the key's life. Without a lease token it does nothing
+// else, even when the key is blocked; with one, it also extends that lease,
+// and acts only if the lease is the key's current one and still running
+// (ErrLeaseMismatch otherwise, changing nothing).
 // Keep-alives that arrive together on this replica share one statement.
 func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
 	return s.keepAlives.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken})
@@ -63,22 +65,29 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	ids, tokens := leaseArgs(reqs)
-	rows, err := s.queries.KeyKeepAliveMany(ctx, dbsqlc.KeyKeepAliveManyParams{
-		Ids:             ids,
-		LeaseTokens:     tokens,
-		KeyTtlSeconds:   s.cfg.KeyTTL.Seconds(),
-		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyKeepAliveManyRow, error) {
+		return s.queries.KeyKeepAliveMany(ctx, dbsqlc.KeyKeepAliveManyParams{
+			Ids:             ids,
+			LeaseTokens:     tokens,
+			KeyTtlSeconds:   s.cfg.KeyTTL.Seconds(),
+			LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+		})
 	})
 	if err != nil {
 		return failAll[Key](len(reqs), classify(err))
 	}
 	kept := make(map[uuid.UUID]changedKey, len(rows))
 	for _, row := range rows {
-		kept[row.ID] = changedKey{key: fromRow(dbsqlc.Key(row)), lease: row.LeaseToken}
+		kept[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
+			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
+			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
+			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
+		}), lease: row.ExtendedLeaseToken}
 	}
 	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
 		// Not kept alive although the key lives: the token names a lease
-		// that is not the current one.
+		// that is not the current one, or one whose deadline has passed.
 		return Key{}, ErrLeaseMismatch
 	})
 }
@@ -87,14 +96,16 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	ids, tokens := leaseArgs(reqs)
-	rows, err := s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens})
+	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyReleaseManyRow, error) {
+		return s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens})
+	})
 	if err != nil {
 		return failAll[Key](len(reqs), classify(err))
 	}
 	released := make(map[uuid.UUID]changedKey, len(rows))
 	for _, row := range rows {
-		released[row.ID] = changedKey{key: fromRow(dbsqlc.Key{
-			ID: row.ID, Pool: row.Pool, Position: row.Position, CreatedAt: row.CreatedAt,
+		released[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
+			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
 			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,

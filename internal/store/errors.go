@@ -13,17 +13,41 @@ import (
 
 // classify turns a database error into the store's own: no row is
 // ErrKeyNotFound, and anything that says the database could not be reached or
-// did not answer in time is ErrUnavailable. Other errors pass through.
+// did not answer in time is ErrUnavailable, as is a conflict that persisted
+// through retries (the caller may try again). Other errors pass through.
 func classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, pgx.ErrNoRows):
 		return ErrKeyNotFound
-	case unavailable(err):
+	case unavailable(err), conflicted(err):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	default:
 		return err
+	}
+}
+
+// conflictTries is how often a statement that failed on a conflict is run.
+const conflictTries = 3
+
+// conflicted reports whether a statement failed on a deadlock or a
+// serialization failure. PostgreSQL then rolled back the whole statement
+// (every statement of the store runs in a transaction of its own), so
+// running it again is safe.
+func conflicted(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// retryConflicts runs f, and again when it failed on a conflict, up to
+// conflictTries times in all.
+func retryConflicts[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	for try := 1; ; try++ {
+		v, err := f()
+		if err == nil || !conflicted(err) || try == conflictTries || ctx.Err() != nil {
+			return v, err
+		}
 	}
 }
 

@@ -20,7 +20,7 @@ func (s *Store) ListKeys(ctx context.Context, pool string, after uuid.UUID, limi
 	}
 	keys := make([]Key, len(rows))
 	for i, row := range rows {
-		keys[i] = fromRow(row)
+		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return keys, nil
 }

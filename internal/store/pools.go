@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
 
@@ -77,4 +79,51 @@ func (s *Store) UnregisterWaiters(ctx context.Context, pool, replica string) err
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	return classify(s.queries.PoolWaitersUnregister(ctx, dbsqlc.PoolWaitersUnregisterParams{Pool: pool, Replica: replica}))
+}
+
+// foldLockID names the advisory lock that lets one fold of the counts run
+// at a time across every replica.
+const foldLockID = 0x746f6b656e636e74 // "tokencnt"
+
+// FoldCounts moves the pools' appended count changes into their totals, so
+// that reading a pool's counts adds up only the changes of the last moments.
+// It returns how many change rows it moved; 0 also when another replica was
+// folding at the same moment.
+func (s *Store) FoldCounts(ctx context.Context) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	n, err := retryConflicts(ctx, func() (int64, error) { return s.queries.PoolCountsFold(ctx, foldLockID) })
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(n), nil
+}
+
+// RemoveEmptyPools removes the counts of up to max pools that have no key
+// left, so that pools that come and go leave nothing behind. A pool that
+// gets keys meanwhile keeps its counts: creating keys locks the pool's
+// totals row, which this takes before it looks again.
+func (s *Store) RemoveEmptyPools(ctx context.Context, max int) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	pools, err := s.queries.PoolCountsEmpty(ctx, int32(max))
+	if err != nil || len(pools) == 0 {
+		return 0, classify(err)
+	}
+	var removed int64
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		q := s.queries.WithTx(tx)
+		if held, err := q.PoolCountsTryFoldLock(ctx, foldLockID); err != nil || !held {
+			return err // a fold runs; the pools are looked at again next time
+		}
+		if _, err := q.PoolCountsLock(ctx, pools); err != nil {
+			return err
+		}
+		removed, err = q.PoolCountsDeleteEmpty(ctx, pools)
+		return err
+	})
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(removed), nil
 }

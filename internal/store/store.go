@@ -128,17 +128,19 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := s.queries.KeyCreate(ctx, dbsqlc.KeyCreateParams{
-		Pool:          pool,
-		KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
-		Count:         int32(count),
+	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateRow, error) {
+		return s.queries.KeyCreate(ctx, dbsqlc.KeyCreateParams{
+			Pool:          pool,
+			KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
+			Count:         int32(count),
+		})
 	})
 	if err != nil {
 		return nil, classify(err)
 	}
 	keys := make([]Key, len(rows))
 	for i, row := range rows {
-		keys[i] = fromRow(dbsqlc.Key(row))
+		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return keys, nil
 }
@@ -154,11 +156,13 @@ func (s *Store) Claim(ctx context.Context, pool string) (Key, error) {
 func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := s.queries.KeyClaim(ctx, dbsqlc.KeyClaimParams{
-		Pool:            pool,
-		StartPosition:   rand.Float64(),
-		Max:             int32(max),
-		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyClaimRow, error) {
+		return s.queries.KeyClaim(ctx, dbsqlc.KeyClaimParams{
+			Pool:            pool,
+			StartPosition:   rand.Float64(),
+			Max:             int32(max),
+			LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+		})
 	})
 	if err != nil {
 		return nil, classify(err)
@@ -168,7 +172,7 @@ func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, err
 	}
 	keys := make([]Key, len(rows))
 	for i, row := range rows {
-		keys[i] = fromRow(dbsqlc.Key(row))
+		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return keys, nil
 }
@@ -199,11 +203,11 @@ func (s *Store) Get(ctx context.Context, id uuid.UUID) (Key, error) {
 func (s *Store) Delete(ctx context.Context, id uuid.UUID) (Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	row, err := s.queries.KeyDelete(ctx, id)
+	row, err := retryConflicts(ctx, func() (dbsqlc.KeyDeleteRow, error) { return s.queries.KeyDelete(ctx, id) })
 	if err != nil {
 		return Key{}, classify(err)
 	}
-	return fromRow(dbsqlc.Key(row)), nil
+	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }
 
 // ReleaseEndedLeases frees up to max keys whose lease has ended and returns
@@ -211,7 +215,7 @@ func (s *Store) Delete(ctx context.Context, id uuid.UUID) (Key, error) {
 func (s *Store) ReleaseEndedLeases(ctx context.Context, max int) (int, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	n, err := s.queries.KeyReleaseEndedLeases(ctx, int32(max))
+	n, err := retryConflicts(ctx, func() (int64, error) { return s.queries.KeyReleaseEndedLeases(ctx, int32(max)) })
 	if err != nil {
 		return 0, classify(err)
 	}
@@ -223,7 +227,7 @@ func (s *Store) ReleaseEndedLeases(ctx context.Context, max int) (int, error) {
 func (s *Store) DeleteExpired(ctx context.Context, max int) (int, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	n, err := s.queries.KeyDeleteExpired(ctx, int32(max))
+	n, err := retryConflicts(ctx, func() (int64, error) { return s.queries.KeyDeleteExpired(ctx, int32(max)) })
 	if err != nil {
 		return 0, classify(err)
 	}
@@ -237,7 +241,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	return classify(s.pool.Ping(ctx))
 }
 
-func fromRow(row dbsqlc.Key) Key {
+// fromRow turns a row into a Key. Every statement that returns keys returns
+// KeyGet's columns, so each of their row types converts to KeyGetRow.
+func fromRow(row dbsqlc.KeyGetRow) Key {
 	return Key{
 		ID:              row.ID,
 		Pool:            row.Pool,

@@ -419,3 +419,60 @@ func TestClaimsAreSpreadEvenly(t *testing.T) {
 		require.InDelta(t, 1.0, share, 0.4, "key %s has %.2f of its fair share (%d of %d)", id, share, n, cycles)
 	}
 }
+
+// A keep-alive without a lease token resets the key's life only: the owner
+// of a pool who keeps its keys alive does not keep a crashed holder's lease
+// alive. A keep-alive with the token extends only a lease still running:
+// nothing revives a lease past its deadline, even before the background job
+// has freed the key. History tells the two apart: a lease extended carries
+// its token, a key kept alive carries none.
+func TestKeepAliveWithoutTokenNeverTouchesALease(t *testing.T) {
+	t.Parallel()
+	const leaseTTL = 400 * time.Millisecond
+	b := setup(t, store.Config{KeyTTL: time.Hour, LeaseTTL: leaseTTL})
+	_, err := b.store.Create(b.ctx, "p", 1)
+	require.NoError(t, err)
+	held, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+
+	kept, err := b.store.KeepAlive(b.ctx, held.ID, nil)
+	require.NoError(t, err)
+	require.True(t, kept.ExpiresAt.After(held.ExpiresAt), "the key's life is reset")
+	require.Equal(t, *held.LeaseExpiresAt, *kept.LeaseExpiresAt, "the lease is not extended")
+	now, err := b.store.Get(b.ctx, held.ID)
+	require.NoError(t, err)
+	require.Equal(t, *held.LeaseExpiresAt, *now.LeaseExpiresAt)
+
+	// Past the lease's deadline, before any sweep: neither call revives it.
+	time.Sleep(time.Until(*held.LeaseExpiresAt) + 50*time.Millisecond)
+	_, err = b.store.KeepAlive(b.ctx, held.ID, held.LeaseToken)
+	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	_, err = b.store.KeepAlive(b.ctx, held.ID, nil)
+	require.NoError(t, err)
+	now, err = b.store.Get(b.ctx, held.ID)
+	require.NoError(t, err)
+	require.Equal(t, *held.LeaseExpiresAt, *now.LeaseExpiresAt, "an ended lease stays ended")
+
+	released := sweeper.New(b.store, sweeper.Config{}).RunOnce(b.ctx).LeasesReleased
+	require.Equal(t, 1, released)
+	require.Equal(t, []string{"created:-", "assigned:" + token(held), "kept_alive:-", "kept_alive:-", "lease_expired:" + token(held)},
+		b.events(t, held.ID))
+
+	// The lease report counts lease extensions only.
+	again, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	_, err = b.store.KeepAlive(b.ctx, again.ID, again.LeaseToken)
+	require.NoError(t, err)
+	_, err = b.store.KeepAlive(b.ctx, again.ID, nil)
+	require.NoError(t, err)
+	var keepAlives []int64
+	rows, err := b.pool.Query(b.ctx, "SELECT keep_alives FROM key_leases WHERE key_id = $1 ORDER BY started_at", held.ID)
+	require.NoError(t, err)
+	for rows.Next() {
+		var n int64
+		require.NoError(t, rows.Scan(&n))
+		keepAlives = append(keepAlives, n)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []int64{0, 1}, keepAlives)
+}

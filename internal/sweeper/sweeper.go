@@ -1,6 +1,8 @@
 // Package sweeper is the background job that ends what nobody kept alive:
 // it frees keys whose lease has ended and deletes keys whose life has ended.
-// It also removes history older than the retention.
+// It also folds the pools' count changes into their totals, removes the
+// counts of pools left without keys, and removes history older than the
+// retention.
 //
 // It is safe to run on every replica at once: each batch is one short
 // statement that locks its rows with SKIP LOCKED, so two sweepers never work
@@ -20,6 +22,8 @@ type Store interface {
 	ReleaseEndedLeases(ctx context.Context, max int) (int, error)
 	DeleteExpired(ctx context.Context, max int) (int, error)
 	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
+	FoldCounts(ctx context.Context) (int, error)
+	RemoveEmptyPools(ctx context.Context, max int) (int, error)
 }
 
 // DefaultHistoryRetention is how long history is kept unless configured.
@@ -64,7 +68,12 @@ type Result struct {
 	LeasesReleased int
 	KeysExpired    int
 	HistoryDeleted int
-	Err            error
+	// CountChangesFolded is how many count change rows were folded into the
+	// pools' totals; EmptyPoolsRemoved how many pools without keys lost
+	// their counts.
+	CountChangesFolded int
+	EmptyPoolsRemoved  int
+	Err                error
 }
 
 // didWork reports whether the pass changed anything.
@@ -159,14 +168,20 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 }
 
 // RunOnce makes one pass: it frees every key whose lease has ended and
-// deletes every key whose life has ended, a batch at a time, then deletes up
-// to HistoryBatchesPerPass batches of history older than the retention.
+// deletes every key whose life has ended, a batch at a time, folds the count
+// changes and removes the counts of up to BatchSize empty pools, then
+// deletes up to HistoryBatchesPerPass batches of history older than the
+// retention.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
 	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
 	result.Err = errors.Join(result.Err, err)
 	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
+	result.Err = errors.Join(result.Err, err)
+	result.CountChangesFolded, err = s.store.FoldCounts(ctx)
+	result.Err = errors.Join(result.Err, err)
+	result.EmptyPoolsRemoved, err = s.store.RemoveEmptyPools(ctx, s.cfg.BatchSize)
 	result.Err = errors.Join(result.Err, err)
 	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
 	result.Err = errors.Join(result.Err, err)

@@ -459,12 +459,15 @@
 
   function keepAlive(keyId) {
     return act('Keeping key ' + keyId.slice(0, 8) + ' alive', async () => {
+      // Only the lease's token extends a lease; without it the server
+      // resets the key's life alone.
+      const extending = Boolean(tokenOf(keyId));
       const key = await leaseCall('PUT', '/keys/' + enc(keyId) + '/keepalive', keyId);
       if (state.lastLease && state.lastLease.keyId === keyId) {
         state.lastLease.leaseExpiresAt = key.leaseExpiresAt;
         showLease();
       }
-      return 'Kept key ' + keyId.slice(0, 8) + ' alive' + (key.isBlocked ? '; its lease was extended.' : '.');
+      return 'Kept key ' + keyId.slice(0, 8) + ' alive' + (key.isBlocked && extending ? '; its lease was extended.' : '.');
     });
   }
 

@@ -1,0 +1,95 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+)
+
+// Release batches share one statement across pools, and so do the
+// background job's statements; statements that touch several pools at once
+// must never wait on each other in a cycle. A deadlock would fail a whole
+// batch and leave its keys blocked. Clients claim and release on many pools
+// at once, some leases end by themselves, and the job runs meanwhile: every
+// call succeeds, and the counts add up afterwards.
+func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{LeaseTTL: 300 * time.Millisecond, MaxInFlight: 4})
+	const pools, perPool, workers = 8, 24, 48
+	for p := range pools {
+		_, err := b.store.Create(b.ctx, fmt.Sprint("pool-", p), perPool)
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Second)
+	defer cancel()
+	sw := sweeper.New(b.store, sweeper.Config{Interval: 20 * time.Millisecond, BatchSize: 4, LeaseWorkers: 4})
+	var sweepErrs atomic.Int64
+	var firstSweepErr atomic.Value
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		for ctx.Err() == nil {
+			if r := sw.RunOnce(ctx); r.Err != nil && ctx.Err() == nil {
+				sweepErrs.Add(1)
+				firstSweepErr.CompareAndSwap(nil, r.Err)
+			}
+		}
+	}()
+	var (
+		wg     sync.WaitGroup
+		cycles atomic.Int64
+		mu     sync.Mutex
+		errs   []error
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				pool := fmt.Sprint("pool-", (w+i)%pools)
+				key, err := b.store.Claim(ctx, pool)
+				if err == store.ErrNoFreeKey || ctx.Err() != nil {
+					continue
+				}
+				if err == nil && i%5 != 0 {
+					// Every fifth lease is left to end by itself.
+					_, err = b.store.Release(ctx, key.ID, key.LeaseToken)
+				}
+				if err != nil && ctx.Err() == nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				cycles.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	<-swept
+	b.store.Close() // keys claimed for callers that timed out are given back
+	require.Empty(t, errs, "calls failed")
+	require.Zero(t, sweepErrs.Load(), "the background job failed: %v", firstSweepErr.Load())
+	require.Greater(t, cycles.Load(), int64(100))
+	t.Logf("%d cycles on %d pools", cycles.Load(), pools)
+
+	// Counts agree with the keys' state.
+	var keys, blocked int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &blocked))
+	counts, err := b.store.CountPools(b.ctx)
+	require.NoError(t, err)
+	var countedKeys, countedBlocked int64
+	for _, c := range counts {
+		countedKeys += c.Keys
+		countedBlocked += c.Blocked
+	}
+	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedBlocked})
+}
