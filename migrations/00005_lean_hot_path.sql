@@ -53,6 +53,13 @@ ALTER TABLE keys
     DROP COLUMN blocked_at,
     DROP COLUMN lease_expires_at;
 
+-- History is append-only and nothing looks an event up by its id: the
+-- primary key was one more index entry for every event, two per claim and
+-- release cycle. The id stays, as the order of insertion; retention deletes
+-- the rows it has locked by their physical address (ctid), which never
+-- changes since no event is ever updated.
+ALTER TABLE key_events DROP CONSTRAINT key_events_pkey;
+
 COMMENT ON COLUMN key_events.event IS 'created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive (the key''s life reset; lease_token set when the keep-alive presented it and extended that lease), deleted (explicit), expired (deleted by the background job).';
 
 COMMENT ON TABLE keys IS 'Every live key: its pool, creation, life (expires_at, last_keep_alive_at). Its lease state is in key_state.';
@@ -126,6 +133,7 @@ CROSS JOIN LATERAL (
 COMMENT ON VIEW pool_counts IS 'Per-pool key counts (keys, blocked), exact at the reader''s snapshot. Keys whose life has ended count until the background job deletes them.';
 
 -- +goose Down
+ALTER TABLE key_events ADD PRIMARY KEY (id);
 DROP FUNCTION announce_freed(text, bigint);
 DROP VIEW pool_counts;
 CREATE TABLE pool_counts (

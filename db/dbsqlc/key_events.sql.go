@@ -46,17 +46,19 @@ func (q *Queries) KeyEventsCountByEvent(ctx context.Context, since time.Time) ([
 }
 
 const keyEventsDeleteOlderThan = `-- name: KeyEventsDeleteOlderThan :one
-WITH old AS (
-    SELECT o.id FROM key_events AS o
-    WHERE o.at < coalesce($1::timestamptz, now()) - $2::float8 * interval '1 second'
+WITH cut_off AS (
+    SELECT coalesce($1::timestamptz, now()) - $2::float8 * interval '1 second' AS at
+), last_of_batch AS (
+    SELECT o.at FROM key_events AS o
+    WHERE o.at < (SELECT cut_off.at FROM cut_off)
     ORDER BY o.at
-    LIMIT $3::int
-    FOR UPDATE SKIP LOCKED
+    OFFSET $3::int - 1
+    LIMIT 1
 ), deleted AS (
     DELETE FROM key_events AS e
-    -- An array, not a join: see KeyClaim.
-    WHERE e.id = ANY (ARRAY(SELECT old.id FROM old))
-    RETURNING e.id
+    WHERE e.at < (SELECT cut_off.at FROM cut_off)
+      AND e.at <= coalesce((SELECT last_of_batch.at FROM last_of_batch), 'infinity')
+    RETURNING 1
 )
 SELECT count(*) FROM deleted
 `
@@ -67,11 +69,12 @@ type KeyEventsDeleteOlderThanParams struct {
 	Max              int32
 }
 
-// One batch of history retention: deletes up to max events older than the
-// retention, oldest first. It walks key_events_at_idx from its start and
-// never reads the keys table. SKIP LOCKED lets replicas that run the job at
-// the same time share the work instead of queueing on the same rows. now
-// pins the clock for tests; NULL is the database's now().
+// One batch of history retention: deletes the max oldest events older than
+// the retention (a few more when several share the last one's time). Both
+// scans are ranges from the start of key_events_at_idx, and it never reads
+// the keys table. Replicas that run it at once delete in the same order,
+// the later one skipping the rows the first deleted. now pins the clock for
+// tests; NULL is the database's now().
 func (q *Queries) KeyEventsDeleteOlderThan(ctx context.Context, arg KeyEventsDeleteOlderThanParams) (int64, error) {
 	row := q.db.QueryRow(ctx, keyEventsDeleteOlderThan, arg.Now, arg.RetentionSeconds, arg.Max)
 	var count int64

@@ -493,13 +493,20 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 }
 
 const keyListPage = `-- name: KeyListPage :many
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+WITH page AS (
+    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at FROM keys AS k
+    WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
+    -- The index's own order (pool is fixed): the planner then walks
+    -- keys_pool_id_idx and stops after the page, rather than sorting.
+    ORDER BY k.pool, k.id
+    LIMIT $3::int
+)
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
-FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
-WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
-ORDER BY k.id
-LIMIT $3::int
+FROM page
+JOIN key_state AS s ON s.key_id = page.id
+WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+ORDER BY page.id
 `
 
 type KeyListPageParams struct {
@@ -524,6 +531,7 @@ type KeyListPageRow struct {
 // (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 // the page's rows and stops. Keys whose life has ended are left out, as
 // everywhere; the background job removes them shortly.
+// The page's lease states by primary key: see KeyClaim.
 func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]KeyListPageRow, error) {
 	rows, err := q.db.Query(ctx, keyListPage, arg.Pool, arg.After, arg.Max)
 	if err != nil {

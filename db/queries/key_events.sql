@@ -32,22 +32,25 @@ GROUP BY event
 ORDER BY event;
 
 -- name: KeyEventsDeleteOlderThan :one
--- One batch of history retention: deletes up to max events older than the
--- retention, oldest first. It walks key_events_at_idx from its start and
--- never reads the keys table. SKIP LOCKED lets replicas that run the job at
--- the same time share the work instead of queueing on the same rows. now
--- pins the clock for tests; NULL is the database's now().
-WITH old AS (
-    SELECT o.id FROM key_events AS o
-    WHERE o.at < coalesce(sqlc.narg(now)::timestamptz, now()) - sqlc.arg(retention_seconds)::float8 * interval '1 second'
+-- One batch of history retention: deletes the max oldest events older than
+-- the retention (a few more when several share the last one's time). Both
+-- scans are ranges from the start of key_events_at_idx, and it never reads
+-- the keys table. Replicas that run it at once delete in the same order,
+-- the later one skipping the rows the first deleted. now pins the clock for
+-- tests; NULL is the database's now().
+WITH cut_off AS (
+    SELECT coalesce(sqlc.narg(now)::timestamptz, now()) - sqlc.arg(retention_seconds)::float8 * interval '1 second' AS at
+), last_of_batch AS (
+    SELECT o.at FROM key_events AS o
+    WHERE o.at < (SELECT cut_off.at FROM cut_off)
     ORDER BY o.at
-    LIMIT sqlc.arg(max)::int
-    FOR UPDATE SKIP LOCKED
+    OFFSET sqlc.arg(max)::int - 1
+    LIMIT 1
 ), deleted AS (
     DELETE FROM key_events AS e
-    -- An array, not a join: see KeyClaim.
-    WHERE e.id = ANY (ARRAY(SELECT old.id FROM old))
-    RETURNING e.id
+    WHERE e.at < (SELECT cut_off.at FROM cut_off)
+      AND e.at <= coalesce((SELECT last_of_batch.at FROM last_of_batch), 'infinity')
+    RETURNING 1
 )
 SELECT count(*) FROM deleted;
 

@@ -310,10 +310,18 @@ ORDER BY k.pool;
 -- (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 -- the page's rows and stops. Keys whose life has ended are left out, as
 -- everywhere; the background job removes them shortly.
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+WITH page AS (
+    SELECT k.* FROM keys AS k
+    WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND k.expires_at > now()
+    -- The index's own order (pool is fixed): the planner then walks
+    -- keys_pool_id_idx and stops after the page, rather than sorting.
+    ORDER BY k.pool, k.id
+    LIMIT sqlc.arg(max)::int
+)
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
-FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
-WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND k.expires_at > now()
-ORDER BY k.id
-LIMIT sqlc.arg(max)::int;
+FROM page
+JOIN key_state AS s ON s.key_id = page.id
+-- The page's lease states by primary key: see KeyClaim.
+WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+ORDER BY page.id;
