@@ -36,6 +36,10 @@ type Config struct {
 	// HistoryRetention: history rows older than this are deleted by the
 	// background job.
 	HistoryRetention time.Duration
+	// SnapshotAgeWarning: a database session holding a snapshot longer than
+	// this is named in a warning (it holds back the cleanup of the hot
+	// tables). Defaults to 5 minutes; 0 turns the check off.
+	SnapshotAgeWarning time.Duration
 	// LeaderElection makes one replica at a time run the background job.
 	LeaderElection bool
 	// LeaderTTL is the term of the job's leader; when the leader dies,
@@ -77,7 +81,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	var (
 		cfg                                        Config
 		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
-		retention                                  string
+		retention, snapshotWarning                 string
 		cors, level                                string
 		port, maxConns                             string
 		election, leaderTTL                        string
@@ -90,6 +94,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", "60s"), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
 	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", "1s"), "interval of the background job (env SWEEP_INTERVAL)")
 	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", "720h"), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
+	fs.StringVar(&snapshotWarning, "snapshot-age-warning", env("SNAPSHOT_AGE_WARNING", "5m"), "warn when a database session holds a snapshot longer than this; 0 turns it off (env SNAPSHOT_AGE_WARNING)")
 	fs.StringVar(&election, "leader-election", env("LEADER_ELECTION", "false"), "run the background job on one elected replica at a time (env LEADER_ELECTION)")
 	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
@@ -128,6 +133,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	// leases still running and the reports their hours.
 	cfg.HistoryRetention = duration("HISTORY_RETENTION", retention, time.Hour)
 	cfg.LeaderTTL = duration("LEADER_TTL", leaderTTL, 30*time.Millisecond)
+	cfg.SnapshotAgeWarning = duration("SNAPSHOT_AGE_WARNING", snapshotWarning, 0)
 	if cfg.LeaderElection, err = strconv.ParseBool(election); err != nil {
 		errs = append(errs, fmt.Errorf("LEADER_ELECTION: %q is not true or false", election))
 	}

@@ -137,3 +137,38 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(p.Blocked), p.Pool, "blocked")
 	}
 }
+
+var (
+	snapshotAgeDesc = prometheus.NewDesc("tokenorchestrator_db_oldest_snapshot_age_seconds",
+		"How long the oldest open snapshot of another database session has been held: dead row versions younger than it cannot be removed. Database-wide: every replica reports the same value (use max() across replicas).", nil, nil)
+	xminAgeDesc = prometheus.NewDesc("tokenorchestrator_db_xmin_age_transactions",
+		"Age in transactions of the oldest xmin that holds back cleanup, of a session or a replication slot. Database-wide (use max() across replicas).", nil, nil)
+)
+
+// WatchHorizon exports, at every scrape, what holds back the database's
+// cleanup of dead row versions.
+func (m *Metrics) WatchHorizon(horizon func(context.Context) (store.Horizon, error), logger *slog.Logger) {
+	m.registry.MustRegister(&horizonCollector{horizon: horizon, logger: logger})
+}
+
+type horizonCollector struct {
+	horizon func(context.Context) (store.Horizon, error)
+	logger  *slog.Logger
+}
+
+func (c *horizonCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- snapshotAgeDesc
+	ch <- xminAgeDesc
+}
+
+func (c *horizonCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	h, err := c.horizon(ctx)
+	if err != nil {
+		c.logger.Warn("cleanup horizon unavailable", "error", err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(snapshotAgeDesc, prometheus.GaugeValue, h.SnapshotAge.Seconds())
+	ch <- prometheus.MustNewConstMetric(xminAgeDesc, prometheus.GaugeValue, float64(h.XminAge))
+}

@@ -71,11 +71,13 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
 	m := metrics.New(s.store.CountPools, logger)
+	m.WatchHorizon(s.store.CleanupHorizon, logger)
 	sweeperCfg := sweeper.Config{
-		Interval:         cfg.SweepInterval,
-		HistoryRetention: cfg.HistoryRetention,
-		Logger:           logger,
-		OnPass:           m.ObserveSweep,
+		Interval:           cfg.SweepInterval,
+		HistoryRetention:   cfg.HistoryRetention,
+		Logger:             logger,
+		OnPass:             m.ObserveSweep,
+		SnapshotAgeWarning: cfg.SnapshotAgeWarning,
 	}
 	if cfg.LeaderElection {
 		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})

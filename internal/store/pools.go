@@ -127,3 +127,32 @@ func (s *Store) RemoveEmptyPools(ctx context.Context, max int) (int, error) {
 	}
 	return int(removed), nil
 }
+
+// Horizon is what holds back the cleanup of dead row versions on the
+// database server: the oldest open snapshot of another session and who
+// holds it, and the age, in transactions, of the oldest xmin of a session
+// or a replication slot.
+type Horizon struct {
+	SnapshotAge       time.Duration
+	HolderPID         int32
+	HolderApplication string
+	HolderState       string
+	XminAge           int64
+}
+
+// CleanupHorizon reads what holds back cleanup now.
+func (s *Store) CleanupHorizon(ctx context.Context) (Horizon, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	row, err := s.queries.CleanupHorizonGet(ctx)
+	if err != nil {
+		return Horizon{}, classify(err)
+	}
+	return Horizon{
+		SnapshotAge:       time.Duration(row.SnapshotAgeSeconds * float64(time.Second)),
+		HolderPID:         row.HolderPid,
+		HolderApplication: row.HolderApplication,
+		HolderState:       row.HolderState,
+		XminAge:           row.XminAgeTransactions,
+	}, nil
+}

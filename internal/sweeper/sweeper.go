@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
 // Store is what the sweeper needs of the key store.
@@ -24,6 +26,7 @@ type Store interface {
 	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
 	FoldCounts(ctx context.Context) (int, error)
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
+	CleanupHorizon(ctx context.Context) (store.Horizon, error)
 }
 
 // DefaultHistoryRetention is how long history is kept unless configured.
@@ -61,7 +64,19 @@ type Config struct {
 	// OnPass, when set, is called after every pass with its result; tests
 	// wait on it instead of sleeping.
 	OnPass func(Result)
+	// SnapshotAgeWarning: when a session of the database has held a
+	// snapshot for longer than this, a warning names it, once a minute while
+	// it lasts. Such a snapshot keeps every dead row version the hot path
+	// leaves behind, and claims slow down as they pile up. Zero: no check.
+	SnapshotAgeWarning time.Duration
 }
+
+// horizonCheckEvery is how often the background job looks at the cleanup
+// horizon, and horizonWarnEvery how often it repeats a warning.
+const (
+	horizonCheckEvery = 10 * time.Second
+	horizonWarnEvery  = time.Minute
+)
 
 // Result says what one pass did.
 type Result struct {
@@ -89,6 +104,9 @@ type Sweeper struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// Owned by the loop's goroutine.
+	horizonChecked, horizonWarned time.Time
 }
 
 // New returns a sweeper over the store.
@@ -164,7 +182,25 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		if s.cfg.OnPass != nil {
 			s.cfg.OnPass(result)
 		}
+		s.checkHorizon(ctx)
 	}
+}
+
+// checkHorizon warns about a snapshot old enough to hurt, naming the
+// session that holds it.
+func (s *Sweeper) checkHorizon(ctx context.Context) {
+	if s.cfg.SnapshotAgeWarning <= 0 || time.Since(s.horizonChecked) < horizonCheckEvery {
+		return
+	}
+	s.horizonChecked = time.Now()
+	h, err := s.store.CleanupHorizon(ctx)
+	if err != nil || h.SnapshotAge < s.cfg.SnapshotAgeWarning || time.Since(s.horizonWarned) < horizonWarnEvery {
+		return
+	}
+	s.horizonWarned = time.Now()
+	s.cfg.Logger.Warn("an old snapshot holds back the database's cleanup; claims slow down while it lasts",
+		"snapshot_age", h.SnapshotAge.Round(time.Second), "pid", h.HolderPID, "application_name", h.HolderApplication,
+		"state", h.HolderState, "xmin_age_transactions", h.XminAge)
 }
 
 // RunOnce makes one pass: it frees every key whose lease has ended and

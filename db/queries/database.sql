@@ -1,0 +1,27 @@
+-- Queries on the database server itself.
+
+-- name: CleanupHorizonGet :one
+-- What holds back the removal of dead row versions in every table of the
+-- cluster: the oldest snapshot of any other session (backend_xmin) and the
+-- oldest xmin of a replication slot. While one is old, each claim and
+-- release leaves versions that nothing may remove, and the hot tables'
+-- indexes fill with them (see the README's runbook). Reads the server's
+-- activity view, one row per session; seeing other roles' sessions needs
+-- pg_read_all_stats (or pg_monitor).
+WITH holders AS (
+    SELECT a.pid, a.application_name, a.state, a.backend_xmin,
+           now() - coalesce(a.xact_start, a.query_start, a.backend_start) AS held_for
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()
+), oldest AS (
+    SELECT * FROM holders ORDER BY holders.held_for DESC LIMIT 1
+)
+SELECT
+    coalesce((SELECT date_part('epoch', oldest.held_for) FROM oldest), 0)::float8 AS snapshot_age_seconds,
+    coalesce((SELECT oldest.pid FROM oldest), 0)::int AS holder_pid,
+    coalesce((SELECT oldest.application_name FROM oldest), '')::text AS holder_application,
+    coalesce((SELECT oldest.state FROM oldest), '')::text AS holder_state,
+    greatest(
+        coalesce((SELECT max(age(holders.backend_xmin)) FROM holders), 0),
+        coalesce((SELECT max(age(s.xmin)) FROM pg_catalog.pg_replication_slots AS s), 0)
+    )::bigint AS xmin_age_transactions;
