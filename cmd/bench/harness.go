@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,15 +27,40 @@ import (
 
 const benchDB = "tokenorchestrator_bench"
 
+// clusterSettings are what the harness's own cluster changes from a stock
+// PostgreSQL: room for the biggest scenario's connections, and the
+// statistics the cost table reads. Everything else, autovacuum included,
+// stays as a fresh installation has it, so that the figures speak for a
+// production server rather than for a server tuned for tests.
+var clusterSettings = map[string]string{
+	"max_connections":          "300",
+	"shared_preload_libraries": "pg_stat_statements",
+}
+
+// reportedSettings are the server settings that move these figures most;
+// the report lists them as the server has them.
+var reportedSettings = []string{"autovacuum", "synchronous_commit", "fsync", "shared_buffers",
+	"max_connections", "wal_level", "checkpoint_timeout"}
+
+type setting struct{ name, value string }
+
 type harness struct {
-	o         options
-	adminURL  string
-	cluster   *pgembed.Cluster
-	tmp       string
-	pgbench   string
-	script    string
-	maxConns  int
-	pgVersion string
+	o        options
+	adminURL string
+	cluster  *pgembed.Cluster
+	tmp      string
+	// walDir is the server's pg_wal when this machine can read it.
+	walDir   string
+	pgbench  string
+	waldump  string
+	script   string
+	maxConns int
+	// serverMajor is the server's major version, e.g. "15".
+	serverMajor string
+	pgVersion   string
+	settings    []setting
+	// statements is why pg_stat_statements cannot be read, or empty.
+	statements string
 }
 
 func newHarness(ctx context.Context, o options) (*harness, error) {
@@ -42,40 +68,110 @@ func newHarness(ctx context.Context, o options) (*harness, error) {
 	if _, err := os.Stat(o.serverBin); err != nil {
 		return nil, fmt.Errorf("server binary %s: %w (run make build)", o.serverBin, err)
 	}
-	if err := ping(ctx, h.adminURL); err != nil {
-		fmt.Println("no PostgreSQL at", h.adminURL, "- starting an embedded cluster")
-		if h.tmp, err = os.MkdirTemp("", "bench-pg-"); err != nil {
-			return nil, err
-		}
-		_ = os.Chmod(h.tmp, 0o755)
-		h.cluster, err = pgembed.Start(ctx, pgembed.Config{DataDir: filepath.Join(h.tmp, "data"),
-			Settings: map[string]string{"max_connections": "300"}})
-		if err != nil {
-			return nil, err
-		}
-		h.adminURL = h.cluster.URL()
-	}
 	var err error
-	if h.pgbench, err = findPgbench(); err != nil {
-		return nil, err
-	}
 	if h.script, err = pgbenchScript(o.queries, time.Hour); err != nil {
 		return nil, err
 	}
-	conn, err := pgx.Connect(ctx, h.adminURL)
-	if err != nil {
+	if h.adminURL == "" {
+		if err := h.startCluster(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := ping(ctx, h.adminURL); err != nil {
+		return nil, fmt.Errorf("the server given with -database-url: %w", err)
+	}
+	if err := h.readServer(ctx); err != nil {
+		h.close()
 		return nil, err
 	}
-	defer conn.Close(ctx)
-	var maxConns string
-	if err := conn.QueryRow(ctx, "SHOW max_connections").Scan(&maxConns); err != nil {
-		return nil, err
-	}
-	h.maxConns, _ = strconv.Atoi(maxConns)
-	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&h.pgVersion); err != nil {
+	if h.pgbench, err = findPgTool("pgbench", h.serverMajor); err != nil {
+		h.close()
 		return nil, err
 	}
 	return h, nil
+}
+
+// startCluster starts the harness's own PostgreSQL in a temporary
+// directory, dropped again by close.
+func (h *harness) startCluster(ctx context.Context) error {
+	var err error
+	if h.tmp, err = os.MkdirTemp("", "bench-pg-"); err != nil {
+		return err
+	}
+	// The server may run as another user (postgres, when we are root).
+	_ = os.Chmod(h.tmp, 0o755)
+	dataDir := filepath.Join(h.tmp, "data")
+	fmt.Println("starting the harness's own PostgreSQL cluster in", dataDir)
+	h.cluster, err = pgembed.Start(ctx, pgembed.Config{DataDir: dataDir, Settings: clusterSettings})
+	if err != nil {
+		os.RemoveAll(h.tmp)
+		return err
+	}
+	h.adminURL = h.cluster.URL()
+	return nil
+}
+
+// readServer reads the server's version and settings, and finds out what
+// the cost table can read: pg_stat_statements, and the WAL files for
+// pg_waldump (only on this machine, only when they are readable).
+func (h *harness) readServer(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, h.adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	show := func(name string) (string, error) {
+		var v string
+		err := conn.QueryRow(ctx, "SHOW "+name).Scan(&v)
+		return v, err
+	}
+	if h.pgVersion, err = show("server_version"); err != nil {
+		return err
+	}
+	num, err := show("server_version_num")
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(num); err == nil {
+		h.serverMajor = strconv.Itoa(n / 10000)
+	}
+	for _, name := range reportedSettings {
+		v, err := show(name)
+		if err != nil {
+			return err
+		}
+		h.settings = append(h.settings, setting{name, v})
+	}
+	maxConns, _ := show("max_connections")
+	h.maxConns, _ = strconv.Atoi(maxConns)
+
+	if libs, _ := show("shared_preload_libraries"); !strings.Contains(libs, "pg_stat_statements") {
+		h.statements = "pg_stat_statements is not in the server's shared_preload_libraries"
+	} else if _, err := conn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+		h.statements = "CREATE EXTENSION pg_stat_statements failed: " + err.Error()
+	}
+
+	if h.cluster != nil || isLoopback(h.adminURL) {
+		if dir, err := show("data_directory"); err == nil {
+			if _, err := os.ReadDir(filepath.Join(dir, "pg_wal")); err == nil {
+				h.walDir = filepath.Join(dir, "pg_wal")
+			}
+		}
+	}
+	if h.walDir != "" {
+		if h.waldump, err = findPgTool("pg_waldump", h.serverMajor); err != nil {
+			h.walDir = ""
+		}
+	}
+	return nil
+}
+
+func isLoopback(url string) bool {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(cfg.Host)
+	return cfg.Host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 func (h *harness) close() {
@@ -85,20 +181,28 @@ func (h *harness) close() {
 	}
 }
 
-// freshDB recreates the bench database with the schema applied.
-func (h *harness) freshDB(ctx context.Context) (string, error) {
+// recreateDB drops and creates a database and returns its URL.
+func (h *harness) recreateDB(ctx context.Context, name string) (string, error) {
 	conn, err := pgx.Connect(ctx, h.adminURL)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+benchDB+" WITH (FORCE)"); err != nil {
+	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 		return "", err
 	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+benchDB); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", err
 	}
-	url := withDatabase(h.adminURL, benchDB)
+	return withDatabase(h.adminURL, name), nil
+}
+
+// freshDB recreates the bench database with the schema applied.
+func (h *harness) freshDB(ctx context.Context) (string, error) {
+	url, err := h.recreateDB(ctx, benchDB)
+	if err != nil {
+		return "", err
+	}
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return "", err
@@ -180,15 +284,27 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 	if err != nil {
 		return r, err
 	}
+	pgClients := h.pgbenchClients(&r, clients)
+	if r.floor, err = h.floorRate(ctx, poolSize, pgClients, h.o.duration); err != nil {
+		return r, fmt.Errorf("floor: %w", err)
+	}
 	if err := vacuum(ctx, url); err != nil {
 		return r, err
 	}
-	pgClients := min(clients, h.maxConns-10)
-	if pgClients < clients {
-		r.note = fmt.Sprintf("pgbench at %d clients (max_connections %d)", pgClients, h.maxConns)
-	}
-	r.pgbench, err = runPgbench(ctx, h.pgbench, url, h.script, "bench", pgClients, h.o.duration)
+	out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: h.script, clients: pgClients,
+		duration: h.o.duration, defines: []string{"pool=bench"}})
+	r.serviceSQL = out.tps
 	return r, err
+}
+
+// pgbenchClients caps pgbench's clients below the server's connection
+// limit, noting it in the row.
+func (h *harness) pgbenchClients(r *row, clients int) int {
+	n := min(clients, h.maxConns-10)
+	if n < clients {
+		r.addNote(fmt.Sprintf("pgbench at %d clients (max_connections %d)", n, h.maxConns))
+	}
+	return n
 }
 
 // massExpiry blocks n keys whose leases all end at the same moment, and
@@ -211,7 +327,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 	if err != nil {
 		return r, err
 	}
-	defer stopServers(servers)
+	defer func() { stopServers(servers) }()
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return r, err
@@ -220,6 +336,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 	q := dbsqlc.New(pool)
 
 	const leaseTTL = 5 * time.Second
+	loadTime := leaseTTL + sweep + 6*time.Second
 	claimed, err := q.KeyClaim(ctx, dbsqlc.KeyClaimParams{Pool: "expiring", StartPosition: 0, Max: int32(n), LeaseTtlSeconds: leaseTTL.Seconds()})
 	if err != nil || len(claimed) != n {
 		return r, fmt.Errorf("claim %d expiring keys: got %d, %v", n, len(claimed), err)
@@ -233,7 +350,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: leaseTTL + sweep + 6*time.Second})
+		res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: loadTime})
 		done <- outcome{res, err}
 	}()
 	var releasedAt time.Time
@@ -258,8 +375,18 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 	}
 	out := <-done
 	r.fill(out.res, servers, before)
-	r.note = fmt.Sprintf("all %d released %.2f s after their deadline (SWEEP_INTERVAL %s)", n, releasedAt.Sub(deadline).Seconds(), sweep)
-	return r, out.err
+	r.addNote(fmt.Sprintf("all %d released %.2f s after their deadline (SWEEP_INTERVAL %s)", n, releasedAt.Sub(deadline).Seconds(), sweep))
+	if out.err != nil {
+		return r, out.err
+	}
+	stopServers(servers)
+	servers = nil
+	// The floor has no background job to compare with; it gives the rate
+	// the claiming clients could have had.
+	if r.floor, err = h.floorRate(ctx, workPool, h.pgbenchClients(&r, clients), loadTime); err != nil {
+		return r, fmt.Errorf("floor: %w", err)
+	}
+	return r, nil
 }
 
 type serverProc struct {
@@ -371,12 +498,28 @@ func ping(ctx context.Context, url string) error {
 	return conn.Close(ctx)
 }
 
+// withDatabase is the URL with another database, credentials and
+// parameters kept.
 func withDatabase(admin, name string) string {
+	if u, err := neturl.Parse(admin); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	// A keyword/value string: rebuilt as a URL.
 	cfg, err := pgx.ParseConfig(admin)
 	if err != nil {
 		return admin
 	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	u := neturl.URL{Scheme: "postgres", Host: fmt.Sprintf("%s:%d", cfg.Host, cfg.Port), Path: "/" + name}
+	if cfg.Password != "" {
+		u.User = neturl.UserPassword(cfg.User, cfg.Password)
+	} else {
+		u.User = neturl.User(cfg.User)
+	}
+	if cfg.TLSConfig == nil {
+		u.RawQuery = "sslmode=disable"
+	}
+	return u.String()
 }
 
 func freePort() (int, error) {

@@ -1,11 +1,14 @@
-// Command bench is the benchmark harness behind `make bench`. It starts real
-// server processes against a PostgreSQL, drives them over HTTP with the load
-// generator, runs the same claim and release SQL through pgbench as the
-// reference, and writes the table to docs/benchmarks.md.
+// Command bench is the benchmark harness behind `make bench`. It starts its
+// own PostgreSQL cluster with stock settings, starts real server processes
+// against it, drives them over HTTP with the load generator, sets every
+// figure against the bare SQL floor and against the service's own claim and
+// release SQL through pgbench, holds a snapshot open under load, measures
+// what one cycle costs the database, and writes docs/benchmarks.md.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -16,34 +19,59 @@ import (
 )
 
 type options struct {
-	adminURL  string
-	serverBin string
-	queries   string
-	out       string
-	duration  time.Duration
-	quick     bool
-	profile   string
-	only      string
+	adminURL   string
+	serverBin  string
+	queries    string
+	out        string
+	duration   time.Duration
+	quick      bool
+	profile    string
+	only       string
+	held       heldSchedule
+	costCycles int
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.adminURL, "database-url", envOr("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL where the harness may create the database tokenorchestrator_bench (env BENCH_DATABASE_URL); unreachable: an embedded cluster")
+	flag.StringVar(&o.adminURL, "database-url", os.Getenv("BENCH_DATABASE_URL"),
+		"run on this PostgreSQL instead of the harness's own stock cluster; the user must be allowed to create databases (env BENCH_DATABASE_URL)")
 	flag.StringVar(&o.serverBin, "server", "bin/token-orchestrator", "the server binary to start")
-	flag.StringVar(&o.queries, "queries", "db/queries/keys.sql", "the service's SQL, for the pgbench reference")
-	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "where to write the results (empty: only print)")
+	flag.StringVar(&o.queries, "queries", "db/queries/keys.sql", "the service's SQL, for the pgbench reference and the cost table")
+	flag.StringVar(&o.out, "out", "docs/benchmarks.md", "where to write the results (empty: only print); with -quick or -only, written only when given")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run")
-	flag.BoolVar(&o.quick, "quick", false, "a smoke run: small pools, short runs, nothing written")
-	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this text (nothing is written)")
+	flag.BoolVar(&o.quick, "quick", false, "a smoke run: small pools, short runs, nothing written unless -out is given")
+	flag.StringVar(&o.only, "only", "", `run only the scenarios whose name contains this text, e.g. "held snapshot", "cost" (nothing written unless -out is given)`)
 	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the 32-client run on the small pool to this file")
+	flag.DurationVar(&o.held.leadIn, "lead-in", 30*time.Second, "held snapshot: load before the snapshot is taken")
+	flag.DurationVar(&o.held.hold, "hold", 3*time.Minute, "held snapshot: how long the snapshot is held")
+	flag.DurationVar(&o.held.tail, "tail", 30*time.Second, "held snapshot: load after the snapshot is given up")
+	flag.DurationVar(&o.held.window, "window", 10*time.Second, "held snapshot: length of each reported window (whole seconds)")
+	flag.IntVar(&o.costCycles, "cost-cycles", 5000, "per-cycle cost: cycles measured per workload (after as many for warm-up)")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.quick {
-		o.duration = 2 * time.Second
+		quick := map[string]func(){
+			"duration":    func() { o.duration = 2 * time.Second },
+			"lead-in":     func() { o.held.leadIn = 4 * time.Second },
+			"hold":        func() { o.held.hold = 10 * time.Second },
+			"tail":        func() { o.held.tail = 4 * time.Second },
+			"window":      func() { o.held.window = 2 * time.Second },
+			"cost-cycles": func() { o.costCycles = 500 },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	// A partial run must not overwrite the full report by accident; it
+	// writes only where it is told to.
+	if (o.quick || o.only != "") && !set["out"] {
 		o.out = ""
 	}
-	if o.only != "" {
-		o.out = ""
+	if err := o.validate(); err != nil {
+		log.Fatalf("bench: %v", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -52,11 +80,22 @@ func main() {
 	}
 }
 
-func envOr(name, fallback string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+func (o options) validate() error {
+	var errs []error
+	s := o.held
+	if s.window < time.Second || s.window%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("-window %s: whole seconds, at least 1 (pgbench reports progress in seconds)", s.window))
+	} else {
+		for name, d := range map[string]time.Duration{"-lead-in": s.leadIn, "-hold": s.hold, "-tail": s.tail} {
+			if d < s.window || d%s.window != 0 {
+				errs = append(errs, fmt.Errorf("%s %s: a positive multiple of -window %s, so that every window lies wholly before, under or after the hold", name, d, s.window))
+			}
+		}
 	}
-	return fallback
+	if o.costCycles < 1 {
+		errs = append(errs, fmt.Errorf("-cost-cycles %d: at least 1", o.costCycles))
+	}
+	return errors.Join(errs...)
 }
 
 func run(ctx context.Context, o options) error {
@@ -66,13 +105,14 @@ func run(ctx context.Context, o options) error {
 	}
 	defer h.close()
 
-	var rows []row
+	rep := report{machine: h.describe(), schedule: o.held}
+	fmt.Println(rep.machine)
 	add := func(r row, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}
 		fmt.Println(r.String())
-		rows = append(rows, r)
+		rep.rows = append(rep.rows, r)
 		return nil
 	}
 	smallPool, bigPool := 10_000, 1_000_000
@@ -81,8 +121,8 @@ func run(ctx context.Context, o options) error {
 	if o.quick {
 		smallPool, bigPool, clientCounts, expiring = 1_000, 20_000, []int{8}, 5_000
 	}
-	fmt.Println(header())
 	want := func(name string) bool { return strings.Contains(name, o.only) }
+	fmt.Println(header())
 	for _, clients := range clientCounts {
 		if name := fmt.Sprintf("pool of %d", smallPool); want(name) {
 			if err := add(h.throughput(ctx, name, smallPool, clients, 1)); err != nil {
@@ -105,8 +145,27 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	if want("held snapshot") {
+		fmt.Printf("held snapshot: %s of load, the snapshot held from %s for %s; the service, then the floor\n",
+			o.held.total(), o.held.leadIn, o.held.hold)
+		runs, err := h.heldSnapshot(ctx, smallPool, 32, o.held)
+		if err != nil {
+			return fmt.Errorf("held snapshot: %w", err)
+		}
+		rep.held = runs
+		fmt.Print(heldSection(runs, o.held))
+	}
+	if want("per-cycle cost") {
+		fmt.Printf("per-cycle cost: %d cycles per workload\n", o.costCycles)
+		costs, err := h.cost(ctx, smallPool, o.costCycles)
+		if err != nil {
+			return fmt.Errorf("per-cycle cost: %w", err)
+		}
+		rep.costs = costs
+		fmt.Print(costSection(costs))
+	}
 	if o.out != "" {
-		if err := writeReport(o.out, h.describe(), rows); err != nil {
+		if err := os.WriteFile(o.out, []byte(rep.String()), 0o644); err != nil {
 			return err
 		}
 		fmt.Println("written to", o.out)

@@ -31,11 +31,17 @@ type Config struct {
 	// KeepAlive sends a keep-alive with the lease token between claim and
 	// release.
 	KeepAlive bool
+	// Window, when positive, also splits the run into consecutive windows of
+	// this length from its start and sums each up in Result.Windows, so that
+	// a change during the run shows when it happened. Zero keeps totals only.
+	Window time.Duration
 }
 
 // Result sums a run up.
 type Result struct {
-	Cycles  int64
+	Cycles int64
+	// Started is when the workers began; Windows count from it.
+	Started time.Time
 	Elapsed time.Duration
 	// Empty counts claims answered 404 (no free key); they are retried.
 	Empty int64
@@ -43,18 +49,77 @@ type Result struct {
 	DoubleAssignments int64
 	// ClaimLatencies of every successful claim, sorted.
 	ClaimLatencies []time.Duration
+	// Windows of Config.Window each, in order, when that was set.
+	Windows []Window
+
+	// cycles records when each cycle finished, for the windows.
+	cycles []cycle
 }
 
 // CyclesPerSecond is the throughput of the run.
 func (r Result) CyclesPerSecond() float64 { return float64(r.Cycles) / r.Elapsed.Seconds() }
 
 // ClaimPercentile returns the p-th percentile (0..100) of claim latency.
-func (r Result) ClaimPercentile(p float64) time.Duration {
-	if len(r.ClaimLatencies) == 0 {
+func (r Result) ClaimPercentile(p float64) time.Duration { return percentile(r.ClaimLatencies, p) }
+
+// Window sums up the cycles that finished within one window of a run.
+type Window struct {
+	// Start is the window's offset from Result.Started.
+	Start time.Duration
+	// Length is Config.Window, or less for a last window cut short by the
+	// end of the run.
+	Length time.Duration
+	Cycles int64
+	// ClaimLatencies of the cycles that finished in the window, sorted.
+	ClaimLatencies []time.Duration
+}
+
+// CyclesPerSecond is the throughput within the window.
+func (w Window) CyclesPerSecond() float64 { return float64(w.Cycles) / w.Length.Seconds() }
+
+// ClaimPercentile returns the p-th percentile (0..100) of claim latency in
+// the window.
+func (w Window) ClaimPercentile(p float64) time.Duration { return percentile(w.ClaimLatencies, p) }
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	i := int(float64(len(r.ClaimLatencies)-1) * p / 100)
-	return r.ClaimLatencies[i]
+	return sorted[int(float64(len(sorted)-1)*p/100)]
+}
+
+// cycle is one finished cycle: when it finished, counted from the start of
+// the run, and how long its claim took.
+type cycle struct {
+	done, claim time.Duration
+}
+
+// windows buckets cycles into consecutive windows of width covering the
+// run's planned duration. A cycle in flight when the run ends still
+// finishes; those that finish after the planned end are left out, so that
+// the last window's rate is not inflated by them.
+func windows(cycles []cycle, width, duration time.Duration) []Window {
+	if width <= 0 || duration <= 0 {
+		return nil
+	}
+	n := int((duration + width - 1) / width)
+	out := make([]Window, n)
+	for i := range out {
+		out[i].Start = time.Duration(i) * width
+		out[i].Length = min(width, duration-out[i].Start)
+	}
+	for _, c := range cycles {
+		if c.done < 0 || c.done >= duration {
+			continue
+		}
+		w := &out[int(c.done/width)]
+		w.Cycles++
+		w.ClaimLatencies = append(w.ClaimLatencies, c.claim)
+	}
+	for i := range out {
+		slices.Sort(out[i].ClaimLatencies)
+	}
+	return out
 }
 
 // Run drives the servers until the duration has passed or ctx ends. It
@@ -78,16 +143,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		double  atomic.Int64
 	)
 	start := time.Now()
+	total.Started = start
 	for w := range cfg.Clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := worker(ctx, client, cfg, w, &holders, &double)
+			r, err := worker(ctx, client, cfg, w, start, &holders, &double)
 			mu.Lock()
 			defer mu.Unlock()
 			total.Cycles += r.Cycles
 			total.Empty += r.Empty
 			total.ClaimLatencies = append(total.ClaimLatencies, r.ClaimLatencies...)
+			total.cycles = append(total.cycles, r.cycles...)
 			if err != nil && firstEr == nil {
 				firstEr = err
 				cancel()
@@ -98,6 +165,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	total.Elapsed = time.Since(start)
 	total.DoubleAssignments = double.Load()
 	slices.Sort(total.ClaimLatencies)
+	total.Windows = windows(total.cycles, cfg.Window, cfg.Duration)
+	total.cycles = nil
 	if firstEr == nil && total.DoubleAssignments > 0 {
 		firstEr = fmt.Errorf("loadgen: %d keys were assigned while another worker held them", total.DoubleAssignments)
 	}
@@ -109,7 +178,7 @@ type lease struct {
 	LeaseToken string `json:"leaseToken"`
 }
 
-func worker(ctx context.Context, client *http.Client, cfg Config, w int, holders *sync.Map, double *atomic.Int64) (Result, error) {
+func worker(ctx context.Context, client *http.Client, cfg Config, w int, runStart time.Time, holders *sync.Map, double *atomic.Int64) (Result, error) {
 	var r Result
 	pool := url.QueryEscape(cfg.Pool)
 	for i := 0; ; i++ {
@@ -133,7 +202,8 @@ func worker(ctx context.Context, client *http.Client, cfg Config, w int, holders
 		if status != http.StatusOK {
 			return r, fmt.Errorf("claim: status %d: %s", status, body)
 		}
-		r.ClaimLatencies = append(r.ClaimLatencies, time.Since(started))
+		claimed := time.Since(started)
+		r.ClaimLatencies = append(r.ClaimLatencies, claimed)
 		var l lease
 		if err := json.Unmarshal(body, &l); err != nil || l.KeyID == "" || l.LeaseToken == "" {
 			return r, fmt.Errorf("claim: unexpected body %s", body)
@@ -154,6 +224,9 @@ func worker(ctx context.Context, client *http.Client, cfg Config, w int, holders
 			return r, fmt.Errorf("release: status %d, %v: %s", status, err, body)
 		}
 		r.Cycles++
+		if cfg.Window > 0 {
+			r.cycles = append(r.cycles, cycle{done: time.Since(runStart), claim: claimed})
+		}
 	}
 }
 

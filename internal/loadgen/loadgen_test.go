@@ -81,3 +81,61 @@ func TestRunFailsOnDoubleAssignment(t *testing.T) {
 	require.Error(t, err)
 	require.Positive(t, res.DoubleAssignments)
 }
+
+// Cycles land in the window in which they finished; a last window cut short
+// by the end of the run has its own length, and cycles finishing after the
+// planned end are left out.
+func TestWindows(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	got := windows([]cycle{
+		{done: 5 * ms, claim: 3 * ms},
+		{done: 9 * ms, claim: 1 * ms},
+		{done: 10 * ms, claim: 7 * ms}, // the second window's first instant
+		{done: 24 * ms, claim: 2 * ms},
+		{done: 25 * ms, claim: 9 * ms}, // after the end
+	}, 10*ms, 25*ms)
+	require.Len(t, got, 3)
+	require.Equal(t, Window{Start: 0, Length: 10 * ms, Cycles: 2, ClaimLatencies: []time.Duration{1 * ms, 3 * ms}}, got[0])
+	require.Equal(t, Window{Start: 10 * ms, Length: 10 * ms, Cycles: 1, ClaimLatencies: []time.Duration{7 * ms}}, got[1])
+	require.Equal(t, Window{Start: 20 * ms, Length: 5 * ms, Cycles: 1, ClaimLatencies: []time.Duration{2 * ms}}, got[2])
+	require.InDelta(t, 200.0, got[2].CyclesPerSecond(), 1e-9)
+	require.Equal(t, 3*ms, got[0].ClaimPercentile(100))
+	require.Equal(t, 1*ms, got[0].ClaimPercentile(0))
+
+	require.Nil(t, windows(nil, 0, time.Second), "no window asked for")
+	empty := windows(nil, 10*ms, 20*ms)
+	require.Len(t, empty, 2)
+	require.Zero(t, empty[1].Cycles)
+	require.Zero(t, empty[1].ClaimPercentile(99))
+}
+
+// With a window set, a run's windows cover its planned duration and count
+// the cycles that finished within it.
+func TestRunWindows(t *testing.T) {
+	t.Parallel()
+	var next atomic.Int64
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Millisecond)
+		if r.Method == http.MethodGet {
+			fmt.Fprintf(w, `{"keyId":"k%d","leaseToken":"1"}`, next.Add(1))
+			return
+		}
+		fmt.Fprint(w, `{}`)
+	}))
+	defer fake.Close()
+	res, err := Run(context.Background(), Config{Servers: []string{fake.URL}, Pool: "p", Clients: 4, Duration: 500 * time.Millisecond, Window: 100 * time.Millisecond})
+	require.NoError(t, err)
+	require.False(t, res.Started.IsZero())
+	require.Len(t, res.Windows, 5)
+	var inWindows int64
+	for i, w := range res.Windows {
+		require.Equal(t, time.Duration(i)*100*time.Millisecond, w.Start)
+		require.Len(t, w.ClaimLatencies, int(w.Cycles))
+		inWindows += w.Cycles
+	}
+	require.Positive(t, inWindows)
+	// Cycles that finished after the planned end are left out (the run's
+	// timer may fire late on a busy machine, so no bound on how many).
+	require.LessOrEqual(t, inWindows, res.Cycles)
+}
