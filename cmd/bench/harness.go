@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -219,10 +220,24 @@ func loadKeys(ctx context.Context, url, pool string, n int) error {
 	}
 	defer conn.Close(ctx)
 	expires := time.Now().Add(24 * time.Hour)
-	_, err = conn.CopyFrom(ctx, pgx.Identifier{"keys"}, []string{"pool", "expires_at"},
-		pgx.CopyFromSlice(n, func(int) ([]any, error) { return []any{pool, expires}, nil }))
-	if err != nil {
-		return fmt.Errorf("COPY: %w", err)
+	ids := make([]uuid.UUID, n)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	// A key is a row of keys (identity and life) and one of key_state (its
+	// lease state, free here), and counts in its pool's totals: what
+	// KeyCreate writes, without its history rows.
+	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"keys"}, []string{"id", "pool", "expires_at"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], pool, expires}, nil })); err != nil {
+		return fmt.Errorf("COPY keys: %w", err)
+	}
+	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"key_state"}, []string{"key_id", "pool"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], pool}, nil })); err != nil {
+		return fmt.Errorf("COPY key_state: %w", err)
+	}
+	if _, err = conn.Exec(ctx, `INSERT INTO pool_count_totals AS t (pool, keys) VALUES ($1, $2)
+		ON CONFLICT (pool) DO UPDATE SET keys = t.keys + excluded.keys`, pool, n); err != nil {
+		return fmt.Errorf("counts: %w", err)
 	}
 	return vacuum(ctx, url)
 }
@@ -233,7 +248,7 @@ func vacuum(ctx context.Context, url string) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "VACUUM ANALYZE keys")
+	_, err = conn.Exec(ctx, "VACUUM ANALYZE")
 	return err
 }
 

@@ -196,6 +196,8 @@ func runPgbench(ctx context.Context, pgbench string, run pgbenchRun) (pgbenchOut
 	}
 	args = append(args, "-f", file, run.url)
 	cmd := exec.CommandContext(ctx, pgbench, args...)
+	// The sessions run as the service's do, without JIT (see server.connect).
+	cmd.Env = append(os.Environ(), "PGOPTIONS=-c jit=off")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
