@@ -93,3 +93,41 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 	}
 	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedBlocked})
 }
+
+// A pool whose last key is gone leaves no counts behind: pools that come and
+// go (one per tenant, per job) would otherwise grow the counts table without
+// end. A pool that gets keys again counts from zero.
+func TestEmptyPoolsLeaveNoCounts(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	keys, err := b.store.Create(b.ctx, "short-lived", 2)
+	require.NoError(t, err)
+	_, err = b.store.Create(b.ctx, "kept", 1)
+	require.NoError(t, err)
+	held, err := b.store.Claim(b.ctx, "short-lived")
+	require.NoError(t, err)
+	for _, k := range keys {
+		_, err = b.store.Delete(b.ctx, k.ID)
+		require.NoError(t, err)
+	}
+	require.NotNil(t, held.LeaseToken)
+
+	sw := sweeper.New(b.store, sweeper.Config{})
+	result := sw.RunOnce(b.ctx)
+	require.NoError(t, result.Err)
+	require.Equal(t, 1, result.EmptyPoolsRemoved)
+	var rows int
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT (SELECT count(*) FROM pool_count_totals WHERE pool = 'short-lived') + (SELECT count(*) FROM pool_count_changes WHERE pool = 'short-lived')").Scan(&rows))
+	require.Zero(t, rows)
+	counts, err := b.store.CountPools(b.ctx)
+	require.NoError(t, err)
+	require.Equal(t, []store.PoolCounts{{Pool: "kept", Keys: 1}}, counts)
+
+	_, err = b.store.Create(b.ctx, "short-lived", 3)
+	require.NoError(t, err)
+	again, err := b.store.CountPool(b.ctx, "short-lived")
+	require.NoError(t, err)
+	require.Equal(t, store.PoolCounts{Pool: "short-lived", Keys: 3}, again)
+	require.Zero(t, sw.RunOnce(b.ctx).EmptyPoolsRemoved)
+}
