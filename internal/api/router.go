@@ -45,6 +45,9 @@ type API struct {
 	logger  *slog.Logger
 	auth    *authenticator
 	router  chi.Router
+	// routes holds the router's patterns: the only route labels of the
+	// metrics.
+	routes map[string]bool
 }
 
 // New builds the API and its router.
@@ -117,6 +120,12 @@ func New(cfg Config) *API {
 	// The contract of the API is no secret.
 	public.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
 	public.Get("/docs", a.handle(a.serveReference))
+
+	a.routes = map[string]bool{}
+	_ = chi.Walk(r, func(_, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		a.routes[route] = true
+		return nil
+	})
 	return a
 }
 
