@@ -51,6 +51,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// at shutdown.
 	ShutdownTimeout time.Duration
+	// MigrateTimeout bounds how long start-up may spend applying
+	// migrations. A CREATE INDEX CONCURRENTLY waits for every transaction
+	// older than itself, and a build cut short leaves an invalid index to
+	// build again, so it is generous. Defaults to 10 minutes.
+	MigrateTimeout time.Duration
 	// CORSOrigins may call the API from a browser; "*" allows any.
 	CORSOrigins []string
 	// LogLevel of the structured logs.
@@ -77,6 +82,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	var (
 		cfg                                        Config
 		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
+		migrateTimeout                             string
 		retention                                  string
 		cors, level                                string
 		port, maxConns                             string
@@ -95,6 +101,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
+	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", "10m"), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
 	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
@@ -132,6 +139,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("LEADER_ELECTION: %q is not true or false", election))
 	}
 	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
+	cfg.MigrateTimeout = duration("MIGRATE_TIMEOUT", migrateTimeout, time.Second)
 
 	if cfg.DatabaseURL != "" {
 		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

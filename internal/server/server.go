@@ -66,10 +66,13 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	if s.pool, err = connect(ctx, dsn, cfg); err != nil {
 		return nil, err
 	}
-	if err = migrateWithRetry(ctx, s.pool, logger); err != nil {
+	if err = migrateWithRetry(ctx, s.pool, cfg.MigrateTimeout, logger); err != nil {
 		return nil, err
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
+	if err = s.store.CheckIndexes(ctx); err != nil {
+		return nil, err
+	}
 	m := metrics.New(s.store.CountPools, logger)
 	sweeperCfg := sweeper.Config{
 		Interval:         cfg.SweepInterval,
@@ -269,10 +272,21 @@ func connect(ctx context.Context, dsn string, cfg config.Config) (*pgxpool.Pool,
 	return pool, nil
 }
 
-// migrateWithRetry applies the migrations, waiting up to a minute for a
-// database that is still starting.
-func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+// databaseStartWait is how long start-up waits for a database that does
+// not answer yet, e.g. one that starts beside the service.
+const databaseStartWait = time.Minute
+
+// migrateWithRetry waits up to databaseStartWait for the database to
+// answer, then applies the migrations, retrying failures (a connection
+// lost, another replica's lock) for up to timeout. The migrations get their
+// own timeout, far longer than the wait for the database: an index built
+// concurrently waits for every older transaction, and a build cut short is
+// started over.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, logger *slog.Logger) error {
+	if err := waitForDatabase(ctx, pool, logger); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		err := migrate.Up(ctx, pool)
@@ -280,6 +294,23 @@ func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logg
 			return nil
 		}
 		logger.Warn("migrations not applied yet; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("migrations not applied within MIGRATE_TIMEOUT (%s): %w", timeout, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, databaseStartWait)
+	defer cancel()
+	for {
+		err := pool.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		logger.Warn("database not reachable yet; retrying", "error", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("database not ready: %w", err)
