@@ -39,13 +39,17 @@ type Server struct {
 	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
 	http    *http.Server
+	// draining is set once the server has been told to stop.
+	draining atomic.Bool
+	// afterDrainDelay is time.After; tests end the drain delay themselves.
+	afterDrainDelay func(time.Duration) <-chan time.Time
 }
 
 // New connects to the database (starting the embedded one when no URL is
 // configured), applies the migrations and builds the service. Nothing is
 // served until Serve.
 func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger}
+	s := &Server{cfg: cfg, logger: logger, afterDrainDelay: time.After}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -127,8 +131,10 @@ func newHTTPServer(handler http.Handler, cfg config.Config, logger *slog.Logger)
 }
 
 // Serve starts the background job and serves HTTP on l until ctx ends, then
-// shuts down gracefully: no new connections, in-flight requests finish
-// (within ShutdownTimeout), the job stops, and the database is closed.
+// shuts down gracefully (see drain): readiness fails and waiting clients are
+// answered at once, requests are still served for DrainDelay, then no new
+// connections are taken and in-flight requests finish (within
+// ShutdownTimeout), the job stops, and the database is closed.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.sweeper.Start(context.WithoutCancel(ctx))
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
@@ -152,7 +158,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
-		s.logger.Info("shutting down")
+		s.drain(errc)
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		if err := s.http.Shutdown(shutdownCtx); err != nil {
 			s.logger.Warn("in-flight requests did not finish in time", "error", err)
@@ -168,6 +174,29 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr
+}
+
+// drain is the first part of a shutdown, while the listener still takes
+// connections. Readiness fails at once, so that load balancers stop sending
+// requests here; for DrainDelay, until they have, requests are still
+// served. Clients that wait for a key are answered at once, 503 with
+// Retry-After, and new waits are refused the same way unless a key is free
+// at once: a wait may last longer than the server has left
+// (ShutdownTimeout is shorter than the longest wait), and a client told
+// now retries on another replica instead of being cut off. It returns early
+// if the HTTP server stops by itself (errc), leaving its error in errc.
+func (s *Server) drain(errc chan error) {
+	s.logger.Info("shutting down", "drain_delay", s.cfg.DrainDelay)
+	s.draining.Store(true)
+	s.waiters.Close()
+	if s.cfg.DrainDelay <= 0 {
+		return
+	}
+	select {
+	case <-s.afterDrainDelay(s.cfg.DrainDelay):
+	case err := <-errc:
+		errc <- err
+	}
 }
 
 // Run listens on the configured address and serves until ctx ends.
@@ -230,12 +259,16 @@ func (s *Server) close() {
 	}
 }
 
-// ready reports whether the database answers and the schema is current.
+// ready reports whether the server is not shutting down, the database
+// answers and the schema is current.
 // Once the migrations have been seen applied they stay applied, so only the
 // database is checked after that.
 func (s *Server) ready() func(context.Context) error {
 	var migrated atomic.Bool
 	return func(ctx context.Context) error {
+		if s.draining.Load() {
+			return api.ErrShuttingDown
+		}
 		if err := s.store.Ping(ctx); err != nil {
 			return err
 		}
