@@ -425,7 +425,8 @@ func (h *harness) startServers(ctx context.Context, dbURL string, n int, env []s
 			return nil, err
 		}
 		cmd := exec.Command(h.o.serverBin)
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("ADDR=127.0.0.1:%d", port), "LOG_LEVEL=warn")
+		// No drain delay: no load balancer has to learn that a server stops.
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, fmt.Sprintf("ADDR=127.0.0.1:%d", port), "LOG_LEVEL=warn", "DRAIN_DELAY=0")
 		cmd.Env = append(cmd.Env, env...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
 const migrateHelp = `Usage: token-orchestrator migrate up|down|status [flags]
@@ -34,7 +35,9 @@ func runMigrate(args []string, stdout, stderr io.Writer, getenv func(string) str
 	fs := newFlagSet("token-orchestrator migrate", migrateHelp, stderr)
 	databaseURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL); required")
 	yes := fs.Bool("yes", false, "confirm 'down', which deletes data")
-	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
+	// As long as the server's MIGRATE_TIMEOUT: an index built concurrently
+	// waits for every transaction older than itself.
+	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return parseError(err)
@@ -79,7 +82,8 @@ func migrateAction(ctx context.Context, pool *pgxpool.Pool, action string, stdou
 		for _, version := range applied {
 			fmt.Fprintf(stdout, "Applied migration %d.\n", version)
 		}
-		return nil
+		// The server would refuse to start on such a schema: say so now.
+		return store.New(pool, store.Config{}).CheckIndexes(ctx)
 	case "down":
 		version, err := migrate.RollBack(ctx, pool)
 		if errors.Is(err, migrate.ErrNothingToRollBack) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Errors the HTTP layer raises itself, about the request. Handlers wrap them
@@ -46,6 +47,8 @@ var errorTable = []struct {
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
+	{err: wakeup.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",
+		detail: "This server is shutting down and no longer waits for keys, and none was free. Nothing was changed; retry, and another server will answer."},
 	{err: errServiceNotReady, status: http.StatusServiceUnavailable, code: "not_ready", title: "Not ready"},
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},

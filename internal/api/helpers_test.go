@@ -18,6 +18,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 type options struct {
@@ -37,9 +38,10 @@ type options struct {
 // testServer is one replica: API, store and (optionally) background job
 // over a database that other replicas may share.
 type testServer struct {
-	url   string
-	store *store.Store
-	pool  *pgxpool.Pool
+	url     string
+	store   *store.Store
+	pool    *pgxpool.Pool
+	waiters *wakeup.Hub
 }
 
 func newServer(t *testing.T, dbURL string, o options) *testServer {
@@ -79,7 +81,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	})
 	srv := httptest.NewServer(checkContract(t, handler, o.contractSeen))
 	t.Cleanup(srv.Close)
-	return &testServer{url: srv.URL, store: st, pool: pool}
+	return &testServer{url: srv.URL, store: st, pool: pool, waiters: waiters}
 }
 
 // reply is a response with its body read and, unless it is a HEAD, decoded.

@@ -34,7 +34,10 @@ func (a *API) recoverer(next http.Handler) http.Handler {
 
 // observe logs every request at debug level (errors above it) and records
 // it in the metrics under its route pattern, so that key ids do not become
-// label values.
+// label values. It runs before any token is checked, so whatever a client
+// sends must map to a fixed set of labels: a pattern that is not one of the
+// router's, which the router never gives but nothing else would stop, is
+// counted as "unmatched", and the metrics map unknown methods to "other".
 func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +50,7 @@ func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			route := chi.RouteContext(r.Context()).RoutePattern()
-			if route == "" {
+			if !a.routes[route] {
 				route = "unmatched"
 			}
 			if m != nil {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -86,7 +87,12 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	h := w.Header()
 	if p.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", retryAfterSeconds)
-		logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		// Only the database's absence is worth a warning each time: a
+		// readiness probe logs its own cause, and a shutdown answers every
+		// waiting client with a 503.
+		if errors.Is(err, store.ErrUnavailable) {
+			logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		}
 	}
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")

@@ -29,7 +29,7 @@ type Config struct {
 	// CORSOrigins may call the API from a browser; "*" allows any.
 	CORSOrigins []string
 	// Ready reports whether the service can serve: database reachable,
-	// migrations applied.
+	// migrations applied, not shutting down (ErrShuttingDown).
 	Ready func(context.Context) error
 	// Waiters serves GET /keys?wait=. Nil: a hub over Store that is fed no
 	// notifications, whose waiters find freed keys by polling.
@@ -45,6 +45,9 @@ type API struct {
 	logger  *slog.Logger
 	auth    *authenticator
 	router  chi.Router
+	// routes holds the router's patterns: the only route labels of the
+	// metrics.
+	routes map[string]bool
 }
 
 // New builds the API and its router.
@@ -117,6 +120,12 @@ func New(cfg Config) *API {
 	// The contract of the API is no secret.
 	public.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
 	public.Get("/docs", a.handle(a.serveReference))
+
+	a.routes = map[string]bool{}
+	_ = chi.Walk(r, func(_, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		a.routes[route] = true
+		return nil
+	})
 	return a
 }
 
@@ -188,11 +197,18 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// ErrShuttingDown is what Config.Ready returns once the server has been
+// told to stop.
+var ErrShuttingDown = errors.New("shutting down")
+
 func (a *API) readyz(ready func(context.Context) error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if ready != nil {
 			if err := ready(r.Context()); err != nil {
-				a.logger.Warn("not ready", "error", err)
+				// Expected while draining, and asked every few seconds.
+				if !errors.Is(err, ErrShuttingDown) {
+					a.logger.Warn("not ready", "error", err)
+				}
 				return invalid(errServiceNotReady, "%s", readinessDetail(err))
 			}
 		}
@@ -202,8 +218,12 @@ func (a *API) readyz(ready func(context.Context) error) func(http.ResponseWriter
 }
 
 func readinessDetail(err error) string {
-	if errors.Is(err, migrate.ErrPending) {
+	switch {
+	case errors.Is(err, ErrShuttingDown):
+		return "the server is shutting down"
+	case errors.Is(err, migrate.ErrPending):
 		return "database migrations are not applied yet"
+	default:
+		return "the database cannot be reached"
 	}
-	return "the database cannot be reached"
 }

@@ -176,3 +176,32 @@ func TestWaitEndsWithNoKey(t *testing.T) {
 	holdAll(t, s, "none", 1)
 	requireProblem(t, do(t, "GET", s.url+"/keys?pool=none&wait=300ms", ""), 404, "no_free_key")
 }
+
+// A replica that shuts down closes its hub of waiters: a client waiting for
+// a key is answered at once, 503 shutting_down with Retry-After, and so is
+// a new wait when no key is free, while a key free at once is still handed
+// out. The answers are held to openapi.yaml like every other.
+func TestWaitsEndWhenTheReplicaShutsDown(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{poll: noPoll})
+	got := make(chan reply, 1)
+	go func() { got <- do(t, "GET", s.url+"/keys?pool=closing&wait=60s", "") }()
+	deadline := time.Now().Add(30 * time.Second)
+	for waiting := false; !waiting; {
+		require.True(t, time.Now().Before(deadline), "the client never waited")
+		time.Sleep(10 * time.Millisecond)
+		require.NoError(t, s.pool.QueryRow(context.Background(),
+			"SELECT EXISTS (SELECT 1 FROM pool_waiters WHERE pool = 'closing')").Scan(&waiting))
+	}
+
+	s.waiters.Close()
+	waiter := <-got
+	requireProblem(t, waiter, http.StatusServiceUnavailable, "shutting_down")
+	require.Equal(t, "1", waiter.header.Get("Retry-After"))
+	requireProblem(t, do(t, "GET", s.url+"/keys?pool=closing&wait=30s", ""), http.StatusServiceUnavailable, "shutting_down")
+
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=closing", "").status)
+	key := do(t, "GET", s.url+"/keys?pool=closing&wait=30s", "")
+	require.Equal(t, http.StatusOK, key.status, key.raw)
+	require.NotEmpty(t, key.str("leaseToken"))
+}

@@ -53,8 +53,17 @@ type Config struct {
 	// DBTimeout bounds every database call; past it the request answers 503.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
-	// at shutdown.
+	// at shutdown, after the drain delay.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long the server keeps serving after it is told to
+	// stop, readiness failing, so that load balancers stop sending it
+	// requests before it closes its listener. Defaults to 5 seconds.
+	DrainDelay time.Duration
+	// MigrateTimeout bounds how long start-up may spend applying
+	// migrations. A CREATE INDEX CONCURRENTLY waits for every transaction
+	// older than itself, and a build cut short leaves an invalid index to
+	// build again, so it is generous. Defaults to 10 minutes.
+	MigrateTimeout time.Duration
 	// CORSOrigins may call the API from a browser; "*" allows any.
 	CORSOrigins []string
 	// LogLevel of the structured logs.
@@ -81,6 +90,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	var (
 		cfg                                        Config
 		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
+		migrateTimeout, drainDelay                 string
 		retention, snapshotWarning                 string
 		cors, level                                string
 		port, maxConns                             string
@@ -100,7 +110,9 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
-	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", "10m"), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
+	fs.StringVar(&drainDelay, "drain-delay", env("DRAIN_DELAY", "5s"), "at shutdown, time readiness fails while requests are still served, for load balancers to notice (env DRAIN_DELAY)")
+	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown, after the drain delay (env SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")
@@ -138,6 +150,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("LEADER_ELECTION: %q is not true or false", election))
 	}
 	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
+	cfg.DrainDelay = duration("DRAIN_DELAY", drainDelay, 0)
+	cfg.MigrateTimeout = duration("MIGRATE_TIMEOUT", migrateTimeout, time.Second)
 
 	if cfg.DatabaseURL != "" {
 		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {

@@ -24,6 +24,8 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 60*time.Second, cfg.LeaseTTL)
 	require.Equal(t, time.Second, cfg.SweepInterval)
 	require.Equal(t, 30*24*time.Hour, cfg.HistoryRetention)
+	require.Equal(t, 10*time.Minute, cfg.MigrateTimeout)
+	require.Equal(t, 5*time.Second, cfg.DrainDelay)
 	require.Equal(t, slog.LevelInfo, cfg.LogLevel)
 	require.Empty(t, cfg.CORSOrigins)
 }

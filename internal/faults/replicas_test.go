@@ -85,7 +85,8 @@ func startReplica(t *testing.T, dbURL string, env ...string) *replica {
 	l.Close()
 	r := &replica{url: "http://" + addr, log: &lockedBuffer{}, done: make(chan struct{})}
 	r.cmd = exec.Command(serverBinary(t))
-	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ADDR="+addr, "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=5s")
+	// No drain delay: no load balancer has to learn that a replica stops.
+	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ADDR="+addr, "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=5s", "DRAIN_DELAY=0")
 	r.cmd.Env = append(r.cmd.Env, env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	require.NoError(t, r.cmd.Start())

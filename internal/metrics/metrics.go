@@ -77,10 +77,26 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
-// ObserveRequest records one served request.
+// ObserveRequest records one served request. route must come from a fixed
+// set (the router's patterns); the method may be anything a client sent.
 func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.Duration) {
+	method = methodLabel(method)
 	m.requests.WithLabelValues(route, method, statusLabel(status)).Inc()
 	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+}
+
+// methodLabel keeps the methods of HTTP and counts any other as "other".
+// The method is the client's choice and is counted before any token is
+// checked: taken as it is, every made-up method would be a new series, and
+// anyone could grow the metrics without end.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	default:
+		return "other"
+	}
 }
 
 // SetLeading records whether this replica leads the background job.

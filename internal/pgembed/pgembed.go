@@ -6,6 +6,10 @@
 // restarts; a first start creates it with initdb. PostgreSQL refuses to run
 // as root, so when this program is root the cluster runs as the "postgres"
 // system user.
+//
+// What differs between operating systems (whom the server runs as, how it
+// is signalled, whether it dies with this program) is in the process_*.go
+// and procattr_*.go files; only Linux is tested.
 package pgembed
 
 import (
@@ -18,12 +22,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +50,7 @@ type Config struct {
 // Cluster is a running PostgreSQL.
 type Cluster struct {
 	cfg     Config
+	binDir  string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	logFile *os.File
@@ -81,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	defer cancel()
 
 	if port, ok := runningPort(cfg.DataDir); ok {
-		c := &Cluster{cfg: cfg, port: port}
+		c := &Cluster{cfg: cfg, binDir: binDir, port: port}
 		if err := c.waitReady(ctx); err == nil {
 			cfg.Logger.Info("using the embedded PostgreSQL already running", "data_dir", cfg.DataDir, "port", port)
 			return c, nil
@@ -113,13 +116,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	cmd := exec.Command(filepath.Join(binDir, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// A fast shutdown if this program dies without stopping the cluster.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGINT, Setpgid: true}
+	cmd.SysProcAttr = serverProcAttr(cred)
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
-	c := &Cluster{cfg: cfg, cmd: cmd, exited: make(chan struct{}), logFile: logFile, port: port}
+	c := &Cluster{cfg: cfg, binDir: binDir, cmd: cmd, exited: make(chan struct{}), logFile: logFile, port: port}
 	go func() { _ = cmd.Wait(); close(c.exited) }()
 	if err := c.waitReady(ctx); err != nil {
 		_ = c.Stop()
@@ -128,6 +130,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	cfg.Logger.Info("embedded PostgreSQL started", "data_dir", cfg.DataDir, "port", port)
 	return c, nil
 }
+
+// shutdownMode is how the server is asked to stop.
+type shutdownMode int
+
+const (
+	// fastShutdown ends open sessions and keeps everything committed.
+	fastShutdown shutdownMode = iota
+	// immediateShutdown stops at once; the next start runs crash recovery.
+	immediateShutdown
+)
 
 // URL is the connection URL of the cluster's postgres database.
 func (c *Cluster) URL() string {
@@ -144,14 +156,14 @@ func (c *Cluster) Stop() error {
 		return nil
 	}
 	defer c.logFile.Close()
-	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	_ = c.shutDown(fastShutdown)
 	select {
 	case <-c.exited:
 		return nil
 	case <-time.After(30 * time.Second):
 	}
 	// Immediate shutdown: crash recovery at the next start.
-	_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+	_ = c.shutDown(immediateShutdown)
 	select {
 	case <-c.exited:
 		return errors.New("embedded PostgreSQL needed an immediate shutdown")
@@ -171,7 +183,7 @@ func (c *Cluster) StopImmediate() error {
 		return errors.New("this cluster was not started here")
 	}
 	defer c.logFile.Close()
-	_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+	_ = c.shutDown(immediateShutdown)
 	select {
 	case <-c.exited:
 		return nil
@@ -210,7 +222,7 @@ func (c *Cluster) exitedChan() <-chan struct{} {
 // initCluster runs initdb unless dataDir already holds a cluster. It builds
 // the cluster beside dataDir and renames it into place, so that a start that
 // failed halfway never leaves a half-made data directory behind.
-func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Credential, logger *slog.Logger) error {
+func initCluster(ctx context.Context, binDir, dataDir string, cred *credential, logger *slog.Logger) error {
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
 		return nil
 	}
@@ -241,7 +253,7 @@ func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Cred
 	logger.Info("creating the embedded PostgreSQL cluster", "data_dir", dataDir)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"),
 		"-D", building, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	cmd.SysProcAttr = initdbProcAttr(cred)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -250,27 +262,6 @@ func initCluster(ctx context.Context, binDir, dataDir string, cred *syscall.Cred
 	}
 	_ = os.Remove(dataDir) // an empty directory left by an earlier attempt
 	return os.Rename(building, dataDir)
-}
-
-// reachable checks that the server's user can reach dir: every directory
-// above it must be searchable by that user.
-func reachable(dir string, cred *syscall.Credential) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		info, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		st, ok := info.Sys().(*syscall.Stat_t)
-		searchable := info.Mode().Perm()&0o001 != 0 ||
-			(ok && st.Uid == cred.Uid && info.Mode().Perm()&0o100 != 0) ||
-			(ok && st.Gid == cred.Gid && info.Mode().Perm()&0o010 != 0)
-		if !searchable {
-			return fmt.Errorf("the postgres user cannot reach %s: %s is not searchable by it (chmod o+x %s, or choose another data directory)", dir, d, d)
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
 }
 
 // runningPort returns the port of a server that runs on dataDir now.
@@ -288,25 +279,10 @@ func runningPort(dataDir string) (int, bool) {
 	if err1 != nil || err2 != nil || pid <= 0 {
 		return 0, false
 	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if !processExists(pid) {
 		return 0, false
 	}
 	return port, true
-}
-
-// serverCredential says whom the server runs as: this process's user, or
-// the postgres system user when this process is root.
-func serverCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, errors.New("PostgreSQL cannot run as root and there is no 'postgres' user to run it as: create one, run as another user, or set DATABASE_URL")
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // findBinDir looks for a directory holding initdb and postgres.
@@ -321,19 +297,13 @@ func findBinDir(configured string) (string, error) {
 	if path, err := exec.LookPath("initdb"); err == nil {
 		candidates = append(candidates, filepath.Dir(path))
 	}
-	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",          // Debian, Ubuntu
-		"/usr/pgsql-*/bin",                   // RHEL, Fedora
-		"/opt/homebrew/opt/postgresql@*/bin", // Homebrew on Apple silicon
-		"/usr/local/opt/postgresql@*/bin",    // Homebrew on Intel
-		"/Applications/Postgres.app/Contents/Versions/*/bin",
-	} {
+	for _, pattern := range binDirPatterns {
 		matches, _ := filepath.Glob(pattern)
 		sort.Sort(sort.Reverse(sort.StringSlice(matches))) // newest version first
 		candidates = append(candidates, matches...)
 	}
 	for _, dir := range candidates {
-		if isFile(filepath.Join(dir, "initdb")) && isFile(filepath.Join(dir, "postgres")) {
+		if isFile(filepath.Join(dir, "initdb"+exeSuffix)) && isFile(filepath.Join(dir, "postgres"+exeSuffix)) {
 			return dir, nil
 		}
 	}

@@ -39,13 +39,17 @@ type Server struct {
 	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
 	http    *http.Server
+	// draining is set once the server has been told to stop.
+	draining atomic.Bool
+	// afterDrainDelay is time.After; tests end the drain delay themselves.
+	afterDrainDelay func(time.Duration) <-chan time.Time
 }
 
 // New connects to the database (starting the embedded one when no URL is
 // configured), applies the migrations and builds the service. Nothing is
 // served until Serve.
 func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger}
+	s := &Server{cfg: cfg, logger: logger, afterDrainDelay: time.After}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -66,10 +70,13 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	if s.pool, err = connect(ctx, dsn, cfg); err != nil {
 		return nil, err
 	}
-	if err = migrateWithRetry(ctx, s.pool, logger); err != nil {
+	if err = migrateWithRetry(ctx, s.pool, cfg.MigrateTimeout, logger); err != nil {
 		return nil, err
 	}
 	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
+	if err = s.store.CheckIndexes(ctx); err != nil {
+		return nil, err
+	}
 	m := metrics.New(s.store.CountPools, logger)
 	m.WatchHorizon(s.store.CleanupHorizon, logger)
 	sweeperCfg := sweeper.Config{
@@ -126,8 +133,10 @@ func newHTTPServer(handler http.Handler, cfg config.Config, logger *slog.Logger)
 }
 
 // Serve starts the background job and serves HTTP on l until ctx ends, then
-// shuts down gracefully: no new connections, in-flight requests finish
-// (within ShutdownTimeout), the job stops, and the database is closed.
+// shuts down gracefully (see drain): readiness fails and waiting clients are
+// answered at once, requests are still served for DrainDelay, then no new
+// connections are taken and in-flight requests finish (within
+// ShutdownTimeout), the job stops, and the database is closed.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.sweeper.Start(context.WithoutCancel(ctx))
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
@@ -151,7 +160,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	select {
 	case serveErr = <-errc:
 	case <-ctx.Done():
-		s.logger.Info("shutting down")
+		s.drain(errc)
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		if err := s.http.Shutdown(shutdownCtx); err != nil {
 			s.logger.Warn("in-flight requests did not finish in time", "error", err)
@@ -167,6 +176,29 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr
+}
+
+// drain is the first part of a shutdown, while the listener still takes
+// connections. Readiness fails at once, so that load balancers stop sending
+// requests here; for DrainDelay, until they have, requests are still
+// served. Clients that wait for a key are answered at once, 503 with
+// Retry-After, and new waits are refused the same way unless a key is free
+// at once: a wait may last longer than the server has left
+// (ShutdownTimeout is shorter than the longest wait), and a client told
+// now retries on another replica instead of being cut off. It returns early
+// if the HTTP server stops by itself (errc), leaving its error in errc.
+func (s *Server) drain(errc chan error) {
+	s.logger.Info("shutting down", "drain_delay", s.cfg.DrainDelay)
+	s.draining.Store(true)
+	s.waiters.Close()
+	if s.cfg.DrainDelay <= 0 {
+		return
+	}
+	select {
+	case <-s.afterDrainDelay(s.cfg.DrainDelay):
+	case err := <-errc:
+		errc <- err
+	}
 }
 
 // Run listens on the configured address and serves until ctx ends.
@@ -229,12 +261,16 @@ func (s *Server) close() {
 	}
 }
 
-// ready reports whether the database answers and the schema is current.
+// ready reports whether the server is not shutting down, the database
+// answers and the schema is current.
 // Once the migrations have been seen applied they stay applied, so only the
 // database is checked after that.
 func (s *Server) ready() func(context.Context) error {
 	var migrated atomic.Bool
 	return func(ctx context.Context) error {
+		if s.draining.Load() {
+			return api.ErrShuttingDown
+		}
 		if err := s.store.Ping(ctx); err != nil {
 			return err
 		}
@@ -278,10 +314,21 @@ func connect(ctx context.Context, dsn string, cfg config.Config) (*pgxpool.Pool,
 	return pool, nil
 }
 
-// migrateWithRetry applies the migrations, waiting up to a minute for a
-// database that is still starting.
-func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+// databaseStartWait is how long start-up waits for a database that does
+// not answer yet, e.g. one that starts beside the service.
+const databaseStartWait = time.Minute
+
+// migrateWithRetry waits up to databaseStartWait for the database to
+// answer, then applies the migrations, retrying failures (a connection
+// lost, another replica's lock) for up to timeout. The migrations get their
+// own timeout, far longer than the wait for the database: an index built
+// concurrently waits for every older transaction, and a build cut short is
+// started over.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration, logger *slog.Logger) error {
+	if err := waitForDatabase(ctx, pool, logger); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		err := migrate.Up(ctx, pool)
@@ -289,6 +336,23 @@ func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logg
 			return nil
 		}
 		logger.Warn("migrations not applied yet; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("migrations not applied within MIGRATE_TIMEOUT (%s): %w", timeout, err)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, databaseStartWait)
+	defer cancel()
+	for {
+		err := pool.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		logger.Warn("database not reachable yet; retrying", "error", err)
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("database not ready: %w", err)

@@ -101,6 +101,7 @@ func start(ctx context.Context, o Options) (string, <-chan struct{}, error) {
 	cfg.DatabaseURL = o.DatabaseURL
 	cfg.SweepInterval = 50 * time.Millisecond
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.DrainDelay = 0
 	cfg.DBMaxConns = 8
 	for _, setting := range []struct {
 		value time.Duration

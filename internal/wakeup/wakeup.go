@@ -47,12 +47,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// ErrClosed is the answer to waiting clients once the hub is closed.
+var ErrClosed = errors.New("this replica is shutting down and takes no waiting clients")
+
 // Hub keeps this replica's waiters, per pool in arrival order.
 type Hub struct {
 	cfg     Config
 	replica string
 	mu      sync.Mutex
 	queues  map[string]*queue
+	// closed is closed by Close.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -86,15 +92,29 @@ func New(cfg Config) *Hub {
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}}
+	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}, closed: make(chan struct{})}
+}
+
+// Close ends every wait with ErrClosed at once, and makes every later Wait
+// return a key only if one is free at once, else ErrClosed. A server that
+// shuts down closes its hub first: a wait may last longer than the server
+// has left, and a client told now retries on another replica instead of
+// being cut off. A waiter served in the same moment keeps its key.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() { close(h.closed) })
 }
 
 // Wait returns a key of the pool, waiting up to wait for one to be freed.
 // Waiters of one pool on this replica are served in arrival order. It
-// returns store.ErrNoFreeKey when the wait ends with nothing, or the
-// caller's error when ctx ends first; a key claimed for a caller that left
-// is given back.
+// returns store.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
+// the hub is closed first, or the caller's error when ctx ends first; a key
+// claimed for a caller that left is given back.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+	select {
+	case <-h.closed:
+		return h.claimNow(ctx, pool)
+	default:
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	w := &waiter{key: make(chan store.Key, 1)}
@@ -130,6 +150,8 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		ended = store.ErrNoFreeKey
 	case <-ctx.Done():
 		ended = ctx.Err()
+	case <-h.closed:
+		ended = ErrClosed
 	}
 	h.mu.Lock()
 	queued := w.elem.Value != nil
@@ -147,6 +169,19 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		return store.Key{}, ctx.Err()
 	}
 	return key, nil
+}
+
+// claimNow claims a key of the pool for a client that may not wait: a free
+// key is still handed out, but none is waited for.
+func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
+	keys, err := h.cfg.Claim(ctx, pool, 1)
+	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
+		return store.Key{}, err
+	}
+	if len(keys) == 0 {
+		return store.Key{}, ErrClosed
+	}
+	return keys[0], nil
 }
 
 // remove takes a waiter out of its queue; h.mu is held.

@@ -1,0 +1,96 @@
+package api_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+// Anyone who reaches the server, token or not, chooses the method and the
+// path of a request. Neither may become a label value as it is, or a
+// client could make the request metrics grow without end: methods the API
+// does not know are counted as "other", paths no route matches as
+// "unmatched".
+func TestMetricLabelsAreBounded(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{auth: strictAuth})
+
+	routes := map[string]bool{"unmatched": true}
+	a := api.New(api.Config{Metrics: metrics.New(nil, slog.New(slog.DiscardHandler))})
+	require.NoError(t, chi.Walk(a.Routes(), func(_, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		routes[route] = true
+		return nil
+	}))
+	methods := map[string]bool{"other": true}
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"} {
+		methods[m] = true
+	}
+
+	// Made-up methods on known and unknown paths, known methods on made-up
+	// paths, none with a token: what a scanner or an attacker sends.
+	madeUp := func(round int) {
+		for i := range 25 {
+			name := fmt.Sprintf("FOO%d_%d", round, i)
+			do(t, name, s.url+"/keys", "")
+			do(t, name, s.url+"/keys/"+unknownID, "")
+			do(t, name, s.url+"/"+strings.ToLower(name), "")
+			do(t, "GET", fmt.Sprintf("%s/made-up/%d/%d", s.url, round, i), "")
+			do(t, "GET", s.url+"/keys/"+strings.ToLower(name)+"/keepalive/extra", "")
+		}
+	}
+	madeUp(1)
+	first := requestSeries(t, s.url)
+	for _, series := range first {
+		require.True(t, methods[series["method"]], "method label %q is not one of a fixed set", series["method"])
+		require.True(t, routes[series["route"]], "route label %q is no route of the router", series["route"])
+	}
+	madeUp(2)
+	second := requestSeries(t, s.url)
+	require.Equal(t, len(first), len(second), "more made-up requests made more series: %v", second)
+}
+
+// requestSeries scrapes the metrics with the admin token and returns the
+// labels of every series of the request counter and of the latency
+// histogram's count, but those of the scrapes themselves: the first
+// scrape is counted only after it has been answered.
+func requestSeries(t *testing.T, url string) []map[string]string {
+	t.Helper()
+	req, err := http.NewRequest("GET", url+"/metrics", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	line := regexp.MustCompile(`^(tokenorchestrator_http_requests_total|tokenorchestrator_http_request_duration_seconds_count)\{(.*)\} `)
+	label := regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
+	var series []map[string]string
+	for _, l := range strings.Split(string(raw), "\n") {
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		labels := map[string]string{"__name__": m[1]}
+		for _, kv := range label.FindAllStringSubmatch(m[2], -1) {
+			labels[kv[1]] = kv[2]
+		}
+		if labels["route"] != "/metrics" {
+			series = append(series, labels)
+		}
+	}
+	require.NotEmpty(t, series, "the request metrics are exposed:\n%s", raw)
+	return series
+}
