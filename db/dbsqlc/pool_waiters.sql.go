@@ -11,35 +11,50 @@ import (
 
 const poolWaitersRegister = `-- name: PoolWaitersRegister :exec
 
-INSERT INTO pool_waiters AS w (pool, replica, expires_at)
-VALUES ($1::text, $2::text, now() + $3::float8 * interval '1 second')
-ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at
+INSERT INTO pool_waiters AS w (pool, replica, expires_at, generation)
+VALUES ($1::text, $2::text,
+        now() + $3::float8 * interval '1 second', $4::bigint)
+ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at, generation = excluded.generation
+WHERE w.generation < excluded.generation
 `
 
 type PoolWaitersRegisterParams struct {
 	Pool       string
 	Replica    string
 	TtlSeconds float64
+	Generation int64
 }
 
 // Queries on pool_waiters: which replicas have clients waiting for a key.
-// Registers (or renews) a replica's waiters for the pool.
+// Registers (or renews) a replica's waiters for the pool. generation grows
+// with every registration a replica sends: one that reaches the database
+// after a newer one changes nothing.
 func (q *Queries) PoolWaitersRegister(ctx context.Context, arg PoolWaitersRegisterParams) error {
-	_, err := q.db.Exec(ctx, poolWaitersRegister, arg.Pool, arg.Replica, arg.TtlSeconds)
+	_, err := q.db.Exec(ctx, poolWaitersRegister,
+		arg.Pool,
+		arg.Replica,
+		arg.TtlSeconds,
+		arg.Generation,
+	)
 	return err
 }
 
 const poolWaitersUnregister = `-- name: PoolWaitersUnregister :exec
 DELETE FROM pool_waiters
 WHERE pool = $1::text AND replica = $2::text
+  AND generation <= $3::bigint
 `
 
 type PoolWaitersUnregisterParams struct {
-	Pool    string
-	Replica string
+	Pool       string
+	Replica    string
+	Generation int64
 }
 
+// Withdraws the replica's registration for the pool if generation wrote it,
+// or an older registration did: a withdrawal that arrives after the replica
+// registered again leaves the newer registration in place.
 func (q *Queries) PoolWaitersUnregister(ctx context.Context, arg PoolWaitersUnregisterParams) error {
-	_, err := q.db.Exec(ctx, poolWaitersUnregister, arg.Pool, arg.Replica)
+	_, err := q.db.Exec(ctx, poolWaitersUnregister, arg.Pool, arg.Replica, arg.Generation)
 	return err
 }

@@ -1,11 +1,19 @@
 -- Queries on pool_waiters: which replicas have clients waiting for a key.
 
 -- name: PoolWaitersRegister :exec
--- Registers (or renews) a replica's waiters for the pool.
-INSERT INTO pool_waiters AS w (pool, replica, expires_at)
-VALUES (sqlc.arg(pool)::text, sqlc.arg(replica)::text, now() + sqlc.arg(ttl_seconds)::float8 * interval '1 second')
-ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at;
+-- Registers (or renews) a replica's waiters for the pool. generation grows
+-- with every registration a replica sends: one that reaches the database
+-- after a newer one changes nothing.
+INSERT INTO pool_waiters AS w (pool, replica, expires_at, generation)
+VALUES (sqlc.arg(pool)::text, sqlc.arg(replica)::text,
+        now() + sqlc.arg(ttl_seconds)::float8 * interval '1 second', sqlc.arg(generation)::bigint)
+ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at, generation = excluded.generation
+WHERE w.generation < excluded.generation;
 
 -- name: PoolWaitersUnregister :exec
+-- Withdraws the replica's registration for the pool if generation wrote it,
+-- or an older registration did: a withdrawal that arrives after the replica
+-- registered again leaves the newer registration in place.
 DELETE FROM pool_waiters
-WHERE pool = sqlc.arg(pool)::text AND replica = sqlc.arg(replica)::text;
+WHERE pool = sqlc.arg(pool)::text AND replica = sqlc.arg(replica)::text
+  AND generation <= sqlc.arg(generation)::bigint;

@@ -35,9 +35,14 @@ type Config struct {
 	GiveBack func(store.Key)
 	// Register tells the database, for ttl, that this replica (named
 	// replica) has clients waiting for keys of the pool, so that freed keys
-	// of the pool are announced; Unregister withdraws that.
-	Register   func(ctx context.Context, pool, replica string, ttl time.Duration) error
-	Unregister func(ctx context.Context, pool, replica string) error
+	// of the pool are announced; Unregister withdraws that. Each
+	// registration carries a generation higher than the replica's previous
+	// ones, and Unregister the generation of the registration it withdraws:
+	// the database must ignore a registration older than the one it holds,
+	// and a withdrawal of an older registration than the one it holds.
+	// The calls run concurrently and may reach the database in any order.
+	Register   func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
+	Unregister func(ctx context.Context, pool, replica string, generation int64) error
 	// Poll is how often a pool with waiters is tried without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
@@ -53,6 +58,8 @@ type Hub struct {
 	replica string
 	mu      sync.Mutex
 	queues  map[string]*queue
+	// generation numbers this replica's registrations, the last one sent.
+	generation int64
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -64,6 +71,11 @@ type queue struct {
 	// registeredUntil is when the database stops announcing this pool's
 	// freed keys to this replica, by this replica's clock (a lower bound).
 	registeredUntil time.Time
+	// generation is that of the queue's last registration; 0 before it
+	// registered. A queue withdraws the registrations up to it when it is
+	// forgotten: a later queue of the pool registers with a higher one,
+	// which that withdrawal leaves alone whenever it lands.
+	generation int64
 	// serving is set while a claim for the queue runs; again asks it for
 	// one more round, for a wake-up that came meanwhile.
 	serving, again bool
@@ -105,18 +117,23 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		h.queues[pool] = q
 	}
 	w.elem = q.waiters.PushBack(w)
-	register := time.Until(q.registeredUntil) < registration/2
-	if register {
+	var generation int64 // of the registration to send; 0 for none
+	if time.Until(q.registeredUntil) < registration/2 {
 		q.registeredUntil = time.Now().Add(registration)
+		h.generation++
+		q.generation = h.generation
+		generation = q.generation
 	}
 	h.mu.Unlock()
-	if register {
+	if generation != 0 {
 		// Before the first claim for this waiter: a key freed after that
 		// claim's snapshot then always sends a notification.
-		if err := h.cfg.Register(ctx, pool, h.replica, registration); err != nil {
+		if err := h.cfg.Register(ctx, pool, h.replica, generation, registration); err != nil {
 			h.cfg.Logger.Warn("could not register waiting clients; they rely on polling", "pool", pool, "error", err)
 			h.mu.Lock()
-			q.registeredUntil = time.Time{}
+			if q.generation == generation { // no newer registration since
+				q.registeredUntil = time.Time{}
+			}
 			h.mu.Unlock()
 		}
 	}
@@ -154,17 +171,23 @@ func (h *Hub) remove(pool string, q *queue, w *waiter) {
 	q.waiters.Remove(w.elem)
 	w.elem.Value = nil
 	if q.waiters.Len() == 0 && !q.serving && !q.polling {
-		h.forget(pool)
+		h.forget(pool, q)
 	}
 }
 
 // forget drops an idle queue and withdraws its registration; h.mu is held.
-func (h *Hub) forget(pool string) {
+// The withdrawal may reach the database after a new queue of the pool has
+// registered again; being of an older generation, it then deletes nothing.
+func (h *Hub) forget(pool string, q *queue) {
 	delete(h.queues, pool)
+	if q.generation == 0 {
+		return
+	}
+	generation := q.generation
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := h.cfg.Unregister(ctx, pool, h.replica); err != nil {
+		if err := h.cfg.Unregister(ctx, pool, h.replica, generation); err != nil {
 			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
 		}
 	}()
@@ -224,7 +247,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			time.AfterFunc(h.cfg.Poll, func() { h.poll(pool, q) })
 		}
 		if q.waiters.Len() == 0 && !q.polling {
-			h.forget(pool)
+			h.forget(pool, q)
 		}
 		h.mu.Unlock()
 		h.giveBack(keys) // claimed for waiters that left meanwhile
@@ -244,7 +267,7 @@ func (h *Hub) poll(pool string, q *queue) {
 	}
 	if q.waiters.Len() == 0 {
 		if !q.serving {
-			h.forget(pool)
+			h.forget(pool, q)
 		}
 		h.mu.Unlock()
 		return

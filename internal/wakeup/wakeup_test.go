@@ -1,0 +1,189 @@
+package wakeup_test
+
+import (
+	"context"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// bundle is a test's database, as a pool and a store over it.
+type bundle struct {
+	pool  *pgxpool.Pool
+	store *store.Store
+}
+
+// setup gives the test its own database; configure, when set, adjusts the
+// connection pool first.
+func setup(t *testing.T, configure func(*pgxpool.Config), storeCfg store.Config) *bundle {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testdb.New(t))
+	require.NoError(t, err)
+	if configure != nil {
+		configure(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	storeCfg.KeyTTL, storeCfg.LeaseTTL = time.Hour, time.Hour
+	st := store.New(pool, storeCfg)
+	t.Cleanup(st.Close)
+	return &bundle{pool: pool, store: st}
+}
+
+// registrations counts the pool's rows in pool_waiters that have not
+// expired.
+func (b *bundle) registrations(t *testing.T, pool string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		"SELECT count(*) FROM pool_waiters WHERE pool = $1 AND expires_at > now()", pool).Scan(&n))
+	return n
+}
+
+// waiting is one client waiting on the hub.
+type waiting struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// wait starts a client waiting for a key of the pool for up to a minute;
+// it leaves when the test ends.
+func wait(t *testing.T, hub *wakeup.Hub, pool string) *waiting {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &waiting{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		_, w.err = hub.Wait(ctx, pool, time.Minute)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-w.done
+	})
+	return w
+}
+
+// result waits for the end of the wait and returns its error.
+func (w *waiting) result() error {
+	<-w.done
+	return w.err
+}
+
+// gate stands between the hub and the database for calls of one kind: it
+// tells the test when each call arrives and when it has finished, and holds
+// the calls that hold picks until the test lets them through.
+type gate struct {
+	hold     func(n int) bool // n counts the calls from 1
+	n        atomic.Int64
+	arrived  chan int
+	let      chan struct{}
+	finished chan int
+}
+
+func newGate(hold func(n int) bool) *gate {
+	return &gate{hold: hold, arrived: make(chan int, 100), let: make(chan struct{}), finished: make(chan int, 100)}
+}
+
+func (g *gate) pass(call func() error) error {
+	n := int(g.n.Add(1))
+	g.arrived <- n
+	if g.hold(n) {
+		<-g.let
+	}
+	err := call()
+	g.finished <- n
+	return err
+}
+
+func heldFirst(n int) bool { return n == 1 }
+func heldNone(int) bool    { return false }
+
+// gatedHub is a hub over the store whose registrations and withdrawals
+// pass through the gates.
+func gatedHub(b *bundle, registers, unregisters *gate) *wakeup.Hub {
+	return wakeup.New(wakeup.Config{
+		Claim:    b.store.ClaimMany,
+		GiveBack: b.store.GiveBack,
+		Register: func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error {
+			return registers.pass(func() error { return b.store.RegisterWaiters(ctx, pool, replica, generation, ttl) })
+		},
+		Unregister: func(ctx context.Context, pool, replica string, generation int64) error {
+			return unregisters.pass(func() error { return b.store.UnregisterWaiters(ctx, pool, replica, generation) })
+		},
+		Poll: 10 * time.Millisecond,
+	})
+}
+
+// The last waiter of a pool leaves and the hub withdraws its registration;
+// the next waiter registers again before that withdrawal reaches the
+// database. The withdrawal must not delete the new registration: while the
+// hub believes it is registered, the database must hold its row, or freed
+// keys of the pool are never announced to it.
+func TestLateUnregisterLeavesTheNextRegistration(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil, store.Config{})
+	registers, unregisters := newGate(heldNone), newGate(heldFirst)
+	hub := gatedHub(b, registers, unregisters)
+
+	first := wait(t, hub, "p")
+	require.Equal(t, 1, <-registers.finished)
+	first.cancel()
+	require.ErrorIs(t, first.result(), context.Canceled)
+	require.Equal(t, 1, <-unregisters.arrived, "the queue emptied: its registration is withdrawn")
+
+	wait(t, hub, "p")
+	require.Equal(t, 2, <-registers.finished, "a new queue registers again")
+	unregisters.let <- struct{}{}
+	require.Equal(t, 1, <-unregisters.finished)
+
+	require.True(t, hub.Registered("p"))
+	require.Equal(t, 1, b.registrations(t, "p"), "the hub believes it is registered, so the database must have its row")
+}
+
+// A registration that reaches the database after a newer one, and the
+// withdrawal of the older queue after both, leave the newer registration in
+// place.
+func TestStaleRegisterAndUnregisterLeaveTheNewerRegistration(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil, store.Config{})
+	_, err := b.store.Create(context.Background(), "p", 2)
+	require.NoError(t, err)
+	registers, unregisters := newGate(heldFirst), newGate(heldFirst)
+	hub := gatedHub(b, registers, unregisters)
+
+	// The first waiter's registration is held. A second waiter joins the
+	// same queue and claims both keys, for itself and the first: the queue
+	// empties and its withdrawal is held too.
+	first := wait(t, hub, "p")
+	require.Equal(t, 1, <-registers.arrived)
+	second := wait(t, hub, "p")
+	require.NoError(t, second.result())
+	require.Equal(t, 1, <-unregisters.arrived)
+
+	// A third waiter starts a new queue, which registers at once.
+	wait(t, hub, "p")
+	require.Equal(t, 2, <-registers.arrived)
+	require.Equal(t, 2, <-registers.finished)
+
+	// Then the first registration lands, then the first withdrawal.
+	registers.let <- struct{}{}
+	require.Equal(t, 1, <-registers.finished)
+	require.NoError(t, first.result(), "the first waiter got the key claimed for it")
+	unregisters.let <- struct{}{}
+	require.Equal(t, 1, <-unregisters.finished)
+
+	require.True(t, hub.Registered("p"))
+	require.Equal(t, 1, b.registrations(t, "p"), "the hub believes it is registered, so the database must have its row")
+}
