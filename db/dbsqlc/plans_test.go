@@ -87,9 +87,12 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
 		{"KeyListPage", keyListPage, []any{"default", uuid.Nil, 51}, []string{"keys_pool_id_idx"}},
 		{"KeyListPage (later page)", keyListPage, []any{"other", id, 51}, []string{"keys_pool_id_idx"}},
-		// Registrations of waiting clients, by primary key.
+		// Waiting clients: registrations by primary key, and one poll of
+		// many pools one step per pool on the free keys' index.
 		{"PoolWaitersRegister", poolWaitersRegister, []any{"pool-1", "replica-1", 120.0, 7}, []string{"pool_waiters_pkey"}},
 		{"PoolWaitersUnregister", poolWaitersUnregister, []any{"pool-1", "replica-1", 7}, []string{"pool_waiters_pkey"}},
+		{"PoolWaitersFreePools", poolWaitersFreePools, []any{[]string{"default", "other", "made-up"}}, []string{"keys_free_position_idx"}},
+		{"PoolWaitersFreePools (1,000 pools)", poolWaitersFreePools, []any{manyPools}, []string{"keys_free_position_idx"}},
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx", "key_events_pkey"}},
 		// Reports: every cell an index range on time (and pool), every lease
 		// end one step along the key's events.
@@ -150,6 +153,16 @@ const (
 	historyRange           = `(Index (Only )?Scan using|Bitmap Index Scan on) key_events_(pool_)?at_idx( on key_events \w+)?\n\s+Index Cond: \(.*at >=`
 )
 
+// manyPools are the 1,000 pool names that a replica's poll sends when its
+// clients wait on that many pools.
+var manyPools = func() []string {
+	pools := make([]string, 1000)
+	for i := range pools {
+		pools[i] = fmt.Sprintf("made-up-%d", i)
+	}
+	return pools
+}()
+
 // sqlExpr is an argument written as an SQL expression.
 type sqlExpr string
 
@@ -169,6 +182,12 @@ func literal(arg any) string {
 			items[i] = fmt.Sprintf("'%s'", id)
 		}
 		return "ARRAY[" + strings.Join(items, ", ") + "]::uuid[]"
+	case []string:
+		items := make([]string, len(v))
+		for i, s := range v {
+			items[i] = fmt.Sprintf("'%s'", s)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::text[]"
 	case []int64:
 		items := make([]string, len(v))
 		for i, n := range v {

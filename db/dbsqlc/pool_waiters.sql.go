@@ -9,6 +9,42 @@ import (
 	"context"
 )
 
+const poolWaitersFreePools = `-- name: PoolWaitersFreePools :many
+SELECT w.pool::text AS pool
+FROM unnest($1::text[]) AS w (pool)
+WHERE (
+    SELECT c.position FROM keys AS c
+    WHERE c.pool = w.pool AND c.lease_token IS NULL AND c.expires_at > now()
+    ORDER BY c.position
+    LIMIT 1
+) IS NOT NULL
+`
+
+// Of the pools a replica's clients wait on, those in which a claim would
+// find a key now: one statement per poll however many pools are waited on,
+// so that made-up pool names cannot multiply the polling. Each pool costs
+// one step on keys_free_position_idx, the claim's own index walk (see
+// KeyPoolHasFree). It never blocks a key.
+func (q *Queries) PoolWaitersFreePools(ctx context.Context, pools []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, poolWaitersFreePools, pools)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var pool string
+		if err := rows.Scan(&pool); err != nil {
+			return nil, err
+		}
+		items = append(items, pool)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const poolWaitersRegister = `-- name: PoolWaitersRegister :exec
 
 INSERT INTO pool_waiters AS w (pool, replica, expires_at, generation)

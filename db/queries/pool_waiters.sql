@@ -17,3 +17,18 @@ WHERE w.generation < excluded.generation;
 DELETE FROM pool_waiters
 WHERE pool = sqlc.arg(pool)::text AND replica = sqlc.arg(replica)::text
   AND generation <= sqlc.arg(generation)::bigint;
+
+-- name: PoolWaitersFreePools :many
+-- Of the pools a replica's clients wait on, those in which a claim would
+-- find a key now: one statement per poll however many pools are waited on,
+-- so that made-up pool names cannot multiply the polling. Each pool costs
+-- one step on keys_free_position_idx, the claim's own index walk (see
+-- KeyPoolHasFree). It never blocks a key.
+SELECT w.pool::text AS pool
+FROM unnest(sqlc.arg(pools)::text[]) AS w (pool)
+WHERE (
+    SELECT c.position FROM keys AS c
+    WHERE c.pool = w.pool AND c.lease_token IS NULL AND c.expires_at > now()
+    ORDER BY c.position
+    LIMIT 1
+) IS NOT NULL;

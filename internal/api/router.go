@@ -137,6 +137,7 @@ func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeu
 		GiveBack:   st.GiveBack,
 		Register:   st.RegisterWaiters,
 		Unregister: st.UnregisterWaiters,
+		FreePools:  st.PoolsWithFreeKeys,
 		Poll:       poll,
 		Logger:     logger,
 	})

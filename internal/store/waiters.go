@@ -30,3 +30,15 @@ func (s *Store) UnregisterWaiters(ctx context.Context, pool, replica string, gen
 		Pool: pool, Replica: replica, Generation: generation,
 	}))
 }
+
+// PoolsWithFreeKeys returns those of the pools in which a claim would find a
+// key now, in one statement whatever their number. It blocks nothing.
+func (s *Store) PoolsWithFreeKeys(ctx context.Context, pools []string) ([]string, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	free, err := s.queries.PoolWaitersFreePools(ctx, pools)
+	if err != nil {
+		return nil, classify(err)
+	}
+	return free, nil
+}

@@ -7,6 +7,11 @@
 // out in arrival order. A notification is only a hint: the claim is the
 // ordinary SQL claim, and may find the keys taken by clients of another
 // replica.
+//
+// In case a notification is lost, the replica also polls: one statement
+// asks which of all its waited pools have a free key, and only those are
+// claimed from. Clients that wait on many pools (made-up names, say) thus
+// cost the database one statement per poll, not one per pool.
 package wakeup
 
 import (
@@ -43,7 +48,10 @@ type Config struct {
 	// The calls run concurrently and may reach the database in any order.
 	Register   func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
 	Unregister func(ctx context.Context, pool, replica string, generation int64) error
-	// Poll is how often a pool with waiters is tried without a
+	// FreePools returns those of the pools in which a claim would find a
+	// key now, in one statement (store.PoolsWithFreeKeys).
+	FreePools func(ctx context.Context, pools []string) ([]string, error)
+	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
 	// the first claim after it). Zero means 500 ms.
@@ -60,6 +68,9 @@ type Hub struct {
 	queues  map[string]*queue
 	// generation numbers this replica's registrations, the last one sent.
 	generation int64
+	// polling is set while the poll loop runs; it runs while there are
+	// queues.
+	polling bool
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -79,8 +90,6 @@ type queue struct {
 	// serving is set while a claim for the queue runs; again asks it for
 	// one more round, for a wake-up that came meanwhile.
 	serving, again bool
-	// polling is set while a poll of the queue is scheduled.
-	polling bool
 }
 
 type waiter struct {
@@ -115,6 +124,10 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	if q == nil {
 		q = &queue{waiters: list.New()}
 		h.queues[pool] = q
+		if !h.polling {
+			h.polling = true
+			go h.pollLoop()
+		}
 	}
 	w.elem = q.waiters.PushBack(w)
 	var generation int64 // of the registration to send; 0 for none
@@ -170,7 +183,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 func (h *Hub) remove(pool string, q *queue, w *waiter) {
 	q.waiters.Remove(w.elem)
 	w.elem.Value = nil
-	if q.waiters.Len() == 0 && !q.serving && !q.polling {
+	if q.waiters.Len() == 0 && !q.serving {
 		h.forget(pool, q)
 	}
 }
@@ -241,12 +254,10 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			h.giveBack(keys)
 			continue
 		}
+		// The waiters that remain are served by a notification or the
+		// next poll.
 		q.serving = false
-		if q.waiters.Len() > 0 && !q.polling {
-			q.polling = true
-			time.AfterFunc(h.cfg.Poll, func() { h.poll(pool, q) })
-		}
-		if q.waiters.Len() == 0 && !q.polling {
+		if q.waiters.Len() == 0 {
 			h.forget(pool, q)
 		}
 		h.mu.Unlock()
@@ -258,22 +269,45 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 	}
 }
 
-func (h *Hub) poll(pool string, q *queue) {
-	h.mu.Lock()
-	q.polling = false
-	if h.queues[pool] != q {
-		h.mu.Unlock()
-		return
-	}
-	if q.waiters.Len() == 0 {
-		if !q.serving {
-			h.forget(pool, q)
+// pollLoop polls every Poll until no pool has a queue.
+func (h *Hub) pollLoop() {
+	ticker := time.NewTicker(h.cfg.Poll)
+	defer ticker.Stop()
+	for range ticker.C {
+		h.mu.Lock()
+		if len(h.queues) == 0 {
+			h.polling = false
+			h.mu.Unlock()
+			return
 		}
 		h.mu.Unlock()
-		return
+		h.poll()
+	}
+}
+
+// poll asks in one statement which of the pools with waiters have a free
+// key, and serves those. Pools whose claim is running are left out: that
+// claim serves them.
+func (h *Hub) poll() {
+	h.mu.Lock()
+	pools := make([]string, 0, len(h.queues))
+	for pool, q := range h.queues {
+		if !q.serving && q.waiters.Len() > 0 {
+			pools = append(pools, pool)
+		}
 	}
 	h.mu.Unlock()
-	h.serve(pool)
+	if len(pools) == 0 {
+		return
+	}
+	free, err := h.cfg.FreePools(context.Background(), pools)
+	if err != nil {
+		h.cfg.Logger.Warn("poll for waiting clients failed", "pools", len(pools), "error", err)
+		return
+	}
+	for _, pool := range free {
+		h.serve(pool)
+	}
 }
 
 func (h *Hub) giveBack(keys []store.Key) {
@@ -285,19 +319,10 @@ func (h *Hub) giveBack(keys []store.Key) {
 // Notify tries to serve the pool's waiters now.
 func (h *Hub) Notify(pool string) { h.serve(pool) }
 
-// NotifyAll tries to serve every pool's waiters: after the listening
-// connection was down, notifications may have been missed.
-func (h *Hub) NotifyAll() {
-	h.mu.Lock()
-	pools := make([]string, 0, len(h.queues))
-	for pool := range h.queues {
-		pools = append(pools, pool)
-	}
-	h.mu.Unlock()
-	for _, pool := range pools {
-		h.serve(pool)
-	}
-}
+// NotifyAll polls every pool's waiters at once: after the listening
+// connection was down, notifications may have been missed. Like any poll,
+// it is one statement, and claims only from pools that have a free key.
+func (h *Hub) NotifyAll() { go h.poll() }
 
 // Listen holds one connection of the pool in LISTEN and feeds the hub until
 // ctx ends, reconnecting with backoff when the connection is lost (a

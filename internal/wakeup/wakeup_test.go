@@ -2,11 +2,18 @@ package wakeup_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"regexp"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -16,6 +23,10 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// quiet takes the hubs' logs: claims of a test's hub that outlive its
+// database fail, and say so.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // bundle is a test's database, as a pool and a store over it.
 type bundle struct {
@@ -122,7 +133,9 @@ func gatedHub(b *bundle, registers, unregisters *gate) *wakeup.Hub {
 		Unregister: func(ctx context.Context, pool, replica string, generation int64) error {
 			return unregisters.pass(func() error { return b.store.UnregisterWaiters(ctx, pool, replica, generation) })
 		},
-		Poll: 10 * time.Millisecond,
+		FreePools: b.store.PoolsWithFreeKeys,
+		Poll:      10 * time.Millisecond,
+		Logger:    quiet,
 	})
 }
 
@@ -186,4 +199,116 @@ func TestStaleRegisterAndUnregisterLeaveTheNewerRegistration(t *testing.T) {
 
 	require.True(t, hub.Registered("p"))
 	require.Equal(t, 1, b.registrations(t, "p"), "the hub believes it is registered, so the database must have its row")
+}
+
+// statements records every statement that the connections ran, by its
+// sqlc name, with its arguments.
+type statements struct {
+	ended chan statement
+}
+
+type statement struct {
+	name string
+	args []any
+}
+
+type traceKey struct{}
+
+var queryName = regexp.MustCompile(`-- name: (\w+)`)
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	name := "(unnamed)"
+	if m := queryName.FindStringSubmatch(data.SQL); m != nil {
+		name = m[1]
+	}
+	return context.WithValue(ctx, traceKey{}, statement{name: name, args: data.Args})
+}
+
+func (s *statements) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if st, ok := ctx.Value(traceKey{}).(statement); ok {
+		s.ended <- st
+	}
+}
+
+// names reports whether the statement has the pool among its arguments.
+func (s statement) names(pool string) bool {
+	for _, arg := range s.args {
+		switch v := arg.(type) {
+		case string:
+			if v == pool {
+				return true
+			}
+		case []string:
+			if slices.Contains(v, pool) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Clients waiting on many pools that have no free key cost the database one
+// statement per poll, not one per pool: a made-up pool name per request
+// must not multiply the polling.
+func TestWaitingOnManyPoolsCostsOneStatementPerPoll(t *testing.T) {
+	t.Parallel()
+	const pools = 100
+	trace := &statements{ended: make(chan statement, 100000)}
+	b := setup(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = trace }, store.Config{})
+	hub := wakeup.New(wakeup.Config{
+		Claim:      b.store.ClaimMany,
+		GiveBack:   b.store.GiveBack,
+		Register:   b.store.RegisterWaiters,
+		Unregister: b.store.UnregisterWaiters,
+		FreePools:  b.store.PoolsWithFreeKeys,
+		Poll:       20 * time.Millisecond,
+		Logger:     quiet,
+	})
+	for i := range pools {
+		wait(t, hub, fmt.Sprintf("made-up-%03d", i))
+	}
+
+	// Every waiter registers and tries a first claim.
+	registered, claimed := 0, 0
+	for registered < pools || claimed < pools {
+		switch st := <-trace.ended; st.name {
+		case "PoolWaitersRegister":
+			registered++
+		case "KeyClaim":
+			claimed++
+		}
+	}
+	// From then on, every poll of the first pool starts a round; count the
+	// statements of three whole rounds.
+	const watched = "made-up-000"
+	for st := range trace.ended {
+		if st.names(watched) {
+			break
+		}
+	}
+	for round := 1; round <= 3; round++ {
+		var ran []string
+		for st := range trace.ended {
+			ran = append(ran, st.name)
+			if st.names(watched) {
+				break
+			}
+		}
+		require.Equal(t, []string{"PoolWaitersFreePools"}, ran,
+			"round %d of polling %d pools ran %d statements: %s", round, pools, len(ran), summary(ran))
+	}
+}
+
+// summary counts statements by name.
+func summary(names []string) string {
+	counts := map[string]int{}
+	for _, name := range names {
+		counts[name]++
+	}
+	var parts []string
+	for name, n := range counts {
+		parts = append(parts, fmt.Sprintf("%s×%d", name, n))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
