@@ -69,7 +69,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, o.poll, logger)
+	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll}, logger)
 	listenCtx, stopListening := context.WithCancel(context.Background())
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)

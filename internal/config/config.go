@@ -46,6 +46,12 @@ type Config struct {
 	DebugAddr string
 	// DBMaxConns is the size of the connection pool to the database.
 	DBMaxConns int
+	// WaitersDBConns bounds the connections that the work for waiting
+	// clients (GET /keys?wait=: registrations, polls, their claims) uses at
+	// once. It is below DBMaxConns, so that requests that do not wait
+	// always find a connection. Defaults to DefaultWaitersDBConns, or to
+	// DBMaxConns - 1 when that is smaller (at least 1).
+	WaitersDBConns int
 	// DBTimeout bounds every database call; past it the request answers 503.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
@@ -61,6 +67,10 @@ type Config struct {
 	// Access control and the limits of the HTTP server: see access.go.
 	Access
 }
+
+// DefaultWaitersDBConns is WaitersDBConns unless configured: enough for the
+// claims of a few pools whose keys are freed at once.
+const DefaultWaitersDBConns = 4
 
 // Load parses args (without the program name) over the environment given by
 // getenv. Invalid values are refused with a message naming the setting.
@@ -79,7 +89,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		keyTTL, leaseTTL, sweep, dbTimeout, shutdn string
 		retention                                  string
 		cors, level                                string
-		port, maxConns                             string
+		port, maxConns, waitersConns               string
 		election, leaderTTL                        string
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
@@ -94,6 +104,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
+	fs.StringVar(&waitersConns, "waiters-db-conns", env("WAITERS_DB_CONNS", ""), fmt.Sprintf("connections that the work for waiting clients may use at once, below DB_MAX_CONNS; empty: %d, or DB_MAX_CONNS-1 when smaller (env WAITERS_DB_CONNS)", DefaultWaitersDBConns))
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
@@ -145,6 +156,16 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("DB_MAX_CONNS: %q is not a number from 1 to 1000", maxConns))
 	} else {
 		cfg.DBMaxConns = n
+	}
+	// One connection at least stays for requests that do not wait, unless
+	// the pool has only one.
+	waitersLimit := max(1, cfg.DBMaxConns-1)
+	if waitersConns == "" {
+		cfg.WaitersDBConns = min(DefaultWaitersDBConns, waitersLimit)
+	} else if n, err := strconv.Atoi(waitersConns); err != nil || n < 1 || n > waitersLimit {
+		errs = append(errs, fmt.Errorf("WAITERS_DB_CONNS: %q is not a number from 1 to %d (below DB_MAX_CONNS, so that requests that do not wait always find a connection)", waitersConns, waitersLimit))
+	} else {
+		cfg.WaitersDBConns = n
 	}
 	if cfg.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.DebugAddr); err != nil {

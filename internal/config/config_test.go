@@ -26,6 +26,27 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 30*24*time.Hour, cfg.HistoryRetention)
 	require.Equal(t, slog.LevelInfo, cfg.LogLevel)
 	require.Empty(t, cfg.CORSOrigins)
+	require.Equal(t, 20, cfg.DBMaxConns)
+	require.Equal(t, DefaultWaitersDBConns, cfg.WaitersDBConns)
+}
+
+// Waiting clients never get every connection: unless configured, their
+// share is the default or, in a smaller pool, all connections but one.
+func TestWaitersLeaveAConnectionToOtherRequests(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		vars map[string]string
+		want int
+	}{
+		{map[string]string{"DB_MAX_CONNS": "3"}, 2},
+		{map[string]string{"DB_MAX_CONNS": "1"}, 1},
+		{map[string]string{"DB_MAX_CONNS": "50", "WAITERS_DB_CONNS": "10"}, 10},
+		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "3"}, 3},
+	} {
+		cfg, err := Load(nil, env(tc.vars), io.Discard)
+		require.NoError(t, err, "%v", tc.vars)
+		require.Equal(t, tc.want, cfg.WaitersDBConns, "%v", tc.vars)
+	}
 }
 
 func TestEnvironmentAndFlags(t *testing.T) {
@@ -69,6 +90,9 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"},
 		{map[string]string{"DB_MAX_CONNS": "0"}, "DB_MAX_CONNS"},
+		{map[string]string{"WAITERS_DB_CONNS": "0"}, "WAITERS_DB_CONNS"},
+		{map[string]string{"WAITERS_DB_CONNS": "20"}, "WAITERS_DB_CONNS: \"20\" is not a number from 1 to 19"},
+		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "4"}, "WAITERS_DB_CONNS"},
 		{map[string]string{"EMBEDDED_PG_PORT": "70000"}, "EMBEDDED_PG_PORT"},
 	} {
 		_, err := Load(nil, env(tc.vars), io.Discard)

@@ -82,7 +82,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		sweeperCfg.Leading = s.elector.Leading
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
-	s.waiters = api.NewWaiters(s.store, 0, logger)
+	s.waiters = api.NewWaiters(s.store, api.WaitersConfig{DBCalls: cfg.WaitersDBConns}, logger)
 	handler := api.New(api.Config{
 		Store:       s.store,
 		Waiters:     s.waiters,

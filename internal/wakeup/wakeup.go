@@ -11,7 +11,9 @@
 // In case a notification is lost, the replica also polls: one statement
 // asks which of all its waited pools have a free key, and only those are
 // claimed from. Clients that wait on many pools (made-up names, say) thus
-// cost the database one statement per poll, not one per pool.
+// cost the database one statement per poll, not one per pool. And however
+// many clients wait, the hub's database calls take only a few connections
+// at once, so that requests that do not wait still find one.
 package wakeup
 
 import (
@@ -56,6 +58,12 @@ type Config struct {
 	// down, or a key was freed in the moment between a registration and
 	// the first claim after it). Zero means 500 ms.
 	Poll time.Duration
+	// DBCalls bounds the database calls the hub makes at once: its
+	// registrations, withdrawals, polls, claims and give-backs. Each holds a
+	// connection of the pool while it runs; below the pool's size, the
+	// bound leaves connections to requests that do not wait, however many
+	// clients wait. Zero means 4.
+	DBCalls int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -64,6 +72,9 @@ type Config struct {
 type Hub struct {
 	cfg     Config
 	replica string
+	// dbCalls holds a token for every database call of the hub in flight;
+	// its capacity is Config.DBCalls.
+	dbCalls chan struct{}
 	mu      sync.Mutex
 	queues  map[string]*queue
 	// generation numbers this replica's registrations, the last one sent.
@@ -102,12 +113,15 @@ func New(cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
 	}
+	if cfg.DBCalls <= 0 {
+		cfg.DBCalls = 4
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}}
+	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}}
 }
 
 // Wait returns a key of the pool, waiting up to wait for one to be freed.
@@ -140,8 +154,14 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	h.mu.Unlock()
 	if generation != 0 {
 		// Before the first claim for this waiter: a key freed after that
-		// claim's snapshot then always sends a notification.
-		if err := h.cfg.Register(ctx, pool, h.replica, generation, registration); err != nil {
+		// claim's snapshot then always sends a notification. Waiting for a
+		// turn at the database ends with the wait.
+		regCtx, cancel := context.WithTimeout(ctx, wait)
+		err := h.withDB(regCtx, func(ctx context.Context) error {
+			return h.cfg.Register(ctx, pool, h.replica, generation, registration)
+		})
+		cancel()
+		if err != nil {
 			h.cfg.Logger.Warn("could not register waiting clients; they rely on polling", "pool", pool, "error", err)
 			h.mu.Lock()
 			if q.generation == generation { // no newer registration since
@@ -173,7 +193,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	// Served as the wait ended: keep the key if the caller is still there.
 	key := <-w.key
 	if ctx.Err() != nil {
-		h.cfg.GiveBack(key)
+		h.giveBack([]store.Key{key})
 		return store.Key{}, ctx.Err()
 	}
 	return key, nil
@@ -200,7 +220,10 @@ func (h *Hub) forget(pool string, q *queue) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := h.cfg.Unregister(ctx, pool, h.replica, generation); err != nil {
+		err := h.withDB(ctx, func(ctx context.Context) error {
+			return h.cfg.Unregister(ctx, pool, h.replica, generation)
+		})
+		if err != nil {
 			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
 		}
 	}()
@@ -235,7 +258,11 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		var keys []store.Key
 		var err error
 		if n > 0 {
-			keys, err = h.cfg.Claim(context.Background(), pool, n)
+			err = h.withDB(context.Background(), func(ctx context.Context) error {
+				var claimErr error
+				keys, claimErr = h.cfg.Claim(ctx, pool, n)
+				return claimErr
+			})
 		}
 		got := len(keys)
 
@@ -300,7 +327,12 @@ func (h *Hub) poll() {
 	if len(pools) == 0 {
 		return
 	}
-	free, err := h.cfg.FreePools(context.Background(), pools)
+	var free []string
+	err := h.withDB(context.Background(), func(ctx context.Context) error {
+		var err error
+		free, err = h.cfg.FreePools(ctx, pools)
+		return err
+	})
 	if err != nil {
 		h.cfg.Logger.Warn("poll for waiting clients failed", "pools", len(pools), "error", err)
 		return
@@ -312,8 +344,23 @@ func (h *Hub) poll() {
 
 func (h *Hub) giveBack(keys []store.Key) {
 	for _, key := range keys {
-		h.cfg.GiveBack(key)
+		_ = h.withDB(context.Background(), func(context.Context) error {
+			h.cfg.GiveBack(key)
+			return nil
+		})
 	}
+}
+
+// withDB runs a database call once fewer than Config.DBCalls of the hub's
+// are in flight, or returns ctx's error if ctx ends first.
+func (h *Hub) withDB(ctx context.Context, call func(context.Context) error) error {
+	select {
+	case h.dbCalls <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-h.dbCalls }()
+	return call(ctx)
 }
 
 // Notify tries to serve the pool's waiters now.

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -311,4 +312,59 @@ func summary(names []string) string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ", ")
+}
+
+// However many pools are waited on, the hub's database calls use only a few
+// of the connections at once, so that requests that do not wait still get
+// one: here every claim for waiters holds its connection until the test
+// lets it go, and a plain request is still served meanwhile.
+func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
+	t.Parallel()
+	const conns, hubCalls = 3, 2
+	b := setup(t, func(cfg *pgxpool.Config) { cfg.MaxConns = conns }, store.Config{QueryTimeout: 2 * time.Second})
+	var (
+		holding           = make(chan struct{}, 100)
+		release           = make(chan struct{})
+		inFlight, highest atomic.Int64
+		mu                sync.Mutex
+		releaseOnce       sync.Once
+	)
+	// Before the pool closes, which waits for the connections held here.
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	slowClaim := func(ctx context.Context, pool string, n int) ([]store.Key, error) {
+		conn, err := b.pool.Acquire(ctx)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		highest.Store(max(highest.Load(), inFlight.Add(1)))
+		mu.Unlock()
+		holding <- struct{}{}
+		<-release
+		inFlight.Add(-1)
+		conn.Release()
+		return b.store.ClaimMany(ctx, pool, n)
+	}
+	hub := wakeup.New(wakeup.Config{
+		Claim:      slowClaim,
+		GiveBack:   b.store.GiveBack,
+		Register:   b.store.RegisterWaiters,
+		Unregister: b.store.UnregisterWaiters,
+		FreePools:  b.store.PoolsWithFreeKeys,
+		Poll:       time.Hour,
+		DBCalls:    hubCalls,
+		Logger:     quiet,
+	})
+	for i := range 10 {
+		wait(t, hub, fmt.Sprintf("pool-%d", i))
+	}
+	for range hubCalls {
+		<-holding
+	}
+
+	_, err := b.store.Create(context.Background(), "plain", 1)
+	require.NoError(t, err, "a request that does not wait gets a connection while the hub's calls are slow")
+	letGo()
+	require.LessOrEqual(t, highest.Load(), int64(hubCalls))
 }
