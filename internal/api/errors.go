@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Errors the HTTP layer raises itself, about the request. Handlers wrap them
@@ -46,6 +47,10 @@ var errorTable = []struct {
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
+	{err: wakeup.ErrTooManyWaiters, status: http.StatusServiceUnavailable, code: "too_many_waiters", title: "Too many waiting clients",
+		detail: "This replica already has as many clients waiting for a key as it takes. Nothing was changed; retry shortly, or ask without wait."},
+	{err: wakeup.ErrTooManyPools, status: http.StatusServiceUnavailable, code: "too_many_waited_pools", title: "Too many pools waited on",
+		detail: "Clients of this replica already wait on as many pools as it takes, and not on this one. Nothing was changed; retry shortly, or ask without wait."},
 	{err: errServiceNotReady, status: http.StatusServiceUnavailable, code: "not_ready", title: "Not ready"},
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},

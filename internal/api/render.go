@@ -86,7 +86,7 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	h := w.Header()
 	if p.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", retryAfterSeconds)
-		logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		logger.Warn("service unavailable", "code", p.Code, "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 	}
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")

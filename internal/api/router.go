@@ -136,6 +136,9 @@ type WaitersConfig struct {
 	Poll time.Duration
 	// DBCalls bounds the hub's database calls at once.
 	DBCalls int
+	// MaxWaiters and MaxPools cap the clients waiting at once, and the
+	// pools they wait on; past them a wait answers 503.
+	MaxWaiters, MaxPools int
 }
 
 // NewWaiters returns a hub that claims keys for waiting clients from the
@@ -149,6 +152,8 @@ func NewWaiters(st *store.Store, cfg WaitersConfig, logger *slog.Logger) *wakeup
 		FreePools:  st.PoolsWithFreeKeys,
 		Poll:       cfg.Poll,
 		DBCalls:    cfg.DBCalls,
+		MaxWaiters: cfg.MaxWaiters,
+		MaxPools:   cfg.MaxPools,
 		Logger:     logger,
 	})
 }

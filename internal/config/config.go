@@ -52,6 +52,14 @@ type Config struct {
 	// always find a connection. Defaults to DefaultWaitersDBConns, or to
 	// DBMaxConns - 1 when that is smaller (at least 1).
 	WaitersDBConns int
+	// MaxWaiters caps the clients waiting for a key at once on this
+	// replica; past it GET /keys?wait= answers 503 at once. Defaults to
+	// 10,000.
+	MaxWaiters int
+	// MaxWaitedPools caps the distinct pools that clients wait on at once
+	// on this replica; past it a wait on another pool answers 503 at once.
+	// Defaults to 1,000.
+	MaxWaitedPools int
 	// DBTimeout bounds every database call; past it the request answers 503.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
@@ -90,6 +98,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		retention                                  string
 		cors, level                                string
 		port, maxConns, waitersConns               string
+		maxWaiters, maxWaitedPools                 string
 		election, leaderTTL                        string
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
@@ -104,6 +113,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
+	fs.StringVar(&maxWaiters, "max-waiters", env("MAX_WAITERS", "10000"), "clients that may wait for a key at once on this replica; past it ?wait= answers 503 (env MAX_WAITERS)")
+	fs.StringVar(&maxWaitedPools, "max-waited-pools", env("MAX_WAITED_POOLS", "1000"), "pools that clients may wait on at once on this replica; past it ?wait= on another pool answers 503 (env MAX_WAITED_POOLS)")
 	fs.StringVar(&waitersConns, "waiters-db-conns", env("WAITERS_DB_CONNS", ""), fmt.Sprintf("connections that the work for waiting clients may use at once, below DB_MAX_CONNS; empty: %d, or DB_MAX_CONNS-1 when smaller (env WAITERS_DB_CONNS)", DefaultWaitersDBConns))
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown (env SHUTDOWN_TIMEOUT)")
@@ -157,6 +168,15 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	} else {
 		cfg.DBMaxConns = n
 	}
+	count := func(name, value string, max int) int {
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 || n > max {
+			errs = append(errs, fmt.Errorf("%s: %q is not a number from 1 to %d", name, value, max))
+		}
+		return n
+	}
+	cfg.MaxWaiters = count("MAX_WAITERS", maxWaiters, 1000000)
+	cfg.MaxWaitedPools = count("MAX_WAITED_POOLS", maxWaitedPools, 1000000)
 	// One connection at least stays for requests that do not wait, unless
 	// the pool has only one.
 	waitersLimit := max(1, cfg.DBMaxConns-1)

@@ -28,6 +28,8 @@ func TestDefaults(t *testing.T) {
 	require.Empty(t, cfg.CORSOrigins)
 	require.Equal(t, 20, cfg.DBMaxConns)
 	require.Equal(t, DefaultWaitersDBConns, cfg.WaitersDBConns)
+	require.Equal(t, 10000, cfg.MaxWaiters)
+	require.Equal(t, 1000, cfg.MaxWaitedPools)
 }
 
 // Waiting clients never get every connection: unless configured, their
@@ -61,6 +63,8 @@ func TestEnvironmentAndFlags(t *testing.T) {
 		"LOG_LEVEL":         "debug",
 		"ADDR":              "127.0.0.1:1",
 		"ALLOW_OPEN":        "true",
+		"MAX_WAITERS":       "500",
+		"MAX_WAITED_POOLS":  "20",
 	}), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
@@ -71,6 +75,8 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	require.Equal(t, 48*time.Hour, cfg.HistoryRetention)
 	require.Equal(t, []string{"https://a.example.com", "http://localhost:3000"}, cfg.CORSOrigins)
 	require.Equal(t, slog.LevelDebug, cfg.LogLevel)
+	require.Equal(t, 500, cfg.MaxWaiters)
+	require.Equal(t, 20, cfg.MaxWaitedPools)
 }
 
 func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
@@ -91,6 +97,8 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 		{map[string]string{"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"},
 		{map[string]string{"DB_MAX_CONNS": "0"}, "DB_MAX_CONNS"},
 		{map[string]string{"WAITERS_DB_CONNS": "0"}, "WAITERS_DB_CONNS"},
+		{map[string]string{"MAX_WAITERS": "0"}, "MAX_WAITERS"},
+		{map[string]string{"MAX_WAITED_POOLS": "many"}, "MAX_WAITED_POOLS"},
 		{map[string]string{"WAITERS_DB_CONNS": "20"}, "WAITERS_DB_CONNS: \"20\" is not a number from 1 to 19"},
 		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "4"}, "WAITERS_DB_CONNS"},
 		{map[string]string{"EMBEDDED_PG_PORT": "70000"}, "EMBEDDED_PG_PORT"},

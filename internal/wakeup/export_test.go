@@ -11,3 +11,10 @@ func (h *Hub) Registered(pool string) bool {
 	q := h.queues[pool]
 	return q != nil && time.Now().Before(q.registeredUntil)
 }
+
+// Counts returns the clients waiting on the hub and the pools they wait on.
+func (h *Hub) Counts() (waiters, pools int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waiters, len(h.queues)
+}

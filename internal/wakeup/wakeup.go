@@ -13,7 +13,9 @@
 // claimed from. Clients that wait on many pools (made-up names, say) thus
 // cost the database one statement per poll, not one per pool. And however
 // many clients wait, the hub's database calls take only a few connections
-// at once, so that requests that do not wait still find one.
+// at once, so that requests that do not wait still find one. The clients
+// waiting on a replica, and the pools they wait on, are capped: past either
+// cap a client is refused at once.
 package wakeup
 
 import (
@@ -32,6 +34,16 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+// Errors of Wait that refuse a client before it waits; it may retry, or
+// ask without waiting.
+var (
+	// ErrTooManyWaiters: Config.MaxWaiters clients wait on this replica.
+	ErrTooManyWaiters = errors.New("too many clients waiting on this replica")
+	// ErrTooManyPools: the clients waiting on this replica wait on
+	// Config.MaxPools pools, and not on the one asked for.
+	ErrTooManyPools = errors.New("too many pools waited on at this replica")
 )
 
 // Config describes a Hub.
@@ -64,6 +76,13 @@ type Config struct {
 	// bound leaves connections to requests that do not wait, however many
 	// clients wait. Zero means 4.
 	DBCalls int
+	// MaxWaiters caps the clients waiting at once on this replica: each
+	// holds a request open. Zero means 10,000.
+	MaxWaiters int
+	// MaxPools caps the distinct pools waited on at once on this replica:
+	// each costs a registration row and a place in every poll. Zero means
+	// 1,000.
+	MaxPools int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -77,6 +96,8 @@ type Hub struct {
 	dbCalls chan struct{}
 	mu      sync.Mutex
 	queues  map[string]*queue
+	// waiters counts the waiters in all queues.
+	waiters int
 	// generation numbers this replica's registrations, the last one sent.
 	generation int64
 	// polling is set while the poll loop runs; it runs while there are
@@ -116,6 +137,12 @@ func New(cfg Config) *Hub {
 	if cfg.DBCalls <= 0 {
 		cfg.DBCalls = 4
 	}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	if cfg.MaxPools <= 0 {
+		cfg.MaxPools = 1000
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -128,13 +155,22 @@ func New(cfg Config) *Hub {
 // Waiters of one pool on this replica are served in arrival order. It
 // returns store.ErrNoFreeKey when the wait ends with nothing, or the
 // caller's error when ctx ends first; a key claimed for a caller that left
-// is given back.
+// is given back. Past the caps it returns ErrTooManyWaiters or
+// ErrTooManyPools at once, having done nothing.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	w := &waiter{key: make(chan store.Key, 1)}
 	h.mu.Lock()
 	q := h.queues[pool]
+	switch {
+	case h.waiters >= h.cfg.MaxWaiters:
+		h.mu.Unlock()
+		return store.Key{}, ErrTooManyWaiters
+	case q == nil && len(h.queues) >= h.cfg.MaxPools:
+		h.mu.Unlock()
+		return store.Key{}, ErrTooManyPools
+	}
 	if q == nil {
 		q = &queue{waiters: list.New()}
 		h.queues[pool] = q
@@ -144,6 +180,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		}
 	}
 	w.elem = q.waiters.PushBack(w)
+	h.waiters++
 	var generation int64 // of the registration to send; 0 for none
 	if time.Until(q.registeredUntil) < registration/2 {
 		q.registeredUntil = time.Now().Add(registration)
@@ -203,6 +240,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 func (h *Hub) remove(pool string, q *queue, w *waiter) {
 	q.waiters.Remove(w.elem)
 	w.elem.Value = nil
+	h.waiters--
 	if q.waiters.Len() == 0 && !q.serving {
 		h.forget(pool, q)
 	}

@@ -368,3 +368,48 @@ func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
 	letGo()
 	require.LessOrEqual(t, highest.Load(), int64(hubCalls))
 }
+
+// Past MaxWaiters clients, or past MaxPools pools, a client is refused at
+// once and costs nothing; a place that frees up takes the next one.
+func TestWaitersBeyondTheCapsAreRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil, store.Config{})
+	hub := wakeup.New(wakeup.Config{
+		Claim:      b.store.ClaimMany,
+		GiveBack:   b.store.GiveBack,
+		Register:   b.store.RegisterWaiters,
+		Unregister: b.store.UnregisterWaiters,
+		FreePools:  b.store.PoolsWithFreeKeys,
+		Poll:       time.Hour,
+		MaxWaiters: 3,
+		MaxPools:   2,
+		Logger:     quiet,
+	})
+	queued := func(waiters, pools int) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			w, p := hub.Counts()
+			return w == waiters && p == pools
+		}, 10*time.Second, time.Millisecond)
+	}
+	refused := func(pool string, want error) {
+		t.Helper()
+		_, err := hub.Wait(context.Background(), pool, time.Minute)
+		require.ErrorIs(t, err, want)
+	}
+
+	first := wait(t, hub, "a")
+	wait(t, hub, "b")
+	queued(2, 2)
+	refused("c", wakeup.ErrTooManyPools)
+	wait(t, hub, "a")
+	queued(3, 2)
+	refused("a", wakeup.ErrTooManyWaiters)
+	refused("c", wakeup.ErrTooManyWaiters)
+	queued(3, 2)
+
+	first.cancel()
+	require.ErrorIs(t, first.result(), context.Canceled)
+	wait(t, hub, "b")
+	queued(3, 2)
+}
