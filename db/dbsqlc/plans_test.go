@@ -87,12 +87,14 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
 		{"KeyListPage", keyListPage, []any{"default", uuid.Nil, 51}, []string{"keys_pool_id_idx"}},
 		{"KeyListPage (later page)", keyListPage, []any{"other", id, 51}, []string{"keys_pool_id_idx"}},
-		// Waiting clients: registrations by primary key, and one poll of
-		// many pools one step per pool on the free keys' index.
+		// Waiting clients: registrations by primary key, one poll of many
+		// pools one step per pool on the free keys' index, and the job's
+		// batches of expired registrations through their expiry.
 		{"PoolWaitersRegister", poolWaitersRegister, []any{"pool-1", "replica-1", 120.0, 7}, []string{"pool_waiters_pkey"}},
 		{"PoolWaitersUnregister", poolWaitersUnregister, []any{"pool-1", "replica-1", 7}, []string{"pool_waiters_pkey"}},
 		{"PoolWaitersFreePools", poolWaitersFreePools, []any{[]string{"default", "other", "made-up"}}, []string{"keys_free_position_idx"}},
 		{"PoolWaitersFreePools (1,000 pools)", poolWaitersFreePools, []any{manyPools}, []string{"keys_free_position_idx"}},
+		{"PoolWaitersDeleteExpired", poolWaitersDeleteExpired, []any{1000}, []string{"pool_waiters_expires_at_idx", "pool_waiters_pkey"}},
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx", "key_events_pkey"}},
 		// Reports: every cell an index range on time (and pool), every lease
 		// end one step along the key's events.

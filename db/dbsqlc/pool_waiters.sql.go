@@ -9,6 +9,41 @@ import (
 	"context"
 )
 
+const poolWaitersDeleteExpired = `-- name: PoolWaitersDeleteExpired :one
+WITH expired AS (
+    SELECT e.pool, e.replica FROM pool_waiters AS e
+    WHERE e.expires_at <= now()
+    ORDER BY e.expires_at
+    LIMIT $1::int
+    FOR UPDATE SKIP LOCKED
+), batch AS (
+    -- Arrays, not a join with the CTE: the planner cannot know how few rows
+    -- it gives, and may otherwise hash the whole table (see KeyClaim). One
+    -- pass over the locked rows fills both arrays, so their elements pair
+    -- up, and two unnests in one select list advance together.
+    SELECT unnest(b.pools) AS pool, unnest(b.replicas) AS replica
+    FROM (SELECT array_agg(x.pool) AS pools, array_agg(x.replica) AS replicas FROM expired AS x) AS b
+), deleted AS (
+    DELETE FROM pool_waiters AS w
+    USING batch
+    WHERE w.pool = batch.pool AND w.replica = batch.replica
+    RETURNING w.pool
+)
+SELECT count(*) FROM deleted
+`
+
+// One batch of the background job: deletes up to max registrations that
+// have expired, those of replicas that died without withdrawing them,
+// oldest first through pool_waiters_expires_at_idx. A registration renewed
+// meanwhile is no longer expired when its row is locked, and stays. SKIP
+// LOCKED lets replicas that run the job at the same time pass each other.
+func (q *Queries) PoolWaitersDeleteExpired(ctx context.Context, max int32) (int64, error) {
+	row := q.db.QueryRow(ctx, poolWaitersDeleteExpired, max)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const poolWaitersFreePools = `-- name: PoolWaitersFreePools :many
 SELECT w.pool::text AS pool
 FROM unnest($1::text[]) AS w (pool)

@@ -42,3 +42,16 @@ func (s *Store) PoolsWithFreeKeys(ctx context.Context, pools []string) ([]string
 	}
 	return free, nil
 }
+
+// DeleteExpiredWaiters deletes up to max registrations of waiting clients
+// that have expired (their replica died without withdrawing them) and
+// returns how many it deleted.
+func (s *Store) DeleteExpiredWaiters(ctx context.Context, max int) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	n, err := s.queries.PoolWaitersDeleteExpired(ctx, int32(max))
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(n), nil
+}

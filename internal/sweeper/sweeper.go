@@ -1,6 +1,7 @@
 // Package sweeper is the background job that ends what nobody kept alive:
 // it frees keys whose lease has ended and deletes keys whose life has ended.
-// It also removes history older than the retention.
+// It also removes the expired registrations of waiting clients (those of
+// replicas that died) and history older than the retention.
 //
 // It is safe to run on every replica at once: each batch is one short
 // statement that locks its rows with SKIP LOCKED, so two sweepers never work
@@ -19,6 +20,7 @@ import (
 type Store interface {
 	ReleaseEndedLeases(ctx context.Context, max int) (int, error)
 	DeleteExpired(ctx context.Context, max int) (int, error)
+	DeleteExpiredWaiters(ctx context.Context, max int) (int, error)
 	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
 }
 
@@ -63,13 +65,16 @@ type Config struct {
 type Result struct {
 	LeasesReleased int
 	KeysExpired    int
+	// WaitersExpired counts registrations of waiting clients deleted once
+	// expired: a replica that dies never withdraws its own.
+	WaitersExpired int
 	HistoryDeleted int
 	Err            error
 }
 
 // didWork reports whether the pass changed anything.
 func (r Result) didWork() bool {
-	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.HistoryDeleted > 0
+	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.WaitersExpired > 0 || r.HistoryDeleted > 0
 }
 
 // Sweeper runs passes on a ticker until stopped.
@@ -147,10 +152,10 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		switch {
 		case result.Err != nil && ctx.Err() == nil:
 			s.cfg.Logger.Warn("sweep failed", "error", result.Err, "leases_released", result.LeasesReleased,
-				"keys_expired", result.KeysExpired, "history_deleted", result.HistoryDeleted)
+				"keys_expired", result.KeysExpired, "waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		case result.didWork():
 			s.cfg.Logger.Info("sweep", "leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired,
-				"history_deleted", result.HistoryDeleted)
+				"waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		}
 		if s.cfg.OnPass != nil {
 			s.cfg.OnPass(result)
@@ -158,15 +163,18 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 	}
 }
 
-// RunOnce makes one pass: it frees every key whose lease has ended and
-// deletes every key whose life has ended, a batch at a time, then deletes up
-// to HistoryBatchesPerPass batches of history older than the retention.
+// RunOnce makes one pass: it frees every key whose lease has ended, deletes
+// every key whose life has ended and every expired registration of waiting
+// clients, a batch at a time, then deletes up to HistoryBatchesPerPass
+// batches of history older than the retention.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
 	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
 	result.Err = errors.Join(result.Err, err)
 	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
+	result.Err = errors.Join(result.Err, err)
+	result.WaitersExpired, err = s.drain(ctx, s.store.DeleteExpiredWaiters, -1)
 	result.Err = errors.Join(result.Err, err)
 	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
 	result.Err = errors.Join(result.Err, err)
