@@ -44,11 +44,14 @@ type Config struct {
 	// sooner when batches run side by side; SKIP LOCKED keeps them apart.
 	// Zero means 4.
 	LeaseWorkers int
-	// HistoryBatchesPerPass bounds the history batches one pass deletes, so
-	// that a backlog (after a long outage, or a shorter retention) is worked
-	// off over several passes instead of delaying the release of ended
-	// leases. Zero means 10.
-	HistoryBatchesPerPass int
+	// HistoryTimePerPass bounds the time one pass spends deleting history.
+	// A pass keeps deleting batches while they come back full, so that
+	// retention keeps up however fast history is written, but stops once
+	// this much time has passed since its first history batch (which always
+	// runs): a backlog (after a long outage, or a shorter retention) is
+	// worked off over several passes, and delays the release of ended leases
+	// in the next pass by no more than this. Zero means half the Interval.
+	HistoryTimePerPass time.Duration
 	// Logger receives a line for every pass that did something, and errors.
 	// Nil means slog.Default().
 	Logger *slog.Logger
@@ -101,8 +104,8 @@ func New(store Store, cfg Config) *Sweeper {
 	if cfg.LeaseWorkers <= 0 {
 		cfg.LeaseWorkers = 4
 	}
-	if cfg.HistoryBatchesPerPass <= 0 {
-		cfg.HistoryBatchesPerPass = 10
+	if cfg.HistoryTimePerPass <= 0 {
+		cfg.HistoryTimePerPass = cfg.Interval / 2
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -165,18 +168,19 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 
 // RunOnce makes one pass: it frees every key whose lease has ended, deletes
 // every key whose life has ended and every expired registration of waiting
-// clients, a batch at a time, then deletes up to HistoryBatchesPerPass
-// batches of history older than the retention.
+// clients, a batch at a time, then deletes history older than the
+// retention for up to HistoryTimePerPass. Lease releases come first, so
+// that history never delays them within a pass.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
 	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
 	result.Err = errors.Join(result.Err, err)
-	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
+	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, time.Time{})
 	result.Err = errors.Join(result.Err, err)
-	result.WaitersExpired, err = s.drain(ctx, s.store.DeleteExpiredWaiters, -1)
+	result.WaitersExpired, err = s.drain(ctx, s.store.DeleteExpiredWaiters, time.Time{})
 	result.Err = errors.Join(result.Err, err)
-	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
+	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, time.Now().Add(s.cfg.HistoryTimePerPass))
 	result.Err = errors.Join(result.Err, err)
 	return result
 }
@@ -190,7 +194,7 @@ func (s *Sweeper) deleteOldHistory(ctx context.Context, max int) (int, error) {
 // busy with full ones.
 func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context, int) (int, error), workers int) (int, error) {
 	if workers <= 1 {
-		return s.drain(ctx, batch, -1)
+		return s.drain(ctx, batch, time.Time{})
 	}
 	var (
 		wg    sync.WaitGroup
@@ -202,7 +206,7 @@ func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := s.drain(ctx, batch, -1)
+			n, err := s.drain(ctx, batch, time.Time{})
 			mu.Lock()
 			total += n
 			errs = errors.Join(errs, err)
@@ -213,14 +217,15 @@ func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context,
 	return total, errs
 }
 
-// drain repeats one batch statement until a batch comes back short, or
-// until it has run maxBatches batches when maxBatches is positive.
-func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error), maxBatches int) (int, error) {
+// drain repeats one batch statement until a batch comes back short, or,
+// when deadline is set, until the deadline has passed; the first batch
+// always runs.
+func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error), deadline time.Time) (int, error) {
 	total := 0
-	for batches := 1; ; batches++ {
+	for {
 		n, err := batch(ctx, s.cfg.BatchSize)
 		total += n
-		if err != nil || n < s.cfg.BatchSize || batches == maxBatches {
+		if err != nil || n < s.cfg.BatchSize || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return total, err
 		}
 	}

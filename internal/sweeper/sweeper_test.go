@@ -51,3 +51,52 @@ func TestSweeperDeletesExpiredWaiterRegistrations(t *testing.T) {
 	require.Zero(t, count(t, pool, "SELECT count(*) FROM pool_waiters WHERE replica = 'dead-replica'"), "expired registrations are deleted")
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM pool_waiters WHERE replica = 'live-replica'"), "live registrations stay")
 }
+
+// History written faster than one pass used to delete (ten batches of
+// 1,000) is still deleted: a pass keeps deleting while batches come back
+// full, within its time, so a backlog of 60,000 rows goes in one pass when
+// the interval leaves the time for it.
+func TestHistoryRetentionKeepsUpWithABacklog(t *testing.T) {
+	t.Parallel()
+	pool, st := setup(t)
+	ctx := context.Background()
+	const old = 60000
+	_, err := pool.Exec(ctx, `
+		INSERT INTO key_events (at, key_id, pool, event)
+		SELECT now() - interval '40 days' + n * interval '1 millisecond', gen_random_uuid(), 'busy', 'assigned'
+		FROM generate_series(1, $1) AS n`, old)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `
+		INSERT INTO key_events (at, key_id, pool, event)
+		SELECT now() - interval '1 day', gen_random_uuid(), 'busy', 'assigned' FROM generate_series(1, 10)`)
+	require.NoError(t, err)
+
+	sw := sweeper.New(st, sweeper.Config{Interval: time.Minute})
+	result := sw.RunOnce(ctx)
+	require.NoError(t, result.Err)
+	require.Equal(t, old, result.HistoryDeleted, "one pass deletes the whole backlog")
+	require.Zero(t, count(t, pool, "SELECT count(*) FROM key_events WHERE at < now() - interval '30 days'"))
+	require.Equal(t, 10, count(t, pool, "SELECT count(*) FROM key_events"), "history within the retention stays")
+}
+
+// A pass stops deleting history once its time is up, after one batch at
+// least, so that a backlog never holds back the next pass's release of
+// ended leases for longer than that; the following passes finish it.
+func TestHistoryRetentionStopsWhenItsTimeIsUp(t *testing.T) {
+	t.Parallel()
+	pool, st := setup(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		INSERT INTO key_events (at, key_id, pool, event)
+		SELECT now() - interval '40 days', gen_random_uuid(), 'busy', 'assigned' FROM generate_series(1, 2500)`)
+	require.NoError(t, err)
+
+	sw := sweeper.New(st, sweeper.Config{HistoryTimePerPass: time.Nanosecond})
+	var deleted []int
+	for range 4 {
+		result := sw.RunOnce(ctx)
+		require.NoError(t, result.Err)
+		deleted = append(deleted, result.HistoryDeleted)
+	}
+	require.Equal(t, []int{1000, 1000, 500, 0}, deleted, "one batch a pass")
+}
