@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -173,20 +175,28 @@ func TestMigrateCommands(t *testing.T) {
 	require.Contains(t, refused.stderr, "--yes")
 	require.Equal(t, status.stdout, migrate("status").stdout, "a refused down changes nothing")
 
-	// down rolls back one migration at a time, the newest first.
-	latest := strings.Count(status.stdout, ".sql")
-	require.Positive(t, latest)
-	for version := latest; version >= 1; version-- {
+	// down rolls back one migration at a time, the newest first. Versions
+	// need not be consecutive (migrations written on separate branches
+	// leave gaps until they meet), so they are read from the status.
+	var versions []int
+	for _, m := range regexp.MustCompile(`(?m)^(\d+)\s+\d+_\S+\.sql\s`).FindAllStringSubmatch(status.stdout, -1) {
+		version, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		versions = append(versions, version)
+	}
+	require.Len(t, versions, strings.Count(status.stdout, ".sql"))
+	require.True(t, slices.IsSorted(versions), status.stdout)
+	for i := len(versions) - 1; i >= 0; i-- {
 		down := migrate("down", "--yes")
 		require.Equal(t, exitOK, down.code, down.stderr)
-		require.Equal(t, fmt.Sprintf("Rolled back migration %d.\n", version), down.stdout)
+		require.Equal(t, fmt.Sprintf("Rolled back migration %d.\n", versions[i]), down.stdout)
 	}
 	require.Regexp(t, `(?m)^1\s+00001_keys\.sql\s+pending$`, migrate("status").stdout)
 	require.Equal(t, "No migration is applied: nothing to roll back.\n", migrate("down", "--yes").stdout)
 
 	up := migrate("up")
 	require.Equal(t, exitOK, up.code, up.stderr)
-	for version := 1; version <= latest; version++ {
+	for _, version := range versions {
 		require.Contains(t, up.stdout, fmt.Sprintf("Applied migration %d.\n", version))
 	}
 	require.Equal(t, "Every migration was already applied.\n", migrate("up").stdout)

@@ -147,4 +147,6 @@ type PoolWaiter struct {
 	Pool      string
 	Replica   string
 	ExpiresAt time.Time
+	// Number of the registration that wrote the row, growing per replica; a withdrawal deletes only its own or older ones.
+	Generation int64
 }

@@ -14,8 +14,9 @@ const listenKeysFreed = `-- name: ListenKeysFreed :exec
 LISTEN tokenorchestrator_keys_freed
 `
 
-// Notifications. The counting trigger on keys (see the migrations) sends on
-// tokenorchestrator_keys_freed when a pool that had no free key gets one.
+// Notifications. Every statement that frees keys of a pool sends on
+// tokenorchestrator_keys_freed while some replica has clients waiting for a
+// key of that pool (announce_freed, migration 00005).
 func (q *Queries) ListenKeysFreed(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, listenKeysFreed)
 	return err

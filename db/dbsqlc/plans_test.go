@@ -18,10 +18,12 @@ import (
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // TestQueryPlansUseIndexes checks that no statement the service runs scans a
-// table: on pools of 60,000 and of 2,000 keys, half of one pool blocked, and
-// 100,000 more history rows spread over 30 days in four pools, each plan
-// (the custom plan for typical arguments and the generic plan a prepared
-// statement may switch to) reaches keys, key_state, key_events and the count changes through an index. A
+// table: on pools of 60,000 and of 2,000 keys, half of one pool blocked,
+// 100,000 more history rows spread over 30 days in four pools, 20,000
+// count changes not yet folded and 20,000 registrations of waiting clients,
+// each plan (the custom plan for typical arguments and the generic plan a
+// prepared statement may switch to) reaches keys, key_state, key_events,
+// the count changes and pool_waiters through an index. A
 // small table matters: there the planner is tempted to scan, and a scan in a
 // statement that locks rows makes concurrent claims queue. With
 // UPDATE_PLANS=1 it writes the plans of the large pool to
@@ -59,12 +61,17 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		INSERT INTO pool_count_changes (pool, keys, blocked)
 		SELECT 'history-' || n % 4, 0, 1 - 2 * (n % 2) FROM generate_series(1, 20000) AS n`)
 	require.NoError(t, err)
-	for _, table := range []string{"keys", "key_state", "pool_count_totals", "pool_count_changes"} {
+	// Registrations of waiting clients: 100 replicas waiting on 200 pools
+	// each, a third of them expired (replicas that died).
+	_, err = conn.Exec(ctx, `
+		INSERT INTO pool_waiters (pool, replica, expires_at, generation)
+		SELECT 'pool-' || p, 'replica-' || r, now() + (CASE WHEN r % 3 = 0 THEN -1 ELSE 1 END) * interval '1 minute', p
+		FROM generate_series(1, 200) AS p, generate_series(1, 100) AS r`)
+	require.NoError(t, err)
+	for _, table := range []string{"keys", "key_state", "key_events", "pool_count_totals", "pool_count_changes", "pool_waiters"} {
 		_, err = conn.Exec(ctx, "VACUUM ANALYZE "+table)
 		require.NoError(t, err)
 	}
-	_, err = conn.Exec(ctx, "VACUUM ANALYZE key_events")
-	require.NoError(t, err)
 
 	id := uuid.New()
 	statements := []struct {
@@ -87,6 +94,14 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
 		{"KeyListPage", keyListPage, []any{"default", uuid.Nil, 51}, []string{"keys_pool_id_idx"}},
 		{"KeyListPage (later page)", keyListPage, []any{"other", id, 51}, []string{"keys_pool_id_idx"}},
+		// Waiting clients: registrations by primary key, one poll of many
+		// pools one step per pool on the free keys' index, and the job's
+		// batches of expired registrations through their expiry.
+		{"PoolWaitersRegister", poolWaitersRegister, []any{"pool-1", "replica-1", 120.0, 7}, []string{"pool_waiters_pkey"}},
+		{"PoolWaitersUnregister", poolWaitersUnregister, []any{"pool-1", "replica-1", 7}, []string{"pool_waiters_pkey"}},
+		{"PoolWaitersFreePools", poolWaitersFreePools, []any{[]string{"default", "other", "made-up"}}, []string{"key_state_free_position_idx"}},
+		{"PoolWaitersFreePools (1,000 pools)", poolWaitersFreePools, []any{manyPools}, []string{"key_state_free_position_idx"}},
+		{"PoolWaitersDeleteExpired", poolWaitersDeleteExpired, []any{1000}, []string{"pool_waiters_expires_at_idx", "pool_waiters_pkey"}},
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx"}},
 		// Reports: every cell an index range on time (and pool), every lease
 		// end one step along the key's events.
@@ -108,7 +123,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
 		"with half of one pool blocked. Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
 		"the test fails if any of them scans a table instead of using an index.\n")
-	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes)\b`)
+	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes|pool_waiters)\b`)
 	for i, st := range statements {
 		name := fmt.Sprintf("plan_%d", i)
 		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+st.sql)
@@ -147,6 +162,16 @@ const (
 	historyRange           = `(Index (Only )?Scan using|Bitmap Index Scan on) key_events_(pool_)?at_idx( on key_events \w+)?\n\s+Index Cond: \(.*at >=`
 )
 
+// manyPools are the 1,000 pool names that a replica's poll sends when its
+// clients wait on that many pools.
+var manyPools = func() []string {
+	pools := make([]string, 1000)
+	for i := range pools {
+		pools[i] = fmt.Sprintf("made-up-%d", i)
+	}
+	return pools
+}()
+
 // sqlExpr is an argument written as an SQL expression.
 type sqlExpr string
 
@@ -166,6 +191,12 @@ func literal(arg any) string {
 			items[i] = fmt.Sprintf("'%s'", id)
 		}
 		return "ARRAY[" + strings.Join(items, ", ") + "]::uuid[]"
+	case []string:
+		items := make([]string, len(v))
+		for i, s := range v {
+			items[i] = fmt.Sprintf("'%s'", s)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::text[]"
 	case []int64:
 		items := make([]string, len(v))
 		for i, n := range v {

@@ -9,37 +9,124 @@ import (
 	"context"
 )
 
+const poolWaitersDeleteExpired = `-- name: PoolWaitersDeleteExpired :one
+WITH expired AS (
+    SELECT e.pool, e.replica FROM pool_waiters AS e
+    WHERE e.expires_at <= now()
+    ORDER BY e.expires_at
+    LIMIT $1::int
+    FOR UPDATE SKIP LOCKED
+), batch AS (
+    -- Arrays, not a join with the CTE: the planner cannot know how few rows
+    -- it gives, and may otherwise hash the whole table (see KeyClaim). One
+    -- pass over the locked rows fills both arrays, so their elements pair
+    -- up, and two unnests in one select list advance together.
+    SELECT unnest(b.pools) AS pool, unnest(b.replicas) AS replica
+    FROM (SELECT array_agg(x.pool) AS pools, array_agg(x.replica) AS replicas FROM expired AS x) AS b
+), deleted AS (
+    DELETE FROM pool_waiters AS w
+    USING batch
+    WHERE w.pool = batch.pool AND w.replica = batch.replica
+    RETURNING w.pool
+)
+SELECT count(*) FROM deleted
+`
+
+// One batch of the background job: deletes up to max registrations that
+// have expired, those of replicas that died without withdrawing them,
+// oldest first through pool_waiters_expires_at_idx. A registration renewed
+// meanwhile is no longer expired when its row is locked, and stays. SKIP
+// LOCKED lets replicas that run the job at the same time pass each other.
+func (q *Queries) PoolWaitersDeleteExpired(ctx context.Context, max int32) (int64, error) {
+	row := q.db.QueryRow(ctx, poolWaitersDeleteExpired, max)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const poolWaitersFreePools = `-- name: PoolWaitersFreePools :many
+SELECT w.pool::text AS pool
+FROM unnest($1::text[]) AS w (pool)
+WHERE (
+    SELECT c.position FROM key_state AS c
+    WHERE c.pool = w.pool AND c.lease_token IS NULL
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+    ORDER BY c.position
+    LIMIT 1
+) IS NOT NULL
+`
+
+// Of the pools a replica's clients wait on, those in which a claim would
+// find a key now: one statement per poll however many pools are waited on,
+// so that made-up pool names cannot multiply the polling. Each pool costs
+// one step on key_state_free_position_idx, the claim's own index walk (see
+// KeyPoolHasFree). It never blocks a key.
+func (q *Queries) PoolWaitersFreePools(ctx context.Context, pools []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, poolWaitersFreePools, pools)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var pool string
+		if err := rows.Scan(&pool); err != nil {
+			return nil, err
+		}
+		items = append(items, pool)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const poolWaitersRegister = `-- name: PoolWaitersRegister :exec
 
-INSERT INTO pool_waiters AS w (pool, replica, expires_at)
-VALUES ($1::text, $2::text, now() + $3::float8 * interval '1 second')
-ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at
+INSERT INTO pool_waiters AS w (pool, replica, expires_at, generation)
+VALUES ($1::text, $2::text,
+        now() + $3::float8 * interval '1 second', $4::bigint)
+ON CONFLICT (pool, replica) DO UPDATE SET expires_at = excluded.expires_at, generation = excluded.generation
+WHERE w.generation < excluded.generation
 `
 
 type PoolWaitersRegisterParams struct {
 	Pool       string
 	Replica    string
 	TtlSeconds float64
+	Generation int64
 }
 
 // Queries on pool_waiters: which replicas have clients waiting for a key.
-// Registers (or renews) a replica's waiters for the pool.
+// Registers (or renews) a replica's waiters for the pool. generation grows
+// with every registration a replica sends: one that reaches the database
+// after a newer one changes nothing.
 func (q *Queries) PoolWaitersRegister(ctx context.Context, arg PoolWaitersRegisterParams) error {
-	_, err := q.db.Exec(ctx, poolWaitersRegister, arg.Pool, arg.Replica, arg.TtlSeconds)
+	_, err := q.db.Exec(ctx, poolWaitersRegister,
+		arg.Pool,
+		arg.Replica,
+		arg.TtlSeconds,
+		arg.Generation,
+	)
 	return err
 }
 
 const poolWaitersUnregister = `-- name: PoolWaitersUnregister :exec
 DELETE FROM pool_waiters
 WHERE pool = $1::text AND replica = $2::text
+  AND generation <= $3::bigint
 `
 
 type PoolWaitersUnregisterParams struct {
-	Pool    string
-	Replica string
+	Pool       string
+	Replica    string
+	Generation int64
 }
 
+// Withdraws the replica's registration for the pool if generation wrote it,
+// or an older registration did: a withdrawal that arrives after the replica
+// registered again leaves the newer registration in place.
 func (q *Queries) PoolWaitersUnregister(ctx context.Context, arg PoolWaitersUnregisterParams) error {
-	_, err := q.db.Exec(ctx, poolWaitersUnregister, arg.Pool, arg.Replica)
+	_, err := q.db.Exec(ctx, poolWaitersUnregister, arg.Pool, arg.Replica, arg.Generation)
 	return err
 }

@@ -1,5 +1,6 @@
--- Notifications. The counting trigger on keys (see the migrations) sends on
--- tokenorchestrator_keys_freed when a pool that had no free key gets one.
+-- Notifications. Every statement that frees keys of a pool sends on
+-- tokenorchestrator_keys_freed while some replica has clients waiting for a
+-- key of that pool (announce_freed, migration 00005).
 
 -- name: ListenKeysFreed :exec
 LISTEN tokenorchestrator_keys_freed;

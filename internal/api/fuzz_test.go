@@ -155,7 +155,7 @@ func fuzzedAPI(f *testing.F) http.Handler {
 	logger := slog.New(slog.DiscardHandler)
 	st := store.New(pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, QueryTimeout: 30 * time.Second})
 	f.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, 50*time.Millisecond, logger)
+	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: 50 * time.Millisecond}, logger)
 	return api.New(api.Config{
 		Store: st, Logger: logger, Metrics: metrics.New(st.CountPools, logger), Waiters: waiters,
 		CORSOrigins: []string{fuzzOrigin},

@@ -27,6 +27,9 @@ type options struct {
 	corsOrigins             []string
 	// poll is how often the first waiter polls without a notification.
 	poll time.Duration
+	// maxWaiters and maxWaitedPools cap the replica's waiting clients and
+	// the pools they wait on; zero keeps the defaults.
+	maxWaiters, maxWaitedPools int
 	// contractSeen, when set, collects the answers the server gave.
 	contractSeen *answersSeen
 	// auth sets the bearer tokens; none by default.
@@ -71,7 +74,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, o.poll, logger)
+	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools}, logger)
 	listenCtx, stopListening := context.WithCancel(context.Background())
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -87,11 +86,10 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	h := w.Header()
 	if p.Status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", retryAfterSeconds)
-		// Only the database's absence is worth a warning each time: a
-		// readiness probe logs its own cause, and a shutdown answers every
-		// waiting client with a 503.
-		if errors.Is(err, store.ErrUnavailable) {
-			logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		// A readiness probe logs its own cause, and a shutdown answers every
+		// waiting client with a 503: only the others are worth a warning.
+		if p.Code != "not_ready" && p.Code != "shutting_down" {
+			logger.Warn("service unavailable", "code", p.Code, "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 		}
 	}
 	h.Set("Content-Type", "application/problem+json")

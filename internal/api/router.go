@@ -56,7 +56,7 @@ func New(cfg Config) *API {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Waiters == nil {
-		cfg.Waiters = NewWaiters(cfg.Store, 0, cfg.Logger)
+		cfg.Waiters = NewWaiters(cfg.Store, WaitersConfig{}, cfg.Logger)
 	}
 	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, auth: newAuthenticator(cfg.Auth)}
 	r := chi.NewRouter()
@@ -137,16 +137,32 @@ func publicUnless(public bool, role role) role {
 	return role
 }
 
+// WaitersConfig sets the hub that serves GET /keys?wait=. Zero fields take
+// the hub's defaults (see wakeup.Config).
+type WaitersConfig struct {
+	// Poll is how often the pools with waiters are polled without a
+	// notification.
+	Poll time.Duration
+	// DBCalls bounds the hub's database calls at once.
+	DBCalls int
+	// MaxWaiters and MaxPools cap the clients waiting at once, and the
+	// pools they wait on; past them a wait answers 503.
+	MaxWaiters, MaxPools int
+}
+
 // NewWaiters returns a hub that claims keys for waiting clients from the
-// store. poll is how often pools with waiters are tried without a
-// notification; zero means the hub's default.
-func NewWaiters(st *store.Store, poll time.Duration, logger *slog.Logger) *wakeup.Hub {
+// store.
+func NewWaiters(st *store.Store, cfg WaitersConfig, logger *slog.Logger) *wakeup.Hub {
 	return wakeup.New(wakeup.Config{
 		Claim:      st.ClaimMany,
 		GiveBack:   st.GiveBack,
 		Register:   st.RegisterWaiters,
 		Unregister: st.UnregisterWaiters,
-		Poll:       poll,
+		FreePools:  st.PoolsWithFreeKeys,
+		Poll:       cfg.Poll,
+		DBCalls:    cfg.DBCalls,
+		MaxWaiters: cfg.MaxWaiters,
+		MaxPools:   cfg.MaxPools,
 		Logger:     logger,
 	})
 }

@@ -205,3 +205,60 @@ func TestWaitsEndWhenTheReplicaShutsDown(t *testing.T) {
 	require.Equal(t, http.StatusOK, key.status, key.raw)
 	require.NotEmpty(t, key.str("leaseToken"))
 }
+
+// waiterQueued waits until the replica has registered waiting clients for
+// the pool, which it does once the first of them is queued.
+func waiterQueued(t *testing.T, s *testServer, pool string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var n int
+		err := s.pool.QueryRow(context.Background(), "SELECT count(*) FROM pool_waiters WHERE pool = $1", pool).Scan(&n)
+		return err == nil && n > 0
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// waitInBackground starts a client waiting for a key of the pool; it leaves
+// when the test ends.
+func waitInBackground(t *testing.T, s *testServer, pool string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?pool="+pool+"&wait=60s", nil)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// A replica takes at most MAX_WAITERS waiting clients, on at most
+// MAX_WAITED_POOLS pools; past either cap a client is answered 503 at once,
+// with Retry-After, instead of costing the database a registration and
+// polls of its own.
+func TestWaitersBeyondTheCapsAreAnswered503(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+
+	pools := newServer(t, dbURL, options{poll: noPoll, maxWaitedPools: 1})
+	waitInBackground(t, pools, "first")
+	waiterQueued(t, pools, "first")
+	r := do(t, "GET", pools.url+"/keys?pool=second&wait=1s", "")
+	requireProblem(t, r, http.StatusServiceUnavailable, "too_many_waited_pools")
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+	r = do(t, "GET", pools.url+"/keys?pool=second", "")
+	requireProblem(t, r, http.StatusNotFound, "no_free_key")
+
+	waiters := newServer(t, dbURL, options{poll: noPoll, maxWaiters: 1})
+	waitInBackground(t, waiters, "third")
+	waiterQueued(t, waiters, "third")
+	r = do(t, "GET", waiters.url+"/keys?pool=third&wait=1s", "")
+	requireProblem(t, r, http.StatusServiceUnavailable, "too_many_waiters")
+	require.NotEmpty(t, r.header.Get("Retry-After"))
+}

@@ -50,6 +50,20 @@ type Config struct {
 	DebugAddr string
 	// DBMaxConns is the size of the connection pool to the database.
 	DBMaxConns int
+	// WaitersDBConns bounds the connections that the work for waiting
+	// clients (GET /keys?wait=: registrations, polls, their claims) uses at
+	// once. It is below DBMaxConns, so that requests that do not wait
+	// always find a connection. Defaults to DefaultWaitersDBConns, or to
+	// DBMaxConns - 1 when that is smaller (at least 1).
+	WaitersDBConns int
+	// MaxWaiters caps the clients waiting for a key at once on this
+	// replica; past it GET /keys?wait= answers 503 at once. Defaults to
+	// 10,000.
+	MaxWaiters int
+	// MaxWaitedPools caps the distinct pools that clients wait on at once
+	// on this replica; past it a wait on another pool answers 503 at once.
+	// Defaults to 1,000.
+	MaxWaitedPools int
 	// DBTimeout bounds every database call; past it the request answers 503.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
@@ -75,6 +89,10 @@ type Config struct {
 	Access
 }
 
+// DefaultWaitersDBConns is WaitersDBConns unless configured: enough for the
+// claims of a few pools whose keys are freed at once.
+const DefaultWaitersDBConns = 4
+
 // Load parses args (without the program name) over the environment given by
 // getenv. Invalid values are refused with a message naming the setting.
 func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
@@ -93,7 +111,8 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		migrateTimeout, drainDelay                 string
 		retention, snapshotWarning                 string
 		cors, level                                string
-		port, maxConns                             string
+		port, maxConns, waitersConns               string
+		maxWaiters, maxWaitedPools                 string
 		election, leaderTTL                        string
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
@@ -109,6 +128,9 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
+	fs.StringVar(&maxWaiters, "max-waiters", env("MAX_WAITERS", "10000"), "clients that may wait for a key at once on this replica; past it ?wait= answers 503 (env MAX_WAITERS)")
+	fs.StringVar(&maxWaitedPools, "max-waited-pools", env("MAX_WAITED_POOLS", "1000"), "pools that clients may wait on at once on this replica; past it ?wait= on another pool answers 503 (env MAX_WAITED_POOLS)")
+	fs.StringVar(&waitersConns, "waiters-db-conns", env("WAITERS_DB_CONNS", ""), fmt.Sprintf("connections that the work for waiting clients may use at once, below DB_MAX_CONNS; empty: %d, or DB_MAX_CONNS-1 when smaller (env WAITERS_DB_CONNS)", DefaultWaitersDBConns))
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", "10m"), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
 	fs.StringVar(&drainDelay, "drain-delay", env("DRAIN_DELAY", "5s"), "at shutdown, time readiness fails while requests are still served, for load balancers to notice (env DRAIN_DELAY)")
@@ -165,6 +187,25 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		errs = append(errs, fmt.Errorf("DB_MAX_CONNS: %q is not a number from 1 to 1000", maxConns))
 	} else {
 		cfg.DBMaxConns = n
+	}
+	count := func(name, value string, max int) int {
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 || n > max {
+			errs = append(errs, fmt.Errorf("%s: %q is not a number from 1 to %d", name, value, max))
+		}
+		return n
+	}
+	cfg.MaxWaiters = count("MAX_WAITERS", maxWaiters, 1000000)
+	cfg.MaxWaitedPools = count("MAX_WAITED_POOLS", maxWaitedPools, 1000000)
+	// One connection at least stays for requests that do not wait, unless
+	// the pool has only one.
+	waitersLimit := max(1, cfg.DBMaxConns-1)
+	if waitersConns == "" {
+		cfg.WaitersDBConns = min(DefaultWaitersDBConns, waitersLimit)
+	} else if n, err := strconv.Atoi(waitersConns); err != nil || n < 1 || n > waitersLimit {
+		errs = append(errs, fmt.Errorf("WAITERS_DB_CONNS: %q is not a number from 1 to %d (below DB_MAX_CONNS, so that requests that do not wait always find a connection)", waitersConns, waitersLimit))
+	} else {
+		cfg.WaitersDBConns = n
 	}
 	if cfg.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(cfg.DebugAddr); err != nil {

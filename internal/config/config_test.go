@@ -28,6 +28,29 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 5*time.Second, cfg.DrainDelay)
 	require.Equal(t, slog.LevelInfo, cfg.LogLevel)
 	require.Empty(t, cfg.CORSOrigins)
+	require.Equal(t, 20, cfg.DBMaxConns)
+	require.Equal(t, DefaultWaitersDBConns, cfg.WaitersDBConns)
+	require.Equal(t, 10000, cfg.MaxWaiters)
+	require.Equal(t, 1000, cfg.MaxWaitedPools)
+}
+
+// Waiting clients never get every connection: unless configured, their
+// share is the default or, in a smaller pool, all connections but one.
+func TestWaitersLeaveAConnectionToOtherRequests(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		vars map[string]string
+		want int
+	}{
+		{map[string]string{"DB_MAX_CONNS": "3"}, 2},
+		{map[string]string{"DB_MAX_CONNS": "1"}, 1},
+		{map[string]string{"DB_MAX_CONNS": "50", "WAITERS_DB_CONNS": "10"}, 10},
+		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "3"}, 3},
+	} {
+		cfg, err := Load(nil, env(tc.vars), io.Discard)
+		require.NoError(t, err, "%v", tc.vars)
+		require.Equal(t, tc.want, cfg.WaitersDBConns, "%v", tc.vars)
+	}
 }
 
 func TestEnvironmentAndFlags(t *testing.T) {
@@ -42,6 +65,8 @@ func TestEnvironmentAndFlags(t *testing.T) {
 		"LOG_LEVEL":         "debug",
 		"ADDR":              "127.0.0.1:1",
 		"ALLOW_OPEN":        "true",
+		"MAX_WAITERS":       "500",
+		"MAX_WAITED_POOLS":  "20",
 	}), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
@@ -52,6 +77,8 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	require.Equal(t, 48*time.Hour, cfg.HistoryRetention)
 	require.Equal(t, []string{"https://a.example.com", "http://localhost:3000"}, cfg.CORSOrigins)
 	require.Equal(t, slog.LevelDebug, cfg.LogLevel)
+	require.Equal(t, 500, cfg.MaxWaiters)
+	require.Equal(t, 20, cfg.MaxWaitedPools)
 }
 
 func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
@@ -71,6 +98,11 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"},
 		{map[string]string{"DB_MAX_CONNS": "0"}, "DB_MAX_CONNS"},
+		{map[string]string{"WAITERS_DB_CONNS": "0"}, "WAITERS_DB_CONNS"},
+		{map[string]string{"MAX_WAITERS": "0"}, "MAX_WAITERS"},
+		{map[string]string{"MAX_WAITED_POOLS": "many"}, "MAX_WAITED_POOLS"},
+		{map[string]string{"WAITERS_DB_CONNS": "20"}, "WAITERS_DB_CONNS: \"20\" is not a number from 1 to 19"},
+		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "4"}, "WAITERS_DB_CONNS"},
 		{map[string]string{"EMBEDDED_PG_PORT": "70000"}, "EMBEDDED_PG_PORT"},
 	} {
 		_, err := Load(nil, env(tc.vars), io.Discard)

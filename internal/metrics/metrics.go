@@ -23,6 +23,7 @@ type Metrics struct {
 	requestDuration *prometheus.HistogramVec
 	leasesReleased  prometheus.Counter
 	keysExpired     prometheus.Counter
+	waitersExpired  prometheus.Counter
 	historyDeleted  prometheus.Counter
 	sweepErrors     prometheus.Counter
 	leading         prometheus.Gauge
@@ -50,6 +51,10 @@ func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.
 			Name: "tokenorchestrator_sweeper_keys_expired_total",
 			Help: "Keys deleted by the background job because nobody kept them alive.",
 		}),
+		waitersExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_waiter_registrations_expired_total",
+			Help: "Registrations of waiting clients deleted by the background job once expired (left by replicas that died).",
+		}),
 		historyDeleted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_history_deleted_total",
 			Help: "History rows deleted by the background job because they were older than the retention.",
@@ -64,7 +69,7 @@ func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.
 		Help: "1 while this replica leads the background job (with LEADER_ELECTION), else 0.",
 	})
 	m.registry.MustRegister(m.leading)
-	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.historyDeleted, m.sweepErrors,
+	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.sweepErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if counts != nil {
 		m.registry.MustRegister(&poolCollector{counts: counts, logger: logger})
@@ -112,6 +117,7 @@ func (m *Metrics) SetLeading(leading bool) {
 func (m *Metrics) ObserveSweep(result sweeper.Result) {
 	m.leasesReleased.Add(float64(result.LeasesReleased))
 	m.keysExpired.Add(float64(result.KeysExpired))
+	m.waitersExpired.Add(float64(result.WaitersExpired))
 	m.historyDeleted.Add(float64(result.HistoryDeleted))
 	if result.Err != nil {
 		m.sweepErrors.Inc()

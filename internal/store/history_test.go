@@ -46,8 +46,9 @@ func TestHistoryRetentionDeletesExactlyWhatIsOlderThanTheCutOff(t *testing.T) {
 	require.Equal(t, []time.Time{cutOff, cutOff.Add(time.Microsecond), cutOff.Add(time.Hour)}, kept)
 }
 
-// The background job deletes old history a bounded number of batches per
-// pass, leaves newer history alone, and still releases ended leases.
+// The background job deletes old history for a bounded time per pass (here
+// so short that each pass runs its one batch), leaves newer history alone,
+// and still releases ended leases.
 func TestSweeperDeletesOldHistoryInBatches(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{LeaseTTL: 50 * time.Millisecond})
@@ -62,11 +63,14 @@ func TestSweeperDeletesOldHistoryInBatches(t *testing.T) {
 	require.NoError(t, err)
 	time.Sleep(60 * time.Millisecond)
 
-	sw := sweeper.New(b.store, sweeper.Config{BatchSize: 10, HistoryRetention: 2 * time.Hour, HistoryBatchesPerPass: 2})
+	sw := sweeper.New(b.store, sweeper.Config{BatchSize: 10, HistoryRetention: 2 * time.Hour, HistoryTimePerPass: time.Nanosecond})
 	result := sw.RunOnce(b.ctx)
 	require.NoError(t, result.Err)
 	// Three count changes folded: the creation, the claim and the lease's end.
-	require.Equal(t, sweeper.Result{LeasesReleased: 1, HistoryDeleted: 20, CountChangesFolded: 3}, result, "two batches of ten")
+	require.Equal(t, sweeper.Result{LeasesReleased: 1, HistoryDeleted: 10, CountChangesFolded: 3}, result, "one batch of ten")
+	result = sw.RunOnce(b.ctx)
+	require.NoError(t, result.Err)
+	require.Equal(t, sweeper.Result{HistoryDeleted: 10}, result)
 	result = sw.RunOnce(b.ctx)
 	require.NoError(t, result.Err)
 	require.Equal(t, sweeper.Result{HistoryDeleted: 5}, result)

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
 
 // PoolCounts are the live counts of one pool. Keys whose life has ended
@@ -60,25 +58,6 @@ func (s *Store) CountExpiring(ctx context.Context, within time.Duration) (map[st
 		counts[row.Pool] = row.Keys
 	}
 	return counts, nil
-}
-
-// RegisterWaiters tells the database that this replica has clients waiting
-// for a key of the pool, for ttl: until then, every key freed in the pool is
-// announced to the replicas (see the migrations).
-func (s *Store) RegisterWaiters(ctx context.Context, pool, replica string, ttl time.Duration) error {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	return classify(s.queries.PoolWaitersRegister(ctx, dbsqlc.PoolWaitersRegisterParams{
-		Pool: pool, Replica: replica, TtlSeconds: ttl.Seconds(),
-	}))
-}
-
-// UnregisterWaiters tells the database this replica no longer waits for
-// keys of the pool.
-func (s *Store) UnregisterWaiters(ctx context.Context, pool, replica string) error {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	return classify(s.queries.PoolWaitersUnregister(ctx, dbsqlc.PoolWaitersUnregisterParams{Pool: pool, Replica: replica}))
 }
 
 // foldLockID names the advisory lock that lets one fold of the counts run

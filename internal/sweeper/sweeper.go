@@ -1,8 +1,9 @@
 // Package sweeper is the background job that ends what nobody kept alive:
 // it frees keys whose lease has ended and deletes keys whose life has ended.
 // It also folds the pools' count changes into their totals, removes the
-// counts of pools left without keys, and removes history older than the
-// retention.
+// counts of pools left without keys and the expired registrations of
+// waiting clients (those of replicas that died), and removes history older
+// than the retention.
 //
 // It is safe to run on every replica at once: each batch is one short
 // statement that locks its rows with SKIP LOCKED, so two sweepers never work
@@ -23,6 +24,7 @@ import (
 type Store interface {
 	ReleaseEndedLeases(ctx context.Context, max int) (int, error)
 	DeleteExpired(ctx context.Context, max int) (int, error)
+	DeleteExpiredWaiters(ctx context.Context, max int) (int, error)
 	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
 	FoldCounts(ctx context.Context) (int, error)
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
@@ -49,11 +51,14 @@ type Config struct {
 	// sooner when batches run side by side; SKIP LOCKED keeps them apart.
 	// Zero means 4.
 	LeaseWorkers int
-	// HistoryBatchesPerPass bounds the history batches one pass deletes, so
-	// that a backlog (after a long outage, or a shorter retention) is worked
-	// off over several passes instead of delaying the release of ended
-	// leases. Zero means 10.
-	HistoryBatchesPerPass int
+	// HistoryTimePerPass bounds the time one pass spends deleting history.
+	// A pass keeps deleting batches while they come back full, so that
+	// retention keeps up however fast history is written, but stops once
+	// this much time has passed since its first history batch (which always
+	// runs): a backlog (after a long outage, or a shorter retention) is
+	// worked off over several passes, and delays the release of ended leases
+	// in the next pass by no more than this. Zero means half the Interval.
+	HistoryTimePerPass time.Duration
 	// Logger receives a line for every pass that did something, and errors.
 	// Nil means slog.Default().
 	Logger *slog.Logger
@@ -82,6 +87,9 @@ const (
 type Result struct {
 	LeasesReleased int
 	KeysExpired    int
+	// WaitersExpired counts registrations of waiting clients deleted once
+	// expired: a replica that dies never withdraws its own.
+	WaitersExpired int
 	HistoryDeleted int
 	// CountChangesFolded is how many count change rows were folded into the
 	// pools' totals; EmptyPoolsRemoved how many pools without keys lost
@@ -93,7 +101,7 @@ type Result struct {
 
 // didWork reports whether the pass changed anything.
 func (r Result) didWork() bool {
-	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.HistoryDeleted > 0
+	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.WaitersExpired > 0 || r.HistoryDeleted > 0
 }
 
 // Sweeper runs passes on a ticker until stopped.
@@ -123,8 +131,8 @@ func New(store Store, cfg Config) *Sweeper {
 	if cfg.LeaseWorkers <= 0 {
 		cfg.LeaseWorkers = 4
 	}
-	if cfg.HistoryBatchesPerPass <= 0 {
-		cfg.HistoryBatchesPerPass = 10
+	if cfg.HistoryTimePerPass <= 0 {
+		cfg.HistoryTimePerPass = cfg.Interval / 2
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -174,10 +182,10 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		switch {
 		case result.Err != nil && ctx.Err() == nil:
 			s.cfg.Logger.Warn("sweep failed", "error", result.Err, "leases_released", result.LeasesReleased,
-				"keys_expired", result.KeysExpired, "history_deleted", result.HistoryDeleted)
+				"keys_expired", result.KeysExpired, "waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		case result.didWork():
 			s.cfg.Logger.Info("sweep", "leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired,
-				"history_deleted", result.HistoryDeleted)
+				"waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		}
 		if s.cfg.OnPass != nil {
 			s.cfg.OnPass(result)
@@ -203,23 +211,26 @@ func (s *Sweeper) checkHorizon(ctx context.Context) {
 		"state", h.HolderState, "xmin_age_transactions", h.XminAge)
 }
 
-// RunOnce makes one pass: it frees every key whose lease has ended and
-// deletes every key whose life has ended, a batch at a time, folds the count
-// changes and removes the counts of up to BatchSize empty pools, then
-// deletes up to HistoryBatchesPerPass batches of history older than the
-// retention.
+// RunOnce makes one pass: it frees every key whose lease has ended, deletes
+// every key whose life has ended and every expired registration of waiting
+// clients, a batch at a time, folds the count changes and removes the
+// counts of up to BatchSize empty pools, then deletes history older than
+// the retention for up to HistoryTimePerPass. Lease releases come first, so
+// that history never delays them within a pass.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
 	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
 	result.Err = errors.Join(result.Err, err)
-	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, -1)
+	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, time.Time{})
+	result.Err = errors.Join(result.Err, err)
+	result.WaitersExpired, err = s.drain(ctx, s.store.DeleteExpiredWaiters, time.Time{})
 	result.Err = errors.Join(result.Err, err)
 	result.CountChangesFolded, err = s.store.FoldCounts(ctx)
 	result.Err = errors.Join(result.Err, err)
 	result.EmptyPoolsRemoved, err = s.store.RemoveEmptyPools(ctx, s.cfg.BatchSize)
 	result.Err = errors.Join(result.Err, err)
-	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
+	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, time.Now().Add(s.cfg.HistoryTimePerPass))
 	result.Err = errors.Join(result.Err, err)
 	return result
 }
@@ -233,7 +244,7 @@ func (s *Sweeper) deleteOldHistory(ctx context.Context, max int) (int, error) {
 // busy with full ones.
 func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context, int) (int, error), workers int) (int, error) {
 	if workers <= 1 {
-		return s.drain(ctx, batch, -1)
+		return s.drain(ctx, batch, time.Time{})
 	}
 	var (
 		wg    sync.WaitGroup
@@ -245,7 +256,7 @@ func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := s.drain(ctx, batch, -1)
+			n, err := s.drain(ctx, batch, time.Time{})
 			mu.Lock()
 			total += n
 			errs = errors.Join(errs, err)
@@ -256,14 +267,15 @@ func (s *Sweeper) drainParallel(ctx context.Context, batch func(context.Context,
 	return total, errs
 }
 
-// drain repeats one batch statement until a batch comes back short, or
-// until it has run maxBatches batches when maxBatches is positive.
-func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error), maxBatches int) (int, error) {
+// drain repeats one batch statement until a batch comes back short, or,
+// when deadline is set, until the deadline has passed; the first batch
+// always runs.
+func (s *Sweeper) drain(ctx context.Context, batch func(context.Context, int) (int, error), deadline time.Time) (int, error) {
 	total := 0
-	for batches := 1; ; batches++ {
+	for {
 		n, err := batch(ctx, s.cfg.BatchSize)
 		total += n
-		if err != nil || n < s.cfg.BatchSize || batches == maxBatches {
+		if err != nil || n < s.cfg.BatchSize || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return total, err
 		}
 	}

@@ -1,12 +1,21 @@
 // Package wakeup serves clients that wait for a free key (GET /keys?wait=).
 // A replica with waiting clients registers them for their pool in the
-// database (pool_waiters); while it is registered, the counting trigger
-// announces every key freed in the pool with NOTIFY, and every replica
+// database (pool_waiters); while it is registered, every statement that
+// frees keys of the pool announces them with NOTIFY, and every replica
 // LISTENs on one connection. On a notification the replica claims, in one
 // statement, as many keys as it has waiters for that pool, and hands them
 // out in arrival order. A notification is only a hint: the claim is the
 // ordinary SQL claim, and may find the keys taken by clients of another
 // replica.
+//
+// In case a notification is lost, the replica also polls: one statement
+// asks which of all its waited pools have a free key, and only those are
+// claimed from. Clients that wait on many pools (made-up names, say) thus
+// cost the database one statement per poll, not one per pool. And however
+// many clients wait, the hub's database calls take only a few connections
+// at once, so that requests that do not wait still find one. The clients
+// waiting on a replica, and the pools they wait on, are capped: past either
+// cap a client is refused at once.
 package wakeup
 
 import (
@@ -27,6 +36,16 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
+// Errors of Wait that refuse a client before it waits; it may retry, or
+// ask without waiting.
+var (
+	// ErrTooManyWaiters: Config.MaxWaiters clients wait on this replica.
+	ErrTooManyWaiters = errors.New("too many clients waiting on this replica")
+	// ErrTooManyPools: the clients waiting on this replica wait on
+	// Config.MaxPools pools, and not on the one asked for.
+	ErrTooManyPools = errors.New("too many pools waited on at this replica")
+)
+
 // Config describes a Hub.
 type Config struct {
 	// Claim blocks up to n free keys of the pool (store.ClaimMany).
@@ -35,14 +54,35 @@ type Config struct {
 	GiveBack func(store.Key)
 	// Register tells the database, for ttl, that this replica (named
 	// replica) has clients waiting for keys of the pool, so that freed keys
-	// of the pool are announced; Unregister withdraws that.
-	Register   func(ctx context.Context, pool, replica string, ttl time.Duration) error
-	Unregister func(ctx context.Context, pool, replica string) error
-	// Poll is how often a pool with waiters is tried without a
+	// of the pool are announced; Unregister withdraws that. Each
+	// registration carries a generation higher than the replica's previous
+	// ones, and Unregister the generation of the registration it withdraws:
+	// the database must ignore a registration older than the one it holds,
+	// and a withdrawal of an older registration than the one it holds.
+	// The calls run concurrently and may reach the database in any order.
+	Register   func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
+	Unregister func(ctx context.Context, pool, replica string, generation int64) error
+	// FreePools returns those of the pools in which a claim would find a
+	// key now, in one statement (store.PoolsWithFreeKeys).
+	FreePools func(ctx context.Context, pools []string) ([]string, error)
+	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
 	// the first claim after it). Zero means 500 ms.
 	Poll time.Duration
+	// DBCalls bounds the database calls the hub makes at once: its
+	// registrations, withdrawals, polls, claims and give-backs. Each holds a
+	// connection of the pool while it runs; below the pool's size, the
+	// bound leaves connections to requests that do not wait, however many
+	// clients wait. Zero means 4.
+	DBCalls int
+	// MaxWaiters caps the clients waiting at once on this replica: each
+	// holds a request open. Zero means 10,000.
+	MaxWaiters int
+	// MaxPools caps the distinct pools waited on at once on this replica:
+	// each costs a registration row and a place in every poll. Zero means
+	// 1,000.
+	MaxPools int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -54,11 +94,21 @@ var ErrClosed = errors.New("this replica is shutting down and takes no waiting c
 type Hub struct {
 	cfg     Config
 	replica string
+	// dbCalls holds a token for every database call of the hub in flight;
+	// its capacity is Config.DBCalls.
+	dbCalls chan struct{}
 	mu      sync.Mutex
 	queues  map[string]*queue
 	// closed is closed by Close.
 	closed    chan struct{}
 	closeOnce sync.Once
+	// waiters counts the waiters in all queues.
+	waiters int
+	// generation numbers this replica's registrations, the last one sent.
+	generation int64
+	// polling is set while the poll loop runs; it runs while there are
+	// queues.
+	polling bool
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -70,11 +120,14 @@ type queue struct {
 	// registeredUntil is when the database stops announcing this pool's
 	// freed keys to this replica, by this replica's clock (a lower bound).
 	registeredUntil time.Time
+	// generation is that of the queue's last registration; 0 before it
+	// registered. A queue withdraws the registrations up to it when it is
+	// forgotten: a later queue of the pool registers with a higher one,
+	// which that withdrawal leaves alone whenever it lands.
+	generation int64
 	// serving is set while a claim for the queue runs; again asks it for
 	// one more round, for a wake-up that came meanwhile.
 	serving, again bool
-	// polling is set while a poll of the queue is scheduled.
-	polling bool
 }
 
 type waiter struct {
@@ -87,12 +140,21 @@ func New(cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
 	}
+	if cfg.DBCalls <= 0 {
+		cfg.DBCalls = 4
+	}
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	if cfg.MaxPools <= 0 {
+		cfg.MaxPools = 1000
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), queues: map[string]*queue{}, closed: make(chan struct{})}
+	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
 }
 
 // Close ends every wait with ErrClosed at once, and makes every later Wait
@@ -108,7 +170,8 @@ func (h *Hub) Close() {
 // Waiters of one pool on this replica are served in arrival order. It
 // returns store.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
 // the hub is closed first, or the caller's error when ctx ends first; a key
-// claimed for a caller that left is given back.
+// claimed for a caller that left is given back. Past the caps it returns
+// ErrTooManyWaiters or ErrTooManyPools at once, having done nothing.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
 	select {
 	case <-h.closed:
@@ -120,23 +183,47 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	w := &waiter{key: make(chan store.Key, 1)}
 	h.mu.Lock()
 	q := h.queues[pool]
+	switch {
+	case h.waiters >= h.cfg.MaxWaiters:
+		h.mu.Unlock()
+		return store.Key{}, ErrTooManyWaiters
+	case q == nil && len(h.queues) >= h.cfg.MaxPools:
+		h.mu.Unlock()
+		return store.Key{}, ErrTooManyPools
+	}
 	if q == nil {
 		q = &queue{waiters: list.New()}
 		h.queues[pool] = q
+		if !h.polling {
+			h.polling = true
+			go h.pollLoop()
+		}
 	}
 	w.elem = q.waiters.PushBack(w)
-	register := time.Until(q.registeredUntil) < registration/2
-	if register {
+	h.waiters++
+	var generation int64 // of the registration to send; 0 for none
+	if time.Until(q.registeredUntil) < registration/2 {
 		q.registeredUntil = time.Now().Add(registration)
+		h.generation++
+		q.generation = h.generation
+		generation = q.generation
 	}
 	h.mu.Unlock()
-	if register {
+	if generation != 0 {
 		// Before the first claim for this waiter: a key freed after that
-		// claim's snapshot then always sends a notification.
-		if err := h.cfg.Register(ctx, pool, h.replica, registration); err != nil {
+		// claim's snapshot then always sends a notification. Waiting for a
+		// turn at the database ends with the wait.
+		regCtx, cancel := context.WithTimeout(ctx, wait)
+		err := h.withDB(regCtx, func(ctx context.Context) error {
+			return h.cfg.Register(ctx, pool, h.replica, generation, registration)
+		})
+		cancel()
+		if err != nil {
 			h.cfg.Logger.Warn("could not register waiting clients; they rely on polling", "pool", pool, "error", err)
 			h.mu.Lock()
-			q.registeredUntil = time.Time{}
+			if q.generation == generation { // no newer registration since
+				q.registeredUntil = time.Time{}
+			}
 			h.mu.Unlock()
 		}
 	}
@@ -165,7 +252,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	// Served as the wait ended: keep the key if the caller is still there.
 	key := <-w.key
 	if ctx.Err() != nil {
-		h.cfg.GiveBack(key)
+		h.giveBack([]store.Key{key})
 		return store.Key{}, ctx.Err()
 	}
 	return key, nil
@@ -188,18 +275,28 @@ func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
 func (h *Hub) remove(pool string, q *queue, w *waiter) {
 	q.waiters.Remove(w.elem)
 	w.elem.Value = nil
-	if q.waiters.Len() == 0 && !q.serving && !q.polling {
-		h.forget(pool)
+	h.waiters--
+	if q.waiters.Len() == 0 && !q.serving {
+		h.forget(pool, q)
 	}
 }
 
 // forget drops an idle queue and withdraws its registration; h.mu is held.
-func (h *Hub) forget(pool string) {
+// The withdrawal may reach the database after a new queue of the pool has
+// registered again; being of an older generation, it then deletes nothing.
+func (h *Hub) forget(pool string, q *queue) {
 	delete(h.queues, pool)
+	if q.generation == 0 {
+		return
+	}
+	generation := q.generation
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := h.cfg.Unregister(ctx, pool, h.replica); err != nil {
+		err := h.withDB(ctx, func(ctx context.Context) error {
+			return h.cfg.Unregister(ctx, pool, h.replica, generation)
+		})
+		if err != nil {
 			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
 		}
 	}()
@@ -234,7 +331,11 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		var keys []store.Key
 		var err error
 		if n > 0 {
-			keys, err = h.cfg.Claim(context.Background(), pool, n)
+			err = h.withDB(context.Background(), func(ctx context.Context) error {
+				var claimErr error
+				keys, claimErr = h.cfg.Claim(ctx, pool, n)
+				return claimErr
+			})
 		}
 		got := len(keys)
 
@@ -253,13 +354,11 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			h.giveBack(keys)
 			continue
 		}
+		// The waiters that remain are served by a notification or the
+		// next poll.
 		q.serving = false
-		if q.waiters.Len() > 0 && !q.polling {
-			q.polling = true
-			time.AfterFunc(h.cfg.Poll, func() { h.poll(pool, q) })
-		}
-		if q.waiters.Len() == 0 && !q.polling {
-			h.forget(pool)
+		if q.waiters.Len() == 0 {
+			h.forget(pool, q)
 		}
 		h.mu.Unlock()
 		h.giveBack(keys) // claimed for waiters that left meanwhile
@@ -270,46 +369,80 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 	}
 }
 
-func (h *Hub) poll(pool string, q *queue) {
-	h.mu.Lock()
-	q.polling = false
-	if h.queues[pool] != q {
-		h.mu.Unlock()
-		return
-	}
-	if q.waiters.Len() == 0 {
-		if !q.serving {
-			h.forget(pool)
+// pollLoop polls every Poll until no pool has a queue.
+func (h *Hub) pollLoop() {
+	ticker := time.NewTicker(h.cfg.Poll)
+	defer ticker.Stop()
+	for range ticker.C {
+		h.mu.Lock()
+		if len(h.queues) == 0 {
+			h.polling = false
+			h.mu.Unlock()
+			return
 		}
 		h.mu.Unlock()
-		return
+		h.poll()
+	}
+}
+
+// poll asks in one statement which of the pools with waiters have a free
+// key, and serves those. Pools whose claim is running are left out: that
+// claim serves them.
+func (h *Hub) poll() {
+	h.mu.Lock()
+	pools := make([]string, 0, len(h.queues))
+	for pool, q := range h.queues {
+		if !q.serving && q.waiters.Len() > 0 {
+			pools = append(pools, pool)
+		}
 	}
 	h.mu.Unlock()
-	h.serve(pool)
+	if len(pools) == 0 {
+		return
+	}
+	var free []string
+	err := h.withDB(context.Background(), func(ctx context.Context) error {
+		var err error
+		free, err = h.cfg.FreePools(ctx, pools)
+		return err
+	})
+	if err != nil {
+		h.cfg.Logger.Warn("poll for waiting clients failed", "pools", len(pools), "error", err)
+		return
+	}
+	for _, pool := range free {
+		h.serve(pool)
+	}
 }
 
 func (h *Hub) giveBack(keys []store.Key) {
 	for _, key := range keys {
-		h.cfg.GiveBack(key)
+		_ = h.withDB(context.Background(), func(context.Context) error {
+			h.cfg.GiveBack(key)
+			return nil
+		})
 	}
+}
+
+// withDB runs a database call once fewer than Config.DBCalls of the hub's
+// are in flight, or returns ctx's error if ctx ends first.
+func (h *Hub) withDB(ctx context.Context, call func(context.Context) error) error {
+	select {
+	case h.dbCalls <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-h.dbCalls }()
+	return call(ctx)
 }
 
 // Notify tries to serve the pool's waiters now.
 func (h *Hub) Notify(pool string) { h.serve(pool) }
 
-// NotifyAll tries to serve every pool's waiters: after the listening
-// connection was down, notifications may have been missed.
-func (h *Hub) NotifyAll() {
-	h.mu.Lock()
-	pools := make([]string, 0, len(h.queues))
-	for pool := range h.queues {
-		pools = append(pools, pool)
-	}
-	h.mu.Unlock()
-	for _, pool := range pools {
-		h.serve(pool)
-	}
-}
+// NotifyAll polls every pool's waiters at once: after the listening
+// connection was down, notifications may have been missed. Like any poll,
+// it is one statement, and claims only from pools that have a free key.
+func (h *Hub) NotifyAll() { go h.poll() }
 
 // Listen holds one connection of the pool in LISTEN and feeds the hub until
 // ctx ends, reconnecting with backoff when the connection is lost (a
