@@ -49,15 +49,18 @@ const keyEventsDeleteOlderThan = `-- name: KeyEventsDeleteOlderThan :one
 WITH cut_off AS (
     SELECT coalesce($1::timestamptz, now()) - $2::float8 * interval '1 second' AS at
 ), last_of_batch AS (
-    SELECT o.at FROM key_events AS o
+    SELECT o.at, o.id FROM key_events AS o
     WHERE o.at < (SELECT cut_off.at FROM cut_off)
-    ORDER BY o.at
+    ORDER BY o.at, o.id
     OFFSET $3::int - 1
     LIMIT 1
 ), deleted AS (
     DELETE FROM key_events AS e
     WHERE e.at < (SELECT cut_off.at FROM cut_off)
       AND e.at <= coalesce((SELECT last_of_batch.at FROM last_of_batch), 'infinity')
+      AND (NOT EXISTS (SELECT 1 FROM last_of_batch)
+           OR e.at < (SELECT last_of_batch.at FROM last_of_batch)
+           OR e.id <= (SELECT last_of_batch.id FROM last_of_batch))
     RETURNING 1
 )
 SELECT count(*) FROM deleted
@@ -70,11 +73,11 @@ type KeyEventsDeleteOlderThanParams struct {
 }
 
 // One batch of history retention: deletes the max oldest events older than
-// the retention (a few more when several share the last one's time). Both
-// scans are ranges from the start of key_events_at_idx, and it never reads
-// the keys table. Replicas that run it at once delete in the same order,
-// the later one skipping the rows the first deleted. now pins the clock for
-// tests; NULL is the database's now().
+// the retention, in (at, id) order, so that a batch stays at max rows even
+// when many events share one time. Both scans are ranges from the start of
+// key_events_at_idx, and it never reads the keys table. Replicas that run it
+// at once delete in the same order, the later one skipping the rows the
+// first deleted. now pins the clock for tests; NULL is the database's now().
 func (q *Queries) KeyEventsDeleteOlderThan(ctx context.Context, arg KeyEventsDeleteOlderThanParams) (int64, error) {
 	row := q.db.QueryRow(ctx, keyEventsDeleteOlderThan, arg.Now, arg.RetentionSeconds, arg.Max)
 	var count int64
