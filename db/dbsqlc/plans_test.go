@@ -21,7 +21,8 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 // table: on pools of 60,000 and of 2,000 keys, half of one pool blocked, and
 // 100,000 more history rows spread over 30 days in four pools, each plan
 // (the custom plan for typical arguments and the generic plan a prepared
-// statement may switch to) reaches keys, key_state, key_events and the count changes through an index. A
+// statement may switch to) reaches keys, key_state, key_events, the count
+// changes and the records of idempotent claims through an index. A
 // small table matters: there the planner is tempted to scan, and a scan in a
 // statement that locks rows makes concurrent claims queue. With
 // UPDATE_PLANS=1 it writes the plans of the large pool to
@@ -59,7 +60,13 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		INSERT INTO pool_count_changes (pool, keys, blocked)
 		SELECT 'history-' || n % 4, 0, 1 - 2 * (n % 2) FROM generate_series(1, 20000) AS n`)
 	require.NoError(t, err)
-	for _, table := range []string{"keys", "key_state", "pool_count_totals", "pool_count_changes"} {
+	// Records of idempotent claims, half of them past their time.
+	_, err = conn.Exec(ctx, `
+		INSERT INTO claim_requests (pool, idempotency_key, key_id, lease_token, expires_at)
+		SELECT 'default', 'claim-' || n, gen_random_uuid(), n, now() + (n - $1::int) * interval '10 milliseconds'
+		FROM generate_series(1, 2 * $1::int) AS n`, perPool)
+	require.NoError(t, err)
+	for _, table := range []string{"keys", "key_state", "pool_count_totals", "pool_count_changes", "claim_requests"} {
 		_, err = conn.Exec(ctx, "VACUUM ANALYZE "+table)
 		require.NoError(t, err)
 	}
@@ -82,6 +89,12 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "key_state_pkey", "keys_pkey"}},
+		// Idempotent claims: the lookup, the lock and the record of a first
+		// claim, and the background job's cleanup.
+		{"ClaimRequestGet", claimRequestGet, []any{"default", "claim-7"}, []string{"claim_requests_pkey", "key_state_pkey", "keys_pkey"}},
+		{"ClaimRequestLock", claimRequestLock, []any{"default", "claim-7"}, nil},
+		{"ClaimRequestRecord", claimRequestRecord, []any{"default", "claim-7", id, 7, 60.0}, []string{"claim_requests_pkey"}},
+		{"ClaimRequestDeleteExpired", claimRequestDeleteExpired, []any{1000}, []string{"claim_requests_expires_at_idx"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"PoolCountsFold", poolCountsFold, []any{1}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
@@ -108,7 +121,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
 		"with half of one pool blocked. Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
 		"the test fails if any of them scans a table instead of using an index.\n")
-	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes)\b`)
+	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes|claim_requests)\b`)
 	for i, st := range statements {
 		name := fmt.Sprintf("plan_%d", i)
 		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+st.sql)

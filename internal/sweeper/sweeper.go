@@ -27,6 +27,7 @@ type Store interface {
 	FoldCounts(ctx context.Context) (int, error)
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
 	CleanupHorizon(ctx context.Context) (store.Horizon, error)
+	DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error)
 }
 
 // DefaultHistoryRetention is how long history is kept unless configured.
@@ -89,6 +90,10 @@ type Result struct {
 	CountChangesFolded int
 	EmptyPoolsRemoved  int
 	Err                error
+
+	// ClaimRequestsDeleted is how many records of idempotent claims, past
+	// their time, were deleted.
+	ClaimRequestsDeleted int
 }
 
 // didWork reports whether the pass changed anything.
@@ -207,7 +212,7 @@ func (s *Sweeper) checkHorizon(ctx context.Context) {
 // deletes every key whose life has ended, a batch at a time, folds the count
 // changes and removes the counts of up to BatchSize empty pools, then
 // deletes up to HistoryBatchesPerPass batches of history older than the
-// retention.
+// retention and every record of an idempotent claim past its time.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
@@ -220,6 +225,8 @@ func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	result.EmptyPoolsRemoved, err = s.store.RemoveEmptyPools(ctx, s.cfg.BatchSize)
 	result.Err = errors.Join(result.Err, err)
 	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, s.cfg.HistoryBatchesPerPass)
+	result.Err = errors.Join(result.Err, err)
+	result.ClaimRequestsDeleted, err = s.drain(ctx, s.store.DeleteExpiredClaimRequests, -1)
 	result.Err = errors.Join(result.Err, err)
 	return result
 }
