@@ -4,9 +4,10 @@
 // Acquire leases a key and keeps the lease alive in the background until
 // Release; the other methods are one call each to one endpoint of the HTTP
 // API. Answers of 503 (the server could not reach its database and changed
-// nothing) are retried with exponential backoff. Error answers are
-// *APIError values that match ErrNoKeyAvailable, ErrNotFound, ErrLeaseLost
-// or ErrUnavailable with errors.Is.
+// nothing) are retried with exponential backoff; a claim is repeated safely
+// only with an idempotency key, which Acquire always sends. Error answers
+// are *APIError values that match ErrNoKeyAvailable, ErrNotFound,
+// ErrLeaseLost, ErrIdempotencyKeyReused or ErrUnavailable with errors.Is.
 //
 // The package depends on the standard library only.
 package client
@@ -90,6 +91,9 @@ type request struct {
 	leaseToken string
 	// accept is the media type asked for; JSON when empty.
 	accept string
+	// idempotencyKey, when set, is sent as Idempotency-Key, the same on
+	// every retry.
+	idempotencyKey string
 }
 
 // response is an answer with its body read.
@@ -154,6 +158,9 @@ func (c *Client) send(ctx context.Context, req request, body []byte) (response, 
 	}
 	if req.leaseToken != "" {
 		httpReq.Header.Set("If-Match", `"`+req.leaseToken+`"`)
+	}
+	if req.idempotencyKey != "" {
+		httpReq.Header.Set("Idempotency-Key", req.idempotencyKey)
 	}
 	if c.token != "" {
 		httpReq.Header.Set("Authorization", "Bearer "+c.token)

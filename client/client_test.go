@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/servertest"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
 func TestCallsForEveryEndpoint(t *testing.T) {
@@ -368,4 +369,81 @@ func ctxWithTimeout(t *testing.T, parent context.Context, d time.Duration) conte
 	ctx, cancel := context.WithTimeout(parent, d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// A claim whose answer is lost after the server committed it, and which the
+// client therefore retries, ends with one lease: the retry answers the lease
+// the first try took instead of stranding it and claiming another key.
+func TestAcquireRetriedThroughALostAnswerHoldsOneLease(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dbURL := testdb.New(t)
+	replica := servertest.Start(t, servertest.Options{DatabaseURL: dbURL, SweepInterval: time.Hour})
+	proxy := newRecordingProxy(t, replica.URL)
+	c := newClient(t, proxy.URL)
+	_, err := c.CreateKeys(ctx, "lost", 2)
+	require.NoError(t, err)
+
+	proxy.mu.Lock()
+	proxy.rewrite = func(n int, resp *http.Response) {
+		if resp.Request.Method == http.MethodGet && resp.Request.URL.Path == "/keys" && resp.StatusCode == http.StatusOK && n == 2 {
+			loseAnswer(resp)
+		}
+	}
+	proxy.mu.Unlock()
+	lease, err := c.Acquire(ctx, "lost")
+	require.NoError(t, err)
+	requests, statuses := proxy.recorded()
+	require.Equal(t, []int{201, 200, 200}, statuses, "the first claim's answer was lost and the claim retried")
+	require.Equal(t, requests[1].URL.RawQuery, requests[2].URL.RawQuery)
+	sentKey := requests[1].Header.Get("Idempotency-Key")
+	require.Regexp(t, `^[0-9a-f]{32}$`, sentKey, "Acquire sends a random idempotency key")
+	require.Equal(t, sentKey, requests[2].Header.Get("Idempotency-Key"), "and the same one on its retry")
+
+	status, err := c.PoolStatus(ctx, "lost")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, status.Blocked, "one lease, not one per try")
+	require.Equal(t, 1, countEvents(t, dbURL, "lost", "assigned"), "one lease in the history")
+	info, err := c.GetKey(ctx, lease.ID())
+	require.NoError(t, err)
+	require.True(t, info.IsBlocked)
+	require.NoError(t, lease.Release(ctx), "the lease answered is the key's current one")
+	status, err = c.PoolStatus(ctx, "lost")
+	require.NoError(t, err)
+	require.EqualValues(t, 0, status.Blocked, "nothing stranded")
+}
+
+// AssignKey with an idempotency key answers its repeats with the same
+// lease, and once that lease has ended, with ErrIdempotencyKeyReused.
+func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	c := newClient(t, servertest.Start(t, servertest.Options{}).URL)
+	_, err := c.CreateKeys(ctx, "idem", 3)
+	require.NoError(t, err)
+
+	idempotencyKey := client.NewIdempotencyKey()
+	require.NotEqual(t, idempotencyKey, client.NewIdempotencyKey())
+	first, err := c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
+	require.NoError(t, err)
+	again, err := c.AssignKey(ctx, "idem", time.Second, client.WithIdempotencyKey(idempotencyKey))
+	require.NoError(t, err)
+	require.Equal(t, first.ID, again.ID)
+	require.Equal(t, first.LeaseToken, again.LeaseToken)
+	other, err := c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(client.NewIdempotencyKey()))
+	require.NoError(t, err)
+	require.NotEqual(t, first.ID, other.ID)
+	status, err := c.PoolStatus(ctx, "idem")
+	require.NoError(t, err)
+	require.EqualValues(t, 2, status.Blocked)
+
+	_, err = c.ReleaseKey(ctx, first.ID, first.LeaseToken)
+	require.NoError(t, err)
+	_, err = c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
+	require.ErrorIs(t, err, client.ErrIdempotencyKeyReused)
+	require.NotErrorIs(t, err, client.ErrLeaseLost)
+	var apiErr *client.APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusConflict, apiErr.Status)
+	require.Equal(t, "idempotency_key_reused", apiErr.Code)
 }

@@ -19,6 +19,10 @@ var (
 	// ErrLeaseLost: the lease token is not the key's current lease any more,
 	// so the key may already be someone else's (409 lease_mismatch).
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrIdempotencyKeyReused: a key was claimed under this idempotency key,
+	// and that lease has ended since; nothing was claimed (409
+	// idempotency_key_reused). A new claim needs a new idempotency key.
+	ErrIdempotencyKeyReused = errors.New("idempotency key reused")
 	// ErrUnavailable: the server could not reach its database and changed
 	// nothing; it was still the answer after every retry (503).
 	ErrUnavailable = errors.New("service unavailable")
@@ -63,7 +67,9 @@ func (e *APIError) Is(target error) bool {
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound && e.Code != "no_free_key"
 	case ErrLeaseLost:
-		return e.Status == http.StatusConflict
+		return e.Status == http.StatusConflict && e.Code != "idempotency_key_reused"
+	case ErrIdempotencyKeyReused:
+		return e.Code == "idempotency_key_reused"
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
 	}

@@ -3,15 +3,18 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
@@ -52,7 +55,8 @@ func testContext(t *testing.T) context.Context {
 }
 
 // recordingProxy sits between a client and a replica and records what
-// passes, calling onResponse (if set) with the number of each answer.
+// passes, calling onResponse (if set) with the number of each answer, and
+// rewrite (if set) before the answer goes on to the client.
 type recordingProxy struct {
 	URL string
 
@@ -60,6 +64,7 @@ type recordingProxy struct {
 	requests   []*http.Request
 	statuses   []int
 	onResponse func(n int, status int)
+	rewrite    func(n int, resp *http.Response)
 }
 
 func newRecordingProxy(t *testing.T, target string) *recordingProxy {
@@ -72,10 +77,13 @@ func newRecordingProxy(t *testing.T, target string) *recordingProxy {
 		p.mu.Lock()
 		p.requests = append(p.requests, resp.Request)
 		p.statuses = append(p.statuses, resp.StatusCode)
-		n, hook := len(p.statuses), p.onResponse
+		n, hook, rewrite := len(p.statuses), p.onResponse, p.rewrite
 		p.mu.Unlock()
 		if hook != nil {
 			hook(n, resp.StatusCode)
+		}
+		if rewrite != nil {
+			rewrite(n, resp)
 		}
 		return nil
 	}
@@ -89,6 +97,20 @@ func (p *recordingProxy) recorded() ([]*http.Request, []int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]*http.Request(nil), p.requests...), append([]int(nil), p.statuses...)
+}
+
+// loseAnswer makes the answer look like a 503 of a replica that could not
+// reach its database: the server did its work, but the client never hears of
+// it, as when a replica's commit went through just as its answer failed.
+func loseAnswer(resp *http.Response) {
+	body := `{"type":"/problems/database_unavailable","title":"Database unavailable","status":503,` +
+		`"detail":"lost on the way","code":"database_unavailable"}`
+	_ = resp.Body.Close()
+	resp.StatusCode = http.StatusServiceUnavailable
+	resp.Status = "503 Service Unavailable"
+	resp.Header = http.Header{"Content-Type": {"application/problem+json"}, "Retry-After": {"1"}}
+	resp.Body = io.NopCloser(strings.NewReader(body))
+	resp.ContentLength = int64(len(body))
 }
 
 // leaseOneKey starts a replica with one key and leases it.
@@ -112,4 +134,16 @@ func waitForLoss(t *testing.T, ctx context.Context, lease *client.Lease) {
 	case <-ctx.Done():
 		t.Fatalf("the lease of key %s was never reported lost", lease.ID())
 	}
+}
+
+// countEvents counts the history rows of one kind of a pool.
+func countEvents(t *testing.T, dbURL, pool, event string) int {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), dbURL)
+	require.NoError(t, err)
+	defer conn.Close(t.Context())
+	var n int
+	require.NoError(t, conn.QueryRow(t.Context(),
+		"SELECT count(*) FROM key_events WHERE pool = $1 AND event = $2", pool, event).Scan(&n))
+	return n
 }

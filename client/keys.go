@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -94,12 +96,49 @@ func (c *Client) CreateKeys(ctx context.Context, pool string, count int) ([]Key,
 // lease token. When none is free, the server waits up to wait (at most
 // MaxWait) for one before the call fails with ErrNoKeyAvailable. The lease
 // ends unless kept alive: Acquire does that for you.
-func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration) (Key, error) {
+//
+// A claim whose answer is lost after the server made it, and which is then
+// sent again (this client retries answers of 503), holds a second key
+// unless the claim carries an idempotency key: pass
+// WithIdempotencyKey(NewIdempotencyKey()) to make the call safe to repeat,
+// and the same key again to repeat it. Acquire does that for you too.
+func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration, opts ...AssignOption) (Key, error) {
+	var o assignOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	query := poolQuery(pool)
 	if wait > 0 {
 		query.Set("wait", strconv.FormatInt(min(wait, MaxWait).Milliseconds(), 10)+"ms")
 	}
-	return c.key(ctx, request{method: http.MethodGet, path: "/keys", query: query})
+	return c.key(ctx, request{method: http.MethodGet, path: "/keys", query: query, idempotencyKey: o.idempotencyKey})
+}
+
+// AssignOption adjusts an AssignKey call.
+type AssignOption func(*assignOptions)
+
+type assignOptions struct {
+	idempotencyKey string
+}
+
+// WithIdempotencyKey sends key as the claim's Idempotency-Key: the server
+// answers every call with the same key, in the same pool and within the
+// server's LEASE_TTL, with the lease the first one got (the same key id and
+// lease token) instead of claiming another key. Once that lease has ended, a
+// call with the key fails with ErrIdempotencyKeyReused. The key is 1 to 255
+// printable ASCII characters; NewIdempotencyKey makes one.
+func WithIdempotencyKey(key string) AssignOption {
+	return func(o *assignOptions) { o.idempotencyKey = key }
+}
+
+// NewIdempotencyKey returns a random idempotency key: 128 random bits in
+// hex, which no other claim will ever use.
+func NewIdempotencyKey() string {
+	raw := make([]byte, 16)
+	// crypto/rand.Read never fails: it panics on its own should the system
+	// refuse randomness.
+	_, _ = rand.Read(raw)
+	return hex.EncodeToString(raw)
 }
 
 // PoolStatus tells how many keys the pool has and whether one is free,

@@ -36,9 +36,15 @@ const minKeepAliveInterval = 5 * time.Millisecond
 // to MaxWait and the call asks again until ctx ends, then fails with an
 // error that matches both ErrNoKeyAvailable and ctx's error.
 //
+// Every request of one Acquire carries the same idempotency key, so a
+// request repeated after its answer was lost (this client retries answers
+// of 503, a load balancer may retry on another replica) gets the lease the
+// first one got and never holds a second key.
+//
 // The lease outlives ctx: it is kept alive until Release, or until Lost is
 // closed. A lease that is never released holds its key for good.
 func (c *Client) Acquire(ctx context.Context, pool string) (*Lease, error) {
+	idempotencyKey := NewIdempotencyKey()
 	for {
 		wait := MaxWait
 		if deadline, ok := ctx.Deadline(); ok {
@@ -47,12 +53,18 @@ func (c *Client) Acquire(ctx context.Context, pool string) (*Lease, error) {
 			wait = min(wait, time.Until(deadline)*9/10)
 		}
 		sent := time.Now()
-		key, err := c.AssignKey(ctx, pool, wait)
+		key, err := c.AssignKey(ctx, pool, wait, WithIdempotencyKey(idempotencyKey))
 		switch {
 		case err == nil:
 			return c.newLease(key, sent)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w in pool %q: %w", ErrNoKeyAvailable, pool, ctx.Err())
+		case errors.Is(err, ErrIdempotencyKeyReused):
+			// A key was claimed for this Acquire, but its lease ended before
+			// any answer got through (a short LEASE_TTL, or an operator
+			// released the key): nobody holds it, so claim afresh.
+			idempotencyKey = NewIdempotencyKey()
+			continue
 		case !errors.Is(err, ErrNoKeyAvailable):
 			return nil, err
 		case wait <= 0:

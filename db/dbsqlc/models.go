@@ -11,6 +11,16 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+// The lease (key_id, lease_token) claimed under each Idempotency-Key of a pool, until expires_at (database clock): a repeat of the claim answers that lease while it lasts, and 409 once it has ended.
+type ClaimRequest struct {
+	Pool           string
+	IdempotencyKey string
+	KeyID          uuid.UUID
+	LeaseToken     int64
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+}
+
 // Every pool with history and every UTC hour from the oldest event kept to now: the cells of the hourly report views.
 type HistoryHour struct {
 	Pool string

@@ -20,10 +20,11 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 // TestQueryPlansUseIndexes checks that no statement the service runs scans a
 // table: on pools of 60,000 and of 2,000 keys, half of one pool blocked,
 // 100,000 more history rows spread over 30 days in four pools, 20,000
-// count changes not yet folded and 20,000 registrations of waiting clients,
-// each plan (the custom plan for typical arguments and the generic plan a
-// prepared statement may switch to) reaches keys, key_state, key_events,
-// the count changes and pool_waiters through an index. A
+// count changes not yet folded, 20,000 registrations of waiting clients and
+// records of idempotent claims, each plan (the custom plan for typical
+// arguments and the generic plan a prepared statement may switch to)
+// reaches keys, key_state, key_events, the count changes, pool_waiters and
+// claim_requests through an index. A
 // small table matters: there the planner is tempted to scan, and a scan in a
 // statement that locks rows makes concurrent claims queue. With
 // UPDATE_PLANS=1 it writes the plans of the large pool to
@@ -68,7 +69,13 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		SELECT 'pool-' || p, 'replica-' || r, now() + (CASE WHEN r % 3 = 0 THEN -1 ELSE 1 END) * interval '1 minute', p
 		FROM generate_series(1, 200) AS p, generate_series(1, 100) AS r`)
 	require.NoError(t, err)
-	for _, table := range []string{"keys", "key_state", "key_events", "pool_count_totals", "pool_count_changes", "pool_waiters"} {
+	// Records of idempotent claims, half of them past their time.
+	_, err = conn.Exec(ctx, `
+		INSERT INTO claim_requests (pool, idempotency_key, key_id, lease_token, expires_at)
+		SELECT 'default', 'claim-' || n, gen_random_uuid(), n, now() + (n - $1::int) * interval '10 milliseconds'
+		FROM generate_series(1, 2 * $1::int) AS n`, perPool)
+	require.NoError(t, err)
+	for _, table := range []string{"keys", "key_state", "key_events", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests"} {
 		_, err = conn.Exec(ctx, "VACUUM ANALYZE "+table)
 		require.NoError(t, err)
 	}
@@ -89,6 +96,12 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "key_state_pkey", "keys_pkey"}},
+		// Idempotent claims: the lookup, the lock and the record of a first
+		// claim, and the background job's cleanup.
+		{"ClaimRequestGet", claimRequestGet, []any{"default", "claim-7"}, []string{"claim_requests_pkey", "key_state_pkey", "keys_pkey"}},
+		{"ClaimRequestLock", claimRequestLock, []any{"default", "claim-7"}, nil},
+		{"ClaimRequestRecord", claimRequestRecord, []any{"default", "claim-7", id, 7, 60.0}, []string{"claim_requests_pkey"}},
+		{"ClaimRequestDeleteExpired", claimRequestDeleteExpired, []any{1000}, []string{"claim_requests_expires_at_idx"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"PoolCountsFold", poolCountsFold, []any{1}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
@@ -123,7 +136,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
 		"with half of one pool blocked. Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
 		"the test fails if any of them scans a table instead of using an index.\n")
-	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes|pool_waiters)\b`)
+	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes|pool_waiters|claim_requests)\b`)
 	for i, st := range statements {
 		name := fmt.Sprintf("plan_%d", i)
 		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+st.sql)

@@ -279,6 +279,13 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	token := held.str("leaseToken")
 	do(t, "GET", s.url+"/keys?pool=empty", "")
 	do(t, "GET", s.url+"/keys?wait=forever", "")
+	// An idempotent claim, its repeat, a repeat once its lease has ended, a
+	// malformed idempotency key.
+	idempotent := do(t, "GET", s.url+"/keys?pool=c", "", "Idempotency-Key", "contract")
+	do(t, "GET", s.url+"/keys?pool=c&wait=1s", "", "Idempotency-Key", "contract")
+	do(t, "PUT", s.url+"/keys/"+idempotent.str("keyId"), "", "If-Match", `"`+idempotent.str("leaseToken")+`"`)
+	do(t, "GET", s.url+"/keys?pool=c", "", "Idempotency-Key", "contract")
+	do(t, "GET", s.url+"/keys?pool=c", "", "Idempotency-Key", "caf\u00e9")
 	do(t, "GET", s.url+"/keys/"+held.str("keyId"), "")
 	do(t, "HEAD", s.url+"/keys/"+held.str("keyId"), "")
 	do(t, "HEAD", s.url+"/keys/"+id, "")

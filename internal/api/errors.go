@@ -26,6 +26,10 @@ var (
 	errInternal         = errors.New("internal error")
 )
 
+// errInvalidIdempotencyKey: a claim's Idempotency-Key header is empty, too
+// long, not printable ASCII, or given twice.
+var errInvalidIdempotencyKey = errors.New("invalid idempotency key")
+
 // errorTable is the one place that maps an error to its HTTP status, its
 // stable machine-readable code and its title. Errors are matched with
 // errors.Is, in order; anything unmatched is a 500 whose cause is logged and
@@ -45,6 +49,8 @@ var errorTable = []struct {
 		detail: "Every key of the pool is blocked, or the pool has no keys."},
 	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
+	{err: store.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",
+		detail: "A key was claimed under this Idempotency-Key and that lease has ended (released, run out, or its key deleted). Nothing was claimed; send a new Idempotency-Key to claim a key."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
 	{err: wakeup.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",
@@ -57,6 +63,7 @@ var errorTable = []struct {
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},
 	{err: errInvalidParameter, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
+	{err: errInvalidIdempotencyKey, status: http.StatusBadRequest, code: "invalid_idempotency_key", title: "Invalid Idempotency-Key"},
 	{err: reports.ErrInvalidParams, status: http.StatusBadRequest, code: "invalid_report_parameters", title: "Invalid report parameters"},
 	{err: errUnsupportedMedia, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", title: "Unsupported media type"},
 	{err: errRouteNotFound, status: http.StatusNotFound, code: "route_not_found", title: "Route not found"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/rand/v2"
 	"mime"
 	"net"
 	"net/http"
@@ -81,6 +82,13 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	idempotencyKey, idempotent, err := idempotencyKeyParam(r)
+	if err != nil {
+		return err
+	}
+	if idempotent {
+		return a.assignKeyIdempotent(w, r, pool, idempotencyKey, wait)
+	}
 	key, err := a.claim(r.Context(), pool, wait)
 	if err != nil {
 		return err
@@ -92,9 +100,71 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 		a.store.GiveBack(key)
 		return r.Context().Err()
 	}
+	writeLeasedKey(w, key)
+	return nil
+}
+
+// writeLeasedKey answers a claim: the key with its lease token, which the
+// ETag also carries for If-Match.
+func writeLeasedKey(w http.ResponseWriter, key store.Key) {
 	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
 	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key))
+}
+
+// assignKeyIdempotent serves a claim that carries an Idempotency-Key: its
+// first try claims a key and records the lease under the idempotency key in
+// one transaction; a repeat, on any replica, answers that lease.
+func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration) error {
+	key, replayed, err := a.claimIdempotent(r.Context(), pool, idempotencyKey, wait)
+	if err != nil {
+		return err
+	}
+	// A client that left is not given its key back, unlike in assignKey:
+	// the lease is recorded under the idempotency key, and the repeat that
+	// a client or proxy sends after losing an answer (perhaps to another
+	// replica, which may have answered it already) must find it held.
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeLeasedKey(w, key)
 	return nil
+}
+
+// Pauses between the tries of an idempotent claim that waits for a key:
+// the first is short, each next one twice as long, up to the last.
+const (
+	idempotentPollFirst = 20 * time.Millisecond
+	idempotentPollMax   = 250 * time.Millisecond
+)
+
+// claimIdempotent claims a key under the idempotency key; with a wait, it
+// tries again, less and less often, until a key is claimed or the wait is
+// over. It does not queue on the wake-up hub: the hub claims for many
+// waiters in one statement and hands keys out afterwards, so a key it gave
+// would be recorded in a second transaction, and a failure between the two
+// would strand a lease that no repeat finds. Here every try claims and
+// records in one transaction. The price: such waiters poll, and are not
+// part of the order in which this replica serves its queued waiters.
+func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, wait time.Duration) (store.Key, bool, error) {
+	deadline := time.Now().Add(wait)
+	pause := idempotentPollFirst
+	for {
+		key, replayed, err := a.store.ClaimIdempotent(ctx, pool, idempotencyKey)
+		left := time.Until(deadline)
+		if !errors.Is(err, store.ErrNoFreeKey) || left <= 0 {
+			return key, replayed, err
+		}
+		// Spread over [pause/2, pause), so that waiters that started
+		// together do not all try at once.
+		timer := time.NewTimer(min(pause/2+rand.N(pause/2), left))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return store.Key{}, false, ctx.Err()
+		case <-timer.C:
+		}
+		pause = min(2*pause, idempotentPollMax)
+	}
 }
 
 // claim claims a key of the pool; with a wait, it queues behind this
@@ -276,6 +346,32 @@ func waitParam(r *http.Request) (time.Duration, error) {
 		return 0, invalid(errInvalidParameter, "wait must be between 0s and %s, got %q", MaxWait, raw)
 	}
 	return wait, nil
+}
+
+// maxIdempotencyKey is the longest Idempotency-Key taken.
+const maxIdempotencyKey = 255
+
+// idempotencyKeyParam reads the Idempotency-Key header of a claim: 1 to 255
+// printable ASCII characters (spaces inside included; net/http has already
+// trimmed those around the value). ok is false when there is none.
+func idempotencyKeyParam(r *http.Request) (key string, ok bool, err error) {
+	values := r.Header.Values("Idempotency-Key")
+	switch {
+	case len(values) == 0:
+		return "", false, nil
+	case len(values) > 1:
+		return "", false, invalid(errInvalidIdempotencyKey, "send one Idempotency-Key header, not %d", len(values))
+	}
+	key = values[0]
+	if len(key) == 0 || len(key) > maxIdempotencyKey {
+		return "", false, invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be 1 to %d characters, got %d", maxIdempotencyKey, len(key))
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < ' ' || key[i] > '~' {
+			return "", false, invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be printable ASCII; byte %d is 0x%02x", i+1, key[i])
+		}
+	}
+	return key, true, nil
 }
 
 // leaseTokenParam reads the lease token from If-Match ("<token>") or from

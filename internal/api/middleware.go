@@ -88,6 +88,7 @@ var exposedHeaders = strings.Join([]string{
 	"X-Pool", "X-Pool-Keys", "X-Pool-Free", "X-Pool-Blocked", "X-Pool-Available",
 	"X-Key-Id", "X-Key-Pool", "X-Key-Status", "X-Key-Created-At", "X-Key-Blocked-At",
 	"X-Key-Expires-At", "X-Key-Lease-Expires-At", "X-Key-Last-Keep-Alive-At", "X-Key-Times-Assigned",
+	"Idempotent-Replayed",
 }, ", ")
 
 // cors lets browser pages from the allowed origins call the API. A
@@ -125,7 +126,7 @@ func cors(origins []string, logger *slog.Logger) func(http.Handler) http.Handler
 			h.Add("Vary", "Access-Control-Request-Method")
 			h.Add("Vary", "Access-Control-Request-Headers")
 			h.Set("Access-Control-Allow-Methods", strings.Join(allMethods, ", "))
-			h.Set("Access-Control-Allow-Headers", "Content-Type, If-Match, Authorization")
+			h.Set("Access-Control-Allow-Headers", "Content-Type, If-Match, Authorization, Idempotency-Key")
 			h.Set("Access-Control-Max-Age", "600")
 			writeJSON(w, http.StatusOK, map[string]string{"status": "preflight ok"})
 		})

@@ -29,6 +29,7 @@ type Store interface {
 	FoldCounts(ctx context.Context) (int, error)
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
 	CleanupHorizon(ctx context.Context) (store.Horizon, error)
+	DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error)
 }
 
 // DefaultHistoryRetention is how long history is kept unless configured.
@@ -97,6 +98,10 @@ type Result struct {
 	CountChangesFolded int
 	EmptyPoolsRemoved  int
 	Err                error
+
+	// ClaimRequestsDeleted is how many records of idempotent claims, past
+	// their time, were deleted.
+	ClaimRequestsDeleted int
 }
 
 // didWork reports whether the pass changed anything.
@@ -212,11 +217,12 @@ func (s *Sweeper) checkHorizon(ctx context.Context) {
 }
 
 // RunOnce makes one pass: it frees every key whose lease has ended, deletes
-// every key whose life has ended and every expired registration of waiting
-// clients, a batch at a time, folds the count changes and removes the
-// counts of up to BatchSize empty pools, then deletes history older than
-// the retention for up to HistoryTimePerPass. Lease releases come first, so
-// that history never delays them within a pass.
+// every key whose life has ended, every expired registration of waiting
+// clients and every record of an idempotent claim past its time, a batch at
+// a time, folds the count changes and removes the counts of up to BatchSize
+// empty pools, then deletes history older than the retention for up to
+// HistoryTimePerPass. Lease releases come first, so that history never
+// delays them within a pass.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
@@ -229,6 +235,8 @@ func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	result.CountChangesFolded, err = s.store.FoldCounts(ctx)
 	result.Err = errors.Join(result.Err, err)
 	result.EmptyPoolsRemoved, err = s.store.RemoveEmptyPools(ctx, s.cfg.BatchSize)
+	result.Err = errors.Join(result.Err, err)
+	result.ClaimRequestsDeleted, err = s.drain(ctx, s.store.DeleteExpiredClaimRequests, time.Time{})
 	result.Err = errors.Join(result.Err, err)
 	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, time.Now().Add(s.cfg.HistoryTimePerPass))
 	result.Err = errors.Join(result.Err, err)

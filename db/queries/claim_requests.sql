@@ -1,0 +1,73 @@
+-- Queries on claim_requests: the lease each claim made under an
+-- Idempotency-Key got, so that a repeat of the claim answers that lease
+-- (see migration 00008). A first claim under a key runs, in one
+-- transaction: ClaimRequestLock, KeyClaim for one key, ClaimRequestRecord.
+
+-- name: ClaimRequestGet :one
+-- The claim recorded under the idempotency key of the pool, unless the
+-- record has expired. current tells whether the recorded lease is still the
+-- key's lease and running; the key's columns are then the key as it is now,
+-- and all NULL when that lease has ended (released, run out, or its key
+-- deleted or expired). Every step is a primary-key lookup.
+SELECT r.key_id AS id,
+       (k.id IS NOT NULL)::boolean AS current,
+       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+FROM claim_requests AS r
+LEFT JOIN key_state AS s
+    ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()
+LEFT JOIN keys AS k
+    ON k.id = s.key_id AND k.expires_at > now()
+WHERE r.pool = sqlc.arg(pool)::text AND r.idempotency_key = sqlc.arg(idempotency_key)::text
+  AND r.expires_at > now();
+
+-- name: ClaimRequestLock :exec
+-- Orders the first claims made under one idempotency key of a pool, until
+-- the end of the transaction: the second waits here until the first has
+-- committed or rolled back, so that it then sees the first one's record
+-- even when it finds no free key of its own (a unique-index wait orders two
+-- claims only when both have a key to record). A transaction-scoped
+-- advisory lock on a hash of the pool and the key: a collision only makes
+-- two unrelated claims wait on each other for a moment.
+SELECT pg_advisory_xact_lock(hashtextextended(sqlc.arg(pool)::text || ' ' || sqlc.arg(idempotency_key)::text, 9));
+
+-- name: ClaimRequestRecord :execrows
+-- Records the lease just claimed under the idempotency key, in the claim's
+-- transaction, for as long as the lease lasts without keep-alives (now() is
+-- the claim's, so the record ends exactly when the lease's first deadline
+-- passes). An expired record that the background job has not deleted yet
+-- is replaced; a live one is kept, and no row is affected: another request
+-- with the same key has claimed first, and the caller rolls its claim back.
+INSERT INTO claim_requests AS r (pool, idempotency_key, key_id, lease_token, expires_at)
+VALUES (sqlc.arg(pool)::text, sqlc.arg(idempotency_key)::text, sqlc.arg(key_id)::uuid, sqlc.arg(lease_token)::bigint,
+        now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second')
+ON CONFLICT (pool, idempotency_key) DO UPDATE
+SET key_id = excluded.key_id,
+    lease_token = excluded.lease_token,
+    created_at = excluded.created_at,
+    expires_at = excluded.expires_at
+WHERE r.expires_at <= now();
+
+-- name: ClaimRequestDeleteExpired :one
+-- One batch of the background job: deletes up to max records that have
+-- expired, oldest first. SKIP LOCKED leaves a record that a claim is
+-- replacing to the claim. The delete finds the locked rows again through
+-- the index on expires_at (= ANY, one lookup per time, however the planner
+-- guesses the batch's size; a join on the two-column primary key may become
+-- a scan of the table), and keeps only those locked.
+WITH expired AS (
+    SELECT c.pool, c.idempotency_key, c.expires_at FROM claim_requests AS c
+    WHERE c.expires_at <= now()
+    ORDER BY c.expires_at
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM claim_requests AS r
+    WHERE r.expires_at = ANY (ARRAY(SELECT expired.expires_at FROM expired))
+      AND EXISTS (
+          SELECT 1 FROM expired
+          WHERE expired.pool = r.pool AND expired.idempotency_key = r.idempotency_key
+      )
+    RETURNING 1
+)
+SELECT count(*) FROM deleted;

@@ -1,0 +1,162 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+)
+
+// ErrIdempotencyKeyReused: a claim was made under this idempotency key and
+// its lease has ended since (released, run out, or its key deleted). The
+// request is not served again with a new lease: the caller repeats a claim
+// whose lease is gone, and must use a new idempotency key to claim anew.
+var ErrIdempotencyKeyReused = errors.New("the lease claimed under this idempotency key has ended")
+
+// errClaimRecorded: another request with the same idempotency key recorded
+// its claim first; the caller answers that claim.
+var errClaimRecorded = errors.New("a claim is already recorded under this idempotency key")
+
+// errNoClaimRecorded: no live record under the idempotency key.
+var errNoClaimRecorded = errors.New("no claim recorded under this idempotency key")
+
+// idempotentTries bounds how often ClaimIdempotent starts over when another
+// request's record vanished between two of its statements (it expired).
+const idempotentTries = 3
+
+// ClaimIdempotent claims a free key of the pool under an idempotency key, or
+// answers the lease already claimed under it: a request repeated after its
+// answer was lost, on this replica or any other, gets the same key and
+// lease token while the lease lasts, and never a second lease. replayed
+// tells that the key comes from an earlier claim. It returns
+// ErrIdempotencyKeyReused when the lease claimed under the key has ended,
+// and ErrNoFreeKey when nothing was ever claimed under it and no key is
+// free. The claim and its record commit together, so a claim whose answer
+// was lost in any way (a cut connection, a 503 after the commit) is always
+// found by the repeat. Such claims bypass the batching of Claim: each needs
+// a transaction of its own.
+func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string) (key Key, replayed bool, err error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	for try := 1; ; try++ {
+		// The repeat, which is the reason for the key, costs one lookup.
+		key, err := s.recordedClaim(ctx, pool, idempotencyKey)
+		if !errors.Is(err, errNoClaimRecorded) {
+			return key, err == nil, err
+		}
+		key, err = retryConflicts(ctx, func() (Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey) })
+		switch {
+		case err == nil:
+			return key, false, nil
+		case errors.Is(err, ErrNoFreeKey), errors.Is(err, errClaimRecorded):
+			// A request with the same key may have committed its claim while
+			// this one waited for the lock: answer its lease. (Without a free
+			// key that is the only way to learn of it.)
+			key, lookupErr := s.recordedClaim(ctx, pool, idempotencyKey)
+			switch {
+			case lookupErr == nil:
+				return key, true, nil
+			case !errors.Is(lookupErr, errNoClaimRecorded):
+				return Key{}, false, lookupErr
+			case errors.Is(err, ErrNoFreeKey):
+				return Key{}, false, ErrNoFreeKey
+			case try == idempotentTries:
+				// Nothing was claimed: the caller may try again.
+				return Key{}, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			// The other record expired in between: start over.
+		default:
+			return Key{}, false, classify(err)
+		}
+	}
+}
+
+// recordedClaim answers the claim recorded under the idempotency key: its
+// key as it is now, ErrIdempotencyKeyReused when its lease has ended, or
+// errNoClaimRecorded.
+func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+	row, err := s.queries.ClaimRequestGet(ctx, dbsqlc.ClaimRequestGetParams{Pool: pool, IdempotencyKey: idempotencyKey})
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Key{}, errNoClaimRecorded
+	case err != nil:
+		return Key{}, classify(err)
+	case !row.Current:
+		return Key{}, ErrIdempotencyKeyReused
+	}
+	return Key{
+		ID:              row.ID,
+		Pool:            *row.Pool,
+		CreatedAt:       *row.CreatedAt,
+		ExpiresAt:       *row.ExpiresAt,
+		LastKeepAliveAt: row.LastKeepAliveAt,
+		TimesAssigned:   *row.TimesAssigned,
+		LeaseToken:      row.LeaseToken,
+		BlockedAt:       row.BlockedAt,
+		LeaseExpiresAt:  row.LeaseExpiresAt,
+	}, nil
+}
+
+// claimAndRecord claims one key and records its lease under the
+// idempotency key, in one transaction: both commit, or neither does. It
+// returns ErrNoFreeKey, or errClaimRecorded when another request with the
+// same key recorded a claim first; its own claim is then rolled back.
+func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Key{}, err
+	}
+	// After a commit this does nothing; otherwise it undoes the claim (and
+	// if ctx has ended, pgx closes the connection, which does the same).
+	defer func() { _ = tx.Rollback(ctx) }()
+	q := s.queries.WithTx(tx)
+	if err := q.ClaimRequestLock(ctx, dbsqlc.ClaimRequestLockParams{Pool: pool, IdempotencyKey: idempotencyKey}); err != nil {
+		return Key{}, err
+	}
+	rows, err := q.KeyClaim(ctx, dbsqlc.KeyClaimParams{
+		Pool:            pool,
+		StartPosition:   rand.Float64(),
+		Max:             1,
+		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	if len(rows) == 0 {
+		return Key{}, ErrNoFreeKey
+	}
+	key := fromRow(dbsqlc.KeyGetRow(rows[0]))
+	recorded, err := q.ClaimRequestRecord(ctx, dbsqlc.ClaimRequestRecordParams{
+		Pool:            pool,
+		IdempotencyKey:  idempotencyKey,
+		KeyID:           key.ID,
+		LeaseToken:      *key.LeaseToken,
+		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	if recorded == 0 {
+		return Key{}, errClaimRecorded
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Key{}, err
+	}
+	return key, nil
+}
+
+// DeleteExpiredClaimRequests deletes up to max records of idempotent claims
+// that have expired and returns how many it deleted.
+func (s *Store) DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	n, err := retryConflicts(ctx, func() (int64, error) { return s.queries.ClaimRequestDeleteExpired(ctx, int32(max)) })
+	if err != nil {
+		return 0, classify(err)
+	}
+	return int(n), nil
+}
