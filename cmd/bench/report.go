@@ -128,7 +128,7 @@ type report struct {
 
 func (r report) String() string {
 	var b strings.Builder
-	b.WriteString("# Benchmarks\n\nWritten by `make bench` (`go run ./cmd/bench`); reproduce with that command.\n\n")
+	b.WriteString("# Benchmarks\n\nWritten by `make bench` (`go run ./cmd/bench`); reproduce with that command. How the hot path got here, with the costs before and after and what a held snapshot does to each statement: [hot-path.md](hot-path.md).\n\n")
 	b.WriteString(r.machine + "\n\n")
 	b.WriteString(floorText)
 	if len(r.rows) > 0 {

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,9 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 				if err == nil && i%5 != 0 {
 					// Every fifth lease is left to end by itself.
 					_, err = b.store.Release(ctx, key.ID, key.LeaseToken)
+					if errors.Is(err, store.ErrLeaseMismatch) && time.Now().After(*key.LeaseExpiresAt) {
+						err = nil // on a busy machine the lease ran out first, as it may
+					}
 				}
 				if err != nil && ctx.Err() == nil {
 					mu.Lock()
