@@ -73,10 +73,25 @@ func (h *harness) freshFloor(ctx context.Context, n int) (string, error) {
 // floorRate runs the floor with the given clients for the given time on a
 // fresh pool of n keys and returns its cycles per second.
 func (h *harness) floorRate(ctx context.Context, n, clients int, duration time.Duration) (float64, error) {
+	rate, _, err := h.floorRun(ctx, n, clients, duration)
+	return rate, err
+}
+
+// floorRun is floorRate with the CPU time per cycle of PostgreSQL and of
+// pgbench.
+func (h *harness) floorRun(ctx context.Context, n, clients int, duration time.Duration) (float64, cpuSplit, error) {
 	url, err := h.freshFloor(ctx, n)
 	if err != nil {
-		return 0, err
+		return 0, cpuSplit{}, err
 	}
+	pgBefore := postgresCPU(h.postmasterPID())
 	out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: floorScript, clients: clients, duration: duration})
-	return out.tps, err
+	var split cpuSplit
+	if cycles := float64(out.processed); err == nil && cycles > 0 {
+		split.client = out.cpu / cycles * 1e6
+		if pid := h.postmasterPID(); pid != 0 {
+			split.postgres = (postgresCPU(pid) - pgBefore) / cycles * 1e6
+		}
+	}
+	return out.tps, split, err
 }

@@ -175,6 +175,15 @@ func isLoopback(url string) bool {
 	return cfg.Host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
+// postmasterPID is the harness's own cluster's postmaster, 0 for a server
+// given with -database-url (its CPU time is not ours to read).
+func (h *harness) postmasterPID() int {
+	if h.cluster == nil {
+		return 0
+	}
+	return h.cluster.PID()
+}
+
 func (h *harness) close() {
 	if h.cluster != nil {
 		_ = h.cluster.Stop()
@@ -293,14 +302,24 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 		return r, err
 	}
 	before := cpuSeconds(servers)
+	pgBefore, selfBefore := postgresCPU(h.postmasterPID()), selfCPU()
 	res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: h.o.duration})
 	r.fill(res, servers, before)
+	if cycles := float64(res.Cycles); cycles > 0 {
+		r.cpu = cpuSplit{
+			server: (cpuSeconds(servers) - before) / cycles * 1e6,
+			client: (selfCPU() - selfBefore) / cycles * 1e6,
+		}
+		if pid := h.postmasterPID(); pid != 0 {
+			r.cpu.postgres = (postgresCPU(pid) - pgBefore) / cycles * 1e6
+		}
+	}
 	stopServers(servers)
 	if err != nil {
 		return r, err
 	}
 	pgClients := h.pgbenchClients(&r, clients)
-	if r.floor, err = h.floorRate(ctx, poolSize, pgClients, h.o.duration); err != nil {
+	if r.floor, r.floorCPU, err = h.floorRun(ctx, poolSize, pgClients, h.o.duration); err != nil {
 		return r, fmt.Errorf("floor: %w", err)
 	}
 	if err := vacuum(ctx, url); err != nil {

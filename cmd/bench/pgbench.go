@@ -160,6 +160,8 @@ type pgbenchRun struct {
 type pgbenchOutput struct {
 	tps       float64
 	processed int64
+	// cpu is pgbench's own CPU time.
+	cpu float64
 	progress  []progressLine
 }
 
@@ -203,7 +205,9 @@ func runPgbench(ctx context.Context, pgbench string, run pgbenchRun) (pgbenchOut
 	if err := cmd.Run(); err != nil {
 		return pgbenchOutput{}, fmt.Errorf("pgbench: %w\n%s", err, out.String())
 	}
-	return parsePgbench(out.String())
+	parsed, err := parsePgbench(out.String())
+	parsed.cpu = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	return parsed, err
 }
 
 var (

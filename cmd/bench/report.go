@@ -27,7 +27,10 @@ type row struct {
 	floor, serviceSQL float64
 	p50, p99          time.Duration
 	cpuCores, rssMB   float64
-	note              string
+	// cpu and floorCPU are the CPU time per cycle of PostgreSQL, the
+	// servers and the load generator, and of PostgreSQL and pgbench.
+	cpu, floorCPU cpuSplit
+	note          string
 }
 
 func (r *row) fill(res loadgen.Result, servers []*serverProc, cpuBefore float64) {
@@ -45,16 +48,27 @@ func (r *row) addNote(note string) {
 }
 
 func header() string {
-	return "| scenario | replicas | clients | pool | cycles/s (HTTP) | floor (cycles/s) | HTTP / floor | service SQL (cycles/s) | HTTP / service SQL | claim p50 | claim p99 | server CPU (cores) | server RSS (MB) | note |\n" +
-		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	return "| scenario | replicas | clients | pool | cycles/s (HTTP) | floor (cycles/s) | HTTP / floor | service SQL (cycles/s) | HTTP / service SQL | claim p50 | claim p99 | server CPU (cores) | server RSS (MB) | CPU µs per cycle: PostgreSQL + servers + load generator | floor: PostgreSQL + pgbench | note |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 }
 
 func (r row) String() string {
 	floor, floorRatio := reference(r.cycles, r.floor)
 	sql, sqlRatio := reference(r.cycles, r.serviceSQL)
-	return fmt.Sprintf("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s |",
+	return fmt.Sprintf("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s | %s | %s |",
 		r.name, r.replicas, r.clients, r.pool, r.cycles, floor, floorRatio, sql, sqlRatio,
-		ms(r.p50), ms(r.p99), r.cpuCores, r.rssMB, r.note)
+		ms(r.p50), ms(r.p99), r.cpuCores, r.rssMB, r.cpu.String(), r.floorCPU.String(), r.note)
+}
+
+// String writes the split as "total (PostgreSQL + servers + client)".
+func (c cpuSplit) String() string {
+	if !c.known() {
+		return "n/a"
+	}
+	if c.server == 0 {
+		return fmt.Sprintf("%.0f (%.0f + %.0f)", c.total(), c.postgres, c.client)
+	}
+	return fmt.Sprintf("%.0f (%.0f + %.0f + %.0f)", c.total(), c.postgres, c.server, c.client)
 }
 
 // reference formats a reference rate and the ratio of rate to it.
@@ -182,7 +196,11 @@ transaction, as prepared statements, with the same clients on the
 scenario's database ("HTTP / service SQL"). Load generator, servers,
 pgbench and PostgreSQL share the machine's cores. Server CPU is the
 servers' CPU time over the run's wall time; RSS is the peak resident set of
-a server.
+a server. "CPU µs per cycle" splits where each cycle's CPU time went: the
+cluster's processes (from /proc, the exited ones through the postmaster's
+children's times), the servers, and the load generator (the harness's own
+process), or for the floor PostgreSQL and pgbench; with the cores saturated,
+cycles per second is about cores × 10⁶ / that total.
 
 `
 

@@ -340,3 +340,12 @@ func tail(path string) string {
 	raw, _ := io.ReadAll(f)
 	return string(raw)
 }
+
+// PID is the postmaster's process id; 0 when Start found a server of an
+// earlier run already running on DataDir.
+func (c *Cluster) PID() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
