@@ -161,8 +161,8 @@ type pgbenchOutput struct {
 	tps       float64
 	processed int64
 	// cpu is pgbench's own CPU time.
-	cpu float64
-	progress  []progressLine
+	cpu      float64
+	progress []progressLine
 }
 
 // progressLine is one -P report: the rate and the transactions' mean
