@@ -78,7 +78,7 @@ func (h *harness) cost(ctx context.Context, poolSize, cycles int) ([]costRun, er
 		return runs, err
 	}
 	single := func(ctx context.Context, n int) (int64, error) {
-		out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: serviceURL, script: h.script, clients: 1, transactions: n, defines: []string{"pool=bench"}})
+		out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: serviceURL, script: h.script, clients: 1, transactions: n, defines: []string{"pool=bench"}, service: true})
 		return out.processed, err
 	}
 	if r, err = h.measureCost(ctx, "service SQL, 1 key per statement", serviceURL, benchDB, cycles, single); err != nil {
@@ -313,7 +313,14 @@ func batchedCycles(queriesFile, url string, batch int) (func(context.Context, in
 		return nil, err
 	}
 	return func(ctx context.Context, keys int) (int64, error) {
-		conn, err := pgx.Connect(ctx, url)
+		cfg, err := pgx.ParseConfig(url)
+		if err != nil {
+			return 0, err
+		}
+		// The service's session settings (server.connect).
+		cfg.RuntimeParams["jit"] = "off"
+		cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+		conn, err := pgx.ConnectConfig(ctx, cfg)
 		if err != nil {
 			return 0, err
 		}

@@ -325,7 +325,7 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 	if err := vacuum(ctx, url); err != nil {
 		return r, err
 	}
-	out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: h.script, clients: pgClients,
+	out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: h.script, clients: pgClients, service: true,
 		duration: h.o.duration, defines: []string{"pool=bench"}})
 	r.serviceSQL = out.tps
 	return r, err

@@ -155,7 +155,15 @@ type pgbenchRun struct {
 	progress time.Duration
 	// defines are -D name=value.
 	defines []string
+	// service runs the sessions with the settings the service's own
+	// sessions have (server.connect): the service's SQL is measured as the
+	// service runs it. The floor runs with the server's defaults.
+	service bool
 }
+
+// serviceSessionOptions are the session settings the server gives its
+// connections.
+const serviceSessionOptions = "-c jit=off -c plan_cache_mode=force_generic_plan"
 
 type pgbenchOutput struct {
 	tps       float64
@@ -198,8 +206,9 @@ func runPgbench(ctx context.Context, pgbench string, run pgbenchRun) (pgbenchOut
 	}
 	args = append(args, "-f", file, run.url)
 	cmd := exec.CommandContext(ctx, pgbench, args...)
-	// The sessions run as the service's do, without JIT (see server.connect).
-	cmd.Env = append(os.Environ(), "PGOPTIONS=-c jit=off")
+	if run.service {
+		cmd.Env = append(os.Environ(), "PGOPTIONS="+serviceSessionOptions)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {

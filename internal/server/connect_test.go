@@ -10,7 +10,8 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
-// The service's sessions run without JIT: on a pool of a million keys the
+// The service's sessions run without JIT, and with the generic plans of
+// their prepared statements: on a pool of a million keys the
 // claim's estimated cost passes jit_above_cost, and compiling it took
 // 0.5–2 s per statement while the statement itself runs in well under a
 // millisecond. A jit set in the URL still wins.
@@ -20,9 +21,11 @@ func TestSessionsRunWithoutJIT(t *testing.T) {
 	for dsn, want := range map[string]string{url: "off", url + "&jit=on": "on"} {
 		pool, err := connect(context.Background(), dsn, config.Config{DBMaxConns: 2, DBTimeout: 5e9})
 		require.NoError(t, err)
-		var jit string
+		var jit, planCache string
 		require.NoError(t, pool.QueryRow(context.Background(), "SHOW jit").Scan(&jit))
+		require.NoError(t, pool.QueryRow(context.Background(), "SHOW plan_cache_mode").Scan(&planCache))
 		pool.Close()
 		require.Equal(t, want, jit, dsn)
+		require.Equal(t, "force_generic_plan", planCache, "prepared statements are planned once")
 	}
 }
