@@ -45,6 +45,9 @@ var errorTable = []struct {
 		detail: "Every key of the pool is blocked, or the pool has no keys."},
 	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
+	// Before ErrUnavailable: a standby that cannot be reached is both.
+	{err: store.ErrReportsUnavailable, status: http.StatusServiceUnavailable, code: "reports_unavailable", title: "Report database unavailable",
+		detail: "Reports read from a standby that cannot be read now, or that replays further behind the primary than REPORT_MAX_LAG allows. Keys and claims are not affected; retry shortly."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
 	{err: wakeup.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",

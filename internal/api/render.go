@@ -90,7 +90,10 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		// Only the database's absence is worth a warning each time: a
 		// readiness probe logs its own cause, and a shutdown answers every
 		// waiting client with a 503.
-		if errors.Is(err, store.ErrUnavailable) {
+		switch {
+		case errors.Is(err, store.ErrReportsUnavailable):
+			logger.Warn("report database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		case errors.Is(err, store.ErrUnavailable):
 			logger.Warn("database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
 // expiringWindow is how far ahead GET /stats counts keys about to expire.
@@ -51,6 +52,19 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// Headers of every answer read from history (reports and the dashboard's
+// charts): where it was read, primary or standby, and how many seconds
+// that was behind the primary.
+const (
+	headerReportSource = "X-Report-Source"
+	headerReplayLag    = "X-Replay-Lag-Seconds"
+)
+
+func setFreshness(w http.ResponseWriter, f store.Freshness) {
+	w.Header().Set(headerReportSource, f.Source)
+	w.Header().Set(headerReplayLag, strconv.FormatFloat(f.ReplayLag.Seconds(), 'f', 3, 64))
+}
+
 // listReports answers the catalogue of reports.
 func (a *API) listReports(w http.ResponseWriter, r *http.Request) error {
 	type entry struct {
@@ -88,11 +102,20 @@ func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error
 		if err != nil {
 			return err
 		}
-		// Run checks the range before it runs any query.
-		table, err := rep.Run(r.Context(), a.store, params)
+		// The range is checked before anything is read, the standby's lag
+		// included.
+		if err := params.Validate(); err != nil {
+			return err
+		}
+		src, err := a.store.Reports(r.Context())
 		if err != nil {
 			return err
 		}
+		table, err := rep.Run(r.Context(), src, params)
+		if err != nil {
+			return err
+		}
+		setFreshness(w, table.Freshness)
 		writeJSON(w, http.StatusOK, reports.NewDocument(rep, params, table))
 		return nil
 	}
