@@ -292,9 +292,12 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 		stopServers(servers)
 		return r, err
 	}
-	before := cpuSeconds(servers)
+	before, pgBefore := cpuSeconds(servers), h.postgresCPUSeconds()
 	res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: h.o.duration})
 	r.fill(res, servers, before)
+	if pgBefore >= 0 {
+		r.pgCores = (h.postgresCPUSeconds() - pgBefore) / res.Elapsed.Seconds()
+	}
 	stopServers(servers)
 	if err != nil {
 		return r, err
@@ -482,6 +485,46 @@ func cpuSeconds(servers []*serverProc) float64 {
 		utime, _ := strconv.ParseFloat(fields[11], 64)
 		stime, _ := strconv.ParseFloat(fields[12], 64)
 		total += (utime + stime) / 100 // clock ticks
+	}
+	return total
+}
+
+// postgresCPUSeconds is the CPU time the harness's own cluster has used so
+// far: the postmaster's, that of the sessions and workers it has reaped,
+// and that of those still running. -1 on a server the harness did not
+// start, whose processes it cannot see.
+func (h *harness) postgresCPUSeconds() float64 {
+	if h.cluster == nil || h.cluster.Pid() == 0 {
+		return -1
+	}
+	postmaster := h.cluster.Pid()
+	total := 0.0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+		ppid, _ := strconv.Atoi(fields[1])
+		if pid != postmaster && ppid != postmaster {
+			continue
+		}
+		ticks := 0.0
+		n := 2 // utime, stime
+		if pid == postmaster {
+			n = 4 // and cutime, cstime: the children it has reaped
+		}
+		for _, f := range fields[11 : 11+n] {
+			v, _ := strconv.ParseFloat(f, 64)
+			ticks += v
+		}
+		total += ticks / 100 // clock ticks
 	}
 	return total
 }

@@ -27,7 +27,10 @@ type row struct {
 	floor, serviceSQL float64
 	p50, p99          time.Duration
 	cpuCores, rssMB   float64
-	note              string
+	// pgCores is the CPU the harness's own PostgreSQL used over the run,
+	// in cores; zero where it is not known.
+	pgCores float64
+	note    string
 }
 
 func (r *row) fill(res loadgen.Result, servers []*serverProc, cpuBefore float64) {
@@ -45,16 +48,20 @@ func (r *row) addNote(note string) {
 }
 
 func header() string {
-	return "| scenario | replicas | clients | pool | cycles/s (HTTP) | floor (cycles/s) | HTTP / floor | service SQL (cycles/s) | HTTP / service SQL | claim p50 | claim p99 | server CPU (cores) | server RSS (MB) | note |\n" +
-		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	return "| scenario | replicas | clients | pool | cycles/s (HTTP) | floor (cycles/s) | HTTP / floor | service SQL (cycles/s) | HTTP / service SQL | claim p50 | claim p99 | server CPU (cores) | server RSS (MB) | PostgreSQL CPU (cores) | note |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 }
 
 func (r row) String() string {
 	floor, floorRatio := reference(r.cycles, r.floor)
 	sql, sqlRatio := reference(r.cycles, r.serviceSQL)
-	return fmt.Sprintf("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s |",
+	pg := "n/a"
+	if r.pgCores > 0 {
+		pg = fmt.Sprintf("%.2f", r.pgCores)
+	}
+	return fmt.Sprintf("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s | %s |",
 		r.name, r.replicas, r.clients, r.pool, r.cycles, floor, floorRatio, sql, sqlRatio,
-		ms(r.p50), ms(r.p99), r.cpuCores, r.rssMB, r.note)
+		ms(r.p50), ms(r.p99), r.cpuCores, r.rssMB, pg, r.note)
 }
 
 // reference formats a reference rate and the ratio of rate to it.
@@ -187,7 +194,10 @@ transaction, as prepared statements, with the same clients on the
 scenario's database ("HTTP / service SQL"). Load generator, servers,
 pgbench and PostgreSQL share the machine's cores. Server CPU is the
 servers' CPU time over the run's wall time; RSS is the peak resident set of
-a server.
+a server. PostgreSQL CPU is the CPU time of the harness's own cluster (its
+postmaster, and every session and worker, ended or running) over the run's
+wall time, the background work autovacuum and the checkpointer do meanwhile
+included; "n/a" on a server given by -database-url.
 
 `
 

@@ -154,6 +154,16 @@ func (c *Cluster) URL() string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
 }
 
+// Pid is the process id of the server's postmaster, or 0 when this program
+// did not start it. Its own CPU time and that of the sessions it has reaped
+// are the cluster's; benchmarks read them.
+func (c *Cluster) Pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // Port is the cluster's TCP port.
 func (c *Cluster) Port() int { return c.port }
 
