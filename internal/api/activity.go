@@ -46,17 +46,14 @@ func (a *API) activity(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := src.Freshness()
-	setFreshness(w, f)
 	body := struct {
-		Pool             string       `json:"pool,omitempty"`
-		Minutes          int          `json:"minutes"`
-		From             string       `json:"from"`
-		To               string       `json:"to"`
-		Source           string       `json:"source"`
-		ReplayLagSeconds float64      `json:"replayLagSeconds"`
-		PerMinute        []minuteBody `json:"perMinute"`
-	}{Pool: pool, Minutes: minutes, Source: f.Source, ReplayLagSeconds: f.ReplayLag.Seconds(), PerMinute: make([]minuteBody, len(rows))}
+		Pool    string `json:"pool,omitempty"`
+		Minutes int    `json:"minutes"`
+		From    string `json:"from"`
+		To      string `json:"to"`
+		freshness
+		PerMinute []minuteBody `json:"perMinute"`
+	}{Pool: pool, Minutes: minutes, freshness: setFreshness(w, src.Freshness()), PerMinute: make([]minuteBody, len(rows))}
 	for i, row := range rows {
 		body.PerMinute[i] = minuteBody{
 			Minute: formatTime(row.Minute), Created: row.Created, Assigned: row.Assigned, Released: row.Released,
@@ -86,22 +83,19 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	f := src.Freshness()
-	setFreshness(w, f)
 	type bucket struct {
 		FromSeconds float64  `json:"fromSeconds"`
 		ToSeconds   *float64 `json:"toSeconds"`
 		Leases      int64    `json:"leases"`
 	}
 	body := struct {
-		Pool             string   `json:"pool,omitempty"`
-		Minutes          int      `json:"minutes"`
-		Source           string   `json:"source"`
-		ReplayLagSeconds float64  `json:"replayLagSeconds"`
-		Buckets          []bucket `json:"buckets"`
-		Ended            int64    `json:"ended"`
-		Held             int64    `json:"held"`
-	}{Pool: pool, Minutes: minutes, Source: f.Source, ReplayLagSeconds: f.ReplayLag.Seconds(), Held: hist.Held, Buckets: make([]bucket, len(hist.Ended))}
+		Pool    string `json:"pool,omitempty"`
+		Minutes int    `json:"minutes"`
+		freshness
+		Buckets []bucket `json:"buckets"`
+		Ended   int64    `json:"ended"`
+		Held    int64    `json:"held"`
+	}{Pool: pool, Minutes: minutes, freshness: setFreshness(w, src.Freshness()), Held: hist.Held, Buckets: make([]bucket, len(hist.Ended))}
 	for i, n := range hist.Ended {
 		b := bucket{Leases: n}
 		if i > 0 {

@@ -60,9 +60,18 @@ const (
 	headerReplayLag    = "X-Replay-Lag-Seconds"
 )
 
-func setFreshness(w http.ResponseWriter, f store.Freshness) {
+// freshness is the same in the body, embedded in the bodies of the
+// dashboard's charts (the report documents carry their own).
+type freshness struct {
+	Source           string  `json:"source"`
+	ReplayLagSeconds float64 `json:"replayLagSeconds"`
+}
+
+// setFreshness sets the headers and returns the body's members.
+func setFreshness(w http.ResponseWriter, f store.Freshness) freshness {
 	w.Header().Set(headerReportSource, f.Source)
 	w.Header().Set(headerReplayLag, strconv.FormatFloat(f.ReplayLag.Seconds(), 'f', 3, 64))
+	return freshness{Source: f.Source, ReplayLagSeconds: f.ReplayLag.Seconds()}
 }
 
 // listReports answers the catalogue of reports.
