@@ -100,9 +100,6 @@ func (s *Store) Reports(ctx context.Context) (*Reports, error) {
 	return nil, fmt.Errorf("%w: %w", ErrReportsUnavailable, why)
 }
 
-// HasStandby reports whether reports read from a standby.
-func (s *Store) HasStandby() bool { return s.cfg.Standby != nil }
-
 // StandbyStatus asks the standby how far its replay is behind. It fails
 // when no standby is configured.
 func (s *Store) StandbyStatus(ctx context.Context) (StandbyStatus, error) {
