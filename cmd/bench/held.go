@@ -221,7 +221,15 @@ func (h *harness) heldSnapshot(ctx context.Context, poolSize, clients int, s hel
 }
 
 func (h *harness) heldService(ctx context.Context, poolSize, clients int, s heldSchedule) (heldRun, error) {
-	r := heldRun{name: "service (HTTP)", clients: clients, pool: poolSize}
+	return h.heldServiceOn(ctx, "service (HTTP)", poolSize, clients, s, nil)
+}
+
+// heldServiceOn runs the service under load with a snapshot held on the
+// connection that holdOn returns for the bench database (nil: the
+// primary), and env for the servers; holdOn may return a cleanup.
+func (h *harness) heldServiceOn(ctx context.Context, name string, poolSize, clients int, s heldSchedule,
+	holdOn func(ctx context.Context, url string) (holdURL string, env []string, cleanup func(), err error)) (heldRun, error) {
+	r := heldRun{name: name, clients: clients, pool: poolSize}
 	url, err := h.freshDB(ctx)
 	if err != nil {
 		return r, err
@@ -229,12 +237,20 @@ func (h *harness) heldService(ctx context.Context, poolSize, clients int, s held
 	if err := loadKeys(ctx, url, "bench", poolSize); err != nil {
 		return r, err
 	}
-	servers, err := h.startServers(ctx, url, 1, nil)
+	holdURL, env := url, []string(nil)
+	if holdOn != nil {
+		var cleanup func()
+		if holdURL, env, cleanup, err = holdOn(ctx, url); err != nil {
+			return r, err
+		}
+		defer cleanup()
+	}
+	servers, err := h.startServers(ctx, url, 1, env)
 	if err != nil {
 		return r, err
 	}
 	defer stopServers(servers)
-	conn, err := pgx.Connect(ctx, url)
+	conn, err := pgx.Connect(ctx, holdURL)
 	if err != nil {
 		return r, err
 	}

@@ -155,6 +155,16 @@ func run(ctx context.Context, o options) error {
 		rep.held = runs
 		fmt.Print(heldSection(runs, o.held))
 	}
+	if want("held snapshot on a standby") {
+		fmt.Printf("held snapshot on a standby: %s of load, the snapshot held on the standby from %s for %s\n",
+			o.held.total(), o.held.leadIn, o.held.hold)
+		run, err := h.standbyHeld(ctx, smallPool, 32, o.held)
+		if err != nil {
+			return fmt.Errorf("held snapshot on a standby: %w", err)
+		}
+		rep.standby = &run
+		fmt.Print(standbySection(run, rep.held, o.held))
+	}
 	if want("per-cycle cost") {
 		fmt.Printf("per-cycle cost: %d cycles per workload\n", o.costCycles)
 		costs, err := h.cost(ctx, smallPool, o.costCycles)

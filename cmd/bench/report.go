@@ -137,7 +137,9 @@ type report struct {
 	rows     []row
 	held     []heldRun
 	schedule heldSchedule
-	costs    []costRun
+	// standby is the held snapshot on a standby, when it ran.
+	standby *heldRun
+	costs   []costRun
 }
 
 func (r report) String() string {
@@ -155,6 +157,9 @@ func (r report) String() string {
 	}
 	if len(r.held) > 0 {
 		b.WriteString(heldSection(r.held, r.schedule))
+	}
+	if r.standby != nil {
+		b.WriteString(standbySection(*r.standby, r.held, r.schedule))
 	}
 	if len(r.costs) > 0 {
 		b.WriteString(costSection(r.costs))

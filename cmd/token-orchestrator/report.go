@@ -47,7 +47,26 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 		pool        = fs.String("pool", "", "only this pool (default: every pool)")
 		limit       = fs.Int("limit", reports.DefaultLimit, "most rows of the leases report")
 		format      = fs.String("format", "table", "table, csv or json")
+		reportURL   = fs.String("report-database-url", env("REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)")
+		maxLag      = fs.Duration("report-max-lag", store.DefaultMaxStandbyLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
+		fallback    = fs.Bool("report-fallback", false, "read from DATABASE_URL when the standby cannot be read or is too far behind (env REPORT_FALLBACK)")
 	)
+	if v := env("REPORT_MAX_LAG", ""); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			*maxLag = d
+		} else {
+			fmt.Fprintf(stderr, "token-orchestrator report: REPORT_MAX_LAG: %q is not a positive duration\n", v)
+			return 2
+		}
+	}
+	if v := env("REPORT_FALLBACK", ""); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "token-orchestrator report: REPORT_FALLBACK: %q is not true or false\n", v)
+			return 2
+		}
+		*fallback = b
+	}
 	fs.Usage = func() { reportUsage(fs) }
 	// The report's name may come before or after the flags.
 	var name string
@@ -106,27 +125,34 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 		return 2
 	}
 
-	pgxCfg, err := pgxpool.ParseConfig(*databaseURL)
-	if err != nil {
-		fmt.Fprintln(stderr, "token-orchestrator report: DATABASE_URL:", err)
-		return 2
-	}
-	pgxCfg.MaxConns = 2
-	pgxCfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	if pgxCfg.ConnConfig.RuntimeParams == nil {
-		pgxCfg.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	pgxCfg.ConnConfig.RuntimeParams["application_name"] = "token-orchestrator report"
-	db, err := pgxpool.NewWithConfig(ctx, pgxCfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "token-orchestrator report:", err)
-		return 1
+	// Pools connect when first used: with a standby, the primary is only
+	// reached when falling back to it.
+	db, code := reportPool(ctx, *databaseURL, "DATABASE_URL", stderr)
+	if db == nil {
+		return code
 	}
 	defer db.Close()
-	table, err := rep.Run(ctx, store.New(db, store.Config{}), params)
+	storeCfg := store.Config{MaxStandbyLag: *maxLag, ReportFallback: *fallback}
+	if *reportURL != "" {
+		if storeCfg.Standby, code = reportPool(ctx, *reportURL, "REPORT_DATABASE_URL", stderr); storeCfg.Standby == nil {
+			return code
+		}
+		defer storeCfg.Standby.Close()
+	}
+	src, err := store.New(db, storeCfg).Reports(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "token-orchestrator report:", describeDBError(err))
 		return 1
+	}
+	table, err := rep.Run(ctx, src, params)
+	if err != nil {
+		fmt.Fprintln(stderr, "token-orchestrator report:", describeDBError(err))
+		return 1
+	}
+	if f := table.Freshness; *reportURL != "" && *format != "json" {
+		// JSON carries it in the document; the other formats keep stdout
+		// to the rows.
+		fmt.Fprintf(stderr, "read from the %s, %.3fs behind the primary\n", f.Source, f.ReplayLag.Seconds())
 	}
 	switch *format {
 	case "csv":
@@ -141,6 +167,27 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 		return 1
 	}
 	return 0
+}
+
+// reportPool returns a pool over url, or nil and the exit code.
+func reportPool(ctx context.Context, url, setting string, stderr io.Writer) (*pgxpool.Pool, int) {
+	pgxCfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		fmt.Fprintf(stderr, "token-orchestrator report: %s: %v\n", setting, err)
+		return nil, 2
+	}
+	pgxCfg.MaxConns = 2
+	pgxCfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if pgxCfg.ConnConfig.RuntimeParams == nil {
+		pgxCfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	pgxCfg.ConnConfig.RuntimeParams["application_name"] = "token-orchestrator report"
+	db, err := pgxpool.NewWithConfig(ctx, pgxCfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "token-orchestrator report:", err)
+		return nil, 1
+	}
+	return db, 0
 }
 
 // parseWhen reads an RFC 3339 time, "now", or a duration before now.
@@ -162,6 +209,9 @@ func describeDBError(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42883") {
 		return err.Error() + "\n  the database has no report views yet: start token-orchestrator serve on it once to apply the migrations"
+	}
+	if errors.Is(err, store.ErrReportsUnavailable) {
+		return err.Error() + "\n  is the standby running and streaming? check REPORT_DATABASE_URL, or set REPORT_FALLBACK=true to read the primary meanwhile"
 	}
 	if errors.Is(err, store.ErrUnavailable) {
 		return err.Error() + "\n  is the database running? set DATABASE_URL or -database-url"

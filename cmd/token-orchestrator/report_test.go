@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -110,4 +111,34 @@ func TestReportCommandRefusesBadParameters(t *testing.T) {
 	code, _, errOut := runReportCmd(t, nowhere, "leases")
 	require.Equal(t, 1, code, errOut)
 	require.Contains(t, errOut, "is the database running?")
+}
+
+// With REPORT_DATABASE_URL the command reads the standby; one that cannot
+// be read fails the command with what to check, or, with REPORT_FALLBACK,
+// the primary is read instead. (Reads on a real standby: internal/faults.)
+func TestReportCommandOnAStandby(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	gone := "postgres://postgres@" + l.Addr().String() + "/postgres?sslmode=disable"
+	require.NoError(t, l.Close())
+	run := func(env map[string]string) (int, string, string) {
+		var out, errOut bytes.Buffer
+		env["DATABASE_URL"] = dbURL
+		code := runReport(context.Background(), []string{"key-activity", "-format", "csv"}, func(name string) string { return env[name] }, &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	code, _, errOut := run(map[string]string{"REPORT_DATABASE_URL": gone})
+	require.Equal(t, 1, code, errOut)
+	require.Contains(t, errOut, "REPORT_FALLBACK")
+
+	code, out, errOut := run(map[string]string{"REPORT_DATABASE_URL": gone, "REPORT_FALLBACK": "true"})
+	require.Zero(t, code, errOut)
+	require.Contains(t, errOut, "read from the primary")
+	require.True(t, strings.HasPrefix(out, "pool,hour,created,deleted,expired\n"), out)
+
+	code, _, errOut = run(map[string]string{"REPORT_MAX_LAG": "soon"})
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "REPORT_MAX_LAG")
 }

@@ -58,3 +58,39 @@ func (q *Queries) CleanupHorizonGet(ctx context.Context) (CleanupHorizonGetRow, 
 	)
 	return i, err
 }
+
+const reportStatementTimeoutSet = `-- name: ReportStatementTimeoutSet :exec
+SELECT set_config('statement_timeout', $1::int::text, true)
+`
+
+// Bounds every statement of a report read from the primary, for the rest of
+// its transaction only: a report that runs away is cancelled by the server
+// itself, and the snapshot it holds back cleanup with is let go.
+func (q *Queries) ReportStatementTimeoutSet(ctx context.Context, milliseconds int32) error {
+	_, err := q.db.Exec(ctx, reportStatementTimeoutSet, milliseconds)
+	return err
+}
+
+const standbyStatusGet = `-- name: StandbyStatusGet :one
+SELECT pg_is_in_recovery() AS in_recovery,
+       coalesce(CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, -1)::float8 AS replay_lag_seconds
+`
+
+type StandbyStatusGetRow struct {
+	InRecovery       bool
+	ReplayLagSeconds float64
+}
+
+// How far a streaming standby's replay is behind, read on the standby. While
+// everything received has been replayed the lag is zero, however long ago the
+// last transaction was (an idle primary sends nothing to replay); otherwise it
+// is the age of the last transaction replayed, and -1 while none has been
+// replayed since the standby started. in_recovery is false on a server that
+// is not a standby.
+func (q *Queries) StandbyStatusGet(ctx context.Context) (StandbyStatusGetRow, error) {
+	row := q.db.QueryRow(ctx, standbyStatusGet)
+	var i StandbyStatusGetRow
+	err := row.Scan(&i.InRecovery, &i.ReplayLagSeconds)
+	return i, err
+}

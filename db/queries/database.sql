@@ -25,3 +25,20 @@ SELECT
         coalesce((SELECT max(age(holders.backend_xmin)) FROM holders), 0),
         coalesce((SELECT max(age(s.xmin)) FROM pg_catalog.pg_replication_slots AS s), 0)
     )::bigint AS xmin_age_transactions;
+
+-- name: StandbyStatusGet :one
+-- How far a streaming standby's replay is behind, read on the standby. While
+-- everything received has been replayed the lag is zero, however long ago the
+-- last transaction was (an idle primary sends nothing to replay); otherwise it
+-- is the age of the last transaction replayed, and -1 while none has been
+-- replayed since the standby started. in_recovery is false on a server that
+-- is not a standby.
+SELECT pg_is_in_recovery() AS in_recovery,
+       coalesce(CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END, -1)::float8 AS replay_lag_seconds;
+
+-- name: ReportStatementTimeoutSet :exec
+-- Bounds every statement of a report read from the primary, for the rest of
+-- its transaction only: a report that runs away is cancelled by the server
+-- itself, and the snapshot it holds back cleanup with is let go.
+SELECT set_config('statement_timeout', sqlc.arg(milliseconds)::int::text, true);

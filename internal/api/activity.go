@@ -38,17 +38,22 @@ func (a *API) activity(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rows, err := a.store.ActivityPerMinute(r.Context(), pool, minutes)
+	src, err := a.store.Reports(r.Context())
+	if err != nil {
+		return err
+	}
+	rows, err := src.ActivityPerMinute(r.Context(), pool, minutes)
 	if err != nil {
 		return err
 	}
 	body := struct {
-		Pool      string       `json:"pool,omitempty"`
-		Minutes   int          `json:"minutes"`
-		From      string       `json:"from"`
-		To        string       `json:"to"`
+		Pool    string `json:"pool,omitempty"`
+		Minutes int    `json:"minutes"`
+		From    string `json:"from"`
+		To      string `json:"to"`
+		freshness
 		PerMinute []minuteBody `json:"perMinute"`
-	}{Pool: pool, Minutes: minutes, PerMinute: make([]minuteBody, len(rows))}
+	}{Pool: pool, Minutes: minutes, freshness: setFreshness(w, src.Freshness()), PerMinute: make([]minuteBody, len(rows))}
 	for i, row := range rows {
 		body.PerMinute[i] = minuteBody{
 			Minute: formatTime(row.Minute), Created: row.Created, Assigned: row.Assigned, Released: row.Released,
@@ -70,7 +75,11 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hist, err := a.store.LeaseDurationHistogram(r.Context(), pool, minutes, leaseDurationBounds)
+	src, err := a.store.Reports(r.Context())
+	if err != nil {
+		return err
+	}
+	hist, err := src.LeaseDurationHistogram(r.Context(), pool, minutes, leaseDurationBounds)
 	if err != nil {
 		return err
 	}
@@ -80,12 +89,13 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 		Leases      int64    `json:"leases"`
 	}
 	body := struct {
-		Pool    string   `json:"pool,omitempty"`
-		Minutes int      `json:"minutes"`
+		Pool    string `json:"pool,omitempty"`
+		Minutes int    `json:"minutes"`
+		freshness
 		Buckets []bucket `json:"buckets"`
 		Ended   int64    `json:"ended"`
 		Held    int64    `json:"held"`
-	}{Pool: pool, Minutes: minutes, Held: hist.Held, Buckets: make([]bucket, len(hist.Ended))}
+	}{Pool: pool, Minutes: minutes, freshness: setFreshness(w, src.Freshness()), Held: hist.Held, Buckets: make([]bucket, len(hist.Ended))}
 	for i, n := range hist.Ended {
 		b := bucket{Leases: n}
 		if i > 0 {

@@ -51,6 +51,9 @@ var errorTable = []struct {
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
 	{err: store.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",
 		detail: "A key was claimed under this Idempotency-Key and that lease has ended (released, run out, or its key deleted). Nothing was claimed; send a new Idempotency-Key to claim a key."},
+	// Before ErrUnavailable: a standby that cannot be reached is both.
+	{err: store.ErrReportsUnavailable, status: http.StatusServiceUnavailable, code: "reports_unavailable", title: "Report database unavailable",
+		detail: "Reports read from a standby that cannot be read now, or that replays further behind the primary than REPORT_MAX_LAG allows. Keys and claims are not affected; retry shortly."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
 	{err: wakeup.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",

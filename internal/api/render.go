@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -88,7 +89,10 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		h.Set("Retry-After", retryAfterSeconds)
 		// A readiness probe logs its own cause, and a shutdown answers every
 		// waiting client with a 503: only the others are worth a warning.
-		if p.Code != "not_ready" && p.Code != "shutting_down" {
+		switch {
+		case errors.Is(err, store.ErrReportsUnavailable):
+			logger.Warn("report database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		case p.Code != "not_ready" && p.Code != "shutting_down":
 			logger.Warn("service unavailable", "code", p.Code, "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
 // expiringWindow is how far ahead GET /stats counts keys about to expire.
@@ -51,6 +52,28 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// Headers of every answer read from history (reports and the dashboard's
+// charts): where it was read, primary or standby, and how many seconds
+// that was behind the primary.
+const (
+	headerReportSource = "X-Report-Source"
+	headerReplayLag    = "X-Replay-Lag-Seconds"
+)
+
+// freshness is the same in the body, embedded in the bodies of the
+// dashboard's charts (the report documents carry their own).
+type freshness struct {
+	Source           string  `json:"source"`
+	ReplayLagSeconds float64 `json:"replayLagSeconds"`
+}
+
+// setFreshness sets the headers and returns the body's members.
+func setFreshness(w http.ResponseWriter, f store.Freshness) freshness {
+	w.Header().Set(headerReportSource, f.Source)
+	w.Header().Set(headerReplayLag, strconv.FormatFloat(f.ReplayLag.Seconds(), 'f', 3, 64))
+	return freshness{Source: f.Source, ReplayLagSeconds: f.ReplayLag.Seconds()}
+}
+
 // listReports answers the catalogue of reports.
 func (a *API) listReports(w http.ResponseWriter, r *http.Request) error {
 	type entry struct {
@@ -88,11 +111,20 @@ func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error
 		if err != nil {
 			return err
 		}
-		// Run checks the range before it runs any query.
-		table, err := rep.Run(r.Context(), a.store, params)
+		// The range is checked before anything is read, the standby's lag
+		// included.
+		if err := params.Validate(); err != nil {
+			return err
+		}
+		src, err := a.store.Reports(r.Context())
 		if err != nil {
 			return err
 		}
+		table, err := rep.Run(r.Context(), src, params)
+		if err != nil {
+			return err
+		}
+		setFreshness(w, table.Freshness)
 		writeJSON(w, http.StatusOK, reports.NewDocument(rep, params, table))
 		return nil
 	}

@@ -21,6 +21,20 @@ type Config struct {
 	// DatabaseURL of the shared PostgreSQL. Empty: an embedded PostgreSQL
 	// under DataDir.
 	DatabaseURL string
+	// ReportDatabaseURL, when set, is a streaming hot standby of the
+	// database that reports and the dashboard's charts read from.
+	// Defaults to empty: they read from the primary.
+	ReportDatabaseURL string
+	// ReportMaxLag is how far behind the primary the standby's replay may
+	// be for reports to read from it. Defaults to 30 seconds.
+	ReportMaxLag time.Duration
+	// ReportFallback lets reports read from the primary while the standby
+	// cannot be read or is too far behind. Defaults to false: they answer
+	// 503 instead.
+	ReportFallback bool
+	// ReportStatementTimeout bounds each statement of a report read from
+	// the primary. Defaults to 60 seconds.
+	ReportStatementTimeout time.Duration
 	// DataDir holds the embedded PostgreSQL's data, kept across restarts.
 	DataDir string
 	// EmbeddedPort is the loopback port of the embedded PostgreSQL.
@@ -114,8 +128,13 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		port, maxConns, waitersConns               string
 		maxWaiters, maxWaitedPools                 string
 		election, leaderTTL                        string
+		reportMaxLag, reportFallback, reportStmt   string
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
+	fs.StringVar(&cfg.ReportDatabaseURL, "report-database-url", env("REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming hot standby that reports read from; empty: the primary (env REPORT_DATABASE_URL)")
+	fs.StringVar(&reportMaxLag, "report-max-lag", env("REPORT_MAX_LAG", "30s"), "reports refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
+	fs.StringVar(&reportFallback, "report-fallback", env("REPORT_FALLBACK", "false"), "reports read from the primary while the standby cannot be read or is too far behind (env REPORT_FALLBACK)")
+	fs.StringVar(&reportStmt, "report-statement-timeout", env("REPORT_STATEMENT_TIMEOUT", "60s"), "statement_timeout of report statements on the primary (env REPORT_STATEMENT_TIMEOUT)")
 	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the embedded PostgreSQL's data (env DATA_DIR)")
 	fs.StringVar(&port, "embedded-port", env("EMBEDDED_PG_PORT", "54329"), "loopback port of the embedded PostgreSQL (env EMBEDDED_PG_PORT)")
 	fs.StringVar(&cfg.Addr, "addr", env("ADDR", "127.0.0.1:8080"), "HTTP listen address (env ADDR)")
@@ -174,10 +193,20 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	cfg.ShutdownTimeout = duration("SHUTDOWN_TIMEOUT", shutdn, 0)
 	cfg.DrainDelay = duration("DRAIN_DELAY", drainDelay, 0)
 	cfg.MigrateTimeout = duration("MIGRATE_TIMEOUT", migrateTimeout, time.Second)
+	cfg.ReportMaxLag = duration("REPORT_MAX_LAG", reportMaxLag, time.Millisecond)
+	cfg.ReportStatementTimeout = duration("REPORT_STATEMENT_TIMEOUT", reportStmt, time.Millisecond)
+	if cfg.ReportFallback, err = strconv.ParseBool(reportFallback); err != nil {
+		errs = append(errs, fmt.Errorf("REPORT_FALLBACK: %q is not true or false", reportFallback))
+	}
 
 	if cfg.DatabaseURL != "" {
 		if u, err := url.Parse(cfg.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			errs = append(errs, errors.New("DATABASE_URL: must be a postgres:// or postgresql:// URL"))
+		}
+	}
+	if cfg.ReportDatabaseURL != "" {
+		if u, err := url.Parse(cfg.ReportDatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			errs = append(errs, errors.New("REPORT_DATABASE_URL: must be a postgres:// or postgresql:// URL"))
 		}
 	}
 	if cfg.EmbeddedPort, err = strconv.Atoi(port); err != nil || cfg.EmbeddedPort < 1 || cfg.EmbeddedPort > 65535 {

@@ -32,6 +32,10 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, DefaultWaitersDBConns, cfg.WaitersDBConns)
 	require.Equal(t, 10000, cfg.MaxWaiters)
 	require.Equal(t, 1000, cfg.MaxWaitedPools)
+	require.Equal(t, "", cfg.ReportDatabaseURL, "reports read the primary")
+	require.Equal(t, 30*time.Second, cfg.ReportMaxLag)
+	require.False(t, cfg.ReportFallback)
+	require.Equal(t, 60*time.Second, cfg.ReportStatementTimeout)
 }
 
 // Waiting clients never get every connection: unless configured, their
@@ -56,17 +60,21 @@ func TestWaitersLeaveAConnectionToOtherRequests(t *testing.T) {
 func TestEnvironmentAndFlags(t *testing.T) {
 	t.Parallel()
 	cfg, err := Load([]string{"-lease-ttl", "2s", "-addr", ":9000"}, env(map[string]string{
-		"DATABASE_URL":      "postgres://u@db:5432/keys",
-		"KEY_TTL":           "10m",
-		"LEASE_TTL":         "30s",
-		"SWEEP_INTERVAL":    "250ms",
-		"HISTORY_RETENTION": "48h",
-		"CORS_ORIGINS":      "https://a.example.com, http://localhost:3000",
-		"LOG_LEVEL":         "debug",
-		"ADDR":              "127.0.0.1:1",
-		"ALLOW_OPEN":        "true",
-		"MAX_WAITERS":       "500",
-		"MAX_WAITED_POOLS":  "20",
+		"DATABASE_URL":             "postgres://u@db:5432/keys",
+		"KEY_TTL":                  "10m",
+		"LEASE_TTL":                "30s",
+		"SWEEP_INTERVAL":           "250ms",
+		"HISTORY_RETENTION":        "48h",
+		"CORS_ORIGINS":             "https://a.example.com, http://localhost:3000",
+		"LOG_LEVEL":                "debug",
+		"ADDR":                     "127.0.0.1:1",
+		"ALLOW_OPEN":               "true",
+		"MAX_WAITERS":              "500",
+		"MAX_WAITED_POOLS":         "20",
+		"REPORT_DATABASE_URL":      "postgres://u@standby:5432/keys",
+		"REPORT_MAX_LAG":           "2m",
+		"REPORT_FALLBACK":          "true",
+		"REPORT_STATEMENT_TIMEOUT": "15s",
 	}), io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "postgres://u@db:5432/keys", cfg.DatabaseURL)
@@ -79,6 +87,10 @@ func TestEnvironmentAndFlags(t *testing.T) {
 	require.Equal(t, slog.LevelDebug, cfg.LogLevel)
 	require.Equal(t, 500, cfg.MaxWaiters)
 	require.Equal(t, 20, cfg.MaxWaitedPools)
+	require.Equal(t, "postgres://u@standby:5432/keys", cfg.ReportDatabaseURL)
+	require.Equal(t, 2*time.Minute, cfg.ReportMaxLag)
+	require.True(t, cfg.ReportFallback)
+	require.Equal(t, 15*time.Second, cfg.ReportStatementTimeout)
 }
 
 func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
@@ -104,6 +116,10 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 		{map[string]string{"WAITERS_DB_CONNS": "20"}, "WAITERS_DB_CONNS: \"20\" is not a number from 1 to 19"},
 		{map[string]string{"DB_MAX_CONNS": "4", "WAITERS_DB_CONNS": "4"}, "WAITERS_DB_CONNS"},
 		{map[string]string{"EMBEDDED_PG_PORT": "70000"}, "EMBEDDED_PG_PORT"},
+		{map[string]string{"REPORT_DATABASE_URL": "standby:5432"}, "REPORT_DATABASE_URL"},
+		{map[string]string{"REPORT_MAX_LAG": "0s"}, "REPORT_MAX_LAG"},
+		{map[string]string{"REPORT_FALLBACK": "maybe"}, "REPORT_FALLBACK"},
+		{map[string]string{"REPORT_STATEMENT_TIMEOUT": "1 minute"}, "REPORT_STATEMENT_TIMEOUT"},
 	} {
 		_, err := Load(nil, env(tc.vars), io.Discard)
 		require.ErrorContains(t, err, tc.message, "%v", tc.vars)

@@ -194,3 +194,43 @@ func (c *horizonCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(snapshotAgeDesc, prometheus.GaugeValue, h.SnapshotAge.Seconds())
 	ch <- prometheus.MustNewConstMetric(xminAgeDesc, prometheus.GaugeValue, float64(h.XminAge))
 }
+
+var (
+	standbyLagDesc = prometheus.NewDesc("tokenorchestrator_report_standby_replay_lag_seconds",
+		"How far the replay of the standby that reports read from (REPORT_DATABASE_URL) is behind the primary: 0 while it has replayed everything it received. Absent while the standby cannot be read or has replayed nothing since it started.", nil, nil)
+	standbyUpDesc = prometheus.NewDesc("tokenorchestrator_report_standby_up",
+		"1 while the standby that reports read from answers and is in recovery, else 0.", nil, nil)
+)
+
+// WatchStandby exports, at every scrape, whether the reports' standby can
+// be read and how far behind it replays.
+func (m *Metrics) WatchStandby(status func(context.Context) (store.StandbyStatus, error), logger *slog.Logger) {
+	m.registry.MustRegister(&standbyCollector{status: status, logger: logger})
+}
+
+type standbyCollector struct {
+	status func(context.Context) (store.StandbyStatus, error)
+	logger *slog.Logger
+}
+
+func (c *standbyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- standbyLagDesc
+	ch <- standbyUpDesc
+}
+
+func (c *standbyCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.status(ctx)
+	if err != nil {
+		c.logger.Warn("report standby unavailable", "error", err)
+	}
+	up := 0.0
+	if err == nil && st.InRecovery {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(standbyUpDesc, prometheus.GaugeValue, up)
+	if err == nil && st.LagKnown {
+		ch <- prometheus.MustNewConstMetric(standbyLagDesc, prometheus.GaugeValue, st.ReplayLag.Seconds())
+	}
+}

@@ -41,6 +41,14 @@ type Config struct {
 	BinDir string
 	// Settings are extra server settings (name → value).
 	Settings map[string]string
+	// StandbyOf, when set, is the URL of a running primary: a first start
+	// copies its cluster with pg_basebackup instead of running initdb, and
+	// the server runs as a streaming hot standby of it (pg_basebackup -R
+	// writes standby.signal and primary_conninfo). The primary needs no
+	// setting for it: initdb's defaults (wal_level=replica, max_wal_senders,
+	// and a pg_hba.conf that with --auth=trust trusts replication from
+	// loopback) allow it.
+	StandbyOf string
 	// StartTimeout bounds start-up; zero means 60 seconds.
 	StartTimeout time.Duration
 	// Logger; nil means slog.Default().
@@ -90,7 +98,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			return c, nil
 		}
 	}
-	if err := initCluster(ctx, binDir, cfg.DataDir, cred, cfg.Logger); err != nil {
+	if err := initCluster(ctx, binDir, cfg.DataDir, cfg.StandbyOf, cred, cfg.Logger); err != nil {
 		return nil, err
 	}
 	port := cfg.Port
@@ -219,10 +227,11 @@ func (c *Cluster) exitedChan() <-chan struct{} {
 	return c.exited
 }
 
-// initCluster runs initdb unless dataDir already holds a cluster. It builds
-// the cluster beside dataDir and renames it into place, so that a start that
-// failed halfway never leaves a half-made data directory behind.
-func initCluster(ctx context.Context, binDir, dataDir string, cred *credential, logger *slog.Logger) error {
+// initCluster runs initdb, or pg_basebackup from standbyOf, unless dataDir
+// already holds a cluster. It builds the cluster beside dataDir and renames
+// it into place, so that a start that failed halfway never leaves a
+// half-made data directory behind.
+func initCluster(ctx context.Context, binDir, dataDir, standbyOf string, cred *credential, logger *slog.Logger) error {
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
 		return nil
 	}
@@ -250,15 +259,24 @@ func initCluster(ctx context.Context, binDir, dataDir string, cred *credential, 
 			return err
 		}
 	}
-	logger.Info("creating the embedded PostgreSQL cluster", "data_dir", dataDir)
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"),
-		"-D", building, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	var cmd *exec.Cmd
+	if standbyOf == "" {
+		logger.Info("creating the embedded PostgreSQL cluster", "data_dir", dataDir)
+		cmd = exec.CommandContext(ctx, filepath.Join(binDir, "initdb"),
+			"-D", building, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	} else {
+		logger.Info("copying the primary for a standby", "data_dir", dataDir)
+		// A fast checkpoint: the copy starts at once instead of at the
+		// primary's next scheduled checkpoint.
+		cmd = exec.CommandContext(ctx, filepath.Join(binDir, "pg_basebackup"),
+			"-D", building, "-d", standbyOf, "-R", "--checkpoint=fast", "--no-sync")
+	}
 	cmd.SysProcAttr = initdbProcAttr(cred)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		_ = os.RemoveAll(building)
-		return fmt.Errorf("initdb: %w\n%s", err, out.String())
+		return fmt.Errorf("%s: %w\n%s", filepath.Base(cmd.Path), err, out.String())
 	}
 	_ = os.Remove(dataDir) // an empty directory left by an earlier attempt
 	return os.Rename(building, dataDir)
@@ -283,6 +301,13 @@ func runningPort(dataDir string) (int, bool) {
 		return 0, false
 	}
 	return port, true
+}
+
+// Installed reports why no PostgreSQL server binaries can be found, or nil
+// when they can: tests that start their own clusters check it first.
+func Installed() error {
+	_, err := findBinDir("")
+	return err
 }
 
 // findBinDir looks for a directory holding initdb and postgres.

@@ -26,7 +26,11 @@ type Document struct {
 	// Limit and Truncated are set for the leases report only.
 	Limit     *int  `json:"limit,omitempty"`
 	Truncated *bool `json:"truncated,omitempty"`
-	Rows      []Row `json:"rows"`
+	// Source is where the rows were read, primary or standby, and
+	// ReplayLagSeconds how far that was behind the primary.
+	Source           string  `json:"source"`
+	ReplayLagSeconds float64 `json:"replayLagSeconds"`
+	Rows             []Row   `json:"rows"`
 }
 
 // Row is one row of a Document.
@@ -62,7 +66,8 @@ func (r Row) MarshalJSON() ([]byte, error) {
 
 // NewDocument builds the JSON document of a report's result.
 func NewDocument(r Report, p Params, t Table) Document {
-	doc := Document{Report: r.Name, From: formatTime(p.From), To: formatTime(p.To), Rows: make([]Row, len(t.Rows))}
+	doc := Document{Report: r.Name, From: formatTime(p.From), To: formatTime(p.To), Rows: make([]Row, len(t.Rows)),
+		Source: t.Freshness.Source, ReplayLagSeconds: t.Freshness.ReplayLag.Seconds()}
 	if p.Pool != "" {
 		doc.Pool = &p.Pool
 	}

@@ -90,6 +90,9 @@ type Table struct {
 	Rows    [][]any
 	// Truncated is set when the leases report had more rows than its limit.
 	Truncated bool
+	// Freshness says where the rows were read and how far behind the
+	// primary that was.
+	Freshness store.Freshness
 }
 
 // Report is one report of the catalogue.
@@ -103,12 +106,12 @@ type Report struct {
 	Columns []Column
 	// PerLease is set for the leases report, which takes a limit.
 	PerLease bool
-	run      func(ctx context.Context, s *store.Store, p Params) ([][]any, error)
+	run      func(ctx context.Context, s *store.Reports, p Params) ([][]any, error)
 }
 
-// Run validates the parameters and runs the report. Invalid parameters
-// return an ErrInvalidParams error before any query runs.
-func (r Report) Run(ctx context.Context, s *store.Store, p Params) (Table, error) {
+// Run validates the parameters and runs the report where s reads. Invalid
+// parameters return an ErrInvalidParams error before any query runs.
+func (r Report) Run(ctx context.Context, s *store.Reports, p Params) (Table, error) {
 	if err := p.Validate(); err != nil {
 		return Table{}, err
 	}
@@ -120,7 +123,7 @@ func (r Report) Run(ctx context.Context, s *store.Store, p Params) (Table, error
 	if err != nil {
 		return Table{}, err
 	}
-	t := Table{Columns: r.Columns, Rows: rows}
+	t := Table{Columns: r.Columns, Rows: rows, Freshness: s.Freshness()}
 	if r.PerLease && len(rows) == p.Limit {
 		t.Rows, t.Truncated = rows[:len(rows)-1], true
 	}
@@ -171,7 +174,7 @@ var All = []Report{
 		PerLease: true,
 		Columns: columns("pool", "pool", "key_id", "keyId", "lease_token", "leaseToken", "started_at", "startedAt",
 			"ended_at", "endedAt", "ended_by", "endedBy", "keep_alives", "keepAlives", "duration_seconds", "durationSeconds"),
-		run: func(ctx context.Context, s *store.Store, p Params) ([][]any, error) {
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			leases, err := s.Leases(ctx, p.From, p.To, p.Pool, p.Limit)
 			rows := make([][]any, len(leases))
 			for i, l := range leases {
@@ -187,7 +190,7 @@ var All = []Report{
 		Summary: "per pool and hour: leases assigned, released by their holder, expired by the background job, ended by deletion, and keep-alives",
 		Columns: columns("pool", "pool", "hour", "hour", "assigned", "assigned", "released", "released",
 			"lease_expired", "leaseExpired", "ended_by_deletion", "endedByDeletion", "keep_alives", "keepAlives"),
-		run: func(ctx context.Context, s *store.Store, p Params) ([][]any, error) {
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			activity, err := s.LeaseActivity(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(activity))
 			for i, a := range activity {
@@ -202,7 +205,7 @@ var All = []Report{
 		Summary: "per pool and hour of start: leases, how many ended, and mean, p50, p95 and max duration in seconds of those",
 		Columns: columns("pool", "pool", "hour", "hour", "leases", "leases", "ended", "ended",
 			"mean_seconds", "meanSeconds", "p50_seconds", "p50Seconds", "p95_seconds", "p95Seconds", "max_seconds", "maxSeconds"),
-		run: func(ctx context.Context, s *store.Store, p Params) ([][]any, error) {
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			durations, err := s.LeaseDurations(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(durations))
 			for i, d := range durations {
@@ -217,7 +220,7 @@ var All = []Report{
 		Source:  "key_activity_hourly",
 		Summary: "per pool and hour: keys created, deleted by a client, and expired",
 		Columns: columns("pool", "pool", "hour", "hour", "created", "created", "deleted", "deleted", "expired", "expired"),
-		run: func(ctx context.Context, s *store.Store, p Params) ([][]any, error) {
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			activity, err := s.KeyActivity(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(activity))
 			for i, a := range activity {
@@ -232,7 +235,7 @@ var All = []Report{
 		Summary: "per pool and hour: key-seconds, blocked-seconds and their ratio, the share of key-time spent blocked",
 		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "blocked_seconds", "blockedSeconds",
 			"utilisation", "utilisation"),
-		run: func(ctx context.Context, s *store.Store, p Params) ([][]any, error) {
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			utilisation, err := s.Utilisation(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(utilisation))
 			for i, u := range utilisation {

@@ -34,6 +34,8 @@ type Server struct {
 	logger  *slog.Logger
 	cluster *pgembed.Cluster
 	pool    *pgxpool.Pool
+	// standby is the pool of REPORT_DATABASE_URL; nil without it.
+	standby *pgxpool.Pool
 	store   *store.Store
 	sweeper *sweeper.Sweeper
 	elector *leader.Elector // nil unless LEADER_ELECTION
@@ -67,18 +69,32 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		}
 		dsn = s.cluster.URL()
 	}
-	if s.pool, err = connect(ctx, dsn, cfg); err != nil {
+	if s.pool, err = connect(ctx, dsn, "DATABASE_URL", "token-orchestrator", cfg.DBMaxConns, cfg); err != nil {
 		return nil, err
 	}
 	if err = migrateWithRetry(ctx, s.pool, cfg.MigrateTimeout, logger); err != nil {
 		return nil, err
 	}
-	s.store = store.New(s.pool, store.Config{KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout})
+	if cfg.ReportDatabaseURL != "" {
+		// Reports are few and long: a share of the primary's connections
+		// is enough, and bounds what they ask of the standby.
+		if s.standby, err = connect(ctx, cfg.ReportDatabaseURL, "REPORT_DATABASE_URL", "token-orchestrator reports", max(2, cfg.DBMaxConns/4), cfg); err != nil {
+			return nil, err
+		}
+	}
+	s.store = store.New(s.pool, store.Config{
+		KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout,
+		Standby: s.standby, MaxStandbyLag: cfg.ReportMaxLag, ReportFallback: cfg.ReportFallback,
+		ReportStatementTimeout: cfg.ReportStatementTimeout,
+	})
 	if err = s.store.CheckIndexes(ctx); err != nil {
 		return nil, err
 	}
 	m := metrics.New(s.store.CountPools, logger)
 	m.WatchHorizon(s.store.CleanupHorizon, logger)
+	if s.standby != nil {
+		m.WatchStandby(s.store.StandbyStatus, logger)
+	}
 	sweeperCfg := sweeper.Config{
 		Interval:           cfg.SweepInterval,
 		HistoryRetention:   cfg.HistoryRetention,
@@ -256,6 +272,9 @@ func (s *Server) close() {
 	if s.pool != nil {
 		s.pool.Close()
 	}
+	if s.standby != nil {
+		s.standby.Close()
+	}
 	if s.cluster != nil {
 		if err := s.cluster.Stop(); err != nil {
 			s.logger.Warn("embedded PostgreSQL", "error", err)
@@ -291,17 +310,19 @@ func (s *Server) ready() func(context.Context) error {
 	}
 }
 
-func connect(ctx context.Context, dsn string, cfg config.Config) (*pgxpool.Pool, error) {
+// connect returns a pool of up to maxConns connections over dsn, read
+// from the named setting.
+func connect(ctx context.Context, dsn, setting, application string, maxConns int, cfg config.Config) (*pgxpool.Pool, error) {
 	poolCfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, fmt.Errorf("%s: %w", setting, err)
 	}
-	poolCfg.MaxConns = int32(cfg.DBMaxConns)
+	poolCfg.MaxConns = int32(maxConns)
 	poolCfg.ConnConfig.ConnectTimeout = cfg.DBTimeout
 	if poolCfg.ConnConfig.RuntimeParams == nil {
 		poolCfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	poolCfg.ConnConfig.RuntimeParams["application_name"] = "token-orchestrator"
+	poolCfg.ConnConfig.RuntimeParams["application_name"] = application
 	// The planner's cost of a claim on a large pool passes jit_above_cost,
 	// and compiling it takes far longer (hundreds of milliseconds) than the
 	// statement ever runs. No statement of the service gains from JIT. A

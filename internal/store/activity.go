@@ -22,10 +22,8 @@ type MinuteActivity struct {
 // ActivityPerMinute returns the events of the pool (every pool when pool is
 // empty) in each of the last minutes minutes by the database clock, oldest
 // first, the current minute last; minutes without events have zeros.
-func (s *Store) ActivityPerMinute(ctx context.Context, pool string, minutes int) ([]MinuteActivity, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.KeyEventsPerMinute(ctx, dbsqlc.KeyEventsPerMinuteParams{
+func (r *Reports) ActivityPerMinute(ctx context.Context, pool string, minutes int) ([]MinuteActivity, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyEventsPerMinute, dbsqlc.KeyEventsPerMinuteParams{
 		Minutes: int32(minutes), Pool: poolFilter(pool),
 	})
 	if err != nil {
@@ -53,10 +51,8 @@ type DurationHistogram struct {
 
 // LeaseDurationHistogram counts the leases of the pool (every pool when pool is
 // empty) that started in the last minutes minutes, by duration.
-func (s *Store) LeaseDurationHistogram(ctx context.Context, pool string, minutes int, bounds []float64) (DurationHistogram, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.KeyLeasesDurationHistogram(ctx, dbsqlc.KeyLeasesDurationHistogramParams{
+func (r *Reports) LeaseDurationHistogram(ctx context.Context, pool string, minutes int, bounds []float64) (DurationHistogram, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyLeasesDurationHistogram, dbsqlc.KeyLeasesDurationHistogramParams{
 		Bounds: bounds, Minutes: int32(minutes), Pool: poolFilter(pool),
 	})
 	if err != nil {

@@ -70,14 +70,6 @@ type Utilisation struct {
 	Utilisation    float64
 }
 
-// reportTimeout bounds a report. Reports read up to a month of history, so
-// they get longer than the single-row statements of the key pool.
-const reportTimeout = 60 * time.Second
-
-func (s *Store) withReportTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, max(reportTimeout, s.cfg.QueryTimeout))
-}
-
 func poolFilter(pool string) *string {
 	if pool == "" {
 		return nil
@@ -86,10 +78,8 @@ func poolFilter(pool string) *string {
 }
 
 // Leases returns up to max leases that started in [from, to), oldest first.
-func (s *Store) Leases(ctx context.Context, from, to time.Time, pool string, max int) ([]Lease, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.KeyLeasesList(ctx, dbsqlc.KeyLeasesListParams{
+func (r *Reports) Leases(ctx context.Context, from, to time.Time, pool string, max int) ([]Lease, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyLeasesList, dbsqlc.KeyLeasesListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool), Max: int32(max),
 	})
 	if err != nil {
@@ -109,10 +99,8 @@ func (s *Store) Leases(ctx context.Context, from, to time.Time, pool string, max
 }
 
 // LeaseActivity returns the lease events per pool and hour.
-func (s *Store) LeaseActivity(ctx context.Context, from, to time.Time, pool string) ([]LeaseActivity, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.LeaseActivityHourlyList(ctx, dbsqlc.LeaseActivityHourlyListParams{
+func (r *Reports) LeaseActivity(ctx context.Context, from, to time.Time, pool string) ([]LeaseActivity, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseActivityHourlyList, dbsqlc.LeaseActivityHourlyListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
 	})
 	if err != nil {
@@ -126,10 +114,8 @@ func (s *Store) LeaseActivity(ctx context.Context, from, to time.Time, pool stri
 }
 
 // LeaseDurations returns the lease durations per pool and hour of start.
-func (s *Store) LeaseDurations(ctx context.Context, from, to time.Time, pool string) ([]LeaseDurations, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.LeaseDurationsHourlyList(ctx, dbsqlc.LeaseDurationsHourlyListParams{
+func (r *Reports) LeaseDurations(ctx context.Context, from, to time.Time, pool string) ([]LeaseDurations, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseDurationsHourlyList, dbsqlc.LeaseDurationsHourlyListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
 	})
 	if err != nil {
@@ -143,10 +129,8 @@ func (s *Store) LeaseDurations(ctx context.Context, from, to time.Time, pool str
 }
 
 // KeyActivity returns the keys created, deleted and expired per pool and hour.
-func (s *Store) KeyActivity(ctx context.Context, from, to time.Time, pool string) ([]KeyActivity, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.KeyActivityHourlyList(ctx, dbsqlc.KeyActivityHourlyListParams{
+func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool string) ([]KeyActivity, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyActivityHourlyList, dbsqlc.KeyActivityHourlyListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
 	})
 	if err != nil {
@@ -160,10 +144,8 @@ func (s *Store) KeyActivity(ctx context.Context, from, to time.Time, pool string
 }
 
 // Utilisation returns the share of key-time spent blocked per pool and hour.
-func (s *Store) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
-	ctx, cancel := s.withReportTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.PoolUtilisationList(ctx, dbsqlc.PoolUtilisationListParams{
+func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationList, dbsqlc.PoolUtilisationListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
 	})
 	if err != nil {

@@ -49,7 +49,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 	from, to := base.Add(-time.Hour), time.Now().Add(time.Minute)
 
 	t.Run("leases", func(t *testing.T) {
-		leases, err := b.store.Leases(b.ctx, from, to, "a", 100)
+		leases, err := b.reports(t).Leases(b.ctx, from, to, "a", 100)
 		require.NoError(t, err)
 		lease := func(key int, token int64, start, end time.Duration, by string, keepAlives int64) store.Lease {
 			return store.Lease{
@@ -66,7 +66,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 			lease(3, 5, 110*time.Minute, 130*time.Minute, "expired", 0),
 		}, leases)
 
-		open, err := b.store.Leases(b.ctx, from, to, "b", 100)
+		open, err := b.reports(t).Leases(b.ctx, from, to, "b", 100)
 		require.NoError(t, err)
 		require.Len(t, open, 1)
 		require.Equal(t, base.Add(30*time.Minute), open[0].StartedAt.UTC())
@@ -75,16 +75,16 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		require.Nil(t, open[0].DurationSeconds)
 
 		// [from, to) on the start; at most max, oldest first.
-		some, err := b.store.Leases(b.ctx, base.Add(15*time.Minute), base.Add(90*time.Minute), "a", 100)
+		some, err := b.reports(t).Leases(b.ctx, base.Add(15*time.Minute), base.Add(90*time.Minute), "a", 100)
 		require.NoError(t, err)
 		require.Equal(t, []int64{102, 103}, tokens(some))
-		first, err := b.store.Leases(b.ctx, from, to, "", 2)
+		first, err := b.reports(t).Leases(b.ctx, from, to, "", 2)
 		require.NoError(t, err)
 		require.Equal(t, []int64{101, 102}, tokens(first))
 	})
 
 	t.Run("lease activity", func(t *testing.T) {
-		activity, err := b.store.LeaseActivity(b.ctx, from, to, "a")
+		activity, err := b.reports(t).LeaseActivity(b.ctx, from, to, "a")
 		require.NoError(t, err)
 		requireHours(t, []store.LeaseActivity{
 			{Pool: "a", Hour: h(0), Assigned: 3, Released: 2, LeaseExpired: 1, EndedByDeletion: 0, KeepAlives: 3},
@@ -94,17 +94,17 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 
 		// Hours that overlap [from, to): H0:30 to H1:30 takes H0 and H1;
 		// to on an hour's start leaves that hour out.
-		overlap, err := b.store.LeaseActivity(b.ctx, h(0).Add(30*time.Minute), h(1).Add(30*time.Minute), "")
+		overlap, err := b.reports(t).LeaseActivity(b.ctx, h(0).Add(30*time.Minute), h(1).Add(30*time.Minute), "")
 		require.NoError(t, err)
 		require.Len(t, overlap, 3, "H0 and H1 of a, H0 of b")
-		onlyH0, err := b.store.LeaseActivity(b.ctx, from, h(1), "a")
+		onlyH0, err := b.reports(t).LeaseActivity(b.ctx, from, h(1), "a")
 		require.NoError(t, err)
 		require.Len(t, onlyH0, 1)
 		require.Equal(t, h(0), onlyH0[0].Hour.UTC())
 	})
 
 	t.Run("lease durations", func(t *testing.T) {
-		durations, err := b.store.LeaseDurations(b.ctx, from, to, "")
+		durations, err := b.reports(t).LeaseDurations(b.ctx, from, to, "")
 		require.NoError(t, err)
 		requireHours(t, []store.LeaseDurations{
 			// 1200, 2400 and 600 s: p95 lies 0.9 of the way from 1200 to 2400.
@@ -117,7 +117,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 	})
 
 	t.Run("key activity", func(t *testing.T) {
-		activity, err := b.store.KeyActivity(b.ctx, from, to, "")
+		activity, err := b.reports(t).KeyActivity(b.ctx, from, to, "")
 		require.NoError(t, err)
 		requireHours(t, []store.KeyActivity{
 			{Pool: "a", Hour: h(0), Created: 3},
@@ -128,7 +128,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 	})
 
 	t.Run("utilisation", func(t *testing.T) {
-		utilisation, err := b.store.Utilisation(b.ctx, from, to, "a")
+		utilisation, err := b.reports(t).Utilisation(b.ctx, from, to, "a")
 		require.NoError(t, err)
 		requireHours(t, []store.Utilisation{
 			// Three keys all hour; leases of 20, 40 and 10 minutes.
@@ -140,7 +140,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		}, utilisation, func(u *store.Utilisation) *time.Time { return &u.Hour })
 
 		// Pool b is counted back from its live counts: 2 keys, 1 blocked.
-		live, err := b.store.Utilisation(b.ctx, from, to, "b")
+		live, err := b.reports(t).Utilisation(b.ctx, from, to, "b")
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, len(live), 4, "H0 to the current hour")
 		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(0), KeySeconds: 7200, BlockedSeconds: 1800, Utilisation: 0.25}, utc(live[0]))
@@ -150,7 +150,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		require.InDelta(t, 2*current.BlockedSeconds, current.KeySeconds, 1e-6)
 
 		// A range in the past is counted back over the events after it.
-		h1, err := b.store.Utilisation(b.ctx, h(1), h(2), "")
+		h1, err := b.reports(t).Utilisation(b.ctx, h(1), h(2), "")
 		require.NoError(t, err)
 		require.Equal(t, []store.Utilisation{
 			{Pool: "a", Hour: h(1), KeySeconds: 9600, BlockedSeconds: 1200, Utilisation: 0.125},

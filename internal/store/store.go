@@ -67,6 +67,22 @@ type Config struct {
 	// MaxInFlight is how many batch statements of one kind (and, for claims,
 	// one pool) may run at once. Zero means 2.
 	MaxInFlight int
+
+	// Standby, when set, is a pool on a streaming hot standby of the
+	// database, which reports read from (see Store.Reports); everything
+	// else stays on the primary. Defaults to none: reports read from the
+	// primary.
+	Standby *pgxpool.Pool
+	// MaxStandbyLag is how far behind the primary the standby's replay may
+	// be for reports to read from it. Defaults to DefaultMaxStandbyLag.
+	MaxStandbyLag time.Duration
+	// ReportFallback lets reports read from the primary while the standby
+	// cannot be read or is too far behind. Defaults to false: they fail
+	// with ErrReportsUnavailable, and the primary is spared their load.
+	ReportFallback bool
+	// ReportStatementTimeout bounds each statement of a report read from
+	// the primary. Defaults to DefaultReportStatementTimeout.
+	ReportStatementTimeout time.Duration
 }
 
 // Store runs the key pool's statements.
@@ -74,6 +90,8 @@ type Store struct {
 	pool    *pgxpool.Pool
 	queries *dbsqlc.Queries
 	cfg     Config
+	// standbyQueries run on Config.Standby; nil without one.
+	standbyQueries *dbsqlc.Queries
 
 	claims     *batch.Coalescer[string, struct{}, Key]
 	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
@@ -91,7 +109,16 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 2
 	}
+	if cfg.MaxStandbyLag <= 0 {
+		cfg.MaxStandbyLag = DefaultMaxStandbyLag
+	}
+	if cfg.ReportStatementTimeout <= 0 {
+		cfg.ReportStatementTimeout = DefaultReportStatementTimeout
+	}
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
+	if cfg.Standby != nil {
+		s.standbyQueries = dbsqlc.New(cfg.Standby)
+	}
 	s.claims = batch.New(batch.Config[string, struct{}, Key]{
 		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ string, key Key) { s.GiveBack(key) },
 	})

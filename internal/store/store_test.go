@@ -36,6 +36,14 @@ func setup(t *testing.T, cfg store.Config) *bundle {
 	return &bundle{store: store.New(pool, cfg), pool: pool, ctx: context.Background()}
 }
 
+// reports returns where the bundle's store reads reports.
+func (b *bundle) reports(t *testing.T) *store.Reports {
+	t.Helper()
+	r, err := b.store.Reports(b.ctx)
+	require.NoError(t, err)
+	return r
+}
+
 func testdbPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(testdb.New(t))

@@ -152,6 +152,11 @@
     const minutes = full ? MINUTES : 2;
     const data = await api('GET', '/activity?pool=' + enc(pool) + '&minutes=' + minutes);
     if (pool !== state.pool) return;
+    // Read from a standby (REPORT_DATABASE_URL), the charts may be behind
+    // the counts above, which come from the primary: say by how much.
+    $('activity-source').textContent = data.source === 'standby'
+      ? 'Read from the standby, ' + data.replayLagSeconds.toFixed(1) + ' s behind the primary'
+      : '';
     if (full) {
       state.minutes = data.perMinute;
     } else {
