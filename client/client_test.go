@@ -219,7 +219,9 @@ func TestAcquireWaitsForAKey(t *testing.T) {
 func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond})
+	// Leases and database timeouts in these tests are short, but long enough
+	// for a new database connection on a machine busy with other tests.
+	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second})
 
 	_, err := c.DeleteKey(ctx, lease.ID())
 	require.NoError(t, err)
@@ -235,7 +237,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 	ctx := testContext(t)
 	// No background job: the next holder's lease, which nobody keeps alive,
 	// must stay put while the test looks at it.
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 150 * time.Millisecond, SweepInterval: time.Hour})
+	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second, SweepInterval: time.Hour})
 
 	// An operator frees the key without a token; someone else takes it.
 	_, err := c.ReleaseKey(ctx, lease.ID(), "")
@@ -259,7 +261,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 func TestLeaseIsLostWhenKeepAlivesFailUntilItEnds(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	replica, _, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 300 * time.Millisecond, DBTimeout: 100 * time.Millisecond})
+	replica, _, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 2 * time.Second, DBTimeout: time.Second})
 
 	replica.CutDatabase()
 	waitForLoss(t, ctx, lease)
@@ -271,7 +273,7 @@ func TestLeaseIsLostWhenKeepAlivesFailUntilItEnds(t *testing.T) {
 func TestRetriesWhileTheDatabaseIsUnavailable(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	replica := servertest.Start(t, servertest.Options{DBTimeout: 200 * time.Millisecond})
+	replica := servertest.Start(t, servertest.Options{DBTimeout: time.Second})
 	proxy := newRecordingProxy(t, replica.URL)
 	c := newClient(t, proxy.URL)
 
