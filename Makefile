@@ -114,7 +114,7 @@ test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the ra
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
-bench: build ensure-postgres ## Run the benchmark harness on its own PostgreSQL cluster and write docs/benchmarks.md (about 15 minutes)
+bench: build ensure-postgres ## Run the benchmark harness on its own PostgreSQL cluster and write docs/benchmarks.md (about 20 minutes: the held snapshot runs on the primary and on a standby)
 	$(GO) run ./cmd/bench
 
 .PHONY: bench/quick

@@ -155,7 +155,11 @@ func run(ctx context.Context, o options) error {
 		rep.held = runs
 		fmt.Print(heldSection(runs, o.held))
 	}
-	if want("held snapshot on a standby") {
+	if want("held snapshot on a standby") && h.cluster == nil {
+		// A standby is made from the harness's own cluster with
+		// pg_basebackup; a server given by -database-url may be anywhere.
+		fmt.Println("held snapshot on a standby: skipped, it needs the harness's own cluster (no -database-url)")
+	} else if want("held snapshot on a standby") {
 		fmt.Printf("held snapshot on a standby: %s of load, the snapshot held on the standby from %s for %s\n",
 			o.held.total(), o.held.leadIn, o.held.hold)
 		run, err := h.standbyHeld(ctx, smallPool, 32, o.held)
