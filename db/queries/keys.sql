@@ -236,15 +236,24 @@ JOIN state ON state.key_id = deleted.id;
 
 -- name: KeyReleaseEndedLeases :one
 -- One batch of the background job: frees up to max keys whose lease has
--- ended, oldest deadline first. SKIP LOCKED leaves rows that a request or
--- another replica is working on to the next pass. The history rows come
--- from the rows locked, which are exactly the rows updated: the update
--- finds them by primary key (= ANY, an index lookup per key) and needs no
--- join back to them. The changes to the counts are written pool by pool in
--- pool order.
+-- ended, oldest deadline first, from the deadline since on (NULL: from the
+-- start). SKIP LOCKED leaves rows that a request or another replica is
+-- working on to the next pass. The history rows come from the rows locked,
+-- which are exactly the rows updated: the update finds them by primary key
+-- (= ANY, an index lookup per key) and needs no join back to them. The
+-- changes to the counts are written pool by pool in pool order. Returns
+-- how many it freed and the database time it looked at (scanned_until).
+--
+-- Why since: every claim adds an entry to key_state_lease_expires_at_idx
+-- and its release makes that entry dead. While a snapshot is held nothing
+-- removes dead entries, and those whose deadline has passed pile up at the
+-- start of the index: a scan from the start walked every one of them on
+-- every pass (20,368 buffers for a batch that found nothing, after 10,000
+-- cycles). Starting just below the previous pass's time skips them.
 WITH ended AS (
     SELECT c.key_id, c.pool, c.lease_token FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
+      AND c.lease_expires_at >= coalesce(sqlc.narg(since)::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
     LIMIT sqlc.arg(max)::int
     FOR UPDATE SKIP LOCKED
@@ -261,7 +270,7 @@ WITH ended AS (
     SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
-SELECT count(*) FROM released;
+SELECT count(*) AS released, now()::timestamptz AS scanned_until FROM released;
 
 -- name: KeyDeleteExpired :one
 -- One batch of the background job: deletes up to max keys whose life has

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -96,6 +97,10 @@ type Store struct {
 	claims     *batch.Coalescer[string, struct{}, Key]
 	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
 	keepAlives *batch.Coalescer[struct{}, leaseRequest, Key]
+
+	// ended tells the background job's batches where to start looking for
+	// ended leases.
+	ended endedLeases
 }
 
 // New returns a store over the connection pool.
@@ -242,11 +247,72 @@ func (s *Store) Delete(ctx context.Context, id uuid.UUID) (Key, error) {
 func (s *Store) ReleaseEndedLeases(ctx context.Context, max int) (int, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	n, err := retryConflicts(ctx, func() (int64, error) { return s.queries.KeyReleaseEndedLeases(ctx, int32(max)) })
+	since, full := s.ended.start()
+	row, err := retryConflicts(ctx, func() (dbsqlc.KeyReleaseEndedLeasesRow, error) {
+		return s.queries.KeyReleaseEndedLeases(ctx, dbsqlc.KeyReleaseEndedLeasesParams{Since: since, Max: int32(max)})
+	})
+	s.ended.done(full, err == nil && int(row.Released) < max, row.ScannedUntil)
 	if err != nil {
 		return 0, classify(err)
 	}
-	return int(n), nil
+	return int(row.Released), nil
+}
+
+// endedLeases keeps where the search for ended leases starts. A pass that
+// has come to the end of the ended leases (a short batch) has released every
+// lease that ended before the moment it looked, except those a request had
+// locked at that moment: those a request was releasing, extending or
+// deleting. So the next search starts a little below that moment rather
+// than at the start of the index, past the dead entries of leases released
+// long ago, which pile up there while an old snapshot prevents their
+// removal. Once a minute one search starts from the start, for a lease
+// whose request rolled back after it was skipped.
+type endedLeases struct {
+	mu       sync.Mutex
+	from     *time.Time // nil: from the start
+	lastFull time.Time
+	fullBusy bool
+}
+
+const (
+	// endedLeasesMargin is how far below the previous pass's moment a search
+	// starts, for statements that committed just after it looked.
+	endedLeasesMargin = 5 * time.Second
+	// endedLeasesFullEvery is how often a search starts from the start.
+	endedLeasesFullEvery = time.Minute
+)
+
+// start returns where a batch starts (nil: from the start) and whether it
+// is the periodic search from the start.
+func (e *endedLeases) start() (*time.Time, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.from == nil || (!e.fullBusy && time.Since(e.lastFull) >= endedLeasesFullEvery) {
+		if !e.fullBusy {
+			e.fullBusy = true
+			return nil, true
+		}
+	}
+	return e.from, false
+}
+
+// done records a batch's outcome: when it came to the end of the ended
+// leases, the next search may start just below the moment it looked.
+func (e *endedLeases) done(full, reachedEnd bool, scannedUntil time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if full {
+		e.fullBusy = false
+		if reachedEnd {
+			e.lastFull = time.Now()
+		}
+	}
+	if !reachedEnd || !full && e.from == nil {
+		return
+	}
+	if from := scannedUntil.Add(-endedLeasesMargin); e.from == nil || from.After(*e.from) {
+		e.from = &from
+	}
 }
 
 // DeleteExpired deletes up to max keys whose life has ended and returns how
