@@ -94,7 +94,8 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyKeepAliveMany", keyKeepAliveMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, 3600.0, 60.0}, []string{"keys_pkey", "key_state_pkey"}},
 		{"KeyReleaseMany", keyReleaseMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
-		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
+		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{nil, 1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
+		{"KeyReleaseEndedLeases (from a moment ago)", keyReleaseEndedLeases, []any{sqlExpr("now() - interval '5 seconds'"), 1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
 		{"KeyDeleteExpired", keyDeleteExpired, []any{1000}, []string{"keys_expires_at_idx", "key_state_pkey", "keys_pkey"}},
 		// Idempotent claims: the lookup, the lock and the record of a first
 		// claim, and the background job's cleanup.
