@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // The machine's cores are shared by PostgreSQL, the servers and the load
@@ -54,19 +52,6 @@ func postgresCPU(pid int) float64 {
 		}
 	}
 	return total
-}
-
-// selfCPU is this process's CPU seconds so far: the load generator's.
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-}
-
-func tvSeconds(tv syscall.Timeval) float64 {
-	return (time.Duration(tv.Sec)*time.Second + time.Duration(tv.Usec)*time.Microsecond).Seconds()
 }
 
 // cpuSplit is the CPU time per cycle of each party, in microseconds.
