@@ -8,11 +8,25 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/token-orchestrator ./cmd/token-orchestrator
+# .git is not sent to the build (.dockerignore): the version and commit come
+# as build arguments, e.g.
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) \
+#     --build-arg REVISION=$(git rev-parse HEAD) -t token-orchestrator .
+ARG VERSION=devel
+ARG REVISION=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w \
+      -X github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo.version=${VERSION} \
+      -X github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo.revision=${REVISION}" \
+    -o /out/token-orchestrator ./cmd/token-orchestrator
 
 # distroless/static: no shell, no package manager, CA certificates and
 # tzdata only; runs as uid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=devel
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="token-orchestrator" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/token-orchestrator /token-orchestrator
 USER nonroot:nonroot
 EXPOSE 8080
