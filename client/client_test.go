@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -448,4 +449,66 @@ func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusConflict, apiErr.Status)
 	require.Equal(t, "idempotency_key_reused", apiErr.Code)
+}
+
+// Listing a pool pages through its keys in id order without assigning any;
+// the stats count every pool.
+func TestListKeysAndStats(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	c := newClient(t, servertest.Start(t, servertest.Options{}).URL)
+
+	created, err := c.CreateKeys(ctx, "listed", 5)
+	require.NoError(t, err)
+	_, err = c.CreateKey(ctx, "")
+	require.NoError(t, err)
+	held, err := c.AssignKey(ctx, "listed", 0)
+	require.NoError(t, err)
+
+	var ids []string
+	for _, k := range created {
+		ids = append(ids, k.ID)
+	}
+	slices.Sort(ids)
+	var listed []string
+	after := ""
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 3, "two keys a page: three pages at most")
+		page, err := c.ListKeys(ctx, "listed", after, 2)
+		require.NoError(t, err)
+		require.Equal(t, "listed", page.Pool)
+		for _, k := range page.Keys {
+			require.Empty(t, k.LeaseToken, "a listing never shows lease tokens")
+			require.Equal(t, k.ID == held.ID, k.IsBlocked, k.ID)
+			listed = append(listed, k.ID)
+		}
+		if page.NextAfter == "" {
+			break
+		}
+		require.Len(t, page.Keys, 2)
+		after = page.NextAfter
+	}
+	require.Equal(t, ids, listed)
+
+	first, err := c.ListKeys(ctx, "", "", 0)
+	require.NoError(t, err)
+	require.Equal(t, "default", first.Pool)
+	require.Len(t, first.Keys, 1)
+	empty, err := c.ListKeys(ctx, "nobody", "", 0)
+	require.NoError(t, err)
+	require.Empty(t, empty.Keys)
+	_, err = c.ListKeys(ctx, "listed", "", client.MaxPageSize+1)
+	var apiErr *client.APIError
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusBadRequest, apiErr.Status)
+
+	stats, err := c.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, client.Stats{
+		Pools: []client.PoolStats{
+			{Pool: "default", Total: 1, Free: 1},
+			{Pool: "listed", Total: 5, Free: 4, Blocked: 1},
+		},
+		Total: client.PoolStats{Total: 6, Free: 5, Blocked: 1},
+	}, stats)
 }
