@@ -16,12 +16,16 @@ const (
 	exitFailed = 1
 	// exitUsage: the command line is wrong.
 	exitUsage = 2
+	// exitNoKey: "keys get" found no free key in the pool (within --wait),
+	// which a script may want to tell from a failure.
+	exitNoKey = 3
 )
 
 const exitCodesHelp = `Exit codes:
   0  done
   1  the server or database answered with an error, or could not be reached
-  2  usage error (unknown command, missing argument, bad flag)`
+  2  usage error (unknown command, missing argument, bad flag)
+  3  no free key in the pool (keys get)`
 
 // newFlagSet returns a flag set that reports errors instead of exiting and
 // prints its usage, help text first, to stderr.
@@ -72,6 +76,13 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 			return nil, err
 		}
 		if err != nil {
+			// The flag package has printed the error.
+			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+				var names []string
+				fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+				fmt.Fprint(fs.Output(), didYouMean("--"+strings.TrimLeft(name, "-"), names))
+			}
+			fmt.Fprintln(fs.Output())
 			usage()
 			return nil, err
 		}
@@ -88,6 +99,13 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 func usageError(fs *flag.FlagSet, format string, args ...any) int {
 	fmt.Fprintf(fs.Output(), "%s: %s\n\n", fs.Name(), fmt.Sprintf(format, args...))
 	fs.Usage()
+	return exitUsage
+}
+
+// badValue reports a wrong value on the command line, without the usage
+// that would bury the message, and returns exitUsage.
+func badValue(fs *flag.FlagSet, format string, args ...any) int {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
 	return exitUsage
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,15 +24,22 @@ token is taken from --token, TOKEN_ORCHESTRATOR_TOKEN, or the server's own
 settings in the same environment: CLIENT_TOKEN(_FILE), then
 ADMIN_TOKEN(_FILE).`
 
-func healthcheck(args []string) int {
-	return runHealthcheck(args, os.Stdout, os.Stderr, os.Getenv)
+func healthcheckFlags(fs *flag.FlagSet, getenv func(string) string) (server *string, timeout *time.Duration, token *string) {
+	server = fs.String("server", localServer(getenv("ADDR")), "the server's URL (default: from ADDR, as serve listens)")
+	timeout = fs.Duration("timeout", 3*time.Second, "give up after this long")
+	token = fs.String("token", "", "bearer token (default: from TOKEN_ORCHESTRATOR_TOKEN or the server's CLIENT_TOKEN or ADMIN_TOKEN)")
+	return server, timeout, token
+}
+
+func healthcheckWords() words {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	healthcheckFlags(fs, noEnv)
+	return words{flags: fs}
 }
 
 func runHealthcheck(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := newFlagSet("token-orchestrator healthcheck", healthcheckHelp, stderr)
-	server := fs.String("server", localServer(getenv("ADDR")), "the server's URL (default: from ADDR, as serve listens)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	token := fs.String("token", "", "bearer token (default: from TOKEN_ORCHESTRATOR_TOKEN or the server's CLIENT_TOKEN or ADMIN_TOKEN)")
+	server, timeout, token := healthcheckFlags(fs, getenv)
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return parseError(err)

@@ -92,8 +92,13 @@ func TestKeysCommands(t *testing.T) {
 	require.Equal(t, exitFailed, gone.code)
 	require.Contains(t, gone.stderr, "key_not_found")
 
+	// No free key has an exit code of its own, also after a wait.
 	none := keys("get", "--pool", "empty")
-	require.Equal(t, exitFailed, none.code)
+	require.Equal(t, exitNoKey, none.code)
+	require.Contains(t, none.stderr, "no_free_key")
+	require.Empty(t, none.stdout)
+	none = keys("get", "--pool", "empty", "--wait", "50ms", "--json")
+	require.Equal(t, exitNoKey, none.code)
 	require.Contains(t, none.stderr, "no_free_key")
 }
 

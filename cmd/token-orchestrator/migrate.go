@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -27,17 +28,32 @@ these commands are for operators.
           created, with every key and history row in them. It is refused
           unless --yes is given. Stop every server first.`
 
-func migrateCommand(args []string) int {
-	return runMigrate(args, os.Stdout, os.Stderr, os.Getenv)
+// migrateActions are the actions of migrate, for completion and typo
+// suggestions; migrateHelp describes them.
+var migrateActions = []subcommand{
+	{name: "up", summary: "apply every pending migration"},
+	{name: "status", summary: "list every migration and whether it is applied"},
+	{name: "down", summary: "roll back the most recent migration, dropping its data (with --yes)"},
+}
+
+func migrateFlags(fs *flag.FlagSet, getenv func(string) string) (databaseURL *string, yes *bool, timeout *time.Duration) {
+	databaseURL = fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL); required")
+	yes = fs.Bool("yes", false, "confirm 'down', which deletes data")
+	// As long as the server's MIGRATE_TIMEOUT: an index built concurrently
+	// waits for every transaction older than itself.
+	timeout = fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	return databaseURL, yes, timeout
+}
+
+func migrateWords() words {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	migrateFlags(fs, noEnv)
+	return words{flags: fs, subcommands: migrateActions}
 }
 
 func runMigrate(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	fs := newFlagSet("token-orchestrator migrate", migrateHelp, stderr)
-	databaseURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL); required")
-	yes := fs.Bool("yes", false, "confirm 'down', which deletes data")
-	// As long as the server's MIGRATE_TIMEOUT: an index built concurrently
-	// waits for every transaction older than itself.
-	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	databaseURL, yes, timeout := migrateFlags(fs, getenv)
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return parseError(err)
@@ -48,7 +64,15 @@ func runMigrate(args []string, stdout, stderr io.Writer, getenv func(string) str
 	action := positional[0]
 	switch {
 	case action != "up" && action != "down" && action != "status":
-		return usageError(fs, "unknown action %q; expected up, down or status", action)
+		var names []string
+		for _, a := range migrateActions {
+			names = append(names, a.name)
+		}
+		msg := fmt.Sprintf("unknown action %q; expected up, down or status", action)
+		if suggestion := didYouMean(action, names); suggestion != "" {
+			msg += "\n" + strings.TrimSuffix(suggestion, "\n")
+		}
+		return usageError(fs, "%s", msg)
 	case action == "down" && !*yes:
 		return usageError(fs, "'down' drops tables and their data; add --yes to confirm")
 	case *databaseURL == "":

@@ -19,122 +19,129 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
-func report(args []string) int {
+// report runs the report command until it is done or interrupted.
+func report(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	return runReport(ctx, args, os.Getenv, os.Stdout, os.Stderr)
+	return runReport(ctx, args, getenv, stdout, stderr)
+}
+
+// reportOptions are the flags of report.
+type reportOptions struct {
+	databaseURL, from, to, pool, format, reportURL *string
+	limit                                          *int
+	maxLag                                         *time.Duration
+	fallback                                       *bool
+}
+
+func reportFlags(fs *flag.FlagSet, getenv func(string) string) reportOptions {
+	// Without DATABASE_URL, the embedded database that serve starts.
+	embedded := "postgres://postgres@127.0.0.1:" + envOr(getenv, "EMBEDDED_PG_PORT", "54329") + "/postgres?sslmode=disable"
+	return reportOptions{
+		databaseURL: fs.String("database-url", envOr(getenv, "DATABASE_URL", embedded), "PostgreSQL URL (env DATABASE_URL; default the embedded database of serve)"),
+		from:        fs.String("from", "", "start of the range: an RFC 3339 time, or a duration before now such as 6h (default: 24h before -to)"),
+		to:          fs.String("to", "now", "end of the range (exclusive): an RFC 3339 time, a duration before now, or now"),
+		pool:        fs.String("pool", "", "only this pool (default: every pool)"),
+		limit:       fs.Int("limit", reports.DefaultLimit, "most rows of the leases report"),
+		format:      fs.String("format", "table", "table, csv or json"),
+		reportURL:   fs.String("report-database-url", envOr(getenv, "REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)"),
+		maxLag:      fs.Duration("report-max-lag", store.DefaultMaxStandbyLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)"),
+		fallback:    fs.Bool("report-fallback", false, "read from DATABASE_URL when the standby cannot be read or is too far behind (env REPORT_FALLBACK)"),
+	}
+}
+
+// reportNames are the reports, in the order of the help.
+func reportNames() []string {
+	names := make([]string, len(reports.All))
+	for i, r := range reports.All {
+		names[i] = r.Name
+	}
+	return names
+}
+
+func reportWords() words {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	reportFlags(fs, noEnv)
+	w := words{flags: fs}
+	for _, r := range reports.All {
+		w.subcommands = append(w.subcommands, subcommand{name: r.Name, summary: r.Summary})
+	}
+	return w
 }
 
 // runReport prints one report read from the database: the same figures as
-// GET /reports/NAME, as a table, CSV or JSON. It returns the exit code: 2
-// for bad usage or parameters (nothing was queried), 1 when the database
-// fails.
+// GET /reports/NAME, as a table, CSV or JSON. It returns the exit code:
+// exitUsage for bad usage or parameters (nothing was queried), exitFailed
+// when the database fails.
 func runReport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("token-orchestrator report", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	env := func(name, fallback string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return fallback
-	}
-	// Without DATABASE_URL, the embedded database that serve starts.
-	embedded := "postgres://postgres@127.0.0.1:" + env("EMBEDDED_PG_PORT", "54329") + "/postgres?sslmode=disable"
-	var (
-		databaseURL = fs.String("database-url", env("DATABASE_URL", embedded), "PostgreSQL URL (env DATABASE_URL; default the embedded database of serve)")
-		from        = fs.String("from", "", "start of the range: an RFC 3339 time, or a duration before now such as 6h (default: 24h before -to)")
-		to          = fs.String("to", "now", "end of the range (exclusive): an RFC 3339 time, a duration before now, or now")
-		pool        = fs.String("pool", "", "only this pool (default: every pool)")
-		limit       = fs.Int("limit", reports.DefaultLimit, "most rows of the leases report")
-		format      = fs.String("format", "table", "table, csv or json")
-		reportURL   = fs.String("report-database-url", env("REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)")
-		maxLag      = fs.Duration("report-max-lag", store.DefaultMaxStandbyLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
-		fallback    = fs.Bool("report-fallback", false, "read from DATABASE_URL when the standby cannot be read or is too far behind (env REPORT_FALLBACK)")
-	)
-	if v := env("REPORT_MAX_LAG", ""); v != "" {
+	fs := newFlagSet("token-orchestrator report", reportHelp(), stderr)
+	opts := reportFlags(fs, getenv)
+	if v := envOr(getenv, "REPORT_MAX_LAG", ""); v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
-			*maxLag = d
+			*opts.maxLag = d
 		} else {
-			fmt.Fprintf(stderr, "token-orchestrator report: REPORT_MAX_LAG: %q is not a positive duration\n", v)
-			return 2
+			return badValue(fs, "REPORT_MAX_LAG: %q is not a positive duration", v)
 		}
 	}
-	if v := env("REPORT_FALLBACK", ""); v != "" {
+	if v := envOr(getenv, "REPORT_FALLBACK", ""); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			fmt.Fprintf(stderr, "token-orchestrator report: REPORT_FALLBACK: %q is not true or false\n", v)
-			return 2
+			return badValue(fs, "REPORT_FALLBACK: %q is not true or false", v)
 		}
-		*fallback = b
+		*opts.fallback = b
 	}
-	fs.Usage = func() { reportUsage(fs) }
 	// The report's name may come before or after the flags.
+	positional, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return parseError(err)
+	}
 	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
+	if len(positional) > 0 {
+		name, positional = positional[0], positional[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return 2
-		}
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "token-orchestrator report: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
+	if len(positional) > 0 {
+		return badValue(fs, "unexpected arguments: %s", strings.Join(positional, " "))
 	}
 	rep, ok := reports.Find(name)
 	if !ok {
 		if name != "" {
-			fmt.Fprintf(stderr, "token-orchestrator report: unknown report %q\n\n", name)
+			fmt.Fprintf(stderr, "%s: unknown report %q\n%s\n", fs.Name(), name, didYouMean(name, reportNames()))
 		}
 		fs.Usage()
-		return 2
+		return exitUsage
 	}
 
 	now := time.Now()
-	params := reports.Params{Pool: *pool, Limit: *limit}
-	var err error
-	if params.To, err = parseWhen(*to, now); err != nil {
-		fmt.Fprintln(stderr, "token-orchestrator report: -to:", err)
-		return 2
+	params := reports.Params{Pool: *opts.pool, Limit: *opts.limit}
+	if params.To, err = parseWhen(*opts.to, now); err != nil {
+		return badValue(fs, "-to: %v", err)
 	}
 	params.From = params.To.Add(-reports.DefaultRange)
-	if *from != "" {
-		if params.From, err = parseWhen(*from, now); err != nil {
-			fmt.Fprintln(stderr, "token-orchestrator report: -from:", err)
-			return 2
+	if *opts.from != "" {
+		if params.From, err = parseWhen(*opts.from, now); err != nil {
+			return badValue(fs, "-from: %v", err)
 		}
 	}
-	if *format != "table" && *format != "csv" && *format != "json" {
-		fmt.Fprintf(stderr, "token-orchestrator report: -format must be table, csv or json, got %q\n", *format)
-		return 2
+	if *opts.format != "table" && *opts.format != "csv" && *opts.format != "json" {
+		return badValue(fs, "-format must be table, csv or json, got %q", *opts.format)
 	}
-	if *limit < 1 {
-		fmt.Fprintf(stderr, "token-orchestrator report: -limit must be between 1 and %d, got %d\n", reports.MaxLimit, *limit)
-		return 2
+	if *opts.limit < 1 {
+		return badValue(fs, "-limit must be between 1 and %d, got %d", reports.MaxLimit, *opts.limit)
 	}
 	if err := params.Validate(); err != nil {
-		fmt.Fprintln(stderr, "token-orchestrator report:", err)
-		return 2
+		return badValue(fs, "%v", err)
 	}
 
 	// Pools connect when first used: with a standby, the primary is only
 	// reached when falling back to it.
-	db, code := reportPool(ctx, *databaseURL, "DATABASE_URL", stderr)
+	db, code := reportPool(ctx, *opts.databaseURL, "DATABASE_URL", stderr)
 	if db == nil {
 		return code
 	}
 	defer db.Close()
-	storeCfg := store.Config{MaxStandbyLag: *maxLag, ReportFallback: *fallback}
-	if *reportURL != "" {
-		if storeCfg.Standby, code = reportPool(ctx, *reportURL, "REPORT_DATABASE_URL", stderr); storeCfg.Standby == nil {
+	storeCfg := store.Config{MaxStandbyLag: *opts.maxLag, ReportFallback: *opts.fallback}
+	if *opts.reportURL != "" {
+		if storeCfg.Standby, code = reportPool(ctx, *opts.reportURL, "REPORT_DATABASE_URL", stderr); storeCfg.Standby == nil {
 			return code
 		}
 		defer storeCfg.Standby.Close()
@@ -142,19 +149,19 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 	src, err := store.New(db, storeCfg).Reports(ctx)
 	if err != nil {
 		fmt.Fprintln(stderr, "token-orchestrator report:", describeDBError(err))
-		return 1
+		return exitFailed
 	}
 	table, err := rep.Run(ctx, src, params)
 	if err != nil {
 		fmt.Fprintln(stderr, "token-orchestrator report:", describeDBError(err))
-		return 1
+		return exitFailed
 	}
-	if f := table.Freshness; *reportURL != "" && *format != "json" {
+	if f := table.Freshness; *opts.reportURL != "" && *opts.format != "json" {
 		// JSON carries it in the document; the other formats keep stdout
 		// to the rows.
 		fmt.Fprintf(stderr, "read from the %s, %.3fs behind the primary\n", f.Source, f.ReplayLag.Seconds())
 	}
-	switch *format {
+	switch *opts.format {
 	case "csv":
 		err = reports.WriteCSV(stdout, table)
 	case "json":
@@ -164,9 +171,9 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "token-orchestrator report:", err)
-		return 1
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }
 
 // reportPool returns a pool over url, or nil and the exit code.
@@ -174,7 +181,7 @@ func reportPool(ctx context.Context, url, setting string, stderr io.Writer) (*pg
 	pgxCfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		fmt.Fprintf(stderr, "token-orchestrator report: %s: %v\n", setting, err)
-		return nil, 2
+		return nil, exitUsage
 	}
 	pgxCfg.MaxConns = 2
 	pgxCfg.ConnConfig.ConnectTimeout = 5 * time.Second
@@ -185,9 +192,9 @@ func reportPool(ctx context.Context, url, setting string, stderr io.Writer) (*pg
 	db, err := pgxpool.NewWithConfig(ctx, pgxCfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "token-orchestrator report:", err)
-		return nil, 1
+		return nil, exitFailed
 	}
-	return db, 0
+	return db, exitOK
 }
 
 // parseWhen reads an RFC 3339 time, "now", or a duration before now.
@@ -219,13 +226,14 @@ func describeDBError(err error) string {
 	return err.Error()
 }
 
-func reportUsage(fs *flag.FlagSet) {
-	out := fs.Output()
-	fmt.Fprintln(out, "Usage: token-orchestrator report NAME [flags]\n\nPrints a report of the key history, read from the database.\n\nReports:")
+// reportHelp is the help of report, with the list of reports.
+func reportHelp() string {
+	var b strings.Builder
+	b.WriteString("Usage: token-orchestrator report NAME [flags]\n\nPrints a report of the key history, read from the database.\n\nReports:\n")
 	for _, r := range reports.All {
-		fmt.Fprintf(out, "  %-16s %s\n", r.Name, r.Summary)
+		fmt.Fprintf(&b, "  %-16s %s\n", r.Name, r.Summary)
 	}
-	fmt.Fprintln(out, "\nHourly reports show the UTC hours that overlap [-from, -to); a range covers at most "+
-		strconv.Itoa(int(reports.MaxRange/(24*time.Hour)))+" days.\n\nFlags:")
-	fs.PrintDefaults()
+	fmt.Fprintf(&b, "\nHourly reports show the UTC hours that overlap [-from, -to); a range covers at most %d days.",
+		int(reports.MaxRange/(24*time.Hour)))
+	return b.String()
 }
