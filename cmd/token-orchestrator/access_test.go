@@ -49,6 +49,19 @@ func TestCommandsWithTokens(t *testing.T) {
 	deleted := keys(adminToken, "delete", id)
 	require.Equal(t, exitOK, deleted.code, deleted.stderr)
 
+	// The counts of every pool are the operator's.
+	stats := run(t, runStats, env, "--token", clientToken)
+	require.Equal(t, exitFailed, stats.code)
+	require.Contains(t, stats.stderr, "forbidden")
+	stats = run(t, runStats, map[string]string{"TOKEN_ORCHESTRATOR_SERVER": replica.URL, "TOKEN_ORCHESTRATOR_TOKEN": adminToken})
+	require.Equal(t, exitOK, stats.code, stats.stderr)
+	listed := keys(clientToken, "list", "--pool", "tok")
+	require.Equal(t, exitFailed, listed.code)
+	require.Contains(t, listed.stderr, "forbidden")
+	listed = keys(adminToken, "list", "--pool", "tok")
+	require.Equal(t, exitOK, listed.code, listed.stderr)
+	require.Equal(t, "Pool tok has no keys.\n", listed.stdout)
+
 	u, err := url.Parse(replica.URL)
 	require.NoError(t, err)
 	health := map[string]string{"ADDR": ":" + u.Port()}

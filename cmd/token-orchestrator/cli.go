@@ -34,11 +34,19 @@ func newFlagSet(name, help string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), strings.TrimSpace(help))
-		fmt.Fprintln(fs.Output(), "\nFlags (before or after other arguments):")
-		printFlags(fs)
+		if hasFlags(fs) {
+			fmt.Fprintln(fs.Output(), "\nFlags (before or after other arguments):")
+			printFlags(fs)
+		}
 		fmt.Fprintln(fs.Output(), "\n"+exitCodesHelp)
 	}
 	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
 }
 
 // printFlags lists the flags as --name, the form people type (the flag
