@@ -67,11 +67,11 @@ ensure-chromium:
 SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
 
 .PHONY: test
-test: check-go ensure-postgres ensure-chromium ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
+test: check-go ensure-postgres ensure-chromium helm-check ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
 	$(GO) vet ./...
 	@$(MAKE) --no-print-directory cross-build
 	@mkdir -p $(SCREENSHOTS_DIR)
-	SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	HELM=$(HELM) SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory compose-check
 
 # The tests run on Linux only; this at least keeps every package, tests
@@ -108,6 +108,32 @@ compose-check: ## Validate docker-compose.yml (skipped without docker-compose)
 	else \
 		echo "compose-check: skipped, docker-compose is not installed (apt-get install docker-compose)"; \
 	fi
+
+# Tools the project uses but its code does not import live in bin/tools,
+# each at a pinned version, built from its Go module: helm would drag
+# Kubernetes into go.mod as a tool dependency. The first build of helm takes
+# a few minutes.
+TOOLS_DIR    := $(CURDIR)/bin/tools
+HELM_VERSION := v3.22.0
+HELM         := $(TOOLS_DIR)/helm
+CHART        := deploy/helm/token-orchestrator
+
+.PHONY: tools/helm
+tools/helm: check-go ## Install helm $(HELM_VERSION) into bin/tools (skipped when there)
+	@if [ "$$($(HELM) version --template '{{.Version}}' 2>/dev/null)" = "$(HELM_VERSION)" ]; then :; else \
+		echo "Building helm $(HELM_VERSION) into $(TOOLS_DIR) (a few minutes)"; \
+		GOBIN=$(TOOLS_DIR) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+
+# Lints the chart and renders it with the defaults and with every optional
+# part on; deploy/helm/chart_test.go checks the rendered objects against
+# the server.
+.PHONY: helm-check
+helm-check: tools/helm ## Lint and render the Helm chart
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
+	$(HELM) template orchestrator $(CHART) >/dev/null
+	$(HELM) template orchestrator $(CHART) --values $(CHART)/ci/all-on-values.yaml >/dev/null
 
 .PHONY: test/race
 test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the race detector
