@@ -61,15 +61,17 @@ func helmBinary(t *testing.T) string {
 }
 
 // manifest is one rendered Kubernetes object.
-type manifest map[string]any
+type manifest = map[string]any
 
-func (m manifest) kind() string { return str(m["kind"]) }
-func (m manifest) name() string { return str(get(m, "metadata", "name")) }
+func kindOf(m manifest) string { return str(m["kind"]) }
+func nameOf(m manifest) string { return str(get(m, "metadata", "name")) }
 
 // render runs helm template on the chart with the given values files.
 func render(t *testing.T, helm string, valuesFiles ...string) []manifest {
 	t.Helper()
-	args := []string{"template", "orchestrator", chartDir, "--namespace", "keys"}
+	// A helm built with go install assumes Kubernetes 1.20, below the
+	// chart's kubeVersion.
+	args := []string{"template", "orchestrator", chartDir, "--namespace", "keys", "--kube-version", "1.30.0"}
 	for _, f := range valuesFiles {
 		args = append(args, "--values", f)
 	}
@@ -99,11 +101,7 @@ func get(v any, path ...string) any {
 	for _, p := range path {
 		m, ok := v.(map[string]any)
 		if !ok {
-			if mm, ok2 := v.(manifest); ok2 {
-				m = mm
-			} else {
-				return nil
-			}
+			return nil
 		}
 		v = m[p]
 	}
@@ -150,7 +148,7 @@ func one(t *testing.T, docs []manifest, kind string) manifest {
 	t.Helper()
 	var found []manifest
 	for _, d := range docs {
-		if d.kind() == kind {
+		if kindOf(d) == kind {
 			found = append(found, d)
 		}
 	}
@@ -160,7 +158,7 @@ func one(t *testing.T, docs []manifest, kind string) manifest {
 
 func find(docs []manifest, kind, name string) manifest {
 	for _, d := range docs {
-		if d.kind() == kind && d.name() == name {
+		if kindOf(d) == kind && nameOf(d) == name {
 			return d
 		}
 	}
@@ -207,13 +205,13 @@ func serverContainer(t *testing.T, deployment manifest) container {
 func secretData(t *testing.T, docs []manifest) map[string]string {
 	out := map[string]string{}
 	for _, d := range docs {
-		if d.kind() != "Secret" {
+		if kindOf(d) != "Secret" {
 			continue
 		}
 		for k, v := range get(d, "data").(map[string]any) {
 			raw, err := base64.StdEncoding.DecodeString(str(v))
 			require.NoError(t, err)
-			out[d.name()+"/"+k] = string(raw)
+			out[nameOf(d)+"/"+k] = string(raw)
 		}
 	}
 	return out
@@ -320,7 +318,7 @@ func TestChart(t *testing.T) {
 				hpa := one(t, docs, "HorizontalPodAutoscaler")
 				require.Equal(t, "autoscaling/v2", get(hpa, "apiVersion"))
 				require.Equal(t, "Deployment", get(hpa, "spec", "scaleTargetRef", "kind"))
-				require.Equal(t, deployment.name(), get(hpa, "spec", "scaleTargetRef", "name"))
+				require.Equal(t, nameOf(deployment), get(hpa, "spec", "scaleTargetRef", "name"))
 				require.Nil(t, get(deployment, "spec", "replicas"), "the autoscaler owns the replica count")
 				require.Contains(t, c.env, "REPORT_DATABASE_URL")
 				require.Equal(t, "127.0.0.1:6060", c.env["DEBUG_ADDR"], "the profiler stays on loopback")
@@ -339,7 +337,7 @@ func TestChart(t *testing.T) {
 				require.Equal(t, "admin-token-0123456789abcdef", secrets[ref], "the ServiceMonitor sends the admin token")
 			} else {
 				for _, kind := range []string{"HorizontalPodAutoscaler", "ServiceMonitor"} {
-					require.Nil(t, find(docs, kind, deployment.name()), "%s is off by default", kind)
+					require.Nil(t, find(docs, kind, nameOf(deployment)), "%s is off by default", kind)
 				}
 				require.EqualValues(t, 2, get(deployment, "spec", "replicas"))
 				require.NotContains(t, c.env, "REPORT_DATABASE_URL")
