@@ -75,11 +75,11 @@ ensure-chromium:
 SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
 
 .PHONY: test
-test: check-go ensure-postgres ensure-chromium ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
+test: check-go ensure-postgres ensure-chromium helm-check typescript ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
 	$(GO) vet ./...
 	@$(MAKE) --no-print-directory cross-build
 	@mkdir -p $(SCREENSHOTS_DIR)
-	SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
+	HELM=$(HELM) SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory compose-check
 
 # The tests run on Linux only; this at least keeps every package, tests
@@ -116,6 +116,54 @@ compose-check: ## Validate docker-compose.yml (skipped without docker-compose)
 	else \
 		echo "compose-check: skipped, docker-compose is not installed (apt-get install docker-compose)"; \
 	fi
+
+# Tools the project uses but its code does not import live in bin/tools,
+# each at a pinned version, built from its Go module: helm would drag
+# Kubernetes into go.mod as a tool dependency. The first build of helm takes
+# a few minutes.
+TOOLS_DIR    := $(CURDIR)/bin/tools
+HELM_VERSION := v3.22.0
+HELM         := $(TOOLS_DIR)/helm
+CHART        := deploy/helm/token-orchestrator
+
+.PHONY: tools/helm
+tools/helm: check-go ## Install helm $(HELM_VERSION) into bin/tools (skipped when there)
+	@if [ -x $(HELM) ] && $(GO) version -m $(HELM) | grep -Eq "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$(HELM_VERSION)[[:space:]]"; then :; else \
+		echo "Building helm $(HELM_VERSION) into $(TOOLS_DIR) (a few minutes)"; \
+		GOBIN=$(TOOLS_DIR) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+
+# Lints the chart and renders it with the defaults and with every optional
+# part on; deploy/helm/chart_test.go checks the rendered objects against
+# the server. A helm built with go install does not know its Kubernetes
+# version (it assumes 1.20), hence --kube-version.
+KUBE_VERSION := 1.30.0
+.PHONY: helm-check
+helm-check: tools/helm ## Lint and render the Helm chart
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --values $(CHART)/ci/all-on-values.yaml
+	$(HELM) template orchestrator $(CHART) --kube-version $(KUBE_VERSION) >/dev/null
+	$(HELM) template orchestrator $(CHART) --kube-version $(KUBE_VERSION) --values $(CHART)/ci/all-on-values.yaml >/dev/null
+
+# The TypeScript client: dependencies exactly as locked, the check that its
+# generated types match internal/api/openapi.yaml, and the build whose tests
+# clients/typescript/client_test.go runs against the server binary (within
+# go test ./...). Without npm it stops with a message under CI, and is left
+# out elsewhere (that test then says it was skipped).
+TS_CLIENT := clients/typescript
+
+.PHONY: typescript
+typescript: ## Install, type-check and build the TypeScript client (npm ci)
+	@if ! command -v npm >/dev/null; then \
+		if [ -n "$$CI" ]; then echo "The TypeScript client needs Node 20 and npm: https://nodejs.org/"; exit 1; fi; \
+		echo "typescript: skipped, npm is not installed (Node 20 and npm build the TypeScript client)"; \
+	else \
+		cd $(TS_CLIENT) && npm ci --no-audit --no-fund && npm run --silent check-schema && npm run --silent build; \
+	fi
+
+.PHONY: test/typescript
+test/typescript: typescript ensure-postgres ## Run the TypeScript client's tests against the server binary
+	$(GO) test -count=1 -v -run TestTypeScriptClient ./$(TS_CLIENT)
 
 .PHONY: test/race
 test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the race detector

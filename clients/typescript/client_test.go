@@ -1,0 +1,115 @@
+// Package typescript_test runs the TypeScript client's tests (test/, built
+// into dist/ by npm run build) against the real server binary, started on a
+// free loopback port with a database of its own and short TTLs.
+package typescript_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// minTests is how many tests test/client.test.ts has: fewer passing means
+// some did not run.
+const minTests = 10
+
+// leaseTTL is short, so that a lease kept alive past it is quick to see.
+const leaseTTL = time.Second
+
+func TestTypeScriptClient(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join("dist", "test", "client.test.js"))
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the TypeScript client's tests cannot run (%v): make test builds them with npm ci and npm run build", err)
+		}
+		t.Skipf("the TypeScript client's tests are not built (%v): run make test/typescript", err)
+	}
+
+	// The binary, built as users run it.
+	bin := filepath.Join(t.TempDir(), "token-orchestrator")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/token-orchestrator")
+	build.Dir = filepath.Join("..", "..")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	// A free loopback port: taken, then let go for the server.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+
+	var logs bytes.Buffer
+	server := exec.Command(bin, "serve")
+	server.Env = append(os.Environ(),
+		"DATABASE_URL="+testdb.New(t),
+		"ADDR="+addr,
+		"LEASE_TTL="+leaseTTL.String(),
+		"KEY_TTL=1m",
+		"SWEEP_INTERVAL=100ms",
+		"DRAIN_DELAY=0s",
+		"ADMIN_TOKEN=", "CLIENT_TOKEN=", "ADMIN_TOKEN_FILE=", "CLIENT_TOKEN_FILE=",
+	)
+	server.Stdout, server.Stderr = &logs, &logs
+	require.NoError(t, server.Start())
+	stopped := make(chan error, 1)
+	go func() { stopped <- server.Wait() }()
+	t.Cleanup(func() {
+		_ = server.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-stopped:
+		case <-time.After(20 * time.Second):
+			_ = server.Process.Kill()
+			<-stopped
+		}
+		if t.Failed() {
+			t.Logf("server's log:\n%s", logs.String())
+		}
+	})
+
+	url := "http://" + addr
+	ready := func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	require.Eventually(t, ready, 60*time.Second, 50*time.Millisecond, "the server did not become ready; its log:\n%s", &logs)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tests := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", filepath.Join("dist", "test", "client.test.js"))
+	tests.Env = append(os.Environ(), "TO_URL="+url, fmt.Sprintf("TO_LEASE_TTL_MS=%d", leaseTTL.Milliseconds()))
+	out, err = tests.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	require.NoError(t, err, "the TypeScript client's tests failed")
+	require.Contains(t, string(out), "# fail 0")
+	// A suite skipped as a whole counts no skipped test: count the passes.
+	passed := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(string(out))
+	require.NotNil(t, passed, "no count of passed tests")
+	n, err := strconv.Atoi(passed[1])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, n, minTests, "tests were skipped")
+	require.Contains(t, string(out), "# skipped 0", "a test was skipped")
+}

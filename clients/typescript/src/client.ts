@@ -1,0 +1,330 @@
+import { ApiError, type Problem } from "./errors.js";
+import { Lease } from "./lease.js";
+import type { components } from "./schema.js";
+
+type Schemas = components["schemas"];
+/** A key as the server describes it. */
+export type Key = Schemas["Key"];
+/** A key just assigned, with the token of its new lease. */
+export type LeasedKey = Schemas["LeasedKey"];
+/** A key as it was when deleted. */
+export type DeletedKey = Schemas["DeletedKey"];
+/** The live counts of every pool, and their sum. */
+export type Stats = Schemas["Stats"];
+
+/** The availability of a pool, from HEAD /keys. */
+export interface PoolStatus {
+  pool: string;
+  keys: number;
+  free: number;
+  blocked: number;
+  /** Whether a key could be assigned right now. */
+  available: boolean;
+}
+
+/** The longest the server waits for a free key in one call. */
+export const MAX_WAIT_MS = 60_000;
+
+/**
+ * How answers of 503 are retried: after minBackoffMs, then twice as long each
+ * time up to maxBackoffMs, at most `attempts` tries in all. Each wait is
+ * jittered over [d/2, d) and never shorter than the server's Retry-After
+ * (up to maxBackoffMs).
+ */
+export interface RetryPolicy {
+  attempts: number;
+  minBackoffMs: number;
+  maxBackoffMs: number;
+}
+
+export interface ClientOptions {
+  /** Sent as `Authorization: Bearer <token>` with every request. */
+  token?: string;
+  /** Default: 5 tries from 100 ms to 5 s. `attempts: 1` disables retries. */
+  retry?: Partial<RetryPolicy>;
+  /** The fetch to use; default the global one (Node 20, browsers). */
+  fetch?: typeof fetch;
+}
+
+export interface AssignOptions {
+  /** "default" when omitted. */
+  pool?: string;
+  /** Wait up to this long (at most MAX_WAIT_MS) for a key to become free. */
+  waitMs?: number;
+  /**
+   * Sent as Idempotency-Key: a repeat with the same key answers the lease
+   * the first call got instead of claiming another (newIdempotencyKey()).
+   */
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+}
+
+export interface AcquireOptions {
+  pool?: string;
+  /** Give up after this long (default: keep asking until `signal` aborts). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+interface Request {
+  method: "GET" | "HEAD" | "POST" | "PUT" | "DELETE";
+  path: string;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+  /** Sent as If-Match: "<token>". */
+  leaseToken?: string | undefined;
+  idempotencyKey?: string | undefined;
+  accept?: string;
+  signal?: AbortSignal | undefined;
+  /** Overrides the client's policy (readiness is never retried). */
+  attempts?: number;
+}
+
+/**
+ * A client of one Token Orchestrator server, or of a load balancer in front
+ * of several replicas. Error answers are thrown as ApiError; answers of 503
+ * (the server changed nothing) are retried with jittered exponential
+ * backoff. A claim is repeated safely only with an idempotency key, which
+ * acquire() always sends.
+ */
+export class Client {
+  readonly baseUrl: string;
+  readonly retry: RetryPolicy;
+  readonly #token: string | undefined;
+  readonly #fetch: typeof fetch;
+
+  /** baseUrl: e.g. "http://127.0.0.1:8080". */
+  constructor(baseUrl: string, options: ClientOptions = {}) {
+    const url = new URL(baseUrl);
+    if ((url.protocol !== "http:" && url.protocol !== "https:") || !url.host) {
+      throw new TypeError(`server URL must be http:// or https:// with a host, got ${baseUrl}`);
+    }
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    const minBackoffMs = options.retry?.minBackoffMs ?? 100;
+    this.retry = {
+      attempts: Math.max(1, options.retry?.attempts ?? 5),
+      minBackoffMs,
+      maxBackoffMs: Math.max(minBackoffMs, options.retry?.maxBackoffMs ?? 5_000),
+    };
+    this.#token = options.token;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** Creates one free key in the pool. */
+  createKey(pool?: string, signal?: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "POST", path: "/keys", query: { pool }, signal });
+  }
+
+  /** Creates `count` free keys (1 to 10000) in one call. */
+  async createKeys(count: number, pool?: string, signal?: AbortSignal): Promise<Key[]> {
+    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool }, body: { count }, signal });
+    return batch.keys;
+  }
+
+  /**
+   * Blocks a random free key of the pool and returns it with its lease
+   * token; throws an ApiError with isNoKeyAvailable when none became free
+   * within waitMs. The lease ends unless kept alive: acquire() does that.
+   */
+  assignKey(options: AssignOptions = {}): Promise<LeasedKey> {
+    const wait = options.waitMs && options.waitMs > 0 ? `${Math.ceil(Math.min(options.waitMs, MAX_WAIT_MS))}ms` : undefined;
+    return this.#json<LeasedKey>({
+      method: "GET", path: "/keys", query: { pool: options.pool, wait },
+      idempotencyKey: options.idempotencyKey, signal: options.signal,
+    });
+  }
+
+  /** How many keys the pool has and whether one is free, assigning nothing. */
+  async poolStatus(pool?: string, signal?: AbortSignal): Promise<PoolStatus> {
+    const { headers } = await this.#send({ method: "HEAD", path: "/keys", query: { pool }, signal });
+    const int = (name: string) => Number.parseInt(headers.get(name) ?? "", 10);
+    return {
+      pool: headers.get("X-Pool") ?? "",
+      keys: int("X-Pool-Keys"), free: int("X-Pool-Free"), blocked: int("X-Pool-Blocked"),
+      available: headers.get("X-Pool-Available") === "true",
+    };
+  }
+
+  /** The key with this id. */
+  getKey(id: string, signal?: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "GET", path: keyPath(id), signal });
+  }
+
+  /** Deletes the key for good; answers it as it was. */
+  deleteKey(id: string, signal?: AbortSignal): Promise<DeletedKey> {
+    return this.#json<DeletedKey>({ method: "DELETE", path: keyPath(id), signal });
+  }
+
+  /**
+   * Frees the key at once. With a lease token only that lease is ended: a
+   * token that is not the current lease's throws isLeaseLost and changes
+   * nothing. Releasing a free key succeeds.
+   */
+  releaseKey(id: string, leaseToken?: string, signal?: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "PUT", path: keyPath(id), leaseToken, signal });
+  }
+
+  /**
+   * Resets the key's life and, with the current lease's token, extends the
+   * lease. A stale token throws isLeaseLost and changes nothing.
+   */
+  keepAlive(id: string, leaseToken?: string, signal?: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "PUT", path: `${keyPath(id)}/keepalive`, leaseToken, signal });
+  }
+
+  /** The live counts of every pool (admin token). */
+  stats(signal?: AbortSignal): Promise<Stats> {
+    return this.#json<Stats>({ method: "GET", path: "/stats", signal });
+  }
+
+  /** Resolves when the server runs (GET /healthz). */
+  async health(signal?: AbortSignal): Promise<void> {
+    await this.#send({ method: "GET", path: "/healthz", signal });
+  }
+
+  /** Resolves when the server can serve (GET /readyz); a 503 is not retried. */
+  async ready(signal?: AbortSignal): Promise<void> {
+    await this.#send({ method: "GET", path: "/readyz", signal, attempts: 1 });
+  }
+
+  /**
+   * Leases a key of the pool, waiting for one to become free until
+   * timeoutMs passes or signal aborts, and keeps the lease alive until
+   * release() or until it is lost (lease.lost aborts). Every request of one
+   * acquire carries the same Idempotency-Key, so a claim repeated after its
+   * answer was lost gets the lease the first one got and never a second key.
+   */
+  async acquire(options: AcquireOptions = {}): Promise<Lease> {
+    const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
+    let idempotencyKey = newIdempotencyKey();
+    for (;;) {
+      let waitMs = MAX_WAIT_MS;
+      if (deadline !== undefined) {
+        // Leave the server time to answer before the deadline, so that the
+        // call ends with no_free_key rather than a cut request.
+        waitMs = Math.min(waitMs, ((deadline - Date.now()) * 9) / 10);
+      }
+      const signal = deadline === undefined ? options.signal : anySignal(options.signal, AbortSignal.timeout(Math.max(0, deadline - Date.now())));
+      const sent = Date.now();
+      try {
+        const key = await this.assignKey({
+          ...(options.pool === undefined ? {} : { pool: options.pool }),
+          waitMs, idempotencyKey, ...(signal ? { signal } : {}),
+        });
+        return new Lease(this, key, sent);
+      } catch (err) {
+        if (options.signal?.aborted) throw options.signal.reason;
+        if (deadline !== undefined && Date.now() >= deadline) {
+          throw err instanceof ApiError ? err : new ApiError(404, { code: "no_free_key", title: "No key available", detail: `no key of the pool became free within ${options.timeoutMs}ms` });
+        }
+        if (!(err instanceof ApiError)) throw err;
+        if (err.isIdempotencyKeyReused) {
+          // A key was claimed for this acquire, but its lease ended before
+          // any answer got through: nobody holds it, so claim afresh.
+          idempotencyKey = newIdempotencyKey();
+          continue;
+        }
+        if (!err.isNoKeyAvailable) throw err;
+        if (waitMs <= 0) await sleep(this.retry.minBackoffMs - (Date.now() - sent), options.signal);
+      }
+    }
+  }
+
+  async #json<T>(req: Request): Promise<T> {
+    const { body } = await this.#send(req);
+    try {
+      return JSON.parse(body) as T;
+    } catch (err) {
+      throw new Error(`the answer to ${req.method} ${req.path} is not JSON`, { cause: err });
+    }
+  }
+
+  /** Sends the request, retrying answers of 503; throws error answers as ApiError. */
+  async #send(req: Request): Promise<{ status: number; headers: Headers; body: string }> {
+    const url = new URL(this.baseUrl + req.path);
+    for (const [name, value] of Object.entries(req.query ?? {})) {
+      if (value !== undefined && value !== "") url.searchParams.set(name, value);
+    }
+    const headers: Record<string, string> = { Accept: `${req.accept ?? "application/json"}, application/problem+json` };
+    let body: string | undefined;
+    if (req.body !== undefined) {
+      body = JSON.stringify(req.body);
+      headers["Content-Type"] = "application/json";
+    }
+    if (req.leaseToken) headers["If-Match"] = `"${req.leaseToken}"`;
+    if (req.idempotencyKey) headers["Idempotency-Key"] = req.idempotencyKey;
+    if (this.#token) headers.Authorization = `Bearer ${this.#token}`;
+
+    const attempts = req.attempts ?? this.retry.attempts;
+    let backoff = this.retry.minBackoffMs;
+    for (let attempt = 1; ; attempt++) {
+      const resp = await this.#fetch(url, { method: req.method, headers, body: body ?? null, signal: req.signal ?? null });
+      const text = await resp.text();
+      if (resp.status < 400) return { status: resp.status, headers: resp.headers, body: text };
+      const error = problem(resp.status, resp.headers, text);
+      if (resp.status !== 503 || attempt >= attempts) throw error;
+      // The server changed nothing: the same request may be sent again.
+      await sleep(Math.min(Math.max(jitter(backoff), error.retryAfterMs), this.retry.maxBackoffMs), req.signal);
+      backoff = Math.min(2 * backoff, this.retry.maxBackoffMs);
+    }
+  }
+}
+
+/** A random idempotency key: 128 random bits in hex. */
+export function newIdempotencyKey(): string {
+  const raw = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(raw);
+  return Array.from(raw, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Reads an error answer; a body that is not problem details still gives the status. */
+function problem(status: number, headers: Headers, body: string): ApiError {
+  let p: Partial<Problem> = {};
+  try {
+    const parsed: unknown = JSON.parse(body);
+    if (parsed && typeof parsed === "object") p = parsed as Partial<Problem>;
+  } catch {
+    // Not JSON: a proxy's page, or no body (HEAD).
+  }
+  return new ApiError(status, p, retryAfterMs(headers.get("Retry-After")));
+}
+
+/** Retry-After as seconds or an HTTP date, in milliseconds. */
+function retryAfterMs(value: string | null): number {
+  if (!value) return 0;
+  if (/^\d+$/.test(value.trim())) return Number.parseInt(value, 10) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? 0 : Math.max(0, at - Date.now());
+}
+
+/** Spreads the retries of many clients over [d/2, d). */
+export function jitter(ms: number): number {
+  return ms <= 1 ? ms : ms / 2 + Math.random() * (ms / 2);
+}
+
+/** Waits ms, or throws the signal's reason when it aborts first. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    if (ms <= 0) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** A signal that aborts when any of the given ones does. */
+export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal {
+  return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+}
+
+/** The id stays one path segment, whatever the caller passes. */
+function keyPath(id: string): string {
+  return `/keys/${encodeURIComponent(id)}`;
+}

@@ -1,0 +1,86 @@
+import type { components } from "./schema.js";
+
+/** The server's stable, machine-readable error codes (openapi.yaml, Problem). */
+export type ErrorCode = components["schemas"]["Problem"]["code"];
+
+/** An RFC 9457 problem details body as the server sends it. */
+export type Problem = components["schemas"]["Problem"];
+
+/**
+ * An error answer of the server. `code` is the server's stable error code;
+ * it is undefined when the answer had no problem body (answers to HEAD, or
+ * a proxy in front of the server).
+ */
+export class ApiError extends Error {
+  override readonly name = "ApiError";
+  /** The HTTP status. */
+  readonly status: number;
+  /** The server's error code, e.g. "no_free_key". */
+  readonly code: ErrorCode | undefined;
+  readonly title: string;
+  readonly detail: string;
+  /** Identifies the request in the server's logs. */
+  readonly requestId: string | undefined;
+  /** The server's Retry-After in milliseconds; 0 when it sent none. */
+  readonly retryAfterMs: number;
+
+  constructor(status: number, problem: Partial<Problem>, retryAfterMs = 0) {
+    const title = problem.title ?? `HTTP ${status}`;
+    const detail = problem.detail ?? "";
+    super(`${title}${detail ? `: ${detail}` : ""} (${status}${problem.code ? ` ${problem.code}` : ""})`);
+    this.status = status;
+    this.code = problem.code;
+    this.title = title;
+    this.detail = detail;
+    this.requestId = problem.requestId;
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  /** Every key of the pool is held, or the pool has none (404 no_free_key). */
+  get isNoKeyAvailable(): boolean {
+    return this.code === "no_free_key";
+  }
+
+  /** No live key has this id: deleted, or its life ran out (404). */
+  get isNotFound(): boolean {
+    return this.status === 404 && this.code !== "no_free_key";
+  }
+
+  /**
+   * The lease token is not the key's current lease any more: the key may
+   * be someone else's now (409 lease_mismatch).
+   */
+  get isLeaseLost(): boolean {
+    return this.status === 409 && this.code !== "idempotency_key_reused";
+  }
+
+  /**
+   * A key was claimed under this idempotency key and that lease has ended;
+   * nothing was claimed (409 idempotency_key_reused).
+   */
+  get isIdempotencyKeyReused(): boolean {
+    return this.code === "idempotency_key_reused";
+  }
+
+  /** The server changed nothing and asks to be retried later (503). */
+  get isUnavailable(): boolean {
+    return this.status === 503;
+  }
+}
+
+/**
+ * Why a lease was lost without release: the server said the key or the lease
+ * is gone (`cause` is the ApiError), or no keep-alive got through before the
+ * lease ran out (`cause` is the last failure).
+ */
+export class LeaseLostError extends Error {
+  override readonly name = "LeaseLostError";
+  readonly keyId: string;
+  readonly leaseToken: string;
+
+  constructor(message: string, keyId: string, leaseToken: string, cause: unknown) {
+    super(message, { cause });
+    this.keyId = keyId;
+    this.leaseToken = leaseToken;
+  }
+}

@@ -1,0 +1,204 @@
+// Tests of the client against a real server: TO_URL names it, started with
+// a lease of TO_LEASE_TTL_MS (client_test.go in this directory does that;
+// `make test/typescript` runs it). The 503 tests use a stub of their own.
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, it } from "node:test";
+
+import { ApiError, Client, LeaseLostError, newIdempotencyKey } from "../src/index.js";
+
+const url = process.env.TO_URL;
+const leaseTtlMs = Number(process.env.TO_LEASE_TTL_MS ?? "1000");
+const needsServer = url ? {} : { skip: "TO_URL is not set: run make test/typescript" };
+const client = new Client(url ?? "http://127.0.0.1:1");
+
+/** A pool of the test's own, so that tests running at once never share keys. */
+function pool(): string {
+  return `ts-${randomUUID()}`;
+}
+
+describe("against the server", needsServer, () => {
+  it("claims and releases a key", async () => {
+    const p = pool();
+    const [created] = await client.createKeys(2, p);
+    assert.ok(created);
+    const key = await client.assignKey({ pool: p });
+    assert.equal(key.pool, p);
+    assert.equal(key.isBlocked, true);
+    assert.match(key.leaseToken, /^[0-9]+$/);
+    assert.deepEqual(await client.poolStatus(p), { pool: p, keys: 2, free: 1, blocked: 1, available: true });
+
+    const released = await client.releaseKey(key.keyId, key.leaseToken);
+    assert.equal(released.isBlocked, false);
+    assert.equal((await client.getKey(key.keyId)).isBlocked, false);
+    const stats = await client.stats();
+    assert.deepEqual(stats.pools.find((s) => s.pool === p)?.free, 2);
+  });
+
+  it("keeps a lease alive past its TTL, then releases it", async () => {
+    const p = pool();
+    await client.createKey(p);
+    const lease = await client.acquire({ pool: p, timeoutMs: 5_000 });
+    const firstEnd = lease.expiresAt;
+    await new Promise((resolve) => setTimeout(resolve, 2.5 * leaseTtlMs));
+    assert.equal(lease.lost.aborted, false, "the lease was lost while kept alive");
+    assert.ok(Date.parse(lease.expiresAt) > Date.parse(firstEnd), "keep-alives moved the lease's end");
+    const key = await client.getKey(lease.id);
+    assert.equal(key.isBlocked, true);
+    assert.equal(key.leaseExpiresAt, lease.expiresAt);
+
+    // Still the holder: nobody else can have it.
+    await assert.rejects(client.assignKey({ pool: p }), (err: unknown) => err instanceof ApiError && err.isNoKeyAvailable);
+    await lease.release();
+    assert.equal((await client.getKey(lease.id)).isBlocked, false);
+    await lease.release(); // only the first call does anything
+  });
+
+  it("aborts the lost signal when the key is deleted", async () => {
+    const p = pool();
+    await client.createKey(p);
+    const lease = await client.acquire({ pool: p });
+    const lost = new Promise<unknown>((resolve) => lease.lost.addEventListener("abort", () => resolve(lease.lost.reason)));
+    await client.deleteKey(lease.id);
+    const reason = await lost;
+    assert.ok(reason instanceof LeaseLostError);
+    assert.equal(reason.keyId, lease.id);
+    assert.ok(reason.cause instanceof ApiError && reason.cause.isNotFound && reason.cause.code === "key_not_found");
+    await assert.rejects(lease.release(), (err: unknown) => err === reason);
+  });
+
+  it("answers a repeated idempotent claim with the same lease", async () => {
+    const p = pool();
+    await client.createKeys(3, p);
+    const idempotencyKey = newIdempotencyKey();
+    const first = await client.assignKey({ pool: p, idempotencyKey });
+    const again = await client.assignKey({ pool: p, idempotencyKey });
+    assert.equal(again.keyId, first.keyId);
+    assert.equal(again.leaseToken, first.leaseToken);
+    assert.equal((await client.poolStatus(p)).blocked, 1, "the repeat claimed nothing more");
+
+    // Once that lease has ended, the key claims nothing.
+    await client.releaseKey(first.keyId, first.leaseToken);
+    await assert.rejects(client.assignKey({ pool: p, idempotencyKey }), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.code, "idempotency_key_reused");
+      assert.ok(err.isIdempotencyKeyReused && !err.isLeaseLost);
+      return true;
+    });
+  });
+
+  it("waits for a key to become free", async () => {
+    const p = pool();
+    await client.createKey(p);
+    const holder = await client.assignKey({ pool: p });
+    setTimeout(() => void client.releaseKey(holder.keyId, holder.leaseToken), 200);
+    const started = Date.now();
+    const lease = await client.acquire({ pool: p, timeoutMs: 10_000 });
+    assert.equal(lease.id, holder.keyId);
+    assert.ok(Date.now() - started >= 150, "the key was not free before its release");
+    await lease.release();
+  });
+
+  it("throws typed errors with the server's code", async () => {
+    const p = pool();
+    await assert.rejects(client.getKey(randomUUID()), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 404);
+      assert.equal(err.code, "key_not_found");
+      assert.ok(err.isNotFound && !err.isNoKeyAvailable);
+      return true;
+    });
+    await assert.rejects(client.assignKey({ pool: p }), (err: unknown) =>
+      err instanceof ApiError && err.code === "no_free_key" && err.isNoKeyAvailable && !err.isNotFound);
+    await assert.rejects(client.acquire({ pool: p, timeoutMs: 300 }), (err: unknown) =>
+      err instanceof ApiError && err.isNoKeyAvailable);
+
+    const key = await client.createKey(p);
+    const lease = await client.assignKey({ pool: p });
+    await assert.rejects(client.releaseKey(key.keyId, `${Number(lease.leaseToken) + 1000}`), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 409);
+      assert.equal(err.code, "lease_mismatch");
+      assert.ok(err.isLeaseLost);
+      return true;
+    });
+    assert.equal((await client.getKey(key.keyId)).isBlocked, true, "a stale token changed nothing");
+    await assert.rejects(client.createKeys(0, p), (err: unknown) =>
+      err instanceof ApiError && err.status === 400 && err.code === "invalid_body");
+  });
+
+  it("checks health and readiness", async () => {
+    await client.health();
+    await client.ready();
+  });
+});
+
+/** A stub server answering 503 `failures` times, then a key. */
+async function flakyServer(failures: number, retryAfter: string | undefined): Promise<{ url: string; times: number[]; idempotencyKeys: (string | undefined)[]; close: () => void }> {
+  const times: number[] = [];
+  const idempotencyKeys: (string | undefined)[] = [];
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    times.push(Date.now());
+    idempotencyKeys.push(req.headers["idempotency-key"] as string | undefined);
+    if (times.length <= failures) {
+      res.writeHead(503, { "Content-Type": "application/problem+json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) });
+      res.end(JSON.stringify({ type: "/problems/database_unavailable", title: "Database unavailable", status: 503, detail: "try again", code: "database_unavailable" }));
+      return;
+    }
+    res.writeHead(200, { "Content-Type": "application/json" });
+    res.end(JSON.stringify({ keyId: "k", pool: "default", idempotencyKey: req.headers["idempotency-key"] }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, times, idempotencyKeys, close: () => server.close() };
+}
+
+describe("answers of 503", () => {
+  it("are retried, honouring Retry-After", async () => {
+    const stub = await flakyServer(1, "1");
+    try {
+      const c = new Client(stub.url, { retry: { attempts: 3, minBackoffMs: 10, maxBackoffMs: 2_000 } });
+      const key = await c.getKey("k");
+      assert.equal(key.keyId, "k");
+      assert.equal(stub.times.length, 2);
+      const waited = stub.times[1]! - stub.times[0]!;
+      assert.ok(waited >= 950, `retried after ${waited}ms, before the server's Retry-After of 1s`);
+    } finally {
+      stub.close();
+    }
+  });
+
+  it("are retried with jittered backoff, with the same Idempotency-Key, then thrown", async () => {
+    const stub = await flakyServer(10, undefined);
+    try {
+      const c = new Client(stub.url, { retry: { attempts: 4, minBackoffMs: 40, maxBackoffMs: 1_000 } });
+      await assert.rejects(c.assignKey({ idempotencyKey: "same-key" }), (err: unknown) => {
+        assert.ok(err instanceof ApiError);
+        assert.equal(err.code, "database_unavailable");
+        assert.ok(err.isUnavailable);
+        return true;
+      });
+      assert.equal(stub.times.length, 4, "4 attempts in all");
+      assert.deepEqual(stub.idempotencyKeys, ["same-key", "same-key", "same-key", "same-key"]);
+      const gaps = stub.times.slice(1).map((t, i) => t - stub.times[i]!);
+      // Backoff 40, 80, 160 ms, each jittered over [d/2, d).
+      [40, 80, 160].forEach((d, i) => assert.ok(gaps[i]! >= d / 2 - 5 && gaps[i]! < d + 50, `gap ${i}: ${gaps[i]}ms for ${d}ms`));
+    } finally {
+      stub.close();
+    }
+  });
+
+  it("stop when the signal aborts", async () => {
+    const stub = await flakyServer(10, "30");
+    try {
+      const c = new Client(stub.url);
+      const started = Date.now();
+      await assert.rejects(c.getKey("k", AbortSignal.timeout(200)), (err: unknown) => err instanceof DOMException && err.name === "TimeoutError");
+      assert.ok(Date.now() - started < 2_000);
+    } finally {
+      stub.close();
+    }
+  });
+});
