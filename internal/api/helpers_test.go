@@ -86,7 +86,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		OnLeasesEnded: m.ObserveLeasesEnded, TracerProvider: o.tracer})
 	m.WatchPool("primary", pool)
 	if o.sweep > 0 {
-		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep})
+		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep, TracerProvider: o.tracer})
 		sw.Start(context.Background())
 		t.Cleanup(sw.Stop)
 	}

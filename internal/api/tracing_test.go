@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -17,14 +18,19 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
-func newTracedServer(t *testing.T) (*testServer, *tracetest.InMemoryExporter, *syncBuffer) {
+func newTracedServer(t *testing.T, o ...options) (*testServer, *tracetest.InMemoryExporter, *syncBuffer) {
 	t.Helper()
 	exporter := tracetest.NewInMemoryExporter()
 	tracing, err := telemetry.Setup(context.Background(), telemetry.Config{Exporter: exporter})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tracing.Shutdown(context.Background()) })
 	logs := &syncBuffer{}
-	return newServer(t, testdb.New(t), options{tracer: tracing.Provider(), logs: logs}), exporter, logs
+	var opts options
+	if len(o) > 0 {
+		opts = o[0]
+	}
+	opts.tracer, opts.logs = tracing.Provider(), logs
+	return newServer(t, testdb.New(t), opts), exporter, logs
 }
 
 func attr(s tracetest.SpanStub, key string) (attribute.Value, bool) {
@@ -245,4 +251,39 @@ func TestNothingTracedWhenOff(t *testing.T) {
 	require.Contains(t, logs.String(), "msg=request")
 	require.NotContains(t, logs.String(), "trace_id=")
 	require.NotContains(t, logs.String(), traceID.String())
+}
+
+// A pass of the background job is one trace, its statements inside it;
+// statements outside any trace (the gauges read at a scrape) make none.
+func TestSweeperPassesAreTraced(t *testing.T) {
+	t.Parallel()
+	s, exporter, _ := newTracedServer(t, options{leaseTTL: 200 * time.Millisecond, sweep: 50 * time.Millisecond})
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=swept", `{"count": 1}`).status)
+	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=swept", "").status)
+	var pass, statement tracetest.SpanStub
+	require.Eventually(t, func() bool {
+		for _, sp := range exporter.GetSpans() {
+			if released, _ := attr(sp, "sweeper.leases_released"); sp.Name == "sweeper.pass" && released.AsInt64() == 1 {
+				pass = sp
+			}
+		}
+		return pass.SpanContext.IsValid()
+	}, 10*time.Second, 20*time.Millisecond, "no pass released the lease")
+	for _, sp := range exporter.GetSpans() {
+		if sp.Name == "KeyReleaseEndedLeases" && sp.Parent.SpanID() == pass.SpanContext.SpanID() {
+			statement = sp
+		}
+	}
+	require.True(t, statement.SpanContext.IsValid(), "the pass's statement is its child")
+
+	resp, err := http.Get(s.url + "/metrics")
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, sp := range exporter.GetSpans() {
+		require.NotEqual(t, "PoolCountsList", sp.Name, "a statement outside any trace was traced")
+		if sp.SpanKind == trace.SpanKindClient {
+			require.True(t, sp.Parent.IsValid(), "statement %s has no parent", sp.Name)
+		}
+	}
 }

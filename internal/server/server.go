@@ -134,6 +134,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 		Logger:             logger,
 		OnPass:             m.ObserveSweep,
 		SnapshotAgeWarning: cfg.SnapshotAgeWarning,
+		TracerProvider:     s.tracerProvider,
 	}
 	if cfg.LeaderElection {
 		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})

@@ -37,7 +37,12 @@ var (
 var dbSystem = attribute.String("db.system.name", "postgresql")
 
 // TraceQueryStart starts the statement's span as a child of the caller's.
+// A statement outside any trace (a scrape's, a poll's, the leader's
+// renewal) gets none: each would be a trace of one span, many a second.
 func (t *Tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
 	name, operation := statementName(data.SQL)
 	ctx, span := t.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
 	// Attributes cost allocations; an unsampled span records none.
@@ -49,7 +54,8 @@ func (t *Tracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.Trac
 	return ctx
 }
 
-// TraceQueryEnd ends the span started by TraceQueryStart.
+// TraceQueryEnd ends the span started by TraceQueryStart (none, when the
+// statement had no trace: the context then holds no span to end).
 func (t *Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
 	span := trace.SpanFromContext(ctx)
 	if span.IsRecording() {
@@ -61,6 +67,9 @@ func (t *Tracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQ
 
 // TraceBatchStart starts a span for a batch of statements sent together.
 func (t *Tracer) TraceBatchStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
 	ctx, span := t.tracer.Start(ctx, "batch", trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetAttributes(dbSystem, attribute.String("db.operation.name", "BATCH"),
