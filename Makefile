@@ -20,9 +20,17 @@ check-go:
 run: check-go ## Run the service (embedded PostgreSQL under .data/ unless DATABASE_URL is set)
 	$(GO) run ./cmd/token-orchestrator
 
+# The version and revision in tokenorchestrator_build_info: the Git tag (or
+# commit) and commit of the work tree. Without Git, the toolchain's own
+# stamps are used.
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+REVISION    ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILDINFO   := github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo
+LDFLAGS     := $(if $(VERSION),-X $(BUILDINFO).version=$(VERSION)) $(if $(REVISION),-X $(BUILDINFO).revision=$(REVISION))
+
 .PHONY: build
-build: check-go ## Build the binary into bin/
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/token-orchestrator
+build: check-go ## Build the binary into bin/, its version stamped from Git
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/token-orchestrator
 
 # The tests need a PostgreSQL: a server on 127.0.0.1:5432, the server
 # binaries (the tests then start their own cluster), Docker, or
