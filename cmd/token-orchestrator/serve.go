@@ -12,9 +12,11 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/server"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
 )
 
 func serve(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
@@ -43,7 +45,25 @@ func serve(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg, logger)
+	tracing, err := telemetry.Setup(ctx, telemetry.Config{Getenv: getenv})
+	if err != nil {
+		logger.Error("start failed", "error", err)
+		return exitFailed
+	}
+	defer func() {
+		// The spans of the last requests are still buffered.
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("tracing: spans not exported", "error", err)
+		}
+	}()
+	var opts []server.Option
+	if tp := tracing.Provider(); tp != nil {
+		logger.Info("tracing on (OTEL_* environment)")
+		opts = append(opts, server.WithTracerProvider(tp))
+	}
+	srv, err := server.New(ctx, cfg, logger, opts...)
 	if err != nil {
 		logger.Error("start failed", "error", err)
 		return exitFailed
@@ -91,8 +111,9 @@ var flagLine = regexp.MustCompile(`(?m)^  -([\w.-]+)(?: (\w+))?\n\s+(.*)$`)
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	// Lines logged within a traced request carry its trace_id and span_id.
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(telemetry.NewLogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(telemetry.NewLogHandler(slog.NewTextHandler(w, opts)))
 }

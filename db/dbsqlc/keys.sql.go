@@ -582,9 +582,9 @@ func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error)
 	return has_free, err
 }
 
-const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :one
+const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :many
 WITH ended AS (
-    SELECT c.key_id, c.pool, c.lease_token FROM key_state AS c
+    SELECT c.key_id, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce($1::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -602,8 +602,16 @@ WITH ended AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
     GROUP BY released.pool ORDER BY released.pool
+), per_pool AS (
+    SELECT ended.pool, count(*) AS released,
+           array_agg(extract(epoch FROM ended.lease_expires_at - ended.blocked_at)::float8) AS lease_seconds
+    FROM ended
+    GROUP BY ended.pool
 )
-SELECT count(*) AS released, now()::timestamptz AS scanned_until FROM released
+SELECT now()::timestamptz AS scanned_until, per_pool.pool, coalesce(per_pool.released, 0)::int AS released,
+       per_pool.lease_seconds::float8[] AS lease_seconds
+FROM (SELECT 1) AS one
+LEFT JOIN per_pool ON true
 `
 
 type KeyReleaseEndedLeasesParams struct {
@@ -612,8 +620,10 @@ type KeyReleaseEndedLeasesParams struct {
 }
 
 type KeyReleaseEndedLeasesRow struct {
-	Released     int64
 	ScannedUntil time.Time
+	Pool         *string
+	Released     int32
+	LeaseSeconds []float64
 }
 
 // One batch of the background job: frees up to max keys whose lease has
@@ -623,7 +633,9 @@ type KeyReleaseEndedLeasesRow struct {
 // which are exactly the rows updated: the update finds them by primary key
 // (= ANY, an index lookup per key) and needs no join back to them. The
 // changes to the counts are written pool by pool in pool order. Returns
-// how many it freed and the database time it looked at (scanned_until).
+// the database time it looked at (scanned_until) and, per pool, how many
+// it freed and how long each of their leases lasted (assignment to
+// deadline), for the metrics: one row with a NULL pool when it freed none.
 //
 // Why since: every claim adds an entry to key_state_lease_expires_at_idx
 // and its release makes that entry dead. While a snapshot is held nothing
@@ -631,11 +643,29 @@ type KeyReleaseEndedLeasesRow struct {
 // start of the index: a scan from the start walked every one of them on
 // every pass (20,368 buffers for a batch that found nothing, after 10,000
 // cycles). Starting just below the previous pass's time skips them.
-func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, arg KeyReleaseEndedLeasesParams) (KeyReleaseEndedLeasesRow, error) {
-	row := q.db.QueryRow(ctx, keyReleaseEndedLeases, arg.Since, arg.Max)
-	var i KeyReleaseEndedLeasesRow
-	err := row.Scan(&i.Released, &i.ScannedUntil)
-	return i, err
+func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, arg KeyReleaseEndedLeasesParams) ([]KeyReleaseEndedLeasesRow, error) {
+	rows, err := q.db.Query(ctx, keyReleaseEndedLeases, arg.Since, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyReleaseEndedLeasesRow
+	for rows.Next() {
+		var i KeyReleaseEndedLeasesRow
+		if err := rows.Scan(
+			&i.ScannedUntil,
+			&i.Pool,
+			&i.Released,
+			&i.LeaseSeconds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const keyReleaseMany = `-- name: KeyReleaseMany :many
@@ -643,7 +673,7 @@ WITH request AS (
     -- Two unnests in one select list advance together, pairing ids and tokens.
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token FROM key_state AS c
+    SELECT c.key_id, c.lease_token, c.blocked_at FROM key_state AS c
     WHERE c.key_id = ANY ($1::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
@@ -657,7 +687,8 @@ WITH request AS (
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     FROM current_lease
     WHERE s.key_id = current_lease.key_id
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, current_lease.lease_token AS ended_lease_token
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, current_lease.lease_token AS ended_lease_token,
+        extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT released.key_id, released.pool, 'released', released.ended_lease_token FROM released
@@ -669,7 +700,7 @@ WITH request AS (
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at,
-       released.ended_lease_token
+       released.ended_lease_token, released.ended_lease_seconds
 FROM released
 JOIN keys AS k ON k.id = released.key_id
 WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released))
@@ -681,22 +712,24 @@ type KeyReleaseManyParams struct {
 }
 
 type KeyReleaseManyRow struct {
-	ID              uuid.UUID
-	Pool            string
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
-	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
-	EndedLeaseToken *int64
+	ID                uuid.UUID
+	Pool              string
+	CreatedAt         time.Time
+	ExpiresAt         time.Time
+	LastKeepAliveAt   *time.Time
+	TimesAssigned     int64
+	LeaseToken        *int64
+	BlockedAt         *time.Time
+	LeaseExpiresAt    *time.Time
+	EndedLeaseToken   *int64
+	EndedLeaseSeconds float64
 }
 
 // Ends the current lease of each key named (or, when the request's lease
 // token is not 0, only the lease it names) and gives the key a new random
 // position. A key that is gone, free, or held under another lease matches
-// no row; the caller tells those apart afterwards.
+// no row; the caller tells those apart afterwards. ended_lease_seconds is
+// how long the ended lease lasted, by the database clock, for the metrics.
 // Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) ([]KeyReleaseManyRow, error) {
 	rows, err := q.db.Query(ctx, keyReleaseMany, arg.Ids, arg.LeaseTokens)
@@ -718,6 +751,7 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
 			&i.EndedLeaseToken,
+			&i.EndedLeaseSeconds,
 		); err != nil {
 			return nil, err
 		}

@@ -173,12 +173,13 @@ WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept));
 -- Ends the current lease of each key named (or, when the request's lease
 -- token is not 0, only the lease it names) and gives the key a new random
 -- position. A key that is gone, free, or held under another lease matches
--- no row; the caller tells those apart afterwards.
+-- no row; the caller tells those apart afterwards. ended_lease_seconds is
+-- how long the ended lease lasted, by the database clock, for the metrics.
 WITH request AS (
     -- Two unnests in one select list advance together, pairing ids and tokens.
     SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token FROM key_state AS c
+    SELECT c.key_id, c.lease_token, c.blocked_at FROM key_state AS c
     WHERE c.key_id = ANY (sqlc.arg(ids)::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
@@ -192,7 +193,8 @@ WITH request AS (
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     FROM current_lease
     WHERE s.key_id = current_lease.key_id
-    RETURNING s.*, current_lease.lease_token AS ended_lease_token
+    RETURNING s.*, current_lease.lease_token AS ended_lease_token,
+        extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT released.key_id, released.pool, 'released', released.ended_lease_token FROM released
@@ -204,7 +206,7 @@ WITH request AS (
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at,
-       released.ended_lease_token
+       released.ended_lease_token, released.ended_lease_seconds
 FROM released
 JOIN keys AS k ON k.id = released.key_id
 -- Found by primary key, whatever the planner guesses of the batch's size.
@@ -234,7 +236,7 @@ SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted
 FROM deleted
 JOIN state ON state.key_id = deleted.id;
 
--- name: KeyReleaseEndedLeases :one
+-- name: KeyReleaseEndedLeases :many
 -- One batch of the background job: frees up to max keys whose lease has
 -- ended, oldest deadline first, from the deadline since on (NULL: from the
 -- start). SKIP LOCKED leaves rows that a request or another replica is
@@ -242,7 +244,9 @@ JOIN state ON state.key_id = deleted.id;
 -- which are exactly the rows updated: the update finds them by primary key
 -- (= ANY, an index lookup per key) and needs no join back to them. The
 -- changes to the counts are written pool by pool in pool order. Returns
--- how many it freed and the database time it looked at (scanned_until).
+-- the database time it looked at (scanned_until) and, per pool, how many
+-- it freed and how long each of their leases lasted (assignment to
+-- deadline), for the metrics: one row with a NULL pool when it freed none.
 --
 -- Why since: every claim adds an entry to key_state_lease_expires_at_idx
 -- and its release makes that entry dead. While a snapshot is held nothing
@@ -251,7 +255,7 @@ JOIN state ON state.key_id = deleted.id;
 -- every pass (20,368 buffers for a batch that found nothing, after 10,000
 -- cycles). Starting just below the previous pass's time skips them.
 WITH ended AS (
-    SELECT c.key_id, c.pool, c.lease_token FROM key_state AS c
+    SELECT c.key_id, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce(sqlc.narg(since)::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -269,8 +273,16 @@ WITH ended AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
     GROUP BY released.pool ORDER BY released.pool
+), per_pool AS (
+    SELECT ended.pool, count(*) AS released,
+           array_agg(extract(epoch FROM ended.lease_expires_at - ended.blocked_at)::float8) AS lease_seconds
+    FROM ended
+    GROUP BY ended.pool
 )
-SELECT count(*) AS released, now()::timestamptz AS scanned_until FROM released;
+SELECT now()::timestamptz AS scanned_until, per_pool.pool, coalesce(per_pool.released, 0)::int AS released,
+       per_pool.lease_seconds::float8[] AS lease_seconds
+FROM (SELECT 1) AS one
+LEFT JOIN per_pool ON true;
 
 -- name: KeyDeleteExpired :one
 -- One batch of the background job: deletes up to max keys whose life has

@@ -317,7 +317,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	text := raw.String()
 	require.Contains(t, text, `tokenorchestrator_pool_keys{pool="m",state="blocked"} 1`)
 	require.Contains(t, text, `tokenorchestrator_pool_keys{pool="m",state="free"} 2`)
-	require.Contains(t, text, `tokenorchestrator_http_requests_total{method="GET",route="/keys",status="200"} 1`)
+	require.Contains(t, text, `tokenorchestrator_http_requests_total{code="200",method="GET",route="/keys"} 1`)
 	require.Contains(t, text, `tokenorchestrator_http_request_duration_seconds_bucket{method="POST",route="/keys"`)
 }
 

@@ -13,11 +13,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
@@ -36,12 +38,17 @@ type options struct {
 	auth api.Auth
 	// logs, when set, receives the server's logs from debug level up.
 	logs io.Writer
+	// tracer, when set, traces requests, statements and batches.
+	tracer trace.TracerProvider
+	// metricsMaxPools caps the pool label values; zero keeps the default.
+	metricsMaxPools int
 }
 
 // testServer is one replica: API, store and (optionally) background job
 // over a database that other replicas may share.
 type testServer struct {
 	url     string
+	metrics *metrics.Metrics
 	store   *store.Store
 	pool    *pgxpool.Pool
 	waiters *wakeup.Hub
@@ -59,17 +66,27 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	require.NoError(t, err)
 	cfg.MaxConns = 16
 	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	if o.tracer != nil {
+		cfg.ConnConfig.Tracer = store.NewTracer(o.tracer)
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.logs != nil {
-		logger = slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		logger = slog.New(telemetry.NewLogHandler(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
-	st := store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout})
-	m := metrics.New(st.CountPools, logger)
+	var st *store.Store
+	m := metrics.NewWithConfig(metrics.Config{
+		Counts:   func(ctx context.Context) ([]store.PoolCounts, error) { return st.CountPools(ctx) },
+		Logger:   logger,
+		MaxPools: o.metricsMaxPools,
+	})
+	st = store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout,
+		OnLeasesEnded: m.ObserveLeasesEnded, TracerProvider: o.tracer})
+	m.WatchPool("primary", pool)
 	if o.sweep > 0 {
-		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep})
+		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep, TracerProvider: o.tracer})
 		sw.Start(context.Background())
 		t.Cleanup(sw.Stop)
 	}
@@ -78,13 +95,15 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	listenCtx, stopListening := context.WithCancel(context.Background())
 	go waiters.Listen(listenCtx, pool)
 	t.Cleanup(stopListening)
+	m.WatchWaiters(waiters.Waiters)
 	handler := api.New(api.Config{
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,
-		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
+		Ready:          func(ctx context.Context) error { return st.Ping(ctx) },
+		TracerProvider: o.tracer,
 	})
 	srv := httptest.NewServer(checkContract(t, handler, o.contractSeen))
 	t.Cleanup(srv.Close)
-	return &testServer{url: srv.URL, store: st, pool: pool, waiters: waiters}
+	return &testServer{url: srv.URL, metrics: m, store: st, pool: pool, waiters: waiters}
 }
 
 // reply is a response with its body read and, unless it is a HEAD, decoded.

@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -90,6 +91,7 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 		return a.assignKeyIdempotent(w, r, pool, idempotencyKey, wait)
 	}
 	key, err := a.claim(r.Context(), pool, wait)
+	a.observeClaim(pool, err, true)
 	if err != nil {
 		return err
 	}
@@ -116,6 +118,8 @@ func writeLeasedKey(w http.ResponseWriter, key store.Key) {
 // one transaction; a repeat, on any replica, answers that lease.
 func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration) error {
 	key, replayed, err := a.claimIdempotent(r.Context(), pool, idempotencyKey, wait)
+	// A repeat answers a lease counted when it was claimed.
+	a.observeClaim(pool, err, !replayed)
 	if err != nil {
 		return err
 	}
@@ -145,7 +149,10 @@ const (
 // would strand a lease that no repeat finds. Here every try claims and
 // records in one transaction. The price: such waiters poll, and are not
 // part of the order in which this replica serves its queued waiters.
-func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, wait time.Duration) (store.Key, bool, error) {
+func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, wait time.Duration) (_ store.Key, _ bool, err error) {
+	if wait > 0 {
+		defer a.observeWait(time.Now(), &err)
+	}
 	deadline := time.Now().Add(wait)
 	pause := idempotentPollFirst
 	for {
@@ -169,11 +176,41 @@ func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, 
 
 // claim claims a key of the pool; with a wait, it queues behind this
 // replica's earlier waiters until a key is freed or the wait is over.
-func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (_ store.Key, err error) {
 	if wait <= 0 {
 		return a.store.Claim(ctx, pool)
 	}
+	defer a.observeWait(time.Now(), &err)
 	return a.waiters.Wait(ctx, pool, wait)
+}
+
+// observeClaim counts a claim's answer in the pool's metrics: a key handed
+// out (when counted, i.e. not an idempotent repeat) or none free.
+func (a *API) observeClaim(pool string, err error, counted bool) {
+	switch {
+	case a.metrics == nil:
+	case err == nil:
+		if counted {
+			a.metrics.ObserveClaim(pool)
+		}
+	case errors.Is(err, store.ErrNoFreeKey):
+		a.metrics.ObserveNoFreeKey(pool)
+	}
+}
+
+// observeWait records how long a claim with ?wait= waited and how it ended.
+func (a *API) observeWait(start time.Time, err *error) {
+	if a.metrics == nil {
+		return
+	}
+	outcome := metrics.WaitClaimed
+	switch {
+	case errors.Is(*err, store.ErrNoFreeKey):
+		outcome = metrics.WaitNoFreeKey
+	case *err != nil:
+		outcome = metrics.WaitError
+	}
+	a.metrics.ObserveWait(outcome, time.Since(start))
 }
 
 func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/stretchr/testify/require"
@@ -93,4 +95,62 @@ func requestSeries(t *testing.T, url string) []map[string]string {
 	}
 	require.NotEmpty(t, series, "the request metrics are exposed:\n%s", raw)
 	return series
+}
+
+// The per-pool counters count what the requests and the background job
+// did, pool by pool, and the histograms what the leases and waits lasted.
+func TestPoolCountersFollowTheRequests(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{leaseTTL: 300 * time.Millisecond, sweep: 50 * time.Millisecond})
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=a", `{"count": 2}`).status)
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=b", `{"count": 1}`).status)
+	held := do(t, "GET", s.url+"/keys?pool=a", "")
+	require.Equal(t, http.StatusOK, held.status)
+	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=a", "").status)
+	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=a&wait=20ms", "").status)
+	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=b&wait=1s", "").status)
+	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=empty", "").status)
+	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId")+"?lease="+held.str("leaseToken"), "").status)
+	// A second unblock of the now free key ends no lease.
+	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "").status)
+
+	var text string
+	require.Eventually(t, func() bool {
+		text = scrape(t, s.url)
+		// The other key of a and the key of b expire, freed by the job.
+		return strings.Contains(text, `tokenorchestrator_lease_expiries_total{pool="a"} 1`) &&
+			strings.Contains(text, `tokenorchestrator_lease_expiries_total{pool="b"} 1`)
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, want := range []string{
+		`tokenorchestrator_claims_total{pool="a"} 2`,
+		`tokenorchestrator_claims_total{pool="b"} 1`,
+		`tokenorchestrator_no_free_key_total{pool="a"} 1`,
+		`tokenorchestrator_no_free_key_total{pool="empty"} 1`,
+		`tokenorchestrator_releases_total{pool="a"} 1`,
+		`tokenorchestrator_claim_wait_seconds_count{outcome="no_free_key"} 1`,
+		`tokenorchestrator_claim_wait_seconds_count{outcome="claimed"} 1`,
+		`tokenorchestrator_lease_duration_seconds_count{ended="released"} 1`,
+		`tokenorchestrator_lease_duration_seconds_count{ended="expired"} 2`,
+		`tokenorchestrator_waiters 0`,
+	} {
+		require.Contains(t, text, want)
+	}
+	require.NotContains(t, text, `tokenorchestrator_releases_total{pool="b"}`)
+	// An expired lease lasted its whole LEASE_TTL by the database clock.
+	sum := regexp.MustCompile(`tokenorchestrator_lease_duration_seconds_sum\{ended="expired"\} ([0-9.e+-]+)`).FindStringSubmatch(text)
+	require.NotNil(t, sum, text)
+	seconds, err := strconv.ParseFloat(sum[1], 64)
+	require.NoError(t, err)
+	require.InDelta(t, 0.6, seconds, 0.05, "two leases of 300 ms")
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(raw)
 }

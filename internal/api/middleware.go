@@ -11,6 +11,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 )
@@ -23,7 +25,7 @@ func (a *API) recoverer(next http.Handler) http.Handler {
 				if rec == http.ErrAbortHandler {
 					panic(rec)
 				}
-				a.logger.Error("panic", "panic", rec, "stack", string(debug.Stack()),
+				a.logger.ErrorContext(r.Context(), "panic", "panic", rec, "stack", string(debug.Stack()),
 					"request_id", middleware.GetReqID(r.Context()))
 				writeError(w, r, a.logger, fmt.Errorf("%w: panic: %v", errInternal, rec))
 			}
@@ -55,6 +57,13 @@ func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 			}
 			if m != nil {
 				m.ObserveRequest(route, r.Method, status, elapsed)
+			}
+			// The span began before the route was known: name it after the
+			// route, never the path, whose key ids would make every span
+			// name different.
+			if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+				span.SetName(methodLabel(r.Method) + " " + route)
+				span.SetAttributes(semconv.HTTPRoute(route))
 			}
 			level := slog.LevelDebug
 			if status >= 500 {
@@ -130,5 +139,17 @@ func cors(origins []string, logger *slog.Logger) func(http.Handler) http.Handler
 			h.Set("Access-Control-Max-Age", "600")
 			writeJSON(w, http.StatusOK, map[string]string{"status": "preflight ok"})
 		})
+	}
+}
+
+// methodLabel is the method as a span name shows it: one of HTTP's, or
+// "HTTP" for any other, which a client may make up.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	default:
+		return "HTTP"
 	}
 }

@@ -82,7 +82,7 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	p.Instance = r.URL.Path
 	p.RequestID = middleware.GetReqID(r.Context())
 	if !known {
-		logger.Error("request failed", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+		logger.ErrorContext(r.Context(), "request failed", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 	}
 	h := w.Header()
 	if p.Status == http.StatusServiceUnavailable {
@@ -91,9 +91,9 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		// waiting client with a 503: only the others are worth a warning.
 		switch {
 		case errors.Is(err, store.ErrReportsUnavailable):
-			logger.Warn("report database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+			logger.WarnContext(r.Context(), "report database unavailable", "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 		case p.Code != "not_ready" && p.Code != "shutting_down":
-			logger.Warn("service unavailable", "code", p.Code, "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
+			logger.WarnContext(r.Context(), "service unavailable", "code", p.Code, "error", err, "method", r.Method, "path", r.URL.Path, "request_id", p.RequestID)
 		}
 	}
 	h.Set("Content-Type", "application/problem+json")

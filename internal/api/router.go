@@ -13,10 +13,14 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
@@ -36,6 +40,10 @@ type Config struct {
 	Waiters *wakeup.Hub
 	// Auth sets the bearer tokens; without them the API asks for none.
 	Auth Auth
+	// TracerProvider, when set, traces every request: a span named after
+	// its route, joined to the caller's trace when the request carries a
+	// W3C traceparent header. Defaults to none: no tracing, at no cost.
+	TracerProvider trace.TracerProvider
 }
 
 // API serves the HTTP interface.
@@ -43,6 +51,8 @@ type API struct {
 	store   *store.Store
 	waiters *wakeup.Hub
 	logger  *slog.Logger
+	// metrics is nil when none are kept.
+	metrics *metrics.Metrics
 	auth    *authenticator
 	router  chi.Router
 	// routes holds the router's patterns: the only route labels of the
@@ -58,10 +68,16 @@ func New(cfg Config) *API {
 	if cfg.Waiters == nil {
 		cfg.Waiters = NewWaiters(cfg.Store, WaitersConfig{}, cfg.Logger)
 	}
-	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, auth: newAuthenticator(cfg.Auth)}
+	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth)}
 	r := chi.NewRouter()
 	a.router = r
 
+	if cfg.TracerProvider != nil {
+		// First, so that the span covers everything the server does; it is
+		// renamed after the route once the router has found it (observe).
+		r.Use(otelhttp.NewMiddleware("HTTP", otelhttp.WithTracerProvider(cfg.TracerProvider),
+			otelhttp.WithPropagators(telemetry.Propagator), otelhttp.WithMeterProvider(noopmetric.NewMeterProvider())))
+	}
 	r.Use(middleware.RequestID)
 	r.Use(a.recoverer)
 	r.Use(a.observe(cfg.Metrics))

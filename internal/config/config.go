@@ -78,6 +78,9 @@ type Config struct {
 	// on this replica; past it a wait on another pool answers 503 at once.
 	// Defaults to 1,000.
 	MaxWaitedPools int
+	// MetricsMaxPools caps the distinct pool label values of the metrics;
+	// later pools are counted under pool="_other". Defaults to 1,000.
+	MetricsMaxPools int
 	// DBTimeout bounds every database call; past it the request answers 503.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
@@ -127,6 +130,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		cors, level                                string
 		port, maxConns, waitersConns               string
 		maxWaiters, maxWaitedPools                 string
+		metricsMaxPools                            string
 		election, leaderTTL                        string
 		reportMaxLag, reportFallback, reportStmt   string
 	)
@@ -149,6 +153,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
 	fs.StringVar(&maxWaiters, "max-waiters", env("MAX_WAITERS", "10000"), "clients that may wait for a key at once on this replica; past it ?wait= answers 503 (env MAX_WAITERS)")
 	fs.StringVar(&maxWaitedPools, "max-waited-pools", env("MAX_WAITED_POOLS", "1000"), "pools that clients may wait on at once on this replica; past it ?wait= on another pool answers 503 (env MAX_WAITED_POOLS)")
+	fs.StringVar(&metricsMaxPools, "metrics-max-pools", env("METRICS_MAX_POOLS", "1000"), "pools that get a pool label value of their own in the metrics; later ones count under pool=\"_other\" (env METRICS_MAX_POOLS)")
 	fs.StringVar(&waitersConns, "waiters-db-conns", env("WAITERS_DB_CONNS", ""), fmt.Sprintf("connections that the work for waiting clients may use at once, below DB_MAX_CONNS; empty: %d, or DB_MAX_CONNS-1 when smaller (env WAITERS_DB_CONNS)", DefaultWaitersDBConns))
 	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
 	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", "10m"), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
@@ -226,6 +231,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	}
 	cfg.MaxWaiters = count("MAX_WAITERS", maxWaiters, 1000000)
 	cfg.MaxWaitedPools = count("MAX_WAITED_POOLS", maxWaitedPools, 1000000)
+	cfg.MetricsMaxPools = count("METRICS_MAX_POOLS", metricsMaxPools, 1000000)
 	// One connection at least stays for requests that do not wait, unless
 	// the pool has only one.
 	waitersLimit := max(1, cfg.DBMaxConns-1)

@@ -32,6 +32,7 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, DefaultWaitersDBConns, cfg.WaitersDBConns)
 	require.Equal(t, 10000, cfg.MaxWaiters)
 	require.Equal(t, 1000, cfg.MaxWaitedPools)
+	require.Equal(t, 1000, cfg.MetricsMaxPools)
 	require.Equal(t, "", cfg.ReportDatabaseURL, "reports read the primary")
 	require.Equal(t, 30*time.Second, cfg.ReportMaxLag)
 	require.False(t, cfg.ReportFallback)

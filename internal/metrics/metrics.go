@@ -6,43 +6,127 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
 
+// DefaultMaxPools is how many distinct pools get a label value of their
+// own unless configured.
+const DefaultMaxPools = 1000
+
+// OtherPool is the pool label of every pool past the cap.
+const OtherPool = "_other"
+
+// Config holds the settings of the collectors.
+type Config struct {
+	// Counts, when set, is read at every scrape for the per-pool key
+	// gauges. Defaults to none: no such gauges.
+	Counts func(context.Context) ([]store.PoolCounts, error)
+	// Logger receives the failures of scrape-time reads. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+	// MaxPools caps the distinct values of the pool label: pool names come
+	// from clients, and each would be new series of every per-pool metric.
+	// The first MaxPools pools seen get their own value; later ones are
+	// counted under OtherPool. Defaults to DefaultMaxPools.
+	MaxPools int
+}
+
 // Metrics is the set of collectors of one server.
 type Metrics struct {
 	registry        *prometheus.Registry
+	logger          *slog.Logger
+	pools           *poolLabels
 	requests        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
+	claims          *prometheus.CounterVec
+	noFreeKey       *prometheus.CounterVec
+	releases        *prometheus.CounterVec
+	leaseExpiries   *prometheus.CounterVec
+	cooldowns       *prometheus.CounterVec
+	waitSeconds     *prometheus.HistogramVec
+	leaseDuration   *prometheus.HistogramVec
 	leasesReleased  prometheus.Counter
 	keysExpired     prometheus.Counter
 	waitersExpired  prometheus.Counter
 	historyDeleted  prometheus.Counter
+	sweepPasses     prometheus.Counter
 	sweepErrors     prometheus.Counter
 	leading         prometheus.Gauge
+
+	// shared tells whether this replica exports the database-wide gauges
+	// (see ExportSharedWhile); nil: always.
+	sharedMu sync.RWMutex
+	shared   func() bool
 }
 
 // New registers the collectors. counts, when not nil, is read at every
 // scrape for the per-pool gauges.
 func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.Logger) *Metrics {
+	return NewWithConfig(Config{Counts: counts, Logger: logger})
+}
+
+// NewWithConfig registers the collectors.
+func NewWithConfig(cfg Config) *Metrics {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxPools <= 0 {
+		cfg.MaxPools = DefaultMaxPools
+	}
+	pool := []string{"pool"}
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
+		logger:   cfg.Logger,
+		pools:    &poolLabels{max: cfg.MaxPools, seen: map[string]struct{}{}},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_http_requests_total",
-			Help: "HTTP requests by route, method and status.",
-		}, []string{"route", "method", "status"}),
+			Help: "HTTP requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_http_request_duration_seconds",
 			Help:    "HTTP request latency by route and method.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "method"}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_claims_total",
+			Help: "Keys handed out by GET /keys, by pool (a repeated idempotent claim is not counted again).",
+		}, pool),
+		noFreeKey: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_no_free_key_total",
+			Help: "Claims answered 404 because no key of the pool was free (after the wait, for a waiting claim), by pool.",
+		}, pool),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_releases_total",
+			Help: "Leases ended by an unblock (PUT /keys/{id}), by pool; an unblock of a free key is not counted.",
+		}, pool),
+		leaseExpiries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_lease_expiries_total",
+			Help: "Leases ended by this replica's background job because nobody kept them alive, by pool.",
+		}, pool),
+		cooldowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_cooldowns_total",
+			Help: "Keys given back with a cooldown, by pool.",
+		}, pool),
+		waitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenorchestrator_claim_wait_seconds",
+			Help:    "How long claims with ?wait= waited, by outcome (claimed, no_free_key, error).",
+			Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 45, 60},
+		}, []string{"outcome"}),
+		leaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenorchestrator_lease_duration_seconds",
+			Help:    "How long leases lasted, by the database clock, by how they ended: released (assignment to unblock) or expired (assignment to the lease's deadline).",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
+		}, []string{"ended"}),
 		leasesReleased: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_leases_released_total",
 			Help: "Leases ended by the background job because nobody kept them alive.",
@@ -59,20 +143,33 @@ func New(counts func(context.Context) ([]store.PoolCounts, error), logger *slog.
 			Name: "tokenorchestrator_sweeper_history_deleted_total",
 			Help: "History rows deleted by the background job because they were older than the retention.",
 		}),
+		sweepPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_passes_total",
+			Help: "Passes of the background job on this replica, failed ones included.",
+		}),
 		sweepErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_errors_total",
 			Help: "Passes of the background job that failed.",
 		}),
+		leading: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenorchestrator_sweeper_leading",
+			Help: "1 while this replica leads the background job (with LEADER_ELECTION), else 0.",
+		}),
 	}
-	m.leading = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "tokenorchestrator_sweeper_leading",
-		Help: "1 while this replica leads the background job (with LEADER_ELECTION), else 0.",
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tokenorchestrator_build_info",
+		Help: "Always 1; the labels tell the build that runs.",
+		ConstLabels: prometheus.Labels{
+			"version": buildinfo.Version(), "revision": buildinfo.Revision(), "goversion": buildinfo.GoVersion(),
+		},
 	})
-	m.registry.MustRegister(m.leading)
-	m.registry.MustRegister(m.requests, m.requestDuration, m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.sweepErrors,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if counts != nil {
-		m.registry.MustRegister(&poolCollector{counts: counts, logger: logger})
+	buildInfo.Set(1)
+	m.registry.MustRegister(m.requests, m.requestDuration,
+		m.claims, m.noFreeKey, m.releases, m.leaseExpiries, m.cooldowns, m.waitSeconds, m.leaseDuration,
+		m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.sweepPasses, m.sweepErrors, m.leading,
+		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.Counts != nil {
+		m.registry.MustRegister(&poolCollector{counts: cfg.Counts, logger: cfg.Logger, shared: m.exportShared, pools: m.pools})
 	}
 	return m
 }
@@ -82,12 +179,77 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
 }
 
+// Registry is where the collectors are registered, for tests that read
+// the metrics without HTTP.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// ExportSharedWhile makes the database-wide gauges (the pools' key counts,
+// the cleanup horizon, the standby's lag) exported only while exporting
+// returns true. They are the same on every replica, so with leader
+// election only the leader of the background job exports them, and a sum
+// across replicas stays right. Without it (nil, the default) every replica
+// exports them, and dashboards take max by (pool) across replicas.
+func (m *Metrics) ExportSharedWhile(exporting func() bool) {
+	m.sharedMu.Lock()
+	m.shared = exporting
+	m.sharedMu.Unlock()
+}
+
+func (m *Metrics) exportShared() bool {
+	m.sharedMu.RLock()
+	shared := m.shared
+	m.sharedMu.RUnlock()
+	return shared == nil || shared()
+}
+
 // ObserveRequest records one served request. route must come from a fixed
 // set (the router's patterns); the method may be anything a client sent.
 func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.Duration) {
 	method = methodLabel(method)
 	m.requests.WithLabelValues(route, method, statusLabel(status)).Inc()
 	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+}
+
+// ObserveClaim counts a key handed out from the pool.
+func (m *Metrics) ObserveClaim(pool string) { m.claims.WithLabelValues(m.pools.label(pool)).Inc() }
+
+// ObserveNoFreeKey counts a claim on the pool answered with no key.
+func (m *Metrics) ObserveNoFreeKey(pool string) {
+	m.noFreeKey.WithLabelValues(m.pools.label(pool)).Inc()
+}
+
+// ObserveCooldown counts a key of the pool given back with a cooldown.
+func (m *Metrics) ObserveCooldown(pool string) {
+	m.cooldowns.WithLabelValues(m.pools.label(pool)).Inc()
+}
+
+// Outcomes of a waiting claim, the values of the outcome label of
+// tokenorchestrator_claim_wait_seconds.
+const (
+	WaitClaimed   = "claimed"
+	WaitNoFreeKey = "no_free_key"
+	WaitError     = "error"
+)
+
+// ObserveWait records how long a claim with ?wait= waited, and how it
+// ended (WaitClaimed, WaitNoFreeKey or WaitError).
+func (m *Metrics) ObserveWait(outcome string, waited time.Duration) {
+	m.waitSeconds.WithLabelValues(outcome).Observe(waited.Seconds())
+}
+
+// ObserveLeasesEnded counts leases that a statement of this replica ended,
+// released or expired, and records how long they lasted.
+func (m *Metrics) ObserveLeasesEnded(ended []store.EndedLease) {
+	for _, e := range ended {
+		counter, label := m.releases, "released"
+		if e.Expired {
+			counter, label = m.leaseExpiries, "expired"
+		}
+		counter.WithLabelValues(m.pools.label(e.Pool)).Inc()
+		if e.Duration >= 0 {
+			m.leaseDuration.WithLabelValues(label).Observe(e.Duration.Seconds())
+		}
+	}
 }
 
 // methodLabel keeps the methods of HTTP and counts any other as "other".
@@ -115,6 +277,7 @@ func (m *Metrics) SetLeading(leading bool) {
 
 // ObserveSweep records one pass of the background job.
 func (m *Metrics) ObserveSweep(result sweeper.Result) {
+	m.sweepPasses.Inc()
 	m.leasesReleased.Add(float64(result.LeasesReleased))
 	m.keysExpired.Add(float64(result.KeysExpired))
 	m.waitersExpired.Add(float64(result.WaitersExpired))
@@ -132,21 +295,67 @@ func statusLabel(status int) string {
 	return string([]byte{digits[status/100], digits[status/10%10], digits[status%10]})
 }
 
+// poolLabels hands out the pool label values: a pool's own name for the
+// first max pools seen, OtherPool for any later one. A pool keeps its value
+// for the life of the process, so that its series never jump.
+type poolLabels struct {
+	mu   sync.RWMutex
+	max  int
+	seen map[string]struct{}
+}
+
+func (p *poolLabels) label(pool string) string {
+	p.mu.RLock()
+	_, ok := p.seen[pool]
+	full := len(p.seen) >= p.max
+	p.mu.RUnlock()
+	switch {
+	case ok:
+		return pool
+	case full:
+		return OtherPool
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.seen[pool]; ok {
+		return pool
+	}
+	if len(p.seen) >= p.max {
+		return OtherPool
+	}
+	p.seen[pool] = struct{}{}
+	return pool
+}
+
+// WatchWaiters exports, at every scrape, how many clients wait for a key
+// on this replica.
+func (m *Metrics) WatchWaiters(waiting func() int) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenorchestrator_waiters",
+		Help: "Clients waiting for a key (GET /keys?wait=) on this replica.",
+	}, func() float64 { return float64(waiting()) }))
+}
+
 var (
 	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
-		"Keys in the pool by state (free, blocked).", []string{"pool", "state"}, nil)
+		"Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
 )
 
 // poolCollector reads the per-pool counters at scrape time; they are kept
-// by the database, so every replica reports the same numbers.
+// by the database, so every replica reads the same numbers.
 type poolCollector struct {
 	counts func(context.Context) ([]store.PoolCounts, error)
 	logger *slog.Logger
+	shared func() bool
+	pools  *poolLabels
 }
 
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolKeysDesc }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	if !c.shared() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	pools, err := c.counts(ctx)
@@ -154,28 +363,46 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		c.logger.Warn("pool gauges unavailable", "error", err)
 		return
 	}
+	// Pools past the cap are summed under one label value: two series of
+	// the same labels may not be exported.
+	type freeBlocked struct{ free, blocked int64 }
+	byLabel := make(map[string]*freeBlocked, len(pools))
+	var order []string
 	for _, p := range pools {
-		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(p.Free()), p.Pool, "free")
-		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(p.Blocked), p.Pool, "blocked")
+		label := c.pools.label(p.Pool)
+		fb := byLabel[label]
+		if fb == nil {
+			fb = &freeBlocked{}
+			byLabel[label] = fb
+			order = append(order, label)
+		}
+		fb.free += p.Free()
+		fb.blocked += p.Blocked
+	}
+	for _, label := range order {
+		fb := byLabel[label]
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.free), label, "free")
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.blocked), label, "blocked")
 	}
 }
 
 var (
 	snapshotAgeDesc = prometheus.NewDesc("tokenorchestrator_db_oldest_snapshot_age_seconds",
-		"How long the oldest open snapshot of another database session has been held: dead row versions younger than it cannot be removed. Database-wide: every replica reports the same value (use max() across replicas).", nil, nil)
+		"How long the oldest open snapshot of another database session has been held: dead row versions younger than it cannot be removed. Database-wide: see the README on summing across replicas.", nil, nil)
 	xminAgeDesc = prometheus.NewDesc("tokenorchestrator_db_xmin_age_transactions",
-		"Age in transactions of the oldest xmin that holds back cleanup, of a session or a replication slot. Database-wide (use max() across replicas).", nil, nil)
+		"Age in transactions of the oldest xmin that holds back cleanup, of a session or a replication slot. Database-wide: see the README on summing across replicas.", nil, nil)
 )
 
 // WatchHorizon exports, at every scrape, what holds back the database's
 // cleanup of dead row versions.
 func (m *Metrics) WatchHorizon(horizon func(context.Context) (store.Horizon, error), logger *slog.Logger) {
-	m.registry.MustRegister(&horizonCollector{horizon: horizon, logger: logger})
+	m.registry.MustRegister(&horizonCollector{horizon: horizon, logger: logger, shared: m.exportShared})
 }
 
 type horizonCollector struct {
 	horizon func(context.Context) (store.Horizon, error)
 	logger  *slog.Logger
+	shared  func() bool
 }
 
 func (c *horizonCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -184,6 +411,9 @@ func (c *horizonCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *horizonCollector) Collect(ch chan<- prometheus.Metric) {
+	if !c.shared() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	h, err := c.horizon(ctx)
@@ -197,20 +427,23 @@ func (c *horizonCollector) Collect(ch chan<- prometheus.Metric) {
 
 var (
 	standbyLagDesc = prometheus.NewDesc("tokenorchestrator_report_standby_replay_lag_seconds",
-		"How far the replay of the standby that reports read from (REPORT_DATABASE_URL) is behind the primary: 0 while it has replayed everything it received. Absent while the standby cannot be read or has replayed nothing since it started.", nil, nil)
+		"How far the replay of the standby that reports read from (REPORT_DATABASE_URL) is behind the primary: 0 while it has replayed everything it received. Absent while the standby cannot be read or has replayed nothing since it started. The same on every replica: see the README on summing across replicas.", nil, nil)
 	standbyUpDesc = prometheus.NewDesc("tokenorchestrator_report_standby_up",
-		"1 while the standby that reports read from answers and is in recovery, else 0.", nil, nil)
+		"1 while the standby that reports read from answers this replica and is in recovery, else 0.", nil, nil)
 )
 
 // WatchStandby exports, at every scrape, whether the reports' standby can
-// be read and how far behind it replays.
+// be read and how far behind it replays. Whether it answers is this
+// replica's own view and always exported; the lag is the standby's, and
+// exported like the other database-wide gauges.
 func (m *Metrics) WatchStandby(status func(context.Context) (store.StandbyStatus, error), logger *slog.Logger) {
-	m.registry.MustRegister(&standbyCollector{status: status, logger: logger})
+	m.registry.MustRegister(&standbyCollector{status: status, logger: logger, shared: m.exportShared})
 }
 
 type standbyCollector struct {
 	status func(context.Context) (store.StandbyStatus, error)
 	logger *slog.Logger
+	shared func() bool
 }
 
 func (c *standbyCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -230,7 +463,57 @@ func (c *standbyCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 1
 	}
 	ch <- prometheus.MustNewConstMetric(standbyUpDesc, prometheus.GaugeValue, up)
-	if err == nil && st.LagKnown {
+	if err == nil && st.LagKnown && c.shared() {
 		ch <- prometheus.MustNewConstMetric(standbyLagDesc, prometheus.GaugeValue, st.ReplayLag.Seconds())
 	}
+}
+
+// The connection pools' statistics, labelled by database: "primary"
+// (DATABASE_URL) or "reports" (REPORT_DATABASE_URL).
+var (
+	dbConnsDesc = prometheus.NewDesc("tokenorchestrator_db_pool_conns",
+		"Connections of this replica's pool by state: acquired (in use), idle, total (both, and those being opened), max (the pool's size).",
+		[]string{"database", "state"}, nil)
+	dbAcquiresDesc = prometheus.NewDesc("tokenorchestrator_db_pool_acquires_total",
+		"Connections taken from the pool.", []string{"database"}, nil)
+	dbAcquireSecondsDesc = prometheus.NewDesc("tokenorchestrator_db_pool_acquire_seconds_total",
+		"Time spent taking connections from the pool, waits for a free one included.", []string{"database"}, nil)
+	dbEmptyAcquiresDesc = prometheus.NewDesc("tokenorchestrator_db_pool_empty_acquires_total",
+		"Acquires that found no idle connection and waited for one to be freed or opened.", []string{"database"}, nil)
+	dbCanceledAcquiresDesc = prometheus.NewDesc("tokenorchestrator_db_pool_canceled_acquires_total",
+		"Acquires given up because their context ended first.", []string{"database"}, nil)
+)
+
+// WatchPool exports, at every scrape, the statistics of a connection pool
+// of this replica under the given database label.
+func (m *Metrics) WatchPool(database string, pool *pgxpool.Pool) {
+	m.registry.MustRegister(&pgxPoolCollector{database: database, stat: pool.Stat})
+}
+
+type pgxPoolCollector struct {
+	database string
+	stat     func() *pgxpool.Stat
+}
+
+func (c *pgxPoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dbConnsDesc
+	ch <- dbAcquiresDesc
+	ch <- dbAcquireSecondsDesc
+	ch <- dbEmptyAcquiresDesc
+	ch <- dbCanceledAcquiresDesc
+}
+
+func (c *pgxPoolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stat()
+	gauge := func(state string, v int32) {
+		ch <- prometheus.MustNewConstMetric(dbConnsDesc, prometheus.GaugeValue, float64(v), c.database, state)
+	}
+	gauge("acquired", s.AcquiredConns())
+	gauge("idle", s.IdleConns())
+	gauge("total", s.TotalConns())
+	gauge("max", s.MaxConns())
+	ch <- prometheus.MustNewConstMetric(dbAcquiresDesc, prometheus.CounterValue, float64(s.AcquireCount()), c.database)
+	ch <- prometheus.MustNewConstMetric(dbAcquireSecondsDesc, prometheus.CounterValue, s.AcquireDuration().Seconds(), c.database)
+	ch <- prometheus.MustNewConstMetric(dbEmptyAcquiresDesc, prometheus.CounterValue, float64(s.EmptyAcquireCount()), c.database)
+	ch <- prometheus.MustNewConstMetric(dbCanceledAcquiresDesc, prometheus.CounterValue, float64(s.CanceledAcquireCount()), c.database)
 }

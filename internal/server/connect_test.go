@@ -19,7 +19,7 @@ func TestSessionsRunWithoutJIT(t *testing.T) {
 	t.Parallel()
 	url := testdb.New(t)
 	for dsn, want := range map[string]string{url: "off", url + "&jit=on": "on"} {
-		pool, err := connect(context.Background(), dsn, "DATABASE_URL", "token-orchestrator", 2, config.Config{DBTimeout: 5e9})
+		pool, err := connect(context.Background(), dsn, "DATABASE_URL", "token-orchestrator", 2, config.Config{DBTimeout: 5e9}, nil)
 		require.NoError(t, err)
 		var jit, planCache string
 		require.NoError(t, pool.QueryRow(context.Background(), "SHOW jit").Scan(&jit))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
@@ -45,13 +46,33 @@ type Server struct {
 	draining atomic.Bool
 	// afterDrainDelay is time.After; tests end the drain delay themselves.
 	afterDrainDelay func(time.Duration) <-chan time.Time
+	// tracerProvider is nil unless tracing is on.
+	tracerProvider trace.TracerProvider
+}
+
+// Option changes how New builds the server.
+type Option func(*options)
+
+type options struct {
+	tracerProvider trace.TracerProvider
+}
+
+// WithTracerProvider traces the requests, the statements that serve them
+// and the batches they share with tracer provider tp. Without it nothing is
+// traced.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tracerProvider = tp }
 }
 
 // New connects to the database (starting the embedded one when no URL is
 // configured), applies the migrations and builds the service. Nothing is
 // served until Serve.
-func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger, afterDrainDelay: time.After}
+func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Option) (_ *Server, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Server{cfg: cfg, logger: logger, afterDrainDelay: time.After, tracerProvider: o.tracerProvider}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -69,7 +90,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		}
 		dsn = s.cluster.URL()
 	}
-	if s.pool, err = connect(ctx, dsn, "DATABASE_URL", "token-orchestrator", cfg.DBMaxConns, cfg); err != nil {
+	if s.pool, err = connect(ctx, dsn, "DATABASE_URL", "token-orchestrator", cfg.DBMaxConns, cfg, s.tracerProvider); err != nil {
 		return nil, err
 	}
 	if err = migrateWithRetry(ctx, s.pool, cfg.MigrateTimeout, logger); err != nil {
@@ -78,22 +99,34 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 	if cfg.ReportDatabaseURL != "" {
 		// Reports are few and long: a share of the primary's connections
 		// is enough, and bounds what they ask of the standby.
-		if s.standby, err = connect(ctx, cfg.ReportDatabaseURL, "REPORT_DATABASE_URL", "token-orchestrator reports", max(2, cfg.DBMaxConns/4), cfg); err != nil {
+		if s.standby, err = connect(ctx, cfg.ReportDatabaseURL, "REPORT_DATABASE_URL", "token-orchestrator reports", max(2, cfg.DBMaxConns/4), cfg, s.tracerProvider); err != nil {
 			return nil, err
 		}
 	}
-	s.store = store.New(s.pool, store.Config{
+	// The store's statements feed the metrics, and the metrics read the
+	// pools' counts through the store: the counts are bound once both exist.
+	var st *store.Store
+	m := metrics.NewWithConfig(metrics.Config{
+		Counts:   func(ctx context.Context) ([]store.PoolCounts, error) { return st.CountPools(ctx) },
+		Logger:   logger,
+		MaxPools: cfg.MetricsMaxPools,
+	})
+	st = store.New(s.pool, store.Config{
 		KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout,
 		Standby: s.standby, MaxStandbyLag: cfg.ReportMaxLag, ReportFallback: cfg.ReportFallback,
 		ReportStatementTimeout: cfg.ReportStatementTimeout,
+		OnLeasesEnded:          m.ObserveLeasesEnded,
+		TracerProvider:         s.tracerProvider,
 	})
+	s.store = st
 	if err = s.store.CheckIndexes(ctx); err != nil {
 		return nil, err
 	}
-	m := metrics.New(s.store.CountPools, logger)
 	m.WatchHorizon(s.store.CleanupHorizon, logger)
+	m.WatchPool("primary", s.pool)
 	if s.standby != nil {
 		m.WatchStandby(s.store.StandbyStatus, logger)
+		m.WatchPool("reports", s.standby)
 	}
 	sweeperCfg := sweeper.Config{
 		Interval:           cfg.SweepInterval,
@@ -101,15 +134,20 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		Logger:             logger,
 		OnPass:             m.ObserveSweep,
 		SnapshotAgeWarning: cfg.SnapshotAgeWarning,
+		TracerProvider:     s.tracerProvider,
 	}
 	if cfg.LeaderElection {
 		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
 		sweeperCfg.Leading = s.elector.Leading
+		// The database-wide gauges come from the leader alone, so that
+		// they may be summed across replicas.
+		m.ExportSharedWhile(s.elector.Leading)
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
 	s.waiters = api.NewWaiters(s.store, api.WaitersConfig{
 		DBCalls: cfg.WaitersDBConns, MaxWaiters: cfg.MaxWaiters, MaxPools: cfg.MaxWaitedPools,
 	}, logger)
+	m.WatchWaiters(s.waiters.Waiters)
 	handler := api.New(api.Config{
 		Store:       s.store,
 		Waiters:     s.waiters,
@@ -117,6 +155,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		Metrics:     m,
 		CORSOrigins: cfg.CORSOrigins,
 		Ready:       s.ready(),
+		// Nil unless tracing is on.
+		TracerProvider: s.tracerProvider,
 		Auth: api.Auth{
 			AdminToken: cfg.AdminToken, ClientToken: cfg.ClientToken,
 			PublicHealth: cfg.PublicHealth, PublicMetrics: cfg.PublicMetrics,
@@ -311,8 +351,8 @@ func (s *Server) ready() func(context.Context) error {
 }
 
 // connect returns a pool of up to maxConns connections over dsn, read
-// from the named setting.
-func connect(ctx context.Context, dsn, setting, application string, maxConns int, cfg config.Config) (*pgxpool.Pool, error) {
+// from the named setting; with tp, every statement is traced.
+func connect(ctx context.Context, dsn, setting, application string, maxConns int, cfg config.Config, tp trace.TracerProvider) (*pgxpool.Pool, error) {
 	poolCfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", setting, err)
@@ -338,6 +378,9 @@ func connect(ctx context.Context, dsn, setting, application string, maxConns int
 	// every statement is held to its indexes by TestQueryPlansUseIndexes.
 	if _, set := poolCfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
 		poolCfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	}
+	if tp != nil {
+		poolCfg.ConnConfig.Tracer = store.NewTracer(tp)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {

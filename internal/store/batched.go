@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
@@ -15,6 +17,19 @@ import (
 type leaseRequest struct {
 	id    uuid.UUID
 	token *int64
+	// caller is the span of the request, linked from the batch's.
+	caller trace.SpanContext
+}
+
+// leaseCallers yields the spans of the requests of a batch.
+func leaseCallers(reqs []leaseRequest) func(func(trace.SpanContext) bool) {
+	return func(yield func(trace.SpanContext) bool) {
+		for _, req := range reqs {
+			if !yield(req.caller) {
+				return
+			}
+		}
+	}
 }
 
 // KeepAlive resets the key's life. Without a lease token it does nothing
@@ -23,7 +38,7 @@ type leaseRequest struct {
 // (ErrLeaseMismatch otherwise, changing nothing).
 // Keep-alives that arrive together on this replica share one statement.
 func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	return s.keepAlives.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken})
+	return s.keepAlives.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
 // Release frees the key at once. It is idempotent: releasing a free key
@@ -31,10 +46,12 @@ func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) 
 // if that lease is its current one. Releases that arrive together on this
 // replica share one statement.
 func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken})
+	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
-func (s *Store) runClaims(ctx context.Context, pool string, reqs []struct{}) []batch.Result[Key] {
+func (s *Store) runClaims(ctx context.Context, pool string, reqs []trace.SpanContext) []batch.Result[Key] {
+	ctx, span := s.startBatch(ctx, "store.ClaimBatch", slices.Values(reqs))
+	defer span.End()
 	keys, err := s.ClaimMany(ctx, pool, len(reqs))
 	results := make([]batch.Result[Key], len(reqs))
 	for i := range results {
@@ -62,6 +79,8 @@ func (s *Store) GiveBack(key Key) {
 }
 
 func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+	ctx, span := s.startBatch(ctx, "store.KeepAliveBatch", leaseCallers(reqs))
+	defer span.End()
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	ids, tokens := leaseArgs(reqs)
@@ -93,6 +112,8 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 }
 
 func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+	ctx, span := s.startBatch(ctx, "store.ReleaseBatch", leaseCallers(reqs))
+	defer span.End()
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	ids, tokens := leaseArgs(reqs)
@@ -101,6 +122,13 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	})
 	if err != nil {
 		return failAll[Key](len(reqs), classify(err))
+	}
+	if s.cfg.OnLeasesEnded != nil && len(rows) > 0 {
+		ended := make([]EndedLease, len(rows))
+		for i, row := range rows {
+			ended[i] = EndedLease{Pool: row.Pool, Duration: secondsToDuration(row.EndedLeaseSeconds)}
+		}
+		s.cfg.OnLeasesEnded(ended)
 	}
 	released := make(map[uuid.UUID]changedKey, len(rows))
 	for _, row := range rows {

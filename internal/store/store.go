@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
@@ -84,6 +85,27 @@ type Config struct {
 	// ReportStatementTimeout bounds each statement of a report read from
 	// the primary. Defaults to DefaultReportStatementTimeout.
 	ReportStatementTimeout time.Duration
+
+	// OnLeasesEnded, when set, is told of the leases that a statement of
+	// this store ended: released by a request, or expired and freed by the
+	// background job. It runs on the statement's goroutine and must be
+	// quick. Defaults to none.
+	OnLeasesEnded func([]EndedLease)
+	// TracerProvider, when set, traces the statements that serve batches
+	// of requests, each linked to the requests it served (the statements
+	// themselves are traced by a Tracer on the pool). Defaults to none.
+	TracerProvider trace.TracerProvider
+}
+
+// EndedLease is a lease that a statement ended.
+type EndedLease struct {
+	Pool string
+	// Expired: freed by the background job because its deadline passed;
+	// else released by a request.
+	Expired bool
+	// Duration is how long the lease lasted by the database clock: from its
+	// assignment to its release, or to its deadline when it expired.
+	Duration time.Duration
 }
 
 // Store runs the key pool's statements.
@@ -94,7 +116,11 @@ type Store struct {
 	// standbyQueries run on Config.Standby; nil without one.
 	standbyQueries *dbsqlc.Queries
 
-	claims     *batch.Coalescer[string, struct{}, Key]
+	// tracer starts the spans of batches; nil without tracing.
+	tracer trace.Tracer
+
+	// The requests of a batch carry their callers' spans, to be linked.
+	claims     *batch.Coalescer[string, trace.SpanContext, Key]
 	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
 	keepAlives *batch.Coalescer[struct{}, leaseRequest, Key]
 
@@ -124,7 +150,10 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.Standby != nil {
 		s.standbyQueries = dbsqlc.New(cfg.Standby)
 	}
-	s.claims = batch.New(batch.Config[string, struct{}, Key]{
+	if cfg.TracerProvider != nil {
+		s.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	s.claims = batch.New(batch.Config[string, trace.SpanContext, Key]{
 		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ string, key Key) { s.GiveBack(key) },
 	})
 	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
@@ -180,7 +209,7 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 // Claim blocks a random free key of the pool under a new lease. Claims
 // that arrive together on this replica share one statement.
 func (s *Store) Claim(ctx context.Context, pool string) (Key, error) {
-	return s.claims.Do(ctx, pool, struct{}{})
+	return s.claims.Do(ctx, pool, trace.SpanContextFromContext(ctx))
 }
 
 // ClaimMany blocks up to max free keys of the pool, each under its own
@@ -248,14 +277,33 @@ func (s *Store) ReleaseEndedLeases(ctx context.Context, max int) (int, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	since, full := s.ended.start()
-	row, err := retryConflicts(ctx, func() (dbsqlc.KeyReleaseEndedLeasesRow, error) {
+	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyReleaseEndedLeasesRow, error) {
 		return s.queries.KeyReleaseEndedLeases(ctx, dbsqlc.KeyReleaseEndedLeasesParams{Since: since, Max: int32(max)})
 	})
-	s.ended.done(full, err == nil && int(row.Released) < max, row.ScannedUntil)
+	released := 0
+	var scannedUntil time.Time
+	for _, row := range rows {
+		released += int(row.Released)
+		scannedUntil = row.ScannedUntil
+	}
+	s.ended.done(full, err == nil && released < max, scannedUntil)
 	if err != nil {
 		return 0, classify(err)
 	}
-	return int(row.Released), nil
+	if s.cfg.OnLeasesEnded != nil && released > 0 {
+		ended := make([]EndedLease, 0, released)
+		for _, row := range rows {
+			for _, seconds := range row.LeaseSeconds {
+				ended = append(ended, EndedLease{Pool: *row.Pool, Expired: true, Duration: secondsToDuration(seconds)})
+			}
+		}
+		s.cfg.OnLeasesEnded(ended)
+	}
+	return released, nil
+}
+
+func secondsToDuration(seconds float64) time.Duration {
+	return time.Duration(seconds * float64(time.Second))
 }
 
 // endedLeases keeps where the search for ended leases starts. A pass that

@@ -17,6 +17,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -75,6 +79,9 @@ type Config struct {
 	// it lasts. Such a snapshot keeps every dead row version the hot path
 	// leaves behind, and claims slow down as they pile up. Zero: no check.
 	SnapshotAgeWarning time.Duration
+	// TracerProvider, when set, traces every pass: a span whose children
+	// are the pass's statements. Defaults to none.
+	TracerProvider trace.TracerProvider
 }
 
 // horizonCheckEvery is how often the background job looks at the cleanup
@@ -183,7 +190,7 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		if s.cfg.Leading != nil && !s.cfg.Leading() {
 			continue
 		}
-		result := s.RunOnce(ctx)
+		result := s.tracedPass(ctx)
 		switch {
 		case result.Err != nil && ctx.Err() == nil:
 			s.cfg.Logger.Warn("sweep failed", "error", result.Err, "leases_released", result.LeasesReleased,
@@ -197,6 +204,25 @@ func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
 		}
 		s.checkHorizon(ctx)
 	}
+}
+
+// tracedPass runs a pass, in a span of its own when tracing is on.
+func (s *Sweeper) tracedPass(ctx context.Context) Result {
+	if s.cfg.TracerProvider == nil {
+		return s.RunOnce(ctx)
+	}
+	ctx, span := s.cfg.TracerProvider.Tracer("github.com/tokenorchestrator/tokenorchestrator/internal/sweeper").
+		Start(ctx, "sweeper.pass")
+	defer span.End()
+	result := s.RunOnce(ctx)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("sweeper.leases_released", result.LeasesReleased),
+			attribute.Int("sweeper.keys_expired", result.KeysExpired))
+		if result.Err != nil {
+			span.SetStatus(codes.Error, result.Err.Error())
+		}
+	}
+	return result
 }
 
 // checkHorizon warns about a snapshot old enough to hurt, naming the

@@ -258,6 +258,13 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	return key, nil
 }
 
+// Waiters returns how many clients wait on this replica now.
+func (h *Hub) Waiters() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waiters
+}
+
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still handed out, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
