@@ -76,7 +76,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	t.Cleanup(st.Close)
 	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools}, logger)
 	listenCtx, stopListening := context.WithCancel(context.Background())
-	go waiters.Listen(listenCtx, pool)
+	go waiters.Listen(listenCtx, st)
 	t.Cleanup(stopListening)
 	handler := api.New(api.Config{
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,

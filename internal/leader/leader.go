@@ -9,15 +9,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
+
+// Store is what an Elector needs of the database (store.Store).
+type Store interface {
+	// AttemptElect takes or renews the lead for ttl; false with no error
+	// means another replica leads.
+	AttemptElect(ctx context.Context, name, id string, ttl time.Duration) (bool, error)
+	// Resign gives the lead up at once.
+	Resign(ctx context.Context, name, id string) error
+}
 
 // Config describes an Elector.
 type Config struct {
@@ -35,9 +39,9 @@ type Config struct {
 
 // Elector takes part in one election.
 type Elector struct {
-	cfg     Config
-	queries *dbsqlc.Queries
-	id      string
+	cfg   Config
+	store Store
+	id    string
 
 	mu sync.Mutex
 	// until is when this replica's term ends, by its own monotonic clock,
@@ -47,7 +51,7 @@ type Elector struct {
 }
 
 // New returns an elector with a random identity.
-func New(db dbsqlc.DBTX, cfg Config) *Elector {
+func New(store Store, cfg Config) *Elector {
 	if cfg.TTL <= 0 {
 		cfg.TTL = 5 * time.Second
 	}
@@ -56,7 +60,7 @@ func New(db dbsqlc.DBTX, cfg Config) *Elector {
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Elector{cfg: cfg, queries: dbsqlc.New(db), id: hex.EncodeToString(raw)}
+	return &Elector{cfg: cfg, store: store, id: hex.EncodeToString(raw)}
 }
 
 // ID is this replica's identity in the election.
@@ -89,11 +93,8 @@ func (e *Elector) attempt(ctx context.Context) {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.TTL/3)
 	defer cancel()
-	_, err := e.queries.LeaderAttemptElect(ctx, dbsqlc.LeaderAttemptElectParams{
-		Name: e.cfg.Name, LeaderID: e.id, TtlSeconds: e.cfg.TTL.Seconds(),
-	})
-	won := err == nil
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) && ctx.Err() == nil {
+	won, err := e.store.AttemptElect(ctx, e.cfg.Name, e.id, e.cfg.TTL)
+	if err != nil && ctx.Err() == nil {
 		e.cfg.Logger.Warn("leader election failed", "role", e.cfg.Name, "error", err)
 	}
 	e.mu.Lock()
@@ -101,7 +102,7 @@ func (e *Elector) attempt(ctx context.Context) {
 	switch {
 	case won:
 		e.until = started.Add(e.cfg.TTL)
-	case errors.Is(err, pgx.ErrNoRows):
+	case err == nil:
 		e.until = time.Time{} // another replica leads
 	}
 	// Otherwise the database did not answer: a term counted from the last
@@ -126,7 +127,7 @@ func (e *Elector) resign() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := e.queries.LeaderResign(ctx, dbsqlc.LeaderResignParams{Name: e.cfg.Name, LeaderID: e.id}); err != nil {
+	if err := e.store.Resign(ctx, e.cfg.Name, e.id); err != nil {
 		e.cfg.Logger.Warn("could not resign the lead; it expires by itself", "role", e.cfg.Name, "error", err)
 	}
 	if e.cfg.OnChange != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
 )
 
@@ -28,7 +29,7 @@ func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &candidate{elector: New(pool, Config{Name: "sweeper", TTL: ttl}), pool: pool, cancel: cancel, done: make(chan struct{})}
+	c := &candidate{elector: New(store.New(pool, store.Config{}), Config{Name: "sweeper", TTL: ttl}), pool: pool, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(c.done); c.elector.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-c.done })
 	return c
@@ -111,8 +112,9 @@ func TestAnotherReplicaCannotRenew(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), testdb.New(t))
 	require.NoError(t, err)
 	defer pool.Close()
-	a := New(pool, Config{Name: "job", TTL: time.Minute})
-	b := New(pool, Config{Name: "job", TTL: time.Minute})
+	st := store.New(pool, store.Config{})
+	a := New(st, Config{Name: "job", TTL: time.Minute})
+	b := New(st, Config{Name: "job", TTL: time.Minute})
 	var mu sync.Mutex
 	changes := []bool{}
 	a.cfg.OnChange = func(l bool) { mu.Lock(); changes = append(changes, l); mu.Unlock() }

@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		SnapshotAgeWarning: cfg.SnapshotAgeWarning,
 	}
 	if cfg.LeaderElection {
-		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
+		s.elector = leader.New(s.store, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
 		sweeperCfg.Leading = s.elector.Leading
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
@@ -159,7 +159,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.sweeper.Start(context.WithoutCancel(ctx))
 	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopListening()
-	go s.waiters.Listen(listenCtx, s.pool)
+	go s.waiters.Listen(listenCtx, s.store)
 	if s.cfg.DebugAddr != "" {
 		go s.serveDebug(listenCtx)
 	}

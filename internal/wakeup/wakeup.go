@@ -25,14 +25,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -444,14 +439,14 @@ func (h *Hub) Notify(pool string) { h.serve(pool) }
 // it is one statement, and claims only from pools that have a free key.
 func (h *Hub) NotifyAll() { go h.poll() }
 
-// Listen holds one connection of the pool in LISTEN and feeds the hub until
+// Listen holds one connection of the store's pool in LISTEN and feeds the hub until
 // ctx ends, reconnecting with backoff when the connection is lost (a
 // database restart). After every reconnection every pool is tried, since
 // notifications sent meanwhile are lost.
-func (h *Hub) Listen(ctx context.Context, db *pgxpool.Pool) {
+func (h *Hub) Listen(ctx context.Context, st *store.Store) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := h.listenOnce(ctx, db)
+		err := h.listenOnce(ctx, st)
 		if ctx.Err() != nil {
 			return
 		}
@@ -465,28 +460,21 @@ func (h *Hub) Listen(ctx context.Context, db *pgxpool.Pool) {
 	}
 }
 
-func (h *Hub) listenOnce(ctx context.Context, db *pgxpool.Pool) error {
-	pooled, err := db.Acquire(ctx)
+func (h *Hub) listenOnce(ctx context.Context, st *store.Store) error {
+	l, err := st.ListenKeysFreed(ctx)
 	if err != nil {
 		return err
 	}
-	// Out of the pool for good: a LISTEN session must not serve queries.
-	conn := pooled.Hijack()
-	defer conn.Close(context.Background())
-	if err := dbsqlc.New(conn).ListenKeysFreed(ctx); err != nil {
-		return err
-	}
+	defer l.Close()
 	h.NotifyAll()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		pool, err := l.Next(ctx)
+		if errors.Is(err, store.ErrUnexpectedNotification) {
+			h.cfg.Logger.Warn("unexpected notification", "error", err)
+			continue
+		}
 		if err != nil {
 			return err
-		}
-		// The payload is "<freed> <pool>".
-		freed, pool, ok := strings.Cut(n.Payload, " ")
-		if _, convErr := strconv.Atoi(freed); !ok || convErr != nil {
-			h.cfg.Logger.Warn("unexpected notification", "payload", n.Payload)
-			continue
 		}
 		h.Notify(pool)
 	}
