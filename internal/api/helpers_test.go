@@ -75,9 +75,8 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	}
 	t.Cleanup(st.Close)
 	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools}, logger)
-	listenCtx, stopListening := context.WithCancel(context.Background())
-	go waiters.Listen(listenCtx, st)
-	t.Cleanup(stopListening)
+	require.NoError(t, waiters.Start(context.Background()))
+	t.Cleanup(waiters.Stop)
 	handler := api.New(api.Config{
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },

@@ -159,6 +159,7 @@ func NewWaiters(st *store.Store, cfg WaitersConfig, logger *slog.Logger) *wakeup
 		Register:   st.RegisterWaiters,
 		Unregister: st.UnregisterWaiters,
 		FreePools:  st.PoolsWithFreeKeys,
+		Listen:     st.ListenKeysFreed,
 		Poll:       cfg.Poll,
 		DBCalls:    cfg.DBCalls,
 		MaxWaiters: cfg.MaxWaiters,

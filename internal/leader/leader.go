@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 )
 
 // Store is what an Elector needs of the database (store.Store).
@@ -39,6 +41,8 @@ type Config struct {
 
 // Elector takes part in one election.
 type Elector struct {
+	// Runner gives the elector Stop and Started.
+	startstop.Runner
 	cfg   Config
 	store Store
 	id    string
@@ -73,9 +77,14 @@ func (e *Elector) Leading() bool {
 	return time.Now().Before(e.until)
 }
 
-// Run takes part until ctx ends, then resigns so that another replica can
-// take over at once.
-func (e *Elector) Run(ctx context.Context) {
+// Start takes part in the background until Stop is called or ctx ends;
+// then it resigns, so that another replica can take over at once, and Stop
+// returns once it has.
+func (e *Elector) Start(ctx context.Context) error {
+	return e.StartFunc(ctx, e.run)
+}
+
+func (e *Elector) run(ctx context.Context) {
 	ticker := time.NewTicker(e.cfg.TTL / 3)
 	defer ticker.Stop()
 	for {

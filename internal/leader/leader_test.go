@@ -19,8 +19,6 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 type candidate struct {
 	elector *Elector
 	pool    *pgxpool.Pool
-	cancel  context.CancelFunc
-	done    chan struct{}
 }
 
 func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
@@ -28,10 +26,9 @@ func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &candidate{elector: New(store.New(pool, store.Config{}), Config{Name: "sweeper", TTL: ttl}), pool: pool, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(c.done); c.elector.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-c.done })
+	c := &candidate{elector: New(store.New(pool, store.Config{}), Config{Name: "sweeper", TTL: ttl}), pool: pool}
+	require.NoError(t, c.elector.Start(context.Background()))
+	t.Cleanup(c.elector.Stop)
 	return c
 }
 
@@ -90,8 +87,7 @@ func TestOneLeaderAndTakeOver(t *testing.T) {
 
 	// A leader that stops resigns: the last one takes over without waiting
 	// for the term to expire.
-	next.cancel()
-	<-next.done
+	next.elector.Stop()
 	stopped := time.Now()
 	var last *candidate
 	for _, c := range rest {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -111,12 +112,10 @@ func (r Result) didWork() bool {
 
 // Sweeper runs passes on a ticker until stopped.
 type Sweeper struct {
+	// Runner gives the sweeper Stop and Started.
+	startstop.Runner
 	store Store
 	cfg   Config
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
 
 	// Owned by the loop's goroutine.
 	horizonChecked, horizonWarned time.Time
@@ -146,32 +145,11 @@ func New(store Store, cfg Config) *Sweeper {
 }
 
 // Start runs passes in the background until Stop is called or ctx ends.
-func (s *Sweeper) Start(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return
-	}
-	ctx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go s.loop(ctx, s.done)
+func (s *Sweeper) Start(ctx context.Context) error {
+	return s.StartFunc(ctx, s.loop)
 }
 
-// Stop ends the background passes and waits for the current one to finish.
-func (s *Sweeper) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.cancel, s.done = nil, nil
-	s.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
-
-func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (s *Sweeper) loop(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.Interval)
 	defer ticker.Stop()
 	for {

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -60,6 +61,10 @@ type Config struct {
 	// FreePools returns those of the pools in which a claim would find a
 	// key now, in one statement (store.PoolsWithFreeKeys).
 	FreePools func(ctx context.Context, pools []string) ([]string, error)
+	// Listen opens a connection that LISTENs for freed keys
+	// (store.ListenKeysFreed), which Start holds open. Nil: the hub is fed
+	// no notifications, and its waiters find freed keys by polling.
+	Listen func(ctx context.Context) (*store.Listener, error)
 	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
@@ -87,6 +92,8 @@ var ErrClosed = errors.New("this replica is shutting down and takes no waiting c
 
 // Hub keeps this replica's waiters, per pool in arrival order.
 type Hub struct {
+	// Runner gives the hub's listener Stop and Started.
+	startstop.Runner
 	cfg     Config
 	replica string
 	// dbCalls holds a token for every database call of the hub in flight;
@@ -130,7 +137,7 @@ type waiter struct {
 	elem *list.Element
 }
 
-// New returns a hub; Listen feeds it the database's notifications.
+// New returns a hub; Start feeds it the database's notifications.
 func New(cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
@@ -439,14 +446,22 @@ func (h *Hub) Notify(pool string) { h.serve(pool) }
 // it is one statement, and claims only from pools that have a free key.
 func (h *Hub) NotifyAll() { go h.poll() }
 
-// Listen holds one connection of the store's pool in LISTEN and feeds the hub until
-// ctx ends, reconnecting with backoff when the connection is lost (a
-// database restart). After every reconnection every pool is tried, since
-// notifications sent meanwhile are lost.
-func (h *Hub) Listen(ctx context.Context, st *store.Store) {
+// Start holds one connection in LISTEN and feeds the hub, in the
+// background until Stop is called or ctx ends, reconnecting with backoff
+// when the connection is lost (a database restart). After every
+// reconnection every pool is tried, since notifications sent meanwhile are
+// lost. Without Config.Listen it does nothing.
+func (h *Hub) Start(ctx context.Context) error {
+	if h.cfg.Listen == nil {
+		return nil
+	}
+	return h.StartFunc(ctx, h.listen)
+}
+
+func (h *Hub) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := h.listenOnce(ctx, st)
+		err := h.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -460,8 +475,8 @@ func (h *Hub) Listen(ctx context.Context, st *store.Store) {
 	}
 }
 
-func (h *Hub) listenOnce(ctx context.Context, st *store.Store) error {
-	l, err := st.ListenKeysFreed(ctx)
+func (h *Hub) listenOnce(ctx context.Context) error {
+	l, err := h.cfg.Listen(ctx)
 	if err != nil {
 		return err
 	}
