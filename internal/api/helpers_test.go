@@ -74,7 +74,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools}, logger)
+	waiters := wakeup.New(st, wakeup.Config{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools, Logger: logger})
 	require.NoError(t, waiters.Start(context.Background()))
 	t.Cleanup(waiters.Stop)
 	handler := api.New(api.Config{

@@ -109,9 +109,9 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		sweeperCfg.Leading = s.elector.Leading
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
-	s.waiters = api.NewWaiters(s.store, api.WaitersConfig{
-		DBCalls: cfg.WaitersDBConns, MaxWaiters: cfg.MaxWaiters, MaxPools: cfg.MaxWaitedPools,
-	}, logger)
+	s.waiters = wakeup.New(s.store, wakeup.Config{
+		DBCalls: cfg.WaitersDBConns, MaxWaiters: cfg.MaxWaiters, MaxPools: cfg.MaxWaitedPools, Logger: logger,
+	})
 	handler := api.New(api.Config{
 		Store:       s.store,
 		Waiters:     s.waiters,

@@ -42,29 +42,33 @@ var (
 	ErrTooManyPools = errors.New("too many pools waited on at this replica")
 )
 
+// Store is what a Hub needs of the database (store.Store).
+type Store interface {
+	// ClaimMany blocks up to n free keys of the pool.
+	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
+	// GiveBack releases a key claimed for a waiter that left.
+	GiveBack(store.Key)
+	// RegisterWaiters tells the database, for ttl, that this replica (named
+	// replica) has clients waiting for keys of the pool, so that freed keys
+	// of the pool are announced; UnregisterWaiters withdraws that. Each
+	// registration carries a generation higher than the replica's previous
+	// ones, and a withdrawal the generation of the registration it
+	// withdraws: the database must ignore a registration older than the one
+	// it holds, and a withdrawal of an older registration than the one it
+	// holds. The calls run concurrently and may reach the database in any
+	// order.
+	RegisterWaiters(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
+	UnregisterWaiters(ctx context.Context, pool, replica string, generation int64) error
+	// PoolsWithFreeKeys returns those of the pools in which a claim would
+	// find a key now, in one statement.
+	PoolsWithFreeKeys(ctx context.Context, pools []string) ([]string, error)
+	// ListenKeysFreed opens a connection that LISTENs for freed keys, which
+	// Start holds open.
+	ListenKeysFreed(ctx context.Context) (*store.Listener, error)
+}
+
 // Config describes a Hub.
 type Config struct {
-	// Claim blocks up to n free keys of the pool (store.ClaimMany).
-	Claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
-	// GiveBack releases a key claimed for a waiter that left.
-	GiveBack func(store.Key)
-	// Register tells the database, for ttl, that this replica (named
-	// replica) has clients waiting for keys of the pool, so that freed keys
-	// of the pool are announced; Unregister withdraws that. Each
-	// registration carries a generation higher than the replica's previous
-	// ones, and Unregister the generation of the registration it withdraws:
-	// the database must ignore a registration older than the one it holds,
-	// and a withdrawal of an older registration than the one it holds.
-	// The calls run concurrently and may reach the database in any order.
-	Register   func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
-	Unregister func(ctx context.Context, pool, replica string, generation int64) error
-	// FreePools returns those of the pools in which a claim would find a
-	// key now, in one statement (store.PoolsWithFreeKeys).
-	FreePools func(ctx context.Context, pools []string) ([]string, error)
-	// Listen opens a connection that LISTENs for freed keys
-	// (store.ListenKeysFreed), which Start holds open. Nil: the hub is fed
-	// no notifications, and its waiters find freed keys by polling.
-	Listen func(ctx context.Context) (*store.Listener, error)
 	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
@@ -94,6 +98,7 @@ var ErrClosed = errors.New("this replica is shutting down and takes no waiting c
 type Hub struct {
 	// Runner gives the hub's listener Stop and Started.
 	startstop.Runner
+	store   Store
 	cfg     Config
 	replica string
 	// dbCalls holds a token for every database call of the hub in flight;
@@ -137,8 +142,9 @@ type waiter struct {
 	elem *list.Element
 }
 
-// New returns a hub; Start feeds it the database's notifications.
-func New(cfg Config) *Hub {
+// New returns a hub over the store; Start feeds it the database's
+// notifications.
+func New(st Store, cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
 	}
@@ -156,7 +162,7 @@ func New(cfg Config) *Hub {
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
+	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
 }
 
 // Close ends every wait with ErrClosed at once, and makes every later Wait
@@ -217,7 +223,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		// turn at the database ends with the wait.
 		regCtx, cancel := context.WithTimeout(ctx, wait)
 		err := h.withDB(regCtx, func(ctx context.Context) error {
-			return h.cfg.Register(ctx, pool, h.replica, generation, registration)
+			return h.store.RegisterWaiters(ctx, pool, h.replica, generation, registration)
 		})
 		cancel()
 		if err != nil {
@@ -263,7 +269,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still handed out, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
-	keys, err := h.cfg.Claim(ctx, pool, 1)
+	keys, err := h.store.ClaimMany(ctx, pool, 1)
 	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
 		return store.Key{}, err
 	}
@@ -296,7 +302,7 @@ func (h *Hub) forget(pool string, q *queue) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := h.withDB(ctx, func(ctx context.Context) error {
-			return h.cfg.Unregister(ctx, pool, h.replica, generation)
+			return h.store.UnregisterWaiters(ctx, pool, h.replica, generation)
 		})
 		if err != nil {
 			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
@@ -335,7 +341,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		if n > 0 {
 			err = h.withDB(context.Background(), func(ctx context.Context) error {
 				var claimErr error
-				keys, claimErr = h.cfg.Claim(ctx, pool, n)
+				keys, claimErr = h.store.ClaimMany(ctx, pool, n)
 				return claimErr
 			})
 		}
@@ -405,7 +411,7 @@ func (h *Hub) poll() {
 	var free []string
 	err := h.withDB(context.Background(), func(ctx context.Context) error {
 		var err error
-		free, err = h.cfg.FreePools(ctx, pools)
+		free, err = h.store.PoolsWithFreeKeys(ctx, pools)
 		return err
 	})
 	if err != nil {
@@ -420,7 +426,7 @@ func (h *Hub) poll() {
 func (h *Hub) giveBack(keys []store.Key) {
 	for _, key := range keys {
 		_ = h.withDB(context.Background(), func(context.Context) error {
-			h.cfg.GiveBack(key)
+			h.store.GiveBack(key)
 			return nil
 		})
 	}
@@ -450,11 +456,8 @@ func (h *Hub) NotifyAll() { go h.poll() }
 // background until Stop is called or ctx ends, reconnecting with backoff
 // when the connection is lost (a database restart). After every
 // reconnection every pool is tried, since notifications sent meanwhile are
-// lost. Without Config.Listen it does nothing.
+// lost.
 func (h *Hub) Start(ctx context.Context) error {
-	if h.cfg.Listen == nil {
-		return nil
-	}
 	return h.StartFunc(ctx, h.listen)
 }
 
@@ -476,7 +479,7 @@ func (h *Hub) listen(ctx context.Context) {
 }
 
 func (h *Hub) listenOnce(ctx context.Context) error {
-	l, err := h.cfg.Listen(ctx)
+	l, err := h.store.ListenKeysFreed(ctx)
 	if err != nil {
 		return err
 	}
