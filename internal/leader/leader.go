@@ -67,9 +67,6 @@ func New(store Store, cfg Config) *Elector {
 	return &Elector{cfg: cfg, store: store, id: hex.EncodeToString(raw)}
 }
 
-// ID is this replica's identity in the election.
-func (e *Elector) ID() string { return e.id }
-
 // Leading reports whether this replica holds the lead now.
 func (e *Elector) Leading() bool {
 	e.mu.Lock()

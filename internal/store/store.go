@@ -146,9 +146,6 @@ func (s *Store) Close() {
 	s.keepAlives.Wait()
 }
 
-// Config returns the store's settings.
-func (s *Store) Config() Config { return s.cfg }
-
 func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.cfg.QueryTimeout)
 }
