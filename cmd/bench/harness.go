@@ -20,10 +20,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
 )
 
 const benchDB = "tokenorchestrator_bench"

@@ -17,7 +17,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 

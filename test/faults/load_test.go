@@ -10,9 +10,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 // checkHistory asserts what the history must say after any run: no two
