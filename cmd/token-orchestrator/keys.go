@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 )
 
 const keysHelp = `Usage: token-orchestrator keys COMMAND [flags] [ID]
@@ -25,7 +26,8 @@ Run 'token-orchestrator keys COMMAND -h' for a command's flags.
 
 ` + exitCodesHelp
 
-const defaultServer = "http://127.0.0.1:8080"
+// defaultServer is where serve listens by default.
+const defaultServer = "http://" + config.DefaultAddr
 
 // keysCommand is one command of "keys".
 type keysCommand struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -39,7 +40,7 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 		return fallback
 	}
 	// Without DATABASE_URL, the embedded database that serve starts.
-	embedded := "postgres://postgres@127.0.0.1:" + env("EMBEDDED_PG_PORT", "54329") + "/postgres?sslmode=disable"
+	embedded := "postgres://postgres@127.0.0.1:" + env("EMBEDDED_PG_PORT", strconv.Itoa(config.DefaultEmbeddedPort)) + "/postgres?sslmode=disable"
 	var (
 		databaseURL = fs.String("database-url", env("DATABASE_URL", embedded), "PostgreSQL URL (env DATABASE_URL; default the embedded database of serve)")
 		from        = fs.String("from", "", "start of the range: an RFC 3339 time, or a duration before now such as 6h (default: 24h before -to)")
@@ -48,7 +49,7 @@ func runReport(ctx context.Context, args []string, getenv func(string) string, s
 		limit       = fs.Int("limit", reports.DefaultLimit, "most rows of the leases report")
 		format      = fs.String("format", "table", "table, csv or json")
 		reportURL   = fs.String("report-database-url", env("REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)")
-		maxLag      = fs.Duration("report-max-lag", store.DefaultMaxStandbyLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
+		maxLag      = fs.Duration("report-max-lag", config.DefaultReportMaxLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
 		fallback    = fs.Bool("report-fallback", false, "read from DATABASE_URL when the standby cannot be read or is too far behind (env REPORT_FALLBACK)")
 	)
 	if v := env("REPORT_MAX_LAG", ""); v != "" {
@@ -177,7 +178,7 @@ func reportPool(ctx context.Context, url, setting string, stderr io.Writer) (*pg
 		return nil, 2
 	}
 	pgxCfg.MaxConns = 2
-	pgxCfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pgxCfg.ConnConfig.ConnectTimeout = config.DefaultDBTimeout
 	if pgxCfg.ConnConfig.RuntimeParams == nil {
 		pgxCfg.ConnConfig.RuntimeParams = map[string]string{}
 	}

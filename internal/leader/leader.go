@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 )
 
@@ -30,7 +31,8 @@ type Config struct {
 	// Name of the elected role.
 	Name string
 	// TTL is a term's length. The leader renews every TTL/3; when it dies,
-	// another replica takes over within TTL plus TTL/3. Zero means 5 s.
+	// another replica takes over within TTL plus TTL/3. Zero means
+	// config.DefaultLeaderTTL.
 	TTL time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -57,7 +59,7 @@ type Elector struct {
 // New returns an elector with a random identity.
 func New(store Store, cfg Config) *Elector {
 	if cfg.TTL <= 0 {
-		cfg.TTL = 5 * time.Second
+		cfg.TTL = config.DefaultLeaderTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 )
 
 // Errors returned by the store. The HTTP layer maps each to a status once.
@@ -59,7 +60,7 @@ type Config struct {
 	// LeaseTTL is how long a lease lasts after its assignment or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
-	// ErrUnavailable instead of a hang. Zero means 5 seconds.
+	// ErrUnavailable instead of a hang. Zero means config.DefaultDBTimeout.
 	QueryTimeout time.Duration
 	// MaxBatch is the most claims, releases or keep-alives that one statement
 	// serves when requests arrive together. Zero means 64; 1 turns batching
@@ -75,14 +76,15 @@ type Config struct {
 	// primary.
 	Standby *pgxpool.Pool
 	// MaxStandbyLag is how far behind the primary the standby's replay may
-	// be for reports to read from it. Defaults to DefaultMaxStandbyLag.
+	// be for reports to read from it. Zero means
+	// config.DefaultReportMaxLag.
 	MaxStandbyLag time.Duration
 	// ReportFallback lets reports read from the primary while the standby
 	// cannot be read or is too far behind. Defaults to false: they fail
 	// with ErrReportsUnavailable, and the primary is spared their load.
 	ReportFallback bool
 	// ReportStatementTimeout bounds each statement of a report read from
-	// the primary. Defaults to DefaultReportStatementTimeout.
+	// the primary. Zero means config.DefaultReportStatementTimeout.
 	ReportStatementTimeout time.Duration
 }
 
@@ -106,7 +108,7 @@ type Store struct {
 // New returns a store over the connection pool.
 func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = 5 * time.Second
+		cfg.QueryTimeout = config.DefaultDBTimeout
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 64
@@ -115,10 +117,10 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 		cfg.MaxInFlight = 2
 	}
 	if cfg.MaxStandbyLag <= 0 {
-		cfg.MaxStandbyLag = DefaultMaxStandbyLag
+		cfg.MaxStandbyLag = config.DefaultReportMaxLag
 	}
 	if cfg.ReportStatementTimeout <= 0 {
-		cfg.ReportStatementTimeout = DefaultReportStatementTimeout
+		cfg.ReportStatementTimeout = config.DefaultReportStatementTimeout
 	}
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
 	if cfg.Standby != nil {

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -33,20 +34,17 @@ type Store interface {
 	DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error)
 }
 
-// DefaultHistoryRetention is how long history is kept unless configured.
-const DefaultHistoryRetention = 30 * 24 * time.Hour
-
 // Config holds the sweeper's settings.
 type Config struct {
 	// Interval between passes. A lease that nobody keeps alive is released no
 	// later than LEASE_TTL + Interval (plus the pass's own duration). Zero
-	// means 1 second.
+	// means config.DefaultSweepInterval.
 	Interval time.Duration
 	// BatchSize is the most rows one statement touches; a pass repeats a
 	// statement until it comes back with fewer. Zero means 1000.
 	BatchSize int
 	// HistoryRetention is how long history rows are kept. Zero means
-	// DefaultHistoryRetention.
+	// config.DefaultHistoryRetention.
 	HistoryRetention time.Duration
 	// LeaseWorkers is how many statements free ended leases at once. Many
 	// leases ending together (a fleet of clients gone at once) are freed
@@ -124,13 +122,13 @@ type Sweeper struct {
 // New returns a sweeper over the store.
 func New(store Store, cfg Config) *Sweeper {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = config.DefaultSweepInterval
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1000
 	}
 	if cfg.HistoryRetention <= 0 {
-		cfg.HistoryRetention = DefaultHistoryRetention
+		cfg.HistoryRetention = config.DefaultHistoryRetention
 	}
 	if cfg.LeaseWorkers <= 0 {
 		cfg.LeaseWorkers = 4

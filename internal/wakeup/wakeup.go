@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -78,14 +79,14 @@ type Config struct {
 	// registrations, withdrawals, polls, claims and give-backs. Each holds a
 	// connection of the pool while it runs; below the pool's size, the
 	// bound leaves connections to requests that do not wait, however many
-	// clients wait. Zero means 4.
+	// clients wait. Zero means config.DefaultWaitersDBConns.
 	DBCalls int
 	// MaxWaiters caps the clients waiting at once on this replica: each
-	// holds a request open. Zero means 10,000.
+	// holds a request open. Zero means config.DefaultMaxWaiters.
 	MaxWaiters int
 	// MaxPools caps the distinct pools waited on at once on this replica:
 	// each costs a registration row and a place in every poll. Zero means
-	// 1,000.
+	// config.DefaultMaxWaitedPools.
 	MaxPools int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -149,13 +150,13 @@ func New(st Store, cfg Config) *Hub {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	if cfg.DBCalls <= 0 {
-		cfg.DBCalls = 4
+		cfg.DBCalls = config.DefaultWaitersDBConns
 	}
 	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = 10000
+		cfg.MaxWaiters = config.DefaultMaxWaiters
 	}
 	if cfg.MaxPools <= 0 {
-		cfg.MaxPools = 1000
+		cfg.MaxPools = config.DefaultMaxWaitedPools
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
