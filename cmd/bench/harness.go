@@ -276,7 +276,7 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 	profiling := h.o.profile != "" && replicas == 1 && clients == 32 && !strings.Contains(name, "COPY")
 	debugAddr := ""
 	if profiling {
-		port, err := freePort()
+		port, err := pgembed.FreePort()
 		if err != nil {
 			return r, err
 		}
@@ -441,7 +441,7 @@ func urls(servers []*serverProc) []string {
 func (h *harness) startServers(ctx context.Context, dbURL string, n int, env []string) ([]*serverProc, error) {
 	var servers []*serverProc
 	for range n {
-		port, err := freePort()
+		port, err := pgembed.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -557,15 +557,6 @@ func withDatabase(admin, name string) string {
 		u.RawQuery = "sslmode=disable"
 	}
 	return u.String()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // fetchProfile saves a CPU profile of the server taken during the measured

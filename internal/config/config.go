@@ -159,17 +159,22 @@ func durationText(d time.Duration) string {
 	return s
 }
 
+// EnvOr returns the variable name as getenv gives it, without surrounding
+// space, or fallback when it is unset or blank: how Load, and the commands
+// beside serve, read the environment.
+func EnvOr(getenv func(string) string, name, fallback string) string {
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v
+	}
+	return fallback
+}
+
 // Load parses args (without the program name) over the environment given by
 // getenv. Invalid values are refused with a message naming the setting.
 func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("token-orchestrator", flag.ContinueOnError)
 	fs.SetOutput(output)
-	env := func(name, fallback string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return fallback
-	}
+	env := func(name, fallback string) string { return EnvOr(getenv, name, fallback) }
 
 	var (
 		cfg                                        Config
