@@ -191,7 +191,7 @@ verify: generate ## Fail if the generated code is not up to date
 
 .PHONY: fmt
 fmt: ## Format the Go code
-	gofmt -w client cmd internal db migrations
+	gofmt -w client cmd internal db migrations test
 
 .PHONY: clean
 clean: ## Remove built binaries (keeps the embedded database's data)

@@ -20,10 +20,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
 )
 
 const benchDB = "tokenorchestrator_bench"
@@ -276,7 +276,7 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 	profiling := h.o.profile != "" && replicas == 1 && clients == 32 && !strings.Contains(name, "COPY")
 	debugAddr := ""
 	if profiling {
-		port, err := freePort()
+		port, err := pgembed.FreePort()
 		if err != nil {
 			return r, err
 		}
@@ -367,11 +367,13 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 		return r, err
 	}
 	defer pool.Close()
-	q := dbsqlc.New(pool)
-
 	const leaseTTL = 5 * time.Second
+	// All n keys in one statement, so that their leases end at one moment;
+	// it may take seconds on a large n.
+	st := store.New(pool, store.Config{LeaseTTL: leaseTTL, QueryTimeout: 5 * time.Minute})
+	defer st.Close()
 	loadTime := leaseTTL + sweep + 6*time.Second
-	claimed, err := q.KeyClaim(ctx, dbsqlc.KeyClaimParams{Pool: "expiring", StartPosition: 0, Max: int32(n), LeaseTtlSeconds: leaseTTL.Seconds()})
+	claimed, err := st.ClaimMany(ctx, "expiring", n)
 	if err != nil || len(claimed) != n {
 		return r, fmt.Errorf("claim %d expiring keys: got %d, %v", n, len(claimed), err)
 	}
@@ -394,7 +396,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 			return r, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
-		counts, err := q.PoolCountsGet(ctx, "expiring")
+		counts, err := st.CountPool(ctx, "expiring")
 		if err != nil {
 			return r, err
 		}
@@ -439,7 +441,7 @@ func urls(servers []*serverProc) []string {
 func (h *harness) startServers(ctx context.Context, dbURL string, n int, env []string) ([]*serverProc, error) {
 	var servers []*serverProc
 	for range n {
-		port, err := freePort()
+		port, err := pgembed.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -555,15 +557,6 @@ func withDatabase(admin, name string) string {
 		u.RawQuery = "sslmode=disable"
 	}
 	return u.String()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // fetchProfile saves a CPU profile of the server taken during the measured

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
 )
 
 // heldSchedule is the timing of a held-snapshot run: load throughout, a

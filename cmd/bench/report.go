@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
 )
 
 // row is one line of the results table.

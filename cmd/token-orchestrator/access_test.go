@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/servertest"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
 )
 
 // The keys commands and the health check against a server that asks for

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 )
 
 const keysHelp = `Usage: token-orchestrator keys COMMAND [flags] [ID]
@@ -25,7 +26,8 @@ Run 'token-orchestrator keys COMMAND -h' for a command's flags.
 
 ` + exitCodesHelp
 
-const defaultServer = "http://127.0.0.1:8080"
+// defaultServer is where serve listens by default.
+const defaultServer = "http://" + config.DefaultAddr
 
 // keysCommand is one command of "keys".
 type keysCommand struct {
@@ -362,7 +364,7 @@ func formatTime(t *time.Time) string {
 // clientFlags adds the flags of every command that talks to a server, and
 // returns what makes the client they describe once they are parsed.
 func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*client.Client, error) {
-	server := fs.String("server", envOr(getenv, "TOKEN_ORCHESTRATOR_SERVER", defaultServer),
+	server := fs.String("server", config.EnvOr(getenv, "TOKEN_ORCHESTRATOR_SERVER", defaultServer),
 		"the server's URL (env TOKEN_ORCHESTRATOR_SERVER)")
 	token := fs.String("token", getenv("TOKEN_ORCHESTRATOR_TOKEN"),
 		"bearer token sent as 'Authorization: Bearer TOKEN' (env TOKEN_ORCHESTRATOR_TOKEN)")
@@ -378,9 +380,3 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*client.C
 // noEnv is an empty environment, for flag sets made only to be described.
 func noEnv(string) string { return "" }
 
-func envOr(getenv func(string) string, name, fallback string) string {
-	if v := strings.TrimSpace(getenv(name)); v != "" {
-		return v
-	}
-	return fallback
-}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -36,16 +37,16 @@ type reportOptions struct {
 
 func reportFlags(fs *flag.FlagSet, getenv func(string) string) reportOptions {
 	// Without DATABASE_URL, the embedded database that serve starts.
-	embedded := "postgres://postgres@127.0.0.1:" + envOr(getenv, "EMBEDDED_PG_PORT", "54329") + "/postgres?sslmode=disable"
+	embedded := "postgres://postgres@127.0.0.1:" + config.EnvOr(getenv, "EMBEDDED_PG_PORT", strconv.Itoa(config.DefaultEmbeddedPort)) + "/postgres?sslmode=disable"
 	return reportOptions{
-		databaseURL: fs.String("database-url", envOr(getenv, "DATABASE_URL", embedded), "PostgreSQL URL (env DATABASE_URL; default the embedded database of serve)"),
+		databaseURL: fs.String("database-url", config.EnvOr(getenv, "DATABASE_URL", embedded), "PostgreSQL URL (env DATABASE_URL; default the embedded database of serve)"),
 		from:        fs.String("from", "", "start of the range: an RFC 3339 time, or a duration before now such as 6h (default: 24h before -to)"),
 		to:          fs.String("to", "now", "end of the range (exclusive): an RFC 3339 time, a duration before now, or now"),
 		pool:        fs.String("pool", "", "only this pool (default: every pool)"),
 		limit:       fs.Int("limit", reports.DefaultLimit, "most rows of the leases report"),
 		format:      fs.String("format", "table", "table, csv or json"),
-		reportURL:   fs.String("report-database-url", envOr(getenv, "REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)"),
-		maxLag:      fs.Duration("report-max-lag", store.DefaultMaxStandbyLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)"),
+		reportURL:   fs.String("report-database-url", config.EnvOr(getenv, "REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming standby to read from instead (env REPORT_DATABASE_URL)"),
+		maxLag:      fs.Duration("report-max-lag", config.DefaultReportMaxLag, "refuse a standby replaying further behind than this (env REPORT_MAX_LAG)"),
 		fallback:    fs.Bool("report-fallback", false, "read from DATABASE_URL when the standby cannot be read or is too far behind (env REPORT_FALLBACK)"),
 	}
 }
@@ -76,14 +77,14 @@ func reportWords() words {
 func runReport(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("token-orchestrator report", reportHelp(), stderr)
 	opts := reportFlags(fs, getenv)
-	if v := envOr(getenv, "REPORT_MAX_LAG", ""); v != "" {
+	if v := config.EnvOr(getenv, "REPORT_MAX_LAG", ""); v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 {
 			*opts.maxLag = d
 		} else {
 			return badValue(fs, "REPORT_MAX_LAG: %q is not a positive duration", v)
 		}
 	}
-	if v := envOr(getenv, "REPORT_FALLBACK", ""); v != "" {
+	if v := config.EnvOr(getenv, "REPORT_FALLBACK", ""); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return badValue(fs, "REPORT_FALLBACK: %q is not true or false", v)
@@ -184,7 +185,7 @@ func reportPool(ctx context.Context, url, setting string, stderr io.Writer) (*pg
 		return nil, exitUsage
 	}
 	pgxCfg.MaxConns = 2
-	pgxCfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pgxCfg.ConnConfig.ConnectTimeout = config.DefaultDBTimeout
 	if pgxCfg.ConnConfig.RuntimeParams == nil {
 		pgxCfg.ConnConfig.RuntimeParams = map[string]string{}
 	}

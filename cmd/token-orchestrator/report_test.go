@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func runReportCmd(t *testing.T, databaseURL string, args ...string) (code int, stdout, stderr string) {
@@ -115,7 +115,7 @@ func TestReportCommandRefusesBadParameters(t *testing.T) {
 
 // With REPORT_DATABASE_URL the command reads the standby; one that cannot
 // be read fails the command with what to check, or, with REPORT_FALLBACK,
-// the primary is read instead. (Reads on a real standby: internal/faults.)
+// the primary is read instead. (Reads on a real standby: test/faults.)
 func TestReportCommandOnAStandby(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.New(t)

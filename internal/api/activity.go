@@ -2,9 +2,6 @@ package api
 
 import (
 	"net/http"
-	"net/url"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -113,7 +110,7 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 
 // activityParams reads ?pool= (empty: every pool) and ?minutes=.
 func activityParams(r *http.Request) (string, int, error) {
-	query, err := onlyParams(r, "pool", "minutes")
+	query, err := onlyParams(r, "this", "pool", "minutes")
 	if err != nil {
 		return "", 0, err
 	}
@@ -128,19 +125,4 @@ func activityParams(r *http.Request) (string, int, error) {
 		return "", 0, err
 	}
 	return pool, minutes, nil
-}
-
-// onlyParams returns the query when it has none but the allowed parameters,
-// each at most once: a misspelt one would otherwise quietly be ignored.
-func onlyParams(r *http.Request, allowed ...string) (url.Values, error) {
-	query := r.URL.Query()
-	for name, values := range query {
-		if !slices.Contains(allowed, name) {
-			return nil, invalid(errInvalidParameter, "unknown parameter %q; this takes %s", name, strings.Join(allowed, ", "))
-		}
-		if len(values) > 1 {
-			return nil, invalid(errInvalidParameter, "%s is given %d times", name, len(values))
-		}
-	}
-	return query, nil
 }

@@ -21,7 +21,8 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // fuzzOrigin is the one origin the fuzzed server lets call from a browser.
@@ -155,7 +156,7 @@ func fuzzedAPI(f *testing.F) http.Handler {
 	logger := slog.New(slog.DiscardHandler)
 	st := store.New(pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, QueryTimeout: 30 * time.Second})
 	f.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: 50 * time.Millisecond}, logger)
+	waiters := wakeup.New(st, wakeup.Config{Poll: 50 * time.Millisecond, Logger: logger})
 	return api.New(api.Config{
 		Store: st, Logger: logger, Metrics: metrics.New(st.CountPools, logger), Waiters: waiters,
 		CORSOrigins: []string{fuzzOrigin},

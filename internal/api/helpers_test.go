@@ -91,10 +91,9 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)
-	waiters := api.NewWaiters(st, api.WaitersConfig{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools}, logger)
-	listenCtx, stopListening := context.WithCancel(context.Background())
-	go waiters.Listen(listenCtx, pool)
-	t.Cleanup(stopListening)
+	waiters := wakeup.New(st, wakeup.Config{Poll: o.poll, MaxWaiters: o.maxWaiters, MaxPools: o.maxWaitedPools, Logger: logger})
+	require.NoError(t, waiters.Start(context.Background()))
+	t.Cleanup(waiters.Stop)
 	m.WatchWaiters(waiters.Waiters)
 	handler := api.New(api.Config{
 		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,

@@ -2,13 +2,9 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"math"
 	"math/rand/v2"
-	"mime"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -441,68 +437,4 @@ func leaseTokenParam(r *http.Request) (*int64, error) {
 		token = -1
 	}
 	return &token, nil
-}
-
-// decodeBody decodes an optional JSON body into dst. An empty body leaves
-// dst as it is.
-func decodeBody(r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mediaType, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
-			return invalid(errUnsupportedMedia, "the body must be JSON (Content-Type: application/json), got %q", ct)
-		}
-	}
-	raw, err := io.ReadAll(r.Body)
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return invalid(errBodyTooLarge, "the body must be at most %d bytes", tooLarge.Limit)
-		}
-		var netErr net.Error
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			return invalid(errInvalidBody, "the body did not arrive within the server's read timeout")
-		}
-		return invalid(errInvalidBody, "the body could not be read")
-	}
-	if len(strings.TrimSpace(string(raw))) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return invalid(errInvalidBody, "the body is not valid JSON for this request: %s", describeJSONError(err))
-	}
-	if dec.More() {
-		return invalid(errInvalidBody, "the body must hold a single JSON object")
-	}
-	return nil
-}
-
-func describeJSONError(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		if typeErr.Field != "" {
-			return typeErr.Field + " must be " + jsonKind(typeErr.Type.Kind().String())
-		}
-		return "expected a JSON object"
-	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) {
-		return "malformed JSON at byte " + strconv.FormatInt(syntaxErr.Offset, 10)
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return "the JSON ends too early"
-	}
-	return err.Error()
-}
-
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "int", "int64", "int32":
-		return "an integer"
-	case "string":
-		return "a string"
-	default:
-		return "a " + goKind
-	}
 }

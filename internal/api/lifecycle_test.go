@@ -15,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 // A blocked key that nobody releases or keeps alive is free again within
@@ -180,20 +180,13 @@ func TestConcurrentClientsNeverShareAKey(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	require.NoError(t, err)
 	defer pool.Close()
-	q := dbsqlc.New(pool)
-	overlaps, err := q.KeyEventsOverlappingLeases(context.Background(), start)
+	audit, err := store.New(pool, store.Config{}).AuditHistory(context.Background(), start)
 	require.NoError(t, err)
-	require.Empty(t, overlaps)
-	counts, err := q.KeyEventsCountByEvent(context.Background(), start)
-	require.NoError(t, err)
-	byEvent := map[string]int64{}
-	for _, c := range counts {
-		byEvent[c.Event] = c.Events
-	}
-	require.Equal(t, cycles.Load(), byEvent["assigned"])
-	require.Equal(t, cycles.Load(), byEvent["released"])
-	require.Equal(t, int64(keys), byEvent["created"])
-	require.Zero(t, byEvent["lease_expired"]+byEvent["deleted"]+byEvent["expired"])
+	require.Empty(t, audit.Overlaps)
+	require.Equal(t, cycles.Load(), audit.Events["assigned"])
+	require.Equal(t, cycles.Load(), audit.Events["released"])
+	require.Equal(t, int64(keys), audit.Events["created"])
+	require.Zero(t, audit.Events["lease_expired"]+audit.Events["deleted"]+audit.Events["expired"])
 	var live, blocked int
 	require.NoError(t, pool.QueryRow(context.Background(),
 		"SELECT count(*), count(lease_token) FROM key_state WHERE pool = 'c'").Scan(&live, &blocked))

@@ -2,8 +2,6 @@ package api
 
 import (
 	"net/http"
-	"net/url"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -23,7 +21,7 @@ func (a *API) listPoolKeys(w http.ResponseWriter, r *http.Request) error {
 	if !poolName.MatchString(pool) {
 		return invalid(errInvalidParameter, "pool must be 1 to 64 letters, digits, '.', '_' or '-', got %q", pool)
 	}
-	query, err := onlyParams(r, "after", "limit")
+	query, err := onlyParams(r, "this", "after", "limit")
 	if err != nil {
 		return err
 	}
@@ -58,17 +56,4 @@ func (a *API) listPoolKeys(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, body)
 	return nil
-}
-
-// intParam reads an optional whole number in [min, max].
-func intParam(query url.Values, name string, fallback, min, max int) (int, error) {
-	values, ok := query[name]
-	if !ok {
-		return fallback, nil
-	}
-	n, err := strconv.Atoi(values[0])
-	if err != nil || n < min || n > max {
-		return 0, invalid(errInvalidParameter, "%s must be a whole number from %d to %d, got %q", name, min, max, values[0])
-	}
-	return n, nil
 }

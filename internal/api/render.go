@@ -10,13 +10,12 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
-// timeFormat is RFC 3339 in UTC with milliseconds.
-const timeFormat = "2006-01-02T15:04:05.000Z07:00"
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+// formatTime writes a time as the whole API does (reports.TimeFormat).
+func formatTime(t time.Time) string { return reports.FormatTime(t) }
 
 func formatTimePtr(t *time.Time) *string {
 	if t == nil {

@@ -2,55 +2,12 @@ package api
 
 import (
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
-
-// expiringWindow is how far ahead GET /stats counts keys about to expire.
-const expiringWindow = time.Minute
-
-// poolStats are the live counts of one pool, or of all of them.
-type poolStats struct {
-	Pool                 string `json:"pool,omitempty"`
-	Total                int64  `json:"total"`
-	Free                 int64  `json:"free"`
-	Blocked              int64  `json:"blocked"`
-	ExpiringWithinMinute int64  `json:"expiringWithinMinute"`
-}
-
-// stats answers the live counts per pool from the counters kept by the
-// database, and the keys that expire within a minute unless kept alive
-// from one index range on their expiry. Keys whose life has just ended
-// count in total until the background job removes them.
-func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
-	counts, err := a.store.CountPools(r.Context())
-	if err != nil {
-		return err
-	}
-	expiring, err := a.store.CountExpiring(r.Context(), expiringWindow)
-	if err != nil {
-		return err
-	}
-	body := struct {
-		Pools []poolStats `json:"pools"`
-		Total poolStats   `json:"total"`
-	}{Pools: make([]poolStats, len(counts))}
-	for i, c := range counts {
-		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Blocked, ExpiringWithinMinute: expiring[c.Pool]}
-		body.Pools[i] = p
-		body.Total.Total += p.Total
-		body.Total.Free += p.Free
-		body.Total.Blocked += p.Blocked
-		body.Total.ExpiringWithinMinute += p.ExpiringWithinMinute
-	}
-	writeJSON(w, http.StatusOK, body)
-	return nil
-}
 
 // Headers of every answer read from history (reports and the dashboard's
 // charts): where it was read, primary or standby, and how many seconds
@@ -134,21 +91,15 @@ func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error
 // other parameter is refused: a misspelt from or to would otherwise quietly
 // give the default range.
 func reportParams(r *http.Request, rep reports.Report, now time.Time) (reports.Params, error) {
-	query := r.URL.Query()
 	allowed := []string{"from", "to", "pool"}
 	if rep.PerLease {
 		allowed = append(allowed, "limit")
 	}
-	for name, values := range query {
-		if !slices.Contains(allowed, name) {
-			return reports.Params{}, invalid(errInvalidParameter, "unknown parameter %q; this report takes %s", name, strings.Join(allowed, ", "))
-		}
-		if len(values) > 1 {
-			return reports.Params{}, invalid(errInvalidParameter, "%s is given %d times", name, len(values))
-		}
+	query, err := onlyParams(r, "this report", allowed...)
+	if err != nil {
+		return reports.Params{}, err
 	}
 	p := reports.DefaultParams(now)
-	var err error
 	if query.Has("to") {
 		if p.To, err = timeParam(query.Get("to"), "to"); err != nil {
 			return reports.Params{}, err
@@ -172,12 +123,4 @@ func reportParams(r *http.Request, rep reports.Report, now time.Time) (reports.P
 		}
 	}
 	return p, nil
-}
-
-func timeParam(raw, name string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, raw)
-	if err != nil {
-		return time.Time{}, invalid(errInvalidParameter, "%s must be an RFC 3339 time such as 2026-11-21T18:00:00Z, got %q", name, raw)
-	}
-	return t, nil
 }

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -35,8 +34,8 @@ type Config struct {
 	// Ready reports whether the service can serve: database reachable,
 	// migrations applied, not shutting down (ErrShuttingDown).
 	Ready func(context.Context) error
-	// Waiters serves GET /keys?wait=. Nil: a hub over Store that is fed no
-	// notifications, whose waiters find freed keys by polling.
+	// Waiters serves GET /keys?wait=: the replica's hub over Store, built
+	// and started by its owner (the server). Needed by that route only.
 	Waiters *wakeup.Hub
 	// Auth sets the bearer tokens; without them the API asks for none.
 	Auth Auth
@@ -64,9 +63,6 @@ type API struct {
 func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.Waiters == nil {
-		cfg.Waiters = NewWaiters(cfg.Store, WaitersConfig{}, cfg.Logger)
 	}
 	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth)}
 	r := chi.NewRouter()
@@ -151,36 +147,6 @@ func publicUnless(public bool, role role) role {
 		return rolePublic
 	}
 	return role
-}
-
-// WaitersConfig sets the hub that serves GET /keys?wait=. Zero fields take
-// the hub's defaults (see wakeup.Config).
-type WaitersConfig struct {
-	// Poll is how often the pools with waiters are polled without a
-	// notification.
-	Poll time.Duration
-	// DBCalls bounds the hub's database calls at once.
-	DBCalls int
-	// MaxWaiters and MaxPools cap the clients waiting at once, and the
-	// pools they wait on; past them a wait answers 503.
-	MaxWaiters, MaxPools int
-}
-
-// NewWaiters returns a hub that claims keys for waiting clients from the
-// store.
-func NewWaiters(st *store.Store, cfg WaitersConfig, logger *slog.Logger) *wakeup.Hub {
-	return wakeup.New(wakeup.Config{
-		Claim:      st.ClaimMany,
-		GiveBack:   st.GiveBack,
-		Register:   st.RegisterWaiters,
-		Unregister: st.UnregisterWaiters,
-		FreePools:  st.PoolsWithFreeKeys,
-		Poll:       cfg.Poll,
-		DBCalls:    cfg.DBCalls,
-		MaxWaiters: cfg.MaxWaiters,
-		MaxPools:   cfg.MaxPools,
-		Logger:     logger,
-	})
 }
 
 // ServeHTTP serves a request.

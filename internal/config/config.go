@@ -18,51 +18,60 @@ import (
 
 // Config is the server's whole configuration.
 type Config struct {
-	// DatabaseURL of the shared PostgreSQL. Empty: an embedded PostgreSQL
-	// under DataDir.
+	// DatabaseURL of the shared PostgreSQL. Defaults to empty: an embedded
+	// PostgreSQL under DataDir.
 	DatabaseURL string
 	// ReportDatabaseURL, when set, is a streaming hot standby of the
 	// database that reports and the dashboard's charts read from.
 	// Defaults to empty: they read from the primary.
 	ReportDatabaseURL string
 	// ReportMaxLag is how far behind the primary the standby's replay may
-	// be for reports to read from it. Defaults to 30 seconds.
+	// be for reports to read from it. Defaults to DefaultReportMaxLag.
 	ReportMaxLag time.Duration
 	// ReportFallback lets reports read from the primary while the standby
 	// cannot be read or is too far behind. Defaults to false: they answer
 	// 503 instead.
 	ReportFallback bool
 	// ReportStatementTimeout bounds each statement of a report read from
-	// the primary. Defaults to 60 seconds.
+	// the primary. Defaults to DefaultReportStatementTimeout.
 	ReportStatementTimeout time.Duration
 	// DataDir holds the embedded PostgreSQL's data, kept across restarts.
+	// Defaults to DefaultDataDir.
 	DataDir string
 	// EmbeddedPort is the loopback port of the embedded PostgreSQL.
+	// Defaults to DefaultEmbeddedPort.
 	EmbeddedPort int
-	// Addr is the HTTP listen address.
+	// Addr is the HTTP listen address. Defaults to DefaultAddr.
 	Addr string
-	// KeyTTL: a key not kept alive for this long is deleted.
+	// KeyTTL: a key not kept alive for this long is deleted. Defaults to
+	// DefaultKeyTTL.
 	KeyTTL time.Duration
-	// LeaseTTL: a lease not kept alive for this long ends.
+	// LeaseTTL: a lease not kept alive for this long ends. Defaults to
+	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
-	// SweepInterval between two passes of the background job.
+	// SweepInterval between two passes of the background job. Defaults to
+	// DefaultSweepInterval.
 	SweepInterval time.Duration
 	// HistoryRetention: history rows older than this are deleted by the
-	// background job.
+	// background job. Defaults to DefaultHistoryRetention.
 	HistoryRetention time.Duration
 	// SnapshotAgeWarning: a database session holding a snapshot longer than
 	// this is named in a warning (it holds back the cleanup of the hot
-	// tables). Defaults to 5 minutes; 0 turns the check off.
+	// tables). Defaults to DefaultSnapshotAgeWarning; 0 turns the check
+	// off.
 	SnapshotAgeWarning time.Duration
 	// LeaderElection makes one replica at a time run the background job.
+	// Defaults to false: every replica runs it.
 	LeaderElection bool
 	// LeaderTTL is the term of the job's leader; when the leader dies,
-	// another takes over within LeaderTTL and a third of it.
+	// another takes over within LeaderTTL and a third of it. Defaults to
+	// DefaultLeaderTTL.
 	LeaderTTL time.Duration
 	// DebugAddr, when set, serves Go's profiler (net/http/pprof) on its own
 	// listener, apart from the API.
 	DebugAddr string
 	// DBMaxConns is the size of the connection pool to the database.
+	// Defaults to DefaultDBMaxConns.
 	DBMaxConns int
 	// WaitersDBConns bounds the connections that the work for waiting
 	// clients (GET /keys?wait=: registrations, polls, their claims) uses at
@@ -72,55 +81,105 @@ type Config struct {
 	WaitersDBConns int
 	// MaxWaiters caps the clients waiting for a key at once on this
 	// replica; past it GET /keys?wait= answers 503 at once. Defaults to
-	// 10,000.
+	// DefaultMaxWaiters.
 	MaxWaiters int
 	// MaxWaitedPools caps the distinct pools that clients wait on at once
 	// on this replica; past it a wait on another pool answers 503 at once.
-	// Defaults to 1,000.
+	// Defaults to DefaultMaxWaitedPools.
 	MaxWaitedPools int
 	// MetricsMaxPools caps the distinct pool label values of the metrics;
-	// later pools are counted under pool="_other". Defaults to 1,000.
+	// later pools are counted under pool="_other". Defaults to
+	// DefaultMetricsMaxPools.
 	MetricsMaxPools int
 	// DBTimeout bounds every database call; past it the request answers 503.
+	// Defaults to DefaultDBTimeout.
 	DBTimeout time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
-	// at shutdown, after the drain delay.
+	// at shutdown, after the drain delay. Defaults to
+	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// DrainDelay is how long the server keeps serving after it is told to
 	// stop, readiness failing, so that load balancers stop sending it
-	// requests before it closes its listener. Defaults to 5 seconds.
+	// requests before it closes its listener. Defaults to DefaultDrainDelay.
 	DrainDelay time.Duration
 	// MigrateTimeout bounds how long start-up may spend applying
 	// migrations. A CREATE INDEX CONCURRENTLY waits for every transaction
 	// older than itself, and a build cut short leaves an invalid index to
-	// build again, so it is generous. Defaults to 10 minutes.
+	// build again, so it is generous. Defaults to DefaultMigrateTimeout.
 	MigrateTimeout time.Duration
 	// CORSOrigins may call the API from a browser; "*" allows any.
+	// Defaults to none.
 	CORSOrigins []string
-	// LogLevel of the structured logs.
+	// LogLevel of the structured logs. Defaults to info.
 	LogLevel slog.Level
-	// LogFormat is "text" or "json".
+	// LogFormat is "text" or "json". Defaults to text.
 	LogFormat string
 
 	// Access control and the limits of the HTTP server: see access.go.
 	Access
 }
 
-// DefaultWaitersDBConns is WaitersDBConns unless configured: enough for the
-// claims of a few pools whose keys are freed at once.
-const DefaultWaitersDBConns = 4
+// The defaults of the settings, in the order of Config's fields. They are
+// written here only: the packages whose own settings have a zero value that
+// means "the default" (the store, the sweeper, the elector, the wake-up hub)
+// and the report command take them from here.
+const (
+	DefaultReportMaxLag           = 30 * time.Second
+	DefaultReportStatementTimeout = 60 * time.Second
+	DefaultDataDir                = ".data"
+	DefaultEmbeddedPort           = 54329
+	DefaultAddr                   = "127.0.0.1:8080"
+	DefaultKeyTTL                 = 5 * time.Minute
+	DefaultLeaseTTL               = 60 * time.Second
+	DefaultSweepInterval          = time.Second
+	DefaultHistoryRetention       = 30 * 24 * time.Hour
+	DefaultSnapshotAgeWarning     = 5 * time.Minute
+	DefaultLeaderTTL              = 5 * time.Second
+	DefaultDBMaxConns             = 20
+	// DefaultWaitersDBConns is enough for the claims of a few pools whose
+	// keys are freed at once.
+	DefaultWaitersDBConns  = 4
+	DefaultMaxWaiters      = 10000
+	DefaultMaxWaitedPools  = 1000
+	DefaultMetricsMaxPools = 1000
+	DefaultDBTimeout       = 5 * time.Second
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultDrainDelay      = 5 * time.Second
+	DefaultMigrateTimeout  = 10 * time.Minute
+)
+
+// durationText writes a default duration as a flag's default, as it would
+// be typed: 720h, 5m, 60s.
+func durationText(d time.Duration) string {
+	if d < 2*time.Minute && d%time.Second == 0 {
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// EnvOr returns the variable name as getenv gives it, without surrounding
+// space, or fallback when it is unset or blank: how Load, and the commands
+// beside serve, read the environment.
+func EnvOr(getenv func(string) string, name, fallback string) string {
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v
+	}
+	return fallback
+}
 
 // Load parses args (without the program name) over the environment given by
 // getenv. Invalid values are refused with a message naming the setting.
 func Load(args []string, getenv func(string) string, output io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("token-orchestrator", flag.ContinueOnError)
 	fs.SetOutput(output)
-	env := func(name, fallback string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		return fallback
-	}
+	env := func(name, fallback string) string { return EnvOr(getenv, name, fallback) }
 
 	var (
 		cfg                                        Config
@@ -136,29 +195,29 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty starts an embedded PostgreSQL under -data-dir (env DATABASE_URL)")
 	fs.StringVar(&cfg.ReportDatabaseURL, "report-database-url", env("REPORT_DATABASE_URL", ""), "PostgreSQL URL of a streaming hot standby that reports read from; empty: the primary (env REPORT_DATABASE_URL)")
-	fs.StringVar(&reportMaxLag, "report-max-lag", env("REPORT_MAX_LAG", "30s"), "reports refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
+	fs.StringVar(&reportMaxLag, "report-max-lag", env("REPORT_MAX_LAG", durationText(DefaultReportMaxLag)), "reports refuse a standby replaying further behind than this (env REPORT_MAX_LAG)")
 	fs.StringVar(&reportFallback, "report-fallback", env("REPORT_FALLBACK", "false"), "reports read from the primary while the standby cannot be read or is too far behind (env REPORT_FALLBACK)")
-	fs.StringVar(&reportStmt, "report-statement-timeout", env("REPORT_STATEMENT_TIMEOUT", "60s"), "statement_timeout of report statements on the primary (env REPORT_STATEMENT_TIMEOUT)")
-	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", ".data"), "directory of the embedded PostgreSQL's data (env DATA_DIR)")
-	fs.StringVar(&port, "embedded-port", env("EMBEDDED_PG_PORT", "54329"), "loopback port of the embedded PostgreSQL (env EMBEDDED_PG_PORT)")
-	fs.StringVar(&cfg.Addr, "addr", env("ADDR", "127.0.0.1:8080"), "HTTP listen address (env ADDR)")
-	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", "5m"), "life of a key after creation or keep-alive (env KEY_TTL)")
-	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", "60s"), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
-	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", "1s"), "interval of the background job (env SWEEP_INTERVAL)")
-	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", "720h"), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
-	fs.StringVar(&snapshotWarning, "snapshot-age-warning", env("SNAPSHOT_AGE_WARNING", "5m"), "warn when a database session holds a snapshot longer than this; 0 turns it off (env SNAPSHOT_AGE_WARNING)")
+	fs.StringVar(&reportStmt, "report-statement-timeout", env("REPORT_STATEMENT_TIMEOUT", durationText(DefaultReportStatementTimeout)), "statement_timeout of report statements on the primary (env REPORT_STATEMENT_TIMEOUT)")
+	fs.StringVar(&cfg.DataDir, "data-dir", env("DATA_DIR", DefaultDataDir), "directory of the embedded PostgreSQL's data (env DATA_DIR)")
+	fs.StringVar(&port, "embedded-port", env("EMBEDDED_PG_PORT", strconv.Itoa(DefaultEmbeddedPort)), "loopback port of the embedded PostgreSQL (env EMBEDDED_PG_PORT)")
+	fs.StringVar(&cfg.Addr, "addr", env("ADDR", DefaultAddr), "HTTP listen address (env ADDR)")
+	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", durationText(DefaultKeyTTL)), "life of a key after creation or keep-alive (env KEY_TTL)")
+	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", durationText(DefaultLeaseTTL)), "life of a lease after assignment or keep-alive (env LEASE_TTL)")
+	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", durationText(DefaultSweepInterval)), "interval of the background job (env SWEEP_INTERVAL)")
+	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", durationText(DefaultHistoryRetention)), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
+	fs.StringVar(&snapshotWarning, "snapshot-age-warning", env("SNAPSHOT_AGE_WARNING", durationText(DefaultSnapshotAgeWarning)), "warn when a database session holds a snapshot longer than this; 0 turns it off (env SNAPSHOT_AGE_WARNING)")
 	fs.StringVar(&election, "leader-election", env("LEADER_ELECTION", "false"), "run the background job on one elected replica at a time (env LEADER_ELECTION)")
-	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", "5s"), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
+	fs.StringVar(&leaderTTL, "leader-ttl", env("LEADER_TTL", durationText(DefaultLeaderTTL)), "term of the job's leader; a dead leader is replaced within 4/3 of it (env LEADER_TTL)")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", env("DEBUG_ADDR", ""), "address for Go's profiler (/debug/pprof/), e.g. 127.0.0.1:6060; empty: off (env DEBUG_ADDR)")
-	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", "20"), "connections to the database (env DB_MAX_CONNS)")
-	fs.StringVar(&maxWaiters, "max-waiters", env("MAX_WAITERS", "10000"), "clients that may wait for a key at once on this replica; past it ?wait= answers 503 (env MAX_WAITERS)")
-	fs.StringVar(&maxWaitedPools, "max-waited-pools", env("MAX_WAITED_POOLS", "1000"), "pools that clients may wait on at once on this replica; past it ?wait= on another pool answers 503 (env MAX_WAITED_POOLS)")
-	fs.StringVar(&metricsMaxPools, "metrics-max-pools", env("METRICS_MAX_POOLS", "1000"), "pools that get a pool label value of their own in the metrics; later ones count under pool=\"_other\" (env METRICS_MAX_POOLS)")
+	fs.StringVar(&maxConns, "db-max-conns", env("DB_MAX_CONNS", strconv.Itoa(DefaultDBMaxConns)), "connections to the database (env DB_MAX_CONNS)")
+	fs.StringVar(&maxWaiters, "max-waiters", env("MAX_WAITERS", strconv.Itoa(DefaultMaxWaiters)), "clients that may wait for a key at once on this replica; past it ?wait= answers 503 (env MAX_WAITERS)")
+	fs.StringVar(&maxWaitedPools, "max-waited-pools", env("MAX_WAITED_POOLS", strconv.Itoa(DefaultMaxWaitedPools)), "pools that clients may wait on at once on this replica; past it ?wait= on another pool answers 503 (env MAX_WAITED_POOLS)")
+	fs.StringVar(&metricsMaxPools, "metrics-max-pools", env("METRICS_MAX_POOLS", strconv.Itoa(DefaultMetricsMaxPools)), "pools that get a pool label value of their own in the metrics; later ones count under pool=\"_other\" (env METRICS_MAX_POOLS)")
 	fs.StringVar(&waitersConns, "waiters-db-conns", env("WAITERS_DB_CONNS", ""), fmt.Sprintf("connections that the work for waiting clients may use at once, below DB_MAX_CONNS; empty: %d, or DB_MAX_CONNS-1 when smaller (env WAITERS_DB_CONNS)", DefaultWaitersDBConns))
-	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", "5s"), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
-	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", "10m"), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
-	fs.StringVar(&drainDelay, "drain-delay", env("DRAIN_DELAY", "5s"), "at shutdown, time readiness fails while requests are still served, for load balancers to notice (env DRAIN_DELAY)")
-	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", "15s"), "time in-flight requests get to finish at shutdown, after the drain delay (env SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&dbTimeout, "db-timeout", env("DB_TIMEOUT", durationText(DefaultDBTimeout)), "bound on every database call; past it requests answer 503 (env DB_TIMEOUT)")
+	fs.StringVar(&migrateTimeout, "migrate-timeout", env("MIGRATE_TIMEOUT", durationText(DefaultMigrateTimeout)), "time start-up may spend applying migrations; index builds wait for older transactions (env MIGRATE_TIMEOUT)")
+	fs.StringVar(&drainDelay, "drain-delay", env("DRAIN_DELAY", durationText(DefaultDrainDelay)), "at shutdown, time readiness fails while requests are still served, for load balancers to notice (env DRAIN_DELAY)")
+	fs.StringVar(&shutdn, "shutdown-timeout", env("SHUTDOWN_TIMEOUT", durationText(DefaultShutdownTimeout)), "time in-flight requests get to finish at shutdown, after the drain delay (env SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cors, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated origins allowed to call the API from a browser, or * (env CORS_ORIGINS)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (env LOG_FORMAT)")

@@ -133,3 +133,17 @@ func TestInvalidValuesAreRefusedWithTheirName(t *testing.T) {
 	_, err = Load([]string{"extra"}, env(nil), io.Discard)
 	require.Error(t, err)
 }
+
+// A default duration reads in the help as one would type it.
+func TestDurationText(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		DefaultHistoryRetention: "720h", DefaultKeyTTL: "5m", DefaultLeaseTTL: "60s", DefaultSweepInterval: "1s",
+		DefaultMigrateTimeout: "10m", DefaultShutdownTimeout: "15s", 90 * time.Minute: "1h30m", 1500 * time.Millisecond: "1.5s",
+	} {
+		require.Equal(t, want, durationText(d))
+		parsed, err := time.ParseDuration(want)
+		require.NoError(t, err)
+		require.Equal(t, d, parsed)
+	}
+}

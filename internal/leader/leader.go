@@ -9,22 +9,30 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 )
+
+// Store is what an Elector needs of the database (store.Store).
+type Store interface {
+	// AttemptElect takes or renews the lead for ttl; false with no error
+	// means another replica leads.
+	AttemptElect(ctx context.Context, name, id string, ttl time.Duration) (bool, error)
+	// Resign gives the lead up at once.
+	Resign(ctx context.Context, name, id string) error
+}
 
 // Config describes an Elector.
 type Config struct {
 	// Name of the elected role.
 	Name string
 	// TTL is a term's length. The leader renews every TTL/3; when it dies,
-	// another replica takes over within TTL plus TTL/3. Zero means 5 s.
+	// another replica takes over within TTL plus TTL/3. Zero means
+	// config.DefaultLeaderTTL.
 	TTL time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -35,9 +43,11 @@ type Config struct {
 
 // Elector takes part in one election.
 type Elector struct {
-	cfg     Config
-	queries *dbsqlc.Queries
-	id      string
+	// Runner gives the elector Stop and Started.
+	startstop.Runner
+	cfg   Config
+	store Store
+	id    string
 
 	mu sync.Mutex
 	// until is when this replica's term ends, by its own monotonic clock,
@@ -47,20 +57,17 @@ type Elector struct {
 }
 
 // New returns an elector with a random identity.
-func New(db dbsqlc.DBTX, cfg Config) *Elector {
+func New(store Store, cfg Config) *Elector {
 	if cfg.TTL <= 0 {
-		cfg.TTL = 5 * time.Second
+		cfg.TTL = config.DefaultLeaderTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Elector{cfg: cfg, queries: dbsqlc.New(db), id: hex.EncodeToString(raw)}
+	return &Elector{cfg: cfg, store: store, id: hex.EncodeToString(raw)}
 }
-
-// ID is this replica's identity in the election.
-func (e *Elector) ID() string { return e.id }
 
 // Leading reports whether this replica holds the lead now.
 func (e *Elector) Leading() bool {
@@ -69,9 +76,14 @@ func (e *Elector) Leading() bool {
 	return time.Now().Before(e.until)
 }
 
-// Run takes part until ctx ends, then resigns so that another replica can
-// take over at once.
-func (e *Elector) Run(ctx context.Context) {
+// Start takes part in the background until Stop is called or ctx ends;
+// then it resigns, so that another replica can take over at once, and Stop
+// returns once it has.
+func (e *Elector) Start(ctx context.Context) error {
+	return e.StartFunc(ctx, e.run)
+}
+
+func (e *Elector) run(ctx context.Context) {
 	ticker := time.NewTicker(e.cfg.TTL / 3)
 	defer ticker.Stop()
 	for {
@@ -89,11 +101,8 @@ func (e *Elector) attempt(ctx context.Context) {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.TTL/3)
 	defer cancel()
-	_, err := e.queries.LeaderAttemptElect(ctx, dbsqlc.LeaderAttemptElectParams{
-		Name: e.cfg.Name, LeaderID: e.id, TtlSeconds: e.cfg.TTL.Seconds(),
-	})
-	won := err == nil
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) && ctx.Err() == nil {
+	won, err := e.store.AttemptElect(ctx, e.cfg.Name, e.id, e.cfg.TTL)
+	if err != nil && ctx.Err() == nil {
 		e.cfg.Logger.Warn("leader election failed", "role", e.cfg.Name, "error", err)
 	}
 	e.mu.Lock()
@@ -101,7 +110,7 @@ func (e *Elector) attempt(ctx context.Context) {
 	switch {
 	case won:
 		e.until = started.Add(e.cfg.TTL)
-	case errors.Is(err, pgx.ErrNoRows):
+	case err == nil:
 		e.until = time.Time{} // another replica leads
 	}
 	// Otherwise the database did not answer: a term counted from the last
@@ -126,7 +135,7 @@ func (e *Elector) resign() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := e.queries.LeaderResign(ctx, dbsqlc.LeaderResignParams{Name: e.cfg.Name, LeaderID: e.id}); err != nil {
+	if err := e.store.Resign(ctx, e.cfg.Name, e.id); err != nil {
 		e.cfg.Logger.Warn("could not resign the lead; it expires by itself", "role", e.cfg.Name, "error", err)
 	}
 	if e.cfg.OnChange != nil {

@@ -10,7 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
@@ -18,8 +19,6 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 type candidate struct {
 	elector *Elector
 	pool    *pgxpool.Pool
-	cancel  context.CancelFunc
-	done    chan struct{}
 }
 
 func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
@@ -27,10 +26,9 @@ func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &candidate{elector: New(pool, Config{Name: "sweeper", TTL: ttl}), pool: pool, cancel: cancel, done: make(chan struct{})}
-	go func() { defer close(c.done); c.elector.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-c.done })
+	c := &candidate{elector: New(store.New(pool, store.Config{}), Config{Name: "sweeper", TTL: ttl}), pool: pool}
+	require.NoError(t, c.elector.Start(context.Background()))
+	t.Cleanup(c.elector.Stop)
 	return c
 }
 
@@ -89,8 +87,7 @@ func TestOneLeaderAndTakeOver(t *testing.T) {
 
 	// A leader that stops resigns: the last one takes over without waiting
 	// for the term to expire.
-	next.cancel()
-	<-next.done
+	next.elector.Stop()
 	stopped := time.Now()
 	var last *candidate
 	for _, c := range rest {
@@ -111,8 +108,9 @@ func TestAnotherReplicaCannotRenew(t *testing.T) {
 	pool, err := pgxpool.New(context.Background(), testdb.New(t))
 	require.NoError(t, err)
 	defer pool.Close()
-	a := New(pool, Config{Name: "job", TTL: time.Minute})
-	b := New(pool, Config{Name: "job", TTL: time.Minute})
+	st := store.New(pool, store.Config{})
+	a := New(st, Config{Name: "job", TTL: time.Minute})
+	b := New(st, Config{Name: "job", TTL: time.Minute})
 	var mu sync.Mutex
 	changes := []bool{}
 	a.cfg.OnChange = func(l bool) { mu.Lock(); changes = append(changes, l); mu.Unlock() }

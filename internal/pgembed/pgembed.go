@@ -103,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	port := cfg.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -343,7 +343,9 @@ func isFile(path string) bool {
 	return err == nil && !info.IsDir()
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback TCP port that nothing listened on a moment
+// ago: for a cluster, or a test's or the bench's server, to listen on.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -11,10 +11,12 @@ import (
 	"time"
 )
 
-// timeFormat is RFC 3339 in UTC with milliseconds, as everywhere in the API.
-const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+// TimeFormat is how the API writes every time, reports included: RFC 3339
+// in UTC with milliseconds.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+// FormatTime writes t in TimeFormat.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
 
 // Document is a report as JSON: what was asked and the rows, each row an
 // object whose members follow the report's columns.
@@ -52,7 +54,7 @@ func (r Row) MarshalJSON() ([]byte, error) {
 		b.WriteByte(':')
 		v := r.values[i]
 		if t, ok := v.(time.Time); ok {
-			v = formatTime(t)
+			v = FormatTime(t)
 		}
 		raw, err := json.Marshal(v)
 		if err != nil {
@@ -66,7 +68,7 @@ func (r Row) MarshalJSON() ([]byte, error) {
 
 // NewDocument builds the JSON document of a report's result.
 func NewDocument(r Report, p Params, t Table) Document {
-	doc := Document{Report: r.Name, From: formatTime(p.From), To: formatTime(p.To), Rows: make([]Row, len(t.Rows)),
+	doc := Document{Report: r.Name, From: FormatTime(p.From), To: FormatTime(p.To), Rows: make([]Row, len(t.Rows)),
 		Source: t.Freshness.Source, ReplayLagSeconds: t.Freshness.ReplayLag.Seconds()}
 	if p.Pool != "" {
 		doc.Pool = &p.Pool
@@ -148,7 +150,7 @@ func cell(v any, decimals int, null string) string {
 	case nil:
 		return null
 	case time.Time:
-		return formatTime(v)
+		return FormatTime(v)
 	case float64:
 		return strconv.FormatFloat(v, 'f', decimals, 64)
 	case int64:

@@ -57,11 +57,11 @@ func (p Params) Validate() error {
 		}
 	}
 	if !p.From.Before(p.To) {
-		return fmt.Errorf("%w: from (%s) must be before to (%s)", ErrInvalidParams, formatTime(p.From), formatTime(p.To))
+		return fmt.Errorf("%w: from (%s) must be before to (%s)", ErrInvalidParams, FormatTime(p.From), FormatTime(p.To))
 	}
 	if length := p.To.Sub(p.From); length > MaxRange {
 		return fmt.Errorf("%w: the range from %s to %s is %s long; a report covers at most %s (31 days)",
-			ErrInvalidParams, formatTime(p.From), formatTime(p.To), length.Round(time.Second), MaxRange)
+			ErrInvalidParams, FormatTime(p.From), FormatTime(p.To), length.Round(time.Second), MaxRange)
 	}
 	if p.Limit < 0 || p.Limit > MaxLimit {
 		return fmt.Errorf("%w: limit must be between 1 and %d, got %d", ErrInvalidParams, MaxLimit, p.Limit)

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -41,7 +41,9 @@ type Server struct {
 	sweeper *sweeper.Sweeper
 	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
-	http    *http.Server
+	// profiler is nil unless DEBUG_ADDR.
+	profiler *profiler
+	http     *http.Server
 	// draining is set once the server has been told to stop.
 	draining atomic.Bool
 	// afterDrainDelay is time.After; tests end the drain delay themselves.
@@ -137,16 +139,16 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 		TracerProvider:     s.tracerProvider,
 	}
 	if cfg.LeaderElection {
-		s.elector = leader.New(s.pool, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
+		s.elector = leader.New(s.store, leader.Config{Name: "sweeper", TTL: cfg.LeaderTTL, Logger: logger, OnChange: m.SetLeading})
 		sweeperCfg.Leading = s.elector.Leading
 		// The database-wide gauges come from the leader alone, so that
 		// they may be summed across replicas.
 		m.ExportSharedWhile(s.elector.Leading)
 	}
 	s.sweeper = sweeper.New(s.store, sweeperCfg)
-	s.waiters = api.NewWaiters(s.store, api.WaitersConfig{
-		DBCalls: cfg.WaitersDBConns, MaxWaiters: cfg.MaxWaiters, MaxPools: cfg.MaxWaitedPools,
-	}, logger)
+	s.waiters = wakeup.New(s.store, wakeup.Config{
+		DBCalls: cfg.WaitersDBConns, MaxWaiters: cfg.MaxWaiters, MaxPools: cfg.MaxWaitedPools, Logger: logger,
+	})
 	m.WatchWaiters(s.waiters.Waiters)
 	handler := api.New(api.Config{
 		Store:       s.store,
@@ -163,6 +165,9 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 		},
 	})
 	s.http = newHTTPServer(handler, cfg, logger)
+	if cfg.DebugAddr != "" {
+		s.profiler = &profiler{addr: cfg.DebugAddr, logger: logger}
+	}
 	return s, nil
 }
 
@@ -196,18 +201,13 @@ func newHTTPServer(handler http.Handler, cfg config.Config, logger *slog.Logger)
 // connections are taken and in-flight requests finish (within
 // ShutdownTimeout), the job stops, and the database is closed.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	s.sweeper.Start(context.WithoutCancel(ctx))
-	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopListening()
-	go s.waiters.Listen(listenCtx, s.pool)
-	if s.cfg.DebugAddr != "" {
-		go s.serveDebug(listenCtx)
-	}
-	electionDone := make(chan struct{})
-	if s.elector != nil {
-		go func() { defer close(electionDone); s.elector.Run(listenCtx) }()
-	} else {
-		close(electionDone)
+	// The services outlive ctx: the shutdown below stops them, in order.
+	background := context.WithoutCancel(ctx)
+	for _, svc := range s.services() {
+		if err := svc.Start(background); err != nil {
+			// Only the profiler can fail to start; the service runs without it.
+			s.logger.Warn("profiler", "error", err)
+		}
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(l) }()
@@ -229,8 +229,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			serveErr = err
 		}
 	}
-	stopListening()
-	<-electionDone // resigned: another replica takes over at once
+	// The elector resigns as it stops: another replica takes over at once.
+	// The sweeper stops in close, which also runs when New fails.
+	startstop.StopAll(s.services()[1:]...)
 	s.close()
 	s.logger.Info("stopped")
 	return serveErr
@@ -282,24 +283,17 @@ func (s *Server) accessMode() string {
 	}
 }
 
-// serveDebug serves Go's profiler on its own address until ctx ends. It is
-// off by default: profiles show internals no API client should see.
-func (s *Server) serveDebug(ctx context.Context) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Addr: s.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	s.logger.Info("serving the profiler", "addr", s.cfg.DebugAddr)
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		s.logger.Warn("profiler", "error", err)
+// services returns the background services in the order they start: the
+// sweeper first, then those that stop before it.
+func (s *Server) services() []startstop.Service {
+	services := []startstop.Service{s.sweeper, s.waiters}
+	if s.elector != nil {
+		services = append(services, s.elector)
 	}
+	if s.profiler != nil {
+		services = append(services, s.profiler)
+	}
+	return services
 }
 
 func (s *Server) close() {

@@ -23,12 +23,6 @@ const (
 	SourceStandby = "standby"
 )
 
-// Defaults of the report settings of Config.
-const (
-	DefaultMaxStandbyLag          = 30 * time.Second
-	DefaultReportStatementTimeout = 60 * time.Second
-)
-
 // Freshness says where a report was read and how far behind the primary
 // that was.
 type Freshness struct {

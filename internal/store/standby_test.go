@@ -16,7 +16,7 @@ import (
 // not in recovery, or cannot be reached, is refused with the reason, so
 // reports answer 503 rather than read what may not be the primary's
 // history, unless falling back to the primary is allowed. (Reads on a real
-// standby: internal/faults.)
+// standby: test/faults.)
 func TestReportsReadWhereTheyMay(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 )
 
 // Errors returned by the store. The HTTP layer maps each to a status once.
@@ -60,7 +61,7 @@ type Config struct {
 	// LeaseTTL is how long a lease lasts after its assignment or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
-	// ErrUnavailable instead of a hang. Zero means 5 seconds.
+	// ErrUnavailable instead of a hang. Zero means config.DefaultDBTimeout.
 	QueryTimeout time.Duration
 	// MaxBatch is the most claims, releases or keep-alives that one statement
 	// serves when requests arrive together. Zero means 64; 1 turns batching
@@ -76,14 +77,15 @@ type Config struct {
 	// primary.
 	Standby *pgxpool.Pool
 	// MaxStandbyLag is how far behind the primary the standby's replay may
-	// be for reports to read from it. Defaults to DefaultMaxStandbyLag.
+	// be for reports to read from it. Zero means
+	// config.DefaultReportMaxLag.
 	MaxStandbyLag time.Duration
 	// ReportFallback lets reports read from the primary while the standby
 	// cannot be read or is too far behind. Defaults to false: they fail
 	// with ErrReportsUnavailable, and the primary is spared their load.
 	ReportFallback bool
 	// ReportStatementTimeout bounds each statement of a report read from
-	// the primary. Defaults to DefaultReportStatementTimeout.
+	// the primary. Zero means config.DefaultReportStatementTimeout.
 	ReportStatementTimeout time.Duration
 
 	// OnLeasesEnded, when set, is told of the leases that a statement of
@@ -132,7 +134,7 @@ type Store struct {
 // New returns a store over the connection pool.
 func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = 5 * time.Second
+		cfg.QueryTimeout = config.DefaultDBTimeout
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 64
@@ -141,10 +143,10 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 		cfg.MaxInFlight = 2
 	}
 	if cfg.MaxStandbyLag <= 0 {
-		cfg.MaxStandbyLag = DefaultMaxStandbyLag
+		cfg.MaxStandbyLag = config.DefaultReportMaxLag
 	}
 	if cfg.ReportStatementTimeout <= 0 {
-		cfg.ReportStatementTimeout = DefaultReportStatementTimeout
+		cfg.ReportStatementTimeout = config.DefaultReportStatementTimeout
 	}
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
 	if cfg.Standby != nil {
@@ -174,9 +176,6 @@ func (s *Store) Close() {
 	s.releases.Wait()
 	s.keepAlives.Wait()
 }
-
-// Config returns the store's settings.
-func (s *Store) Config() Config { return s.cfg }
 
 func (s *Store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.cfg.QueryTimeout)

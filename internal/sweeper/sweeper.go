@@ -21,6 +21,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -36,20 +38,17 @@ type Store interface {
 	DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error)
 }
 
-// DefaultHistoryRetention is how long history is kept unless configured.
-const DefaultHistoryRetention = 30 * 24 * time.Hour
-
 // Config holds the sweeper's settings.
 type Config struct {
 	// Interval between passes. A lease that nobody keeps alive is released no
 	// later than LEASE_TTL + Interval (plus the pass's own duration). Zero
-	// means 1 second.
+	// means config.DefaultSweepInterval.
 	Interval time.Duration
 	// BatchSize is the most rows one statement touches; a pass repeats a
 	// statement until it comes back with fewer. Zero means 1000.
 	BatchSize int
 	// HistoryRetention is how long history rows are kept. Zero means
-	// DefaultHistoryRetention.
+	// config.DefaultHistoryRetention.
 	HistoryRetention time.Duration
 	// LeaseWorkers is how many statements free ended leases at once. Many
 	// leases ending together (a fleet of clients gone at once) are freed
@@ -118,12 +117,10 @@ func (r Result) didWork() bool {
 
 // Sweeper runs passes on a ticker until stopped.
 type Sweeper struct {
+	// Runner gives the sweeper Stop and Started.
+	startstop.Runner
 	store Store
 	cfg   Config
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	done   chan struct{}
 
 	// Owned by the loop's goroutine.
 	horizonChecked, horizonWarned time.Time
@@ -132,13 +129,13 @@ type Sweeper struct {
 // New returns a sweeper over the store.
 func New(store Store, cfg Config) *Sweeper {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = config.DefaultSweepInterval
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1000
 	}
 	if cfg.HistoryRetention <= 0 {
-		cfg.HistoryRetention = DefaultHistoryRetention
+		cfg.HistoryRetention = config.DefaultHistoryRetention
 	}
 	if cfg.LeaseWorkers <= 0 {
 		cfg.LeaseWorkers = 4
@@ -153,32 +150,11 @@ func New(store Store, cfg Config) *Sweeper {
 }
 
 // Start runs passes in the background until Stop is called or ctx ends.
-func (s *Sweeper) Start(ctx context.Context) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel != nil {
-		return
-	}
-	ctx, s.cancel = context.WithCancel(ctx)
-	s.done = make(chan struct{})
-	go s.loop(ctx, s.done)
+func (s *Sweeper) Start(ctx context.Context) error {
+	return s.StartFunc(ctx, s.loop)
 }
 
-// Stop ends the background passes and waits for the current one to finish.
-func (s *Sweeper) Stop() {
-	s.mu.Lock()
-	cancel, done := s.cancel, s.done
-	s.cancel, s.done = nil, nil
-	s.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
-}
-
-func (s *Sweeper) loop(ctx context.Context, done chan struct{}) {
-	defer close(done)
+func (s *Sweeper) loop(ctx context.Context) {
 	ticker := time.NewTicker(s.cfg.Interval)
 	defer ticker.Stop()
 	for {

@@ -25,14 +25,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -46,25 +43,33 @@ var (
 	ErrTooManyPools = errors.New("too many pools waited on at this replica")
 )
 
+// Store is what a Hub needs of the database (store.Store).
+type Store interface {
+	// ClaimMany blocks up to n free keys of the pool.
+	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
+	// GiveBack releases a key claimed for a waiter that left.
+	GiveBack(store.Key)
+	// RegisterWaiters tells the database, for ttl, that this replica (named
+	// replica) has clients waiting for keys of the pool, so that freed keys
+	// of the pool are announced; UnregisterWaiters withdraws that. Each
+	// registration carries a generation higher than the replica's previous
+	// ones, and a withdrawal the generation of the registration it
+	// withdraws: the database must ignore a registration older than the one
+	// it holds, and a withdrawal of an older registration than the one it
+	// holds. The calls run concurrently and may reach the database in any
+	// order.
+	RegisterWaiters(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
+	UnregisterWaiters(ctx context.Context, pool, replica string, generation int64) error
+	// PoolsWithFreeKeys returns those of the pools in which a claim would
+	// find a key now, in one statement.
+	PoolsWithFreeKeys(ctx context.Context, pools []string) ([]string, error)
+	// ListenKeysFreed opens a connection that LISTENs for freed keys, which
+	// Start holds open.
+	ListenKeysFreed(ctx context.Context) (*store.Listener, error)
+}
+
 // Config describes a Hub.
 type Config struct {
-	// Claim blocks up to n free keys of the pool (store.ClaimMany).
-	Claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
-	// GiveBack releases a key claimed for a waiter that left.
-	GiveBack func(store.Key)
-	// Register tells the database, for ttl, that this replica (named
-	// replica) has clients waiting for keys of the pool, so that freed keys
-	// of the pool are announced; Unregister withdraws that. Each
-	// registration carries a generation higher than the replica's previous
-	// ones, and Unregister the generation of the registration it withdraws:
-	// the database must ignore a registration older than the one it holds,
-	// and a withdrawal of an older registration than the one it holds.
-	// The calls run concurrently and may reach the database in any order.
-	Register   func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error
-	Unregister func(ctx context.Context, pool, replica string, generation int64) error
-	// FreePools returns those of the pools in which a claim would find a
-	// key now, in one statement (store.PoolsWithFreeKeys).
-	FreePools func(ctx context.Context, pools []string) ([]string, error)
 	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
@@ -74,14 +79,14 @@ type Config struct {
 	// registrations, withdrawals, polls, claims and give-backs. Each holds a
 	// connection of the pool while it runs; below the pool's size, the
 	// bound leaves connections to requests that do not wait, however many
-	// clients wait. Zero means 4.
+	// clients wait. Zero means config.DefaultWaitersDBConns.
 	DBCalls int
 	// MaxWaiters caps the clients waiting at once on this replica: each
-	// holds a request open. Zero means 10,000.
+	// holds a request open. Zero means config.DefaultMaxWaiters.
 	MaxWaiters int
 	// MaxPools caps the distinct pools waited on at once on this replica:
 	// each costs a registration row and a place in every poll. Zero means
-	// 1,000.
+	// config.DefaultMaxWaitedPools.
 	MaxPools int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -92,6 +97,9 @@ var ErrClosed = errors.New("this replica is shutting down and takes no waiting c
 
 // Hub keeps this replica's waiters, per pool in arrival order.
 type Hub struct {
+	// Runner gives the hub's listener Stop and Started.
+	startstop.Runner
+	store   Store
 	cfg     Config
 	replica string
 	// dbCalls holds a token for every database call of the hub in flight;
@@ -135,26 +143,27 @@ type waiter struct {
 	elem *list.Element
 }
 
-// New returns a hub; Listen feeds it the database's notifications.
-func New(cfg Config) *Hub {
+// New returns a hub over the store; Start feeds it the database's
+// notifications.
+func New(st Store, cfg Config) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	if cfg.DBCalls <= 0 {
-		cfg.DBCalls = 4
+		cfg.DBCalls = config.DefaultWaitersDBConns
 	}
 	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = 10000
+		cfg.MaxWaiters = config.DefaultMaxWaiters
 	}
 	if cfg.MaxPools <= 0 {
-		cfg.MaxPools = 1000
+		cfg.MaxPools = config.DefaultMaxWaitedPools
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
+	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
 }
 
 // Close ends every wait with ErrClosed at once, and makes every later Wait
@@ -215,7 +224,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		// turn at the database ends with the wait.
 		regCtx, cancel := context.WithTimeout(ctx, wait)
 		err := h.withDB(regCtx, func(ctx context.Context) error {
-			return h.cfg.Register(ctx, pool, h.replica, generation, registration)
+			return h.store.RegisterWaiters(ctx, pool, h.replica, generation, registration)
 		})
 		cancel()
 		if err != nil {
@@ -268,7 +277,7 @@ func (h *Hub) Waiters() int {
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still handed out, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
-	keys, err := h.cfg.Claim(ctx, pool, 1)
+	keys, err := h.store.ClaimMany(ctx, pool, 1)
 	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
 		return store.Key{}, err
 	}
@@ -301,7 +310,7 @@ func (h *Hub) forget(pool string, q *queue) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := h.withDB(ctx, func(ctx context.Context) error {
-			return h.cfg.Unregister(ctx, pool, h.replica, generation)
+			return h.store.UnregisterWaiters(ctx, pool, h.replica, generation)
 		})
 		if err != nil {
 			h.cfg.Logger.Debug("could not withdraw the registration of waiting clients; it expires", "pool", pool, "error", err)
@@ -340,7 +349,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		if n > 0 {
 			err = h.withDB(context.Background(), func(ctx context.Context) error {
 				var claimErr error
-				keys, claimErr = h.cfg.Claim(ctx, pool, n)
+				keys, claimErr = h.store.ClaimMany(ctx, pool, n)
 				return claimErr
 			})
 		}
@@ -410,7 +419,7 @@ func (h *Hub) poll() {
 	var free []string
 	err := h.withDB(context.Background(), func(ctx context.Context) error {
 		var err error
-		free, err = h.cfg.FreePools(ctx, pools)
+		free, err = h.store.PoolsWithFreeKeys(ctx, pools)
 		return err
 	})
 	if err != nil {
@@ -425,7 +434,7 @@ func (h *Hub) poll() {
 func (h *Hub) giveBack(keys []store.Key) {
 	for _, key := range keys {
 		_ = h.withDB(context.Background(), func(context.Context) error {
-			h.cfg.GiveBack(key)
+			h.store.GiveBack(key)
 			return nil
 		})
 	}
@@ -451,14 +460,19 @@ func (h *Hub) Notify(pool string) { h.serve(pool) }
 // it is one statement, and claims only from pools that have a free key.
 func (h *Hub) NotifyAll() { go h.poll() }
 
-// Listen holds one connection of the pool in LISTEN and feeds the hub until
-// ctx ends, reconnecting with backoff when the connection is lost (a
-// database restart). After every reconnection every pool is tried, since
-// notifications sent meanwhile are lost.
-func (h *Hub) Listen(ctx context.Context, db *pgxpool.Pool) {
+// Start holds one connection in LISTEN and feeds the hub, in the
+// background until Stop is called or ctx ends, reconnecting with backoff
+// when the connection is lost (a database restart). After every
+// reconnection every pool is tried, since notifications sent meanwhile are
+// lost.
+func (h *Hub) Start(ctx context.Context) error {
+	return h.StartFunc(ctx, h.listen)
+}
+
+func (h *Hub) listen(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := h.listenOnce(ctx, db)
+		err := h.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -472,28 +486,21 @@ func (h *Hub) Listen(ctx context.Context, db *pgxpool.Pool) {
 	}
 }
 
-func (h *Hub) listenOnce(ctx context.Context, db *pgxpool.Pool) error {
-	pooled, err := db.Acquire(ctx)
+func (h *Hub) listenOnce(ctx context.Context) error {
+	l, err := h.store.ListenKeysFreed(ctx)
 	if err != nil {
 		return err
 	}
-	// Out of the pool for good: a LISTEN session must not serve queries.
-	conn := pooled.Hijack()
-	defer conn.Close(context.Background())
-	if err := dbsqlc.New(conn).ListenKeysFreed(ctx); err != nil {
-		return err
-	}
+	defer l.Close()
 	h.NotifyAll()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		pool, err := l.Next(ctx)
+		if errors.Is(err, store.ErrUnexpectedNotification) {
+			h.cfg.Logger.Warn("unexpected notification", "error", err)
+			continue
+		}
 		if err != nil {
 			return err
-		}
-		// The payload is "<freed> <pool>".
-		freed, pool, ok := strings.Cut(n.Payload, " ")
-		if _, convErr := strconv.Atoi(freed); !ok || convErr != nil {
-			h.cfg.Logger.Warn("unexpected notification", "payload", n.Payload)
-			continue
 		}
 		h.Notify(pool)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
@@ -122,22 +122,38 @@ func (g *gate) pass(call func() error) error {
 func heldFirst(n int) bool { return n == 1 }
 func heldNone(int) bool    { return false }
 
+// gatedStore is the store with registrations and withdrawals that pass
+// through the gates.
+type gatedStore struct {
+	*store.Store
+	registers, unregisters *gate
+}
+
+func (g gatedStore) RegisterWaiters(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error {
+	return g.registers.pass(func() error { return g.Store.RegisterWaiters(ctx, pool, replica, generation, ttl) })
+}
+
+func (g gatedStore) UnregisterWaiters(ctx context.Context, pool, replica string, generation int64) error {
+	return g.unregisters.pass(func() error { return g.Store.UnregisterWaiters(ctx, pool, replica, generation) })
+}
+
 // gatedHub is a hub over the store whose registrations and withdrawals
 // pass through the gates.
 func gatedHub(b *bundle, registers, unregisters *gate) *wakeup.Hub {
-	return wakeup.New(wakeup.Config{
-		Claim:    b.store.ClaimMany,
-		GiveBack: b.store.GiveBack,
-		Register: func(ctx context.Context, pool, replica string, generation int64, ttl time.Duration) error {
-			return registers.pass(func() error { return b.store.RegisterWaiters(ctx, pool, replica, generation, ttl) })
-		},
-		Unregister: func(ctx context.Context, pool, replica string, generation int64) error {
-			return unregisters.pass(func() error { return b.store.UnregisterWaiters(ctx, pool, replica, generation) })
-		},
-		FreePools: b.store.PoolsWithFreeKeys,
-		Poll:      10 * time.Millisecond,
-		Logger:    quiet,
+	return wakeup.New(gatedStore{Store: b.store, registers: registers, unregisters: unregisters}, wakeup.Config{
+		Poll:   10 * time.Millisecond,
+		Logger: quiet,
 	})
+}
+
+// claimingStore is the store with its claims made by claim.
+type claimingStore struct {
+	*store.Store
+	claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
+}
+
+func (c claimingStore) ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error) {
+	return c.claim(ctx, pool, n)
 }
 
 // The last waiter of a pool leaves and the hub withdraws its registration;
@@ -256,14 +272,9 @@ func TestWaitingOnManyPoolsCostsOneStatementPerPoll(t *testing.T) {
 	const pools = 100
 	trace := &statements{ended: make(chan statement, 100000)}
 	b := setup(t, func(cfg *pgxpool.Config) { cfg.ConnConfig.Tracer = trace }, store.Config{})
-	hub := wakeup.New(wakeup.Config{
-		Claim:      b.store.ClaimMany,
-		GiveBack:   b.store.GiveBack,
-		Register:   b.store.RegisterWaiters,
-		Unregister: b.store.UnregisterWaiters,
-		FreePools:  b.store.PoolsWithFreeKeys,
-		Poll:       20 * time.Millisecond,
-		Logger:     quiet,
+	hub := wakeup.New(b.store, wakeup.Config{
+		Poll:   20 * time.Millisecond,
+		Logger: quiet,
 	})
 	for i := range pools {
 		wait(t, hub, fmt.Sprintf("made-up-%03d", i))
@@ -346,15 +357,10 @@ func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
 		conn.Release()
 		return b.store.ClaimMany(ctx, pool, n)
 	}
-	hub := wakeup.New(wakeup.Config{
-		Claim:      slowClaim,
-		GiveBack:   b.store.GiveBack,
-		Register:   b.store.RegisterWaiters,
-		Unregister: b.store.UnregisterWaiters,
-		FreePools:  b.store.PoolsWithFreeKeys,
-		Poll:       time.Hour,
-		DBCalls:    hubCalls,
-		Logger:     quiet,
+	hub := wakeup.New(claimingStore{Store: b.store, claim: slowClaim}, wakeup.Config{
+		Poll:    time.Hour,
+		DBCalls: hubCalls,
+		Logger:  quiet,
 	})
 	for i := range 10 {
 		wait(t, hub, fmt.Sprintf("pool-%d", i))
@@ -374,12 +380,7 @@ func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
 func TestWaitersBeyondTheCapsAreRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil, store.Config{})
-	hub := wakeup.New(wakeup.Config{
-		Claim:      b.store.ClaimMany,
-		GiveBack:   b.store.GiveBack,
-		Register:   b.store.RegisterWaiters,
-		Unregister: b.store.UnregisterWaiters,
-		FreePools:  b.store.PoolsWithFreeKeys,
+	hub := wakeup.New(b.store, wakeup.Config{
 		Poll:       time.Hour,
 		MaxWaiters: 3,
 		MaxPools:   2,

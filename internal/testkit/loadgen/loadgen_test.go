@@ -17,7 +17,8 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
@@ -39,7 +40,9 @@ func TestRunAgainstTwoReplicas(t *testing.T) {
 		if first == nil {
 			first = st
 		}
-		srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+		waiters := wakeup.New(st, wakeup.Config{Logger: logger})
+		srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: logger, Waiters: waiters}))
 		t.Cleanup(srv.Close)
 		servers = append(servers, srv.URL)
 	}

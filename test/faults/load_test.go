@@ -10,9 +10,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/loadgen"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/loadgen"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 // checkHistory asserts what the history must say after any run: no two
@@ -24,21 +24,14 @@ func checkHistory(t *testing.T, dbURL string, since time.Time) map[string]int64 
 	pool, err := pgxpool.New(ctx, dbURL)
 	require.NoError(t, err)
 	defer pool.Close()
-	q := dbsqlc.New(pool)
-	overlaps, err := q.KeyEventsOverlappingLeases(ctx, since)
+	audit, err := store.New(pool, store.Config{}).AuditHistory(ctx, since)
 	require.NoError(t, err)
-	require.Empty(t, overlaps, "leases of one key overlapped")
-	counts, err := q.KeyEventsCountByEvent(ctx, since)
-	require.NoError(t, err)
-	events := map[string]int64{}
-	for _, c := range counts {
-		events[c.Event] = c.Events
-	}
+	require.Empty(t, audit.Overlaps, "leases of one key overlapped")
 	var live int64
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM keys").Scan(&live))
-	require.Equal(t, events["created"], live+events["deleted"]+events["expired"],
+	require.Equal(t, audit.Events["created"], live+audit.Events["deleted"]+audit.Events["expired"],
 		"every key created still exists or was deleted or expired")
-	return events
+	return audit.Events
 }
 
 // Three server processes on one database, 64 clients spread over them doing

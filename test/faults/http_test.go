@@ -3,10 +3,11 @@ package faults
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 )
 
 // answer is one HTTP exchange.
@@ -60,10 +61,9 @@ func call(method, url, body string, headers ...string) answer {
 }
 
 func freePort(t interface{ Fatalf(string, ...any) }) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgembed.FreePort()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }

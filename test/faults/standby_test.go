@@ -15,7 +15,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/servertest"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
 )
 
 // Reports read from a streaming hot standby of the primary: a primary and a

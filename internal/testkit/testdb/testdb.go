@@ -14,6 +14,11 @@
 //
 // Each test database is copied from a template database that holds the
 // migrated schema; the template is built once per schema version.
+//
+// A failed test keeps its database, and its log gives the URL: open it with
+// psql to see what the test saw (drop such databases by hand). A passing
+// test's database is dropped without FORCE, so a connection that the test
+// left open fails the test.
 package testdb
 
 import (
@@ -85,7 +90,10 @@ func server() (string, error) {
 }
 
 // New creates a database for this test only, with every migration applied,
-// and returns its URL. It is dropped when the test ends.
+// and returns its URL. When the test passes, the database is dropped as the
+// test ends, after the test's own cleanups, which must have closed every
+// connection to it; a connection still open fails the test. When the test
+// has failed, the database is kept and its URL logged.
 func New(t testing.TB) string {
 	t.Helper()
 	ServerURL(t)
@@ -94,8 +102,12 @@ func New(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testdb: kept the failed test's database: psql '%s'", u)
+			return
+		}
 		if err := drop(); err != nil {
-			t.Log(err)
+			t.Errorf("%v: did the test leave a connection open?", err)
 		}
 	})
 	return u
@@ -133,7 +145,10 @@ func create() (string, func() error, error) {
 	drop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := execAdmin(ctx, admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		// Not WITH (FORCE): a session still connected is a leak to report,
+		// not one to end. PostgreSQL waits up to 5 s for sessions that are
+		// ending.
+		if err := execAdmin(ctx, admin, "DROP DATABASE IF EXISTS "+name); err != nil {
 			return fmt.Errorf("drop test database %s: %w", name, err)
 		}
 		return nil

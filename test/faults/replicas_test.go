@@ -3,7 +3,6 @@ package faults
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func TestMain(m *testing.M) {
@@ -79,10 +78,7 @@ func (b *lockedBuffer) String() string {
 // until it is ready. env adds settings (NAME=value).
 func startReplica(t *testing.T, dbURL string, env ...string) *replica {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := &replica{url: "http://" + addr, log: &lockedBuffer{}, done: make(chan struct{})}
 	r.cmd = exec.Command(serverBinary(t))
 	// No drain delay: no load balancer has to learn that a replica stops.

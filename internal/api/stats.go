@@ -1,0 +1,47 @@
+package api
+
+import (
+	"net/http"
+	"time"
+)
+
+// expiringWindow is how far ahead GET /stats counts keys about to expire.
+const expiringWindow = time.Minute
+
+// poolStats are the live counts of one pool, or of all of them.
+type poolStats struct {
+	Pool                 string `json:"pool,omitempty"`
+	Total                int64  `json:"total"`
+	Free                 int64  `json:"free"`
+	Blocked              int64  `json:"blocked"`
+	ExpiringWithinMinute int64  `json:"expiringWithinMinute"`
+}
+
+// stats answers the live counts per pool from the counters kept by the
+// database, and the keys that expire within a minute unless kept alive
+// from one index range on their expiry. Keys whose life has just ended
+// count in total until the background job removes them.
+func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
+	counts, err := a.store.CountPools(r.Context())
+	if err != nil {
+		return err
+	}
+	expiring, err := a.store.CountExpiring(r.Context(), expiringWindow)
+	if err != nil {
+		return err
+	}
+	body := struct {
+		Pools []poolStats `json:"pools"`
+		Total poolStats   `json:"total"`
+	}{Pools: make([]poolStats, len(counts))}
+	for i, c := range counts {
+		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Blocked, ExpiringWithinMinute: expiring[c.Pool]}
+		body.Pools[i] = p
+		body.Total.Total += p.Total
+		body.Total.Free += p.Free
+		body.Total.Blocked += p.Blocked
+		body.Total.ExpiringWithinMinute += p.ExpiringWithinMinute
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
