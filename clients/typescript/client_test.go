@@ -20,7 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }

@@ -16,7 +16,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/client"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/servertest"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
 )
 
 // runMainWith runs the whole command line in the test's process.

@@ -379,4 +379,3 @@ func clientFlags(fs *flag.FlagSet, getenv func(string) string) func() (*client.C
 
 // noEnv is an empty environment, for flag sets made only to be described.
 func noEnv(string) string { return "" }
-

@@ -25,8 +25,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/servertest"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }

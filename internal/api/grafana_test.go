@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 const dashboardFile = "../../deploy/grafana/token-orchestrator.json"
@@ -34,7 +34,7 @@ func TestGrafanaDashboardQueriesExistingMetrics(t *testing.T) {
 	s := newServer(t, testdb.New(t), options{leaseTTL: 300 * time.Millisecond, sweep: 50 * time.Millisecond})
 	logger := slog.New(slog.DiscardHandler)
 	s.metrics.WatchHorizon(s.store.CleanupHorizon, logger)
-	// A standby is another test's business (internal/faults); its lag
+	// A standby is another test's business (test/faults); its lag
 	// here is a fixed one.
 	s.metrics.WatchStandby(func(context.Context) (store.StandbyStatus, error) {
 		return store.StandbyStatus{InRecovery: true, LagKnown: true, ReplayLag: time.Second}, nil

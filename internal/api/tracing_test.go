@@ -15,7 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testdb"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 func newTracedServer(t *testing.T, o ...options) (*testServer, *tracetest.InMemoryExporter, *syncBuffer) {
