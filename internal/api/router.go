@@ -66,7 +66,7 @@ func New(cfg Config) *API {
 	r.Use(a.recoverer)
 	r.Use(a.observe(cfg.Metrics))
 	r.Use(cors(cfg.CORSOrigins, cfg.Logger))
-	r.Use(limitBody(maxBodyBytes))
+	r.Use(limitBody(maxBodyBytes, maxImportBodyBytes))
 
 	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return invalid(errRouteNotFound, "no route %s %s", r.Method, r.URL.Path)
@@ -89,7 +89,7 @@ func New(cfg Config) *API {
 	client.Get("/keys/{id}", a.handle(a.getKey))
 	client.Head("/keys/{id}", a.handle(a.headKey))
 	admin.Delete("/keys/{id}", a.handle(a.deleteKey))
-	client.Put("/keys/{id}", a.handle(onLease(a.store.Release)))
+	client.Put("/keys/{id}", a.handle(a.releaseKey))
 	client.Put("/keys/{id}/keepalive", a.handle(onLease(a.store.KeepAlive)))
 	client.Put("/keepalive/{id}", a.handle(onLease(a.store.KeepAlive)))
 

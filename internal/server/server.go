@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server
 		KeyTTL: cfg.KeyTTL, LeaseTTL: cfg.LeaseTTL, QueryTimeout: cfg.DBTimeout,
 		Standby: s.standby, MaxStandbyLag: cfg.ReportMaxLag, ReportFallback: cfg.ReportFallback,
 		ReportStatementTimeout: cfg.ReportStatementTimeout,
+		Secrets:                cfg.Secrets,
 	})
 	if err = s.store.CheckIndexes(ctx); err != nil {
 		return nil, err
