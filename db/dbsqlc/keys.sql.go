@@ -704,9 +704,8 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 }
 
 const keyGetSecret = `-- name: KeyGetSecret :one
-SELECT (s.lease_token = $1::bigint AND s.lease_expires_at > now())::boolean AS lease_current,
-       CASE WHEN s.lease_token = $1::bigint AND s.lease_expires_at > now() THEN k.secret_key_id END::text AS secret_key_id,
-       CASE WHEN s.lease_token = $1::bigint AND s.lease_expires_at > now() THEN k.secret_ciphertext END::bytea AS secret_ciphertext
+SELECT coalesce(s.lease_token = $1::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+       k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = $2 AND k.expires_at > now()
@@ -719,13 +718,12 @@ type KeyGetSecretParams struct {
 
 type KeyGetSecretRow struct {
 	LeaseCurrent     bool
-	SecretKeyID      string
+	SecretKeyID      *string
 	SecretCiphertext []byte
 }
 
-// The key's sealed secret, only while the lease named is the key's current
-// lease and still running: lease_current is false (and the secret NULL)
-// otherwise.
+// The key's sealed secret, with whether the lease named is the key's
+// current lease and still running: the caller opens the secret only then.
 func (q *Queries) KeyGetSecret(ctx context.Context, arg KeyGetSecretParams) (KeyGetSecretRow, error) {
 	row := q.db.QueryRow(ctx, keyGetSecret, arg.LeaseToken, arg.ID)
 	var i KeyGetSecretRow

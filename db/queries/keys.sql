@@ -172,12 +172,10 @@ JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
 
 -- name: KeyGetSecret :one
--- The key's sealed secret, only while the lease named is the key's current
--- lease and still running: lease_current is false (and the secret NULL)
--- otherwise.
-SELECT (s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now())::boolean AS lease_current,
-       CASE WHEN s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now() THEN k.secret_key_id END::text AS secret_key_id,
-       CASE WHEN s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now() THEN k.secret_ciphertext END::bytea AS secret_ciphertext
+-- The key's sealed secret, with whether the lease named is the key's
+-- current lease and still running: the caller opens the secret only then.
+SELECT coalesce(s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+       k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = sqlc.arg(id) AND k.expires_at > now();

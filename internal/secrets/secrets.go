@@ -126,6 +126,15 @@ func ParseKey(encoded string) ([]byte, error) {
 	return raw, nil
 }
 
+// WithoutOlder returns a keyring of the current key alone, as a
+// configuration looks once a rotation is done and the older keys removed.
+func (kr *Keyring) WithoutOlder() *Keyring {
+	if !kr.Enabled() {
+		return kr
+	}
+	return &Keyring{current: kr.current, keys: map[string]*key{kr.current.id: kr.current}, order: []*key{kr.current}}
+}
+
 // Enabled reports whether the keyring can seal.
 func (kr *Keyring) Enabled() bool { return kr != nil && kr.current != nil }
 

@@ -307,10 +307,8 @@ func (s *Store) GetSecret(ctx context.Context, id uuid.UUID, leaseToken int64) (
 		return Key{}, classify(err)
 	}
 	key := fromRow(keyRow)
-	if row.SecretCiphertext != nil {
-		if err := s.openSecret(&key, &row.SecretKeyID, row.SecretCiphertext); err != nil {
-			return Key{}, err
-		}
+	if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
+		return Key{}, err
 	}
 	return key, nil
 }
