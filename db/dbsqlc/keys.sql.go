@@ -1109,41 +1109,6 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 	return items, nil
 }
 
-const keySecretsCountByKeyID = `-- name: KeySecretsCountByKeyID :many
-SELECT k.secret_key_id::text AS secret_key_id, count(*) AS keys
-FROM keys AS k
-WHERE k.secret_key_id IS NOT NULL
-GROUP BY k.secret_key_id
-ORDER BY k.secret_key_id
-`
-
-type KeySecretsCountByKeyIDRow struct {
-	SecretKeyID string
-	Keys        int64
-}
-
-// How many secrets each encryption key has sealed: an index-only walk of
-// keys_secret_key_id_idx, for `secrets rotate` to report progress.
-func (q *Queries) KeySecretsCountByKeyID(ctx context.Context) ([]KeySecretsCountByKeyIDRow, error) {
-	rows, err := q.db.Query(ctx, keySecretsCountByKeyID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []KeySecretsCountByKeyIDRow
-	for rows.Next() {
-		var i KeySecretsCountByKeyIDRow
-		if err := rows.Scan(&i.SecretKeyID, &i.Keys); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const keySecretsReseal = `-- name: KeySecretsReseal :execrows
 WITH sealed AS (
     SELECT unnest($2::uuid[]) AS id, unnest($4::bytea[]) AS ciphertext,
@@ -1181,15 +1146,14 @@ func (q *Queries) KeySecretsReseal(ctx context.Context, arg KeySecretsResealPara
 
 const keySecretsSealedUnder = `-- name: KeySecretsSealedUnder :many
 SELECT k.id, k.pool, k.secret_key_id, k.secret_ciphertext FROM keys AS k
-WHERE k.secret_key_id = $1::text AND k.id > $2::uuid
+WHERE k.secret_key_id >= $1::text AND k.secret_key_id <= $1::text
 ORDER BY k.secret_key_id, k.id
-LIMIT $3::int
+LIMIT $2::int
 FOR UPDATE SKIP LOCKED
 `
 
 type KeySecretsSealedUnderParams struct {
 	SecretKeyID string
-	After       uuid.UUID
 	Max         int32
 }
 
@@ -1201,11 +1165,16 @@ type KeySecretsSealedUnderRow struct {
 }
 
 // One batch of `secrets rotate`: up to max keys whose secret is sealed
-// under the given encryption key, after the given id, in id order through
-// keys_secret_key_id_idx. Locked for the batch's transaction; SKIP LOCKED
-// leaves keys that a request is changing to a later pass.
+// under the given encryption key, through
+// keys_secret_key_id_idx. A resealed row leaves that range, so the next
+// batch (or a rotation started again) picks up where this one ended.
+// Locked for the batch's transaction; SKIP LOCKED leaves keys that a
+// request is changing to a later pass.
+// The equality is written as a closed range: a generic plan guesses an
+// equality on a column of few distinct values to match half the table (and
+// then scans it), a range on a parameter to match a few rows.
 func (q *Queries) KeySecretsSealedUnder(ctx context.Context, arg KeySecretsSealedUnderParams) ([]KeySecretsSealedUnderRow, error) {
-	rows, err := q.db.Query(ctx, keySecretsSealedUnder, arg.SecretKeyID, arg.After, arg.Max)
+	rows, err := q.db.Query(ctx, keySecretsSealedUnder, arg.SecretKeyID, arg.Max)
 	if err != nil {
 		return nil, err
 	}

@@ -519,11 +519,16 @@ SELECT count(*) FROM cooled;
 
 -- name: KeySecretsSealedUnder :many
 -- One batch of `secrets rotate`: up to max keys whose secret is sealed
--- under the given encryption key, after the given id, in id order through
--- keys_secret_key_id_idx. Locked for the batch's transaction; SKIP LOCKED
--- leaves keys that a request is changing to a later pass.
+-- under the given encryption key, through
+-- keys_secret_key_id_idx. A resealed row leaves that range, so the next
+-- batch (or a rotation started again) picks up where this one ended.
+-- Locked for the batch's transaction; SKIP LOCKED leaves keys that a
+-- request is changing to a later pass.
+-- The equality is written as a closed range: a generic plan guesses an
+-- equality on a column of few distinct values to match half the table (and
+-- then scans it), a range on a parameter to match a few rows.
 SELECT k.id, k.pool, k.secret_key_id, k.secret_ciphertext FROM keys AS k
-WHERE k.secret_key_id = sqlc.arg(secret_key_id)::text AND k.id > sqlc.arg(after)::uuid
+WHERE k.secret_key_id >= sqlc.arg(secret_key_id)::text AND k.secret_key_id <= sqlc.arg(secret_key_id)::text
 ORDER BY k.secret_key_id, k.id
 LIMIT sqlc.arg(max)::int
 FOR UPDATE SKIP LOCKED;
@@ -540,11 +545,3 @@ SET secret_key_id = sqlc.arg(new_key_id)::text, secret_ciphertext = sealed.ciphe
 FROM sealed
 WHERE k.id = ANY (sqlc.arg(ids)::uuid[]) AND k.id = sealed.id AND k.secret_key_id = sqlc.arg(old_key_id)::text;
 
--- name: KeySecretsCountByKeyID :many
--- How many secrets each encryption key has sealed: an index-only walk of
--- keys_secret_key_id_idx, for `secrets rotate` to report progress.
-SELECT k.secret_key_id::text AS secret_key_id, count(*) AS keys
-FROM keys AS k
-WHERE k.secret_key_id IS NOT NULL
-GROUP BY k.secret_key_id
-ORDER BY k.secret_key_id;

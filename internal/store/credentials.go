@@ -325,34 +325,13 @@ func (s *Store) EndCooldowns(ctx context.Context, max int) (int, error) {
 	return int(n), nil
 }
 
-// SecretCount is how many secrets one encryption key has sealed.
-type SecretCount struct {
-	KeyID string
-	Keys  int64
-}
-
-// CountSecrets counts the secrets per encryption key id.
-func (s *Store) CountSecrets(ctx context.Context) ([]SecretCount, error) {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	rows, err := s.queries.KeySecretsCountByKeyID(ctx)
-	if err != nil {
-		return nil, classify(err)
-	}
-	out := make([]SecretCount, len(rows))
-	for i, r := range rows {
-		out[i] = SecretCount{KeyID: r.SecretKeyID, Keys: r.Keys}
-	}
-	return out, nil
-}
-
 // ResealBatch seals again, under the current encryption key and with new
-// digests, up to max secrets sealed under the older key oldKeyID whose
-// key id is after the given one, in one short transaction; rows that a
-// request has locked are skipped (a later pass takes them). It returns how
-// many it resealed and the last id it looked at (the nil UUID when it
-// found none).
-func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, after uuid.UUID, max int) (int, uuid.UUID, error) {
+// digests, up to max secrets sealed under the older key oldKeyID, in one
+// short transaction; rows that a request has locked are skipped (a later
+// pass takes them). It returns how many it resealed and the last id it
+// resealed (the nil UUID when it found none). Resealed rows leave the
+// older key's range, so batches resume where the last one ended.
+func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, max int) (int, uuid.UUID, error) {
 	kr := s.cfg.Secrets
 	if !kr.Enabled() {
 		return 0, uuid.Nil, ErrNoEncryptionKey
@@ -365,7 +344,7 @@ func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, after uuid.UUI
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	q := s.queries.WithTx(tx)
-	rows, err := q.KeySecretsSealedUnder(ctx, dbsqlc.KeySecretsSealedUnderParams{SecretKeyID: oldKeyID, After: after, Max: int32(max)})
+	rows, err := q.KeySecretsSealedUnder(ctx, dbsqlc.KeySecretsSealedUnderParams{SecretKeyID: oldKeyID, Max: int32(max)})
 	if err != nil {
 		return 0, uuid.Nil, classify(err)
 	}
