@@ -537,8 +537,7 @@ WITH state AS (
     SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -1, -count(*) FILTER (WHERE state.lease_token IS NOT NULL OR state.cooling_until IS NOT NULL)
-    FROM state GROUP BY state.pool
+    SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
 SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
@@ -561,8 +560,7 @@ type KeyDeleteRow struct {
 }
 
 // Deletes the key's rows, its labels and, with its keys row, its sealed
-// secret: no copy remains (history and claim records never hold one). A
-// cooling key counted as blocked, so it leaves the blocked count too.
+// secret: no copy remains (history and claim records never hold one).
 func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, error) {
 	row := q.db.QueryRow(ctx, keyDelete, id)
 	var i KeyDeleteRow
@@ -608,9 +606,8 @@ WITH expired AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
 ), counted AS (
-    -- A cooling key counted as blocked: see KeyReleaseMany.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(*) FILTER (WHERE state.lease_token IS NOT NULL OR state.cooling_until IS NOT NULL) FROM state
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
 SELECT count(*) FROM state
@@ -642,24 +639,24 @@ WITH ended AS (
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
-), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT cooled.pool, 0, -announce_freed(cooled.pool, count(*)) FROM cooled
+), announced AS (
+    SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
     GROUP BY cooled.pool ORDER BY cooled.pool
 )
-SELECT count(*) FROM cooled
+SELECT coalesce(sum(announced.freed), 0)::bigint AS cooled FROM announced
 `
 
 // One batch of the background job: ends up to max cooldowns that are over,
 // oldest first, through key_state_cooling_until_idx. The keys become
-// claimable (and, when labelled, claimable by label), leave the blocked
-// count, and wake the clients that wait for a key of their pool. SKIP
-// LOCKED leaves rows that a request is deleting to the next pass.
+// claimable (and, when labelled, claimable by label) and wake the clients
+// that wait for a key of their pool; the counts do not change (a cooling
+// key already counts as free). SKIP LOCKED leaves rows that a request is
+// deleting to the next pass.
 func (q *Queries) KeyEndCooldowns(ctx context.Context, max int32) (int64, error) {
 	row := q.db.QueryRow(ctx, keyEndCooldowns, max)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+	var cooled int64
+	err := row.Scan(&cooled)
+	return cooled, err
 }
 
 const keyGet = `-- name: KeyGet :one
@@ -1034,9 +1031,10 @@ WITH request AS (
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*))
+    SELECT released.pool, 0,
+           -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
     FROM released
-    WHERE released.cooling_until IS NULL
     GROUP BY released.pool ORDER BY released.pool
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
@@ -1071,8 +1069,8 @@ type KeyReleaseManyRow struct {
 // Ends the current lease of each key named (or, when the request's lease
 // token is not 0, only the lease it names) and gives the key a new random
 // position. A request with a cooldown (seconds, 0 for none) leaves the key
-// out of every claimable index until the cooldown ends (KeyEndCooldowns):
-// it stays counted as blocked and wakes nobody. A key that is gone, free,
+// out of every claimable index until the cooldown ends (KeyEndCooldowns),
+// and wakes nobody; it counts as free (not under a lease), as history says. A key that is gone, free,
 // or held under another lease matches no row; the caller tells those apart
 // afterwards.
 // Found by primary key, whatever the planner guesses of the batch's size.

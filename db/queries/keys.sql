@@ -248,8 +248,8 @@ WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept));
 -- Ends the current lease of each key named (or, when the request's lease
 -- token is not 0, only the lease it names) and gives the key a new random
 -- position. A request with a cooldown (seconds, 0 for none) leaves the key
--- out of every claimable index until the cooldown ends (KeyEndCooldowns):
--- it stays counted as blocked and wakes nobody. A key that is gone, free,
+-- out of every claimable index until the cooldown ends (KeyEndCooldowns),
+-- and wakes nobody; it counts as free (not under a lease), as history says. A key that is gone, free,
 -- or held under another lease matches no row; the caller tells those apart
 -- afterwards.
 WITH request AS (
@@ -288,9 +288,10 @@ WITH request AS (
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*))
+    SELECT released.pool, 0,
+           -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
     FROM released
-    WHERE released.cooling_until IS NULL
     GROUP BY released.pool ORDER BY released.pool
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
@@ -303,8 +304,7 @@ WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released));
 
 -- name: KeyDelete :one
 -- Deletes the key's rows, its labels and, with its keys row, its sealed
--- secret: no copy remains (history and claim records never hold one). A
--- cooling key counted as blocked, so it leaves the blocked count too.
+-- secret: no copy remains (history and claim records never hold one).
 WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = sqlc.arg(id)
@@ -324,8 +324,7 @@ WITH state AS (
     SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -1, -count(*) FILTER (WHERE state.lease_token IS NOT NULL OR state.cooling_until IS NOT NULL)
-    FROM state GROUP BY state.pool
+    SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
 SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
@@ -403,9 +402,8 @@ WITH expired AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
 ), counted AS (
-    -- A cooling key counted as blocked: see KeyReleaseMany.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(*) FILTER (WHERE state.lease_token IS NOT NULL OR state.cooling_until IS NOT NULL) FROM state
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
 SELECT count(*) FROM state;
@@ -493,9 +491,10 @@ JOIN state ON state.key_id = created.id;
 -- name: KeyEndCooldowns :one
 -- One batch of the background job: ends up to max cooldowns that are over,
 -- oldest first, through key_state_cooling_until_idx. The keys become
--- claimable (and, when labelled, claimable by label), leave the blocked
--- count, and wake the clients that wait for a key of their pool. SKIP
--- LOCKED leaves rows that a request is deleting to the next pass.
+-- claimable (and, when labelled, claimable by label) and wake the clients
+-- that wait for a key of their pool; the counts do not change (a cooling
+-- key already counts as free). SKIP LOCKED leaves rows that a request is
+-- deleting to the next pass.
 WITH ended AS (
     SELECT c.key_id FROM key_state AS c
     WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
@@ -510,12 +509,11 @@ WITH ended AS (
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
-), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT cooled.pool, 0, -announce_freed(cooled.pool, count(*)) FROM cooled
+), announced AS (
+    SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
     GROUP BY cooled.pool ORDER BY cooled.pool
 )
-SELECT count(*) FROM cooled;
+SELECT coalesce(sum(announced.freed), 0)::bigint AS cooled FROM announced;
 
 -- name: KeySecretsSealedUnder :many
 -- One batch of `secrets rotate`: up to max keys whose secret is sealed

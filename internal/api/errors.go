@@ -66,7 +66,6 @@ var errorTable = []struct {
 		detail: "Keys with secrets need an encryption key (SECRET_KEY or SECRET_KEY_FILE), and this server has none. Nothing was stored."},
 	{err: store.ErrDuplicateSecret, status: http.StatusConflict, code: "duplicate_secret", title: "Duplicate secret",
 		detail: "A key of the pool already carries one of the secrets, or the request lists one twice. Nothing was stored."},
-	{err: store.ErrInvalidCooldown, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
 	{err: store.ErrSecretUnavailable, status: http.StatusInternalServerError, code: "secret_unavailable", title: "Secret unavailable",
 		detail: "The key's secret is sealed under an encryption key this server is not configured with. Nothing was claimed; the request id identifies the key in the logs."},
 	{err: errServiceNotReady, status: http.StatusServiceUnavailable, code: "not_ready", title: "Not ready"},

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -36,6 +38,8 @@ type options struct {
 	auth api.Auth
 	// logs, when set, receives the server's logs from debug level up.
 	logs io.Writer
+	// secrets, when set, seals the secrets of keys.
+	secrets *secrets.Keyring
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -66,7 +70,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	if o.logs != nil {
 		logger = slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	st := store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout})
+	st := store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout, Secrets: o.secrets})
 	m := metrics.New(st.CountPools, logger)
 	if o.sweep > 0 {
 		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep})
@@ -150,4 +154,15 @@ func requireProblem(t *testing.T, r reply, status int, code string) {
 	if r.body != nil {
 		require.Equal(t, code, r.str("code"), r.raw)
 	}
+}
+
+// testKeyring returns a keyring with a random encryption key.
+func testKeyring(t *testing.T) *secrets.Keyring {
+	t.Helper()
+	raw := make([]byte, secrets.KeySize)
+	_, err := rand.Read(raw)
+	require.NoError(t, err)
+	kr, err := secrets.New(raw)
+	require.NoError(t, err)
+	return kr
 }

@@ -216,7 +216,7 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 
 	counts, err := b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
-	require.Equal(t, int64(1), counts.Blocked, "a cooling key counts as unavailable")
+	require.Equal(t, int64(0), counts.Blocked, "a cooling key is under no lease")
 	free, err := b.store.HasFree(b.ctx, "p")
 	require.NoError(t, err)
 	require.False(t, free)
@@ -254,7 +254,7 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	require.InDelta(t, float64(400*time.Millisecond), float64(cooldown), float64(time.Millisecond))
 	counts, err = b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
-	require.Equal(t, int64(1), counts.Blocked)
+	require.Equal(t, int64(1), counts.Blocked, "claimed again")
 	require.Equal(t, int64(1), counts.Keys)
 
 	// Deleting a cooling key leaves the counts right.
