@@ -188,6 +188,8 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"LeaseActivityHourlyList (every pool, 31 days)", leaseActivityHourlyList, []any{monthAgo, now, nil}, []string{historyRange}},
 		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange, "key_events_key_id_at_idx"}},
 		{"KeyActivityHourlyList", keyActivityHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"KeyCooldownsHourlyList", keyCooldownsHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"KeyCooldownsHourlyList (every pool, 31 days)", keyCooldownsHourlyList, []any{monthAgo, now, nil}, []string{historyRange}},
 		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
 		{"PoolUtilisationList (every pool, 31 days)", poolUtilisationList, []any{monthAgo, now, nil}, []string{historyRange}},
 		// The dashboard: the last hour, by minute and by lease duration.

@@ -100,6 +100,7 @@ func New(cfg Config) *API {
 	admin.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
 	admin.Get("/reports/key-activity", a.handle(a.report("key-activity")))
 	admin.Get("/reports/utilisation", a.handle(a.report("utilisation")))
+	admin.Get("/reports/key-cooldowns", a.handle(a.report("key-cooldowns")))
 
 	// The dashboard: its page and assets are public, as a browser cannot
 	// send a token when it opens a page; what it reads beyond the key API
