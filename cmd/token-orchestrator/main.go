@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"migrate":     {summary: "apply, list or roll back database migrations", run: migrateCommand},
 	"keys":        {summary: "create, lease, inspect, keep alive, release and delete keys on a server", run: keys},
 	"report":      {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report},
+	"secrets":     {summary: "re-encrypt keys' secrets under the current encryption key (secrets rotate)", run: secretsCommand},
 	"healthcheck": {summary: "exit 0 if the local server is ready, 1 if not (for container health checks)", run: healthcheck},
 }
 

@@ -273,7 +273,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
 	}
 	errs = append(errs, access.apply(&cfg, env)...)
-	cfg.Secrets, err = loadSecrets(getenv)
+	cfg.Secrets, err = LoadSecrets(getenv)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err

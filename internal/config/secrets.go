@@ -9,7 +9,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
 
-// The encryption keys of the credentials that keys carry, from the
+// LoadSecrets reads the encryption keys of the credentials that keys carry, from the
 // environment only (a flag would show a key in the process list):
 //
 //   - SECRET_KEY: the current key, 32 random bytes in standard base64
@@ -24,7 +24,7 @@ import (
 // resealed every row under the current key, older keys may be removed.
 //
 // Errors name the setting and the line, never the value.
-func loadSecrets(getenv func(string) string) (*secrets.Keyring, error) {
+func LoadSecrets(getenv func(string) string) (*secrets.Keyring, error) {
 	var errs []error
 	current, err := oneOf(getenv, "SECRET_KEY", "SECRET_KEY_FILE")
 	if err != nil {
