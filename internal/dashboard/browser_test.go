@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -188,16 +189,20 @@ func TestDashboardInABrowser(t *testing.T) {
 	t.Run("cooldowns", func(t *testing.T) {
 		r := servertest.Start(t, servertest.Options{})
 		call := func(method, path string) map[string]any {
-			req, err := http.NewRequest(method, r.URL+path, strings.NewReader(`{"count": 2}`))
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader(`{"count": 2}`)
+			}
+			req, err := http.NewRequest(method, r.URL+path, body)
 			require.NoError(t, err)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
 			require.NoError(t, err)
 			defer resp.Body.Close()
-			var body map[string]any
-			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-			require.Less(t, resp.StatusCode, 300, "%s %s: %v", method, path, body)
-			return body
+			var answer map[string]any
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
+			require.Less(t, resp.StatusCode, 300, "%s %s: %v", method, path, answer)
+			return answer
 		}
 		call("POST", "/keys?pool=cool")
 		held := call("GET", "/keys?pool=cool")
