@@ -347,7 +347,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	do(t, "GET", s.url+"/stats", "")
 	do(t, "GET", down.url+"/stats", "")
 	do(t, "GET", s.url+"/reports", "")
-	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation"} {
+	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation", "key-cooldowns"} {
 		do(t, "GET", s.url+"/reports/"+report+"?pool=c", "")
 		do(t, "GET", s.url+"/reports/"+report+"?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "")
 		do(t, "GET", down.url+"/reports/"+report, "")
