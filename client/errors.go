@@ -26,6 +26,13 @@ var (
 	// ErrUnavailable: the server could not reach its database and changed
 	// nothing; it was still the answer after every retry (503).
 	ErrUnavailable = errors.New("service unavailable")
+	// ErrDuplicateSecret: a key of the pool already carries a secret of an
+	// import, or the import lists one twice; nothing was created (409
+	// duplicate_secret).
+	ErrDuplicateSecret = errors.New("duplicate secret")
+	// ErrSecretsNotConfigured: the server has no encryption key, so it
+	// takes no secrets; nothing was created (400 secrets_not_configured).
+	ErrSecretsNotConfigured = errors.New("secrets not configured on the server")
 )
 
 // APIError is an error answer of the server: an RFC 9457 problem details
@@ -67,7 +74,11 @@ func (e *APIError) Is(target error) bool {
 	case ErrNotFound:
 		return e.Status == http.StatusNotFound && e.Code != "no_free_key"
 	case ErrLeaseLost:
-		return e.Status == http.StatusConflict && e.Code != "idempotency_key_reused"
+		return e.Status == http.StatusConflict && e.Code != "idempotency_key_reused" && e.Code != "duplicate_secret"
+	case ErrDuplicateSecret:
+		return e.Code == "duplicate_secret"
+	case ErrSecretsNotConfigured:
+		return e.Code == "secrets_not_configured"
 	case ErrIdempotencyKeyReused:
 		return e.Code == "idempotency_key_reused"
 	case ErrUnavailable:

@@ -33,6 +33,15 @@ type Key struct {
 	// LeaseToken is set only in the answer to the call that assigned the
 	// key: it proves to the server that a later call comes from the holder.
 	LeaseToken string `json:"leaseToken,omitempty"`
+	// Labels of the key; nil when it has none.
+	Labels map[string]string `json:"labels,omitempty"`
+	// CoolingUntil is set while the key cools down after a release with a
+	// cooldown: no claim takes it before then.
+	CoolingUntil *time.Time `json:"coolingUntil"`
+	// Secret is the credential the key stands for, set only in the answer
+	// to the call that assigned the key (and GetKeySecret). Keep it out of
+	// logs.
+	Secret string `json:"secret,omitempty"`
 }
 
 // timeFormat is the server's: RFC 3339 in UTC with milliseconds.
@@ -49,18 +58,22 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		return &s
 	}
 	return json.Marshal(struct {
-		ID              string  `json:"keyId"`
-		Pool            string  `json:"pool"`
-		IsBlocked       bool    `json:"isBlocked"`
-		BlockedAt       *string `json:"blockedAt"`
-		CreatedAt       *string `json:"createdAt"`
-		ExpiresAt       *string `json:"expiresAt"`
-		LeaseExpiresAt  *string `json:"leaseExpiresAt"`
-		LastKeepAliveAt *string `json:"lastKeepAliveAt"`
-		TimesAssigned   int64   `json:"timesAssigned"`
-		LeaseToken      string  `json:"leaseToken,omitempty"`
+		ID              string            `json:"keyId"`
+		Pool            string            `json:"pool"`
+		IsBlocked       bool              `json:"isBlocked"`
+		BlockedAt       *string           `json:"blockedAt"`
+		CreatedAt       *string           `json:"createdAt"`
+		ExpiresAt       *string           `json:"expiresAt"`
+		LeaseExpiresAt  *string           `json:"leaseExpiresAt"`
+		LastKeepAliveAt *string           `json:"lastKeepAliveAt"`
+		TimesAssigned   int64             `json:"timesAssigned"`
+		Labels          map[string]string `json:"labels,omitempty"`
+		CoolingUntil    *string           `json:"coolingUntil"`
+		LeaseToken      string            `json:"leaseToken,omitempty"`
+		Secret          string            `json:"secret,omitempty"`
 	}{k.ID, k.Pool, k.IsBlocked, format(k.BlockedAt), format(&k.CreatedAt), format(&k.ExpiresAt),
-		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, k.LeaseToken})
+		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, k.Labels, format(k.CoolingUntil),
+		k.LeaseToken, k.Secret})
 }
 
 // PoolStatus is the availability of a pool.
@@ -92,6 +105,35 @@ func (c *Client) CreateKeys(ctx context.Context, pool string, count int) ([]Key,
 	return batch.Keys, err
 }
 
+// NewKey is one key to create with ImportKeys.
+type NewKey struct {
+	// Secret is the credential the key stands for; empty for none. The
+	// server keeps it encrypted and hands it out only with a lease.
+	Secret string `json:"secret,omitempty"`
+	// Labels of the key, name to value; nil for none.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// MaxImport is the most keys one ImportKeys call creates.
+const MaxImport = 10000
+
+// ImportKeys creates the keys, with their secrets and labels, in one call
+// (at most MaxImport, and a body of at most 16 MiB). A secret that a key of
+// the pool already carries fails the call with ErrDuplicateSecret, a
+// server without an encryption key with ErrSecretsNotConfigured; nothing
+// is created then. The keys come back without their secrets.
+func (c *Client) ImportKeys(ctx context.Context, pool string, keys []NewKey) ([]Key, error) {
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool),
+		body: map[string][]NewKey{"keys": keys}})
+	if err != nil {
+		return nil, err
+	}
+	batch, err := decode[struct {
+		Keys []Key `json:"keys"`
+	}](resp)
+	return batch.Keys, err
+}
+
 // AssignKey blocks a random free key of the pool and returns it with its
 // lease token. When none is free, the server waits up to wait (at most
 // MaxWait) for one before the call fails with ErrNoKeyAvailable. The lease
@@ -108,6 +150,9 @@ func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration,
 		opt(&o)
 	}
 	query := poolQuery(pool)
+	for _, label := range o.labels {
+		query.Add("label", label)
+	}
 	if wait > 0 {
 		query.Set("wait", strconv.FormatInt(min(wait, MaxWait).Milliseconds(), 10)+"ms")
 	}
@@ -119,6 +164,14 @@ type AssignOption func(*assignOptions)
 
 type assignOptions struct {
 	idempotencyKey string
+	labels         []string
+}
+
+// WithLabels claims only a key that carries every label, each written
+// name=value (e.g. "tier=paid"). The server walks the first label's keys
+// and checks the others on each: name the most selective one first.
+func WithLabels(labels ...string) AssignOption {
+	return func(o *assignOptions) { o.labels = append(o.labels, labels...) }
 }
 
 // WithIdempotencyKey sends key as the claim's Idempotency-Key: the server
@@ -196,6 +249,21 @@ func (c *Client) DeleteKey(ctx context.Context, id string) (Key, error) {
 // ErrLeaseLost and changes nothing. Releasing a free key succeeds.
 func (c *Client) ReleaseKey(ctx context.Context, id, leaseToken string) (Key, error) {
 	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id), leaseToken: leaseToken})
+}
+
+// ReleaseKeyWithCooldown is ReleaseKey, but no claim takes the key before
+// the cooldown (at most 24 hours) has passed: give back a key that a third
+// party rate-limits this way.
+func (c *Client) ReleaseKeyWithCooldown(ctx context.Context, id, leaseToken string, cooldown time.Duration) (Key, error) {
+	query := url.Values{}
+	query.Set("cooldown", strconv.FormatInt(cooldown.Milliseconds(), 10)+"ms")
+	return c.key(ctx, request{method: http.MethodPut, path: keyPath(id), query: query, leaseToken: leaseToken})
+}
+
+// GetKeySecret returns the key with its secret, while leaseToken is its
+// current lease's; another token fails with ErrLeaseLost.
+func (c *Client) GetKeySecret(ctx context.Context, id, leaseToken string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodGet, path: keyPath(id), leaseToken: leaseToken})
 }
 
 // KeepAlive resets the key's life and, when it is held, its lease. With a

@@ -43,7 +43,10 @@ const minKeepAliveInterval = 5 * time.Millisecond
 //
 // The lease outlives ctx: it is kept alive until Release, or until Lost is
 // closed. A lease that is never released holds its key for good.
-func (c *Client) Acquire(ctx context.Context, pool string) (*Lease, error) {
+//
+// Options such as WithLabels narrow the claim; WithIdempotencyKey is
+// ignored (Acquire makes its own).
+func (c *Client) Acquire(ctx context.Context, pool string, opts ...AssignOption) (*Lease, error) {
 	idempotencyKey := NewIdempotencyKey()
 	for {
 		wait := MaxWait
@@ -53,7 +56,7 @@ func (c *Client) Acquire(ctx context.Context, pool string) (*Lease, error) {
 			wait = min(wait, time.Until(deadline)*9/10)
 		}
 		sent := time.Now()
-		key, err := c.AssignKey(ctx, pool, wait, WithIdempotencyKey(idempotencyKey))
+		key, err := c.AssignKey(ctx, pool, wait, append(opts, WithIdempotencyKey(idempotencyKey))...)
 		switch {
 		case err == nil:
 			return c.newLease(key, sent)
@@ -90,6 +93,9 @@ func (c *Client) newLease(key Key, sent time.Time) (*Lease, error) {
 	go l.keepAlive(ctx, sent.Add(leaseDuration(key)))
 	return l, nil
 }
+
+// Secret is the credential the key stands for ("" for a key without one).
+func (l *Lease) Secret() string { return l.key.Secret }
 
 // Key is the key as it was assigned, with its id, pool and lease token.
 func (l *Lease) Key() Key { return l.key }
@@ -134,6 +140,22 @@ func (l *Lease) Release(ctx context.Context) error {
 			return
 		}
 		_, l.releaseErr = l.c.ReleaseKey(ctx, l.key.ID, l.key.LeaseToken)
+	})
+	return l.releaseErr
+}
+
+// ReleaseWithCooldown is Release, but no claim takes the key before the
+// cooldown (at most 24 hours) has passed: give back a key that a third
+// party rate-limited (an HTTP 429) this way.
+func (l *Lease) ReleaseWithCooldown(ctx context.Context, cooldown time.Duration) error {
+	l.release.Do(func() {
+		l.stop()
+		<-l.stopped
+		if err := l.Err(); err != nil {
+			l.releaseErr = err
+			return
+		}
+		_, l.releaseErr = l.c.ReleaseKeyWithCooldown(ctx, l.key.ID, l.key.LeaseToken, cooldown)
 	})
 	return l.releaseErr
 }

@@ -61,6 +61,8 @@ func pgbenchScript(queriesFile string, leaseTTL time.Duration) (string, error) {
 	release, err = bindArgs(releaseName, release, map[string]string{
 		"ids":          "ARRAY[:id::uuid]",
 		"lease_tokens": "ARRAY[:lease_token::bigint]",
+		// No cooldown: the cycle gives the key straight back.
+		"cooldown_seconds": "ARRAY[0]",
 	})
 	if err != nil {
 		return "", err

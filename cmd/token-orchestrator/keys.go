@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -170,6 +171,7 @@ func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string
 		}
 		fmt.Fprintf(&list, "  %-14s %s\n", usage, cmd.summary)
 	}
+	fmt.Fprintf(&list, "  %-14s %s\n", "import [FILE]", "create keys from secrets, one per line of FILE or standard input")
 	help := fmt.Sprintf(keysHelp, list.String())
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, help)
@@ -179,7 +181,11 @@ func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string
 		fmt.Fprintln(stdout, help)
 		return exitOK
 	}
-	var names []string
+	names := []string{"import"}
+	if args[0] == "import" {
+		// It reads a file or standard input, unlike the commands below.
+		return runKeysImport(args[1:], stdout, stderr, getenv)
+	}
 	for _, cmd := range keysCommands {
 		if cmd.name == args[0] {
 			return cmd.run(args[1:], stdout, stderr, getenv)
@@ -196,6 +202,7 @@ func keysWords() words {
 	for _, cmd := range keysCommands {
 		w.subcommands = append(w.subcommands, subcommand{name: cmd.name, summary: cmd.summary, flags: cmd.flagSet(io.Discard, noEnv).fs})
 	}
+	w.subcommands = append(w.subcommands, subcommand{name: "import", summary: "create keys from secrets, one per line of a file or standard input"})
 	return w
 }
 
@@ -294,8 +301,25 @@ func printKey(w io.Writer, k client.Key) {
 		}
 		row("blocked at", formatTime(k.BlockedAt))
 		row("lease ends", formatTime(k.LeaseExpiresAt))
+	} else if k.CoolingUntil != nil {
+		row("status", "cooling down until "+formatTime(k.CoolingUntil))
 	} else {
 		row("status", "free")
+	}
+	if len(k.Labels) > 0 {
+		names := make([]string, 0, len(k.Labels))
+		for name := range k.Labels {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for i, name := range names {
+			names[i] = name + "=" + k.Labels[name]
+		}
+		row("labels", strings.Join(names, " "))
+	}
+	if k.Secret != "" {
+		// Shown to the holder only with --json, never on a screen by default.
+		row("secret", "(held; --json prints it)")
 	}
 	row("created", formatTime(&k.CreatedAt))
 	row("expires", formatTime(&k.ExpiresAt)+" unless kept alive")

@@ -54,6 +54,7 @@ func init() {
 		"keys":        {summary: "create, lease, list, inspect, keep alive, release and delete keys on a server", run: runKeys, words: keysWords},
 		"stats":       {summary: "show the live counts of every pool on a server", run: runStats, words: statsWords},
 		"report":      {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report, words: reportWords},
+		"secrets":     {summary: "re-encrypt keys' secrets under the current encryption key (secrets rotate)", run: runSecrets, words: secretsWords},
 		"healthcheck": {summary: "exit 0 if the local server is ready, 1 if not (for container health checks)", run: runHealthcheck, words: healthcheckWords},
 		"version":     {summary: "print the version, commit and Go release of this binary", run: runVersion, words: versionWords},
 		"help":        {summary: "print the help of a command, or this overview", run: runHelp},

@@ -48,8 +48,11 @@ const claimRequestGet = `-- name: ClaimRequestGet :one
 
 SELECT r.key_id AS id,
        (k.id IS NOT NULL)::boolean AS current,
-       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until,
+       -- The repeat of a claim answers what the claim answered, the secret
+       -- included; the record itself never holds it.
+       k.secret_key_id, k.secret_ciphertext
 FROM claim_requests AS r
 LEFT JOIN key_state AS s
     ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()
@@ -65,16 +68,20 @@ type ClaimRequestGetParams struct {
 }
 
 type ClaimRequestGetRow struct {
-	ID              uuid.UUID
-	Current         bool
-	Pool            *string
-	CreatedAt       *time.Time
-	ExpiresAt       *time.Time
-	LastKeepAliveAt *time.Time
-	TimesAssigned   *int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
+	ID               uuid.UUID
+	Current          bool
+	Pool             *string
+	CreatedAt        *time.Time
+	ExpiresAt        *time.Time
+	LastKeepAliveAt  *time.Time
+	Labels           []byte
+	TimesAssigned    *int64
+	LeaseToken       *int64
+	BlockedAt        *time.Time
+	LeaseExpiresAt   *time.Time
+	CoolingUntil     *time.Time
+	SecretKeyID      *string
+	SecretCiphertext []byte
 }
 
 // Queries on claim_requests: the lease each claim made under an
@@ -96,10 +103,14 @@ func (q *Queries) ClaimRequestGet(ctx context.Context, arg ClaimRequestGetParams
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
+		&i.Labels,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
 		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
+		&i.SecretKeyID,
+		&i.SecretCiphertext,
 	)
 	return i, err
 }

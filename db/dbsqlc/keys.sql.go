@@ -15,7 +15,7 @@ import (
 const keyClaim = `-- name: KeyClaim :many
 WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL
+    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= $2::float8
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
@@ -23,7 +23,7 @@ WITH after_start AS (
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
     SELECT c.key_id FROM key_state AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL
+    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < $2::float8
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
@@ -38,7 +38,12 @@ WITH after_start AS (
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+), unclaimable AS (
+    -- Labelled keys leave the label index while held; for keys without
+    -- labels the array is empty and this reads nothing.
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed WHERE claimed.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
@@ -46,8 +51,9 @@ WITH after_start AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
+       k.secret_key_id, k.secret_ciphertext
 FROM claimed
 JOIN keys AS k ON k.id = claimed.key_id
 WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
@@ -61,15 +67,19 @@ type KeyClaimParams struct {
 }
 
 type KeyClaimRow struct {
-	ID              uuid.UUID
-	Pool            string
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
-	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
-	LeaseToken      *int64
-	BlockedAt       *time.Time
-	LeaseExpiresAt  *time.Time
+	ID               uuid.UUID
+	Pool             string
+	CreatedAt        time.Time
+	ExpiresAt        time.Time
+	LastKeepAliveAt  *time.Time
+	Labels           []byte
+	TimesAssigned    int64
+	LeaseToken       *int64
+	BlockedAt        *time.Time
+	LeaseExpiresAt   *time.Time
+	CoolingUntil     *time.Time
+	SecretKeyID      *string
+	SecretCiphertext []byte
 }
 
 // Blocks up to max free, live keys of the pool under new lease tokens. It
@@ -78,6 +88,7 @@ type KeyClaimRow struct {
 // not find, so it does no work when the first found enough. SKIP LOCKED lets
 // concurrent claims pass each other instead of queueing on the same row.
 // (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
+// The sealed secret comes with the key's row, which the claim reads anyway.
 // Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimRow, error) {
 	rows, err := q.db.Query(ctx, keyClaim,
@@ -99,10 +110,140 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
+			&i.Labels,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
+			&i.SecretKeyID,
+			&i.SecretCiphertext,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyClaimLabelled = `-- name: KeyClaimLabelled :many
+WITH after_start AS (
+    SELECT s.key_id, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id
+    WHERE l.pool = $1::text AND l.label = $2::text
+      AND l.position IS NOT NULL AND l.position >= $3::float8
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND (SELECT count(*) FROM key_labels AS m
+           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    ORDER BY l.position
+    LIMIT $5::int
+    FOR UPDATE OF s SKIP LOCKED
+), before_start AS (
+    SELECT s.key_id, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id
+    WHERE l.pool = $1::text AND l.label = $2::text
+      AND l.position IS NOT NULL AND l.position < $3::float8
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND (SELECT count(*) FROM key_labels AS m
+           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    ORDER BY l.position
+    LIMIT $5::int - (SELECT count(*) FROM after_start)
+    FOR UPDATE OF s SKIP LOCKED
+), claimed AS (
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = now(),
+        lease_expires_at = now() + $6::float8 * interval '1 second',
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+), unclaimable AS (
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
+)
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
+       k.secret_key_id, k.secret_ciphertext
+FROM claimed
+JOIN keys AS k ON k.id = claimed.key_id
+WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
+`
+
+type KeyClaimLabelledParams struct {
+	Pool            string
+	Label           string
+	StartPosition   float64
+	OtherLabels     []string
+	Max             int32
+	LeaseTtlSeconds float64
+}
+
+type KeyClaimLabelledRow struct {
+	ID               uuid.UUID
+	Pool             string
+	CreatedAt        time.Time
+	ExpiresAt        time.Time
+	LastKeepAliveAt  *time.Time
+	Labels           []byte
+	TimesAssigned    int64
+	LeaseToken       *int64
+	BlockedAt        *time.Time
+	LeaseExpiresAt   *time.Time
+	CoolingUntil     *time.Time
+	SecretKeyID      *string
+	SecretCiphertext []byte
+}
+
+// KeyClaim among the keys that carry every label asked for ("name=value").
+// It walks key_labels_claimable_idx for the first label from a random
+// position and wraps around, as KeyClaim walks key_state_claimable_position_idx:
+// that index holds the claimable keys of each label only. The other labels
+// are checked on each key found (one primary-key lookup per label), so the
+// first label should be the most selective one. Each key_state row is
+// locked with SKIP LOCKED and checked again once locked, so a label row a
+// concurrent statement has not yet updated never hands out a held key.
+func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledParams) ([]KeyClaimLabelledRow, error) {
+	rows, err := q.db.Query(ctx, keyClaimLabelled,
+		arg.Pool,
+		arg.Label,
+		arg.StartPosition,
+		arg.OtherLabels,
+		arg.Max,
+		arg.LeaseTtlSeconds,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyClaimLabelledRow
+	for rows.Next() {
+		var i KeyClaimLabelledRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastKeepAliveAt,
+			&i.Labels,
+			&i.TimesAssigned,
+			&i.LeaseToken,
+			&i.BlockedAt,
+			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
+			&i.SecretKeyID,
+			&i.SecretCiphertext,
 		); err != nil {
 			return nil, err
 		}
@@ -155,11 +296,11 @@ WITH created AS (
     INSERT INTO keys (pool, expires_at)
     SELECT $1::text, now() + $2::float8 * interval '1 second'
     FROM generate_series(1, $3::int)
-    RETURNING id, pool, created_at, expires_at, last_keep_alive_at
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest
 ), state AS (
     INSERT INTO key_state (key_id, pool)
     SELECT created.id, created.pool FROM created
-    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at
+    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
@@ -173,8 +314,8 @@ WITH created AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     VALUES ($1::text, announce_freed($1::text, $3::int), 0)
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id
 `
@@ -191,10 +332,12 @@ type KeyCreateRow struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
+	Labels          []byte
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
 	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
 }
 
 // Queries on keys and key_state. A key's identity and life are in keys; its
@@ -236,10 +379,133 @@ func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCrea
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
+			&i.Labels,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyCreateWithSecrets = `-- name: KeyCreateWithSecrets :many
+WITH input AS (
+    -- Unnests in one select list advance together, pairing the arrays.
+    SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS labels,
+           unnest($3::bytea[]) AS ciphertext, unnest($4::bytea[]) AS digest
+), created AS (
+    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest)
+    SELECT input.id, $5::text, now() + $6::float8 * interval '1 second',
+           nullif(input.labels, '')::jsonb,
+           CASE WHEN input.ciphertext IS NOT NULL THEN $7::text END,
+           input.ciphertext, input.digest
+    FROM input
+    WHERE NOT EXISTS (
+        SELECT 1 FROM keys AS d
+        WHERE d.pool = $5::text AND d.secret_digest = ANY ($8::bytea[])
+    )
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest
+), state AS (
+    INSERT INTO key_state (key_id, pool, labelled)
+    SELECT created.id, created.pool, created.labels IS NOT NULL FROM created
+    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled
+), labelled AS (
+    INSERT INTO key_labels (key_id, pool, label)
+    SELECT l.key_id, $5::text, l.label
+    FROM (SELECT unnest($9::uuid[]) AS key_id, unnest($10::text[]) AS label) AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT created.id FROM created))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event)
+    SELECT created.id, created.pool, 'created' FROM created
+), totals AS (
+    -- See KeyCreate.
+    INSERT INTO pool_count_totals AS t (pool) VALUES ($5::text)
+    ON CONFLICT (pool) DO UPDATE SET pool = t.pool
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT $5::text, announce_freed($5::text, count(*)), 0 FROM created HAVING count(*) > 0
+)
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
+FROM created
+JOIN state ON state.key_id = created.id
+`
+
+type KeyCreateWithSecretsParams struct {
+	Ids           []uuid.UUID
+	Labels        []string
+	Ciphertexts   [][]byte
+	Digests       [][]byte
+	Pool          string
+	KeyTtlSeconds float64
+	SecretKeyID   string
+	AllDigests    [][]byte
+	LabelKeyIds   []uuid.UUID
+	LabelTexts    []string
+}
+
+type KeyCreateWithSecretsRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	LastKeepAliveAt *time.Time
+	Labels          []byte
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
+}
+
+// Creates one free key per id given, with its labels (a JSON object as
+// text, ” for none; label_key_ids and label_texts list the labels as
+// "name=value" rows) and its sealed secret (NULL for none). The ids are
+// chosen by the caller, which seals each secret bound to its row's id. No
+// key is created when any row of the pool already has one of all_digests,
+// the digests of the secrets under every configured encryption key: the
+// caller then finds no row returned. Two such statements that race on the
+// same secret under the current key meet on keys_pool_secret_digest_idx.
+func (q *Queries) KeyCreateWithSecrets(ctx context.Context, arg KeyCreateWithSecretsParams) ([]KeyCreateWithSecretsRow, error) {
+	rows, err := q.db.Query(ctx, keyCreateWithSecrets,
+		arg.Ids,
+		arg.Labels,
+		arg.Ciphertexts,
+		arg.Digests,
+		arg.Pool,
+		arg.KeyTtlSeconds,
+		arg.SecretKeyID,
+		arg.AllDigests,
+		arg.LabelKeyIds,
+		arg.LabelTexts,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyCreateWithSecretsRow
+	for rows.Next() {
+		var i KeyCreateWithSecretsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.CreatedAt,
+			&i.ExpiresAt,
+			&i.LastKeepAliveAt,
+			&i.Labels,
+			&i.TimesAssigned,
+			&i.LeaseToken,
+			&i.BlockedAt,
+			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -256,13 +522,16 @@ WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = $1
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), deleted AS (
     -- Runs after state: it reads its row, so the key_state row is locked
     -- before the keys row.
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
@@ -270,8 +539,8 @@ WITH state AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
-SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM deleted
 JOIN state ON state.key_id = deleted.id
 `
@@ -282,12 +551,16 @@ type KeyDeleteRow struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
+	Labels          []byte
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
 	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
 }
 
+// Deletes the key's rows, its labels and, with its keys row, its sealed
+// secret: no copy remains (history and claim records never hold one).
 func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, error) {
 	row := q.db.QueryRow(ctx, keyDelete, id)
 	var i KeyDeleteRow
@@ -297,10 +570,12 @@ func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, er
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
+		&i.Labels,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
 		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
 	)
 	return i, err
 }
@@ -320,10 +595,13 @@ WITH expired AS (
 ), state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token
+    RETURNING s.key_id, s.pool, s.lease_token, s.cooling_until, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
@@ -346,9 +624,44 @@ func (q *Queries) KeyDeleteExpired(ctx context.Context, max int32) (int64, error
 	return count, err
 }
 
+const keyEndCooldowns = `-- name: KeyEndCooldowns :one
+WITH ended AS (
+    SELECT c.key_id FROM key_state AS c
+    WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
+    ORDER BY c.cooling_until
+    LIMIT $1::int
+    FOR UPDATE SKIP LOCKED
+), cooled AS (
+    UPDATE key_state AS s
+    SET cooling_until = NULL, position = random()
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+    RETURNING s.key_id, s.pool, s.labelled
+), claimable AS (
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+), announced AS (
+    SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
+    GROUP BY cooled.pool ORDER BY cooled.pool
+)
+SELECT coalesce(sum(announced.freed), 0)::bigint AS cooled FROM announced
+`
+
+// One batch of the background job: ends up to max cooldowns that are over,
+// oldest first, through key_state_cooling_until_idx. The keys become
+// claimable (and, when labelled, claimable by label) and wake the clients
+// that wait for a key of their pool; the counts do not change (a cooling
+// key already counts as free). SKIP LOCKED leaves rows that a request is
+// deleting to the next pass.
+func (q *Queries) KeyEndCooldowns(ctx context.Context, max int32) (int64, error) {
+	row := q.db.QueryRow(ctx, keyEndCooldowns, max)
+	var cooled int64
+	err := row.Scan(&cooled)
+	return cooled, err
+}
+
 const keyGet = `-- name: KeyGet :one
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = $1 AND k.expires_at > now()
@@ -360,10 +673,12 @@ type KeyGetRow struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
+	Labels          []byte
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
 	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
 }
 
 func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
@@ -375,11 +690,41 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 		&i.CreatedAt,
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
+		&i.Labels,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
 		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
 	)
+	return i, err
+}
+
+const keyGetSecret = `-- name: KeyGetSecret :one
+SELECT coalesce(s.lease_token = $1::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+       k.secret_key_id, k.secret_ciphertext
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.id = $2 AND k.expires_at > now()
+`
+
+type KeyGetSecretParams struct {
+	LeaseToken int64
+	ID         uuid.UUID
+}
+
+type KeyGetSecretRow struct {
+	LeaseCurrent     bool
+	SecretKeyID      *string
+	SecretCiphertext []byte
+}
+
+// The key's sealed secret, with whether the lease named is the key's
+// current lease and still running: the caller opens the secret only then.
+func (q *Queries) KeyGetSecret(ctx context.Context, arg KeyGetSecretParams) (KeyGetSecretRow, error) {
+	row := q.db.QueryRow(ctx, keyGetSecret, arg.LeaseToken, arg.ID)
+	var i KeyGetSecretRow
+	err := row.Scan(&i.LeaseCurrent, &i.SecretKeyID, &i.SecretCiphertext)
 	return i, err
 }
 
@@ -394,7 +739,7 @@ WITH request AS (
       AND s.lease_token IS NOT NULL AND s.lease_expires_at > now()
       AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token = s.lease_token)
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), kept AS (
     -- Runs after extended: it reads its rows, so the key_state rows are
     -- locked before the keys rows.
@@ -407,7 +752,7 @@ WITH request AS (
         SELECT extended.key_id FROM extended
     ))
       AND k.expires_at > now()
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
@@ -416,9 +761,9 @@ WITH request AS (
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
-SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at,
+SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels,
        s.times_assigned, s.lease_token, s.blocked_at,
-       coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at,
+       coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
 FROM kept
 JOIN key_state AS s ON s.key_id = kept.id
@@ -439,10 +784,12 @@ type KeyKeepAliveManyRow struct {
 	CreatedAt          time.Time
 	ExpiresAt          time.Time
 	LastKeepAliveAt    *time.Time
+	Labels             []byte
 	TimesAssigned      int64
 	LeaseToken         *int64
 	BlockedAt          *time.Time
 	LeaseExpiresAt     *time.Time
+	CoolingUntil       *time.Time
 	ExtendedLeaseToken *int64
 }
 
@@ -476,10 +823,12 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
+			&i.Labels,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
 			&i.ExtendedLeaseToken,
 		); err != nil {
 			return nil, err
@@ -494,15 +843,15 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 
 const keyListPage = `-- name: KeyListPage :many
 WITH page AS (
-    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at FROM keys AS k
+    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest FROM keys AS k
     WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
     -- The index's own order (pool is fixed): the planner then walks
     -- keys_pool_id_idx and stops after the page, rather than sorting.
     ORDER BY k.pool, k.id
     LIMIT $3::int
 )
-SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM page
 JOIN key_state AS s ON s.key_id = page.id
 WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
@@ -521,10 +870,12 @@ type KeyListPageRow struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
+	Labels          []byte
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
 	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
 }
 
 // One page of a pool's live keys in id order, starting after the given id
@@ -547,10 +898,12 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
+			&i.Labels,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
 		); err != nil {
 			return nil, err
 		}
@@ -565,7 +918,7 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
 SELECT ((
     SELECT c.position FROM key_state AS c
-    WHERE c.pool = $1::text AND c.lease_token IS NULL
+    WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
@@ -594,7 +947,10 @@ WITH ended AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool
+    RETURNING s.key_id, s.pool, s.labelled
+), claimable AS (
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token FROM ended
@@ -670,10 +1026,14 @@ func (q *Queries) KeyReleaseEndedLeases(ctx context.Context, arg KeyReleaseEnded
 
 const keyReleaseMany = `-- name: KeyReleaseMany :many
 WITH request AS (
-    -- Two unnests in one select list advance together, pairing ids and tokens.
-    SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
+    -- Unnests in one select list advance together, pairing the arrays.
+    SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token,
+           unnest($3::float8[]) AS cooldown_seconds
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token, c.blocked_at FROM key_state AS c
+    SELECT c.key_id, c.lease_token, c.blocked_at,
+           (SELECT max(r.cooldown_seconds) FROM request AS r
+            WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)) AS cooldown_seconds
+    FROM key_state AS c
     WHERE c.key_id = ANY ($1::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
@@ -684,22 +1044,32 @@ WITH request AS (
     FOR UPDATE
 ), released AS (
     UPDATE key_state AS s
-    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        cooling_until = CASE WHEN current_lease.cooldown_seconds > 0
+                             THEN now() + current_lease.cooldown_seconds * interval '1 second' END
     FROM current_lease
     WHERE s.key_id = current_lease.key_id
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, current_lease.lease_token AS ended_lease_token,
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, current_lease.lease_token AS ended_lease_token,
         extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
+), claimable AS (
+    -- Labelled keys freed without a cooldown are claimable by label again.
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled AND released.cooling_until IS NULL))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT released.key_id, released.pool, 'released', released.ended_lease_token FROM released
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now()
+    FROM released
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    SELECT released.pool, 0,
+           -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
+    FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
 JOIN keys AS k ON k.id = released.key_id
@@ -707,8 +1077,9 @@ WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released))
 `
 
 type KeyReleaseManyParams struct {
-	Ids         []uuid.UUID
-	LeaseTokens []int64
+	Ids             []uuid.UUID
+	LeaseTokens     []int64
+	CooldownSeconds []float64
 }
 
 type KeyReleaseManyRow struct {
@@ -717,22 +1088,27 @@ type KeyReleaseManyRow struct {
 	CreatedAt         time.Time
 	ExpiresAt         time.Time
 	LastKeepAliveAt   *time.Time
+	Labels            []byte
 	TimesAssigned     int64
 	LeaseToken        *int64
 	BlockedAt         *time.Time
 	LeaseExpiresAt    *time.Time
+	CoolingUntil      *time.Time
 	EndedLeaseToken   *int64
 	EndedLeaseSeconds float64
 }
 
 // Ends the current lease of each key named (or, when the request's lease
 // token is not 0, only the lease it names) and gives the key a new random
-// position. A key that is gone, free, or held under another lease matches
-// no row; the caller tells those apart afterwards. ended_lease_seconds is
-// how long the ended lease lasted, by the database clock, for the metrics.
+// position. A request with a cooldown (seconds, 0 for none) leaves the key
+// out of every claimable index until the cooldown ends (KeyEndCooldowns),
+// and wakes nobody; it counts as free (not under a lease), as history says.
+// A key that is gone, free, or held under another lease matches no row; the
+// caller tells those apart afterwards. ended_lease_seconds is how long the
+// ended lease lasted, by the database clock, for the metrics.
 // Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) ([]KeyReleaseManyRow, error) {
-	rows, err := q.db.Query(ctx, keyReleaseMany, arg.Ids, arg.LeaseTokens)
+	rows, err := q.db.Query(ctx, keyReleaseMany, arg.Ids, arg.LeaseTokens, arg.CooldownSeconds)
 	if err != nil {
 		return nil, err
 	}
@@ -746,12 +1122,103 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 			&i.CreatedAt,
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
+			&i.Labels,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
 			&i.LeaseExpiresAt,
+			&i.CoolingUntil,
 			&i.EndedLeaseToken,
 			&i.EndedLeaseSeconds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keySecretsReseal = `-- name: KeySecretsReseal :execrows
+WITH sealed AS (
+    SELECT unnest($2::uuid[]) AS id, unnest($4::bytea[]) AS ciphertext,
+           unnest($5::bytea[]) AS digest
+)
+UPDATE keys AS k
+SET secret_key_id = $1::text, secret_ciphertext = sealed.ciphertext, secret_digest = sealed.digest
+FROM sealed
+WHERE k.id = ANY ($2::uuid[]) AND k.id = sealed.id AND k.secret_key_id = $3::text
+`
+
+type KeySecretsResealParams struct {
+	NewKeyID    string
+	Ids         []uuid.UUID
+	OldKeyID    string
+	Ciphertexts [][]byte
+	Digests     [][]byte
+}
+
+// Stores secrets sealed again under a new encryption key, with their new
+// digests, for rows still sealed under the old one.
+func (q *Queries) KeySecretsReseal(ctx context.Context, arg KeySecretsResealParams) (int64, error) {
+	result, err := q.db.Exec(ctx, keySecretsReseal,
+		arg.NewKeyID,
+		arg.Ids,
+		arg.OldKeyID,
+		arg.Ciphertexts,
+		arg.Digests,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const keySecretsSealedUnder = `-- name: KeySecretsSealedUnder :many
+SELECT k.id, k.pool, k.secret_key_id, k.secret_ciphertext FROM keys AS k
+WHERE k.secret_key_id >= $1::text AND k.secret_key_id <= $1::text
+ORDER BY k.secret_key_id, k.id
+LIMIT $2::int
+FOR UPDATE SKIP LOCKED
+`
+
+type KeySecretsSealedUnderParams struct {
+	SecretKeyID string
+	Max         int32
+}
+
+type KeySecretsSealedUnderRow struct {
+	ID               uuid.UUID
+	Pool             string
+	SecretKeyID      *string
+	SecretCiphertext []byte
+}
+
+// One batch of `secrets rotate`: up to max keys whose secret is sealed
+// under the given encryption key, through
+// keys_secret_key_id_idx. A resealed row leaves that range, so the next
+// batch (or a rotation started again) picks up where this one ended.
+// Locked for the batch's transaction; SKIP LOCKED leaves keys that a
+// request is changing to a later pass.
+// The equality is written as a closed range: a generic plan guesses an
+// equality on a column of few distinct values to match half the table (and
+// then scans it), a range on a parameter to match a few rows.
+func (q *Queries) KeySecretsSealedUnder(ctx context.Context, arg KeySecretsSealedUnderParams) ([]KeySecretsSealedUnderRow, error) {
+	rows, err := q.db.Query(ctx, keySecretsSealedUnder, arg.SecretKeyID, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeySecretsSealedUnderRow
+	for rows.Next() {
+		var i KeySecretsSealedUnderRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Pool,
+			&i.SecretKeyID,
+			&i.SecretCiphertext,
 		); err != nil {
 			return nil, err
 		}

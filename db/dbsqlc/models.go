@@ -34,6 +34,14 @@ type Key struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
+	// Labels as a JSON object of name to value; NULL for a key without labels.
+	Labels []byte
+	// Id of the encryption key that sealed secret_ciphertext and keyed secret_digest (derived from the key; see internal/secrets).
+	SecretKeyID *string
+	// The credential, sealed with AES-256-GCM: a 12-byte nonce, then the ciphertext and tag. The additional data binds it to secret_key_id and to the row's id.
+	SecretCiphertext []byte
+	// HMAC-SHA256 of the credential under a key derived from the encryption key secret_key_id: unique per pool.
+	SecretDigest []byte
 }
 
 // Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
@@ -45,6 +53,16 @@ type KeyActivityHourly struct {
 	Expired int64
 }
 
+// Per pool, UTC hour and key: releases with a cooldown (cooldowns), their total and longest cooldown in seconds.
+type KeyCooldownsHourly struct {
+	Pool         string
+	Hour         time.Time
+	KeyID        uuid.UUID
+	Cooldowns    int64
+	TotalSeconds float64
+	MaxSeconds   float64
+}
+
 // Append-only history of every key state change, with the database time and the lease token.
 type KeyEvent struct {
 	ID    int64
@@ -54,6 +72,8 @@ type KeyEvent struct {
 	// created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive (the key's life reset; lease_token set when the keep-alive presented it and extended that lease), deleted (explicit), expired (deleted by the background job).
 	Event      string
 	LeaseToken *int64
+	// On a released event: the cooldown the holder asked for (the key was not claimable before at + cooldown). NULL otherwise.
+	Cooldown pgtype.Interval
 }
 
 // Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0) and of blocked keys (blocked).
@@ -66,6 +86,14 @@ type KeyEventChange struct {
 	LeaseToken *int64
 	Keys       int32
 	Blocked    int32
+}
+
+// Labels of keys ("name=value"), one row per label; position is set while the key is claimable and NULL otherwise. The labels as the API shows them are keys.labels.
+type KeyLabel struct {
+	KeyID    uuid.UUID
+	Pool     string
+	Label    string
+	Position *float64
 }
 
 // One row per lease: pool, key, token, started_at, ended_at and ended_by (released, lease_expired, deleted, expired; NULL while held), keep_alives during the lease, duration_seconds (NULL while held).
@@ -89,6 +117,10 @@ type KeyState struct {
 	LeaseToken     *int64
 	BlockedAt      *time.Time
 	LeaseExpiresAt *time.Time
+	// Set while the key cools down after a release with a cooldown: no claim takes it before then. NULL otherwise.
+	CoolingUntil *time.Time
+	// Whether the key has labels (rows in key_labels).
+	Labelled bool
 }
 
 // Who leads each elected job (name), until expires_at by the database clock.

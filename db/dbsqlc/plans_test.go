@@ -51,6 +51,18 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	}
 	_, err = q.KeyClaim(ctx, KeyClaimParams{Pool: "default", StartPosition: 0, Max: perPool / 2, LeaseTtlSeconds: 60})
 	require.NoError(t, err)
+	// The pool of labelled keys, written directly: through KeyCreate its
+	// counts would change the plans of the counts' statements.
+	_, err = conn.Exec(ctx, `
+		WITH created AS (
+			INSERT INTO keys (pool, expires_at)
+			SELECT 'labelled', now() + interval '1 hour' FROM generate_series(1, $1::int)
+			RETURNING id
+		)
+		INSERT INTO key_state (key_id, pool, lease_token, blocked_at, lease_expires_at)
+		SELECT id, 'labelled', t, CASE WHEN t IS NOT NULL THEN now() END, CASE WHEN t IS NOT NULL THEN now() + interval '1 minute' END
+		FROM (SELECT id, CASE WHEN random() < 1.0 / 3 THEN nextval('lease_token_seq') END AS t FROM created) AS c`, perPool)
+	require.NoError(t, err)
 	_, err = conn.Exec(ctx, `
 		INSERT INTO key_events (at, key_id, pool, event, lease_token)
 		SELECT now() - n * interval '25 seconds', gen_random_uuid(), 'history-' || n % 4,
@@ -75,7 +87,48 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		SELECT 'default', 'claim-' || n, gen_random_uuid(), n, now() + (n - $1::int) * interval '10 milliseconds'
 		FROM generate_series(1, 2 * $1::int) AS n`, perPool)
 	require.NoError(t, err)
-	for _, table := range []string{"keys", "key_state", "key_events", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests"} {
+	// Labels, secrets and cooldowns, in a pool of their own (rewriting the
+	// other pools' rows would change their physical order, which the plans
+	// above depend on): every key carries three labels (region, zone, team) and a
+	// third of them tier=paid, a third are held; a tenth carry a secret, sealed under two
+	// encryption keys (one in fifty under the older one); one free paid key
+	// in thirty cools down, half of those until a minute ago.
+	_, err = conn.Exec(ctx, `
+		WITH numbered AS (
+			SELECT id, pool, row_number() OVER (ORDER BY id) AS n FROM keys WHERE pool = 'labelled'
+		), labelled AS (
+			UPDATE keys AS k
+			SET labels = jsonb_build_object('region', 'r' || (n.n % 8), 'zone', 'z' || (n.n % 5), 'team', 't' || (n.n % 7)) ||
+			             CASE WHEN n.n % 3 = 0 THEN '{"tier": "paid"}'::jsonb ELSE '{}'::jsonb END,
+			    secret_key_id = CASE WHEN n.n % 10 = 0 THEN CASE WHEN n.n % 50 = 0 THEN 'old' ELSE 'new' END END,
+			    secret_ciphertext = CASE WHEN n.n % 10 = 0 THEN gen_random_uuid()::text::bytea END,
+			    secret_digest = CASE WHEN n.n % 10 = 0 THEN sha256(k.id::text::bytea) END
+			FROM numbered AS n
+			WHERE k.id = n.id
+			RETURNING k.id, k.pool, n.n
+		), state AS (
+			UPDATE key_state AS s SET labelled = true,
+			    cooling_until = CASE WHEN labelled.n % 30 = 0 AND s.lease_token IS NULL
+			                         THEN now() + (labelled.n % 60 / 30 * 2 - 1) * interval '1 minute' END
+			FROM labelled WHERE s.key_id = labelled.id
+			RETURNING s.key_id, s.lease_token, s.cooling_until
+		)
+		INSERT INTO key_labels (key_id, pool, label, position)
+		SELECT labelled.id, labelled.pool, l.label,
+		       CASE WHEN state.lease_token IS NULL AND state.cooling_until IS NULL THEN random() END
+		FROM labelled
+		JOIN state ON state.key_id = labelled.id
+		CROSS JOIN LATERAL (
+			SELECT 'region=r' || (labelled.n % 8) AS label
+			UNION ALL
+			SELECT 'zone=z' || (labelled.n % 5)
+			UNION ALL
+			SELECT 'team=t' || (labelled.n % 7)
+			UNION ALL
+			SELECT 'tier=paid' WHERE labelled.n % 3 = 0
+		) AS l`)
+	require.NoError(t, err)
+	for _, table := range []string{"key_labels", "keys", "key_state", "key_events", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests"} {
 		_, err = conn.Exec(ctx, "VACUUM ANALYZE "+table)
 		require.NoError(t, err)
 	}
@@ -87,12 +140,22 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		args  []any
 		index []string // indexes the plan must use (regular expressions)
 	}{
-		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, []string{"key_state_free_position_idx", "key_state_pkey", "keys_pkey"}},
-		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"key_state_free_position_idx", "key_state_pkey", "keys_pkey"}},
+		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, []string{"key_state_claimable_position_idx", "key_state_pkey", "keys_pkey"}},
+		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"key_state_claimable_position_idx", "key_state_pkey", "keys_pkey"}},
 		{"KeyGet", keyGet, []any{id}, []string{"keys_pkey", "key_state_pkey"}},
-		{"KeyPoolHasFree", keyPoolHasFree, []any{"default"}, []string{"key_state_free_position_idx", "keys_pkey"}},
+		{"KeyPoolHasFree", keyPoolHasFree, []any{"default"}, []string{"key_state_claimable_position_idx", "keys_pkey"}},
 		{"KeyKeepAliveMany", keyKeepAliveMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, 3600.0, 60.0}, []string{"keys_pkey", "key_state_pkey"}},
-		{"KeyReleaseMany", keyReleaseMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}}, []string{"key_state_pkey", "keys_pkey"}},
+		{"KeyReleaseMany", keyReleaseMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, []float64{0, 30}}, []string{"key_state_pkey", "keys_pkey"}},
+		// Labels, secrets and cooldowns: a labelled claim walks the first
+		// label's index of claimable keys, the others checked by primary key.
+		{"KeyClaimLabelled", keyClaimLabelled, []any{"labelled", "tier=paid", 0.5, []string{}, 1, 60.0}, []string{"key_labels_claimable_idx", "key_state_pkey", "keys_pkey"}},
+		{"KeyClaimLabelled (two labels)", keyClaimLabelled, []any{"labelled", "tier=paid", 0.5, []string{"region=r3"}, 1, 60.0}, []string{"key_labels_claimable_idx", "key_labels_pkey", "key_state_pkey"}},
+		{"KeyClaimLabelled (batch of 32)", keyClaimLabelled, []any{"labelled", "region=r1", 0.99, []string{}, 32, 60.0}, []string{"key_labels_claimable_idx", "key_state_pkey"}},
+		{"KeyGetSecret", keyGetSecret, []any{7, id}, []string{"keys_pkey", "key_state_pkey"}},
+		{"KeyEndCooldowns", keyEndCooldowns, []any{1000}, []string{"key_state_cooling_until_idx", "key_state_pkey"}},
+		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, []string{"keys_pool_secret_digest_idx"}},
+		{"KeySecretsSealedUnder", keySecretsSealedUnder, []any{"old", 500}, []string{"keys_secret_key_id_idx"}},
+		{"KeySecretsReseal", keySecretsReseal, []any{"new", []uuid.UUID{id, uuid.New()}, "old", [][]byte{[]byte("x"), []byte("y")}, [][]byte{[]byte("d"), []byte("e")}}, []string{"keys_pkey|keys_secret_key_id_idx"}},
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{nil, 1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
 		{"KeyReleaseEndedLeases (from a moment ago)", keyReleaseEndedLeases, []any{sqlExpr("now() - interval '5 seconds'"), 1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},
@@ -113,8 +176,8 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		// batches of expired registrations through their expiry.
 		{"PoolWaitersRegister", poolWaitersRegister, []any{"pool-1", "replica-1", 120.0, 7}, []string{"pool_waiters_pkey"}},
 		{"PoolWaitersUnregister", poolWaitersUnregister, []any{"pool-1", "replica-1", 7}, []string{"pool_waiters_pkey"}},
-		{"PoolWaitersFreePools", poolWaitersFreePools, []any{[]string{"default", "other", "made-up"}}, []string{"key_state_free_position_idx"}},
-		{"PoolWaitersFreePools (1,000 pools)", poolWaitersFreePools, []any{manyPools}, []string{"key_state_free_position_idx"}},
+		{"PoolWaitersFreePools", poolWaitersFreePools, []any{[]string{"default", "other", "made-up"}}, []string{"key_state_claimable_position_idx"}},
+		{"PoolWaitersFreePools (1,000 pools)", poolWaitersFreePools, []any{manyPools}, []string{"key_state_claimable_position_idx"}},
 		{"PoolWaitersDeleteExpired", poolWaitersDeleteExpired, []any{1000}, []string{"pool_waiters_expires_at_idx", "pool_waiters_pkey"}},
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, []string{"key_events_at_idx"}},
 		// Reports: every cell an index range on time (and pool), every lease
@@ -125,6 +188,8 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"LeaseActivityHourlyList (every pool, 31 days)", leaseActivityHourlyList, []any{monthAgo, now, nil}, []string{historyRange}},
 		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange, "key_events_key_id_at_idx"}},
 		{"KeyActivityHourlyList", keyActivityHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"KeyCooldownsHourlyList", keyCooldownsHourlyList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
+		{"KeyCooldownsHourlyList (every pool, 31 days)", keyCooldownsHourlyList, []any{monthAgo, now, nil}, []string{historyRange}},
 		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, now, "history-1"}, []string{historyRange}},
 		{"PoolUtilisationList (every pool, 31 days)", poolUtilisationList, []any{monthAgo, now, nil}, []string{historyRange}},
 		// The dashboard: the last hour, by minute and by lease duration.
@@ -135,9 +200,10 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	}
 	var doc strings.Builder
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
-		"with half of one pool blocked. Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
+		"with half of one pool blocked, and 30,000 labelled keys in a third pool (a third held, a tenth with secrets,\n" +
+		"some cooling down). Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
 		"the test fails if any of them scans a table instead of using an index.\n")
-	seqScan := regexp.MustCompile(`Seq Scan on (keys|key_state|key_events|pool_count_changes|pool_waiters|claim_requests)\b`)
+	seqScan := regexp.MustCompile(`Seq Scan on (key_labels|keys|key_state|key_events|pool_count_changes|pool_waiters|claim_requests)\b`)
 	for i, st := range statements {
 		name := fmt.Sprintf("plan_%d", i)
 		_, err := conn.Exec(ctx, "PREPARE "+name+" AS "+st.sql)
@@ -146,7 +212,10 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		for j, arg := range st.args {
 			literals[j] = literal(arg)
 		}
-		explain := "EXPLAIN (COSTS OFF) EXECUTE " + name + "(" + strings.Join(literals, ", ") + ")"
+		explain := "EXPLAIN (COSTS OFF) EXECUTE " + name
+		if len(literals) > 0 {
+			explain += "(" + strings.Join(literals, ", ") + ")"
+		}
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 			_, err = conn.Exec(ctx, "SET plan_cache_mode = "+mode)
 			require.NoError(t, err)
@@ -217,6 +286,18 @@ func literal(arg any) string {
 			items[i] = fmt.Sprint(n)
 		}
 		return "ARRAY[" + strings.Join(items, ", ") + "]::bigint[]"
+	case []float64:
+		items := make([]string, len(v))
+		for i, n := range v {
+			items[i] = fmt.Sprint(n)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::float8[]"
+	case [][]byte:
+		items := make([]string, len(v))
+		for i, b := range v {
+			items[i] = fmt.Sprintf("'\\x%x'::bytea", b)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::bytea[]"
 	default:
 		return fmt.Sprint(v)
 	}

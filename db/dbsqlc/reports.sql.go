@@ -50,6 +50,49 @@ func (q *Queries) KeyActivityHourlyList(ctx context.Context, arg KeyActivityHour
 	return items, nil
 }
 
+const keyCooldownsHourlyList = `-- name: KeyCooldownsHourlyList :many
+SELECT pool, hour, key_id, cooldowns, total_seconds, max_seconds
+FROM key_cooldowns_hourly
+WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz
+  AND ($3::text IS NULL OR pool = $3::text)
+ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id
+`
+
+type KeyCooldownsHourlyListParams struct {
+	RangeFrom time.Time
+	RangeTo   time.Time
+	Pool      *string
+}
+
+// The keys that cool down most: per pool and hour, the keys released with
+// a cooldown, most cooldowns first.
+func (q *Queries) KeyCooldownsHourlyList(ctx context.Context, arg KeyCooldownsHourlyListParams) ([]KeyCooldownsHourly, error) {
+	rows, err := q.db.Query(ctx, keyCooldownsHourlyList, arg.RangeFrom, arg.RangeTo, arg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyCooldownsHourly
+	for rows.Next() {
+		var i KeyCooldownsHourly
+		if err := rows.Scan(
+			&i.Pool,
+			&i.Hour,
+			&i.KeyID,
+			&i.Cooldowns,
+			&i.TotalSeconds,
+			&i.MaxSeconds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyLeasesDurationHistogram = `-- name: KeyLeasesDurationHistogram :many
 SELECT coalesce(width_bucket(l.duration_seconds, $1::float8[]), -1)::int AS bucket,
        count(*) AS leases

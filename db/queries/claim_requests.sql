@@ -11,8 +11,11 @@
 -- deleted or expired). Every step is a primary-key lookup.
 SELECT r.key_id AS id,
        (k.id IS NOT NULL)::boolean AS current,
-       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until,
+       -- The repeat of a claim answers what the claim answered, the secret
+       -- included; the record itself never holds it.
+       k.secret_key_id, k.secret_ciphertext
 FROM claim_requests AS r
 LEFT JOIN key_state AS s
     ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()

@@ -46,8 +46,8 @@ WITH created AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     VALUES (sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, sqlc.arg(count)::int), 0)
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id;
 
@@ -60,7 +60,7 @@ JOIN state ON state.key_id = created.id;
 -- (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
 WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
-    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= sqlc.arg(start_position)::float8
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
@@ -68,7 +68,7 @@ WITH after_start AS (
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
     SELECT c.key_id FROM key_state AS c
-    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < sqlc.arg(start_position)::float8
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
@@ -84,6 +84,11 @@ WITH after_start AS (
     -- give, and may otherwise hash-join them against a scan of the table.
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
     RETURNING s.*
+), unclaimable AS (
+    -- Labelled keys leave the label index while held; for keys without
+    -- labels the array is empty and this reads nothing.
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed WHERE claimed.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
@@ -91,16 +96,86 @@ WITH after_start AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at
+-- The sealed secret comes with the key's row, which the claim reads anyway.
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
+       k.secret_key_id, k.secret_ciphertext
 FROM claimed
 JOIN keys AS k ON k.id = claimed.key_id
 -- Found by primary key, whatever the planner guesses of the batch's size.
 WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 
+-- name: KeyClaimLabelled :many
+-- KeyClaim among the keys that carry every label asked for ("name=value").
+-- It walks key_labels_claimable_idx for the first label from a random
+-- position and wraps around, as KeyClaim walks key_state_claimable_position_idx:
+-- that index holds the claimable keys of each label only. The other labels
+-- are checked on each key found (one primary-key lookup per label), so the
+-- first label should be the most selective one. Each key_state row is
+-- locked with SKIP LOCKED and checked again once locked, so a label row a
+-- concurrent statement has not yet updated never hands out a held key.
+WITH after_start AS (
+    SELECT s.key_id, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id
+    WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
+      AND l.position IS NOT NULL AND l.position >= sqlc.arg(start_position)::float8
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND (SELECT count(*) FROM key_labels AS m
+           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    ORDER BY l.position
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE OF s SKIP LOCKED
+), before_start AS (
+    SELECT s.key_id, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id
+    WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
+      AND l.position IS NOT NULL AND l.position < sqlc.arg(start_position)::float8
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND (SELECT count(*) FROM key_labels AS m
+           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+    ORDER BY l.position
+    LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
+    FOR UPDATE OF s SKIP LOCKED
+), claimed AS (
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = now(),
+        lease_expires_at = now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second',
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+    RETURNING s.*
+), unclaimable AS (
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
+)
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
+       k.secret_key_id, k.secret_ciphertext
+FROM claimed
+JOIN keys AS k ON k.id = claimed.key_id
+WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
+
 -- name: KeyGet :one
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
+
+-- name: KeyGetSecret :one
+-- The key's sealed secret, with whether the lease named is the key's
+-- current lease and still running: the caller opens the secret only then.
+SELECT coalesce(s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+       k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
@@ -111,7 +186,7 @@ WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
 -- a table scan, which is quick only while free keys are plentiful.
 SELECT ((
     SELECT c.position FROM key_state AS c
-    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL
+    WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
@@ -159,9 +234,9 @@ WITH request AS (
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
-SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at,
+SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels,
        s.times_assigned, s.lease_token, s.blocked_at,
-       coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at,
+       coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
 FROM kept
 JOIN key_state AS s ON s.key_id = kept.id
@@ -172,14 +247,21 @@ WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept));
 -- name: KeyReleaseMany :many
 -- Ends the current lease of each key named (or, when the request's lease
 -- token is not 0, only the lease it names) and gives the key a new random
--- position. A key that is gone, free, or held under another lease matches
--- no row; the caller tells those apart afterwards. ended_lease_seconds is
--- how long the ended lease lasted, by the database clock, for the metrics.
+-- position. A request with a cooldown (seconds, 0 for none) leaves the key
+-- out of every claimable index until the cooldown ends (KeyEndCooldowns),
+-- and wakes nobody; it counts as free (not under a lease), as history says.
+-- A key that is gone, free, or held under another lease matches no row; the
+-- caller tells those apart afterwards. ended_lease_seconds is how long the
+-- ended lease lasted, by the database clock, for the metrics.
 WITH request AS (
-    -- Two unnests in one select list advance together, pairing ids and tokens.
-    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token
+    -- Unnests in one select list advance together, pairing the arrays.
+    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token,
+           unnest(sqlc.arg(cooldown_seconds)::float8[]) AS cooldown_seconds
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token, c.blocked_at FROM key_state AS c
+    SELECT c.key_id, c.lease_token, c.blocked_at,
+           (SELECT max(r.cooldown_seconds) FROM request AS r
+            WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)) AS cooldown_seconds
+    FROM key_state AS c
     WHERE c.key_id = ANY (sqlc.arg(ids)::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
@@ -190,22 +272,32 @@ WITH request AS (
     FOR UPDATE
 ), released AS (
     UPDATE key_state AS s
-    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        cooling_until = CASE WHEN current_lease.cooldown_seconds > 0
+                             THEN now() + current_lease.cooldown_seconds * interval '1 second' END
     FROM current_lease
     WHERE s.key_id = current_lease.key_id
     RETURNING s.*, current_lease.lease_token AS ended_lease_token,
         extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
+), claimable AS (
+    -- Labelled keys freed without a cooldown are claimable by label again.
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled AND released.cooling_until IS NULL))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT released.key_id, released.pool, 'released', released.ended_lease_token FROM released
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now()
+    FROM released
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    SELECT released.pool, 0,
+           -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
+    FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at,
-       released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
 JOIN keys AS k ON k.id = released.key_id
@@ -213,6 +305,8 @@ JOIN keys AS k ON k.id = released.key_id
 WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released));
 
 -- name: KeyDelete :one
+-- Deletes the key's rows, its labels and, with its keys row, its sealed
+-- secret: no copy remains (history and claim records never hold one).
 WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = sqlc.arg(id)
@@ -224,6 +318,9 @@ WITH state AS (
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
     RETURNING k.*
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
@@ -231,8 +328,8 @@ WITH state AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
-SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at
+SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM deleted
 JOIN state ON state.key_id = deleted.id;
 
@@ -265,7 +362,10 @@ WITH ended AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
     WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool
+    RETURNING s.key_id, s.pool, s.labelled
+), claimable AS (
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token FROM ended
@@ -303,10 +403,13 @@ WITH expired AS (
 ), state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token
+    RETURNING s.key_id, s.pool, s.lease_token, s.cooling_until, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event, lease_token)
     SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
@@ -339,10 +442,116 @@ WITH page AS (
     ORDER BY k.pool, k.id
     LIMIT sqlc.arg(max)::int
 )
-SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM page
 JOIN key_state AS s ON s.key_id = page.id
 -- The page's lease states by primary key: see KeyClaim.
 WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
 ORDER BY page.id;
+
+-- name: KeyCreateWithSecrets :many
+-- Creates one free key per id given, with its labels (a JSON object as
+-- text, '' for none; label_key_ids and label_texts list the labels as
+-- "name=value" rows) and its sealed secret (NULL for none). The ids are
+-- chosen by the caller, which seals each secret bound to its row's id. No
+-- key is created when any row of the pool already has one of all_digests,
+-- the digests of the secrets under every configured encryption key: the
+-- caller then finds no row returned. Two such statements that race on the
+-- same secret under the current key meet on keys_pool_secret_digest_idx.
+WITH input AS (
+    -- Unnests in one select list advance together, pairing the arrays.
+    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(labels)::text[]) AS labels,
+           unnest(sqlc.arg(ciphertexts)::bytea[]) AS ciphertext, unnest(sqlc.arg(digests)::bytea[]) AS digest
+), created AS (
+    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest)
+    SELECT input.id, sqlc.arg(pool)::text, now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second',
+           nullif(input.labels, '')::jsonb,
+           CASE WHEN input.ciphertext IS NOT NULL THEN sqlc.arg(secret_key_id)::text END,
+           input.ciphertext, input.digest
+    FROM input
+    WHERE NOT EXISTS (
+        SELECT 1 FROM keys AS d
+        WHERE d.pool = sqlc.arg(pool)::text AND d.secret_digest = ANY (sqlc.arg(all_digests)::bytea[])
+    )
+    RETURNING *
+), state AS (
+    INSERT INTO key_state (key_id, pool, labelled)
+    SELECT created.id, created.pool, created.labels IS NOT NULL FROM created
+    RETURNING *
+), labelled AS (
+    INSERT INTO key_labels (key_id, pool, label)
+    SELECT l.key_id, sqlc.arg(pool)::text, l.label
+    FROM (SELECT unnest(sqlc.arg(label_key_ids)::uuid[]) AS key_id, unnest(sqlc.arg(label_texts)::text[]) AS label) AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT created.id FROM created))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event)
+    SELECT created.id, created.pool, 'created' FROM created
+), totals AS (
+    -- See KeyCreate.
+    INSERT INTO pool_count_totals AS t (pool) VALUES (sqlc.arg(pool)::text)
+    ON CONFLICT (pool) DO UPDATE SET pool = t.pool
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, count(*)), 0 FROM created HAVING count(*) > 0
+)
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
+FROM created
+JOIN state ON state.key_id = created.id;
+
+-- name: KeyEndCooldowns :one
+-- One batch of the background job: ends up to max cooldowns that are over,
+-- oldest first, through key_state_cooling_until_idx. The keys become
+-- claimable (and, when labelled, claimable by label) and wake the clients
+-- that wait for a key of their pool; the counts do not change (a cooling
+-- key already counts as free). SKIP LOCKED leaves rows that a request is
+-- deleting to the next pass.
+WITH ended AS (
+    SELECT c.key_id FROM key_state AS c
+    WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
+    ORDER BY c.cooling_until
+    LIMIT sqlc.arg(max)::int
+    FOR UPDATE SKIP LOCKED
+), cooled AS (
+    UPDATE key_state AS s
+    SET cooling_until = NULL, position = random()
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+    RETURNING s.key_id, s.pool, s.labelled
+), claimable AS (
+    UPDATE key_labels AS l SET position = random()
+    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+), announced AS (
+    SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
+    GROUP BY cooled.pool ORDER BY cooled.pool
+)
+SELECT coalesce(sum(announced.freed), 0)::bigint AS cooled FROM announced;
+
+-- name: KeySecretsSealedUnder :many
+-- One batch of `secrets rotate`: up to max keys whose secret is sealed
+-- under the given encryption key, through
+-- keys_secret_key_id_idx. A resealed row leaves that range, so the next
+-- batch (or a rotation started again) picks up where this one ended.
+-- Locked for the batch's transaction; SKIP LOCKED leaves keys that a
+-- request is changing to a later pass.
+-- The equality is written as a closed range: a generic plan guesses an
+-- equality on a column of few distinct values to match half the table (and
+-- then scans it), a range on a parameter to match a few rows.
+SELECT k.id, k.pool, k.secret_key_id, k.secret_ciphertext FROM keys AS k
+WHERE k.secret_key_id >= sqlc.arg(secret_key_id)::text AND k.secret_key_id <= sqlc.arg(secret_key_id)::text
+ORDER BY k.secret_key_id, k.id
+LIMIT sqlc.arg(max)::int
+FOR UPDATE SKIP LOCKED;
+
+-- name: KeySecretsReseal :execrows
+-- Stores secrets sealed again under a new encryption key, with their new
+-- digests, for rows still sealed under the old one.
+WITH sealed AS (
+    SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(ciphertexts)::bytea[]) AS ciphertext,
+           unnest(sqlc.arg(digests)::bytea[]) AS digest
+)
+UPDATE keys AS k
+SET secret_key_id = sqlc.arg(new_key_id)::text, secret_ciphertext = sealed.ciphertext, secret_digest = sealed.digest
+FROM sealed
+WHERE k.id = ANY (sqlc.arg(ids)::uuid[]) AND k.id = sealed.id AND k.secret_key_id = sqlc.arg(old_key_id)::text;
+

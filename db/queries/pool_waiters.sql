@@ -22,13 +22,13 @@ WHERE pool = sqlc.arg(pool)::text AND replica = sqlc.arg(replica)::text
 -- Of the pools a replica's clients wait on, those in which a claim would
 -- find a key now: one statement per poll however many pools are waited on,
 -- so that made-up pool names cannot multiply the polling. Each pool costs
--- one step on key_state_free_position_idx, the claim's own index walk (see
+-- one step on key_state_claimable_position_idx, the claim's own index walk (see
 -- KeyPoolHasFree). It never blocks a key.
 SELECT w.pool::text AS pool
 FROM unnest(sqlc.arg(pools)::text[]) AS w (pool)
 WHERE (
     SELECT c.position FROM key_state AS c
-    WHERE c.pool = w.pool AND c.lease_token IS NULL
+    WHERE c.pool = w.pool AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1

@@ -55,3 +55,12 @@ WHERE l.started_at >= now() - sqlc.arg(minutes)::int * interval '1 minute'
   AND (sqlc.narg(pool)::text IS NULL OR l.pool = sqlc.narg(pool)::text)
 GROUP BY 1
 ORDER BY 1;
+
+-- name: KeyCooldownsHourlyList :many
+-- The keys that cool down most: per pool and hour, the keys released with
+-- a cooldown, most cooldowns first.
+SELECT pool, hour, key_id, cooldowns, total_seconds, max_seconds
+FROM key_cooldowns_hourly
+WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
+  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
+ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id;

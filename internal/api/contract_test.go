@@ -203,7 +203,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
 		}
 	}
-	require.Len(t, routed, 28)
+	require.Len(t, routed, 29)
 }
 
 // The document lists exactly the error codes of the API's error table.
@@ -263,7 +263,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	t.Parallel()
 	c := loadContract(t)
 	seen := &answersSeen{}
-	s := newServer(t, testdb.New(t), options{contractSeen: seen})
+	s := newServer(t, testdb.New(t), options{contractSeen: seen, secrets: testKeyring(t)})
 	requireDocumentedTokens(t, c, newServer(t, testdb.New(t), options{contractSeen: seen, auth: strictAuth}))
 	down := newServer(t, "postgres://postgres@127.0.0.1:1/none?sslmode=disable", options{dbTimeout: 300 * time.Millisecond, contractSeen: seen})
 
@@ -302,6 +302,22 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	do(t, "PUT", s.url+"/keys/"+held.str("keyId")+"?lease=1", "", "If-Match", `"2"`)
 	do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "", "If-Match", `"`+token+`"`)
 	do(t, "PUT", s.url+"/keys/"+unknownID, "")
+	// Keys with secrets and labels: created, a duplicate refused, claimed by
+	// label, read with and without the lease's token, released with a
+	// cooldown (and with bad ones).
+	do(t, "POST", s.url+"/keys", `{"pool": "s", "keys": [{"secret": "sk-contract", "labels": {"tier": "paid"}}, {"labels": {"tier": "free"}}]}`)
+	do(t, "POST", s.url+"/keys", `{"pool": "s", "keys": [{"secret": "sk-contract"}]}`)
+	do(t, "POST", s.url+"/keys", `{"pool": "s", "count": 1, "keys": [{}]}`)
+	do(t, "GET", s.url+"/keys?pool=s&label=tier", "")
+	paid := do(t, "GET", s.url+"/keys?pool=s&label=tier=paid", "")
+	do(t, "GET", s.url+"/keys/"+paid.str("keyId")+"?lease="+paid.str("leaseToken"), "")
+	do(t, "GET", s.url+"/keys/"+paid.str("keyId")+"?lease=999999", "")
+	do(t, "GET", s.url+"/keys/"+paid.str("keyId")+"?lease=", "")
+	do(t, "PUT", s.url+"/keys/"+paid.str("keyId")+"?cooldown=25h", "")
+	do(t, "PUT", s.url+"/keys/"+paid.str("keyId"), `{"cooldown": "`+strings.Repeat("1", 70<<10)+`"}`)
+	do(t, "PUT", s.url+"/keys/"+paid.str("keyId"), "cooldown=1s", "Content-Type", "text/plain")
+	do(t, "PUT", s.url+"/keys/"+paid.str("keyId"), `{"cooldown": "30s"}`, "If-Match", `"`+paid.str("leaseToken")+`"`)
+	do(t, "GET", s.url+"/keys/"+paid.str("keyId"), "")
 	do(t, "DELETE", s.url+"/keys/"+id, "")
 	do(t, "DELETE", s.url+"/keys/"+id, "")
 	do(t, "GET", s.url+"/keys/a/b", "")
@@ -331,7 +347,7 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	do(t, "GET", s.url+"/stats", "")
 	do(t, "GET", down.url+"/stats", "")
 	do(t, "GET", s.url+"/reports", "")
-	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation"} {
+	for _, report := range []string{"leases", "lease-activity", "lease-durations", "key-activity", "utilisation", "key-cooldowns"} {
 		do(t, "GET", s.url+"/reports/"+report+"?pool=c", "")
 		do(t, "GET", s.url+"/reports/"+report+"?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "")
 		do(t, "GET", down.url+"/reports/"+report, "")

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
@@ -42,6 +44,8 @@ type options struct {
 	tracer trace.TracerProvider
 	// metricsMaxPools caps the pool label values; zero keeps the default.
 	metricsMaxPools int
+	// secrets, when set, seals the secrets of keys.
+	secrets *secrets.Keyring
 }
 
 // testServer is one replica: API, store and (optionally) background job
@@ -83,7 +87,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 		MaxPools: o.metricsMaxPools,
 	})
 	st = store.New(pool, store.Config{KeyTTL: o.keyTTL, LeaseTTL: o.leaseTTL, QueryTimeout: o.dbTimeout,
-		OnLeasesEnded: m.ObserveLeasesEnded, TracerProvider: o.tracer})
+		OnLeasesEnded: m.ObserveLeasesEnded, TracerProvider: o.tracer, Secrets: o.secrets})
 	m.WatchPool("primary", pool)
 	if o.sweep > 0 {
 		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep, TracerProvider: o.tracer})
@@ -168,4 +172,15 @@ func requireProblem(t *testing.T, r reply, status int, code string) {
 	if r.body != nil {
 		require.Equal(t, code, r.str("code"), r.raw)
 	}
+}
+
+// testKeyring returns a keyring with a random encryption key.
+func testKeyring(t *testing.T) *secrets.Keyring {
+	t.Helper()
+	raw := make([]byte, secrets.KeySize)
+	_, err := rand.Read(raw)
+	require.NoError(t, err)
+	kr, err := secrets.New(raw)
+	require.NoError(t, err)
+	return kr
 }

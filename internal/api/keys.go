@@ -21,28 +21,49 @@ import (
 const (
 	defaultPool = "default"
 	// maxBodyBytes bounds request bodies: the largest valid one is a few
-	// dozen bytes.
+	// dozen bytes. The one exception is a POST /keys that lists keys
+	// (maxImportBodyBytes).
 	maxBodyBytes = 64 << 10
+	// maxImportBodyBytes bounds a POST /keys whose body lists keys with
+	// their secrets and labels: 10,000 of them fit when a key averages
+	// under 1.6 KiB of JSON.
+	maxImportBodyBytes = 16 << 20
 	// MaxWait is the longest a GET /keys?wait= may wait for a free key.
 	MaxWait = 60 * time.Second
 )
 
 var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// createRequest is the body of POST /keys; every field is optional.
+// createRequest is the body of POST /keys; every field is optional, and
+// count and keys are exclusive.
 type createRequest struct {
-	Count *int   `json:"count"`
-	Pool  string `json:"pool"`
+	Count *int             `json:"count"`
+	Pool  string           `json:"pool"`
+	Keys  *[]newKeyRequest `json:"keys"`
+}
+
+// newKeyRequest is one key of a POST /keys that lists keys.
+type newKeyRequest struct {
+	Secret *string           `json:"secret"`
+	Labels map[string]string `json:"labels"`
 }
 
 func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 	var req createRequest
-	if err := decodeBody(r, &req); err != nil {
+	size, err := decodeBodySize(r, &req)
+	if err != nil {
 		return err
+	}
+	// Only a body that lists keys may be larger than any other request's.
+	if size > maxBodyBytes && req.Keys == nil {
+		return invalid(errBodyTooLarge, "the body must be at most %d bytes (a body that lists keys, at most %d)", maxBodyBytes, maxImportBodyBytes)
 	}
 	pool, err := poolParam(r, req.Pool)
 	if err != nil {
 		return err
+	}
+	if req.Keys != nil {
+		return a.createListedKeys(w, r, pool, req)
 	}
 	count := 1
 	if req.Count != nil {
@@ -70,8 +91,55 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// createListedKeys serves a POST /keys that lists keys, with secrets and
+// labels: 201 with the created keys (never their secrets), in the order
+// listed.
+func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool string, req createRequest) error {
+	if req.Count != nil {
+		return invalid(errInvalidBody, "give either count or keys, not both")
+	}
+	listed := *req.Keys
+	if len(listed) < 1 || len(listed) > store.MaxCreate {
+		return invalid(errInvalidBody, "keys must list 1 to %d keys, got %d", store.MaxCreate, len(listed))
+	}
+	keys := make([]store.NewKey, len(listed))
+	for i, k := range listed {
+		if k.Secret != nil {
+			if *k.Secret == "" {
+				return invalid(errInvalidBody, "keys[%d].secret must not be empty; leave it out for a key without one", i)
+			}
+			keys[i].Secret = *k.Secret
+		}
+		if len(k.Labels) > store.MaxLabels {
+			return invalid(errInvalidBody, "keys[%d].labels: a key carries at most %d labels, got %d", i, store.MaxLabels, len(k.Labels))
+		}
+		for name, value := range k.Labels {
+			if err := store.ValidateLabel(name, value); err != nil {
+				return invalid(errInvalidBody, "keys[%d].labels: %s", i, strings.TrimPrefix(err.Error(), store.ErrInvalidLabel.Error()+": "))
+			}
+		}
+		keys[i].Labels = k.Labels
+	}
+	created, err := a.store.CreateKeys(r.Context(), pool, keys)
+	if err != nil {
+		return err
+	}
+	bodies := make([]keyBody, len(created))
+	for i, k := range created {
+		bodies[i] = newKeyBody(k)
+	}
+	writeJSON(w, http.StatusCreated, struct {
+		Keys []keyBody `json:"keys"`
+	}{bodies})
+	return nil
+}
+
 func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 	pool, err := poolParam(r, "")
+	if err != nil {
+		return err
+	}
+	labels, err := labelParams(r)
 	if err != nil {
 		return err
 	}
@@ -84,9 +152,9 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if idempotent {
-		return a.assignKeyIdempotent(w, r, pool, idempotencyKey, wait)
+		return a.assignKeyIdempotent(w, r, pool, idempotencyKey, wait, labels)
 	}
-	key, err := a.claim(r.Context(), pool, wait)
+	key, err := a.claim(r.Context(), pool, wait, labels)
 	a.observeClaim(pool, err, true)
 	if err != nil {
 		return err
@@ -106,14 +174,16 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 // ETag also carries for If-Match.
 func writeLeasedKey(w http.ResponseWriter, key store.Key) {
 	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
-	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key))
+	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key).withSecret(key))
 }
 
 // assignKeyIdempotent serves a claim that carries an Idempotency-Key: its
 // first try claims a key and records the lease under the idempotency key in
 // one transaction; a repeat, on any replica, answers that lease.
-func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration) error {
-	key, replayed, err := a.claimIdempotent(r.Context(), pool, idempotencyKey, wait)
+func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration, labels []string) error {
+	key, replayed, err := a.pollClaim(r.Context(), wait, func() (store.Key, bool, error) {
+		return a.store.ClaimIdempotent(r.Context(), pool, idempotencyKey, labels...)
+	})
 	// A repeat answers a lease counted when it was claimed.
 	a.observeClaim(pool, err, !replayed)
 	if err != nil {
@@ -137,22 +207,24 @@ const (
 	idempotentPollMax   = 250 * time.Millisecond
 )
 
-// claimIdempotent claims a key under the idempotency key; with a wait, it
-// tries again, less and less often, until a key is claimed or the wait is
-// over. It does not queue on the wake-up hub: the hub claims for many
-// waiters in one statement and hands keys out afterwards, so a key it gave
-// would be recorded in a second transaction, and a failure between the two
-// would strand a lease that no repeat finds. Here every try claims and
-// records in one transaction. The price: such waiters poll, and are not
-// part of the order in which this replica serves its queued waiters.
-func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, wait time.Duration) (_ store.Key, _ bool, err error) {
+// pollClaim runs a claim; with a wait, it tries again, less and less often,
+// until a key is claimed or the wait is over. Idempotent claims wait this
+// way rather than on the wake-up hub: the hub claims for many waiters in
+// one statement and hands keys out afterwards, so a key it gave would be
+// recorded in a second transaction, and a failure between the two would
+// strand a lease that no repeat finds. Here every try claims and records in
+// one transaction. Claims that name labels wait this way too: the hub
+// serves a pool's waiters in order, whatever labels they ask for. The
+// price: such waiters poll, and are not part of the order in which this
+// replica serves its queued waiters.
+func (a *API) pollClaim(ctx context.Context, wait time.Duration, claim func() (store.Key, bool, error)) (_ store.Key, _ bool, err error) {
 	if wait > 0 {
 		defer a.observeWait(time.Now(), &err)
 	}
 	deadline := time.Now().Add(wait)
 	pause := idempotentPollFirst
 	for {
-		key, replayed, err := a.store.ClaimIdempotent(ctx, pool, idempotencyKey)
+		key, replayed, err := claim()
 		left := time.Until(deadline)
 		if !errors.Is(err, store.ErrNoFreeKey) || left <= 0 {
 			return key, replayed, err
@@ -172,7 +244,14 @@ func (a *API) claimIdempotent(ctx context.Context, pool, idempotencyKey string, 
 
 // claim claims a key of the pool; with a wait, it queues behind this
 // replica's earlier waiters until a key is freed or the wait is over.
-func (a *API) claim(ctx context.Context, pool string, wait time.Duration) (_ store.Key, err error) {
+func (a *API) claim(ctx context.Context, pool string, wait time.Duration, labels []string) (_ store.Key, err error) {
+	if len(labels) > 0 {
+		key, _, err := a.pollClaim(ctx, wait, func() (store.Key, bool, error) {
+			key, err := a.store.Claim(ctx, pool, labels...)
+			return key, false, err
+		})
+		return key, err
+	}
 	if wait <= 0 {
 		return a.store.Claim(ctx, pool)
 	}
@@ -234,10 +313,25 @@ func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getKey answers a key; with the current lease's token (If-Match or
+// ?lease=), its secret too, and a token that is not the current running
+// lease's is a 409.
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := keyIDParam(r)
 	if err != nil {
 		return err
+	}
+	token, err := leaseTokenParam(r)
+	if err != nil {
+		return err
+	}
+	if token != nil {
+		key, err := a.store.GetSecret(r.Context(), id, *token)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, newKeyBody(key).withSecret(key))
+		return nil
 	}
 	key, err := a.store.Get(r.Context(), id)
 	if err != nil {
@@ -245,6 +339,92 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, newKeyBody(key))
 	return nil
+}
+
+// releaseRequest is the optional body of PUT /keys/{id}.
+type releaseRequest struct {
+	Cooldown *string `json:"cooldown"`
+}
+
+// releaseKey unblocks a key, with an optional cooldown (?cooldown= or the
+// body's cooldown, at most 24 hours) during which no claim takes it.
+func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
+	id, err := keyIDParam(r)
+	if err != nil {
+		return err
+	}
+	token, err := leaseTokenParam(r)
+	if err != nil {
+		return err
+	}
+	var req releaseRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	cooldown, err := cooldownParam(r, req.Cooldown)
+	if err != nil {
+		return err
+	}
+	var key store.Key
+	if cooldown > 0 {
+		key, err = a.store.ReleaseWithCooldown(r.Context(), id, token, cooldown)
+	} else {
+		key, err = a.store.Release(r.Context(), id, token)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, newKeyBody(key))
+	return nil
+}
+
+// cooldownParam reads the cooldown of a release from the query or the body
+// (both only if they agree): a duration such as 30s or a number of seconds,
+// from 0 (none) to store.MaxCooldown.
+func cooldownParam(r *http.Request, fromBody *string) (time.Duration, error) {
+	query := r.URL.Query()
+	var raw string
+	switch {
+	case query.Has("cooldown") && fromBody != nil && query.Get("cooldown") != *fromBody:
+		return 0, invalid(errInvalidParameter, "the cooldown is %q in the query but %q in the body", query.Get("cooldown"), *fromBody)
+	case query.Has("cooldown"):
+		raw = query.Get("cooldown")
+	case fromBody != nil:
+		raw = *fromBody
+	default:
+		return 0, nil
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		seconds, numErr := strconv.ParseFloat(raw, 64)
+		if numErr != nil || math.IsNaN(seconds) || seconds < 0 || seconds > store.MaxCooldown.Seconds() {
+			return 0, invalid(errInvalidParameter, "cooldown must be a duration such as 30s or 5m, or a number of seconds, up to %s, got %q", store.MaxCooldown, raw)
+		}
+		d = time.Duration(seconds * float64(time.Second))
+	}
+	if d < 0 || d > store.MaxCooldown {
+		return 0, invalid(errInvalidParameter, "cooldown must be between 0s and %s, got %q", store.MaxCooldown, raw)
+	}
+	return d, nil
+}
+
+// labelParams reads the labels a claim asks for: ?label=name=value, any
+// number of times up to store.MaxLabels; a key must carry all of them.
+// The first is the one whose index the claim walks.
+func labelParams(r *http.Request) ([]string, error) {
+	raw := r.URL.Query()["label"]
+	if len(raw) > store.MaxLabels {
+		return nil, invalid(errInvalidParameter, "a claim names at most %d labels, got %d", store.MaxLabels, len(raw))
+	}
+	labels := make([]string, 0, len(raw))
+	for _, l := range raw {
+		label, err := store.ParseLabel(l)
+		if err != nil {
+			return nil, invalid(errInvalidParameter, "label: %s", strings.TrimPrefix(err.Error(), store.ErrInvalidLabel.Error()+": "))
+		}
+		labels = append(labels, label)
+	}
+	return labels, nil
 }
 
 func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {

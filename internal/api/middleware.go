@@ -81,11 +81,16 @@ func (a *API) observe(m *metrics.Metrics) func(http.Handler) http.Handler {
 }
 
 // limitBody caps request bodies; a longer one reads as an error that the
-// handlers report as 413.
-func limitBody(max int64) func(http.Handler) http.Handler {
+// handlers report as 413. A POST /keys may list keys with their secrets,
+// and is read up to importMax; its handler holds any other body to max.
+func limitBody(max, importMax int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r.Body = http.MaxBytesReader(w, r.Body, max)
+			limit := max
+			if r.Method == http.MethodPost && r.URL.Path == "/keys" {
+				limit = importMax
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
 			next.ServeHTTP(w, r)
 		})
 	}

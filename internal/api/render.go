@@ -36,8 +36,16 @@ type keyBody struct {
 	LeaseExpiresAt  *string `json:"leaseExpiresAt"`
 	LastKeepAliveAt *string `json:"lastKeepAliveAt"`
 	TimesAssigned   int64   `json:"timesAssigned"`
+	// Labels of the key; left out for a key without any.
+	Labels map[string]string `json:"labels,omitempty"`
+	// CoolingUntil is set while the key cools down after a release with a
+	// cooldown: no claim takes it before then.
+	CoolingUntil *string `json:"coolingUntil"`
 	// LeaseToken is shown only to the client the key was just assigned to.
 	LeaseToken string `json:"leaseToken,omitempty"`
+	// Secret is shown only to the holder of the current lease: in the
+	// claim's answer and in GET /keys/{id} with its token.
+	Secret *string `json:"secret,omitempty"`
 }
 
 func newKeyBody(k store.Key) keyBody {
@@ -51,7 +59,16 @@ func newKeyBody(k store.Key) keyBody {
 		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
 		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
 		TimesAssigned:   k.TimesAssigned,
+		Labels:          k.Labels,
+		CoolingUntil:    formatTimePtr(k.CoolingUntil),
 	}
+}
+
+// withSecret adds the key's secret, for the holder's eyes only. The store
+// sets it only where it may be shown.
+func (b keyBody) withSecret(k store.Key) keyBody {
+	b.Secret = k.Secret
+	return b
 }
 
 // withLease adds the lease token, for the holder's eyes only.

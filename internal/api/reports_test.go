@@ -367,7 +367,7 @@ func TestReportCatalogue(t *testing.T) {
 		paths = append(paths, entry.(map[string]any)["path"].(string))
 	}
 	require.Equal(t, []string{"/reports/leases", "/reports/lease-activity", "/reports/lease-durations",
-		"/reports/key-activity", "/reports/utilisation"}, paths)
+		"/reports/key-activity", "/reports/utilisation", "/reports/key-cooldowns"}, paths)
 	for _, path := range paths {
 		r := do(t, "GET", s.url+path, "")
 		require.Equal(t, http.StatusOK, r.status, r.raw)

@@ -58,36 +58,51 @@ func timeParam(raw, name string) (time.Time, error) {
 // decodeBody decodes an optional JSON body into dst. An empty body leaves
 // dst as it is.
 func decodeBody(r *http.Request, dst any) error {
+	_, err := decodeBodySize(r, dst)
+	return err
+}
+
+// decodeBodySize is decodeBody that also returns the body's size.
+func decodeBodySize(r *http.Request, dst any) (int, error) {
+	raw, err := readBody(r)
+	if err != nil {
+		return 0, err
+	}
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		return len(raw), nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return 0, invalid(errInvalidBody, "the body is not valid JSON for this request: %s", describeJSONError(err))
+	}
+	if dec.More() {
+		return 0, invalid(errInvalidBody, "the body must hold a single JSON object")
+	}
+	return len(raw), nil
+}
+
+// readBody reads the whole body after checking that it is JSON.
+func readBody(r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mediaType, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mediaType != "application/json" && !strings.HasSuffix(mediaType, "+json")) {
-			return invalid(errUnsupportedMedia, "the body must be JSON (Content-Type: application/json), got %q", ct)
+			return nil, invalid(errUnsupportedMedia, "the body must be JSON (Content-Type: application/json), got %q", ct)
 		}
 	}
 	raw, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return invalid(errBodyTooLarge, "the body must be at most %d bytes", tooLarge.Limit)
+			return nil, invalid(errBodyTooLarge, "the body must be at most %d bytes", tooLarge.Limit)
 		}
 		var netErr net.Error
 		if errors.As(err, &netErr) && netErr.Timeout() {
-			return invalid(errInvalidBody, "the body did not arrive within the server's read timeout")
+			return nil, invalid(errInvalidBody, "the body did not arrive within the server's read timeout")
 		}
-		return invalid(errInvalidBody, "the body could not be read")
+		return nil, invalid(errInvalidBody, "the body could not be read")
 	}
-	if len(strings.TrimSpace(string(raw))) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		return invalid(errInvalidBody, "the body is not valid JSON for this request: %s", describeJSONError(err))
-	}
-	if dec.More() {
-		return invalid(errInvalidBody, "the body must hold a single JSON object")
-	}
-	return nil
+	return raw, nil
 }
 
 func describeJSONError(err error) string {

@@ -78,7 +78,7 @@ func New(cfg Config) *API {
 	r.Use(a.recoverer)
 	r.Use(a.observe(cfg.Metrics))
 	r.Use(cors(cfg.CORSOrigins, cfg.Logger))
-	r.Use(limitBody(maxBodyBytes))
+	r.Use(limitBody(maxBodyBytes, maxImportBodyBytes))
 
 	r.NotFound(a.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return invalid(errRouteNotFound, "no route %s %s", r.Method, r.URL.Path)
@@ -101,7 +101,7 @@ func New(cfg Config) *API {
 	client.Get("/keys/{id}", a.handle(a.getKey))
 	client.Head("/keys/{id}", a.handle(a.headKey))
 	admin.Delete("/keys/{id}", a.handle(a.deleteKey))
-	client.Put("/keys/{id}", a.handle(onLease(a.store.Release)))
+	client.Put("/keys/{id}", a.handle(a.releaseKey))
 	client.Put("/keys/{id}/keepalive", a.handle(onLease(a.store.KeepAlive)))
 	client.Put("/keepalive/{id}", a.handle(onLease(a.store.KeepAlive)))
 
@@ -112,6 +112,7 @@ func New(cfg Config) *API {
 	admin.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
 	admin.Get("/reports/key-activity", a.handle(a.report("key-activity")))
 	admin.Get("/reports/utilisation", a.handle(a.report("utilisation")))
+	admin.Get("/reports/key-cooldowns", a.handle(a.report("key-cooldowns")))
 
 	// The dashboard: its page and assets are public, as a browser cannot
 	// send a token when it opens a page; what it reads beyond the key API

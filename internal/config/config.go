@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
 
 // Config is the server's whole configuration.
@@ -117,6 +119,12 @@ type Config struct {
 
 	// Access control and the limits of the HTTP server: see access.go.
 	Access
+
+	// Secrets seals the credentials keys carry: the current encryption key
+	// (SECRET_KEY or SECRET_KEY_FILE) and older ones that must still
+	// decrypt (SECRET_KEYS_OLD or SECRET_KEYS_OLD_FILE). Defaults to none:
+	// keys with secrets are refused. See secrets.go.
+	Secrets *secrets.Keyring
 }
 
 // The defaults of the settings, in the order of Config's fields. They are
@@ -330,8 +338,10 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 		cfg.CORSOrigins = append(cfg.CORSOrigins, origin)
 	}
 	errs = append(errs, access.apply(&cfg, env)...)
-	if len(errs) > 0 {
-		return Config{}, errors.Join(errs...)
+	cfg.Secrets, err = LoadSecrets(getenv)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }

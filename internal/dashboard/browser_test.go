@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -183,6 +184,37 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.waitFor("back on the first page", `document.getElementById('page-info').textContent === 'Page 1 · 20 keys'
 			&& document.getElementById('page-prev').disabled`)
 		require.Equal(t, page1, ids())
+		b.requireNoProblems()
+	})
+	t.Run("cooldowns", func(t *testing.T) {
+		r := servertest.Start(t, servertest.Options{})
+		call := func(method, path string) map[string]any {
+			var body io.Reader
+			if method == http.MethodPost {
+				body = strings.NewReader(`{"count": 2}`)
+			}
+			req, err := http.NewRequest(method, r.URL+path, body)
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			var answer map[string]any
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&answer))
+			require.Less(t, resp.StatusCode, 300, "%s %s: %v", method, path, answer)
+			return answer
+		}
+		call("POST", "/keys?pool=cool")
+		held := call("GET", "/keys?pool=cool")
+		id := held["keyId"].(string)
+		call("PUT", "/keys/"+id+"?cooldown=1h&lease="+held["leaseToken"].(string))
+
+		b := browser.open(t, r.URL+"/#pool=cool")
+		b.waitFor("the cooled key leads the cooldowns", `document.querySelectorAll('#cooldowns-body tr').length === 1
+			&& document.querySelector('#cooldowns-body code').title === '`+id+`'
+			&& document.getElementById('cooldowns-empty').hidden`)
+		b.waitFor("its row says it cools down", `document.querySelector('#keys-body tr[data-key-id="`+id+`"]').dataset.state === 'cooling'`)
+		require.Equal(t, "1", b.eval(`document.querySelector('#cooldowns-body td').textContent`))
 		b.requireNoProblems()
 	})
 }

@@ -244,4 +244,19 @@ var All = []Report{
 			return rows, err
 		},
 	},
+	{
+		Name:    "key-cooldowns",
+		Source:  "key_cooldowns_hourly",
+		Summary: "per pool and hour: the keys released with a cooldown, most cooldowns first, with their total and longest cooldown in seconds",
+		Columns: columns("pool", "pool", "hour", "hour", "key_id", "keyId", "cooldowns", "cooldowns",
+			"total_seconds", "totalSeconds", "max_seconds", "maxSeconds"),
+		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
+			cooldowns, err := s.KeyCooldowns(ctx, p.From, p.To, p.Pool)
+			rows := make([][]any, len(cooldowns))
+			for i, c := range cooldowns {
+				rows[i] = []any{c.Pool, c.Hour, c.KeyID.String(), c.Cooldowns, c.TotalSeconds, c.MaxSeconds}
+			}
+			return rows, err
+		},
+	},
 }

@@ -119,6 +119,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 		ReportStatementTimeout: cfg.ReportStatementTimeout,
 		OnLeasesEnded:          m.ObserveLeasesEnded,
 		TracerProvider:         s.tracerProvider,
+		Secrets:                cfg.Secrets,
 	})
 	s.store = st
 	if err = s.store.CheckIndexes(ctx); err != nil {

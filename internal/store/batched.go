@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
@@ -19,6 +21,8 @@ type leaseRequest struct {
 	token *int64
 	// caller is the span of the request, linked from the batch's.
 	caller trace.SpanContext
+	// cooldown, for a release: how long the key stays unclaimable after it.
+	cooldown time.Duration
 }
 
 // leaseCallers yields the spans of the requests of a batch.
@@ -49,10 +53,21 @@ func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (K
 	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
-func (s *Store) runClaims(ctx context.Context, pool string, reqs []trace.SpanContext) []batch.Result[Key] {
+// ReleaseWithCooldown is Release, but the key released stays out of every
+// claim until the cooldown (at most MaxCooldown) has passed; the background
+// job then makes it claimable again and wakes waiting clients. A free key
+// is returned unchanged, as by Release.
+func (s *Store) ReleaseWithCooldown(ctx context.Context, id uuid.UUID, leaseToken *int64, cooldown time.Duration) (Key, error) {
+	if cooldown < 0 || cooldown > MaxCooldown {
+		return Key{}, fmt.Errorf("%w: %s is not between 0 and %s", ErrInvalidCooldown, cooldown, MaxCooldown)
+	}
+	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, cooldown: cooldown, caller: trace.SpanContextFromContext(ctx)})
+}
+
+func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.SpanContext) []batch.Result[Key] {
 	ctx, span := s.startBatch(ctx, "store.ClaimBatch", slices.Values(reqs))
 	defer span.End()
-	keys, err := s.ClaimMany(ctx, pool, len(reqs))
+	keys, err := s.ClaimManyLabelled(ctx, target.pool, len(reqs), target.labelList())
 	results := make([]batch.Result[Key], len(reqs))
 	for i := range results {
 		switch {
@@ -99,9 +114,9 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 	for _, row := range rows {
 		kept[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
-			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
-			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
+			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.ExtendedLeaseToken}
 	}
 	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
@@ -117,8 +132,12 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	ids, tokens := leaseArgs(reqs)
+	cooldowns := make([]float64, len(reqs))
+	for i, req := range reqs {
+		cooldowns[i] = req.cooldown.Seconds()
+	}
 	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyReleaseManyRow, error) {
-		return s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens})
+		return s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens, CooldownSeconds: cooldowns})
 	})
 	if err != nil {
 		return failAll[Key](len(reqs), classify(err))
@@ -134,9 +153,9 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	for _, row := range rows {
 		released[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
-			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
-			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
+			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.EndedLeaseToken}
 	}
 	return s.settle(ctx, reqs, released, func(req leaseRequest, current Key) (Key, error) {

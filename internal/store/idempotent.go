@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 
 	"github.com/jackc/pgx/v5"
 
@@ -39,7 +38,10 @@ const idempotentTries = 3
 // was lost in any way (a cut connection, a 503 after the commit) is always
 // found by the repeat. Such claims bypass the batching of Claim: each needs
 // a transaction of its own.
-func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string) (key Key, replayed bool, err error) {
+//
+// With labels, the claim takes only a key that carries every one; a repeat
+// answers the recorded lease whatever labels it names.
+func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key Key, replayed bool, err error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	for try := 1; ; try++ {
@@ -48,7 +50,7 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 		if !errors.Is(err, errNoClaimRecorded) {
 			return key, err == nil, err
 		}
-		key, err = retryConflicts(ctx, func() (Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey) })
+		key, err = retryConflicts(ctx, func() (Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey, labels) })
 		switch {
 		case err == nil:
 			return key, false, nil
@@ -88,7 +90,7 @@ func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) 
 	case !row.Current:
 		return Key{}, ErrIdempotencyKeyReused
 	}
-	return Key{
+	key := Key{
 		ID:              row.ID,
 		Pool:            *row.Pool,
 		CreatedAt:       *row.CreatedAt,
@@ -98,14 +100,20 @@ func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) 
 		LeaseToken:      row.LeaseToken,
 		BlockedAt:       row.BlockedAt,
 		LeaseExpiresAt:  row.LeaseExpiresAt,
-	}, nil
+		Labels:          decodeLabels(row.Labels),
+		CoolingUntil:    row.CoolingUntil,
+	}
+	if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
+		return Key{}, err
+	}
+	return key, nil
 }
 
 // claimAndRecord claims one key and records its lease under the
 // idempotency key, in one transaction: both commit, or neither does. It
 // returns ErrNoFreeKey, or errClaimRecorded when another request with the
 // same key recorded a claim first; its own claim is then rolled back.
-func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string, labels []string) (Key, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return Key{}, err
@@ -117,19 +125,18 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string)
 	if err := q.ClaimRequestLock(ctx, dbsqlc.ClaimRequestLockParams{Pool: pool, IdempotencyKey: idempotencyKey}); err != nil {
 		return Key{}, err
 	}
-	rows, err := q.KeyClaim(ctx, dbsqlc.KeyClaimParams{
-		Pool:            pool,
-		StartPosition:   rand.Float64(),
-		Max:             1,
-		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
-	})
+	rows, err := s.claimRows(ctx, q, pool, labels, 1)
 	if err != nil {
 		return Key{}, err
 	}
 	if len(rows) == 0 {
 		return Key{}, ErrNoFreeKey
 	}
-	key := fromRow(dbsqlc.KeyGetRow(rows[0]))
+	claimed, err := s.claimedKeys(rows)
+	if err != nil {
+		return Key{}, err
+	}
+	key := claimed[0]
 	recorded, err := q.ClaimRequestRecord(ctx, dbsqlc.ClaimRequestRecordParams{
 		Pool:            pool,
 		IdempotencyKey:  idempotencyKey,

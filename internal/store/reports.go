@@ -61,6 +61,17 @@ type KeyActivity struct {
 	Expired int64
 }
 
+// KeyCooldowns is how often one key of a pool was released with a cooldown
+// in one hour, and for how long in total and at most.
+type KeyCooldowns struct {
+	Pool         string
+	Hour         time.Time
+	KeyID        uuid.UUID
+	Cooldowns    int64
+	TotalSeconds float64
+	MaxSeconds   float64
+}
+
 // Utilisation is the share of one pool's key-time spent blocked in one hour.
 type Utilisation struct {
 	Pool           string
@@ -154,6 +165,23 @@ func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool stri
 	out := make([]Utilisation, len(rows))
 	for i, row := range rows {
 		out[i] = Utilisation(row)
+	}
+	return out, nil
+}
+
+// KeyCooldowns returns, per pool and hour, the keys released with a
+// cooldown, those that cooled down most first.
+func (r *Reports) KeyCooldowns(ctx context.Context, from, to time.Time, pool string) ([]KeyCooldowns, error) {
+	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyCooldownsHourlyList, dbsqlc.KeyCooldownsHourlyListParams{
+		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	out := make([]KeyCooldowns, len(rows))
+	for i, row := range rows {
+		out[i] = KeyCooldowns{Pool: row.Pool, Hour: row.Hour, KeyID: row.KeyID, Cooldowns: row.Cooldowns,
+			TotalSeconds: row.TotalSeconds, MaxSeconds: row.MaxSeconds}
 	}
 	return out, nil
 }

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
 
 // Errors returned by the store. The HTTP layer maps each to a status once.
@@ -49,6 +49,15 @@ type Key struct {
 	LeaseToken     *int64
 	BlockedAt      *time.Time
 	LeaseExpiresAt *time.Time
+	// Labels of the key, nil when it has none.
+	Labels map[string]string
+	// CoolingUntil is set while the key cools down after a release with a
+	// cooldown: no claim takes it before then.
+	CoolingUntil *time.Time
+	// Secret is the credential the key carries, decrypted: set only in the
+	// answer of a claim and of GetSecret, nil everywhere else and for keys
+	// without one.
+	Secret *string
 }
 
 // Blocked reports whether the key is held under a lease.
@@ -97,6 +106,10 @@ type Config struct {
 	// of requests, each linked to the requests it served (the statements
 	// themselves are traced by a Tracer on the pool). Defaults to none.
 	TracerProvider trace.TracerProvider
+	// Secrets seals and opens the credentials keys carry. Defaults to none:
+	// keys with secrets are refused (ErrNoEncryptionKey), and a claim of a
+	// key created with one fails.
+	Secrets *secrets.Keyring
 }
 
 // EndedLease is a lease that a statement ended.
@@ -122,7 +135,7 @@ type Store struct {
 	tracer trace.Tracer
 
 	// The requests of a batch carry their callers' spans, to be linked.
-	claims     *batch.Coalescer[string, trace.SpanContext, Key]
+	claims     *batch.Coalescer[claimTarget, trace.SpanContext, Key]
 	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
 	keepAlives *batch.Coalescer[struct{}, leaseRequest, Key]
 
@@ -155,8 +168,8 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
-	s.claims = batch.New(batch.Config[string, trace.SpanContext, Key]{
-		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ string, key Key) { s.GiveBack(key) },
+	s.claims = batch.New(batch.Config[claimTarget, trace.SpanContext, Key]{
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.GiveBack(key) },
 	})
 	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
 		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
@@ -205,24 +218,27 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 	return keys, nil
 }
 
-// Claim blocks a random free key of the pool under a new lease. Claims
-// that arrive together on this replica share one statement.
-func (s *Store) Claim(ctx context.Context, pool string) (Key, error) {
-	return s.claims.Do(ctx, pool, trace.SpanContextFromContext(ctx))
+// Claim blocks a random free key of the pool under a new lease; with
+// labels ("name=value"), one that carries every label. Claims that arrive
+// together on this replica for the same pool and labels share one
+// statement.
+func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (Key, error) {
+	return s.claims.Do(ctx, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
 }
 
 // ClaimMany blocks up to max free keys of the pool, each under its own
 // lease, in one statement. It returns ErrNoFreeKey when it finds none.
 func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
+	return s.ClaimManyLabelled(ctx, pool, max, nil)
+}
+
+// ClaimManyLabelled is ClaimMany among the keys that carry every label
+// given ("name=value"); without labels it is ClaimMany.
+func (s *Store) ClaimManyLabelled(ctx context.Context, pool string, max int, labels []string) ([]Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyClaimRow, error) {
-		return s.queries.KeyClaim(ctx, dbsqlc.KeyClaimParams{
-			Pool:            pool,
-			StartPosition:   rand.Float64(),
-			Max:             int32(max),
-			LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
-		})
+		return s.claimRows(ctx, s.queries, pool, labels, max)
 	})
 	if err != nil {
 		return nil, classify(err)
@@ -230,11 +246,7 @@ func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, err
 	if len(rows) == 0 {
 		return nil, ErrNoFreeKey
 	}
-	keys := make([]Key, len(rows))
-	for i, row := range rows {
-		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
-	}
-	return keys, nil
+	return s.claimedKeys(rows)
 }
 
 // HasFree reports whether a claim on the pool would find a key now.
@@ -394,5 +406,7 @@ func fromRow(row dbsqlc.KeyGetRow) Key {
 		LeaseToken:      row.LeaseToken,
 		BlockedAt:       row.BlockedAt,
 		LeaseExpiresAt:  row.LeaseExpiresAt,
+		Labels:          decodeLabels(row.Labels),
+		CoolingUntil:    row.CoolingUntil,
 	}
 }

@@ -36,6 +36,7 @@ type Store interface {
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
 	CleanupHorizon(ctx context.Context) (store.Horizon, error)
 	DeleteExpiredClaimRequests(ctx context.Context, max int) (int, error)
+	EndCooldowns(ctx context.Context, max int) (int, error)
 }
 
 // Config holds the sweeper's settings.
@@ -108,11 +109,14 @@ type Result struct {
 	// ClaimRequestsDeleted is how many records of idempotent claims, past
 	// their time, were deleted.
 	ClaimRequestsDeleted int
+	// CooldownsEnded is how many keys became claimable again once their
+	// cooldown was over.
+	CooldownsEnded int
 }
 
 // didWork reports whether the pass changed anything.
 func (r Result) didWork() bool {
-	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.WaitersExpired > 0 || r.HistoryDeleted > 0
+	return r.LeasesReleased > 0 || r.KeysExpired > 0 || r.WaitersExpired > 0 || r.HistoryDeleted > 0 || r.CooldownsEnded > 0
 }
 
 // Sweeper runs passes on a ticker until stopped.
@@ -173,7 +177,7 @@ func (s *Sweeper) loop(ctx context.Context) {
 				"keys_expired", result.KeysExpired, "waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		case result.didWork():
 			s.cfg.Logger.Info("sweep", "leases_released", result.LeasesReleased, "keys_expired", result.KeysExpired,
-				"waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
+				"cooldowns_ended", result.CooldownsEnded, "waiters_expired", result.WaitersExpired, "history_deleted", result.HistoryDeleted)
 		}
 		if s.cfg.OnPass != nil {
 			s.cfg.OnPass(result)
@@ -229,6 +233,10 @@ func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
 	var err error
 	result.LeasesReleased, err = s.drainParallel(ctx, s.store.ReleaseEndedLeases, s.cfg.LeaseWorkers)
+	result.Err = errors.Join(result.Err, err)
+	// Right after the leases: a cooldown that is over makes a key
+	// claimable, and its statement wakes the clients waiting for one.
+	result.CooldownsEnded, err = s.drain(ctx, s.store.EndCooldowns, time.Time{})
 	result.Err = errors.Join(result.Err, err)
 	result.KeysExpired, err = s.drain(ctx, s.store.DeleteExpired, time.Time{})
 	result.Err = errors.Join(result.Err, err)

@@ -19,6 +19,9 @@
   // (the pool counts call keys expiring within a minute "expiring soon").
   const LEASE_SOON_MS = 10000;
   const KEY_SOON_MS = 60000;
+  // The cooldowns table: the keys that cooled down most in the last hours.
+  const COOLDOWN_HOURS = 24;
+  const COOLDOWN_TOP = 10;
   const POOL_NAME = /^[A-Za-z0-9._-]{1,64}$/;
   const SVG = 'http://www.w3.org/2000/svg';
 
@@ -38,6 +41,7 @@
     stats: null,
     minutes: [],
     durations: null,
+    cooldowns: [],
     page: { after: '', previous: [], keys: [], nextAfter: null },
     tokens: readStored('leaseTokens', {}),
     lastLease: null,
@@ -177,11 +181,53 @@
     drawDurations();
   }
 
+  // loadCooldowns reads the key-cooldowns report of the last day and keeps
+  // the keys that cooled down most, over all its hours.
+  async function loadCooldowns() {
+    const pool = state.pool;
+    const from = new Date(serverNow() - COOLDOWN_HOURS * 3600 * 1000).toISOString();
+    const data = await api('GET', '/reports/key-cooldowns?pool=' + enc(pool) + '&from=' + enc(from));
+    if (pool !== state.pool) return;
+    const byKey = new Map();
+    for (const row of data.rows) {
+      const k = byKey.get(row.keyId) || { keyId: row.keyId, cooldowns: 0, totalSeconds: 0, maxSeconds: 0 };
+      k.cooldowns += row.cooldowns;
+      k.totalSeconds += row.totalSeconds;
+      k.maxSeconds = Math.max(k.maxSeconds, row.maxSeconds);
+      byKey.set(row.keyId, k);
+    }
+    state.cooldowns = [...byKey.values()]
+      .sort((a, b) => b.cooldowns - a.cooldowns || b.totalSeconds - a.totalSeconds)
+      .slice(0, COOLDOWN_TOP);
+    renderCooldowns();
+  }
+
+  function renderCooldowns() {
+    const body = $('cooldowns-body');
+    body.replaceChildren(...state.cooldowns.map((k) => {
+      const row = document.createElement('tr');
+      const key = document.createElement('th');
+      key.scope = 'row';
+      const id = document.createElement('code');
+      id.textContent = k.keyId.slice(0, 8);
+      id.title = k.keyId;
+      key.append(id);
+      const cells = [String(k.cooldowns), duration(k.totalSeconds * 1000), duration(k.maxSeconds * 1000)].map((text) => {
+        const td = document.createElement('td');
+        td.textContent = text;
+        return td;
+      });
+      row.append(key, ...cells);
+      return row;
+    }));
+    $('cooldowns-empty').hidden = state.cooldowns.length > 0;
+  }
+
   // refresh reads everything the page shows; full also reads the whole hour
-  // of activity and the lease durations.
+  // of activity, the lease durations and the cooldowns.
   async function refresh(full) {
     const jobs = [loadStats(), loadKeys(), loadActivity(full)];
-    if (full) jobs.push(loadDurations());
+    if (full) jobs.push(loadDurations(), loadCooldowns());
     const results = await Promise.allSettled(jobs);
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) {
@@ -232,7 +278,9 @@
       state.page = { after: '', previous: [], keys: [], nextAfter: null };
       state.minutes = [];
       state.durations = null;
+      state.cooldowns = [];
       renderKeys();
+      renderCooldowns();
     }
     if (state.stats) renderPools();
     refresh(true).then(schedule);
@@ -363,10 +411,12 @@
     const lease = state.tokens[k.keyId];
     if (lease && (!k.isBlocked || k.blockedAt !== lease.blockedAt)) rememberToken(k.keyId, null);
     const token = tokenOf(k.keyId);
-    row.dataset.state = k.isBlocked ? 'blocked' : 'free';
+    const cooling = !k.isBlocked && k.coolingUntil && Date.parse(k.coolingUntil) > serverNow();
+    row.dataset.state = k.isBlocked ? 'blocked' : cooling ? 'cooling' : 'free';
     row.classList.toggle('yours', !!token);
     const badge = row.querySelector('.c-state');
-    badge.textContent = k.isBlocked ? (token ? 'blocked · yours' : 'blocked') : 'free';
+    badge.textContent = k.isBlocked ? (token ? 'blocked · yours' : 'blocked')
+      : cooling ? 'cooling until ' + clock(new Date(k.coolingUntil)) : 'free';
     const created = row.querySelector('.c-created');
     created.textContent = clock(new Date(k.createdAt));
     created.title = k.createdAt;
@@ -455,6 +505,8 @@
   function getKey() {
     return act('Getting a key', async () => {
       const key = await api('GET', '/keys?pool=' + enc(state.pool));
+      // The page never shows a key's secret, nor keeps it.
+      delete key.secret;
       rememberToken(key.keyId, key.leaseToken, key.blockedAt);
       state.lastLease = key;
       showLease();

@@ -1,0 +1,271 @@
+package store_test
+
+import (
+	"crypto/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+func newKeyring(t *testing.T, older ...[]byte) (*secrets.Keyring, []byte) {
+	t.Helper()
+	raw := make([]byte, secrets.KeySize)
+	_, err := rand.Read(raw)
+	require.NoError(t, err)
+	kr, err := secrets.New(raw, older...)
+	require.NoError(t, err)
+	return kr, raw
+}
+
+func TestSecretsSealedAndHandedOutOnlyToTheHolder(t *testing.T) {
+	t.Parallel()
+	kr, _ := newKeyring(t)
+	b := setup(t, store.Config{Secrets: kr})
+
+	created, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-one", Labels: map[string]string{"tier": "paid"}}})
+	require.NoError(t, err)
+	require.Len(t, created, 1)
+	require.Nil(t, created[0].Secret, "creation never answers the secret")
+	require.Equal(t, map[string]string{"tier": "paid"}, created[0].Labels)
+
+	// Stored sealed: neither the plaintext nor anything but the ciphertext.
+	var stored []byte
+	var keyID string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT secret_ciphertext, secret_key_id FROM keys WHERE id = $1", created[0].ID).Scan(&stored, &keyID))
+	require.NotContains(t, string(stored), "sk-one")
+	require.Equal(t, kr.CurrentID(), keyID)
+
+	got, err := b.store.Get(b.ctx, created[0].ID)
+	require.NoError(t, err)
+	require.Nil(t, got.Secret, "a plain read never carries the secret")
+
+	claimed, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	require.NotNil(t, claimed.Secret)
+	require.Equal(t, "sk-one", *claimed.Secret)
+
+	withToken, err := b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken)
+	require.NoError(t, err)
+	require.Equal(t, "sk-one", *withToken.Secret)
+	_, err = b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken+1)
+	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+
+	_, err = b.store.Release(b.ctx, claimed.ID, claimed.LeaseToken)
+	require.NoError(t, err)
+	_, err = b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken)
+	require.ErrorIs(t, err, store.ErrLeaseMismatch, "an ended lease no longer reads the secret")
+
+	// A ciphertext moved to another row does not open there.
+	other, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-two"}})
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE keys SET secret_ciphertext = $1 WHERE id = $2", stored, other[0].ID)
+	require.NoError(t, err)
+	_, err = b.store.Claim(b.ctx, "p")
+	require.ErrorIs(t, err, store.ErrSecretUnavailable)
+}
+
+func TestSecretsRefusedWithoutKeyAndDuplicates(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	_, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Labels: map[string]string{"a": "b"}}, {Secret: "sk"}})
+	require.ErrorIs(t, err, store.ErrNoEncryptionKey)
+	var n int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM keys").Scan(&n))
+	require.Zero(t, n, "nothing stored")
+
+	oldKR, oldRaw := newKeyring(t)
+	old := setup(t, store.Config{Secrets: oldKR})
+	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
+	require.NoError(t, err)
+	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-new"}, {Secret: "sk-dup"}})
+	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-x"}, {Secret: "sk-x"}})
+	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	_, err = old.store.CreateKeys(old.ctx, "other", []store.NewKey{{Secret: "sk-dup"}})
+	require.NoError(t, err, "another pool may carry the same secret")
+
+	// After a rotation, rows sealed under the old key still count as
+	// duplicates of a secret sealed under the new one.
+	newKR, _ := newKeyring(t, oldRaw)
+	rotated := store.New(old.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: newKR})
+	_, err = rotated.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
+	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	require.NoError(t, old.pool.QueryRow(old.ctx, "SELECT count(*) FROM keys WHERE pool = 'p'").Scan(&n))
+	require.Equal(t, 1, n)
+
+	// Rotation reseals under the new key, resumably in batches; then the
+	// new key alone opens every secret.
+	resealed, last, err := rotated.ResealBatch(old.ctx, oldKR.CurrentID(), 1)
+	require.NotEqual(t, uuid.Nil, last)
+	require.NoError(t, err)
+	require.Equal(t, 1, resealed)
+	resealed, _, err = rotated.ResealBatch(old.ctx, oldKR.CurrentID(), 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, resealed)
+	resealed, _, err = rotated.ResealBatch(old.ctx, oldKR.CurrentID(), 10)
+	require.NoError(t, err)
+	require.Zero(t, resealed)
+	var ids []string
+	require.NoError(t, old.pool.QueryRow(old.ctx, "SELECT array_agg(DISTINCT secret_key_id) FROM keys").Scan(&ids))
+	require.Equal(t, []string{newKR.CurrentID()}, ids)
+	onlyNew := store.New(old.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: newKR.WithoutOlder()})
+	k, err := onlyNew.Claim(old.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, "sk-dup", *k.Secret)
+	_, err = onlyNew.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
+	require.ErrorIs(t, err, store.ErrDuplicateSecret, "the re-digested row still catches the duplicate")
+}
+
+func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	var keys []store.NewKey
+	for i := range 60 {
+		labels := map[string]string{"tier": "free"}
+		if i%3 == 0 {
+			labels = map[string]string{"tier": "paid", "region": "eu"}
+		} else if i%3 == 1 {
+			labels = map[string]string{"tier": "paid", "region": "us"}
+		}
+		keys = append(keys, store.NewKey{Labels: labels})
+	}
+	_, err := b.store.CreateKeys(b.ctx, "p", keys)
+	require.NoError(t, err)
+	_, err = b.store.Create(b.ctx, "p", 20)
+	require.NoError(t, err)
+
+	// 20 clients at once claim paid EU keys: each gets a distinct one, all
+	// matching, and the 21st finds none.
+	var mu sync.Mutex
+	seen := map[uuid.UUID]bool{}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := b.store.Claim(b.ctx, "p", "region=eu", "tier=paid")
+			if !assertNoError(t, err) {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, "paid", k.Labels["tier"])
+			require.Equal(t, "eu", k.Labels["region"])
+			require.False(t, seen[k.ID], "a key handed out twice")
+			seen[k.ID] = true
+		}()
+	}
+	wg.Wait()
+	require.Len(t, seen, 20)
+	_, err = b.store.Claim(b.ctx, "p", "region=eu", "tier=paid")
+	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	_, err = b.store.Claim(b.ctx, "p", "tier=gold")
+	require.ErrorIs(t, err, store.ErrNoFreeKey)
+
+	// A released labelled key is claimable by label again.
+	var one uuid.UUID
+	for id := range seen {
+		one = id
+		break
+	}
+	_, err = b.store.Release(b.ctx, one, nil)
+	require.NoError(t, err)
+	again, err := b.store.Claim(b.ctx, "p", "tier=paid", "region=eu")
+	require.NoError(t, err)
+	require.Equal(t, one, again.ID)
+
+	// Plain claims take any key, labelled or not, and a labelled key so
+	// claimed is no longer claimable by label.
+	all, err := b.store.ClaimMany(b.ctx, "p", 100)
+	require.NoError(t, err)
+	require.Len(t, all, 60, "80 keys, 20 held")
+	_, err = b.store.Claim(b.ctx, "p", "tier=free")
+	require.ErrorIs(t, err, store.ErrNoFreeKey)
+}
+
+func assertNoError(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Error(err)
+		return false
+	}
+	return true
+}
+
+func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	created, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Labels: map[string]string{"tier": "paid"}}})
+	require.NoError(t, err)
+	k, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, created[0].ID, k.ID)
+
+	_, err = b.store.ReleaseWithCooldown(b.ctx, k.ID, k.LeaseToken, 25*time.Hour)
+	require.ErrorIs(t, err, store.ErrInvalidCooldown)
+	cooling, err := b.store.ReleaseWithCooldown(b.ctx, k.ID, k.LeaseToken, 400*time.Millisecond)
+	require.NoError(t, err)
+	require.False(t, cooling.Blocked())
+	require.NotNil(t, cooling.CoolingUntil)
+
+	counts, err := b.store.CountPool(b.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, int64(0), counts.Blocked, "a cooling key is under no lease")
+	free, err := b.store.HasFree(b.ctx, "p")
+	require.NoError(t, err)
+	require.False(t, free)
+
+	// Never cut short: claims and the background job leave it alone until
+	// its time has come.
+	for time.Now().Before(cooling.CoolingUntil.Add(-100 * time.Millisecond)) {
+		_, err = b.store.Claim(b.ctx, "p")
+		require.ErrorIs(t, err, store.ErrNoFreeKey)
+		_, err = b.store.Claim(b.ctx, "p", "tier=paid")
+		require.ErrorIs(t, err, store.ErrNoFreeKey)
+		n, err := b.store.EndCooldowns(b.ctx, 10)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Eventually(t, func() bool {
+		n, err := b.store.EndCooldowns(b.ctx, 10)
+		require.NoError(t, err)
+		return n == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	var ended time.Time
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT now()").Scan(&ended))
+	require.False(t, ended.Before(*cooling.CoolingUntil))
+
+	again, err := b.store.Claim(b.ctx, "p", "tier=paid")
+	require.NoError(t, err)
+	require.Equal(t, k.ID, again.ID)
+	require.Nil(t, again.CoolingUntil)
+
+	// History records the cooldown with its length.
+	var cooldown time.Duration
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT extract(epoch FROM cooldown)::float8 * 1e9 FROM key_events WHERE key_id = $1 AND event = 'released'", k.ID).Scan(&cooldown))
+	require.InDelta(t, float64(400*time.Millisecond), float64(cooldown), float64(time.Millisecond))
+	counts, err = b.store.CountPool(b.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), counts.Blocked, "claimed again")
+	require.Equal(t, int64(1), counts.Keys)
+
+	// Deleting a cooling key leaves the counts right.
+	_, err = b.store.ReleaseWithCooldown(b.ctx, again.ID, again.LeaseToken, time.Hour)
+	require.NoError(t, err)
+	_, err = b.store.Delete(b.ctx, again.ID)
+	require.NoError(t, err)
+	counts, err = b.store.CountPool(b.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, store.PoolCounts{Pool: "p"}, counts)
+	var labelRows int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM key_labels").Scan(&labelRows))
+	require.Zero(t, labelRows, "a deleted key's labels go with it")
+}
