@@ -144,6 +144,23 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 	require.InDelta(t, 0.6, seconds, 0.05, "two leases of 300 ms")
 }
 
+// A release with a cooldown counts as a release and as a cooldown of its
+// pool; one without counts as a release only.
+func TestCooldownsAreCountedPerPool(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{})
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=c", `{"count": 2}`).status)
+	cooled := do(t, "GET", s.url+"/keys?pool=c", "")
+	plain := do(t, "GET", s.url+"/keys?pool=c", "")
+	require.Equal(t, http.StatusOK, cooled.status)
+	require.Equal(t, http.StatusOK, plain.status)
+	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+cooled.str("keyId")+"?lease="+cooled.str("leaseToken")+"&cooldown=30s", "").status)
+	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+plain.str("keyId")+"?lease="+plain.str("leaseToken"), "").status)
+	text := scrape(t, s.url)
+	require.Contains(t, text, `tokenorchestrator_cooldowns_total{pool="c"} 1`+"\n")
+	require.Contains(t, text, `tokenorchestrator_releases_total{pool="c"} 2`+"\n")
+}
+
 func scrape(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url + "/metrics")

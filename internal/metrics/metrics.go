@@ -246,6 +246,9 @@ func (m *Metrics) ObserveLeasesEnded(ended []store.EndedLease) {
 			counter, label = m.leaseExpiries, "expired"
 		}
 		counter.WithLabelValues(m.pools.label(e.Pool)).Inc()
+		if e.Cooldown {
+			m.ObserveCooldown(e.Pool)
+		}
 		if e.Duration >= 0 {
 			m.leaseDuration.WithLabelValues(label).Observe(e.Duration.Seconds())
 		}

@@ -145,7 +145,7 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	if s.cfg.OnLeasesEnded != nil && len(rows) > 0 {
 		ended := make([]EndedLease, len(rows))
 		for i, row := range rows {
-			ended[i] = EndedLease{Pool: row.Pool, Duration: secondsToDuration(row.EndedLeaseSeconds)}
+			ended[i] = EndedLease{Pool: row.Pool, Duration: secondsToDuration(row.EndedLeaseSeconds), Cooldown: row.CoolingUntil != nil}
 		}
 		s.cfg.OnLeasesEnded(ended)
 	}

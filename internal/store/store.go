@@ -121,6 +121,9 @@ type EndedLease struct {
 	// Duration is how long the lease lasted by the database clock: from its
 	// assignment to its release, or to its deadline when it expired.
 	Duration time.Duration
+	// Cooldown: released with a cooldown, so no claim takes the key before
+	// it ends.
+	Cooldown bool
 }
 
 // Store runs the key pool's statements.
