@@ -37,6 +37,19 @@ export interface paths {
          *     idempotent claim tries again until a key is claimed or the wait is
          *     over, a quarter of a second apart at most. Without the header a
          *     claim is not safe to repeat: each one leases a key.
+         *
+         *     **Labels.** With `label=name=value` (repeatable, at most 16), only a
+         *     free key that carries every label is claimed, still at random and
+         *     in O(log n): the claim walks the index of the first label's
+         *     claimable keys from a random position and checks the other labels
+         *     on each key it finds, so name the most selective label first. A
+         *     claim with labels and `wait` tries again until a key is claimed or
+         *     the wait is over, a quarter of a second apart at most. A key
+         *     cooling down is never claimed before its `coolingUntil`.
+         *
+         *     **Secrets.** The answer carries the key's `secret` when it has one:
+         *     this answer, its idempotent repeats and `GET /keys/{id}` with the
+         *     lease's token are the only places a secret is ever shown.
          */
         get: operations["assignKey"];
         put?: never;
@@ -67,12 +80,29 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** A key's state */
+        /**
+         * A key's state
+         * @description The key. With the current lease's token (`If-Match` or `lease`), and
+         *     while that lease runs, the answer also carries the key's `secret`;
+         *     another token answers `409 lease_mismatch`.
+         */
         get: operations["getKey"];
         /**
          * Unblock a key
          * @description Ends the key's lease: the key is free again at once. Idempotent on a
          *     free key, which answers 200 whatever the token.
+         *
+         *     With a `cooldown` (query, or body `{"cooldown": "30s"}`; at most 24
+         *     hours), the key is released but no claim takes it before the
+         *     cooldown is over (`coolingUntil`): the holder of a rate-limited key
+         *     gives it back this way. The background job makes it claimable again
+         *     once the time has come and wakes the clients waiting for a key of
+         *     the pool. While it cools, the key is under no lease: `HEAD /keys`
+         *     and `/stats` count it as free (`X-Pool-Free`), as history does, but
+         *     `X-Pool-Available` says whether a claim would find a key now, and a
+         *     pool whose only free keys cool answers `false`. History records the cooldown
+         *     and its length (`key_events.cooldown`). A cooldown on a free key
+         *     changes nothing.
          */
         put: operations["releaseKey"];
         post?: never;
@@ -289,6 +319,37 @@ export interface paths {
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["keyActivityReport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/reports/key-cooldowns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The keys that cool down most, per pool and hour
+         * @description Per pool, UTC hour and key: how often the key was released with a
+         *     cooldown (`PUT /keys/{id}?cooldown=`), and the total and longest
+         *     cooldown in seconds. Every hour that overlaps `[from, to)` is shown
+         *     whole; keys without cooldowns are left out. Rows are in the order of
+         *     pool, then hour, then most cooldowns first: the keys a third party
+         *     rate-limits most lead their hour. Read from the view
+         *     `key_cooldowns_hourly`.
+         *
+         *     Any parameter other than those below, or one given twice, is refused
+         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
+         *     or reversed range, or one longer than 31 days, answers `400
+         *     invalid_report_parameters`. Nothing is read from the database then.
+         */
+        get: operations["keyCooldownsReport"];
         put?: never;
         post?: never;
         delete?: never;
@@ -586,11 +647,50 @@ export interface components {
          * @example 42
          */
         LeaseToken: string;
+        /**
+         * @description `count` and `keys` are exclusive. A body that lists `keys` may be up
+         *     to 16 MiB; any other body at most 64 KiB.
+         */
         CreateKeysRequest: {
             /** @description How many keys to create; the answer is then a batch. */
             count?: number;
             pool?: components["schemas"]["PoolName"];
+            /**
+             * @description The keys to create, each with an optional secret (the credential
+             *     it stands for, encrypted at rest, never echoed) and labels. The
+             *     answer is a batch, in the order listed. Secrets need an
+             *     encryption key on the server (`SECRET_KEY`), else `400
+             *     secrets_not_configured`; a secret that a key of the pool already
+             *     carries, or one listed twice, is `409 duplicate_secret`. Either
+             *     way nothing is stored.
+             */
+            keys?: components["schemas"]["NewKey"][];
         };
+        NewKey: {
+            /** @description The credential; at most 4096 bytes. */
+            secret?: string;
+            labels?: components["schemas"]["Labels"];
+        };
+        /**
+         * @description Labels of a key, name to value (at most 16). Names are 1 to 63
+         *     letters, digits, `.`, `_`, `/` or `-`.
+         */
+        Labels: {
+            [key: string]: string;
+        };
+        ReleaseRequest: {
+            /**
+             * @description As the `cooldown` query parameter; both must agree when both are given.
+             * @example 30s
+             */
+            cooldown?: string;
+        };
+        /**
+         * @description The credential the key stands for. Shown only to the holder of the
+         *     current lease: in the claim's answer and in `GET /keys/{id}` with
+         *     the lease's token.
+         */
+        Secret: string;
         /** @description A key. Its lease token is shown only to the client it was assigned to. */
         Key: {
             keyId: components["schemas"]["KeyId"];
@@ -602,6 +702,9 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
+            secret?: components["schemas"]["Secret"];
             /** Format: int64 */
             timesAssigned: number;
         };
@@ -616,6 +719,9 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["Time"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
+            secret?: components["schemas"]["Secret"];
             /** Format: int64 */
             timesAssigned: number;
             leaseToken: components["schemas"]["LeaseToken"];
@@ -630,6 +736,8 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
             /** Format: int64 */
             timesAssigned: number;
             /** @enum {boolean} */
@@ -684,7 +792,7 @@ export interface components {
             expiringWithinMinute: number;
         };
         /** @enum {string} */
-        ReportName: "leases" | "lease-activity" | "lease-durations" | "key-activity" | "utilisation";
+        ReportName: "leases" | "lease-activity" | "lease-durations" | "key-activity" | "utilisation" | "key-cooldowns";
         /** @description The history reports, and the parameters they take. */
         ReportCatalogue: {
             /** @description Every report, in the order of the catalogue. */
@@ -699,7 +807,7 @@ export interface components {
              * @description Where the report is served, `/reports/<name>`.
              * @enum {string}
              */
-            path: "/reports/leases" | "/reports/lease-activity" | "/reports/lease-durations" | "/reports/key-activity" | "/reports/utilisation";
+            path: "/reports/leases" | "/reports/lease-activity" | "/reports/lease-durations" | "/reports/key-activity" | "/reports/utilisation" | "/reports/key-cooldowns";
             /**
              * @description The SQL view or function the report reads.
              * @example lease_activity_hourly
@@ -896,6 +1004,43 @@ export interface components {
             expired: number;
         };
         /**
+         * @description The key-cooldowns report: the range covered, with the defaults filled
+         *     in (`from` and `to`), the pool asked for or null for every pool, and a
+         *     row per pool, hour and key.
+         */
+        KeyCooldownsReport: {
+            source: components["schemas"]["ReportSource"];
+            replayLagSeconds: components["schemas"]["ReplayLagSeconds"];
+            /** @enum {string} */
+            report: "key-cooldowns";
+            from: components["schemas"]["Time"];
+            to: components["schemas"]["Time"];
+            pool: components["schemas"]["NullablePoolName"];
+            /** @description By pool, then hour, then most cooldowns first. */
+            rows: components["schemas"]["KeyCooldownsRow"][];
+        };
+        /** @description One key's cooldowns in one hour. */
+        KeyCooldownsRow: {
+            pool: components["schemas"]["PoolName"];
+            hour: components["schemas"]["Hour"];
+            keyId: components["schemas"]["KeyId"];
+            /**
+             * Format: int64
+             * @description Releases of the key with a cooldown.
+             */
+            cooldowns: number;
+            /**
+             * Format: double
+             * @description The sum of those cooldowns, in seconds.
+             */
+            totalSeconds: number;
+            /**
+             * Format: double
+             * @description The longest of them, in seconds.
+             */
+            maxSeconds: number;
+        };
+        /**
          * @description The utilisation report: the range covered, with the defaults filled
          *     in (`from` and `to`), the pool asked for or null for every pool, and a
          *     row per pool and hour.
@@ -946,7 +1091,7 @@ export interface components {
              * @description What went wrong, for programs; stable.
              * @enum {string}
              */
-            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
+            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
             /** @description The path of the request. */
             instance?: string;
             /** @description Identifies the request in the server's logs. */
@@ -1015,7 +1160,7 @@ export interface components {
                 "application/json": components["schemas"]["Status"];
             };
         };
-        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`); nothing was changed. */
+        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`), or secrets were sent to a server without an encryption key (`secrets_not_configured`); nothing was changed. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -1031,7 +1176,7 @@ export interface components {
             };
             content?: never;
         };
-        /** @description The body is larger than 64 KiB (`body_too_large`). */
+        /** @description The body is larger than 64 KiB, or, for a POST /keys that lists keys, 16 MiB (`body_too_large`). */
         BodyTooLarge: {
             headers: {
                 [name: string]: unknown;
@@ -1082,6 +1227,18 @@ export interface components {
         };
         /** @description No live key has this id (`key_not_found`). */
         KeyNotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description A key of the pool already carries one of the secrets listed, or the
+         *     request lists one twice (`duplicate_secret`). Nothing was stored.
+         */
+        DuplicateSecret: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1194,6 +1351,18 @@ export interface components {
         IdempotencyKey: string;
         /** @description The lease token, quoted: `"42"`. */
         IfMatch: string;
+        /**
+         * @description A label the claimed key must carry, as `name=value` (repeatable, at
+         *     most 16; every one must match). Names are 1 to 63 letters, digits,
+         *     `.`, `_`, `/` or `-`; values 1 to 256 letters, digits or any of
+         *     `. _ : / @ + -`.
+         */
+        Label: string[];
+        /**
+         * @description How long the released key stays unclaimable: a duration such as
+         *     `30s` or `5m`, or a number of seconds; from 0 (none) to 24 hours.
+         */
+        Cooldown: string;
         /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
         Lease: string;
         /**
@@ -1247,6 +1416,13 @@ export interface operations {
                  *     as `30s` or `1500ms`, or a number of seconds; at most 60 seconds.
                  */
                 wait?: components["parameters"]["Wait"];
+                /**
+                 * @description A label the claimed key must carry, as `name=value` (repeatable, at
+                 *     most 16; every one must match). Names are 1 to 63 letters, digits,
+                 *     `.`, `_`, `/` or `-`; values 1 to 256 letters, digits or any of
+                 *     `. _ : / @ + -`.
+                 */
+                label?: components["parameters"]["Label"];
             };
             header?: {
                 /**
@@ -1355,6 +1531,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            409: components["responses"]["DuplicateSecret"];
             413: components["responses"]["BodyTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
@@ -1396,32 +1573,6 @@ export interface operations {
     };
     getKey: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The key's id, a UUID. Anything else names no key (404). */
-                id: components["parameters"]["KeyId"];
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The key. Its lease token is never shown here. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Key"];
-                };
-            };
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["KeyNotFound"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    releaseKey: {
-        parameters: {
             query?: {
                 /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
                 lease?: components["parameters"]["Lease"];
@@ -1438,11 +1589,56 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The key. Its lease token is never shown here; its secret only with the current lease's token. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Key"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["KeyNotFound"];
+            409: components["responses"]["LeaseMismatch"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    releaseKey: {
+        parameters: {
+            query?: {
+                /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
+                lease?: components["parameters"]["Lease"];
+                /**
+                 * @description How long the released key stays unclaimable: a duration such as
+                 *     `30s` or `5m`, or a number of seconds; from 0 (none) to 24 hours.
+                 */
+                cooldown?: components["parameters"]["Cooldown"];
+            };
+            header?: {
+                /** @description The lease token, quoted: `"42"`. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description The key's id, a UUID. Anything else names no key (404). */
+                id: components["parameters"]["KeyId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseRequest"];
+            };
+        };
+        responses: {
             200: components["responses"]["KeyState"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["KeyNotFound"];
             409: components["responses"]["LeaseMismatch"];
+            413: components["responses"]["BodyTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1775,6 +1971,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyActivityReport"];
+                };
+            };
+            400: components["responses"]["BadReportParameters"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            503: components["responses"]["ReportsUnavailable"];
+        };
+    };
+    keyCooldownsReport: {
+        parameters: {
+            query?: {
+                /**
+                 * @description The start of the range `[from, to)`: an RFC 3339 time, with a `Z` or
+                 *     an offset (escape `+` as `%2B`) and any fraction of a second. Default:
+                 *     24 hours before `to`. The range must not be empty and covers at most
+                 *     31 days.
+                 */
+                from?: components["parameters"]["ReportFrom"];
+                /**
+                 * @description The end of the range `[from, to)`, itself excluded: an RFC 3339 time,
+                 *     as `from`. Default: now.
+                 */
+                to?: components["parameters"]["ReportTo"];
+                /** @description Only this pool; every pool when not given. An empty value is refused. */
+                pool?: components["parameters"]["ReportPool"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The cooldowns per pool, hour and key. */
+            200: {
+                headers: {
+                    "X-Report-Source": components["headers"]["ReportSource"];
+                    "X-Replay-Lag-Seconds": components["headers"]["ReplayLag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyCooldownsReport"];
                 };
             };
             400: components["responses"]["BadReportParameters"];
