@@ -192,10 +192,8 @@ func completionCases() []struct {
 	line []string
 	want []string
 } {
-	var keysNames, reportNames []string
-	for _, cmd := range keysCommands {
-		keysNames = append(keysNames, cmd.name)
-	}
+	var reportNames []string
+	keyCommands := keysNames()
 	for _, r := range reports.All {
 		if strings.HasPrefix(r.Name, "le") {
 			reportNames = append(reportNames, r.Name)
@@ -207,7 +205,7 @@ func completionCases() []struct {
 	}{
 		{[]string{""}, commandNames()},
 		{[]string{"ke"}, []string{"keys"}},
-		{[]string{"keys", ""}, keysNames},
+		{[]string{"keys", ""}, keyCommands},
 		{[]string{"keys", "get", "--"}, []string{"--help", "--json", "--pool", "--server", "--timeout", "--token", "--wait"}},
 		{[]string{"keys", "get", "--pool", "p", "--w"}, []string{"--wait"}},
 		{[]string{"keys", "list", "--pool", ""}, nil},

@@ -181,7 +181,6 @@ func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string
 		fmt.Fprintln(stdout, help)
 		return exitOK
 	}
-	names := []string{"import"}
 	if args[0] == "import" {
 		// It reads a file or standard input, unlike the commands below.
 		return runKeysImport(args[1:], stdout, stderr, getenv)
@@ -190,10 +189,19 @@ func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string
 		if cmd.name == args[0] {
 			return cmd.run(args[1:], stdout, stderr, getenv)
 		}
+	}
+	fmt.Fprintf(stderr, "token-orchestrator keys: unknown command %q\n%s\n%s\n", args[0], didYouMean(args[0], keysNames()), help)
+	return exitUsage
+}
+
+// keysNames are the commands of "keys": those of keysCommands, and import,
+// which reads a file or standard input and so runs apart.
+func keysNames() []string {
+	names := make([]string, 0, len(keysCommands)+1)
+	for _, cmd := range keysCommands {
 		names = append(names, cmd.name)
 	}
-	fmt.Fprintf(stderr, "token-orchestrator keys: unknown command %q\n%s\n%s\n", args[0], didYouMean(args[0], names), help)
-	return exitUsage
+	return append(names, "import")
 }
 
 // keysWords tells completion the commands of "keys" and their flags.

@@ -241,6 +241,12 @@ func TestChart(t *testing.T) {
 			docs := render(t, helm, tc.values...)
 			allOn := tc.values != nil
 			secrets := secretData(t, docs)
+			if allOn {
+				// The encryption keys come from a Secret of the operator's
+				// own (encryption.existingSecret), never from the chart.
+				secrets["token-orchestrator-encryption/secret-key"] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+				secrets["token-orchestrator-encryption/old-keys"] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)) + "\n"
+			}
 			deployment := one(t, docs, "Deployment")
 			podSpec := get(deployment, "spec", "template", "spec")
 			podLabels := labels(get(deployment, "spec", "template", "metadata", "labels"))
@@ -309,6 +315,12 @@ func TestChart(t *testing.T) {
 			tokenFiles := mountedSecretFiles(t, podSpec, c, secrets)
 			require.Contains(t, tokenFiles, c.env["ADMIN_TOKEN_FILE"])
 			require.Contains(t, tokenFiles, c.env["CLIENT_TOKEN_FILE"])
+			if allOn {
+				require.Contains(t, tokenFiles, c.env["SECRET_KEY_FILE"])
+				require.Contains(t, tokenFiles, c.env["SECRET_KEYS_OLD_FILE"])
+			} else {
+				require.NotContains(t, c.env, "SECRET_KEY_FILE", "no encryption key unless the operator gives one")
+			}
 
 			pdb := one(t, docs, "PodDisruptionBudget")
 			require.True(t, selects(labels(get(pdb, "spec", "selector", "matchLabels")), podLabels),
@@ -400,6 +412,8 @@ func runAsPod(t *testing.T, c container, tokenFiles map[string]string, probes ma
 	require.NotEmpty(t, cfg.AdminToken)
 	require.NotEmpty(t, cfg.ClientToken)
 	require.True(t, cfg.PublicHealth)
+	_, encrypted := c.env["SECRET_KEY_FILE"]
+	require.Equal(t, encrypted, cfg.Secrets != nil, "the server reads the mounted encryption keys")
 
 	replica := servertest.Start(t, servertest.Options{Configure: func(got *config.Config) {
 		db := got.DatabaseURL

@@ -43,9 +43,11 @@ type Config struct {
 
 // Metrics is the set of collectors of one server.
 type Metrics struct {
-	registry        *prometheus.Registry
-	logger          *slog.Logger
-	pools           *poolLabels
+	registry *prometheus.Registry
+	logger   *slog.Logger
+	pools    *poolLabels
+	// dbPools collects the statistics of the pools given to WatchPool.
+	dbPools         *pgxPoolCollector
 	requests        *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
 	claims          *prometheus.CounterVec
@@ -88,6 +90,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		registry: prometheus.NewRegistry(),
 		logger:   cfg.Logger,
 		pools:    &poolLabels{max: cfg.MaxPools, seen: map[string]struct{}{}},
+		dbPools:  &pgxPoolCollector{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_http_requests_total",
 			Help: "HTTP requests by route, method and status code.",
@@ -488,12 +491,24 @@ var (
 )
 
 // WatchPool exports, at every scrape, the statistics of a connection pool
-// of this replica under the given database label.
+// of this replica under the given database label. The pools share one
+// collector: two collectors describing the same metrics would be refused
+// by the registry.
 func (m *Metrics) WatchPool(database string, pool *pgxpool.Pool) {
-	m.registry.MustRegister(&pgxPoolCollector{database: database, stat: pool.Stat})
+	m.dbPools.mu.Lock()
+	defer m.dbPools.mu.Unlock()
+	if len(m.dbPools.pools) == 0 {
+		m.registry.MustRegister(m.dbPools)
+	}
+	m.dbPools.pools = append(m.dbPools.pools, watchedPool{database: database, stat: pool.Stat})
 }
 
 type pgxPoolCollector struct {
+	mu    sync.Mutex
+	pools []watchedPool
+}
+
+type watchedPool struct {
 	database string
 	stat     func() *pgxpool.Stat
 }
@@ -507,16 +522,25 @@ func (c *pgxPoolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *pgxPoolCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.stat()
+	c.mu.Lock()
+	pools := c.pools
+	c.mu.Unlock()
+	for _, p := range pools {
+		p.collect(ch)
+	}
+}
+
+func (p watchedPool) collect(ch chan<- prometheus.Metric) {
+	s := p.stat()
 	gauge := func(state string, v int32) {
-		ch <- prometheus.MustNewConstMetric(dbConnsDesc, prometheus.GaugeValue, float64(v), c.database, state)
+		ch <- prometheus.MustNewConstMetric(dbConnsDesc, prometheus.GaugeValue, float64(v), p.database, state)
 	}
 	gauge("acquired", s.AcquiredConns())
 	gauge("idle", s.IdleConns())
 	gauge("total", s.TotalConns())
 	gauge("max", s.MaxConns())
-	ch <- prometheus.MustNewConstMetric(dbAcquiresDesc, prometheus.CounterValue, float64(s.AcquireCount()), c.database)
-	ch <- prometheus.MustNewConstMetric(dbAcquireSecondsDesc, prometheus.CounterValue, s.AcquireDuration().Seconds(), c.database)
-	ch <- prometheus.MustNewConstMetric(dbEmptyAcquiresDesc, prometheus.CounterValue, float64(s.EmptyAcquireCount()), c.database)
-	ch <- prometheus.MustNewConstMetric(dbCanceledAcquiresDesc, prometheus.CounterValue, float64(s.CanceledAcquireCount()), c.database)
+	ch <- prometheus.MustNewConstMetric(dbAcquiresDesc, prometheus.CounterValue, float64(s.AcquireCount()), p.database)
+	ch <- prometheus.MustNewConstMetric(dbAcquireSecondsDesc, prometheus.CounterValue, s.AcquireDuration().Seconds(), p.database)
+	ch <- prometheus.MustNewConstMetric(dbEmptyAcquiresDesc, prometheus.CounterValue, float64(s.EmptyAcquireCount()), p.database)
+	ch <- prometheus.MustNewConstMetric(dbCanceledAcquiresDesc, prometheus.CounterValue, float64(s.CanceledAcquireCount()), p.database)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
@@ -158,4 +159,20 @@ func gather(t *testing.T, m *metrics.Metrics, names ...string) string {
 		}
 	}
 	return b.String()
+}
+
+// Each connection pool watched, the primary's and the standby's, is
+// exported under its own database label, from one collector.
+func TestEveryWatchedPoolIsExported(t *testing.T) {
+	m := metrics.New(nil, slog.Default())
+	for _, database := range []string{"primary", "reports"} {
+		// No connection is made until one is asked for.
+		pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		m.WatchPool(database, pool)
+	}
+	text := gather(t, m, "tokenorchestrator_db_pool_conns")
+	require.Contains(t, text, `tokenorchestrator_db_pool_conns{database="primary",state="max"}`)
+	require.Contains(t, text, `tokenorchestrator_db_pool_conns{database="reports",state="max"}`)
 }

@@ -61,7 +61,10 @@ func TestSecretsSealedAndHandedOutOnlyToTheHolder(t *testing.T) {
 	_, err = b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken)
 	require.ErrorIs(t, err, store.ErrLeaseMismatch, "an ended lease no longer reads the secret")
 
-	// A ciphertext moved to another row does not open there.
+	// A ciphertext moved to another row does not open there. The first key
+	// goes, so that the claim below can only take the other.
+	_, err = b.store.Delete(b.ctx, claimed.ID)
+	require.NoError(t, err)
 	other, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-two"}})
 	require.NoError(t, err)
 	_, err = b.pool.Exec(b.ctx, "UPDATE keys SET secret_ciphertext = $1 WHERE id = $2", stored, other[0].ID)
