@@ -120,7 +120,7 @@ func leaseOneKey(t *testing.T, ctx context.Context, o servertest.Options) (*serv
 	c := newClient(t, replica.URL)
 	_, err := c.CreateKey(ctx, "")
 	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
+	lease, err := c.Claim(ctx, "")
 	require.NoError(t, err)
 	return replica, c, lease
 }

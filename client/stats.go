@@ -20,6 +20,7 @@ type PoolStats struct {
 	// background job removes it.
 	Total   int64 `json:"total"`
 	Free    int64 `json:"free"`
+	// Blocked counts the held keys (the wire name is kept).
 	Blocked int64 `json:"blocked"`
 	// ExpiringWithinMinute counts live keys whose life ends within a minute
 	// unless they are kept alive.

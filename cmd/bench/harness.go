@@ -400,7 +400,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 		if err != nil {
 			return r, err
 		}
-		if counts.Blocked == 0 {
+		if counts.Held == 0 {
 			if err := pool.QueryRow(ctx, "SELECT now()").Scan(&releasedAt); err != nil {
 				return r, err
 			}

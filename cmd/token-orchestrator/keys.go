@@ -89,7 +89,7 @@ var keysGet = keysCommand{name: "get", summary: "lease a free key of a pool (exi
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
-		key, err := c.AssignKey(ctx, *pool, *wait)
+		key, err := c.ClaimKey(ctx, *pool, *wait)
 		return outcome{
 			headline: fmt.Sprintf("Leased key %s under lease token %s.\nKeep it: token-orchestrator keys keepalive %s --lease %s",
 				key.ID, key.LeaseToken, key.ID, key.LeaseToken),

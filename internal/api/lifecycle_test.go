@@ -28,10 +28,10 @@ func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	do(t, "POST", s.url+"/keys?pool=l", `{"count": 2}`)
 	abandoned := do(t, "GET", s.url+"/keys?pool=l", "")
 	kept := do(t, "GET", s.url+"/keys?pool=l", "")
-	assignedAt := time.Now()
+	claimedAt := time.Now()
 
 	// Keep one lease alive for three lease lengths.
-	for time.Since(assignedAt) < 3*leaseTTL {
+	for time.Since(claimedAt) < 3*leaseTTL {
 		r := do(t, "PUT", s.url+"/keepalive/"+kept.str("keyId"), "", "If-Match", `"`+kept.str("leaseToken")+`"`)
 		require.Equal(t, http.StatusOK, r.status, r.raw)
 		time.Sleep(leaseTTL / 4)
@@ -44,7 +44,7 @@ func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	released := waitFor(t, 2*time.Second, func() bool {
 		return do(t, "GET", s.url+"/keys/"+abandoned.str("keyId"), "").body["isBlocked"] == false
 	})
-	require.Less(t, released.Sub(assignedAt), 3*leaseTTL+sweep+500*time.Millisecond)
+	require.Less(t, released.Sub(claimedAt), 3*leaseTTL+sweep+500*time.Millisecond)
 	requireProblem(t, do(t, "PUT", s.url+"/keys/"+abandoned.str("keyId"), "", "If-Match", `"`+abandoned.str("leaseToken")+`"`), 200, "")
 }
 

@@ -52,13 +52,13 @@ func newKeyBody(k store.Key) keyBody {
 	return keyBody{
 		KeyID:           k.ID.String(),
 		Pool:            k.Pool,
-		IsBlocked:       k.Blocked(),
-		BlockedAt:       formatTimePtr(k.BlockedAt),
+		IsBlocked:       k.Held(),
+		BlockedAt:       formatTimePtr(k.ClaimedAt),
 		CreatedAt:       formatTime(k.CreatedAt),
 		ExpiresAt:       formatTime(k.ExpiresAt),
 		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
 		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
-		TimesAssigned:   k.TimesAssigned,
+		TimesAssigned:   k.TimesClaimed,
 		Labels:          k.Labels,
 		CoolingUntil:    formatTimePtr(k.CoolingUntil),
 	}

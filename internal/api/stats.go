@@ -35,7 +35,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
 		Total poolStats   `json:"total"`
 	}{Pools: make([]poolStats, len(counts))}
 	for i, c := range counts {
-		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Blocked, ExpiringWithinMinute: expiring[c.Pool]}
+		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Held, ExpiringWithinMinute: expiring[c.Pool]}
 		body.Pools[i] = p
 		body.Total.Total += p.Total
 		body.Total.Free += p.Free

@@ -368,24 +368,24 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Pools past the cap are summed under one label value: two series of
 	// the same labels may not be exported.
-	type freeBlocked struct{ free, blocked int64 }
-	byLabel := make(map[string]*freeBlocked, len(pools))
+	type freeHeld struct{ free, held int64 }
+	byLabel := make(map[string]*freeHeld, len(pools))
 	var order []string
 	for _, p := range pools {
 		label := c.pools.label(p.Pool)
 		fb := byLabel[label]
 		if fb == nil {
-			fb = &freeBlocked{}
+			fb = &freeHeld{}
 			byLabel[label] = fb
 			order = append(order, label)
 		}
 		fb.free += p.Free()
-		fb.blocked += p.Blocked
+		fb.held += p.Held
 	}
 	for _, label := range order {
 		fb := byLabel[label]
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.free), label, "free")
-		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.blocked), label, "blocked")
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.held), label, "blocked")
 	}
 }
 

@@ -67,7 +67,7 @@ tokenorchestrator_claims_total{pool="p2"} 1
 // two series with the same labels would make the scrape fail.
 func TestPoolGaugesPastTheCapAreSummed(t *testing.T) {
 	t.Parallel()
-	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Blocked: 1}, {Pool: "b", Keys: 5, Blocked: 2}, {Pool: "c", Keys: 7, Blocked: 3}}
+	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Held: 1}, {Pool: "b", Keys: 5, Held: 2}, {Pool: "c", Keys: 7, Held: 3}}
 	m := newMetrics(t, metrics.Config{MaxPools: 1, Counts: func(context.Context) ([]store.PoolCounts, error) { return counts, nil }})
 	expected := `
 # HELP tokenorchestrator_pool_keys Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.
@@ -85,7 +85,7 @@ tokenorchestrator_pool_keys{pool="a",state="free"} 2
 func TestSharedGaugesOnlyWhileExporting(t *testing.T) {
 	t.Parallel()
 	counts := func(context.Context) ([]store.PoolCounts, error) {
-		return []store.PoolCounts{{Pool: "a", Keys: 3, Blocked: 1}}, nil
+		return []store.PoolCounts{{Pool: "a", Keys: 3, Held: 1}}, nil
 	}
 	m := newMetrics(t, metrics.Config{Counts: counts})
 	m.WatchHorizon(func(context.Context) (store.Horizon, error) { return store.Horizon{SnapshotAge: 3 * time.Second}, nil },

@@ -194,7 +194,7 @@ var All = []Report{
 			activity, err := s.LeaseActivity(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(activity))
 			for i, a := range activity {
-				rows[i] = []any{a.Pool, a.Hour, a.Assigned, a.Released, a.LeaseExpired, a.EndedByDeletion, a.KeepAlives}
+				rows[i] = []any{a.Pool, a.Hour, a.Claimed, a.Released, a.LeaseExpired, a.EndedByDeletion, a.KeepAlives}
 			}
 			return rows, err
 		},
@@ -239,7 +239,7 @@ var All = []Report{
 			utilisation, err := s.Utilisation(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(utilisation))
 			for i, u := range utilisation {
-				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.BlockedSeconds, u.Utilisation}
+				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.HeldSeconds, u.Utilisation}
 			}
 			return rows, err
 		},

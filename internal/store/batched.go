@@ -82,10 +82,10 @@ func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.
 	return results
 }
 
-// GiveBack releases a key claimed for a caller that left before it got it:
+// ReleaseAbandoned releases a key claimed for a caller that left before it got it:
 // nobody will use that lease. A failure is only logged: the lease then ends
 // by itself after LeaseTTL.
-func (s *Store) GiveBack(key Key) {
+func (s *Store) ReleaseAbandoned(key Key) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
 	defer cancel()
 	if _, err := s.Release(ctx, key.ID, key.LeaseToken); err != nil {

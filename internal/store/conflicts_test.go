@@ -90,12 +90,12 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &blocked))
 	counts, err := b.store.CountPools(b.ctx)
 	require.NoError(t, err)
-	var countedKeys, countedBlocked int64
+	var countedKeys, countedHeld int64
 	for _, c := range counts {
 		countedKeys += c.Keys
-		countedBlocked += c.Blocked
+		countedHeld += c.Held
 	}
-	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedBlocked})
+	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedHeld})
 }
 
 // A pool whose last key is gone leaves no counts behind: pools that come and

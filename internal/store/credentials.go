@@ -167,7 +167,7 @@ func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
 	}
 	if failed != nil {
 		for _, k := range keys {
-			go s.GiveBack(k)
+			go s.ReleaseAbandoned(k)
 		}
 		return nil, failed
 	}

@@ -32,7 +32,7 @@ type Lease struct {
 type LeaseActivity struct {
 	Pool            string
 	Hour            time.Time
-	Assigned        int64
+	Claimed         int64
 	Released        int64
 	LeaseExpired    int64
 	EndedByDeletion int64
@@ -74,11 +74,11 @@ type KeyCooldowns struct {
 
 // Utilisation is the share of one pool's key-time spent blocked in one hour.
 type Utilisation struct {
-	Pool           string
-	Hour           time.Time
-	KeySeconds     float64
-	BlockedSeconds float64
-	Utilisation    float64
+	Pool        string
+	Hour        time.Time
+	KeySeconds  float64
+	HeldSeconds float64
+	Utilisation float64
 }
 
 func poolFilter(pool string) *string {

@@ -44,10 +44,10 @@ type Key struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
+	TimesClaimed    int64
 	// The current lease, all nil when the key is free.
 	LeaseToken     *int64
-	BlockedAt      *time.Time
+	ClaimedAt      *time.Time
 	LeaseExpiresAt *time.Time
 	// Labels of the key, nil when it has none.
 	Labels map[string]string
@@ -60,8 +60,8 @@ type Key struct {
 	Secret *string
 }
 
-// Blocked reports whether the key is held under a lease.
-func (k Key) Blocked() bool { return k.LeaseToken != nil }
+// Held reports whether the key is under a lease.
+func (k Key) Held() bool { return k.LeaseToken != nil }
 
 // Config holds the store's settings.
 type Config struct {
@@ -172,7 +172,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 		s.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	s.claims = batch.New(batch.Config[claimTarget, trace.SpanContext, Key]{
-		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.GiveBack(key) },
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.ReleaseAbandoned(key) },
 	})
 	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
 		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
@@ -405,9 +405,9 @@ func fromRow(row dbsqlc.KeyGetRow) Key {
 		CreatedAt:       row.CreatedAt,
 		ExpiresAt:       row.ExpiresAt,
 		LastKeepAliveAt: row.LastKeepAliveAt,
-		TimesAssigned:   row.TimesAssigned,
+		TimesClaimed:    row.TimesAssigned,
 		LeaseToken:      row.LeaseToken,
-		BlockedAt:       row.BlockedAt,
+		ClaimedAt:       row.BlockedAt,
 		LeaseExpiresAt:  row.LeaseExpiresAt,
 		Labels:          decodeLabels(row.Labels),
 		CoolingUntil:    row.CoolingUntil,

@@ -47,8 +47,8 @@ var (
 type Store interface {
 	// ClaimMany blocks up to n free keys of the pool.
 	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
-	// GiveBack releases a key claimed for a waiter that left.
-	GiveBack(store.Key)
+	// ReleaseAbandoned releases a key claimed for a waiter that left.
+	ReleaseAbandoned(store.Key)
 	// RegisterWaiters tells the database, for ttl, that this replica (named
 	// replica) has clients waiting for keys of the pool, so that freed keys
 	// of the pool are announced; UnregisterWaiters withdraws that. Each
@@ -261,7 +261,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	// Served as the wait ended: keep the key if the caller is still there.
 	key := <-w.key
 	if ctx.Err() != nil {
-		h.giveBack([]store.Key{key})
+		h.releaseAbandoned([]store.Key{key})
 		return store.Key{}, ctx.Err()
 	}
 	return key, nil
@@ -367,7 +367,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		more := q.again || got > 0
 		if more && q.waiters.Len() > 0 {
 			h.mu.Unlock()
-			h.giveBack(keys)
+			h.releaseAbandoned(keys)
 			continue
 		}
 		// The waiters that remain are served by a notification or the
@@ -377,7 +377,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			h.forget(pool, q)
 		}
 		h.mu.Unlock()
-		h.giveBack(keys) // claimed for waiters that left meanwhile
+		h.releaseAbandoned(keys) // claimed for waiters that left meanwhile
 		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
 			h.cfg.Logger.Warn("claim for waiting clients failed", "pool", pool, "error", err)
 		}
@@ -431,10 +431,10 @@ func (h *Hub) poll() {
 	}
 }
 
-func (h *Hub) giveBack(keys []store.Key) {
+func (h *Hub) releaseAbandoned(keys []store.Key) {
 	for _, key := range keys {
 		_ = h.withDB(context.Background(), func(context.Context) error {
-			h.store.GiveBack(key)
+			h.store.ReleaseAbandoned(key)
 			return nil
 		})
 	}

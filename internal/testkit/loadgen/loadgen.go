@@ -45,8 +45,8 @@ type Result struct {
 	Elapsed time.Duration
 	// Empty counts claims answered 404 (no free key); they are retried.
 	Empty int64
-	// DoubleAssignments counts claims of a key another worker held.
-	DoubleAssignments int64
+	// DoubleClaims counts claims of a key another worker held.
+	DoubleClaims int64
 	// ClaimLatencies of every successful claim, sorted.
 	ClaimLatencies []time.Duration
 	// Windows of Config.Window each, in order, when that was set.
@@ -163,12 +163,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	wg.Wait()
 	total.Elapsed = time.Since(start)
-	total.DoubleAssignments = double.Load()
+	total.DoubleClaims = double.Load()
 	slices.Sort(total.ClaimLatencies)
 	total.Windows = windows(total.cycles, cfg.Window, cfg.Duration)
 	total.cycles = nil
-	if firstEr == nil && total.DoubleAssignments > 0 {
-		firstEr = fmt.Errorf("loadgen: %d keys were assigned while another worker held them", total.DoubleAssignments)
+	if firstEr == nil && total.DoubleClaims > 0 {
+		firstEr = fmt.Errorf("loadgen: %d keys were assigned while another worker held them", total.DoubleClaims)
 	}
 	return total, firstEr
 }
