@@ -80,9 +80,9 @@ func (k Key) MarshalJSON() ([]byte, error) {
 
 // PoolStatus is the availability of a pool.
 type PoolStatus struct {
-	Pool    string
-	Keys    int64
-	Free    int64
+	Pool string
+	Keys int64
+	Free int64
 	// Blocked counts the held keys (the X-Pool-Blocked header's name).
 	Blocked int64
 	// Available reports whether a key could be claimed right now.
