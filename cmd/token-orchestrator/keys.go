@@ -138,7 +138,7 @@ var keysInfo = keysCommand{name: "info", summary: "show a key", takesID: true, f
 	}
 }}
 
-var keysRelease = keysCommand{name: "release", summary: "unblock a key, ending its lease", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysRelease = keysCommand{name: "release", summary: "release a key, ending its lease", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
 	lease := fs.String("lease", "", "end only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.ReleaseKey(ctx, id, *lease)

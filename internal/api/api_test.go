@@ -153,7 +153,7 @@ func TestClaimKeyWaitsForAKey(t *testing.T) {
 	<-released
 }
 
-// HEAD /keys must never assign a key, as a router that answers HEAD with the
+// HEAD /keys must never claim a key, as a router that answers HEAD with the
 // GET handler would.
 func TestHeadKeysNeverClaims(t *testing.T) {
 	t.Parallel()

@@ -161,7 +161,7 @@ func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	if r.Context().Err() != nil {
 		// The client left while its key was being claimed: nobody will use
-		// this lease, so give the key back instead of letting it sit blocked
+		// this lease, so release the key instead of letting it sit held
 		// until the lease runs out.
 		a.store.ReleaseAbandoned(key)
 		return r.Context().Err()
@@ -189,7 +189,7 @@ func (a *API) claimKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, i
 	if err != nil {
 		return err
 	}
-	// A client that left is not given its key back, unlike in claimKey:
+	// The key of a client that left is not released, unlike in claimKey:
 	// the lease is recorded under the idempotency key, and the repeat that
 	// a client or proxy sends after losing an answer (perhaps to another
 	// replica, which may have answered it already) must find it held.
@@ -346,7 +346,7 @@ type releaseRequest struct {
 	Cooldown *string `json:"cooldown"`
 }
 
-// releaseKey unblocks a key, with an optional cooldown (?cooldown= or the
+// releaseKey releases a key, with an optional cooldown (?cooldown= or the
 // body's cooldown, at most 24 hours) during which no claim takes it.
 func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := keyIDParam(r)
@@ -478,7 +478,7 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// onLease serves a call that acts on a key's lease, unblock or keep-alive:
+// onLease serves a call that acts on a key's lease, release or keep-alive:
 // both take the key id and an optional lease token, and answer the key.
 func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (store.Key, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {

@@ -41,7 +41,7 @@ type keyBody struct {
 	// CoolingUntil is set while the key cools down after a release with a
 	// cooldown: no claim takes it before then.
 	CoolingUntil *string `json:"coolingUntil"`
-	// LeaseToken is shown only to the client the key was just assigned to.
+	// LeaseToken is shown only to the client that just claimed the key.
 	LeaseToken string `json:"leaseToken,omitempty"`
 	// Secret is shown only to the holder of the current lease: in the
 	// claim's answer and in GET /keys/{id} with its token.

@@ -95,7 +95,7 @@ func New(cfg Config) *API {
 
 	admin.Post("/keys", a.handle(a.createKeys))
 	client.Get("/keys", a.handle(a.claimKey))
-	// HEAD /keys is its own handler: it must never assign a key, as a HEAD
+	// HEAD /keys is its own handler: it must never claim a key, as a HEAD
 	// answered by the GET handler would.
 	client.Head("/keys", a.handle(a.poolAvailability))
 	client.Get("/keys/{id}", a.handle(a.getKey))

@@ -107,7 +107,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, pool),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_releases_total",
-			Help: "Leases ended by an unblock (PUT /keys/{id}), by pool; an unblock of a free key is not counted.",
+			Help: "Leases ended by a release (PUT /keys/{id}), by pool; a release of a free key is not counted.",
 		}, pool),
 		leaseExpiries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_lease_expiries_total",
@@ -124,7 +124,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, []string{"outcome"}),
 		leaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_lease_duration_seconds",
-			Help:    "How long leases lasted, by the database clock, by how they ended: released (assignment to unblock) or expired (assignment to the lease's deadline).",
+			Help:    "How long leases lasted, by the database clock, by how they ended: released (claim to release) or expired (claim to the lease's deadline).",
 			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
 		}, []string{"ended"}),
 		leasesReleased: prometheus.NewCounter(prometheus.CounterOpts{
@@ -341,7 +341,7 @@ func (m *Metrics) WatchWaiters(waiting func() int) {
 
 var (
 	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
-		"Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
+		"Keys in the pool by state: free, or blocked (held under a lease). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
 )
 
 // poolCollector reads the per-pool counters at scrape time; they are kept

@@ -70,7 +70,7 @@ func TestPoolGaugesPastTheCapAreSummed(t *testing.T) {
 	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Held: 1}, {Pool: "b", Keys: 5, Held: 2}, {Pool: "c", Keys: 7, Held: 3}}
 	m := newMetrics(t, metrics.Config{MaxPools: 1, Counts: func(context.Context) ([]store.PoolCounts, error) { return counts, nil }})
 	expected := `
-# HELP tokenorchestrator_pool_keys Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.
+# HELP tokenorchestrator_pool_keys Keys in the pool by state: free, or blocked (held under a lease). Database-wide: see the README on summing across replicas.
 # TYPE tokenorchestrator_pool_keys gauge
 tokenorchestrator_pool_keys{pool="_other",state="blocked"} 5
 tokenorchestrator_pool_keys{pool="_other",state="free"} 7

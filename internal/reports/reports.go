@@ -187,7 +187,7 @@ var All = []Report{
 	{
 		Name:    "lease-activity",
 		Source:  "lease_activity_hourly",
-		Summary: "per pool and hour: leases assigned, released by their holder, expired by the background job, ended by deletion, and keep-alives",
+		Summary: "per pool and hour: leases claimed, released by their holder, expired by the background job, ended by deletion, and keep-alives",
 		Columns: columns("pool", "pool", "hour", "hour", "assigned", "assigned", "released", "released",
 			"lease_expired", "leaseExpired", "ended_by_deletion", "endedByDeletion", "keep_alives", "keepAlives"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
@@ -232,7 +232,7 @@ var All = []Report{
 	{
 		Name:    "utilisation",
 		Source:  "pool_utilisation(from, to, pool)",
-		Summary: "per pool and hour: key-seconds, blocked-seconds and their ratio, the share of key-time spent blocked",
+		Summary: "per pool and hour: key-seconds, held seconds (blocked_seconds) and their ratio, the share of key-time spent held",
 		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "blocked_seconds", "blockedSeconds",
 			"utilisation", "utilisation"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {

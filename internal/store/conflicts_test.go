@@ -18,7 +18,7 @@ import (
 // Release batches share one statement across pools, and so do the
 // background job's statements; statements that touch several pools at once
 // must never wait on each other in a cycle. A deadlock would fail a whole
-// batch and leave its keys blocked. Clients claim and release on many pools
+// batch and leave its keys held. Clients claim and release on many pools
 // at once, some leases end by themselves, and the job runs meanwhile: every
 // call succeeds, and the counts add up afterwards.
 func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
@@ -86,8 +86,8 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 	t.Logf("%d cycles on %d pools", cycles.Load(), pools)
 
 	// Counts agree with the keys' state.
-	var keys, blocked int64
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &blocked))
+	var keys, held int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &held))
 	counts, err := b.store.CountPools(b.ctx)
 	require.NoError(t, err)
 	var countedKeys, countedHeld int64
@@ -95,7 +95,7 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 		countedKeys += c.Keys
 		countedHeld += c.Held
 	}
-	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedHeld})
+	require.Equal(t, []int64{keys, held}, []int64{countedKeys, countedHeld})
 }
 
 // A pool whose last key is gone leaves no counts behind: pools that come and

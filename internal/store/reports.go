@@ -72,7 +72,7 @@ type KeyCooldowns struct {
 	MaxSeconds   float64
 }
 
-// Utilisation is the share of one pool's key-time spent blocked in one hour.
+// Utilisation is the share of one pool's key-time spent held in one hour.
 type Utilisation struct {
 	Pool        string
 	Hour        time.Time
@@ -154,7 +154,7 @@ func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool stri
 	return out, nil
 }
 
-// Utilisation returns the share of key-time spent blocked per pool and hour.
+// Utilisation returns the share of key-time spent held per pool and hour.
 func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
 	rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationList, dbsqlc.PoolUtilisationListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),

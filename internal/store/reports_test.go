@@ -139,7 +139,7 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 			{Pool: "a", Hour: h(2), KeySeconds: 2400, HeldSeconds: 600, Utilisation: 0.25},
 		}, utilisation, func(u *store.Utilisation) *time.Time { return &u.Hour })
 
-		// Pool b is counted back from its live counts: 2 keys, 1 blocked.
+		// Pool b is counted back from its live counts: 2 keys, 1 held.
 		live, err := b.reports(t).Utilisation(b.ctx, from, to, "b")
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, len(live), 4, "H0 to the current hour")
@@ -182,10 +182,10 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 			"SELECT sum(created), sum(deleted), sum(expired) FROM key_activity_hourly").Scan(&created, &deleted, &keysExpired))
 		require.Equal(t, []int64{5, 1, 2}, []int64{created, deleted, keysExpired})
 
-		var keySeconds, blockedSeconds float64
+		var keySeconds, heldSeconds float64
 		require.NoError(t, b.pool.QueryRow(b.ctx,
-			"SELECT key_seconds, blocked_seconds FROM pool_utilisation_hourly WHERE pool = 'a' AND hour = $1", h(1)).Scan(&keySeconds, &blockedSeconds))
-		require.Equal(t, []float64{9600, 1200}, []float64{keySeconds, blockedSeconds})
+			"SELECT key_seconds, blocked_seconds FROM pool_utilisation_hourly WHERE pool = 'a' AND hour = $1", h(1)).Scan(&keySeconds, &heldSeconds))
+		require.Equal(t, []float64{9600, 1200}, []float64{keySeconds, heldSeconds})
 	})
 }
 

@@ -25,7 +25,7 @@ import (
 var (
 	// ErrKeyNotFound: no such key, or its life has ended.
 	ErrKeyNotFound = errors.New("key not found")
-	// ErrNoFreeKey: every live key of the pool is blocked, or the pool is empty.
+	// ErrNoFreeKey: every live key of the pool is held, or the pool is empty.
 	ErrNoFreeKey = errors.New("no free key in the pool")
 	// ErrLeaseMismatch: the lease token given is not the key's current lease.
 	ErrLeaseMismatch = errors.New("lease token does not match the key's current lease")
@@ -67,7 +67,7 @@ func (k Key) Held() bool { return k.LeaseToken != nil }
 type Config struct {
 	// KeyTTL is how long a key lives after its creation or last keep-alive.
 	KeyTTL time.Duration
-	// LeaseTTL is how long a lease lasts after its assignment or last keep-alive.
+	// LeaseTTL is how long a lease lasts after its claim or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
 	// ErrUnavailable instead of a hang. Zero means config.DefaultDBTimeout.
@@ -119,7 +119,7 @@ type EndedLease struct {
 	// else released by a request.
 	Expired bool
 	// Duration is how long the lease lasted by the database clock: from its
-	// assignment to its release, or to its deadline when it expired.
+	// claim to its release, or to its deadline when it expired.
 	Duration time.Duration
 	// Cooldown: released with a cooldown, so no claim takes the key before
 	// it ends.
@@ -221,7 +221,7 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 	return keys, nil
 }
 
-// Claim blocks a random free key of the pool under a new lease; with
+// Claim claims a random free key of the pool under a new lease; with
 // labels ("name=value"), one that carries every label. Claims that arrive
 // together on this replica for the same pool and labels share one
 // statement.
@@ -229,7 +229,7 @@ func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (Key, 
 	return s.claims.Do(ctx, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
 }
 
-// ClaimMany blocks up to max free keys of the pool, each under its own
+// ClaimMany claims up to max free keys of the pool, each under its own
 // lease, in one statement. It returns ErrNoFreeKey when it finds none.
 func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
 	return s.ClaimManyLabelled(ctx, pool, max, nil)

@@ -292,7 +292,7 @@ func TestDelete(t *testing.T) {
 }
 
 // A key whose life has ended is gone at once, before the background job
-// deletes it: never assigned, and every call on it answers not found.
+// deletes it: never claimed, and every call on it answers not found.
 func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 	t.Parallel()
 	// Long enough to claim a key before its life ends, even on a busy

@@ -45,7 +45,7 @@ var (
 
 // Store is what a Hub needs of the database (store.Store).
 type Store interface {
-	// ClaimMany blocks up to n free keys of the pool.
+	// ClaimMany claims up to n free keys of the pool.
 	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
 	// ReleaseAbandoned releases a key claimed for a waiter that left.
 	ReleaseAbandoned(store.Key)

@@ -60,7 +60,7 @@ func TestThreeReplicasUnderLoad(t *testing.T) {
 
 	events := checkHistory(t, dbURL, start)
 	require.EqualValues(t, keys, events["created"])
-	require.Equal(t, res.Cycles, events["assigned"], "one assignment per cycle")
+	require.Equal(t, res.Cycles, events["assigned"], "one claim per cycle")
 	require.Equal(t, res.Cycles, events["released"], "one release per cycle")
 	require.Zero(t, events["lease_expired"], "every lease was released by its holder")
 	stats := call("HEAD", b.url+"/keys?pool=load", "")

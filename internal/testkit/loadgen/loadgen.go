@@ -1,6 +1,6 @@
 // Package loadgen drives running servers over HTTP with concurrent workers
 // doing claim → (keep-alive) → release cycles, and checks on every claim
-// that no other worker holds the key: a double assignment fails the run.
+// that no other worker holds the key: a double claim fails the run.
 package loadgen
 
 import (
@@ -123,7 +123,7 @@ func windows(cycles []cycle, width, duration time.Duration) []Window {
 }
 
 // Run drives the servers until the duration has passed or ctx ends. It
-// returns an error when a request fails or a key is assigned twice.
+// returns an error when a request fails or a key is claimed twice.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Clients < 1 || len(cfg.Servers) == 0 {
 		return Result{}, errors.New("loadgen: need at least one client and one server")
@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	total.Windows = windows(total.cycles, cfg.Window, cfg.Duration)
 	total.cycles = nil
 	if firstEr == nil && total.DoubleClaims > 0 {
-		firstEr = fmt.Errorf("loadgen: %d keys were assigned while another worker held them", total.DoubleClaims)
+		firstEr = fmt.Errorf("loadgen: %d keys were claimed while another worker held them", total.DoubleClaims)
 	}
 	return total, firstEr
 }
@@ -188,7 +188,7 @@ func worker(ctx context.Context, client *http.Client, cfg Config, w int, runStar
 		server := cfg.Servers[(w+i)%len(cfg.Servers)]
 		started := time.Now()
 		// A claim in flight when the run ends is finished, not cut short: a
-		// client that drops a claim's answer may leave a key blocked until
+		// client that drops a claim's answer may leave a key held until
 		// its lease runs out.
 		status, body, err := call(context.WithoutCancel(ctx), client, http.MethodGet, server+"/keys?pool="+pool)
 		if err != nil {
