@@ -10,7 +10,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/client"
 )
 
-// Lease a key, use it while the lease keeps itself alive, give it back.
+// Claim a key, use it while the lease keeps itself alive, release it.
 // (serverURL is the server's address, such as "http://127.0.0.1:8080".)
 func Example() {
 	ctx := context.Background()

@@ -128,7 +128,7 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
-// Release stops keeping the lease alive and gives the key back. It fails
+// Release stops keeping the lease alive and releases the key. It fails
 // with ErrLeaseLost or ErrNotFound when the lease was already gone. Only the
 // first call does anything; later ones return its result.
 func (l *Lease) Release(ctx context.Context) error {

@@ -213,7 +213,7 @@ type KeyClaimLabelledRow struct {
 // are checked on each key found (one primary-key lookup per label), so the
 // first label should be the most selective one. Each key_state row is
 // locked with SKIP LOCKED and checked again once locked, so a label row a
-// concurrent statement has not yet updated never hands out a held key.
+// concurrent statement has not yet updated never claims a held key.
 func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledParams) ([]KeyClaimLabelledRow, error) {
 	rows, err := q.db.Query(ctx, keyClaimLabelled,
 		arg.Pool,

@@ -113,7 +113,7 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 -- are checked on each key found (one primary-key lookup per label), so the
 -- first label should be the most selective one. Each key_state row is
 -- locked with SKIP LOCKED and checked again once locked, so a label row a
--- concurrent statement has not yet updated never hands out a held key.
+-- concurrent statement has not yet updated never claims a held key.
 WITH after_start AS (
     SELECT s.key_id, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id

@@ -99,7 +99,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, []string{"route", "method"}),
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_claims_total",
-			Help: "Keys handed out by GET /keys, by pool (a repeated idempotent claim is not counted again).",
+			Help: "Keys claimed through GET /keys, by pool (a repeated idempotent claim is not counted again).",
 		}, pool),
 		noFreeKey: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_no_free_key_total",
@@ -115,7 +115,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, pool),
 		cooldowns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_cooldowns_total",
-			Help: "Keys given back with a cooldown, by pool.",
+			Help: "Keys released with a cooldown, by pool.",
 		}, pool),
 		waitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_claim_wait_seconds",
@@ -210,7 +210,7 @@ func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.
 	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 }
 
-// ObserveClaim counts a key handed out from the pool.
+// ObserveClaim counts a key claimed from the pool.
 func (m *Metrics) ObserveClaim(pool string) { m.claims.WithLabelValues(m.pools.label(pool)).Inc() }
 
 // ObserveNoFreeKey counts a claim on the pool answered with no key.
@@ -218,7 +218,7 @@ func (m *Metrics) ObserveNoFreeKey(pool string) {
 	m.noFreeKey.WithLabelValues(m.pools.label(pool)).Inc()
 }
 
-// ObserveCooldown counts a key of the pool given back with a cooldown.
+// ObserveCooldown counts a key of the pool released with a cooldown.
 func (m *Metrics) ObserveCooldown(pool string) {
 	m.cooldowns.WithLabelValues(m.pools.label(pool)).Inc()
 }

@@ -38,7 +38,7 @@ func TestPoolLabelsAreCapped(t *testing.T) {
 	m.ObserveLeasesEnded([]store.EndedLease{{Pool: "p2", Duration: time.Second}, {Pool: "p7", Expired: true, Duration: time.Minute}})
 
 	expected := `
-# HELP tokenorchestrator_claims_total Keys handed out by GET /keys, by pool (a repeated idempotent claim is not counted again).
+# HELP tokenorchestrator_claims_total Keys claimed through GET /keys, by pool (a repeated idempotent claim is not counted again).
 # TYPE tokenorchestrator_claims_total counter
 tokenorchestrator_claims_total{pool="_other"} 7
 tokenorchestrator_claims_total{pool="p0"} 2

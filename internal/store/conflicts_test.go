@@ -79,7 +79,7 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 	}
 	wg.Wait()
 	<-swept
-	b.store.Close() // keys claimed for callers that timed out are given back
+	b.store.Close() // keys claimed for callers that timed out are released
 	require.Empty(t, errs, "calls failed")
 	require.Zero(t, sweepErrs.Load(), "the background job failed: %v", firstSweepErr.Load())
 	require.Greater(t, cycles.Load(), int64(100))

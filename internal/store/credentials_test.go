@@ -157,7 +157,7 @@ func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
 			defer mu.Unlock()
 			require.Equal(t, "paid", k.Labels["tier"])
 			require.Equal(t, "eu", k.Labels["region"])
-			require.False(t, seen[k.ID], "a key handed out twice")
+			require.False(t, seen[k.ID], "a key claimed twice")
 			seen[k.ID] = true
 		}()
 	}

@@ -184,7 +184,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 }
 
 // Close waits for the statements of batches in flight, and for keys claimed
-// for callers that left to be given back. Call it after the last request
+// for callers that left to be released. Call it after the last request
 // has returned and before closing the connection pool.
 func (s *Store) Close() {
 	s.claims.Wait()

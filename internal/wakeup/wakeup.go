@@ -179,7 +179,7 @@ func (h *Hub) Close() {
 // Waiters of one pool on this replica are served in arrival order. It
 // returns store.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
 // the hub is closed first, or the caller's error when ctx ends first; a key
-// claimed for a caller that left is given back. Past the caps it returns
+// claimed for a caller that left is released. Past the caps it returns
 // ErrTooManyWaiters or ErrTooManyPools at once, having done nothing.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
 	select {
@@ -275,7 +275,7 @@ func (h *Hub) Waiters() int {
 }
 
 // claimNow claims a key of the pool for a client that may not wait: a free
-// key is still handed out, but none is waited for.
+// key is still claimed, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
 	keys, err := h.store.ClaimMany(ctx, pool, 1)
 	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {

@@ -56,15 +56,15 @@ func TestRunAgainstTwoReplicas(t *testing.T) {
 	require.Len(t, res.ClaimLatencies, int(res.Cycles))
 	require.LessOrEqual(t, res.ClaimPercentile(50), res.ClaimPercentile(99))
 
-	// Every cycle gave its key back (a claim cut short by the end of the run
-	// is given back by the server).
+	// Every cycle released its key (a claim cut short by the end of the run
+	// is released by the server).
 	require.Eventually(t, func() bool {
 		counts, err := first.CountPool(context.Background(), "smoke")
 		return err == nil && counts.Held == 0
 	}, 5*time.Second, 20*time.Millisecond)
 }
 
-// The load generator notices a server that hands out a key held by another
+// The load generator notices a server that claims a key held by another
 // worker.
 func TestRunFailsOnDoubleClaim(t *testing.T) {
 	t.Parallel()
