@@ -25,7 +25,8 @@ func formatTimePtr(t *time.Time) *string {
 	return &s
 }
 
-// keyBody is a key as the API shows it.
+// keyBody is a key as the API shows it. Its JSON names predate the words
+// claim and held and stay for existing clients: see "Words" in the README.
 type keyBody struct {
 	KeyID           string  `json:"keyId"`
 	Pool            string  `json:"pool"`

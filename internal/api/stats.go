@@ -8,7 +8,8 @@ import (
 // expiringWindow is how far ahead GET /stats counts keys about to expire.
 const expiringWindow = time.Minute
 
-// poolStats are the live counts of one pool, or of all of them.
+// poolStats are the live counts of one pool, or of all of them. Blocked
+// counts the held keys under its published name ("Words" in the README).
 type poolStats struct {
 	Pool                 string `json:"pool,omitempty"`
 	Total                int64  `json:"total"`

@@ -385,6 +385,8 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, label := range order {
 		fb := byLabel[label]
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.free), label, "free")
+		// "blocked" is the label value dashboards select for held keys
+		// ("Words" in the README).
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.held), label, "blocked")
 	}
 }
