@@ -12,8 +12,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Lease a random free key of the pool
-         * @description Blocks a random free key of the pool, atomically, and returns it with
+         * Claim a random free key of the pool
+         * @description Claims a random free key of the pool, atomically, and returns it with
          *     its lease token. With `wait`, waits up to that long for a key to
          *     become free before answering 404. A replica takes a bounded number of
          *     waiting clients (`MAX_WAITERS`), on a bounded number of pools
@@ -37,6 +37,19 @@ export interface paths {
          *     idempotent claim tries again until a key is claimed or the wait is
          *     over, a quarter of a second apart at most. Without the header a
          *     claim is not safe to repeat: each one leases a key.
+         *
+         *     **Labels.** With `label=name=value` (repeatable, at most 16), only a
+         *     free key that carries every label is claimed, still at random and
+         *     in O(log n): the claim walks the index of the first label's
+         *     claimable keys from a random position and checks the other labels
+         *     on each key it finds, so name the most selective label first. A
+         *     claim with labels and `wait` tries again until a key is claimed or
+         *     the wait is over, a quarter of a second apart at most. A key
+         *     cooling down is never claimed before its `coolingUntil`.
+         *
+         *     **Secrets.** The answer carries the key's `secret` when it has one:
+         *     this answer, its idempotent repeats and `GET /keys/{id}` with the
+         *     lease's token are the only places a secret is ever shown.
          */
         get: operations["assignKey"];
         put?: never;
@@ -50,8 +63,8 @@ export interface paths {
         delete?: never;
         options?: never;
         /**
-         * Availability of the pool, without assigning anything
-         * @description Never assigns a key; the pool's counts are in the headers.
+         * Availability of the pool, without claiming anything
+         * @description Never claims a key; the pool's counts are in the headers.
          */
         head: operations["poolAvailability"];
         patch?: never;
@@ -67,12 +80,29 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** A key's state */
+        /**
+         * A key's state
+         * @description The key. With the current lease's token (`If-Match` or `lease`), and
+         *     while that lease runs, the answer also carries the key's `secret`;
+         *     another token answers `409 lease_mismatch`.
+         */
         get: operations["getKey"];
         /**
-         * Unblock a key
+         * Release a key
          * @description Ends the key's lease: the key is free again at once. Idempotent on a
          *     free key, which answers 200 whatever the token.
+         *
+         *     With a `cooldown` (query, or body `{"cooldown": "30s"}`; at most 24
+         *     hours), the key is released but no claim takes it before the
+         *     cooldown is over (`coolingUntil`): the holder of a rate-limited key
+         *     gives it back this way. The background job makes it claimable again
+         *     once the time has come and wakes the clients waiting for a key of
+         *     the pool. While it cools, the key is under no lease: `HEAD /keys`
+         *     and `/stats` count it as free (`X-Pool-Free`), as history does, but
+         *     `X-Pool-Available` says whether a claim would find a key now, and a
+         *     pool whose only free keys cool answers `false`. History records the cooldown
+         *     and its length (`key_events.cooldown`). A cooldown on a free key
+         *     changes nothing.
          */
         put: operations["releaseKey"];
         post?: never;
@@ -218,7 +248,7 @@ export interface paths {
         };
         /**
          * Lease events per pool and hour
-         * @description Per pool and UTC hour: leases assigned, released by their holder,
+         * @description Per pool and UTC hour: leases claimed, released by their holder,
          *     ended by the background job because nobody kept them alive, ended
          *     because the key was deleted or expired while held, and keep-alives on
          *     held keys. Every hour that overlaps `[from, to)` is shown whole;
@@ -297,6 +327,37 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/reports/key-cooldowns": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The keys that cool down most, per pool and hour
+         * @description Per pool, UTC hour and key: how often the key was released with a
+         *     cooldown (`PUT /keys/{id}?cooldown=`), and the total and longest
+         *     cooldown in seconds. Every hour that overlaps `[from, to)` is shown
+         *     whole; keys without cooldowns are left out. Rows are in the order of
+         *     pool, then hour, then most cooldowns first: the keys a third party
+         *     rate-limits most lead their hour. Read from the view
+         *     `key_cooldowns_hourly`.
+         *
+         *     Any parameter other than those below, or one given twice, is refused
+         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
+         *     or reversed range, or one longer than 31 days, answers `400
+         *     invalid_report_parameters`. Nothing is read from the database then.
+         */
+        get: operations["keyCooldownsReport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/reports/utilisation": {
         parameters: {
             query?: never;
@@ -305,9 +366,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Share of key-time spent blocked, per pool and hour
+         * Share of key-time spent held, per pool and hour
          * @description Per pool and UTC hour: the key-seconds (the seconds keys existed,
-         *     summed over the keys), the blocked-seconds (the seconds they were
+         *     summed over the keys), the blocked seconds (the seconds they were
          *     held under a lease) and their ratio. Every hour that overlaps `[from,
          *     to)` is shown whole, the current hour up to now; hours without keys
          *     are left out. Rows are in the order of pool, then hour. The oldest
@@ -480,7 +541,7 @@ export interface paths {
         };
         /**
          * A page of a pool's keys, in id order
-         * @description Never assigns anything (unlike `GET /keys`). Keys are in id order;
+         * @description Never claims anything (unlike `GET /keys`). Keys are in id order;
          *     the next page starts after the last id of this one, given as
          *     `nextAfter`, so that a page is one index range however large the
          *     pool. Lease tokens are never shown. An unknown pool has no keys.
@@ -504,7 +565,7 @@ export interface paths {
         /**
          * Events per minute over the last minutes
          * @description For each UTC minute of the database clock, the current one last,
-         *     how many keys were created, assigned, released by their holder,
+         *     how many keys were created, claimed, released by their holder,
          *     released because their lease ran out, kept alive, deleted and
          *     expired. Minutes without events are there with zeros.
          */
@@ -586,12 +647,51 @@ export interface components {
          * @example 42
          */
         LeaseToken: string;
+        /**
+         * @description `count` and `keys` are exclusive. A body that lists `keys` may be up
+         *     to 16 MiB; any other body at most 64 KiB.
+         */
         CreateKeysRequest: {
             /** @description How many keys to create; the answer is then a batch. */
             count?: number;
             pool?: components["schemas"]["PoolName"];
+            /**
+             * @description The keys to create, each with an optional secret (the credential
+             *     it stands for, encrypted at rest, never echoed) and labels. The
+             *     answer is a batch, in the order listed. Secrets need an
+             *     encryption key on the server (`SECRET_KEY`), else `400
+             *     secrets_not_configured`; a secret that a key of the pool already
+             *     carries, or one listed twice, is `409 duplicate_secret`. Either
+             *     way nothing is stored.
+             */
+            keys?: components["schemas"]["NewKey"][];
         };
-        /** @description A key. Its lease token is shown only to the client it was assigned to. */
+        NewKey: {
+            /** @description The credential; at most 4096 bytes. */
+            secret?: string;
+            labels?: components["schemas"]["Labels"];
+        };
+        /**
+         * @description Labels of a key, name to value (at most 16). Names are 1 to 63
+         *     letters, digits, `.`, `_`, `/` or `-`.
+         */
+        Labels: {
+            [key: string]: string;
+        };
+        ReleaseRequest: {
+            /**
+             * @description As the `cooldown` query parameter; both must agree when both are given.
+             * @example 30s
+             */
+            cooldown?: string;
+        };
+        /**
+         * @description The credential the key stands for. Shown only to the holder of the
+         *     current lease: in the claim's answer and in `GET /keys/{id}` with
+         *     the lease's token.
+         */
+        Secret: string;
+        /** @description A key. Its lease token is shown only to the client that claimed it. */
         Key: {
             keyId: components["schemas"]["KeyId"];
             pool: components["schemas"]["PoolName"];
@@ -602,10 +702,16 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
-            /** Format: int64 */
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
+            secret?: components["schemas"]["Secret"];
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
         };
-        /** @description A key just assigned, with the token of its new lease. */
+        /** @description A key just claimed, with the token of its new lease. */
         LeasedKey: {
             keyId: components["schemas"]["KeyId"];
             pool: components["schemas"]["PoolName"];
@@ -616,7 +722,13 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["Time"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
-            /** Format: int64 */
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
+            secret?: components["schemas"]["Secret"];
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
             leaseToken: components["schemas"]["LeaseToken"];
         };
@@ -630,7 +742,12 @@ export interface components {
             expiresAt: components["schemas"]["Time"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
-            /** Format: int64 */
+            labels?: components["schemas"]["Labels"];
+            coolingUntil: components["schemas"]["NullableTime"];
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
             /** @enum {boolean} */
             deleted: true;
@@ -684,7 +801,7 @@ export interface components {
             expiringWithinMinute: number;
         };
         /** @enum {string} */
-        ReportName: "leases" | "lease-activity" | "lease-durations" | "key-activity" | "utilisation";
+        ReportName: "leases" | "lease-activity" | "lease-durations" | "key-activity" | "utilisation" | "key-cooldowns";
         /** @description The history reports, and the parameters they take. */
         ReportCatalogue: {
             /** @description Every report, in the order of the catalogue. */
@@ -699,7 +816,7 @@ export interface components {
              * @description Where the report is served, `/reports/<name>`.
              * @enum {string}
              */
-            path: "/reports/leases" | "/reports/lease-activity" | "/reports/lease-durations" | "/reports/key-activity" | "/reports/utilisation";
+            path: "/reports/leases" | "/reports/lease-activity" | "/reports/lease-durations" | "/reports/key-activity" | "/reports/utilisation" | "/reports/key-cooldowns";
             /**
              * @description The SQL view or function the report reads.
              * @example lease_activity_hourly
@@ -896,6 +1013,43 @@ export interface components {
             expired: number;
         };
         /**
+         * @description The key-cooldowns report: the range covered, with the defaults filled
+         *     in (`from` and `to`), the pool asked for or null for every pool, and a
+         *     row per pool, hour and key.
+         */
+        KeyCooldownsReport: {
+            source: components["schemas"]["ReportSource"];
+            replayLagSeconds: components["schemas"]["ReplayLagSeconds"];
+            /** @enum {string} */
+            report: "key-cooldowns";
+            from: components["schemas"]["Time"];
+            to: components["schemas"]["Time"];
+            pool: components["schemas"]["NullablePoolName"];
+            /** @description By pool, then hour, then most cooldowns first. */
+            rows: components["schemas"]["KeyCooldownsRow"][];
+        };
+        /** @description One key's cooldowns in one hour. */
+        KeyCooldownsRow: {
+            pool: components["schemas"]["PoolName"];
+            hour: components["schemas"]["Hour"];
+            keyId: components["schemas"]["KeyId"];
+            /**
+             * Format: int64
+             * @description Releases of the key with a cooldown.
+             */
+            cooldowns: number;
+            /**
+             * Format: double
+             * @description The sum of those cooldowns, in seconds.
+             */
+            totalSeconds: number;
+            /**
+             * Format: double
+             * @description The longest of them, in seconds.
+             */
+            maxSeconds: number;
+        };
+        /**
          * @description The utilisation report: the range covered, with the defaults filled
          *     in (`from` and `to`), the pool asked for or null for every pool, and a
          *     row per pool and hour.
@@ -911,7 +1065,7 @@ export interface components {
             /** @description By pool, then hour. */
             rows: components["schemas"]["UtilisationRow"][];
         };
-        /** @description How much of one pool's key-time in one hour was spent blocked. */
+        /** @description How much of one pool's key-time in one hour was spent held. */
         UtilisationRow: {
             pool: components["schemas"]["PoolName"];
             hour: components["schemas"]["Hour"];
@@ -927,7 +1081,7 @@ export interface components {
             blockedSeconds: number;
             /**
              * Format: double
-             * @description blockedSeconds / keySeconds, the share of key-time spent blocked.
+             * @description blockedSeconds / keySeconds, the share of key-time spent held.
              */
             utilisation: number;
         };
@@ -946,7 +1100,7 @@ export interface components {
              * @description What went wrong, for programs; stable.
              * @enum {string}
              */
-            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
+            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
             /** @description The path of the request. */
             instance?: string;
             /** @description Identifies the request in the server's logs. */
@@ -961,6 +1115,7 @@ export interface components {
         MinuteActivity: {
             minute: components["schemas"]["Time"];
             created: number;
+            /** @description Keys claimed (history event `assigned`). */
             assigned: number;
             /** @description Leases ended by their holder. */
             released: number;
@@ -1015,7 +1170,7 @@ export interface components {
                 "application/json": components["schemas"]["Status"];
             };
         };
-        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`); nothing was changed. */
+        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`), or secrets were sent to a server without an encryption key (`secrets_not_configured`); nothing was changed. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -1031,7 +1186,7 @@ export interface components {
             };
             content?: never;
         };
-        /** @description The body is larger than 64 KiB (`body_too_large`). */
+        /** @description The body is larger than 64 KiB, or, for a POST /keys that lists keys, 16 MiB (`body_too_large`). */
         BodyTooLarge: {
             headers: {
                 [name: string]: unknown;
@@ -1082,6 +1237,18 @@ export interface components {
         };
         /** @description No live key has this id (`key_not_found`). */
         KeyNotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description A key of the pool already carries one of the secrets listed, or the
+         *     request lists one twice (`duplicate_secret`). Nothing was stored.
+         */
+        DuplicateSecret: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1194,6 +1361,18 @@ export interface components {
         IdempotencyKey: string;
         /** @description The lease token, quoted: `"42"`. */
         IfMatch: string;
+        /**
+         * @description A label the claimed key must carry, as `name=value` (repeatable, at
+         *     most 16; every one must match). Names are 1 to 63 letters, digits,
+         *     `.`, `_`, `/` or `-`; values 1 to 256 letters, digits or any of
+         *     `. _ : / @ + -`.
+         */
+        Label: string[];
+        /**
+         * @description How long the released key stays unclaimable: a duration such as
+         *     `30s` or `5m`, or a number of seconds; from 0 (none) to 24 hours.
+         */
+        Cooldown: string;
         /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
         Lease: string;
         /**
@@ -1247,6 +1426,13 @@ export interface operations {
                  *     as `30s` or `1500ms`, or a number of seconds; at most 60 seconds.
                  */
                 wait?: components["parameters"]["Wait"];
+                /**
+                 * @description A label the claimed key must carry, as `name=value` (repeatable, at
+                 *     most 16; every one must match). Names are 1 to 63 letters, digits,
+                 *     `.`, `_`, `/` or `-`; values 1 to 256 letters, digits or any of
+                 *     `. _ : / @ + -`.
+                 */
+                label?: components["parameters"]["Label"];
             };
             header?: {
                 /**
@@ -1263,7 +1449,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             /**
-             * @description The key, now blocked under a new lease; or, for a repeat of an
+             * @description The key, now held under a new lease; or, for a repeat of an
              *     idempotent claim, under the lease that claim got.
              */
             200: {
@@ -1355,6 +1541,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            409: components["responses"]["DuplicateSecret"];
             413: components["responses"]["BodyTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
@@ -1396,32 +1583,6 @@ export interface operations {
     };
     getKey: {
         parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                /** @description The key's id, a UUID. Anything else names no key (404). */
-                id: components["parameters"]["KeyId"];
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description The key. Its lease token is never shown here. */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Key"];
-                };
-            };
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["KeyNotFound"];
-            503: components["responses"]["Unavailable"];
-        };
-    };
-    releaseKey: {
-        parameters: {
             query?: {
                 /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
                 lease?: components["parameters"]["Lease"];
@@ -1438,11 +1599,56 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The key. Its lease token is never shown here; its secret only with the current lease's token. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Key"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["KeyNotFound"];
+            409: components["responses"]["LeaseMismatch"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    releaseKey: {
+        parameters: {
+            query?: {
+                /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
+                lease?: components["parameters"]["Lease"];
+                /**
+                 * @description How long the released key stays unclaimable: a duration such as
+                 *     `30s` or `5m`, or a number of seconds; from 0 (none) to 24 hours.
+                 */
+                cooldown?: components["parameters"]["Cooldown"];
+            };
+            header?: {
+                /** @description The lease token, quoted: `"42"`. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description The key's id, a UUID. Anything else names no key (404). */
+                id: components["parameters"]["KeyId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReleaseRequest"];
+            };
+        };
+        responses: {
             200: components["responses"]["KeyState"];
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["KeyNotFound"];
             409: components["responses"]["LeaseMismatch"];
+            413: components["responses"]["BodyTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1490,15 +1696,17 @@ export interface operations {
                 headers: {
                     "X-Key-Id": components["schemas"]["KeyId"];
                     "X-Key-Pool": components["schemas"]["PoolName"];
+                    /** @description `blocked` means held under a lease (the value keeps its published name). */
                     "X-Key-Status": "free" | "blocked";
                     "X-Key-Created-At": components["schemas"]["Time"];
                     "X-Key-Expires-At": components["schemas"]["Time"];
-                    /** @description Only while the key is blocked. */
+                    /** @description When the current lease was claimed; only while the key is held. */
                     "X-Key-Blocked-At"?: components["schemas"]["Time"];
-                    /** @description Only while the key is blocked. */
+                    /** @description Only while the key is held. */
                     "X-Key-Lease-Expires-At"?: components["schemas"]["Time"];
                     /** @description Only once the key has been kept alive. */
                     "X-Key-Last-Keep-Alive-At"?: components["schemas"]["Time"];
+                    /** @description How many times the key was claimed. */
                     "X-Key-Times-Assigned": number;
                     [name: string]: unknown;
                 };
@@ -1775,6 +1983,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KeyActivityReport"];
+                };
+            };
+            400: components["responses"]["BadReportParameters"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            503: components["responses"]["ReportsUnavailable"];
+        };
+    };
+    keyCooldownsReport: {
+        parameters: {
+            query?: {
+                /**
+                 * @description The start of the range `[from, to)`: an RFC 3339 time, with a `Z` or
+                 *     an offset (escape `+` as `%2B`) and any fraction of a second. Default:
+                 *     24 hours before `to`. The range must not be empty and covers at most
+                 *     31 days.
+                 */
+                from?: components["parameters"]["ReportFrom"];
+                /**
+                 * @description The end of the range `[from, to)`, itself excluded: an RFC 3339 time,
+                 *     as `from`. Default: now.
+                 */
+                to?: components["parameters"]["ReportTo"];
+                /** @description Only this pool; every pool when not given. An empty value is refused. */
+                pool?: components["parameters"]["ReportPool"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The cooldowns per pool, hour and key. */
+            200: {
+                headers: {
+                    "X-Report-Source": components["headers"]["ReportSource"];
+                    "X-Replay-Lag-Seconds": components["headers"]["ReplayLag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyCooldownsReport"];
                 };
             };
             400: components["responses"]["BadReportParameters"];
