@@ -98,7 +98,7 @@ var keysGet = keysCommand{name: "get", summary: "lease a free key of a pool (exi
 	}
 }}
 
-var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in id order, without leasing any", flags: func(fs *flag.FlagSet) keysAction {
+var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) keysAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	limit := fs.Int("limit", 100, "list at most this many keys; 0 lists every key")
 	after := fs.String("after", "", "start after this key id (the last of a previous listing)")

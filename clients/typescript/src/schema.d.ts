@@ -36,7 +36,7 @@ export interface paths {
          *     free key records nothing: its repeat tries again. With `wait`, an
          *     idempotent claim tries again until a key is claimed or the wait is
          *     over, a quarter of a second apart at most. Without the header a
-         *     claim is not safe to repeat: each one leases a key.
+         *     claim is not safe to repeat: each one claims a key.
          *
          *     **Labels.** With `label=name=value` (repeatable, at most 16), only a
          *     free key that carries every label is claimed, still at random and
