@@ -222,7 +222,7 @@ func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 	ctx := testContext(t)
 	// Leases and database timeouts in these tests are short, but long enough
 	// for a new database connection on a machine busy with other tests.
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second})
+	_, c, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second})
 
 	_, err := c.DeleteKey(ctx, lease.ID())
 	require.NoError(t, err)
@@ -238,7 +238,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 	ctx := testContext(t)
 	// No background job: the next holder's lease, which nobody keeps alive,
 	// must stay put while the test looks at it.
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second, SweepInterval: time.Hour})
+	_, c, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second, SweepInterval: time.Hour})
 
 	// An operator frees the key without a token; someone else takes it.
 	_, err := c.ReleaseKey(ctx, lease.ID(), "")
@@ -262,7 +262,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 func TestLeaseIsLostWhenKeepAlivesFailUntilItEnds(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	replica, _, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 2 * time.Second, DBTimeout: time.Second})
+	replica, _, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: 2 * time.Second, DBTimeout: time.Second})
 
 	replica.CutDatabase()
 	waitForLoss(t, ctx, lease)

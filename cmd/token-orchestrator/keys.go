@@ -85,7 +85,7 @@ var keysCreate = keysCommand{name: "create", summary: "create keys in a pool", f
 	}
 }}
 
-var keysGet = keysCommand{name: "get", summary: "lease a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
+var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
