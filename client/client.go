@@ -1,11 +1,11 @@
 // Package client is the Go client of Token Orchestrator, the lease server
 // for pools of API keys.
 //
-// Acquire leases a key and keeps the lease alive in the background until
+// Claim claims a key and keeps the lease alive in the background until
 // Release; the other methods are one call each to one endpoint of the HTTP
 // API. Answers of 503 (the server could not reach its database and changed
 // nothing) are retried with exponential backoff; a claim is repeated safely
-// only with an idempotency key, which Acquire always sends. Error answers
+// only with an idempotency key, which Claim always sends. Error answers
 // are *APIError values that match ErrNoKeyAvailable, ErrNotFound,
 // ErrLeaseLost, ErrIdempotencyKeyReused or ErrUnavailable with errors.Is.
 //

@@ -39,7 +39,7 @@ func TestCallsForEveryEndpoint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.PoolStatus{Pool: "calls", Keys: 3, Free: 3, Available: true}, status)
 
-	held, err := c.AssignKey(ctx, "calls", 0)
+	held, err := c.ClaimKey(ctx, "calls", 0)
 	require.NoError(t, err)
 	require.True(t, held.IsBlocked)
 	require.NotEmpty(t, held.LeaseToken)
@@ -85,11 +85,11 @@ func TestCallsForEveryEndpoint(t *testing.T) {
 		require.NotErrorIs(t, err, client.ErrNoKeyAvailable)
 	}
 
-	_, err = c.AssignKey(ctx, "empty", 0)
+	_, err = c.ClaimKey(ctx, "empty", 0)
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
 	require.NotErrorIs(t, err, client.ErrNotFound)
 	require.ErrorContains(t, err, "no_free_key")
-	_, err = c.AssignKey(ctx, "empty", 50*time.Millisecond)
+	_, err = c.ClaimKey(ctx, "empty", 50*time.Millisecond)
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
 
 	_, err = c.CreateKeys(ctx, "calls", 0)
@@ -113,7 +113,7 @@ func TestKeyJSONIsTheServers(t *testing.T) {
 	c := newClient(t, url)
 	_, err := c.CreateKey(ctx, "")
 	require.NoError(t, err)
-	held, err := c.AssignKey(ctx, "", 0)
+	held, err := c.ClaimKey(ctx, "", 0)
 	require.NoError(t, err)
 	_, err = c.KeepAlive(ctx, held.ID, held.LeaseToken)
 	require.NoError(t, err)
@@ -130,7 +130,7 @@ func TestKeyJSONIsTheServers(t *testing.T) {
 	require.JSONEq(t, string(raw), string(ours))
 }
 
-func TestAcquireKeepsTheLeaseAliveUntilReleased(t *testing.T) {
+func TestClaimKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	// Short enough for a quick test, long enough that a keep-alive delayed
@@ -140,7 +140,7 @@ func TestAcquireKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	created, err := c.CreateKey(ctx, "alive")
 	require.NoError(t, err)
 
-	lease, err := c.Acquire(ctx, "alive")
+	lease, err := c.Claim(ctx, "alive")
 	require.NoError(t, err)
 	require.Equal(t, created.ID, lease.ID())
 	require.NotEmpty(t, lease.Token())
@@ -166,9 +166,9 @@ func TestAcquireKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 		}
 	}
 	require.True(t, lease.ExpiresAt().After(firstEnd), "the lease knows its new end")
-	// (Not Acquire with a short deadline: the waiting request it gives up
+	// (Not Claim with a short deadline: the waiting request it gives up
 	// on could claim the key at the server just after the release below.)
-	_, err = c.AssignKey(ctx, "alive", 0)
+	_, err = c.ClaimKey(ctx, "alive", 0)
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable, "the key is still held")
 
 	require.NoError(t, lease.Release(ctx))
@@ -182,21 +182,21 @@ func TestAcquireKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	info, err := c.GetKey(ctx, lease.ID())
 	require.NoError(t, err)
 	require.False(t, info.IsBlocked)
-	again, err := c.AssignKey(ctx, "alive", 0)
+	again, err := c.ClaimKey(ctx, "alive", 0)
 	require.NoError(t, err)
 	require.NotEqual(t, lease.Token(), again.LeaseToken)
 }
 
-func TestAcquireWaitsForAKey(t *testing.T) {
+func TestClaimWaitsForAKey(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	c := newClient(t, servertest.Start(t, servertest.Options{}).URL)
 	_, err := c.CreateKey(ctx, "wait")
 	require.NoError(t, err)
-	first, err := c.Acquire(ctx, "wait")
+	first, err := c.Claim(ctx, "wait")
 	require.NoError(t, err)
 
-	_, err = c.Acquire(ctxWithTimeout(t, ctx, 200*time.Millisecond), "wait")
+	_, err = c.Claim(ctxWithTimeout(t, ctx, 200*time.Millisecond), "wait")
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 
@@ -206,7 +206,7 @@ func TestAcquireWaitsForAKey(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		lease, err := c.Acquire(ctx, "wait")
+		lease, err := c.Claim(ctx, "wait")
 		got <- result{lease, err}
 	}()
 	require.NoError(t, first.Release(ctx))
@@ -222,7 +222,7 @@ func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {
 	ctx := testContext(t)
 	// Leases and database timeouts in these tests are short, but long enough
 	// for a new database connection on a machine busy with other tests.
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second})
+	_, c, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second})
 
 	_, err := c.DeleteKey(ctx, lease.ID())
 	require.NoError(t, err)
@@ -238,12 +238,12 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 	ctx := testContext(t)
 	// No background job: the next holder's lease, which nobody keeps alive,
 	// must stay put while the test looks at it.
-	_, c, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second, SweepInterval: time.Hour})
+	_, c, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: time.Second, SweepInterval: time.Hour})
 
 	// An operator frees the key without a token; someone else takes it.
 	_, err := c.ReleaseKey(ctx, lease.ID(), "")
 	require.NoError(t, err)
-	next, err := c.AssignKey(ctx, "", 0)
+	next, err := c.ClaimKey(ctx, "", 0)
 	require.NoError(t, err)
 	require.Equal(t, lease.ID(), next.ID)
 
@@ -262,7 +262,7 @@ func TestLeaseIsLostWhenAnotherHolderHasTheKey(t *testing.T) {
 func TestLeaseIsLostWhenKeepAlivesFailUntilItEnds(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
-	replica, _, lease := leaseOneKey(t, ctx, servertest.Options{LeaseTTL: 2 * time.Second, DBTimeout: time.Second})
+	replica, _, lease := claimOneKey(t, ctx, servertest.Options{LeaseTTL: 2 * time.Second, DBTimeout: time.Second})
 
 	replica.CutDatabase()
 	waitForLoss(t, ctx, lease)
@@ -320,7 +320,7 @@ func TestBearerTokenAndLeaseTokenAreSent(t *testing.T) {
 	c := newClient(t, proxy.URL, client.WithToken("s3cret"))
 	_, err := c.CreateKey(ctx, "")
 	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
+	lease, err := c.Claim(ctx, "")
 	require.NoError(t, err)
 	require.NoError(t, lease.Release(ctx))
 
@@ -377,7 +377,7 @@ func ctxWithTimeout(t *testing.T, parent context.Context, d time.Duration) conte
 // A claim whose answer is lost after the server committed it, and which the
 // client therefore retries, ends with one lease: the retry answers the lease
 // the first try took instead of stranding it and claiming another key.
-func TestAcquireRetriedThroughALostAnswerHoldsOneLease(t *testing.T) {
+func TestClaimRetriedThroughALostAnswerHoldsOneLease(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	dbURL := testdb.New(t)
@@ -394,13 +394,13 @@ func TestAcquireRetriedThroughALostAnswerHoldsOneLease(t *testing.T) {
 		}
 	}
 	proxy.mu.Unlock()
-	lease, err := c.Acquire(ctx, "lost")
+	lease, err := c.Claim(ctx, "lost")
 	require.NoError(t, err)
 	requests, statuses := proxy.recorded()
 	require.Equal(t, []int{201, 200, 200}, statuses, "the first claim's answer was lost and the claim retried")
 	require.Equal(t, requests[1].URL.RawQuery, requests[2].URL.RawQuery)
 	sentKey := requests[1].Header.Get("Idempotency-Key")
-	require.Regexp(t, `^[0-9a-f]{32}$`, sentKey, "Acquire sends a random idempotency key")
+	require.Regexp(t, `^[0-9a-f]{32}$`, sentKey, "Claim sends a random idempotency key")
 	require.Equal(t, sentKey, requests[2].Header.Get("Idempotency-Key"), "and the same one on its retry")
 
 	status, err := c.PoolStatus(ctx, "lost")
@@ -416,9 +416,9 @@ func TestAcquireRetriedThroughALostAnswerHoldsOneLease(t *testing.T) {
 	require.EqualValues(t, 0, status.Blocked, "nothing stranded")
 }
 
-// AssignKey with an idempotency key answers its repeats with the same
+// ClaimKey with an idempotency key answers its repeats with the same
 // lease, and once that lease has ended, with ErrIdempotencyKeyReused.
-func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
+func TestClaimKeyWithAnIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	c := newClient(t, servertest.Start(t, servertest.Options{}).URL)
@@ -427,13 +427,13 @@ func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
 
 	idempotencyKey := client.NewIdempotencyKey()
 	require.NotEqual(t, idempotencyKey, client.NewIdempotencyKey())
-	first, err := c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
+	first, err := c.ClaimKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
 	require.NoError(t, err)
-	again, err := c.AssignKey(ctx, "idem", time.Second, client.WithIdempotencyKey(idempotencyKey))
+	again, err := c.ClaimKey(ctx, "idem", time.Second, client.WithIdempotencyKey(idempotencyKey))
 	require.NoError(t, err)
 	require.Equal(t, first.ID, again.ID)
 	require.Equal(t, first.LeaseToken, again.LeaseToken)
-	other, err := c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(client.NewIdempotencyKey()))
+	other, err := c.ClaimKey(ctx, "idem", 0, client.WithIdempotencyKey(client.NewIdempotencyKey()))
 	require.NoError(t, err)
 	require.NotEqual(t, first.ID, other.ID)
 	status, err := c.PoolStatus(ctx, "idem")
@@ -442,7 +442,7 @@ func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
 
 	_, err = c.ReleaseKey(ctx, first.ID, first.LeaseToken)
 	require.NoError(t, err)
-	_, err = c.AssignKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
+	_, err = c.ClaimKey(ctx, "idem", 0, client.WithIdempotencyKey(idempotencyKey))
 	require.ErrorIs(t, err, client.ErrIdempotencyKeyReused)
 	require.NotErrorIs(t, err, client.ErrLeaseLost)
 	var apiErr *client.APIError
@@ -451,7 +451,7 @@ func TestAssignKeyWithAnIdempotencyKey(t *testing.T) {
 	require.Equal(t, "idempotency_key_reused", apiErr.Code)
 }
 
-// Listing a pool pages through its keys in id order without assigning any;
+// Listing a pool pages through its keys in id order without claiming any;
 // the stats count every pool.
 func TestListKeysAndStats(t *testing.T) {
 	t.Parallel()
@@ -462,7 +462,7 @@ func TestListKeysAndStats(t *testing.T) {
 	require.NoError(t, err)
 	_, err = c.CreateKey(ctx, "")
 	require.NoError(t, err)
-	held, err := c.AssignKey(ctx, "listed", 0)
+	held, err := c.ClaimKey(ctx, "listed", 0)
 	require.NoError(t, err)
 
 	var ids []string

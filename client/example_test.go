@@ -10,7 +10,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/client"
 )
 
-// Lease a key, use it while the lease keeps itself alive, give it back.
+// Claim a key, use it while the lease keeps itself alive, release it.
 // (serverURL is the server's address, such as "http://127.0.0.1:8080".)
 func Example() {
 	ctx := context.Background()
@@ -26,7 +26,7 @@ func Example() {
 	// Wait up to ten seconds for a free key of the pool.
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	lease, err := c.Acquire(waitCtx, "example")
+	lease, err := c.Claim(waitCtx, "example")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func Example() {
 }
 
 // Plain calls: each is one request to the API.
-func ExampleClient_AssignKey() {
+func ExampleClient_ClaimKey() {
 	ctx := context.Background()
 	c, err := client.New(serverURL)
 	if err != nil {
@@ -53,7 +53,7 @@ func ExampleClient_AssignKey() {
 	if _, err := c.CreateKey(ctx, "plain"); err != nil {
 		log.Fatal(err)
 	}
-	key, err := c.AssignKey(ctx, "plain", 0)
+	key, err := c.ClaimKey(ctx, "plain", 0)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func ExampleClient_AssignKey() {
 	_, err = c.KeepAlive(ctx, key.ID, key.LeaseToken)
 	fmt.Println(errors.Is(err, client.ErrLeaseLost))
 
-	_, err = c.AssignKey(ctx, "empty-pool", 0)
+	_, err = c.ClaimKey(ctx, "empty-pool", 0)
 	fmt.Println(errors.Is(err, client.ErrNoKeyAvailable))
 	// Output:
 	// true

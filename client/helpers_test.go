@@ -113,14 +113,14 @@ func loseAnswer(resp *http.Response) {
 	resp.ContentLength = int64(len(body))
 }
 
-// leaseOneKey starts a replica with one key and leases it.
-func leaseOneKey(t *testing.T, ctx context.Context, o servertest.Options) (*servertest.Replica, *client.Client, *client.Lease) {
+// claimOneKey starts a replica with one key and claims it.
+func claimOneKey(t *testing.T, ctx context.Context, o servertest.Options) (*servertest.Replica, *client.Client, *client.Lease) {
 	t.Helper()
 	replica := servertest.Start(t, o)
 	c := newClient(t, replica.URL)
 	_, err := c.CreateKey(ctx, "")
 	require.NoError(t, err)
-	lease, err := c.Acquire(ctx, "")
+	lease, err := c.Claim(ctx, "")
 	require.NoError(t, err)
 	return replica, c, lease
 }

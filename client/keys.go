@@ -16,7 +16,9 @@ import (
 // MaxWait is the longest the server waits for a free key in one call.
 const MaxWait = 60 * time.Second
 
-// Key is a key of a pool as the server describes it.
+// Key is a key of a pool as the server describes it. Its fields keep the
+// server's JSON names (IsBlocked means held, BlockedAt is when the key was
+// claimed, TimesAssigned counts claims): see "Words" in the README.
 type Key struct {
 	ID        string    `json:"keyId"`
 	Pool      string    `json:"pool"`
@@ -26,11 +28,11 @@ type Key struct {
 	ExpiresAt       time.Time  `json:"expiresAt"`
 	LastKeepAliveAt *time.Time `json:"lastKeepAliveAt"`
 	TimesAssigned   int64      `json:"timesAssigned"`
-	// BlockedAt and LeaseExpiresAt describe the current lease; nil when the
-	// key is free.
+	// BlockedAt (when the key was claimed) and LeaseExpiresAt describe the
+	// current lease; nil when the key is free.
 	BlockedAt      *time.Time `json:"blockedAt"`
 	LeaseExpiresAt *time.Time `json:"leaseExpiresAt"`
-	// LeaseToken is set only in the answer to the call that assigned the
+	// LeaseToken is set only in the answer to the call that claimed the
 	// key: it proves to the server that a later call comes from the holder.
 	LeaseToken string `json:"leaseToken,omitempty"`
 	// Labels of the key; nil when it has none.
@@ -39,7 +41,7 @@ type Key struct {
 	// cooldown: no claim takes it before then.
 	CoolingUntil *time.Time `json:"coolingUntil"`
 	// Secret is the credential the key stands for, set only in the answer
-	// to the call that assigned the key (and GetKeySecret). Keep it out of
+	// to the call that claimed the key (and GetKeySecret). Keep it out of
 	// logs.
 	Secret string `json:"secret,omitempty"`
 }
@@ -78,11 +80,12 @@ func (k Key) MarshalJSON() ([]byte, error) {
 
 // PoolStatus is the availability of a pool.
 type PoolStatus struct {
-	Pool    string
-	Keys    int64
-	Free    int64
+	Pool string
+	Keys int64
+	Free int64
+	// Blocked counts the held keys (the X-Pool-Blocked header's name).
 	Blocked int64
-	// Available reports whether a key could be assigned right now.
+	// Available reports whether a key could be claimed right now.
 	Available bool
 }
 
@@ -134,18 +137,18 @@ func (c *Client) ImportKeys(ctx context.Context, pool string, keys []NewKey) ([]
 	return batch.Keys, err
 }
 
-// AssignKey blocks a random free key of the pool and returns it with its
+// ClaimKey claims a random free key of the pool and returns it with its
 // lease token. When none is free, the server waits up to wait (at most
 // MaxWait) for one before the call fails with ErrNoKeyAvailable. The lease
-// ends unless kept alive: Acquire does that for you.
+// ends unless kept alive: Claim does that for you.
 //
 // A claim whose answer is lost after the server made it, and which is then
 // sent again (this client retries answers of 503), holds a second key
 // unless the claim carries an idempotency key: pass
 // WithIdempotencyKey(NewIdempotencyKey()) to make the call safe to repeat,
-// and the same key again to repeat it. Acquire does that for you too.
-func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration, opts ...AssignOption) (Key, error) {
-	var o assignOptions
+// and the same key again to repeat it. Claim does that for you too.
+func (c *Client) ClaimKey(ctx context.Context, pool string, wait time.Duration, opts ...ClaimOption) (Key, error) {
+	var o claimOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -159,10 +162,10 @@ func (c *Client) AssignKey(ctx context.Context, pool string, wait time.Duration,
 	return c.key(ctx, request{method: http.MethodGet, path: "/keys", query: query, idempotencyKey: o.idempotencyKey})
 }
 
-// AssignOption adjusts an AssignKey call.
-type AssignOption func(*assignOptions)
+// ClaimOption adjusts a ClaimKey or Claim call.
+type ClaimOption func(*claimOptions)
 
-type assignOptions struct {
+type claimOptions struct {
 	idempotencyKey string
 	labels         []string
 }
@@ -170,8 +173,8 @@ type assignOptions struct {
 // WithLabels claims only a key that carries every label, each written
 // name=value (e.g. "tier=paid"). The server walks the first label's keys
 // and checks the others on each: name the most selective one first.
-func WithLabels(labels ...string) AssignOption {
-	return func(o *assignOptions) { o.labels = append(o.labels, labels...) }
+func WithLabels(labels ...string) ClaimOption {
+	return func(o *claimOptions) { o.labels = append(o.labels, labels...) }
 }
 
 // WithIdempotencyKey sends key as the claim's Idempotency-Key: the server
@@ -180,8 +183,8 @@ func WithLabels(labels ...string) AssignOption {
 // lease token) instead of claiming another key. Once that lease has ended, a
 // call with the key fails with ErrIdempotencyKeyReused. The key is 1 to 255
 // printable ASCII characters; NewIdempotencyKey makes one.
-func WithIdempotencyKey(key string) AssignOption {
-	return func(o *assignOptions) { o.idempotencyKey = key }
+func WithIdempotencyKey(key string) ClaimOption {
+	return func(o *claimOptions) { o.idempotencyKey = key }
 }
 
 // NewIdempotencyKey returns a random idempotency key: 128 random bits in
@@ -195,7 +198,7 @@ func NewIdempotencyKey() string {
 }
 
 // PoolStatus tells how many keys the pool has and whether one is free,
-// without assigning any.
+// without claiming any.
 func (c *Client) PoolStatus(ctx context.Context, pool string) (PoolStatus, error) {
 	resp, err := c.do(ctx, request{method: http.MethodHead, path: "/keys", query: poolQuery(pool)})
 	if err != nil {
@@ -252,7 +255,7 @@ func (c *Client) ReleaseKey(ctx context.Context, id, leaseToken string) (Key, er
 }
 
 // ReleaseKeyWithCooldown is ReleaseKey, but no claim takes the key before
-// the cooldown (at most 24 hours) has passed: give back a key that a third
+// the cooldown (at most 24 hours) has passed: release a key that a third
 // party rate-limits this way.
 func (c *Client) ReleaseKeyWithCooldown(ctx context.Context, id, leaseToken string, cooldown time.Duration) (Key, error) {
 	query := url.Values{}
@@ -285,7 +288,7 @@ type KeyPage struct {
 const MaxPageSize = 500
 
 // ListKeys returns a page of the pool's keys ("" is the default pool) in id
-// order, without assigning any: at most limit keys (1 to MaxPageSize; 0
+// order, without claiming any: at most limit keys (1 to MaxPageSize; 0
 // takes the server's default of 50), starting after the key id after ("" for
 // the first page). Lease tokens are never shown. It needs the admin token
 // when the server asks for tokens.

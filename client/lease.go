@@ -31,12 +31,12 @@ type Lease struct {
 // the keep-alive loop into a busy loop.
 const minKeepAliveInterval = 5 * time.Millisecond
 
-// Acquire leases a key of the pool ("" is the default pool), waiting as long
+// Claim claims a key of the pool ("" is the default pool), waiting as long
 // as ctx allows for one to become free: the server holds each request for up
 // to MaxWait and the call asks again until ctx ends, then fails with an
 // error that matches both ErrNoKeyAvailable and ctx's error.
 //
-// Every request of one Acquire carries the same idempotency key, so a
+// Every request of one Claim carries the same idempotency key, so a
 // request repeated after its answer was lost (this client retries answers
 // of 503, a load balancer may retry on another replica) gets the lease the
 // first one got and never holds a second key.
@@ -45,8 +45,8 @@ const minKeepAliveInterval = 5 * time.Millisecond
 // closed. A lease that is never released holds its key for good.
 //
 // Options such as WithLabels narrow the claim; WithIdempotencyKey is
-// ignored (Acquire makes its own).
-func (c *Client) Acquire(ctx context.Context, pool string, opts ...AssignOption) (*Lease, error) {
+// ignored (Claim makes its own).
+func (c *Client) Claim(ctx context.Context, pool string, opts ...ClaimOption) (*Lease, error) {
 	idempotencyKey := NewIdempotencyKey()
 	for {
 		wait := MaxWait
@@ -56,14 +56,14 @@ func (c *Client) Acquire(ctx context.Context, pool string, opts ...AssignOption)
 			wait = min(wait, time.Until(deadline)*9/10)
 		}
 		sent := time.Now()
-		key, err := c.AssignKey(ctx, pool, wait, append(opts, WithIdempotencyKey(idempotencyKey))...)
+		key, err := c.ClaimKey(ctx, pool, wait, append(opts, WithIdempotencyKey(idempotencyKey))...)
 		switch {
 		case err == nil:
 			return c.newLease(key, sent)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("%w in pool %q: %w", ErrNoKeyAvailable, pool, ctx.Err())
 		case errors.Is(err, ErrIdempotencyKeyReused):
-			// A key was claimed for this Acquire, but its lease ended before
+			// A key was claimed for this Claim, but its lease ended before
 			// any answer got through (a short LEASE_TTL, or an operator
 			// released the key): nobody holds it, so claim afresh.
 			idempotencyKey = NewIdempotencyKey()
@@ -80,10 +80,10 @@ func (c *Client) Acquire(ctx context.Context, pool string, opts ...AssignOption)
 }
 
 // newLease starts keeping the key's lease alive. sent is when the request
-// that assigned the key left: the lease began after it.
+// that claimed the key left: the lease began after it.
 func (c *Client) newLease(key Key, sent time.Time) (*Lease, error) {
 	if key.LeaseToken == "" || leaseDuration(key) <= 0 {
-		return nil, fmt.Errorf("client: the server assigned key %s without a lease token or a lease deadline", key.ID)
+		return nil, fmt.Errorf("client: the server claimed key %s without a lease token or a lease deadline", key.ID)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	l := &Lease{
@@ -97,7 +97,7 @@ func (c *Client) newLease(key Key, sent time.Time) (*Lease, error) {
 // Secret is the credential the key stands for ("" for a key without one).
 func (l *Lease) Secret() string { return l.key.Secret }
 
-// Key is the key as it was assigned, with its id, pool and lease token.
+// Key is the key as it was claimed, with its id, pool and lease token.
 func (l *Lease) Key() Key { return l.key }
 
 // ID is the key's id.
@@ -128,7 +128,7 @@ func (l *Lease) Err() error {
 	return l.err
 }
 
-// Release stops keeping the lease alive and gives the key back. It fails
+// Release stops keeping the lease alive and releases the key. It fails
 // with ErrLeaseLost or ErrNotFound when the lease was already gone. Only the
 // first call does anything; later ones return its result.
 func (l *Lease) Release(ctx context.Context) error {
@@ -145,7 +145,7 @@ func (l *Lease) Release(ctx context.Context) error {
 }
 
 // ReleaseWithCooldown is Release, but no claim takes the key before the
-// cooldown (at most 24 hours) has passed: give back a key that a third
+// cooldown (at most 24 hours) has passed: release a key that a third
 // party rate-limited (an HTTP 429) this way.
 func (l *Lease) ReleaseWithCooldown(ctx context.Context, cooldown time.Duration) error {
 	l.release.Do(func() {
@@ -210,7 +210,7 @@ func (l *Lease) lose(err error) {
 }
 
 // leaseDuration is how long the lease lasts from the server's answer: its
-// end minus its start (the assignment or the last keep-alive), both by the
+// end minus its start (the claim or the last keep-alive), both by the
 // database's clock, so that no clock skew between client and server enters.
 func leaseDuration(k Key) time.Duration {
 	if k.LeaseExpiresAt == nil {

@@ -21,12 +21,12 @@ func TestLeaseDurationComesFromTheServersTimes(t *testing.T) {
 		key  Key
 		want time.Duration
 	}{
-		{"just assigned", Key{BlockedAt: at("2030-01-01T10:00:00.000Z"), LeaseExpiresAt: at("2030-01-01T10:01:00.000Z")}, time.Minute},
+		{"just claimed", Key{BlockedAt: at("2030-01-01T10:00:00.000Z"), LeaseExpiresAt: at("2030-01-01T10:01:00.000Z")}, time.Minute},
 		{"kept alive since", Key{
 			BlockedAt: at("2030-01-01T10:00:00.000Z"), LastKeepAliveAt: at("2030-01-01T10:00:40.250Z"),
 			LeaseExpiresAt: at("2030-01-01T10:00:40.750Z"),
 		}, 500 * time.Millisecond},
-		{"kept alive before the assignment", Key{
+		{"kept alive before the claim", Key{
 			LastKeepAliveAt: at("2030-01-01T09:00:00.000Z"), BlockedAt: at("2030-01-01T10:00:00.000Z"),
 			LeaseExpiresAt: at("2030-01-01T10:00:30.000Z"),
 		}, 30 * time.Second},

@@ -18,8 +18,9 @@ type PoolStats struct {
 	Pool string `json:"pool,omitempty"`
 	// Total counts a key whose life has just ended until the server's
 	// background job removes it.
-	Total   int64 `json:"total"`
-	Free    int64 `json:"free"`
+	Total int64 `json:"total"`
+	Free  int64 `json:"free"`
+	// Blocked counts the held keys (the wire name is kept).
 	Blocked int64 `json:"blocked"`
 	// ExpiringWithinMinute counts live keys whose life ends within a minute
 	// unless they are kept alive.

@@ -341,7 +341,7 @@ func (h *harness) pgbenchClients(r *row, clients int) int {
 	return n
 }
 
-// massExpiry blocks n keys whose leases all end at the same moment, and
+// massExpiry claims n keys whose leases all end at the same moment, and
 // measures how long after that moment the background job has released them
 // all, while clients keep claiming from another pool.
 func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row, error) {
@@ -400,7 +400,7 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 		if err != nil {
 			return r, err
 		}
-		if counts.Blocked == 0 {
+		if counts.Held == 0 {
 			if err := pool.QueryRow(ctx, "SELECT now()").Scan(&releasedAt); err != nil {
 				return r, err
 			}

@@ -192,7 +192,7 @@ const throughputText = `## Throughput
 
 A cycle is one claim (GET /keys) and one release (PUT /keys/{id} with the
 lease token) through HTTP, every claim checked by the load generator against
-the keys its other workers hold (a double assignment fails the run). Right
+the keys its other workers hold (a double claim fails the run). Right
 after each scenario the floor runs with the same clients for the same time
 on a pool of the same size ("HTTP / floor"). The second reference runs the
 service's own KeyClaim and KeyReleaseMany statements from

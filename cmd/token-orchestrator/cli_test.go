@@ -332,7 +332,7 @@ func TestCompletionUsage(t *testing.T) {
 	}
 }
 
-// keys list pages through a pool without leasing anything; stats shows the
+// keys list pages through a pool without claiming anything; stats shows the
 // counts of every pool.
 func TestKeysListAndStats(t *testing.T) {
 	t.Parallel()

@@ -85,11 +85,11 @@ var keysCreate = keysCommand{name: "create", summary: "create keys in a pool", f
 	}
 }}
 
-var keysGet = keysCommand{name: "get", summary: "lease a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
+var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
-		key, err := c.AssignKey(ctx, *pool, *wait)
+		key, err := c.ClaimKey(ctx, *pool, *wait)
 		return outcome{
 			headline: fmt.Sprintf("Leased key %s under lease token %s.\nKeep it: token-orchestrator keys keepalive %s --lease %s",
 				key.ID, key.LeaseToken, key.ID, key.LeaseToken),
@@ -98,7 +98,7 @@ var keysGet = keysCommand{name: "get", summary: "lease a free key of a pool (exi
 	}
 }}
 
-var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in id order, without leasing any", flags: func(fs *flag.FlagSet) keysAction {
+var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) keysAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	limit := fs.Int("limit", 100, "list at most this many keys; 0 lists every key")
 	after := fs.String("after", "", "start after this key id (the last of a previous listing)")
@@ -138,7 +138,7 @@ var keysInfo = keysCommand{name: "info", summary: "show a key", takesID: true, f
 	}
 }}
 
-var keysRelease = keysCommand{name: "release", summary: "unblock a key, ending its lease", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysRelease = keysCommand{name: "release", summary: "release a key, ending its lease", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
 	lease := fs.String("lease", "", "end only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.ReleaseKey(ctx, id, *lease)

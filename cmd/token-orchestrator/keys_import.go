@@ -18,7 +18,7 @@ const keysImportHelp = `Usage: token-orchestrator keys import --pool POOL [--lab
 
 Creates one key per line of FILE (or of standard input, with - or no FILE),
 the line being the key's secret: the credential it stands for, which the
-server keeps encrypted and hands out only with a lease. Blank lines are
+server keeps encrypted and gives out only with a lease. Blank lines are
 skipped; surrounding spaces are trimmed. Keys are sent in batches of at most
 10,000; every key gets the labels given. A secret that a key of the pool
 already carries stops the import at its batch (earlier batches stay

@@ -1,5 +1,5 @@
 // Command token-orchestrator serves a pool of API keys over HTTP: clients
-// lease keys, keep them alive and give them back, and PostgreSQL enforces
+// claim keys, keep them alive and release them, and PostgreSQL enforces
 // that a key is never held by two clients at once.
 //
 // Usage: token-orchestrator [command] [flags]. The default command is serve.

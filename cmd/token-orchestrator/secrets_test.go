@@ -73,7 +73,7 @@ func TestKeysImportAndSecretsRotate(t *testing.T) {
 	require.NoError(t, err)
 	seen := map[string]bool{}
 	for range 4 {
-		k, err := c.AssignKey(t.Context(), "api", 0)
+		k, err := c.ClaimKey(t.Context(), "api", 0)
 		require.NoError(t, err)
 		seen[k.Secret] = true
 	}

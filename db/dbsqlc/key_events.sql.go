@@ -158,7 +158,7 @@ WITH bounds AS (
 )
 SELECT m.minute::timestamptz AS minute,
        coalesce(c.created, 0)::bigint AS created,
-       coalesce(c.assigned, 0)::bigint AS assigned,
+       coalesce(c.assigned, 0)::bigint AS claimed,
        coalesce(c.released, 0)::bigint AS released,
        coalesce(c.lease_expired, 0)::bigint AS lease_expired,
        coalesce(c.kept_alive, 0)::bigint AS kept_alive,
@@ -182,7 +182,7 @@ type KeyEventsPerMinuteParams struct {
 type KeyEventsPerMinuteRow struct {
 	Minute       time.Time
 	Created      int64
-	Assigned     int64
+	Claimed      int64
 	Released     int64
 	LeaseExpired int64
 	KeptAlive    int64
@@ -206,7 +206,7 @@ func (q *Queries) KeyEventsPerMinute(ctx context.Context, arg KeyEventsPerMinute
 		if err := rows.Scan(
 			&i.Minute,
 			&i.Created,
-			&i.Assigned,
+			&i.Claimed,
 			&i.Released,
 			&i.LeaseExpired,
 			&i.KeptAlive,

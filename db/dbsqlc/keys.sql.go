@@ -82,7 +82,7 @@ type KeyClaimRow struct {
 	SecretCiphertext []byte
 }
 
-// Blocks up to max free, live keys of the pool under new lease tokens. It
+// Claims up to max free, live keys of the pool under new lease tokens. It
 // walks the partial index of free keys from a random position and wraps
 // around to the start; the second scan asks only for what the first could
 // not find, so it does no work when the first found enough. SKIP LOCKED lets
@@ -213,7 +213,7 @@ type KeyClaimLabelledRow struct {
 // are checked on each key found (one primary-key lookup per label), so the
 // first label should be the most selective one. Each key_state row is
 // locked with SKIP LOCKED and checked again once locked, so a label row a
-// concurrent statement has not yet updated never hands out a held key.
+// concurrent statement has not yet updated never claims a held key.
 func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledParams) ([]KeyClaimLabelledRow, error) {
 	rows, err := q.db.Query(ctx, keyClaimLabelled,
 		arg.Pool,
@@ -925,7 +925,7 @@ SELECT ((
 ) IS NOT NULL)::boolean AS has_free
 `
 
-// Whether a claim on the pool would find a key right now; never blocks one.
+// Whether a claim on the pool would find a key right now; never claims one.
 // Written as the claim's own index walk: as an EXISTS, the planner may prefer
 // a table scan, which is quick only while free keys are plentiful.
 func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error) {
@@ -990,7 +990,7 @@ type KeyReleaseEndedLeasesRow struct {
 // (= ANY, an index lookup per key) and needs no join back to them. The
 // changes to the counts are written pool by pool in pool order. Returns
 // the database time it looked at (scanned_until) and, per pool, how many
-// it freed and how long each of their leases lasted (assignment to
+// it freed and how long each of their leases lasted (claim to
 // deadline), for the metrics: one row with a NULL pool when it freed none.
 //
 // Why since: every claim adds an entry to key_state_lease_expires_at_idx

@@ -18,7 +18,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // TestQueryPlansUseIndexes checks that no statement the service runs scans a
-// table: on pools of 60,000 and of 2,000 keys, half of one pool blocked,
+// table: on pools of 60,000 and of 2,000 keys, half of one pool held,
 // 100,000 more history rows spread over 30 days in four pools, 20,000
 // count changes not yet folded, 20,000 registrations of waiting clients and
 // records of idempotent claims, each plan (the custom plan for typical
@@ -200,7 +200,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 	}
 	var doc strings.Builder
 	doc.WriteString("# Query plans\n\nPlans of every statement the service runs, on a database of 60,000 keys in two pools\n" +
-		"with half of one pool blocked, and 30,000 labelled keys in a third pool (a third held, a tenth with secrets,\n" +
+		"with half of one pool held, and 30,000 labelled keys in a third pool (a third held, a tenth with secrets,\n" +
 		"some cooling down). Written by `UPDATE_PLANS=1 go test ./db/dbsqlc -run TestQueryPlansUseIndexes`;\n" +
 		"the test fails if any of them scans a table instead of using an index.\n")
 	seqScan := regexp.MustCompile(`Seq Scan on (key_labels|keys|key_state|key_events|pool_count_changes|pool_waiters|claim_requests)\b`)

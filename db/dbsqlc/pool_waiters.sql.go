@@ -60,7 +60,7 @@ WHERE (
 // find a key now: one statement per poll however many pools are waited on,
 // so that made-up pool names cannot multiply the polling. Each pool costs
 // one step on key_state_claimable_position_idx, the claim's own index walk (see
-// KeyPoolHasFree). It never blocks a key.
+// KeyPoolHasFree). It never claims a key.
 func (q *Queries) PoolWaitersFreePools(ctx context.Context, pools []string) ([]string, error) {
 	rows, err := q.db.Query(ctx, poolWaitersFreePools, pools)
 	if err != nil {

@@ -199,7 +199,7 @@ func (q *Queries) KeyLeasesList(ctx context.Context, arg KeyLeasesListParams) ([
 }
 
 const leaseActivityHourlyList = `-- name: LeaseActivityHourlyList :many
-SELECT pool, hour, assigned, released, lease_expired, ended_by_deletion, keep_alives
+SELECT pool, hour, assigned AS claimed, released, lease_expired, ended_by_deletion, keep_alives
 FROM lease_activity_hourly
 WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz
   AND ($3::text IS NULL OR pool = $3::text)
@@ -212,19 +212,29 @@ type LeaseActivityHourlyListParams struct {
 	Pool      *string
 }
 
-func (q *Queries) LeaseActivityHourlyList(ctx context.Context, arg LeaseActivityHourlyListParams) ([]LeaseActivityHourly, error) {
+type LeaseActivityHourlyListRow struct {
+	Pool            string
+	Hour            time.Time
+	Claimed         int64
+	Released        int64
+	LeaseExpired    int64
+	EndedByDeletion int64
+	KeepAlives      int64
+}
+
+func (q *Queries) LeaseActivityHourlyList(ctx context.Context, arg LeaseActivityHourlyListParams) ([]LeaseActivityHourlyListRow, error) {
 	rows, err := q.db.Query(ctx, leaseActivityHourlyList, arg.RangeFrom, arg.RangeTo, arg.Pool)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LeaseActivityHourly
+	var items []LeaseActivityHourlyListRow
 	for rows.Next() {
-		var i LeaseActivityHourly
+		var i LeaseActivityHourlyListRow
 		if err := rows.Scan(
 			&i.Pool,
 			&i.Hour,
-			&i.Assigned,
+			&i.Claimed,
 			&i.Released,
 			&i.LeaseExpired,
 			&i.EndedByDeletion,
@@ -285,7 +295,7 @@ func (q *Queries) LeaseDurationsHourlyList(ctx context.Context, arg LeaseDuratio
 
 const poolUtilisationList = `-- name: PoolUtilisationList :many
 SELECT u.pool::text AS pool, u.hour::timestamptz AS hour, u.key_seconds::float8 AS key_seconds,
-       u.blocked_seconds::float8 AS blocked_seconds, u.utilisation::float8 AS utilisation
+       u.blocked_seconds::float8 AS held_seconds, u.utilisation::float8 AS utilisation
 FROM pool_utilisation($1::timestamptz, $2::timestamptz, $3::text) AS u
 `
 
@@ -296,11 +306,11 @@ type PoolUtilisationListParams struct {
 }
 
 type PoolUtilisationListRow struct {
-	Pool           string
-	Hour           time.Time
-	KeySeconds     float64
-	BlockedSeconds float64
-	Utilisation    float64
+	Pool        string
+	Hour        time.Time
+	KeySeconds  float64
+	HeldSeconds float64
+	Utilisation float64
 }
 
 // A function rather than a view: see the migration.
@@ -317,7 +327,7 @@ func (q *Queries) PoolUtilisationList(ctx context.Context, arg PoolUtilisationLi
 			&i.Pool,
 			&i.Hour,
 			&i.KeySeconds,
-			&i.BlockedSeconds,
+			&i.HeldSeconds,
 			&i.Utilisation,
 		); err != nil {
 			return nil, err

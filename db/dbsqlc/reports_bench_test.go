@@ -15,7 +15,7 @@ import (
 )
 
 // historyLoad writes 1,003,000 history rows over the last 30 days: 1,000
-// keys in four pools, each created 30 days ago and then leased 334 times,
+// keys in four pools, each created 30 days ago and then claimed 334 times,
 // one lease every 129 minutes (the last ending a few minutes ago) lasting 1
 // to 60 minutes, with 0 to 2
 // keep-alives (1 on average); a quarter of the leases are ended by the job,

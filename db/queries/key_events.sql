@@ -81,7 +81,7 @@ WITH bounds AS (
 )
 SELECT m.minute::timestamptz AS minute,
        coalesce(c.created, 0)::bigint AS created,
-       coalesce(c.assigned, 0)::bigint AS assigned,
+       coalesce(c.assigned, 0)::bigint AS claimed,
        coalesce(c.released, 0)::bigint AS released,
        coalesce(c.lease_expired, 0)::bigint AS lease_expired,
        coalesce(c.kept_alive, 0)::bigint AS kept_alive,

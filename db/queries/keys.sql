@@ -52,7 +52,7 @@ FROM created
 JOIN state ON state.key_id = created.id;
 
 -- name: KeyClaim :many
--- Blocks up to max free, live keys of the pool under new lease tokens. It
+-- Claims up to max free, live keys of the pool under new lease tokens. It
 -- walks the partial index of free keys from a random position and wraps
 -- around to the start; the second scan asks only for what the first could
 -- not find, so it does no work when the first found enough. SKIP LOCKED lets
@@ -113,7 +113,7 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 -- are checked on each key found (one primary-key lookup per label), so the
 -- first label should be the most selective one. Each key_state row is
 -- locked with SKIP LOCKED and checked again once locked, so a label row a
--- concurrent statement has not yet updated never hands out a held key.
+-- concurrent statement has not yet updated never claims a held key.
 WITH after_start AS (
     SELECT s.key_id, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id
@@ -181,7 +181,7 @@ JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
 
 -- name: KeyPoolHasFree :one
--- Whether a claim on the pool would find a key right now; never blocks one.
+-- Whether a claim on the pool would find a key right now; never claims one.
 -- Written as the claim's own index walk: as an EXISTS, the planner may prefer
 -- a table scan, which is quick only while free keys are plentiful.
 SELECT ((
@@ -342,7 +342,7 @@ JOIN state ON state.key_id = deleted.id;
 -- (= ANY, an index lookup per key) and needs no join back to them. The
 -- changes to the counts are written pool by pool in pool order. Returns
 -- the database time it looked at (scanned_until) and, per pool, how many
--- it freed and how long each of their leases lasted (assignment to
+-- it freed and how long each of their leases lasted (claim to
 -- deadline), for the metrics: one row with a NULL pool when it freed none.
 --
 -- Why since: every claim adds an entry to key_state_lease_expires_at_idx

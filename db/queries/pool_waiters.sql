@@ -23,7 +23,7 @@ WHERE pool = sqlc.arg(pool)::text AND replica = sqlc.arg(replica)::text
 -- find a key now: one statement per poll however many pools are waited on,
 -- so that made-up pool names cannot multiply the polling. Each pool costs
 -- one step on key_state_claimable_position_idx, the claim's own index walk (see
--- KeyPoolHasFree). It never blocks a key.
+-- KeyPoolHasFree). It never claims a key.
 SELECT w.pool::text AS pool
 FROM unnest(sqlc.arg(pools)::text[]) AS w (pool)
 WHERE (

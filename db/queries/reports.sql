@@ -16,7 +16,7 @@ ORDER BY started_at, lease_token
 LIMIT sqlc.arg(max)::int;
 
 -- name: LeaseActivityHourlyList :many
-SELECT pool, hour, assigned, released, lease_expired, ended_by_deletion, keep_alives
+SELECT pool, hour, assigned AS claimed, released, lease_expired, ended_by_deletion, keep_alives
 FROM lease_activity_hourly
 WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
   AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
@@ -39,7 +39,7 @@ ORDER BY pool, hour;
 -- name: PoolUtilisationList :many
 -- A function rather than a view: see the migration.
 SELECT u.pool::text AS pool, u.hour::timestamptz AS hour, u.key_seconds::float8 AS key_seconds,
-       u.blocked_seconds::float8 AS blocked_seconds, u.utilisation::float8 AS utilisation
+       u.blocked_seconds::float8 AS held_seconds, u.utilisation::float8 AS utilisation
 FROM pool_utilisation(sqlc.arg(range_from)::timestamptz, sqlc.arg(range_to)::timestamptz, sqlc.narg(pool)::text) AS u;
 
 -- name: KeyLeasesDurationHistogram :many

@@ -53,7 +53,7 @@ func (a *API) activity(w http.ResponseWriter, r *http.Request) error {
 	}{Pool: pool, Minutes: minutes, freshness: setFreshness(w, src.Freshness()), PerMinute: make([]minuteBody, len(rows))}
 	for i, row := range rows {
 		body.PerMinute[i] = minuteBody{
-			Minute: formatTime(row.Minute), Created: row.Created, Assigned: row.Assigned, Released: row.Released,
+			Minute: formatTime(row.Minute), Created: row.Created, Assigned: row.Claimed, Released: row.Released,
 			LeaseExpired: row.LeaseExpired, KeptAlive: row.KeptAlive, Deleted: row.Deleted, Expired: row.Expired,
 		}
 	}

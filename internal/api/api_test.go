@@ -97,7 +97,7 @@ func TestCreateKeysRefusesBadInput(t *testing.T) {
 	require.Empty(t, counts)
 }
 
-func TestAssignKey(t *testing.T) {
+func TestClaimKey(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{leaseTTL: time.Minute})
 	created := do(t, "POST", s.url+"/keys?pool=p", "")
@@ -127,7 +127,7 @@ func TestAssignKey(t *testing.T) {
 	}
 }
 
-func TestAssignKeyWaitsForAKey(t *testing.T) {
+func TestClaimKeyWaitsForAKey(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{})
 	do(t, "POST", s.url+"/keys?pool=w", "")
@@ -153,9 +153,9 @@ func TestAssignKeyWaitsForAKey(t *testing.T) {
 	<-released
 }
 
-// HEAD /keys must never assign a key, as a router that answers HEAD with the
+// HEAD /keys must never claim a key, as a router that answers HEAD with the
 // GET handler would.
-func TestHeadKeysNeverAssigns(t *testing.T) {
+func TestHeadKeysNeverClaims(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{})
 	created := do(t, "POST", s.url+"/keys?pool=h", `{"count": 2}`)

@@ -112,9 +112,9 @@ func TestClientAndAdminTokens(t *testing.T) {
 	id := created.str("keyId")
 
 	requireProblem(t, do(t, "GET", s.url+"/keys?pool=a", ""), 401, "unauthorized")
-	leased := do(t, "GET", s.url+"/keys?pool=a", "", client...)
-	require.Equal(t, http.StatusOK, leased.status, leased.raw)
-	token := `"` + leased.str("leaseToken") + `"`
+	claimed := do(t, "GET", s.url+"/keys?pool=a", "", client...)
+	require.Equal(t, http.StatusOK, claimed.status, claimed.raw)
+	token := `"` + claimed.str("leaseToken") + `"`
 	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys/"+id, "", client...).status)
 	require.Equal(t, http.StatusOK, do(t, "HEAD", s.url+"/keys/"+id, "", client...).status)
 	require.Equal(t, http.StatusOK, do(t, "HEAD", s.url+"/keys?pool=a", "", client...).status)

@@ -34,9 +34,9 @@ func TestWaiterIsWokenWhenACooldownEnds(t *testing.T) {
 	got := do(t, "GET", waiting.url+"/keys?pool=cool&wait=10s", "")
 	require.Equal(t, http.StatusOK, got.status, got.raw)
 	require.Equal(t, held[0].str("keyId"), got.str("keyId"))
-	blockedAt, err := time.Parse(time.RFC3339Nano, got.str("blockedAt"))
+	claimedAt, err := time.Parse(time.RFC3339Nano, got.str("blockedAt"))
 	require.NoError(t, err)
-	require.False(t, blockedAt.Before(until), "claimed at %s, before the cooldown's end %s", blockedAt, until)
+	require.False(t, claimedAt.Before(until), "claimed at %s, before the cooldown's end %s", claimedAt, until)
 
 	requireProblem(t, do(t, "PUT", job.url+"/keys/"+got.str("keyId")+"?cooldown=24h1s", ""), http.StatusBadRequest, "invalid_parameter")
 	requireProblem(t, do(t, "PUT", job.url+"/keys/"+got.str("keyId")+"?cooldown=-1s", ""), http.StatusBadRequest, "invalid_parameter")

@@ -51,7 +51,7 @@ func TestPoolKeysArePagedByID(t *testing.T) {
 			k := raw.(map[string]any)
 			require.Equal(t, "p", k["pool"])
 			require.NotContains(t, k, "leaseToken")
-			require.Equal(t, k["keyId"] == held.str("keyId"), k["isBlocked"], "only the key leased above is blocked")
+			require.Equal(t, k["keyId"] == held.str("keyId"), k["isBlocked"], "only the key claimed above is held")
 			got = append(got, k["keyId"].(string))
 		}
 		if r.body["nextAfter"] == nil {

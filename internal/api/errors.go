@@ -46,7 +46,7 @@ var errorTable = []struct {
 	{err: store.ErrKeyNotFound, status: http.StatusNotFound, code: "key_not_found", title: "Key not found",
 		detail: "No live key has this id."},
 	{err: store.ErrNoFreeKey, status: http.StatusNotFound, code: "no_free_key", title: "No free key",
-		detail: "Every key of the pool is blocked, or the pool has no keys."},
+		detail: "Every key of the pool is held, or the pool has no keys."},
 	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
 	{err: store.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",

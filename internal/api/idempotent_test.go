@@ -40,7 +40,7 @@ func countRows(t *testing.T, s *testServer, query string, args ...any) int {
 	return n
 }
 
-func blockedInPool(t *testing.T, s *testServer, pool string) string {
+func heldInPool(t *testing.T, s *testServer, pool string) string {
 	t.Helper()
 	return do(t, "HEAD", s.url+"/keys?pool="+pool, "").header.Get("X-Pool-Blocked")
 }
@@ -61,7 +61,7 @@ func TestIdempotentClaimAnswersTheSameLeaseOnEveryReplica(t *testing.T) {
 	requireSameLease(t, first, claimWith(t, b, "idem", "claim-1", ""))
 	requireSameLease(t, first, claimWith(t, a, "idem", "claim-1", ""))
 	requireSameLease(t, first, claimWith(t, b, "idem", "claim-1", "&wait=5s"))
-	require.Equal(t, "1", blockedInPool(t, a, "idem"))
+	require.Equal(t, "1", heldInPool(t, a, "idem"))
 
 	other := claimWith(t, b, "idem", "claim-2", "")
 	require.Equal(t, http.StatusOK, other.status, other.raw)
@@ -76,7 +76,7 @@ func TestIdempotentClaimAnswersTheSameLeaseOnEveryReplica(t *testing.T) {
 	require.Equal(t, "idem-other", elsewhere.str("pool"))
 	require.Empty(t, elsewhere.header.Get("Idempotent-Replayed"))
 
-	require.Equal(t, "2", blockedInPool(t, a, "idem"))
+	require.Equal(t, "2", heldInPool(t, a, "idem"))
 	require.Equal(t, 2, countRows(t, a, "SELECT count(*) FROM key_events WHERE pool = 'idem' AND event = 'assigned'"),
 		"one lease per idempotency key in the history")
 }
@@ -142,7 +142,7 @@ func TestConcurrentIdempotentClaimsMakeOneLease(t *testing.T) {
 	require.Equal(t, 1, claimed, "one copy claimed, the others repeated its answer")
 	require.Equal(t, 1, countRows(t, replicas[0], "SELECT count(*) FROM key_events WHERE pool = 'race' AND event = 'assigned'"),
 		"one lease in the history")
-	require.Equal(t, "1", blockedInPool(t, replicas[1], "race"))
+	require.Equal(t, "1", heldInPool(t, replicas[1], "race"))
 }
 
 // Once the lease claimed under a key has ended, a repeat answers 409 and
@@ -165,7 +165,7 @@ func TestIdempotentClaimAfterItsLeaseEnded(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(t, "DELETE", a.url+"/keys/"+deleted.str("keyId"), "").status)
 	requireProblem(t, claimWith(t, b, "ended", "deleted", ""), http.StatusConflict, "idempotency_key_reused")
 
-	require.Equal(t, "0", blockedInPool(t, a, "ended"), "the repeats claimed nothing")
+	require.Equal(t, "0", heldInPool(t, a, "ended"), "the repeats claimed nothing")
 	require.Equal(t, 2, countRows(t, a, "SELECT count(*) FROM key_events WHERE pool = 'ended' AND event = 'assigned'"))
 
 	// A key whose life ends ends its lease too.
@@ -227,7 +227,7 @@ func TestIdempotencyKeyIsValidated(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "two keys")
 
-	require.Equal(t, "0", blockedInPool(t, s, "valid"), "nothing was claimed")
+	require.Equal(t, "0", heldInPool(t, s, "valid"), "nothing was claimed")
 	require.Equal(t, 0, countRows(t, s, "SELECT count(*) FROM claim_requests"), "nothing was recorded")
 
 	longest := claimWith(t, s, "valid", strings.Repeat("~", 255), "")

@@ -134,7 +134,7 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 	return nil
 }
 
-func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
+func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
 	pool, err := poolParam(r, "")
 	if err != nil {
 		return err
@@ -152,7 +152,7 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if idempotent {
-		return a.assignKeyIdempotent(w, r, pool, idempotencyKey, wait, labels)
+		return a.claimKeyIdempotent(w, r, pool, idempotencyKey, wait, labels)
 	}
 	key, err := a.claim(r.Context(), pool, wait, labels)
 	a.observeClaim(pool, err, true)
@@ -161,9 +161,9 @@ func (a *API) assignKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	if r.Context().Err() != nil {
 		// The client left while its key was being claimed: nobody will use
-		// this lease, so give the key back instead of letting it sit blocked
+		// this lease, so release the key instead of letting it sit held
 		// until the lease runs out.
-		a.store.GiveBack(key)
+		a.store.ReleaseAbandoned(key)
 		return r.Context().Err()
 	}
 	writeLeasedKey(w, key)
@@ -177,10 +177,10 @@ func writeLeasedKey(w http.ResponseWriter, key store.Key) {
 	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key).withSecret(key))
 }
 
-// assignKeyIdempotent serves a claim that carries an Idempotency-Key: its
+// claimKeyIdempotent serves a claim that carries an Idempotency-Key: its
 // first try claims a key and records the lease under the idempotency key in
 // one transaction; a repeat, on any replica, answers that lease.
-func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration, labels []string) error {
+func (a *API) claimKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration, labels []string) error {
 	key, replayed, err := a.pollClaim(r.Context(), wait, func() (store.Key, bool, error) {
 		return a.store.ClaimIdempotent(r.Context(), pool, idempotencyKey, labels...)
 	})
@@ -189,7 +189,7 @@ func (a *API) assignKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, 
 	if err != nil {
 		return err
 	}
-	// A client that left is not given its key back, unlike in assignKey:
+	// The key of a client that left is not released, unlike in claimKey:
 	// the lease is recorded under the idempotency key, and the repeat that
 	// a client or proxy sends after losing an answer (perhaps to another
 	// replica, which may have answered it already) must find it held.
@@ -305,7 +305,7 @@ func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
 	h.Set("X-Pool", pool)
 	h.Set("X-Pool-Keys", strconv.FormatInt(counts.Keys, 10))
 	h.Set("X-Pool-Free", strconv.FormatInt(counts.Free(), 10))
-	h.Set("X-Pool-Blocked", strconv.FormatInt(counts.Blocked, 10))
+	h.Set("X-Pool-Blocked", strconv.FormatInt(counts.Held, 10))
 	h.Set("X-Pool-Available", strconv.FormatBool(available))
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
@@ -346,7 +346,7 @@ type releaseRequest struct {
 	Cooldown *string `json:"cooldown"`
 }
 
-// releaseKey unblocks a key, with an optional cooldown (?cooldown= or the
+// releaseKey releases a key, with an optional cooldown (?cooldown= or the
 // body's cooldown, at most 24 hours) during which no claim takes it.
 func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := keyIDParam(r)
@@ -440,14 +440,14 @@ func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {
 	h.Set("X-Key-Id", key.ID.String())
 	h.Set("X-Key-Pool", key.Pool)
 	status := "free"
-	if key.Blocked() {
+	if key.Held() {
 		status = "blocked"
 	}
 	h.Set("X-Key-Status", status)
 	h.Set("X-Key-Created-At", formatTime(key.CreatedAt))
 	h.Set("X-Key-Expires-At", formatTime(key.ExpiresAt))
-	if key.BlockedAt != nil {
-		h.Set("X-Key-Blocked-At", formatTime(*key.BlockedAt))
+	if key.ClaimedAt != nil {
+		h.Set("X-Key-Blocked-At", formatTime(*key.ClaimedAt))
 	}
 	if key.LeaseExpiresAt != nil {
 		h.Set("X-Key-Lease-Expires-At", formatTime(*key.LeaseExpiresAt))
@@ -455,7 +455,7 @@ func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {
 	if key.LastKeepAliveAt != nil {
 		h.Set("X-Key-Last-Keep-Alive-At", formatTime(*key.LastKeepAliveAt))
 	}
-	h.Set("X-Key-Times-Assigned", strconv.FormatInt(key.TimesAssigned, 10))
+	h.Set("X-Key-Times-Assigned", strconv.FormatInt(key.TimesClaimed, 10))
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -478,7 +478,7 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// onLease serves a call that acts on a key's lease, unblock or keep-alive:
+// onLease serves a call that acts on a key's lease, release or keep-alive:
 // both take the key id and an optional lease token, and answer the key.
 func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (store.Key, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {

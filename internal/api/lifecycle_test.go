@@ -19,7 +19,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// A blocked key that nobody releases or keeps alive is free again within
+// A held key that nobody releases or keeps alive is free again within
 // LEASE_TTL + SWEEP_INTERVAL; a keep-alive pushes that back.
 func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	t.Parallel()
@@ -28,10 +28,10 @@ func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	do(t, "POST", s.url+"/keys?pool=l", `{"count": 2}`)
 	abandoned := do(t, "GET", s.url+"/keys?pool=l", "")
 	kept := do(t, "GET", s.url+"/keys?pool=l", "")
-	assignedAt := time.Now()
+	claimedAt := time.Now()
 
 	// Keep one lease alive for three lease lengths.
-	for time.Since(assignedAt) < 3*leaseTTL {
+	for time.Since(claimedAt) < 3*leaseTTL {
 		r := do(t, "PUT", s.url+"/keepalive/"+kept.str("keyId"), "", "If-Match", `"`+kept.str("leaseToken")+`"`)
 		require.Equal(t, http.StatusOK, r.status, r.raw)
 		time.Sleep(leaseTTL / 4)
@@ -44,12 +44,12 @@ func TestLeaseEndsUnlessKeptAlive(t *testing.T) {
 	released := waitFor(t, 2*time.Second, func() bool {
 		return do(t, "GET", s.url+"/keys/"+abandoned.str("keyId"), "").body["isBlocked"] == false
 	})
-	require.Less(t, released.Sub(assignedAt), 3*leaseTTL+sweep+500*time.Millisecond)
+	require.Less(t, released.Sub(claimedAt), 3*leaseTTL+sweep+500*time.Millisecond)
 	requireProblem(t, do(t, "PUT", s.url+"/keys/"+abandoned.str("keyId"), "", "If-Match", `"`+abandoned.str("leaseToken")+`"`), 200, "")
 }
 
 // A key not kept alive expires: it answers 404 at once, even before the
-// background job deletes it, and is never assigned again.
+// background job deletes it, and is never claimed again.
 func TestKeyExpires(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{keyTTL: 300 * time.Millisecond})
@@ -144,7 +144,7 @@ func TestConcurrentClientsNeverShareAKey(t *testing.T) {
 				id, token := body["keyId"].(string), body["leaseToken"].(string)
 				if other, taken := holders.LoadOrStore(id, c); taken {
 					violations.Add(1)
-					t.Errorf("key %s assigned to client %d while client %v holds it", id, c, other)
+					t.Errorf("key %s claimed by client %d while client %v holds it", id, c, other)
 				}
 				time.Sleep(time.Duration(rand.IntN(1000)) * time.Microsecond)
 				// Half the cycles keep alive first, on the other replica.
@@ -187,9 +187,9 @@ func TestConcurrentClientsNeverShareAKey(t *testing.T) {
 	require.Equal(t, cycles.Load(), audit.Events["released"])
 	require.Equal(t, int64(keys), audit.Events["created"])
 	require.Zero(t, audit.Events["lease_expired"]+audit.Events["deleted"]+audit.Events["expired"])
-	var live, blocked int
+	var live, held int
 	require.NoError(t, pool.QueryRow(context.Background(),
-		"SELECT count(*), count(lease_token) FROM key_state WHERE pool = 'c'").Scan(&live, &blocked))
+		"SELECT count(*), count(lease_token) FROM key_state WHERE pool = 'c'").Scan(&live, &held))
 	require.Equal(t, keys, live)
-	require.Zero(t, blocked)
+	require.Zero(t, held)
 }

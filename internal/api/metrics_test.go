@@ -111,7 +111,7 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=b&wait=1s", "").status)
 	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=empty", "").status)
 	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId")+"?lease="+held.str("leaseToken"), "").status)
-	// A second unblock of the now free key ends no lease.
+	// A second release of the now free key ends no lease.
 	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "").status)
 
 	var text string

@@ -25,7 +25,8 @@ func formatTimePtr(t *time.Time) *string {
 	return &s
 }
 
-// keyBody is a key as the API shows it.
+// keyBody is a key as the API shows it. Its JSON names predate the words
+// claim and held and stay for existing clients: see "Words" in the README.
 type keyBody struct {
 	KeyID           string  `json:"keyId"`
 	Pool            string  `json:"pool"`
@@ -41,7 +42,7 @@ type keyBody struct {
 	// CoolingUntil is set while the key cools down after a release with a
 	// cooldown: no claim takes it before then.
 	CoolingUntil *string `json:"coolingUntil"`
-	// LeaseToken is shown only to the client the key was just assigned to.
+	// LeaseToken is shown only to the client that just claimed the key.
 	LeaseToken string `json:"leaseToken,omitempty"`
 	// Secret is shown only to the holder of the current lease: in the
 	// claim's answer and in GET /keys/{id} with its token.
@@ -52,13 +53,13 @@ func newKeyBody(k store.Key) keyBody {
 	return keyBody{
 		KeyID:           k.ID.String(),
 		Pool:            k.Pool,
-		IsBlocked:       k.Blocked(),
-		BlockedAt:       formatTimePtr(k.BlockedAt),
+		IsBlocked:       k.Held(),
+		BlockedAt:       formatTimePtr(k.ClaimedAt),
 		CreatedAt:       formatTime(k.CreatedAt),
 		ExpiresAt:       formatTime(k.ExpiresAt),
 		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
 		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
-		TimesAssigned:   k.TimesAssigned,
+		TimesAssigned:   k.TimesClaimed,
 		Labels:          k.Labels,
 		CoolingUntil:    formatTimePtr(k.CoolingUntil),
 	}

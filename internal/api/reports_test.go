@@ -17,7 +17,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// A known sequence of creations, assignments, keep-alives, releases, lease
+// A known sequence of creations, claims, keep-alives, releases, lease
 // expiries, deletions and key expiries, driven through the API with short
 // TTLs, then every report endpoint and /stats with its exact numbers.
 // Replicas with different TTLs share the database: a key from shortKey
@@ -188,8 +188,8 @@ func TestReportsOfADrivenSequence(t *testing.T) {
 		_, err := long.pool.Exec(ctx, "UPDATE key_events SET at = at - interval '3 hours'")
 		require.NoError(t, err)
 		type change struct {
-			at            time.Time
-			keys, blocked int
+			at         time.Time
+			keys, held int
 		}
 		var changes []change
 		dbRows, err := long.pool.Query(ctx, `SELECT at, event, lease_token IS NOT NULL FROM key_events WHERE pool = 'r' ORDER BY at`)
@@ -203,13 +203,13 @@ func TestReportsOfADrivenSequence(t *testing.T) {
 			case "created":
 				c.keys = 1
 			case "assigned":
-				c.blocked = 1
+				c.held = 1
 			case "released", "lease_expired":
-				c.blocked = -1
+				c.held = -1
 			case "deleted", "expired":
 				c.keys = -1
 				if withLease {
-					c.blocked = -1
+					c.held = -1
 				}
 			}
 			changes = append(changes, c)
@@ -223,27 +223,27 @@ func TestReportsOfADrivenSequence(t *testing.T) {
 		require.Equal(t, http.StatusOK, r.status, r.raw)
 		var hours int
 		for hour := first; hour.Before(end); hour = hour.Add(time.Hour) {
-			var keySeconds, blockedSeconds float64
-			keys, blocked, at := 0, 0, hour
+			var keySeconds, heldSeconds float64
+			keys, held, at := 0, 0, hour
 			for _, c := range changes {
 				if c.at.Before(hour) {
-					keys, blocked = keys+c.keys, blocked+c.blocked
+					keys, held = keys+c.keys, held+c.held
 					continue
 				}
 				if !c.at.Before(hour.Add(time.Hour)) {
 					break
 				}
 				keySeconds += float64(keys) * c.at.Sub(at).Seconds()
-				blockedSeconds += float64(blocked) * c.at.Sub(at).Seconds()
-				keys, blocked, at = keys+c.keys, blocked+c.blocked, c.at
+				heldSeconds += float64(held) * c.at.Sub(at).Seconds()
+				keys, held, at = keys+c.keys, held+c.held, c.at
 			}
 			keySeconds += float64(keys) * hour.Add(time.Hour).Sub(at).Seconds()
-			blockedSeconds += float64(blocked) * hour.Add(time.Hour).Sub(at).Seconds()
+			heldSeconds += float64(held) * hour.Add(time.Hour).Sub(at).Seconds()
 			row := rows(r)[hours]
 			require.Equal(t, hour.UTC().Format("2006-01-02T15:04:05.000Z07:00"), row["hour"])
 			require.InDelta(t, keySeconds, row["keySeconds"], 1e-6)
-			require.InDelta(t, blockedSeconds, row["blockedSeconds"], 1e-6)
-			require.InDelta(t, blockedSeconds/keySeconds, row["utilisation"], 1e-9)
+			require.InDelta(t, heldSeconds, row["blockedSeconds"], 1e-6)
+			require.InDelta(t, heldSeconds/keySeconds, row["utilisation"], 1e-9)
 			hours++
 		}
 		require.Len(t, rows(r), hours)

@@ -94,8 +94,8 @@ func New(cfg Config) *API {
 	public := r.With(a.require(rolePublic))
 
 	admin.Post("/keys", a.handle(a.createKeys))
-	client.Get("/keys", a.handle(a.assignKey))
-	// HEAD /keys is its own handler: it must never assign a key, as a HEAD
+	client.Get("/keys", a.handle(a.claimKey))
+	// HEAD /keys is its own handler: it must never claim a key, as a HEAD
 	// answered by the GET handler would.
 	client.Head("/keys", a.handle(a.poolAvailability))
 	client.Get("/keys/{id}", a.handle(a.getKey))

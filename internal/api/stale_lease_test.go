@@ -12,7 +12,7 @@ import (
 )
 
 // Client A's lease runs out and the background job gives the key to client
-// B. A comes back late: its unblock and both keep-alives, with its token in
+// B. A comes back late: its release and both keep-alives, with its token in
 // If-Match or in the query, answer 409 and leave B's lease as it was; B
 // then keeps its lease alive and releases it with its own token.
 //
@@ -51,11 +51,11 @@ func TestLateHolderCannotTouchTheNextLease(t *testing.T) {
 		}
 	}
 	after := do(t, "GET", long.url+"/keys/"+id, "")
-	require.Equal(t, before.body, after.body, "B's lease is untouched: still blocked, same deadline, same last keep-alive")
+	require.Equal(t, before.body, after.body, "B's lease is untouched: still held, same deadline, same last keep-alive")
 	var bEvents int
 	require.NoError(t, short.pool.QueryRow(context.Background(),
 		"SELECT count(*) FROM key_events WHERE key_id = $1 AND lease_token = $2", id, bToken).Scan(&bEvents))
-	require.Equal(t, 1, bEvents, "the history of B's lease holds its assignment only")
+	require.Equal(t, 1, bEvents, "the history of B's lease holds its claim only")
 
 	kept := do(t, "PUT", long.url+"/keepalive/"+id, "", "If-Match", `"`+bToken+`"`)
 	require.Equal(t, http.StatusOK, kept.status, kept.raw)

@@ -8,7 +8,8 @@ import (
 // expiringWindow is how far ahead GET /stats counts keys about to expire.
 const expiringWindow = time.Minute
 
-// poolStats are the live counts of one pool, or of all of them.
+// poolStats are the live counts of one pool, or of all of them. Blocked
+// counts the held keys under its published name ("Words" in the README).
 type poolStats struct {
 	Pool                 string `json:"pool,omitempty"`
 	Total                int64  `json:"total"`
@@ -35,7 +36,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
 		Total poolStats   `json:"total"`
 	}{Pools: make([]poolStats, len(counts))}
 	for i, c := range counts {
-		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Blocked, ExpiringWithinMinute: expiring[c.Pool]}
+		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Held, ExpiringWithinMinute: expiring[c.Pool]}
 		body.Pools[i] = p
 		body.Total.Total += p.Total
 		body.Total.Free += p.Free

@@ -28,7 +28,7 @@ type Config[K comparable, Req, Res any] struct {
 	MaxInFlight int
 	// Abandoned, when set, receives the successful result of a request whose
 	// caller gave up before it was served, so that it can be undone (a key
-	// claimed for nobody is given back).
+	// claimed for nobody is released).
 	Abandoned func(key K, value Res)
 }
 

@@ -62,7 +62,7 @@ func (f *accessFlags) register(fs *flag.FlagSet, env func(name, fallback string)
 	// defaults, and must not print a token.
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer token for every route; prefer the env or a file: flags are visible to other users of the machine (env ADMIN_TOKEN)")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", env("ADMIN_TOKEN_FILE", ""), "file holding the admin token (env ADMIN_TOKEN_FILE)")
-	fs.StringVar(&f.clientToken, "client-token", "", "bearer token for leasing, inspecting, keeping alive and releasing keys (env CLIENT_TOKEN)")
+	fs.StringVar(&f.clientToken, "client-token", "", "bearer token for claiming, inspecting, keeping alive and releasing keys (env CLIENT_TOKEN)")
 	fs.StringVar(&f.clientTokenFile, "client-token-file", env("CLIENT_TOKEN_FILE", ""), "file holding the client token (env CLIENT_TOKEN_FILE)")
 	f.publicHealth, f.publicMetrics, f.allowOpen = env("PUBLIC_HEALTH", "true"), env("PUBLIC_METRICS", "false"), env("ALLOW_OPEN", "false")
 	fs.Var((*boolFlag)(&f.publicHealth), "public-health", "serve /healthz and /readyz without a token (env PUBLIC_HEALTH)")

@@ -29,7 +29,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // The dashboard in a real browser, on a real replica and database: an
-// operator creates keys, gets one, sees it blocked, keeps it alive,
+// operator creates keys, gets one, sees it held, keeps it alive,
 // releases it and deletes another, and the counts, the table and the
 // charts follow each step; an error of the API is shown. Then a pool with
 // an hour of made-up history is shown wide and narrow for the screenshots.
@@ -54,7 +54,7 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the problem is shown", `!document.getElementById('problem').hidden`)
 		require.Equal(t, "Getting a key failed: No free key", b.text("#problem-title"))
-		require.Equal(t, "Every key of the pool is blocked, or the pool has no keys.", b.text("#problem-detail"))
+		require.Equal(t, "Every key of the pool is held, or the pool has no keys.", b.text("#problem-detail"))
 		require.Equal(t, "404 no_free_key", b.text("#problem-code"))
 
 		// Create five keys.
@@ -66,7 +66,7 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.waitFor("the problem is gone after a success", `document.getElementById('problem').hidden`)
 		require.Equal(t, "5", b.eval(`document.querySelector('#pools li[data-pool="*all"] [data-stat="total"]').textContent`))
 
-		// Get a key: its lease token is shown, and it is blocked.
+		// Get a key: its lease token is shown, and it is held.
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the lease is shown", `!document.getElementById('lease').hidden`)
 		id := b.text("#lease-key")
@@ -75,16 +75,16 @@ func TestDashboardInABrowser(t *testing.T) {
 		require.Regexp(t, `^[0-9]+$`, token)
 		b.requireCounts("e2e", 5, 4, 1)
 		row := `#keys-body tr[data-key-id="` + id + `"]`
-		b.waitFor("the key's row shows it blocked", `document.querySelector('`+row+`').dataset.state === 'blocked'`)
+		b.waitFor("the key's row shows it held", `document.querySelector('`+row+`').dataset.state === 'blocked'`)
 		require.Equal(t, "blocked · yours", b.text(row+" .c-state"))
 		require.Equal(t, token, b.text(row+" .c-token"))
 		require.Regexp(t, `^(\d+ s|1 min 00 s)$`, b.text(row+" .c-lease"), "the lease counts down")
 		require.Regexp(t, `^\d+ min \d\d s$`, b.text(row+" .c-expires"), "the key's life counts down")
-		b.waitFor("the chart counts the assignment", `document.querySelector('#activity-chart svg').dataset.assigned === '1'`)
+		b.waitFor("the chart counts the claim", `document.querySelector('#activity-chart svg').dataset.assigned === '1'`)
 		require.Equal(t, "1", b.text(`#activity-legend [data-total="assigned"]`))
 		b.waitFor("the durations count the lease as held", `document.querySelector('#durations-chart svg').dataset.held === '1'`)
 		server := getKey(t, r.URL, id)
-		require.Equal(t, true, server["isBlocked"], "the server has the key blocked")
+		require.Equal(t, true, server["isBlocked"], "the server holds the key")
 		require.Nil(t, server["lastKeepAliveAt"])
 
 		// Keep it alive, with its lease token.
@@ -368,14 +368,14 @@ func (tb *tab) text(selector string) string {
 }
 
 // requireCounts waits until the pool's card shows the counts.
-func (tb *tab) requireCounts(pool string, total, free, blocked int) {
+func (tb *tab) requireCounts(pool string, total, free, held int) {
 	tb.t.Helper()
 	card := `#pools li[data-pool="` + pool + `"]`
-	tb.waitFor(fmt.Sprintf("pool %s counts %d keys, %d free, %d blocked", pool, total, free, blocked), fmt.Sprintf(
+	tb.waitFor(fmt.Sprintf("pool %s counts %d keys, %d free, %d held", pool, total, free, held), fmt.Sprintf(
 		`(() => { const card = document.querySelector('%s'); if (!card) return false;
 			const n = (s) => card.querySelector('[data-stat="' + s + '"]').textContent;
 			return n('total') === '%d' && n('free') === '%d' && n('blocked') === '%d'; })()`,
-		card, total, free, blocked))
+		card, total, free, held))
 }
 
 // requireAccessible checks what a screen reader needs: every control has a

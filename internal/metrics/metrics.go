@@ -102,7 +102,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, []string{"route", "method"}),
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_claims_total",
-			Help: "Keys handed out by GET /keys, by pool (a repeated idempotent claim is not counted again).",
+			Help: "Keys claimed through GET /keys, by pool (a repeated idempotent claim is not counted again).",
 		}, pool),
 		noFreeKey: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_no_free_key_total",
@@ -110,7 +110,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, pool),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_releases_total",
-			Help: "Leases ended by an unblock (PUT /keys/{id}), by pool; an unblock of a free key is not counted.",
+			Help: "Leases ended by a release (PUT /keys/{id}), by pool; a release of a free key is not counted.",
 		}, pool),
 		leaseExpiries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_lease_expiries_total",
@@ -118,7 +118,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, pool),
 		cooldowns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_cooldowns_total",
-			Help: "Keys given back with a cooldown, by pool.",
+			Help: "Keys released with a cooldown, by pool.",
 		}, pool),
 		waitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_claim_wait_seconds",
@@ -127,7 +127,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, []string{"outcome"}),
 		leaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_lease_duration_seconds",
-			Help:    "How long leases lasted, by the database clock, by how they ended: released (assignment to unblock) or expired (assignment to the lease's deadline).",
+			Help:    "How long leases lasted, by the database clock, by how they ended: released (claim to release) or expired (claim to the lease's deadline).",
 			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600},
 		}, []string{"ended"}),
 		leasesReleased: prometheus.NewCounter(prometheus.CounterOpts{
@@ -213,7 +213,7 @@ func (m *Metrics) ObserveRequest(route, method string, status int, elapsed time.
 	m.requestDuration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 }
 
-// ObserveClaim counts a key handed out from the pool.
+// ObserveClaim counts a key claimed from the pool.
 func (m *Metrics) ObserveClaim(pool string) { m.claims.WithLabelValues(m.pools.label(pool)).Inc() }
 
 // ObserveNoFreeKey counts a claim on the pool answered with no key.
@@ -221,7 +221,7 @@ func (m *Metrics) ObserveNoFreeKey(pool string) {
 	m.noFreeKey.WithLabelValues(m.pools.label(pool)).Inc()
 }
 
-// ObserveCooldown counts a key of the pool given back with a cooldown.
+// ObserveCooldown counts a key of the pool released with a cooldown.
 func (m *Metrics) ObserveCooldown(pool string) {
 	m.cooldowns.WithLabelValues(m.pools.label(pool)).Inc()
 }
@@ -344,7 +344,7 @@ func (m *Metrics) WatchWaiters(waiting func() int) {
 
 var (
 	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
-		"Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
+		"Keys in the pool by state: free, or blocked (held under a lease). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
 )
 
 // poolCollector reads the per-pool counters at scrape time; they are kept
@@ -371,24 +371,26 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Pools past the cap are summed under one label value: two series of
 	// the same labels may not be exported.
-	type freeBlocked struct{ free, blocked int64 }
-	byLabel := make(map[string]*freeBlocked, len(pools))
+	type freeHeld struct{ free, held int64 }
+	byLabel := make(map[string]*freeHeld, len(pools))
 	var order []string
 	for _, p := range pools {
 		label := c.pools.label(p.Pool)
 		fb := byLabel[label]
 		if fb == nil {
-			fb = &freeBlocked{}
+			fb = &freeHeld{}
 			byLabel[label] = fb
 			order = append(order, label)
 		}
 		fb.free += p.Free()
-		fb.blocked += p.Blocked
+		fb.held += p.Held
 	}
 	for _, label := range order {
 		fb := byLabel[label]
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.free), label, "free")
-		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.blocked), label, "blocked")
+		// "blocked" is the label value dashboards select for held keys
+		// ("Words" in the README).
+		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.held), label, "blocked")
 	}
 }
 

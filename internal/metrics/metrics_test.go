@@ -39,7 +39,7 @@ func TestPoolLabelsAreCapped(t *testing.T) {
 	m.ObserveLeasesEnded([]store.EndedLease{{Pool: "p2", Duration: time.Second}, {Pool: "p7", Expired: true, Duration: time.Minute}})
 
 	expected := `
-# HELP tokenorchestrator_claims_total Keys handed out by GET /keys, by pool (a repeated idempotent claim is not counted again).
+# HELP tokenorchestrator_claims_total Keys claimed through GET /keys, by pool (a repeated idempotent claim is not counted again).
 # TYPE tokenorchestrator_claims_total counter
 tokenorchestrator_claims_total{pool="_other"} 7
 tokenorchestrator_claims_total{pool="p0"} 2
@@ -68,10 +68,10 @@ tokenorchestrator_claims_total{pool="p2"} 1
 // two series with the same labels would make the scrape fail.
 func TestPoolGaugesPastTheCapAreSummed(t *testing.T) {
 	t.Parallel()
-	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Blocked: 1}, {Pool: "b", Keys: 5, Blocked: 2}, {Pool: "c", Keys: 7, Blocked: 3}}
+	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Held: 1}, {Pool: "b", Keys: 5, Held: 2}, {Pool: "c", Keys: 7, Held: 3}}
 	m := newMetrics(t, metrics.Config{MaxPools: 1, Counts: func(context.Context) ([]store.PoolCounts, error) { return counts, nil }})
 	expected := `
-# HELP tokenorchestrator_pool_keys Keys in the pool by state (free, blocked). Database-wide: see the README on summing across replicas.
+# HELP tokenorchestrator_pool_keys Keys in the pool by state: free, or blocked (held under a lease). Database-wide: see the README on summing across replicas.
 # TYPE tokenorchestrator_pool_keys gauge
 tokenorchestrator_pool_keys{pool="_other",state="blocked"} 5
 tokenorchestrator_pool_keys{pool="_other",state="free"} 7
@@ -86,7 +86,7 @@ tokenorchestrator_pool_keys{pool="a",state="free"} 2
 func TestSharedGaugesOnlyWhileExporting(t *testing.T) {
 	t.Parallel()
 	counts := func(context.Context) ([]store.PoolCounts, error) {
-		return []store.PoolCounts{{Pool: "a", Keys: 3, Blocked: 1}}, nil
+		return []store.PoolCounts{{Pool: "a", Keys: 3, Held: 1}}, nil
 	}
 	m := newMetrics(t, metrics.Config{Counts: counts})
 	m.WatchHorizon(func(context.Context) (store.Horizon, error) { return store.Horizon{SnapshotAge: 3 * time.Second}, nil },

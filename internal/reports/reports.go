@@ -187,14 +187,14 @@ var All = []Report{
 	{
 		Name:    "lease-activity",
 		Source:  "lease_activity_hourly",
-		Summary: "per pool and hour: leases assigned, released by their holder, expired by the background job, ended by deletion, and keep-alives",
+		Summary: "per pool and hour: leases claimed, released by their holder, expired by the background job, ended by deletion, and keep-alives",
 		Columns: columns("pool", "pool", "hour", "hour", "assigned", "assigned", "released", "released",
 			"lease_expired", "leaseExpired", "ended_by_deletion", "endedByDeletion", "keep_alives", "keepAlives"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			activity, err := s.LeaseActivity(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(activity))
 			for i, a := range activity {
-				rows[i] = []any{a.Pool, a.Hour, a.Assigned, a.Released, a.LeaseExpired, a.EndedByDeletion, a.KeepAlives}
+				rows[i] = []any{a.Pool, a.Hour, a.Claimed, a.Released, a.LeaseExpired, a.EndedByDeletion, a.KeepAlives}
 			}
 			return rows, err
 		},
@@ -232,14 +232,14 @@ var All = []Report{
 	{
 		Name:    "utilisation",
 		Source:  "pool_utilisation(from, to, pool)",
-		Summary: "per pool and hour: key-seconds, blocked-seconds and their ratio, the share of key-time spent blocked",
+		Summary: "per pool and hour: key-seconds, held seconds (blocked_seconds) and their ratio, the share of key-time spent held",
 		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "blocked_seconds", "blockedSeconds",
 			"utilisation", "utilisation"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			utilisation, err := s.Utilisation(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(utilisation))
 			for i, u := range utilisation {
-				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.BlockedSeconds, u.Utilisation}
+				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.HeldSeconds, u.Utilisation}
 			}
 			return rows, err
 		},

@@ -11,7 +11,7 @@ import (
 type MinuteActivity struct {
 	Minute       time.Time
 	Created      int64
-	Assigned     int64
+	Claimed      int64
 	Released     int64
 	LeaseExpired int64
 	KeptAlive    int64

@@ -37,7 +37,7 @@ func leaseCallers(reqs []leaseRequest) func(func(trace.SpanContext) bool) {
 }
 
 // KeepAlive resets the key's life. Without a lease token it does nothing
-// else, even when the key is blocked; with one, it also extends that lease,
+// else, even when the key is held; with one, it also extends that lease,
 // and acts only if the lease is the key's current one and still running
 // (ErrLeaseMismatch otherwise, changing nothing).
 // Keep-alives that arrive together on this replica share one statement.
@@ -46,7 +46,7 @@ func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) 
 }
 
 // Release frees the key at once. It is idempotent: releasing a free key
-// returns it unchanged. With a lease token, a blocked key is released only
+// returns it unchanged. With a lease token, a held key is released only
 // if that lease is its current one. Releases that arrive together on this
 // replica share one statement.
 func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
@@ -82,14 +82,14 @@ func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.
 	return results
 }
 
-// GiveBack releases a key claimed for a caller that left before it got it:
-// nobody will use that lease. A failure is only logged: the lease then ends
-// by itself after LeaseTTL.
-func (s *Store) GiveBack(key Key) {
+// ReleaseAbandoned releases a key claimed for a caller that left before it
+// got it: nobody will use that lease. A failure is only logged: the lease
+// then ends by itself after LeaseTTL.
+func (s *Store) ReleaseAbandoned(key Key) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
 	defer cancel()
 	if _, err := s.Release(ctx, key.ID, key.LeaseToken); err != nil {
-		slog.Warn("could not give back a key claimed for a caller that left", "key_id", key.ID, "error", err)
+		slog.Warn("could not release a key claimed for a caller that left", "key_id", key.ID, "error", err)
 	}
 }
 

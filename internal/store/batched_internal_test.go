@@ -41,9 +41,9 @@ func TestBatchedReleasesAnswerEachRequest(t *testing.T) {
 	// Ordered after the release that freed a, the stale release finds a free
 	// key: idempotent, nothing changed on its account.
 	require.NoError(t, results[0].Err)
-	require.False(t, results[0].Value.Blocked())
+	require.False(t, results[0].Value.Held())
 	require.NoError(t, results[1].Err)
-	require.False(t, results[1].Value.Blocked())
+	require.False(t, results[1].Value.Held())
 	require.ErrorIs(t, results[2].Err, ErrLeaseMismatch)
 	require.NoError(t, results[3].Err)
 	require.NoError(t, results[4].Err)

@@ -18,7 +18,7 @@ import (
 // Release batches share one statement across pools, and so do the
 // background job's statements; statements that touch several pools at once
 // must never wait on each other in a cycle. A deadlock would fail a whole
-// batch and leave its keys blocked. Clients claim and release on many pools
+// batch and leave its keys held. Clients claim and release on many pools
 // at once, some leases end by themselves, and the job runs meanwhile: every
 // call succeeds, and the counts add up afterwards.
 func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
@@ -79,23 +79,23 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 	}
 	wg.Wait()
 	<-swept
-	b.store.Close() // keys claimed for callers that timed out are given back
+	b.store.Close() // keys claimed for callers that timed out are released
 	require.Empty(t, errs, "calls failed")
 	require.Zero(t, sweepErrs.Load(), "the background job failed: %v", firstSweepErr.Load())
 	require.Greater(t, cycles.Load(), int64(100))
 	t.Logf("%d cycles on %d pools", cycles.Load(), pools)
 
 	// Counts agree with the keys' state.
-	var keys, blocked int64
-	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &blocked))
+	var keys, held int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*), count(lease_token) FROM key_state").Scan(&keys, &held))
 	counts, err := b.store.CountPools(b.ctx)
 	require.NoError(t, err)
-	var countedKeys, countedBlocked int64
+	var countedKeys, countedHeld int64
 	for _, c := range counts {
 		countedKeys += c.Keys
-		countedBlocked += c.Blocked
+		countedHeld += c.Held
 	}
-	require.Equal(t, []int64{keys, blocked}, []int64{countedKeys, countedBlocked})
+	require.Equal(t, []int64{keys, held}, []int64{countedKeys, countedHeld})
 }
 
 // A pool whose last key is gone leaves no counts behind: pools that come and

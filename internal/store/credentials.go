@@ -149,7 +149,7 @@ func (s *Store) claimRows(ctx context.Context, q *dbsqlc.Queries, pool string, l
 
 // claimedKeys turns claimed rows into keys with their secrets opened. When
 // a secret does not open (its encryption key was removed from the
-// configuration), every key is given back and the claim fails: a client
+// configuration), every key is released and the claim fails: a client
 // must never get a key without the credential it stands for.
 func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
 	keys := make([]Key, len(rows))
@@ -167,7 +167,7 @@ func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
 	}
 	if failed != nil {
 		for _, k := range keys {
-			go s.GiveBack(k)
+			go s.ReleaseAbandoned(k)
 		}
 		return nil, failed
 	}

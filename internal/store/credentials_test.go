@@ -160,7 +160,7 @@ func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
 			defer mu.Unlock()
 			require.Equal(t, "paid", k.Labels["tier"])
 			require.Equal(t, "eu", k.Labels["region"])
-			require.False(t, seen[k.ID], "a key handed out twice")
+			require.False(t, seen[k.ID], "a key claimed twice")
 			seen[k.ID] = true
 		}()
 	}
@@ -214,12 +214,12 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrInvalidCooldown)
 	cooling, err := b.store.ReleaseWithCooldown(b.ctx, k.ID, k.LeaseToken, 400*time.Millisecond)
 	require.NoError(t, err)
-	require.False(t, cooling.Blocked())
+	require.False(t, cooling.Held())
 	require.NotNil(t, cooling.CoolingUntil)
 
 	counts, err := b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
-	require.Equal(t, int64(0), counts.Blocked, "a cooling key is under no lease")
+	require.Equal(t, int64(0), counts.Held, "a cooling key is under no lease")
 	free, err := b.store.HasFree(b.ctx, "p")
 	require.NoError(t, err)
 	require.False(t, free)
@@ -257,7 +257,7 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	require.InDelta(t, float64(400*time.Millisecond), float64(cooldown), float64(time.Millisecond))
 	counts, err = b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
-	require.Equal(t, int64(1), counts.Blocked, "claimed again")
+	require.Equal(t, int64(1), counts.Held, "claimed again")
 	require.Equal(t, int64(1), counts.Keys)
 
 	// Deleting a cooling key leaves the counts right.

@@ -50,7 +50,7 @@ func TestEndedLeasesAreFoundFromTheMomentBeforeAndOnceAMinuteFromTheStart(t *tes
 	require.False(t, s.ended.from.Before(from), "the start never moves back")
 	held, err := s.Get(ctx, straggler.ID)
 	require.NoError(t, err)
-	require.True(t, held.Blocked())
+	require.True(t, held.Held())
 
 	s.ended.mu.Lock()
 	s.ended.lastFull = time.Now().Add(-endedLeasesFullEvery)
@@ -60,5 +60,5 @@ func TestEndedLeasesAreFoundFromTheMomentBeforeAndOnceAMinuteFromTheStart(t *tes
 	require.Equal(t, 1, n, "the search from the start finds it")
 	freed, err := s.Get(ctx, straggler.ID)
 	require.NoError(t, err)
-	require.False(t, freed.Blocked())
+	require.False(t, freed.Held())
 }

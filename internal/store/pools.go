@@ -10,13 +10,13 @@ import (
 // PoolCounts are the live counts of one pool. Keys whose life has ended
 // count until the background job deletes them.
 type PoolCounts struct {
-	Pool    string
-	Keys    int64
-	Blocked int64
+	Pool string
+	Keys int64
+	Held int64
 }
 
 // Free is the number of keys not under a lease.
-func (c PoolCounts) Free() int64 { return c.Keys - c.Blocked }
+func (c PoolCounts) Free() int64 { return c.Keys - c.Held }
 
 // CountPool returns the counts of one pool; an unknown pool has zero keys.
 func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) {
@@ -26,7 +26,7 @@ func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) 
 	if err != nil {
 		return PoolCounts{}, classify(err)
 	}
-	return PoolCounts{Pool: pool, Keys: row.Keys, Blocked: row.Blocked}, nil
+	return PoolCounts{Pool: pool, Keys: row.Keys, Held: row.Blocked}, nil
 }
 
 // CountPools returns the counts of every pool that has keys.
@@ -39,7 +39,7 @@ func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
 	}
 	counts := make([]PoolCounts, len(rows))
 	for i, row := range rows {
-		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Blocked: row.Blocked}
+		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Held: row.Blocked}
 	}
 	return counts, nil
 }

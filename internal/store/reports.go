@@ -32,7 +32,7 @@ type Lease struct {
 type LeaseActivity struct {
 	Pool            string
 	Hour            time.Time
-	Assigned        int64
+	Claimed         int64
 	Released        int64
 	LeaseExpired    int64
 	EndedByDeletion int64
@@ -72,13 +72,13 @@ type KeyCooldowns struct {
 	MaxSeconds   float64
 }
 
-// Utilisation is the share of one pool's key-time spent blocked in one hour.
+// Utilisation is the share of one pool's key-time spent held in one hour.
 type Utilisation struct {
-	Pool           string
-	Hour           time.Time
-	KeySeconds     float64
-	BlockedSeconds float64
-	Utilisation    float64
+	Pool        string
+	Hour        time.Time
+	KeySeconds  float64
+	HeldSeconds float64
+	Utilisation float64
 }
 
 func poolFilter(pool string) *string {
@@ -154,7 +154,7 @@ func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool stri
 	return out, nil
 }
 
-// Utilisation returns the share of key-time spent blocked per pool and hour.
+// Utilisation returns the share of key-time spent held per pool and hour.
 func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
 	rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationList, dbsqlc.PoolUtilisationListParams{
 		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),

@@ -87,9 +87,9 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		activity, err := b.reports(t).LeaseActivity(b.ctx, from, to, "a")
 		require.NoError(t, err)
 		requireHours(t, []store.LeaseActivity{
-			{Pool: "a", Hour: h(0), Assigned: 3, Released: 2, LeaseExpired: 1, EndedByDeletion: 0, KeepAlives: 3},
-			{Pool: "a", Hour: h(1), Assigned: 2, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
-			{Pool: "a", Hour: h(2), Assigned: 0, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
+			{Pool: "a", Hour: h(0), Claimed: 3, Released: 2, LeaseExpired: 1, EndedByDeletion: 0, KeepAlives: 3},
+			{Pool: "a", Hour: h(1), Claimed: 2, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
+			{Pool: "a", Hour: h(2), Claimed: 0, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
 		}, activity, func(a *store.LeaseActivity) *time.Time { return &a.Hour })
 
 		// Hours that overlap [from, to): H0:30 to H1:30 takes H0 and H1;
@@ -132,29 +132,29 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		require.NoError(t, err)
 		requireHours(t, []store.Utilisation{
 			// Three keys all hour; leases of 20, 40 and 10 minutes.
-			{Pool: "a", Hour: h(0), KeySeconds: 10800, BlockedSeconds: 4200, Utilisation: 4200.0 / 10800},
+			{Pool: "a", Hour: h(0), KeySeconds: 10800, HeldSeconds: 4200, Utilisation: 4200.0 / 10800},
 			// Key 1 until 1:40, keys 2 and 3 all hour; two 10-minute leases.
-			{Pool: "a", Hour: h(1), KeySeconds: 9600, BlockedSeconds: 1200, Utilisation: 0.125},
+			{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
 			// Key 2 until 2:30, key 3 (held) until 2:10.
-			{Pool: "a", Hour: h(2), KeySeconds: 2400, BlockedSeconds: 600, Utilisation: 0.25},
+			{Pool: "a", Hour: h(2), KeySeconds: 2400, HeldSeconds: 600, Utilisation: 0.25},
 		}, utilisation, func(u *store.Utilisation) *time.Time { return &u.Hour })
 
-		// Pool b is counted back from its live counts: 2 keys, 1 blocked.
+		// Pool b is counted back from its live counts: 2 keys, 1 held.
 		live, err := b.reports(t).Utilisation(b.ctx, from, to, "b")
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, len(live), 4, "H0 to the current hour")
-		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(0), KeySeconds: 7200, BlockedSeconds: 1800, Utilisation: 0.25}, utc(live[0]))
-		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(1), KeySeconds: 7200, BlockedSeconds: 3600, Utilisation: 0.5}, utc(live[1]))
+		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(0), KeySeconds: 7200, HeldSeconds: 1800, Utilisation: 0.25}, utc(live[0]))
+		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5}, utc(live[1]))
 		current := live[len(live)-1]
 		require.InDelta(t, 0.5, current.Utilisation, 1e-12, "the current hour counts up to now")
-		require.InDelta(t, 2*current.BlockedSeconds, current.KeySeconds, 1e-6)
+		require.InDelta(t, 2*current.HeldSeconds, current.KeySeconds, 1e-6)
 
 		// A range in the past is counted back over the events after it.
 		h1, err := b.reports(t).Utilisation(b.ctx, h(1), h(2), "")
 		require.NoError(t, err)
 		require.Equal(t, []store.Utilisation{
-			{Pool: "a", Hour: h(1), KeySeconds: 9600, BlockedSeconds: 1200, Utilisation: 0.125},
-			{Pool: "b", Hour: h(1), KeySeconds: 7200, BlockedSeconds: 3600, Utilisation: 0.5},
+			{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
+			{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
 		}, []store.Utilisation{utc(h1[0]), utc(h1[1])})
 		require.Len(t, h1, 2)
 	})
@@ -182,10 +182,10 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 			"SELECT sum(created), sum(deleted), sum(expired) FROM key_activity_hourly").Scan(&created, &deleted, &keysExpired))
 		require.Equal(t, []int64{5, 1, 2}, []int64{created, deleted, keysExpired})
 
-		var keySeconds, blockedSeconds float64
+		var keySeconds, heldSeconds float64
 		require.NoError(t, b.pool.QueryRow(b.ctx,
-			"SELECT key_seconds, blocked_seconds FROM pool_utilisation_hourly WHERE pool = 'a' AND hour = $1", h(1)).Scan(&keySeconds, &blockedSeconds))
-		require.Equal(t, []float64{9600, 1200}, []float64{keySeconds, blockedSeconds})
+			"SELECT key_seconds, blocked_seconds FROM pool_utilisation_hourly WHERE pool = 'a' AND hour = $1", h(1)).Scan(&keySeconds, &heldSeconds))
+		require.Equal(t, []float64{9600, 1200}, []float64{keySeconds, heldSeconds})
 	})
 }
 

@@ -25,7 +25,7 @@ import (
 var (
 	// ErrKeyNotFound: no such key, or its life has ended.
 	ErrKeyNotFound = errors.New("key not found")
-	// ErrNoFreeKey: every live key of the pool is blocked, or the pool is empty.
+	// ErrNoFreeKey: every live key of the pool is held, or the pool is empty.
 	ErrNoFreeKey = errors.New("no free key in the pool")
 	// ErrLeaseMismatch: the lease token given is not the key's current lease.
 	ErrLeaseMismatch = errors.New("lease token does not match the key's current lease")
@@ -44,10 +44,10 @@ type Key struct {
 	CreatedAt       time.Time
 	ExpiresAt       time.Time
 	LastKeepAliveAt *time.Time
-	TimesAssigned   int64
+	TimesClaimed    int64
 	// The current lease, all nil when the key is free.
 	LeaseToken     *int64
-	BlockedAt      *time.Time
+	ClaimedAt      *time.Time
 	LeaseExpiresAt *time.Time
 	// Labels of the key, nil when it has none.
 	Labels map[string]string
@@ -60,14 +60,14 @@ type Key struct {
 	Secret *string
 }
 
-// Blocked reports whether the key is held under a lease.
-func (k Key) Blocked() bool { return k.LeaseToken != nil }
+// Held reports whether the key is under a lease.
+func (k Key) Held() bool { return k.LeaseToken != nil }
 
 // Config holds the store's settings.
 type Config struct {
 	// KeyTTL is how long a key lives after its creation or last keep-alive.
 	KeyTTL time.Duration
-	// LeaseTTL is how long a lease lasts after its assignment or last keep-alive.
+	// LeaseTTL is how long a lease lasts after its claim or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
 	// ErrUnavailable instead of a hang. Zero means config.DefaultDBTimeout.
@@ -119,7 +119,7 @@ type EndedLease struct {
 	// else released by a request.
 	Expired bool
 	// Duration is how long the lease lasted by the database clock: from its
-	// assignment to its release, or to its deadline when it expired.
+	// claim to its release, or to its deadline when it expired.
 	Duration time.Duration
 	// Cooldown: released with a cooldown, so no claim takes the key before
 	// it ends.
@@ -172,7 +172,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 		s.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
 	s.claims = batch.New(batch.Config[claimTarget, trace.SpanContext, Key]{
-		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.GiveBack(key) },
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.ReleaseAbandoned(key) },
 	})
 	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
 		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
@@ -184,7 +184,7 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 }
 
 // Close waits for the statements of batches in flight, and for keys claimed
-// for callers that left to be given back. Call it after the last request
+// for callers that left to be released. Call it after the last request
 // has returned and before closing the connection pool.
 func (s *Store) Close() {
 	s.claims.Wait()
@@ -221,7 +221,7 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 	return keys, nil
 }
 
-// Claim blocks a random free key of the pool under a new lease; with
+// Claim claims a random free key of the pool under a new lease; with
 // labels ("name=value"), one that carries every label. Claims that arrive
 // together on this replica for the same pool and labels share one
 // statement.
@@ -229,7 +229,7 @@ func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (Key, 
 	return s.claims.Do(ctx, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
 }
 
-// ClaimMany blocks up to max free keys of the pool, each under its own
+// ClaimMany claims up to max free keys of the pool, each under its own
 // lease, in one statement. It returns ErrNoFreeKey when it finds none.
 func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
 	return s.ClaimManyLabelled(ctx, pool, max, nil)
@@ -397,7 +397,9 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // fromRow turns a row into a Key. Every statement that returns keys returns
-// KeyGet's columns, so each of their row types converts to KeyGetRow.
+// KeyGet's columns, so each of their row types converts to KeyGetRow. The
+// columns blocked_at and times_assigned keep their names from before the
+// words claim and held ("Words" in the README).
 func fromRow(row dbsqlc.KeyGetRow) Key {
 	return Key{
 		ID:              row.ID,
@@ -405,9 +407,9 @@ func fromRow(row dbsqlc.KeyGetRow) Key {
 		CreatedAt:       row.CreatedAt,
 		ExpiresAt:       row.ExpiresAt,
 		LastKeepAliveAt: row.LastKeepAliveAt,
-		TimesAssigned:   row.TimesAssigned,
+		TimesClaimed:    row.TimesAssigned,
 		LeaseToken:      row.LeaseToken,
-		BlockedAt:       row.BlockedAt,
+		ClaimedAt:       row.BlockedAt,
 		LeaseExpiresAt:  row.LeaseExpiresAt,
 		Labels:          decodeLabels(row.Labels),
 		CoolingUntil:    row.CoolingUntil,

@@ -88,7 +88,7 @@ func TestCreateGetAndCounts(t *testing.T) {
 	seen := map[uuid.UUID]bool{}
 	for _, k := range keys {
 		require.Equal(t, "alpha", k.Pool)
-		require.False(t, k.Blocked())
+		require.False(t, k.Held())
 		require.WithinDuration(t, k.CreatedAt.Add(time.Hour), k.ExpiresAt, time.Millisecond)
 		seen[k.ID] = true
 	}
@@ -110,7 +110,7 @@ func TestCreateGetAndCounts(t *testing.T) {
 	require.NoError(t, err)
 	counts, err := b.store.CountPool(b.ctx, "alpha")
 	require.NoError(t, err)
-	require.Equal(t, store.PoolCounts{Pool: "alpha", Keys: 25, Blocked: 1}, counts)
+	require.Equal(t, store.PoolCounts{Pool: "alpha", Keys: 25, Held: 1}, counts)
 	require.EqualValues(t, 24, counts.Free())
 
 	empty, err := b.store.CountPool(b.ctx, "nothing-here")
@@ -124,7 +124,7 @@ func TestCreateGetAndCounts(t *testing.T) {
 	require.Equal(t, []string{"created:-"}, b.events(t, untouched.ID))
 }
 
-func TestClaimBlocksOnlyFreeKeysOfThePool(t *testing.T) {
+func TestClaimHoldsOnlyFreeKeysOfThePool(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{LeaseTTL: time.Minute})
 
@@ -136,10 +136,10 @@ func TestClaimBlocksOnlyFreeKeysOfThePool(t *testing.T) {
 	key, err := b.store.Claim(b.ctx, "one")
 	require.NoError(t, err)
 	require.Equal(t, created[0].ID, key.ID)
-	require.True(t, key.Blocked())
-	require.NotNil(t, key.BlockedAt)
-	require.WithinDuration(t, key.BlockedAt.Add(time.Minute), *key.LeaseExpiresAt, time.Millisecond)
-	require.EqualValues(t, 1, key.TimesAssigned)
+	require.True(t, key.Held())
+	require.NotNil(t, key.ClaimedAt)
+	require.WithinDuration(t, key.ClaimedAt.Add(time.Minute), *key.LeaseExpiresAt, time.Millisecond)
+	require.EqualValues(t, 1, key.TimesClaimed)
 
 	_, err = b.store.Claim(b.ctx, "one")
 	require.ErrorIs(t, err, store.ErrNoFreeKey, "the only key of the pool is held; other pools are not touched")
@@ -159,7 +159,7 @@ func TestClaimBlocksOnlyFreeKeysOfThePool(t *testing.T) {
 	again, err := b.store.Claim(b.ctx, "one")
 	require.NoError(t, err)
 	require.NotEqual(t, *key.LeaseToken, *again.LeaseToken)
-	require.EqualValues(t, 2, again.TimesAssigned)
+	require.EqualValues(t, 2, again.TimesClaimed)
 	require.Equal(t, []string{"created:-", "assigned:" + token(key), "released:" + token(key), "assigned:" + token(again)},
 		b.events(t, key.ID))
 }
@@ -204,8 +204,8 @@ func TestReleaseHonoursLeaseTokens(t *testing.T) {
 
 	released, err := b.store.Release(b.ctx, key.ID, key.LeaseToken)
 	require.NoError(t, err)
-	require.False(t, released.Blocked())
-	require.Nil(t, released.BlockedAt)
+	require.False(t, released.Held())
+	require.Nil(t, released.ClaimedAt)
 	require.Nil(t, released.LeaseExpiresAt)
 
 	// Releasing a free key is idempotent, with or without the old token.
@@ -230,7 +230,7 @@ func TestKeepAliveExtendsLifeAndLease(t *testing.T) {
 	// A free key: its life is extended, it gets no lease.
 	kept, err := b.store.KeepAlive(b.ctx, created[0].ID, nil)
 	require.NoError(t, err)
-	require.False(t, kept.Blocked())
+	require.False(t, kept.Held())
 	require.Nil(t, kept.LeaseExpiresAt)
 	require.NotNil(t, kept.LastKeepAliveAt)
 	require.True(t, kept.ExpiresAt.After(created[0].ExpiresAt))
@@ -240,11 +240,11 @@ func TestKeepAliveExtendsLifeAndLease(t *testing.T) {
 	require.NoError(t, err)
 	kept, err = b.store.KeepAlive(b.ctx, key.ID, key.LeaseToken)
 	require.NoError(t, err)
-	require.True(t, kept.Blocked())
+	require.True(t, kept.Held())
 	require.Equal(t, *key.LeaseToken, *kept.LeaseToken)
 	require.True(t, kept.LeaseExpiresAt.After(*key.LeaseExpiresAt))
 	require.WithinDuration(t, kept.LastKeepAliveAt.Add(time.Minute), *kept.LeaseExpiresAt, time.Millisecond)
-	require.Equal(t, *key.BlockedAt, *kept.BlockedAt, "a keep-alive does not start a new lease")
+	require.Equal(t, *key.ClaimedAt, *kept.ClaimedAt, "a keep-alive does not start a new lease")
 
 	stale := *key.LeaseToken - 1
 	_, err = b.store.KeepAlive(b.ctx, key.ID, &stale)
@@ -287,12 +287,12 @@ func TestDelete(t *testing.T) {
 	counts, err := b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
 	require.Zero(t, counts.Keys)
-	require.Zero(t, counts.Blocked)
+	require.Zero(t, counts.Held)
 	require.Equal(t, []string{"created:-", "assigned:" + token(key), "deleted:" + token(key)}, b.events(t, key.ID))
 }
 
 // A key whose life has ended is gone at once, before the background job
-// deletes it: never assigned, and every call on it answers not found.
+// deletes it: never claimed, and every call on it answers not found.
 func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 	t.Parallel()
 	// Long enough to claim a key before its life ends, even on a busy
@@ -370,7 +370,7 @@ func TestSweeperReleasesEndedLeasesInBatches(t *testing.T) {
 	require.Equal(t, 35, result.LeasesReleased, "one pass drains every batch")
 	counts, err := b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
-	require.Zero(t, counts.Blocked)
+	require.Zero(t, counts.Held)
 	require.Equal(t, []string{"created:-", "assigned:" + token(held[0]), "lease_expired:" + token(held[0])}, b.events(t, held[0].ID))
 }
 

@@ -32,7 +32,7 @@ func (s *Store) UnregisterWaiters(ctx context.Context, pool, replica string, gen
 }
 
 // PoolsWithFreeKeys returns those of the pools in which a claim would find a
-// key now, in one statement whatever their number. It blocks nothing.
+// key now, in one statement whatever their number. It claims nothing.
 func (s *Store) PoolsWithFreeKeys(ctx context.Context, pools []string) ([]string, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()

@@ -45,10 +45,10 @@ var (
 
 // Store is what a Hub needs of the database (store.Store).
 type Store interface {
-	// ClaimMany blocks up to n free keys of the pool.
+	// ClaimMany claims up to n free keys of the pool.
 	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
-	// GiveBack releases a key claimed for a waiter that left.
-	GiveBack(store.Key)
+	// ReleaseAbandoned releases a key claimed for a waiter that left.
+	ReleaseAbandoned(store.Key)
 	// RegisterWaiters tells the database, for ttl, that this replica (named
 	// replica) has clients waiting for keys of the pool, so that freed keys
 	// of the pool are announced; UnregisterWaiters withdraws that. Each
@@ -179,7 +179,7 @@ func (h *Hub) Close() {
 // Waiters of one pool on this replica are served in arrival order. It
 // returns store.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
 // the hub is closed first, or the caller's error when ctx ends first; a key
-// claimed for a caller that left is given back. Past the caps it returns
+// claimed for a caller that left is released. Past the caps it returns
 // ErrTooManyWaiters or ErrTooManyPools at once, having done nothing.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
 	select {
@@ -261,7 +261,7 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	// Served as the wait ended: keep the key if the caller is still there.
 	key := <-w.key
 	if ctx.Err() != nil {
-		h.giveBack([]store.Key{key})
+		h.releaseAbandoned([]store.Key{key})
 		return store.Key{}, ctx.Err()
 	}
 	return key, nil
@@ -275,7 +275,7 @@ func (h *Hub) Waiters() int {
 }
 
 // claimNow claims a key of the pool for a client that may not wait: a free
-// key is still handed out, but none is waited for.
+// key is still claimed, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
 	keys, err := h.store.ClaimMany(ctx, pool, 1)
 	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
@@ -367,7 +367,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 		more := q.again || got > 0
 		if more && q.waiters.Len() > 0 {
 			h.mu.Unlock()
-			h.giveBack(keys)
+			h.releaseAbandoned(keys)
 			continue
 		}
 		// The waiters that remain are served by a notification or the
@@ -377,7 +377,7 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			h.forget(pool, q)
 		}
 		h.mu.Unlock()
-		h.giveBack(keys) // claimed for waiters that left meanwhile
+		h.releaseAbandoned(keys) // claimed for waiters that left meanwhile
 		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
 			h.cfg.Logger.Warn("claim for waiting clients failed", "pool", pool, "error", err)
 		}
@@ -431,10 +431,10 @@ func (h *Hub) poll() {
 	}
 }
 
-func (h *Hub) giveBack(keys []store.Key) {
+func (h *Hub) releaseAbandoned(keys []store.Key) {
 	for _, key := range keys {
 		_ = h.withDB(context.Background(), func(context.Context) error {
-			h.store.GiveBack(key)
+			h.store.ReleaseAbandoned(key)
 			return nil
 		})
 	}

@@ -53,14 +53,14 @@ func TestThreeReplicasUnderLoad(t *testing.T) {
 		Servers: urls(a, b, c), Pool: "load", Clients: 64, Duration: 20 * time.Second, KeepAlive: true,
 	})
 	require.NoError(t, err)
-	require.Zero(t, res.DoubleAssignments)
+	require.Zero(t, res.DoubleClaims)
 	t.Logf("3 replicas, 64 clients, %d keys: %d cycles in %s (%.0f/s), claim p50 %s p99 %s, %d claims found no key",
 		keys, res.Cycles, res.Elapsed.Round(time.Millisecond), res.CyclesPerSecond(),
 		res.ClaimPercentile(50), res.ClaimPercentile(99), res.Empty)
 
 	events := checkHistory(t, dbURL, start)
 	require.EqualValues(t, keys, events["created"])
-	require.Equal(t, res.Cycles, events["assigned"], "one assignment per cycle")
+	require.Equal(t, res.Cycles, events["assigned"], "one claim per cycle")
 	require.Equal(t, res.Cycles, events["released"], "one release per cycle")
 	require.Zero(t, events["lease_expired"], "every lease was released by its holder")
 	stats := call("HEAD", b.url+"/keys?pool=load", "")

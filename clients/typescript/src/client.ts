@@ -5,7 +5,7 @@ import type { components } from "./schema.js";
 type Schemas = components["schemas"];
 /** A key as the server describes it. */
 export type Key = Schemas["Key"];
-/** A key just assigned, with the token of its new lease. */
+/** A key just claimed, with the token of its new lease. */
 export type LeasedKey = Schemas["LeasedKey"];
 /** A key as it was when deleted. */
 export type DeletedKey = Schemas["DeletedKey"];
@@ -17,8 +17,9 @@ export interface PoolStatus {
   pool: string;
   keys: number;
   free: number;
+  /** Keys held under a lease (the X-Pool-Blocked header keeps its name). */
   blocked: number;
-  /** Whether a key could be assigned right now. */
+  /** Whether a key could be claimed right now. */
   available: boolean;
 }
 
@@ -46,7 +47,7 @@ export interface ClientOptions {
   fetch?: typeof fetch;
 }
 
-export interface AssignOptions {
+export interface ClaimKeyOptions {
   /** "default" when omitted. */
   pool?: string;
   /** Wait up to this long (at most MAX_WAIT_MS) for a key to become free. */
@@ -59,7 +60,7 @@ export interface AssignOptions {
   signal?: AbortSignal;
 }
 
-export interface AcquireOptions {
+export interface ClaimOptions {
   pool?: string;
   /** Give up after this long (default: keep asking until `signal` aborts). */
   timeoutMs?: number;
@@ -85,7 +86,7 @@ interface Request {
  * of several replicas. Error answers are thrown as ApiError; answers of 503
  * (the server changed nothing) are retried with jittered exponential
  * backoff. A claim is repeated safely only with an idempotency key, which
- * acquire() always sends.
+ * claim() always sends.
  */
 export class Client {
   readonly baseUrl: string;
@@ -122,11 +123,11 @@ export class Client {
   }
 
   /**
-   * Blocks a random free key of the pool and returns it with its lease
+   * Claims a random free key of the pool and returns it with its lease
    * token; throws an ApiError with isNoKeyAvailable when none became free
-   * within waitMs. The lease ends unless kept alive: acquire() does that.
+   * within waitMs. The lease ends unless kept alive: claim() does that.
    */
-  assignKey(options: AssignOptions = {}): Promise<LeasedKey> {
+  claimKey(options: ClaimKeyOptions = {}): Promise<LeasedKey> {
     const wait = options.waitMs && options.waitMs > 0 ? `${Math.ceil(Math.min(options.waitMs, MAX_WAIT_MS))}ms` : undefined;
     return this.#json<LeasedKey>({
       method: "GET", path: "/keys", query: { pool: options.pool, wait },
@@ -134,7 +135,7 @@ export class Client {
     });
   }
 
-  /** How many keys the pool has and whether one is free, assigning nothing. */
+  /** How many keys the pool has and whether one is free, claiming nothing. */
   async poolStatus(pool?: string, signal?: AbortSignal): Promise<PoolStatus> {
     const { headers } = await this.#send({ method: "HEAD", path: "/keys", query: { pool }, signal });
     const int = (name: string) => Number.parseInt(headers.get(name) ?? "", 10);
@@ -188,13 +189,13 @@ export class Client {
   }
 
   /**
-   * Leases a key of the pool, waiting for one to become free until
+   * Claims a key of the pool, waiting for one to become free until
    * timeoutMs passes or signal aborts, and keeps the lease alive until
    * release() or until it is lost (lease.lost aborts). Every request of one
-   * acquire carries the same Idempotency-Key, so a claim repeated after its
+   * claim() carries the same Idempotency-Key, so a claim repeated after its
    * answer was lost gets the lease the first one got and never a second key.
    */
-  async acquire(options: AcquireOptions = {}): Promise<Lease> {
+  async claim(options: ClaimOptions = {}): Promise<Lease> {
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
     let idempotencyKey = newIdempotencyKey();
     for (;;) {
@@ -207,7 +208,7 @@ export class Client {
       const signal = deadline === undefined ? options.signal : anySignal(options.signal, AbortSignal.timeout(Math.max(0, deadline - Date.now())));
       const sent = Date.now();
       try {
-        const key = await this.assignKey({
+        const key = await this.claimKey({
           ...(options.pool === undefined ? {} : { pool: options.pool }),
           waitMs, idempotencyKey, ...(signal ? { signal } : {}),
         });
@@ -219,7 +220,7 @@ export class Client {
         }
         if (!(err instanceof ApiError)) throw err;
         if (err.isIdempotencyKeyReused) {
-          // A key was claimed for this acquire, but its lease ended before
+          // A key was claimed for this claim(), but its lease ended before
           // any answer got through: nobody holds it, so claim afresh.
           idempotencyKey = newIdempotencyKey();
           continue;

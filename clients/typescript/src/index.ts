@@ -4,7 +4,7 @@
  */
 export { Client, MAX_WAIT_MS, newIdempotencyKey } from "./client.js";
 export type {
-  AcquireOptions, AssignOptions, ClientOptions, DeletedKey, Key, LeasedKey, PoolStatus, RetryPolicy, Stats,
+  ClaimOptions, ClaimKeyOptions, ClientOptions, DeletedKey, Key, LeasedKey, PoolStatus, RetryPolicy, Stats,
 } from "./client.js";
 export { ApiError, LeaseLostError } from "./errors.js";
 export type { ErrorCode, Problem } from "./errors.js";

@@ -6,13 +6,13 @@ import { ApiError, LeaseLostError } from "./errors.js";
 const MIN_KEEP_ALIVE_INTERVAL_MS = 5;
 
 /**
- * A key held by this client, from Client.acquire(). It keeps itself alive in
+ * A key held by this client, from Client.claim(). It keeps itself alive in
  * the background at a third of the lease's remaining time, until release()
  * or until the lease is lost: then `lost` aborts, with the LeaseLostError as
  * its reason. From that moment the key may be someone else's: stop using it.
  */
 export class Lease {
-  /** The key as it was assigned, with its lease token. */
+  /** The key as it was claimed, with its lease token. */
   readonly key: LeasedKey;
   readonly #client: Client;
   readonly #lost = new AbortController();
@@ -21,11 +21,11 @@ export class Lease {
   #loop: Promise<void>;
   #released: Promise<void> | undefined;
 
-  /** sentAt: when the request that assigned the key left (Date.now()). */
+  /** sentAt: when the request that claimed the key left (Date.now()). */
   constructor(client: Client, key: LeasedKey, sentAt: number) {
     const duration = leaseDurationMs(key);
     if (!key.leaseToken || duration <= 0) {
-      throw new Error(`the server assigned key ${key.keyId} without a lease token or a lease deadline`);
+      throw new Error(`the server claimed key ${key.keyId} without a lease token or a lease deadline`);
     }
     this.#client = client;
     this.key = key;
@@ -54,7 +54,7 @@ export class Lease {
   }
 
   /**
-   * Stops keeping the lease alive and gives the key back. Throws the
+   * Stops keeping the lease alive and releases the key. Throws the
    * LeaseLostError when the lease was already lost. Only the first call
    * does anything; later ones return its result.
    */
@@ -118,7 +118,7 @@ export class Lease {
 
 /**
  * How long the lease lasts from the server's answer: its end minus its start
- * (the assignment or the last keep-alive), both by the database's clock.
+ * (the claim or the last keep-alive), both by the database's clock.
  */
 export function leaseDurationMs(key: Key): number {
   if (!key.leaseExpiresAt) return 0;

@@ -12,8 +12,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Lease a random free key of the pool
-         * @description Blocks a random free key of the pool, atomically, and returns it with
+         * Claim a random free key of the pool
+         * @description Claims a random free key of the pool, atomically, and returns it with
          *     its lease token. With `wait`, waits up to that long for a key to
          *     become free before answering 404. A replica takes a bounded number of
          *     waiting clients (`MAX_WAITERS`), on a bounded number of pools
@@ -36,7 +36,7 @@ export interface paths {
          *     free key records nothing: its repeat tries again. With `wait`, an
          *     idempotent claim tries again until a key is claimed or the wait is
          *     over, a quarter of a second apart at most. Without the header a
-         *     claim is not safe to repeat: each one leases a key.
+         *     claim is not safe to repeat: each one claims a key.
          *
          *     **Labels.** With `label=name=value` (repeatable, at most 16), only a
          *     free key that carries every label is claimed, still at random and
@@ -63,8 +63,8 @@ export interface paths {
         delete?: never;
         options?: never;
         /**
-         * Availability of the pool, without assigning anything
-         * @description Never assigns a key; the pool's counts are in the headers.
+         * Availability of the pool, without claiming anything
+         * @description Never claims a key; the pool's counts are in the headers.
          */
         head: operations["poolAvailability"];
         patch?: never;
@@ -88,7 +88,7 @@ export interface paths {
          */
         get: operations["getKey"];
         /**
-         * Unblock a key
+         * Release a key
          * @description Ends the key's lease: the key is free again at once. Idempotent on a
          *     free key, which answers 200 whatever the token.
          *
@@ -248,7 +248,7 @@ export interface paths {
         };
         /**
          * Lease events per pool and hour
-         * @description Per pool and UTC hour: leases assigned, released by their holder,
+         * @description Per pool and UTC hour: leases claimed, released by their holder,
          *     ended by the background job because nobody kept them alive, ended
          *     because the key was deleted or expired while held, and keep-alives on
          *     held keys. Every hour that overlaps `[from, to)` is shown whole;
@@ -366,9 +366,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Share of key-time spent blocked, per pool and hour
+         * Share of key-time spent held, per pool and hour
          * @description Per pool and UTC hour: the key-seconds (the seconds keys existed,
-         *     summed over the keys), the blocked-seconds (the seconds they were
+         *     summed over the keys), the blocked seconds (the seconds they were
          *     held under a lease) and their ratio. Every hour that overlaps `[from,
          *     to)` is shown whole, the current hour up to now; hours without keys
          *     are left out. Rows are in the order of pool, then hour. The oldest
@@ -541,7 +541,7 @@ export interface paths {
         };
         /**
          * A page of a pool's keys, in id order
-         * @description Never assigns anything (unlike `GET /keys`). Keys are in id order;
+         * @description Never claims anything (unlike `GET /keys`). Keys are in id order;
          *     the next page starts after the last id of this one, given as
          *     `nextAfter`, so that a page is one index range however large the
          *     pool. Lease tokens are never shown. An unknown pool has no keys.
@@ -565,7 +565,7 @@ export interface paths {
         /**
          * Events per minute over the last minutes
          * @description For each UTC minute of the database clock, the current one last,
-         *     how many keys were created, assigned, released by their holder,
+         *     how many keys were created, claimed, released by their holder,
          *     released because their lease ran out, kept alive, deleted and
          *     expired. Minutes without events are there with zeros.
          */
@@ -691,7 +691,7 @@ export interface components {
          *     the lease's token.
          */
         Secret: string;
-        /** @description A key. Its lease token is shown only to the client it was assigned to. */
+        /** @description A key. Its lease token is shown only to the client that claimed it. */
         Key: {
             keyId: components["schemas"]["KeyId"];
             pool: components["schemas"]["PoolName"];
@@ -705,10 +705,13 @@ export interface components {
             labels?: components["schemas"]["Labels"];
             coolingUntil: components["schemas"]["NullableTime"];
             secret?: components["schemas"]["Secret"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
         };
-        /** @description A key just assigned, with the token of its new lease. */
+        /** @description A key just claimed, with the token of its new lease. */
         LeasedKey: {
             keyId: components["schemas"]["KeyId"];
             pool: components["schemas"]["PoolName"];
@@ -722,7 +725,10 @@ export interface components {
             labels?: components["schemas"]["Labels"];
             coolingUntil: components["schemas"]["NullableTime"];
             secret?: components["schemas"]["Secret"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
             leaseToken: components["schemas"]["LeaseToken"];
         };
@@ -738,7 +744,10 @@ export interface components {
             lastKeepAliveAt: components["schemas"]["NullableTime"];
             labels?: components["schemas"]["Labels"];
             coolingUntil: components["schemas"]["NullableTime"];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description How many times the key was claimed.
+             */
             timesAssigned: number;
             /** @enum {boolean} */
             deleted: true;
@@ -1056,7 +1065,7 @@ export interface components {
             /** @description By pool, then hour. */
             rows: components["schemas"]["UtilisationRow"][];
         };
-        /** @description How much of one pool's key-time in one hour was spent blocked. */
+        /** @description How much of one pool's key-time in one hour was spent held. */
         UtilisationRow: {
             pool: components["schemas"]["PoolName"];
             hour: components["schemas"]["Hour"];
@@ -1072,7 +1081,7 @@ export interface components {
             blockedSeconds: number;
             /**
              * Format: double
-             * @description blockedSeconds / keySeconds, the share of key-time spent blocked.
+             * @description blockedSeconds / keySeconds, the share of key-time spent held.
              */
             utilisation: number;
         };
@@ -1106,6 +1115,7 @@ export interface components {
         MinuteActivity: {
             minute: components["schemas"]["Time"];
             created: number;
+            /** @description Keys claimed (history event `assigned`). */
             assigned: number;
             /** @description Leases ended by their holder. */
             released: number;
@@ -1439,7 +1449,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             /**
-             * @description The key, now blocked under a new lease; or, for a repeat of an
+             * @description The key, now held under a new lease; or, for a repeat of an
              *     idempotent claim, under the lease that claim got.
              */
             200: {
@@ -1686,15 +1696,17 @@ export interface operations {
                 headers: {
                     "X-Key-Id": components["schemas"]["KeyId"];
                     "X-Key-Pool": components["schemas"]["PoolName"];
+                    /** @description `blocked` means held under a lease (the value keeps its published name). */
                     "X-Key-Status": "free" | "blocked";
                     "X-Key-Created-At": components["schemas"]["Time"];
                     "X-Key-Expires-At": components["schemas"]["Time"];
-                    /** @description Only while the key is blocked. */
+                    /** @description When the current lease was claimed; only while the key is held. */
                     "X-Key-Blocked-At"?: components["schemas"]["Time"];
-                    /** @description Only while the key is blocked. */
+                    /** @description Only while the key is held. */
                     "X-Key-Lease-Expires-At"?: components["schemas"]["Time"];
                     /** @description Only once the key has been kept alive. */
                     "X-Key-Last-Keep-Alive-At"?: components["schemas"]["Time"];
+                    /** @description How many times the key was claimed. */
                     "X-Key-Times-Assigned": number;
                     [name: string]: unknown;
                 };

@@ -24,7 +24,7 @@ describe("against the server", needsServer, () => {
     const p = pool();
     const [created] = await client.createKeys(2, p);
     assert.ok(created);
-    const key = await client.assignKey({ pool: p });
+    const key = await client.claimKey({ pool: p });
     assert.equal(key.pool, p);
     assert.equal(key.isBlocked, true);
     assert.match(key.leaseToken, /^[0-9]+$/);
@@ -40,7 +40,7 @@ describe("against the server", needsServer, () => {
   it("keeps a lease alive past its TTL, then releases it", async () => {
     const p = pool();
     await client.createKey(p);
-    const lease = await client.acquire({ pool: p, timeoutMs: 5_000 });
+    const lease = await client.claim({ pool: p, timeoutMs: 5_000 });
     const firstEnd = lease.expiresAt;
     await new Promise((resolve) => setTimeout(resolve, 2.5 * leaseTtlMs));
     assert.equal(lease.lost.aborted, false, "the lease was lost while kept alive");
@@ -50,7 +50,7 @@ describe("against the server", needsServer, () => {
     assert.equal(key.leaseExpiresAt, lease.expiresAt);
 
     // Still the holder: nobody else can have it.
-    await assert.rejects(client.assignKey({ pool: p }), (err: unknown) => err instanceof ApiError && err.isNoKeyAvailable);
+    await assert.rejects(client.claimKey({ pool: p }), (err: unknown) => err instanceof ApiError && err.isNoKeyAvailable);
     await lease.release();
     assert.equal((await client.getKey(lease.id)).isBlocked, false);
     await lease.release(); // only the first call does anything
@@ -59,7 +59,7 @@ describe("against the server", needsServer, () => {
   it("aborts the lost signal when the key is deleted", async () => {
     const p = pool();
     await client.createKey(p);
-    const lease = await client.acquire({ pool: p });
+    const lease = await client.claim({ pool: p });
     const lost = new Promise<unknown>((resolve) => lease.lost.addEventListener("abort", () => resolve(lease.lost.reason)));
     await client.deleteKey(lease.id);
     const reason = await lost;
@@ -73,15 +73,15 @@ describe("against the server", needsServer, () => {
     const p = pool();
     await client.createKeys(3, p);
     const idempotencyKey = newIdempotencyKey();
-    const first = await client.assignKey({ pool: p, idempotencyKey });
-    const again = await client.assignKey({ pool: p, idempotencyKey });
+    const first = await client.claimKey({ pool: p, idempotencyKey });
+    const again = await client.claimKey({ pool: p, idempotencyKey });
     assert.equal(again.keyId, first.keyId);
     assert.equal(again.leaseToken, first.leaseToken);
     assert.equal((await client.poolStatus(p)).blocked, 1, "the repeat claimed nothing more");
 
     // Once that lease has ended, the key claims nothing.
     await client.releaseKey(first.keyId, first.leaseToken);
-    await assert.rejects(client.assignKey({ pool: p, idempotencyKey }), (err: unknown) => {
+    await assert.rejects(client.claimKey({ pool: p, idempotencyKey }), (err: unknown) => {
       assert.ok(err instanceof ApiError);
       assert.equal(err.code, "idempotency_key_reused");
       assert.ok(err.isIdempotencyKeyReused && !err.isLeaseLost);
@@ -92,10 +92,10 @@ describe("against the server", needsServer, () => {
   it("waits for a key to become free", async () => {
     const p = pool();
     await client.createKey(p);
-    const holder = await client.assignKey({ pool: p });
+    const holder = await client.claimKey({ pool: p });
     setTimeout(() => void client.releaseKey(holder.keyId, holder.leaseToken), 200);
     const started = Date.now();
-    const lease = await client.acquire({ pool: p, timeoutMs: 10_000 });
+    const lease = await client.claim({ pool: p, timeoutMs: 10_000 });
     assert.equal(lease.id, holder.keyId);
     assert.ok(Date.now() - started >= 150, "the key was not free before its release");
     await lease.release();
@@ -110,13 +110,13 @@ describe("against the server", needsServer, () => {
       assert.ok(err.isNotFound && !err.isNoKeyAvailable);
       return true;
     });
-    await assert.rejects(client.assignKey({ pool: p }), (err: unknown) =>
+    await assert.rejects(client.claimKey({ pool: p }), (err: unknown) =>
       err instanceof ApiError && err.code === "no_free_key" && err.isNoKeyAvailable && !err.isNotFound);
-    await assert.rejects(client.acquire({ pool: p, timeoutMs: 300 }), (err: unknown) =>
+    await assert.rejects(client.claim({ pool: p, timeoutMs: 300 }), (err: unknown) =>
       err instanceof ApiError && err.isNoKeyAvailable);
 
     const key = await client.createKey(p);
-    const lease = await client.assignKey({ pool: p });
+    const lease = await client.claimKey({ pool: p });
     await assert.rejects(client.releaseKey(key.keyId, `${Number(lease.leaseToken) + 1000}`), (err: unknown) => {
       assert.ok(err instanceof ApiError);
       assert.equal(err.status, 409);
@@ -174,7 +174,7 @@ describe("answers of 503", () => {
     const stub = await flakyServer(10, undefined);
     try {
       const c = new Client(stub.url, { retry: { attempts: 4, minBackoffMs: 40, maxBackoffMs: 1_000 } });
-      await assert.rejects(c.assignKey({ idempotencyKey: "same-key" }), (err: unknown) => {
+      await assert.rejects(c.claimKey({ idempotencyKey: "same-key" }), (err: unknown) => {
         assert.ok(err instanceof ApiError);
         assert.equal(err.code, "database_unavailable");
         assert.ok(err.isUnavailable);

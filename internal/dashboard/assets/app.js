@@ -121,8 +121,8 @@
     }
   }
 
-  // The lease tokens this page got, by key, with the time of their
-  // assignment: a key blocked at another time is under someone else's lease.
+  // The lease tokens this page got, by key, with the time of their claim
+  // (blockedAt): a key claimed at another time is under someone else's lease.
   function rememberToken(keyId, token, blockedAt) {
     if (token) state.tokens[keyId] = { token, blockedAt }; else delete state.tokens[keyId];
     writeStored('leaseTokens', state.tokens);
@@ -351,7 +351,7 @@
       dd.textContent = String(values[dd.dataset.stat]);
       dd.classList.toggle('alert', dd.dataset.stat === 'expiring' && values.expiring > 0);
     }
-    // The share of keys blocked. A style property set from script is not an
+    // The share of keys held. A style property set from script is not an
     // inline style: the Content-Security-Policy allows it.
     item.querySelector('.meter span').style.width = (p.total ? (100 * p.blocked) / p.total : 0).toFixed(1) + '%';
     return item;

@@ -1,6 +1,6 @@
 // Package loadgen drives running servers over HTTP with concurrent workers
 // doing claim → (keep-alive) → release cycles, and checks on every claim
-// that no other worker holds the key: a double assignment fails the run.
+// that no other worker holds the key: a double claim fails the run.
 package loadgen
 
 import (
@@ -45,8 +45,8 @@ type Result struct {
 	Elapsed time.Duration
 	// Empty counts claims answered 404 (no free key); they are retried.
 	Empty int64
-	// DoubleAssignments counts claims of a key another worker held.
-	DoubleAssignments int64
+	// DoubleClaims counts claims of a key another worker held.
+	DoubleClaims int64
 	// ClaimLatencies of every successful claim, sorted.
 	ClaimLatencies []time.Duration
 	// Windows of Config.Window each, in order, when that was set.
@@ -123,7 +123,7 @@ func windows(cycles []cycle, width, duration time.Duration) []Window {
 }
 
 // Run drives the servers until the duration has passed or ctx ends. It
-// returns an error when a request fails or a key is assigned twice.
+// returns an error when a request fails or a key is claimed twice.
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Clients < 1 || len(cfg.Servers) == 0 {
 		return Result{}, errors.New("loadgen: need at least one client and one server")
@@ -163,12 +163,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	wg.Wait()
 	total.Elapsed = time.Since(start)
-	total.DoubleAssignments = double.Load()
+	total.DoubleClaims = double.Load()
 	slices.Sort(total.ClaimLatencies)
 	total.Windows = windows(total.cycles, cfg.Window, cfg.Duration)
 	total.cycles = nil
-	if firstEr == nil && total.DoubleAssignments > 0 {
-		firstEr = fmt.Errorf("loadgen: %d keys were assigned while another worker held them", total.DoubleAssignments)
+	if firstEr == nil && total.DoubleClaims > 0 {
+		firstEr = fmt.Errorf("loadgen: %d keys were claimed while another worker held them", total.DoubleClaims)
 	}
 	return total, firstEr
 }
@@ -188,7 +188,7 @@ func worker(ctx context.Context, client *http.Client, cfg Config, w int, runStar
 		server := cfg.Servers[(w+i)%len(cfg.Servers)]
 		started := time.Now()
 		// A claim in flight when the run ends is finished, not cut short: a
-		// client that drops a claim's answer may leave a key blocked until
+		// client that drops a claim's answer may leave a key held until
 		// its lease runs out.
 		status, body, err := call(context.WithoutCancel(ctx), client, http.MethodGet, server+"/keys?pool="+pool)
 		if err != nil {

@@ -52,21 +52,21 @@ func TestRunAgainstTwoReplicas(t *testing.T) {
 	res, err := Run(context.Background(), Config{Servers: servers, Pool: "smoke", Clients: 16, Duration: time.Second, KeepAlive: true})
 	require.NoError(t, err)
 	require.Positive(t, res.Cycles)
-	require.Zero(t, res.DoubleAssignments)
+	require.Zero(t, res.DoubleClaims)
 	require.Len(t, res.ClaimLatencies, int(res.Cycles))
 	require.LessOrEqual(t, res.ClaimPercentile(50), res.ClaimPercentile(99))
 
-	// Every cycle gave its key back (a claim cut short by the end of the run
-	// is given back by the server).
+	// Every cycle released its key (a claim cut short by the end of the run
+	// is released by the server).
 	require.Eventually(t, func() bool {
 		counts, err := first.CountPool(context.Background(), "smoke")
-		return err == nil && counts.Blocked == 0
+		return err == nil && counts.Held == 0
 	}, 5*time.Second, 20*time.Millisecond)
 }
 
-// The load generator notices a server that hands out a key held by another
+// The load generator notices a server that claims a key held by another
 // worker.
-func TestRunFailsOnDoubleAssignment(t *testing.T) {
+func TestRunFailsOnDoubleClaim(t *testing.T) {
 	t.Parallel()
 	var claims atomic.Int64
 	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +82,7 @@ func TestRunFailsOnDoubleAssignment(t *testing.T) {
 	defer broken.Close()
 	res, err := Run(context.Background(), Config{Servers: []string{broken.URL}, Pool: "p", Clients: 8, Duration: 300 * time.Millisecond, KeepAlive: true})
 	require.Error(t, err)
-	require.Positive(t, res.DoubleAssignments)
+	require.Positive(t, res.DoubleClaims)
 }
 
 // Cycles land in the window in which they finished; a last window cut short
