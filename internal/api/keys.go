@@ -81,6 +81,12 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusCreated, newKeyBody(keys[0]))
 		return nil
 	}
+	writeCreatedKeys(w, keys)
+	return nil
+}
+
+// writeCreatedKeys answers 201 with the keys a batch created.
+func writeCreatedKeys(w http.ResponseWriter, keys []store.Key) {
 	bodies := make([]keyBody, len(keys))
 	for i, k := range keys {
 		bodies[i] = newKeyBody(k)
@@ -88,7 +94,6 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusCreated, struct {
 		Keys []keyBody `json:"keys"`
 	}{bodies})
-	return nil
 }
 
 // createListedKeys serves a POST /keys that lists keys, with secrets and
@@ -124,13 +129,7 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 	if err != nil {
 		return err
 	}
-	bodies := make([]keyBody, len(created))
-	for i, k := range created {
-		bodies[i] = newKeyBody(k)
-	}
-	writeJSON(w, http.StatusCreated, struct {
-		Keys []keyBody `json:"keys"`
-	}{bodies})
+	writeCreatedKeys(w, created)
 	return nil
 }
 
