@@ -82,7 +82,9 @@ func TestSecretAppearsOnlyWhereAllowed(t *testing.T) {
 	require.Equal(t, []string{"public.key_events"}, tablesContaining(t, ctx, conn, planted))
 	_, err = conn.Exec(ctx, "DELETE FROM key_events WHERE pool = $1", planted)
 	require.NoError(t, err)
-	_, err = conn.Exec(ctx, "INSERT INTO claim_requests (pool, idempotency_key, key_id, lease_token, expires_at) VALUES ('p', $1, gen_random_uuid(), 1, now())", planted)
+	// Expiring in an hour: the background job, every 20 ms here, deletes
+	// expired records.
+	_, err = conn.Exec(ctx, "INSERT INTO claim_requests (pool, idempotency_key, key_id, lease_token, expires_at) VALUES ('p', $1, gen_random_uuid(), 1, now() + interval '1 hour')", planted)
 	require.NoError(t, err)
 	require.Equal(t, []string{"public.claim_requests"}, tablesContaining(t, ctx, conn, planted))
 	_, err = conn.Exec(ctx, "DELETE FROM claim_requests WHERE idempotency_key = $1", planted)
