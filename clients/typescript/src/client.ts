@@ -47,7 +47,7 @@ export interface RetryPolicy {
 
 export interface ClientOptions {
   /** Sent as `Authorization: Bearer <token>` with every request. */
-  token?: string;
+  token?: string | undefined;
   /** Default: 5 tries from 100 ms to 5 s. `attempts: 1` disables retries. */
   retry?: Partial<RetryPolicy>;
   /** The fetch to use; default the global one (Node 20, browsers). */
