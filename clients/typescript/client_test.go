@@ -6,6 +6,8 @@ package typescript_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // minTests is how many tests test/client.test.ts has: fewer passing means
 // some did not run.
-const minTests = 10
+const minTests = 16
 
 // leaseTTL is short, so that a lease kept alive past it is quick to see.
 const leaseTTL = time.Second
@@ -52,6 +54,37 @@ func TestTypeScriptClient(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 
+	// The server the tests use holds secrets under a random encryption key;
+	// a second one has none, to see secrets refused.
+	secretKey := make([]byte, 32)
+	_, err = rand.Read(secretKey)
+	require.NoError(t, err)
+	url := startServer(t, bin, "SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
+	noSecretsURL := startServer(t, bin, "SECRET_KEY=")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tests := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", filepath.Join("dist", "test", "client.test.js"))
+	tests.Env = append(os.Environ(), "TO_URL="+url, "TO_URL_NO_SECRETS="+noSecretsURL,
+		fmt.Sprintf("TO_LEASE_TTL_MS=%d", leaseTTL.Milliseconds()))
+	out, err = tests.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	require.NoError(t, err, "the TypeScript client's tests failed")
+	require.Contains(t, string(out), "# fail 0")
+	// A suite skipped as a whole counts no skipped test: count the passes.
+	passed := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(string(out))
+	require.NotNil(t, passed, "no count of passed tests")
+	n, err := strconv.Atoi(passed[1])
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, n, minTests, "tests were skipped")
+	require.Contains(t, string(out), "# skipped 0", "a test was skipped")
+}
+
+// startServer starts the binary on a free loopback port with a database of
+// its own, short TTLs and the extra environment, stops it when the test
+// ends, and returns its URL once it is ready.
+func startServer(t *testing.T, bin string, env ...string) string {
+	t.Helper()
 	// A free loopback port: taken, then let go for the server.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -68,7 +101,9 @@ func TestTypeScriptClient(t *testing.T) {
 		"SWEEP_INTERVAL=100ms",
 		"DRAIN_DELAY=0s",
 		"ADMIN_TOKEN=", "CLIENT_TOKEN=", "ADMIN_TOKEN_FILE=", "CLIENT_TOKEN_FILE=",
+		"SECRET_KEY_FILE=", "SECRET_KEYS_OLD=", "SECRET_KEYS_OLD_FILE=",
 	)
+	server.Env = append(server.Env, env...)
 	server.Stdout, server.Stderr = &logs, &logs
 	require.NoError(t, server.Start())
 	stopped := make(chan error, 1)
@@ -82,7 +117,7 @@ func TestTypeScriptClient(t *testing.T) {
 			<-stopped
 		}
 		if t.Failed() {
-			t.Logf("server's log:\n%s", logs.String())
+			t.Logf("log of the server on %s:\n%s", addr, logs.String())
 		}
 	})
 
@@ -95,21 +130,6 @@ func TestTypeScriptClient(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}
-	require.Eventually(t, ready, 60*time.Second, 50*time.Millisecond, "the server did not become ready; its log:\n%s", &logs)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	tests := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", filepath.Join("dist", "test", "client.test.js"))
-	tests.Env = append(os.Environ(), "TO_URL="+url, fmt.Sprintf("TO_LEASE_TTL_MS=%d", leaseTTL.Milliseconds()))
-	out, err = tests.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	require.NoError(t, err, "the TypeScript client's tests failed")
-	require.Contains(t, string(out), "# fail 0")
-	// A suite skipped as a whole counts no skipped test: count the passes.
-	passed := regexp.MustCompile(`(?m)^# pass (\d+)$`).FindStringSubmatch(string(out))
-	require.NotNil(t, passed, "no count of passed tests")
-	n, err := strconv.Atoi(passed[1])
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, n, minTests, "tests were skipped")
-	require.Contains(t, string(out), "# skipped 0", "a test was skipped")
+	require.Eventually(t, ready, 60*time.Second, 50*time.Millisecond, "the server on %s did not become ready; its log:\n%s", addr, &logs)
+	return url
 }

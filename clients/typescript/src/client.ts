@@ -11,6 +11,13 @@ export type LeasedKey = Schemas["LeasedKey"];
 export type DeletedKey = Schemas["DeletedKey"];
 /** The live counts of every pool, and their sum. */
 export type Stats = Schemas["Stats"];
+/** A key to create with importKeys: an optional secret and labels. */
+export type NewKey = Schemas["NewKey"];
+/** Labels of a key, name to value. */
+export type Labels = Schemas["Labels"];
+
+/** The most keys one importKeys call creates. */
+export const MAX_IMPORT = 10_000;
 
 /** The availability of a pool, from HEAD /keys. */
 export interface PoolStatus {
@@ -40,16 +47,26 @@ export interface RetryPolicy {
 
 export interface ClientOptions {
   /** Sent as `Authorization: Bearer <token>` with every request. */
-  token?: string;
+  token?: string | undefined;
   /** Default: 5 tries from 100 ms to 5 s. `attempts: 1` disables retries. */
   retry?: Partial<RetryPolicy>;
   /** The fetch to use; default the global one (Node 20, browsers). */
   fetch?: typeof fetch;
 }
 
+/**
+ * Labels a claimed key must carry, every one: as an object ({ tier: "paid" })
+ * or as "name=value" strings. The server walks the first label's keys and
+ * checks the others on each, so name the most selective one first (an
+ * array keeps that order whatever the names).
+ */
+export type LabelFilter = Labels | readonly string[];
+
 export interface ClaimKeyOptions {
   /** "default" when omitted. */
   pool?: string;
+  /** Claim only a key that carries all of these labels. */
+  labels?: LabelFilter;
   /** Wait up to this long (at most MAX_WAIT_MS) for a key to become free. */
   waitMs?: number;
   /**
@@ -62,15 +79,35 @@ export interface ClaimKeyOptions {
 
 export interface ClaimOptions {
   pool?: string;
+  /** Claim only a key that carries all of these labels. */
+  labels?: LabelFilter;
   /** Give up after this long (default: keep asking until `signal` aborts). */
   timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * How long a released key stays unclaimable: milliseconds, or a duration
+ * the server reads ("30s", "5m", or a number of seconds); at most 24 hours.
+ */
+export type Cooldown = number | string;
+
+export interface ReleaseKeyOptions {
+  /**
+   * Ends only this lease: a token that is not the current lease's throws
+   * isLeaseLost and changes nothing.
+   */
+  leaseToken?: string;
+  /** No claim takes the key before this has passed (a rate-limited key). */
+  cooldown?: Cooldown;
   signal?: AbortSignal;
 }
 
 interface Request {
   method: "GET" | "HEAD" | "POST" | "PUT" | "DELETE";
   path: string;
-  query?: Record<string, string | undefined>;
+  /** A value that is an array is sent as that many parameters of the name. */
+  query?: Record<string, string | readonly string[] | undefined>;
   body?: unknown;
   /** Sent as If-Match: "<token>". */
   leaseToken?: string | undefined;
@@ -123,14 +160,28 @@ export class Client {
   }
 
   /**
+   * Creates the keys, with their secrets and labels, in one call (at most
+   * MAX_IMPORT) and answers them in the order given, without their secrets.
+   * A secret that a key of the pool already carries, or one listed twice,
+   * throws isDuplicateSecret; a server without an encryption key throws
+   * isSecretsNotConfigured. Either way nothing is created.
+   */
+  async importKeys(keys: readonly NewKey[], pool?: string, signal?: AbortSignal): Promise<Key[]> {
+    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool }, body: { keys }, signal });
+    return batch.keys;
+  }
+
+  /**
    * Claims a random free key of the pool and returns it with its lease
    * token; throws an ApiError with isNoKeyAvailable when none became free
-   * within waitMs. The lease ends unless kept alive: claim() does that.
+   * within waitMs. With labels, only a key carrying all of them is claimed.
+   * The answer carries the key's secret, if it has one. The lease ends
+   * unless kept alive: claim() does that.
    */
   claimKey(options: ClaimKeyOptions = {}): Promise<LeasedKey> {
     const wait = options.waitMs && options.waitMs > 0 ? `${Math.ceil(Math.min(options.waitMs, MAX_WAIT_MS))}ms` : undefined;
     return this.#json<LeasedKey>({
-      method: "GET", path: "/keys", query: { pool: options.pool, wait },
+      method: "GET", path: "/keys", query: { pool: options.pool, wait, label: labelParams(options.labels) },
       idempotencyKey: options.idempotencyKey, signal: options.signal,
     });
   }
@@ -146,9 +197,17 @@ export class Client {
     };
   }
 
-  /** The key with this id. */
+  /** The key with this id; never with its secret. */
   getKey(id: string, signal?: AbortSignal): Promise<Key> {
     return this.#json<Key>({ method: "GET", path: keyPath(id), signal });
+  }
+
+  /**
+   * The key with its secret (undefined for a key without one), while
+   * leaseToken is its current lease's; another token throws isLeaseLost.
+   */
+  getKeySecret(id: string, leaseToken: string, signal?: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "GET", path: keyPath(id), leaseToken, signal });
   }
 
   /** Deletes the key for good; answers it as it was. */
@@ -159,10 +218,16 @@ export class Client {
   /**
    * Frees the key at once. With a lease token only that lease is ended: a
    * token that is not the current lease's throws isLeaseLost and changes
-   * nothing. Releasing a free key succeeds.
+   * nothing. With a cooldown the key is free but no claim takes it before
+   * the cooldown is over (its coolingUntil). Releasing a free key succeeds.
+   * The second argument is the lease token itself, or the options.
    */
-  releaseKey(id: string, leaseToken?: string, signal?: AbortSignal): Promise<Key> {
-    return this.#json<Key>({ method: "PUT", path: keyPath(id), leaseToken, signal });
+  async releaseKey(id: string, options?: string | ReleaseKeyOptions, signal?: AbortSignal): Promise<Key> {
+    const o: ReleaseKeyOptions = typeof options === "string" ? { leaseToken: options } : options ?? {};
+    return this.#json<Key>({
+      method: "PUT", path: keyPath(id), query: { cooldown: cooldownParam(o.cooldown) },
+      leaseToken: o.leaseToken, signal: o.signal ?? signal,
+    });
   }
 
   /**
@@ -189,8 +254,8 @@ export class Client {
   }
 
   /**
-   * Claims a key of the pool, waiting for one to become free until
-   * timeoutMs passes or signal aborts, and keeps the lease alive until
+   * Claims a key of the pool (carrying every one of labels, if given),
+   * waiting for one to become free until timeoutMs passes or signal aborts, and keeps the lease alive until
    * release() or until it is lost (lease.lost aborts). Every request of one
    * claim() carries the same Idempotency-Key, so a claim repeated after its
    * answer was lost gets the lease the first one got and never a second key.
@@ -210,6 +275,7 @@ export class Client {
       try {
         const key = await this.claimKey({
           ...(options.pool === undefined ? {} : { pool: options.pool }),
+          ...(options.labels === undefined ? {} : { labels: options.labels }),
           waitMs, idempotencyKey, ...(signal ? { signal } : {}),
         });
         return new Lease(this, key, sent);
@@ -244,7 +310,9 @@ export class Client {
   async #send(req: Request): Promise<{ status: number; headers: Headers; body: string }> {
     const url = new URL(this.baseUrl + req.path);
     for (const [name, value] of Object.entries(req.query ?? {})) {
-      if (value !== undefined && value !== "") url.searchParams.set(name, value);
+      for (const v of typeof value === "string" ? [value] : value ?? []) {
+        if (v !== "") url.searchParams.append(name, v);
+      }
     }
     const headers: Record<string, string> = { Accept: `${req.accept ?? "application/json"}, application/problem+json` };
     let body: string | undefined;
@@ -323,6 +391,25 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /** A signal that aborts when any of the given ones does. */
 export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal {
   return AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
+}
+
+/** The label query parameters, "name=value" each, in the caller's order. */
+function labelParams(labels: LabelFilter | undefined): readonly string[] | undefined {
+  if (labels === undefined) return undefined;
+  if (isStringArray(labels)) return labels;
+  return Object.entries(labels).map(([name, value]) => `${name}=${value}`);
+}
+
+function isStringArray(labels: LabelFilter): labels is readonly string[] {
+  return Array.isArray(labels);
+}
+
+/** A cooldown in milliseconds as a duration the server reads; strings as given. */
+function cooldownParam(cooldown: Cooldown | undefined): string | undefined {
+  if (cooldown === undefined) return undefined;
+  if (typeof cooldown === "string") return cooldown;
+  if (!Number.isFinite(cooldown) || cooldown < 0) throw new RangeError(`cooldown must be a number of milliseconds from 0, got ${cooldown}`);
+  return `${Math.ceil(cooldown)}ms`;
 }
 
 /** The id stays one path segment, whatever the caller passes. */

@@ -51,7 +51,23 @@ export class ApiError extends Error {
    * be someone else's now (409 lease_mismatch).
    */
   get isLeaseLost(): boolean {
-    return this.status === 409 && this.code !== "idempotency_key_reused";
+    return this.status === 409 && this.code !== "idempotency_key_reused" && this.code !== "duplicate_secret";
+  }
+
+  /**
+   * A key of the pool already carries a secret of the import, or the import
+   * lists one twice; nothing was created (409 duplicate_secret).
+   */
+  get isDuplicateSecret(): boolean {
+    return this.code === "duplicate_secret";
+  }
+
+  /**
+   * The server has no encryption key, so it takes no secrets; nothing was
+   * created (400 secrets_not_configured).
+   */
+  get isSecretsNotConfigured(): boolean {
+    return this.code === "secrets_not_configured";
   }
 
   /**

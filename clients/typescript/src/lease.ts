@@ -1,4 +1,4 @@
-import type { Client, Key, LeasedKey } from "./client.js";
+import type { Client, Cooldown, Key, LeasedKey } from "./client.js";
 import { anySignal, sleep } from "./client.js";
 import { ApiError, LeaseLostError } from "./errors.js";
 
@@ -43,6 +43,14 @@ export class Lease {
     return this.key.leaseToken;
   }
 
+  /**
+   * The credential the key stands for, from the claim's answer; undefined
+   * for a key without one. Keep it out of logs.
+   */
+  get secret(): string | undefined {
+    return this.key.secret;
+  }
+
   /** The end of the lease as the server last set it (its clock, RFC 3339). */
   get expiresAt(): string {
     return this.#expiresAt;
@@ -59,11 +67,29 @@ export class Lease {
    * does anything; later ones return its result.
    */
   release(signal?: AbortSignal): Promise<void> {
+    return this.#end(undefined, signal);
+  }
+
+  /**
+   * release(), but no claim takes the key before the cooldown (milliseconds,
+   * or a duration such as "30s"; at most 24 hours) has passed: give back a
+   * key that a third party rate-limited (an HTTP 429) this way. Only the
+   * first call of release() or releaseWithCooldown() does anything.
+   */
+  releaseWithCooldown(cooldown: Cooldown, signal?: AbortSignal): Promise<void> {
+    return this.#end(cooldown, signal);
+  }
+
+  #end(cooldown: Cooldown | undefined, signal: AbortSignal | undefined): Promise<void> {
     this.#released ??= (async () => {
       this.#stop.abort();
       await this.#loop;
       if (this.#lost.signal.aborted) throw this.#lost.signal.reason;
-      await this.#client.releaseKey(this.key.keyId, this.key.leaseToken, signal);
+      await this.#client.releaseKey(this.key.keyId, {
+        leaseToken: this.key.leaseToken,
+        ...(cooldown === undefined ? {} : { cooldown }),
+        ...(signal ? { signal } : {}),
+      });
     })();
     return this.#released;
   }

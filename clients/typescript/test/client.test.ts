@@ -133,6 +133,161 @@ describe("against the server", needsServer, () => {
     await client.health();
     await client.ready();
   });
+
+  it("imports keys with secrets and labels, and shows a secret only with the lease token", async () => {
+    const p = pool();
+    const imported = await client.importKeys([
+      { secret: `sk-paid-${p}`, labels: { tier: "paid", region: "eu" } },
+      { secret: `sk-free-${p}`, labels: { tier: "free" } },
+      { labels: { tier: "free" } },
+    ], p);
+    assert.equal(imported.length, 3);
+    assert.deepEqual(imported.map((k) => k.labels), [{ tier: "paid", region: "eu" }, { tier: "free" }, { tier: "free" }]);
+    assert.ok(imported.every((k) => k.pool === p && !k.isBlocked && k.secret === undefined && k.coolingUntil === null),
+      "an import never echoes secrets");
+    assert.equal((await client.poolStatus(p)).keys, 3);
+    const [paid] = imported;
+    assert.ok(paid);
+
+    const key = await client.claimKey({ pool: p, labels: { tier: "paid" } });
+    assert.equal(key.keyId, paid.keyId);
+    assert.equal(key.secret, `sk-paid-${p}`);
+    assert.deepEqual(key.labels, { tier: "paid", region: "eu" });
+
+    const plain = await client.getKey(key.keyId);
+    assert.equal(plain.isBlocked, true);
+    assert.equal(plain.secret, undefined, "GET /keys/{id} without the token shows no secret");
+    assert.equal((await client.getKeySecret(key.keyId, key.leaseToken)).secret, `sk-paid-${p}`);
+    await assert.rejects(client.getKeySecret(key.keyId, `${Number(key.leaseToken) + 1000}`), (err: unknown) =>
+      err instanceof ApiError && err.code === "lease_mismatch" && err.isLeaseLost);
+
+    // Once the lease is released its token shows nothing either.
+    await client.releaseKey(key.keyId, key.leaseToken);
+    await assert.rejects(client.getKeySecret(key.keyId, key.leaseToken), (err: unknown) =>
+      err instanceof ApiError && err.isLeaseLost);
+  });
+
+  it("claims only a key that carries every label", async () => {
+    const p = pool();
+    const [eu, us] = await client.importKeys([
+      { secret: `sk-eu-${p}`, labels: { tier: "paid", region: "eu" } },
+      { secret: `sk-us-${p}`, labels: { tier: "paid", region: "us" } },
+      { labels: { tier: "free", region: "eu" } },
+    ], p);
+    assert.ok(eu && us);
+    // Both forms, several times: a random claim would soon take another key.
+    for (let i = 0; i < 3; i++) {
+      const key = await client.claimKey({ pool: p, labels: ["region=eu", "tier=paid"] });
+      assert.equal(key.keyId, eu.keyId);
+      assert.equal(key.secret, `sk-eu-${p}`);
+      await client.releaseKey(key.keyId, key.leaseToken);
+      const other = await client.claimKey({ pool: p, labels: { tier: "paid", region: "us" } });
+      assert.equal(other.keyId, us.keyId);
+      assert.equal(other.secret, `sk-us-${p}`);
+      await client.releaseKey(other.keyId, other.leaseToken);
+    }
+    const held = await client.claimKey({ pool: p, labels: { region: "eu", tier: "paid" } });
+    // A free key of the pool is left (the free one in eu), but none matches.
+    await assert.rejects(client.claimKey({ pool: p, labels: { tier: "paid", region: "eu" } }), (err: unknown) =>
+      err instanceof ApiError && err.isNoKeyAvailable);
+    await assert.rejects(client.claimKey({ pool: p, labels: ["tier=gold"] }), (err: unknown) =>
+      err instanceof ApiError && err.isNoKeyAvailable);
+    await client.releaseKey(held.keyId, held.leaseToken);
+  });
+
+  it("waits for a labelled key, idempotently, and claim() passes the labels on", async () => {
+    const p = pool();
+    const [paid] = await client.importKeys([
+      { secret: `sk-paid-${p}`, labels: { tier: "paid" } },
+      { labels: { tier: "free" } },
+    ], p);
+    assert.ok(paid);
+    const holder = await client.claimKey({ pool: p, labels: { tier: "paid" } });
+    setTimeout(() => void client.releaseKey(holder.keyId, holder.leaseToken), 200);
+    const idempotencyKey = newIdempotencyKey();
+    const started = Date.now();
+    const key = await client.claimKey({ pool: p, labels: { tier: "paid" }, waitMs: 5_000, idempotencyKey });
+    assert.ok(Date.now() - started >= 150, "the free key without the label was not taken");
+    assert.equal(key.keyId, paid.keyId);
+    const again = await client.claimKey({ pool: p, labels: { tier: "paid" }, idempotencyKey });
+    assert.equal(again.leaseToken, key.leaseToken);
+    assert.equal(again.secret, `sk-paid-${p}`, "an idempotent repeat carries the secret too");
+    await client.releaseKey(key.keyId, key.leaseToken);
+
+    const lease = await client.claim({ pool: p, labels: { tier: "paid" }, timeoutMs: 5_000 });
+    assert.equal(lease.id, paid.keyId);
+    assert.equal(lease.secret, `sk-paid-${p}`);
+    await lease.release();
+    const unlabelled = await client.claim({ pool: p, labels: ["tier=free"], timeoutMs: 5_000 });
+    assert.notEqual(unlabelled.id, paid.keyId);
+    assert.equal(unlabelled.secret, undefined, "a key without a secret has none");
+    await unlabelled.release();
+  });
+
+  it("keeps a key released with a cooldown from every claim until it is over", async () => {
+    const p = pool();
+    await client.importKeys([{ secret: `sk-${p}`, labels: { tier: "paid" } }], p);
+    const lease = await client.claim({ pool: p, timeoutMs: 5_000 });
+    const cooldownMs = 600;
+    const released = Date.now();
+    await lease.releaseWithCooldown(cooldownMs);
+    await lease.release(); // only the first call does anything: the key still cools below
+
+    const key = await client.getKey(lease.id);
+    assert.equal(key.isBlocked, false);
+    assert.ok(key.coolingUntil, "coolingUntil is set");
+    assert.ok(Date.parse(key.coolingUntil) > Date.parse(key.blockedAt ?? key.createdAt), "coolingUntil lies ahead");
+    await assert.rejects(client.claimKey({ pool: p }), (err: unknown) => err instanceof ApiError && err.isNoKeyAvailable,
+      "a cooling key is not claimed");
+    await assert.rejects(client.claimKey({ pool: p, labels: { tier: "paid" } }), (err: unknown) =>
+      err instanceof ApiError && err.isNoKeyAvailable);
+    assert.equal((await client.poolStatus(p)).available, false);
+
+    // A claim that waits gets it once the cooldown is over, and not before.
+    const again = await client.claimKey({ pool: p, waitMs: 10_000 });
+    assert.equal(again.keyId, lease.id);
+    assert.ok(Date.now() - released >= cooldownMs - 50, `claimed again ${Date.now() - released}ms after a ${cooldownMs}ms cooldown`);
+
+    // The plain call takes a cooldown as a duration string.
+    const cooled = await client.releaseKey(again.keyId, { leaseToken: again.leaseToken, cooldown: "30s" });
+    assert.ok(cooled.coolingUntil);
+    const ahead = Date.parse(cooled.coolingUntil) - Date.now();
+    assert.ok(ahead > 25_000 && ahead <= 31_000, `coolingUntil is ${ahead}ms ahead for a 30s cooldown`);
+    await assert.rejects(client.claimKey({ pool: p }), (err: unknown) => err instanceof ApiError && err.isNoKeyAvailable);
+  });
+
+  it("refuses a duplicate secret with a typed error, creating nothing", async () => {
+    const p = pool();
+    await client.importKeys([{ secret: `sk-${p}` }], p);
+    const duplicate = (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 409);
+      assert.equal(err.code, "duplicate_secret");
+      assert.ok(err.isDuplicateSecret && !err.isLeaseLost && !err.isSecretsNotConfigured);
+      return true;
+    };
+    await assert.rejects(client.importKeys([{ secret: `sk-other-${p}` }, { secret: `sk-${p}` }], p), duplicate);
+    await assert.rejects(client.importKeys([{ secret: `sk-twice-${p}` }, { secret: `sk-twice-${p}` }], p), duplicate);
+    assert.equal((await client.poolStatus(p)).keys, 1, "nothing was created");
+    // Another pool may hold the same secret.
+    assert.equal((await client.importKeys([{ secret: `sk-${p}` }], pool())).length, 1);
+  });
+
+  it("refuses secrets when the server has no encryption key", { skip: process.env.TO_URL_NO_SECRETS ? false : "TO_URL_NO_SECRETS is not set" }, async () => {
+    const plain = new Client(process.env.TO_URL_NO_SECRETS ?? "http://127.0.0.1:1");
+    const p = pool();
+    await assert.rejects(plain.importKeys([{ labels: { tier: "paid" } }, { secret: "sk-1" }], p), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 400);
+      assert.equal(err.code, "secrets_not_configured");
+      assert.ok(err.isSecretsNotConfigured && !err.isDuplicateSecret);
+      return true;
+    });
+    assert.equal((await plain.poolStatus(p)).keys, 0, "nothing was created");
+    // Labels need no encryption key.
+    const [key] = await plain.importKeys([{ labels: { tier: "paid" } }], p);
+    assert.deepEqual(key?.labels, { tier: "paid" });
+  });
 });
 
 /** A stub server answering 503 `failures` times, then a key. */
