@@ -915,6 +915,23 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 	return items, nil
 }
 
+const keyLockPoolSecrets = `-- name: KeyLockPoolSecrets :exec
+SELECT pg_advisory_xact_lock(hashtextextended('key secrets ' || $1::text, 11))
+`
+
+// Orders the statements that create keys with secrets in one pool, until
+// the end of the transaction, so that each one's duplicate check (run in a
+// later statement, with a snapshot taken after this lock) sees the secrets
+// the one before it committed. Needed beside keys_pool_secret_digest_idx
+// because two replicas may seal under different encryption keys during a
+// rotation, and then store different digests of one secret. A
+// transaction-scoped advisory lock on a hash of the pool: a collision only
+// makes two imports wait on each other for a moment; claims never take it.
+func (q *Queries) KeyLockPoolSecrets(ctx context.Context, pool string) error {
+	_, err := q.db.Exec(ctx, keyLockPoolSecrets, pool)
+	return err
+}
+
 const keyPoolHasFree = `-- name: KeyPoolHasFree :one
 SELECT ((
     SELECT c.position FROM key_state AS c

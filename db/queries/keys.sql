@@ -450,6 +450,17 @@ JOIN key_state AS s ON s.key_id = page.id
 WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
 ORDER BY page.id;
 
+-- name: KeyLockPoolSecrets :exec
+-- Orders the statements that create keys with secrets in one pool, until
+-- the end of the transaction, so that each one's duplicate check (run in a
+-- later statement, with a snapshot taken after this lock) sees the secrets
+-- the one before it committed. Needed beside keys_pool_secret_digest_idx
+-- because two replicas may seal under different encryption keys during a
+-- rotation, and then store different digests of one secret. A
+-- transaction-scoped advisory lock on a hash of the pool: a collision only
+-- makes two imports wait on each other for a moment; claims never take it.
+SELECT pg_advisory_xact_lock(hashtextextended('key secrets ' || sqlc.arg(pool)::text, 11));
+
 -- name: KeyCreateWithSecrets :many
 -- Creates one free key per id given, with its labels (a JSON object as
 -- text, '' for none; label_key_ids and label_texts list the labels as

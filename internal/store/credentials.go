@@ -271,7 +271,11 @@ func (s *Store) CreateKeys(ctx context.Context, pool string, keys []NewKey) ([]K
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateWithSecretsRow, error) {
-		return s.queries.KeyCreateWithSecrets(ctx, args)
+		if len(args.AllDigests) == 0 {
+			// Nothing to compare: labels only.
+			return s.queries.KeyCreateWithSecrets(ctx, args)
+		}
+		return s.createWithSecrets(ctx, args)
 	})
 	var pgErr *pgconn.PgError
 	switch {
@@ -287,6 +291,29 @@ func (s *Store) CreateKeys(ctx context.Context, pool string, keys []NewKey) ([]K
 		out[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return out, nil
+}
+
+// createWithSecrets creates keys with secrets under the pool's lock for
+// secrets, in one transaction: an import on another replica that seals
+// under another encryption key (during a rotation) stores another digest
+// of the same secret, which the unique index cannot catch, so the two
+// duplicate checks must not overlap.
+func (s *Store) createWithSecrets(ctx context.Context, args dbsqlc.KeyCreateWithSecretsParams) ([]dbsqlc.KeyCreateWithSecretsRow, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// After a commit this does nothing.
+	defer func() { _ = tx.Rollback(ctx) }()
+	q := s.queries.WithTx(tx)
+	if err := q.KeyLockPoolSecrets(ctx, args.Pool); err != nil {
+		return nil, err
+	}
+	rows, err := q.KeyCreateWithSecrets(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	return rows, tx.Commit(ctx)
 }
 
 // GetSecret returns a live key with its secret, when leaseToken names the

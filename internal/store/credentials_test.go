@@ -272,3 +272,51 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM key_labels").Scan(&labelRows))
 	require.Zero(t, labelRows, "a deleted key's labels go with it")
 }
+
+// Mid-rotation, one replica seals under the old key and another under the
+// new one, so they store different digests of one secret and the unique
+// index cannot tell. Two such imports of the same secret at the same moment
+// still create one key: the other is refused as a duplicate.
+func TestConcurrentImportsAcrossARotationCreateOneKey(t *testing.T) {
+	t.Parallel()
+	_, oldRaw := newKeyring(t)
+	_, newRaw := newKeyring(t)
+	// Both replicas know both keys (the first step of a rotation); they
+	// differ in the one they seal under.
+	oldFirst, err := secrets.New(oldRaw, newRaw)
+	require.NoError(t, err)
+	newFirst, err := secrets.New(newRaw, oldRaw)
+	require.NoError(t, err)
+	a := setup(t, store.Config{Secrets: oldFirst})
+	b := store.New(a.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: newFirst})
+
+	const rounds = 40
+	for round := range rounds {
+		secret := "sk-race-" + uuid.NewString()
+		start := make(chan struct{})
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, s := range []*store.Store{a.store, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, errs[i] = s.CreateKeys(a.ctx, "p", []store.NewKey{{Secret: secret}})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		created := 0
+		for _, err := range errs {
+			if err == nil {
+				created++
+			} else {
+				require.ErrorIs(t, err, store.ErrDuplicateSecret)
+			}
+		}
+		require.Equal(t, 1, created, "round %d: one import of the secret succeeds, the other is a duplicate", round)
+	}
+	var n int
+	require.NoError(t, a.pool.QueryRow(a.ctx, "SELECT count(*) FROM keys WHERE pool = 'p'").Scan(&n))
+	require.Equal(t, rounds, n)
+}
