@@ -140,12 +140,19 @@
     renderPools();
   }
 
+  // Each load of the keys' page gets a number: an answer is shown only if
+  // no later load started meanwhile, so that a poll of the page that was
+  // on screen, answered after a click on "next", never puts the old page
+  // back under the new page's number.
+  let keysLoad = 0;
+
   async function loadKeys() {
+    const load = ++keysLoad;
     const pool = state.pool;
     let path = '/pools/' + enc(pool) + '/keys?limit=' + PAGE_SIZE;
     if (state.page.after) path += '&after=' + enc(state.page.after);
     const data = await api('GET', path);
-    if (pool !== state.pool) return;
+    if (load !== keysLoad || pool !== state.pool) return;
     state.page.keys = data.keys;
     state.page.nextAfter = data.nextAfter;
     renderKeys();
