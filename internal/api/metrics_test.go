@@ -101,7 +101,10 @@ func requestSeries(t *testing.T, url string) []map[string]string {
 // did, pool by pool, and the histograms what the leases and waits lasted.
 func TestPoolCountersFollowTheRequests(t *testing.T) {
 	t.Parallel()
-	s := newServer(t, testdb.New(t), options{leaseTTL: 300 * time.Millisecond, sweep: 50 * time.Millisecond})
+	// Long enough that the requests below, on a busy machine, all run
+	// before the first leases end: the one released must still be held.
+	const leaseTTL = 2 * time.Second
+	s := newServer(t, testdb.New(t), options{leaseTTL: leaseTTL, sweep: 50 * time.Millisecond})
 	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=a", `{"count": 2}`).status)
 	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys?pool=b", `{"count": 1}`).status)
 	held := do(t, "GET", s.url+"/keys?pool=a", "")
@@ -141,7 +144,7 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 	require.NotNil(t, sum, text)
 	seconds, err := strconv.ParseFloat(sum[1], 64)
 	require.NoError(t, err)
-	require.InDelta(t, 0.6, seconds, 0.05, "two leases of 300 ms")
+	require.InDelta(t, 2*leaseTTL.Seconds(), seconds, 0.05, "two leases of LEASE_TTL")
 }
 
 // A release with a cooldown counts as a release and as a cooldown of its
