@@ -206,7 +206,7 @@ func completionCases() []struct {
 		{[]string{""}, commandNames()},
 		{[]string{"ke"}, []string{"keys"}},
 		{[]string{"keys", ""}, keyCommands},
-		{[]string{"keys", "get", "--"}, []string{"--help", "--json", "--pool", "--server", "--timeout", "--token", "--wait"}},
+		{[]string{"keys", "get", "--"}, []string{"--help", "--json", "--label", "--pool", "--server", "--timeout", "--token", "--wait"}},
 		{[]string{"keys", "get", "--pool", "p", "--w"}, []string{"--wait"}},
 		{[]string{"keys", "list", "--pool", ""}, nil},
 		{[]string{"keys", "info", "0000", "--js"}, []string{"--json"}},

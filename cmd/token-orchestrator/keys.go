@@ -88,8 +88,16 @@ var keysCreate = keysCommand{name: "create", summary: "create keys in a pool", f
 var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
+	var labels []string
+	fs.Func("label", "claim only a key that carries this label, NAME=VALUE; repeatable, all must match (the first is the one searched by)", func(v string) error {
+		if name, value, ok := strings.Cut(v, "="); !ok || name == "" || value == "" {
+			return errors.New("expected NAME=VALUE")
+		}
+		labels = append(labels, v)
+		return nil
+	})
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
-		key, err := c.ClaimKey(ctx, *pool, *wait)
+		key, err := c.ClaimKey(ctx, *pool, *wait, client.WithLabels(labels...))
 		return outcome{
 			headline: fmt.Sprintf("Leased key %s under lease token %s.\nKeep it: token-orchestrator keys keepalive %s --lease %s",
 				key.ID, key.LeaseToken, key.ID, key.LeaseToken),

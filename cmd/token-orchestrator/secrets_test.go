@@ -78,4 +78,18 @@ func TestKeysImportAndSecretsRotate(t *testing.T) {
 		seen[k.Secret] = true
 	}
 	require.Equal(t, map[string]bool{"sk-one": true, "sk-two": true, "sk-three": true, "sk-four": true}, seen)
+
+	// keys get --label claims only a key that carries the label: of a
+	// labelled and an unlabelled free key, the labelled one, then none.
+	labelEnv := map[string]string{"TOKEN_ORCHESTRATOR_SERVER": serverWithKeys(t, dbURL, map[string]string{"SECRET_KEY": newKey})}
+	stdin = strings.NewReader("sk-lab-free\n")
+	require.Equal(t, exitOK, run(t, runKeys, labelEnv, "import", "--pool", "lab", "--label", "tier=free").code)
+	stdin = strings.NewReader("sk-lab-none\n")
+	require.Equal(t, exitOK, run(t, runKeys, labelEnv, "import", "--pool", "lab").code)
+	got := run(t, runKeys, labelEnv, "get", "--pool", "lab", "--label", "tier=free", "--json")
+	require.Equal(t, exitOK, got.code, got.stderr)
+	require.Contains(t, got.stdout, `"tier": "free"`)
+	none := run(t, runKeys, labelEnv, "get", "--pool", "lab", "--label", "tier=free")
+	require.Equal(t, exitNoKey, none.code, "the unlabelled key is free but does not match: %s", none.stderr)
+	require.Equal(t, exitUsage, run(t, runKeys, labelEnv, "get", "--pool", "lab", "--label", "tier").code)
 }
