@@ -85,6 +85,10 @@ func TestCreateKeysRefusesBadInput(t *testing.T) {
 		{"empty pool", "?pool=", "", nil, 400, "invalid_parameter"},
 		{"long pool", "?pool=" + strings.Repeat("p", 65), "", nil, 400, "invalid_parameter"},
 		{"pools disagree", "?pool=a", `{"pool": "b"}`, nil, 400, "invalid_parameter"},
+		{"secret too long", "", `{"keys": [{"secret": "` + strings.Repeat("s", 4097) + `"}]}`, nil, 400, "invalid_body"},
+		{"empty secret", "", `{"keys": [{"secret": ""}]}`, nil, 400, "invalid_body"},
+		{"bad label", "", `{"keys": [{"labels": {"tier": "has space"}}]}`, nil, 400, "invalid_body"},
+		{"count and keys", "", `{"count": 1, "keys": [{}]}`, nil, 400, "invalid_body"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := do(t, "POST", s.url+"/keys"+tc.query, tc.body, tc.headers...)

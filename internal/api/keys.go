@@ -113,6 +113,9 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 			if *k.Secret == "" {
 				return invalid(errInvalidBody, "keys[%d].secret must not be empty; leave it out for a key without one", i)
 			}
+			if len(*k.Secret) > store.MaxSecretBytes {
+				return invalid(errInvalidBody, "keys[%d].secret must be at most %d bytes, got %d", i, store.MaxSecretBytes, len(*k.Secret))
+			}
 			keys[i].Secret = *k.Secret
 		}
 		if len(k.Labels) > store.MaxLabels {
