@@ -90,8 +90,8 @@ var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exi
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	var labels []string
 	fs.Func("label", "claim only a key that carries this label, NAME=VALUE; repeatable, all must match (the first is the one searched by)", func(v string) error {
-		if name, value, ok := strings.Cut(v, "="); !ok || name == "" || value == "" {
-			return errors.New("expected NAME=VALUE")
+		if _, _, err := splitLabel(v); err != nil {
+			return err
 		}
 		labels = append(labels, v)
 		return nil

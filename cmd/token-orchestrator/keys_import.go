@@ -30,12 +30,21 @@ type labelFlags map[string]string
 func (l labelFlags) String() string { return "" }
 
 func (l labelFlags) Set(v string) error {
-	name, value, ok := strings.Cut(v, "=")
-	if !ok || name == "" || value == "" {
-		return errors.New("expected NAME=VALUE")
+	name, value, err := splitLabel(v)
+	if err != nil {
+		return err
 	}
 	l[name] = value
 	return nil
+}
+
+// splitLabel reads a --label NAME=VALUE; the server checks the rest.
+func splitLabel(v string) (name, value string, err error) {
+	name, value, ok := strings.Cut(v, "=")
+	if !ok || name == "" || value == "" {
+		return "", "", errors.New("expected NAME=VALUE")
+	}
+	return name, value, nil
 }
 
 // stdin is what "keys import -" reads; tests replace it.
