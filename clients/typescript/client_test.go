@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
@@ -86,10 +86,9 @@ func TestTypeScriptClient(t *testing.T) {
 func startServer(t *testing.T, bin string, env ...string) string {
 	t.Helper()
 	// A free loopback port: taken, then let go for the server.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgembed.FreePort()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	var logs bytes.Buffer
 	server := exec.Command(bin, "serve")

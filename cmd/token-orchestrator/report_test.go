@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
@@ -119,10 +120,9 @@ func TestReportCommandRefusesBadParameters(t *testing.T) {
 func TestReportCommandOnAStandby(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.New(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgembed.FreePort()
 	require.NoError(t, err)
-	gone := "postgres://postgres@" + l.Addr().String() + "/postgres?sslmode=disable"
-	require.NoError(t, l.Close())
+	gone := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
 	run := func(env map[string]string) (int, string, string) {
 		var out, errOut bytes.Buffer
 		env["DATABASE_URL"] = dbURL

@@ -2,13 +2,13 @@ package store_test
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -30,11 +30,9 @@ func TestReportsReadWhereTheyMay(t *testing.T) {
 	require.ErrorContains(t, err, "not a standby")
 
 	// Nothing listens on a port just freed.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgembed.FreePort()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	gone, err := pgxpool.New(b.ctx, fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable&connect_timeout=2", addr))
+	gone, err := pgxpool.New(b.ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", port))
 	require.NoError(t, err)
 	t.Cleanup(gone.Close)
 	down := setup(t, store.Config{Standby: gone})
