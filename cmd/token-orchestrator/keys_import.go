@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tokenorchestrator/tokenorchestrator/client"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 )
 
 const keysImportHelp = `Usage: token-orchestrator keys import --pool POOL [--label NAME=VALUE ...] [FILE|-]
@@ -56,10 +55,7 @@ func runKeysImport(args []string, stdout, stderr io.Writer, getenv func(string) 
 	labels := labelFlags{}
 	fs.Var(labels, "label", "a label every key gets, NAME=VALUE (repeatable)")
 	batchSize := fs.Int("batch", client.MaxImport, "keys per call (1 to 10000)")
-	server := fs.String("server", config.EnvOr(getenv, "TOKEN_ORCHESTRATOR_SERVER", defaultServer),
-		"the server's URL (env TOKEN_ORCHESTRATOR_SERVER)")
-	token := fs.String("token", getenv("TOKEN_ORCHESTRATOR_TOKEN"),
-		"bearer token sent as 'Authorization: Bearer TOKEN' (env TOKEN_ORCHESTRATOR_TOKEN)")
+	newClient := clientFlags(fs, getenv)
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
@@ -82,11 +78,7 @@ func runKeysImport(args []string, stdout, stderr io.Writer, getenv func(string) 
 		defer f.Close()
 		in = f
 	}
-	var opts []client.Option
-	if *token != "" {
-		opts = append(opts, client.WithToken(*token))
-	}
-	c, err := client.New(*server, opts...)
+	c, err := newClient()
 	if err != nil {
 		return usageError(fs, "--server: %v", err)
 	}
