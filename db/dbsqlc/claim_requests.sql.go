@@ -48,7 +48,7 @@ const claimRequestGet = `-- name: ClaimRequestGet :one
 
 SELECT r.key_id AS id,
        (k.id IS NOT NULL)::boolean AS current,
-       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+       k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until,
        -- The repeat of a claim answers what the claim answered, the secret
        -- included; the record itself never holds it.
@@ -57,7 +57,7 @@ FROM claim_requests AS r
 LEFT JOIN key_state AS s
     ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()
 LEFT JOIN keys AS k
-    ON k.id = s.key_id AND k.expires_at > now()
+    ON k.id = s.key_id AND (k.expires_at IS NULL OR k.expires_at > now())
 WHERE r.pool = $1::text AND r.idempotency_key = $2::text
   AND r.expires_at > now()
 `
@@ -75,6 +75,8 @@ type ClaimRequestGetRow struct {
 	ExpiresAt        *time.Time
 	LastKeepAliveAt  *time.Time
 	Labels           []byte
+	Name             *string
+	SecretHint       *string
 	TimesAssigned    *int64
 	LeaseToken       *int64
 	BlockedAt        *time.Time
@@ -104,6 +106,8 @@ func (q *Queries) ClaimRequestGet(ctx context.Context, arg ClaimRequestGetParams
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
 		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,

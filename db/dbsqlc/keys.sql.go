@@ -17,7 +17,7 @@ WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= $2::float8
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
@@ -25,7 +25,7 @@ WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < $2::float8
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT $3::int - (SELECT count(*) FROM after_start)
     FOR UPDATE SKIP LOCKED
@@ -33,7 +33,12 @@ WITH after_start AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         blocked_at = now(),
-        lease_expires_at = now() + $4::float8 * interval '1 second',
+        -- The pool's lease length (or LEASE_TTL), within its longest lease;
+        -- least ignores a NULL (no bound).
+        lease_expires_at = now() + least(
+            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
+                     $4::float8 * interval '1 second'),
+            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
         times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
@@ -51,7 +56,7 @@ WITH after_start AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -70,9 +75,11 @@ type KeyClaimRow struct {
 	ID               uuid.UUID
 	Pool             string
 	CreatedAt        time.Time
-	ExpiresAt        time.Time
+	ExpiresAt        *time.Time
 	LastKeepAliveAt  *time.Time
 	Labels           []byte
+	Name             *string
+	SecretHint       *string
 	TimesAssigned    int64
 	LeaseToken       *int64
 	BlockedAt        *time.Time
@@ -111,6 +118,8 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -138,7 +147,7 @@ WITH after_start AS (
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
            WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int
     FOR UPDATE OF s SKIP LOCKED
@@ -150,7 +159,7 @@ WITH after_start AS (
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
            WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int - (SELECT count(*) FROM after_start)
     FOR UPDATE OF s SKIP LOCKED
@@ -158,7 +167,12 @@ WITH after_start AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         blocked_at = now(),
-        lease_expires_at = now() + $6::float8 * interval '1 second',
+        -- The pool's lease length (or LEASE_TTL), within its longest lease;
+        -- least ignores a NULL (no bound).
+        lease_expires_at = now() + least(
+            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
+                     $6::float8 * interval '1 second'),
+            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
         times_assigned = s.times_assigned + 1
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
@@ -173,7 +187,7 @@ WITH after_start AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -194,9 +208,11 @@ type KeyClaimLabelledRow struct {
 	ID               uuid.UUID
 	Pool             string
 	CreatedAt        time.Time
-	ExpiresAt        time.Time
+	ExpiresAt        *time.Time
 	LastKeepAliveAt  *time.Time
 	Labels           []byte
+	Name             *string
+	SecretHint       *string
 	TimesAssigned    int64
 	LeaseToken       *int64
 	BlockedAt        *time.Time
@@ -237,6 +253,8 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -253,6 +271,85 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 		return nil, err
 	}
 	return items, nil
+}
+
+const keyCooldownAfterLease = `-- name: KeyCooldownAfterLease :one
+WITH latest AS (
+    SELECT e.lease_token FROM key_events AS e
+    WHERE e.key_id = $1::uuid AND e.event = 'assigned'
+    ORDER BY e.at DESC
+    LIMIT 1
+), cooled AS (
+    UPDATE key_state AS s
+    SET cooling_until = greatest(s.cooling_until, now() + $2::float8 * interval '1 second')
+    WHERE s.key_id = $1::uuid AND s.lease_token IS NULL
+      AND (SELECT latest.lease_token FROM latest) = $3::bigint
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+), unclaimable AS (
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    SELECT cooled.key_id, cooled.pool, 'cooled_down', $3::bigint,
+           $2::float8 * interval '1 second'
+    FROM cooled
+)
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       cooled.times_assigned, cooled.lease_token, cooled.blocked_at, cooled.lease_expires_at, cooled.cooling_until
+FROM cooled
+JOIN keys AS k ON k.id = cooled.key_id
+WHERE k.id = $1::uuid
+`
+
+type KeyCooldownAfterLeaseParams struct {
+	ID              uuid.UUID
+	CooldownSeconds float64
+	LeaseToken      int64
+}
+
+type KeyCooldownAfterLeaseRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       *time.Time
+	LastKeepAliveAt *time.Time
+	Labels          []byte
+	Name            *string
+	SecretHint      *string
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
+}
+
+// A cooldown sent with the token of the key's most recent lease after that
+// lease has ended: while the key is free, it cools down from now (never
+// shorter than a cooldown it already has), leaves the label indexes, and
+// the cooldown is recorded (cooled_down). The most recent lease is the
+// key's latest assigned event: a walk back along key_events_key_id_at_idx
+// over the few events since. A key held under another lease, or whose
+// latest lease is not the one named, matches no row.
+func (q *Queries) KeyCooldownAfterLease(ctx context.Context, arg KeyCooldownAfterLeaseParams) (KeyCooldownAfterLeaseRow, error) {
+	row := q.db.QueryRow(ctx, keyCooldownAfterLease, arg.ID, arg.CooldownSeconds, arg.LeaseToken)
+	var i KeyCooldownAfterLeaseRow
+	err := row.Scan(
+		&i.ID,
+		&i.Pool,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.LastKeepAliveAt,
+		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
+		&i.TimesAssigned,
+		&i.LeaseToken,
+		&i.BlockedAt,
+		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
+	)
+	return i, err
 }
 
 const keyCountExpiring = `-- name: KeyCountExpiring :many
@@ -294,9 +391,13 @@ const keyCreate = `-- name: KeyCreate :many
 
 WITH created AS (
     INSERT INTO keys (pool, expires_at)
-    SELECT $1::text, now() + $2::float8 * interval '1 second'
+    SELECT $1::text,
+           -- The pool's policy, or KEY_TTL (see migration 00011).
+           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = $1::text) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = $1::text),
+                                      $2::float8 * interval '1 second') END
     FROM generate_series(1, $3::int)
-    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint
 ), state AS (
     INSERT INTO key_state (key_id, pool)
     SELECT created.id, created.pool FROM created
@@ -314,7 +415,7 @@ WITH created AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     VALUES ($1::text, announce_freed($1::text, $3::int), 0)
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id
@@ -330,9 +431,11 @@ type KeyCreateRow struct {
 	ID              uuid.UUID
 	Pool            string
 	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	Labels          []byte
+	Name            *string
+	SecretHint      *string
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -348,7 +451,8 @@ type KeyCreateRow struct {
 // skewed clocks agree.
 //
 // A key whose expires_at has passed counts as gone even before the background
-// job deletes it: every statement on a key filters on it.
+// job deletes it: every statement on a key filters on it. A key whose
+// expires_at is NULL lives until deleted (its pool's keys stay).
 //
 // Statements that wait for row locks take them in one order: key_state rows
 // before keys rows, each in id order (a scan of id = ANY (...) on a primary
@@ -360,7 +464,8 @@ type KeyCreateRow struct {
 // of KeyGet.
 //
 // A statement on key_state tells a live key by its expires_at in keys,
-// written as a scalar subquery, (SELECT k.expires_at ...) > now(): the
+// written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
+// ...) > now() (NULL when the key is gone, so false): the
 // planner runs it as one primary-key lookup per row it looks at, where an
 // EXISTS may become a join that scans keys.
 // Creates count free keys in one statement.
@@ -380,6 +485,8 @@ func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCrea
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -400,40 +507,44 @@ const keyCreateWithSecrets = `-- name: KeyCreateWithSecrets :many
 WITH input AS (
     -- Unnests in one select list advance together, pairing the arrays.
     SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS labels,
-           unnest($3::bytea[]) AS ciphertext, unnest($4::bytea[]) AS digest
+           unnest($3::bytea[]) AS ciphertext, unnest($4::bytea[]) AS digest,
+           unnest($5::text[]) AS name, unnest($6::text[]) AS hint
 ), created AS (
-    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest)
-    SELECT input.id, $5::text, now() + $6::float8 * interval '1 second',
+    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
+    SELECT input.id, $7::text,
+           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = $7::text) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = $7::text),
+                                      $8::float8 * interval '1 second') END,
            nullif(input.labels, '')::jsonb,
-           CASE WHEN input.ciphertext IS NOT NULL THEN $7::text END,
-           input.ciphertext, input.digest
+           CASE WHEN input.ciphertext IS NOT NULL THEN $9::text END,
+           input.ciphertext, input.digest, nullif(input.name, ''), nullif(input.hint, '')
     FROM input
     WHERE NOT EXISTS (
         SELECT 1 FROM keys AS d
-        WHERE d.pool = $5::text AND d.secret_digest = ANY ($8::bytea[])
+        WHERE d.pool = $7::text AND d.secret_digest = ANY ($10::bytea[])
     )
-    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint
 ), state AS (
     INSERT INTO key_state (key_id, pool, labelled)
     SELECT created.id, created.pool, created.labels IS NOT NULL FROM created
     RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled
 ), labelled AS (
     INSERT INTO key_labels (key_id, pool, label)
-    SELECT l.key_id, $5::text, l.label
-    FROM (SELECT unnest($9::uuid[]) AS key_id, unnest($10::text[]) AS label) AS l
+    SELECT l.key_id, $7::text, l.label
+    FROM (SELECT unnest($11::uuid[]) AS key_id, unnest($12::text[]) AS label) AS l
     WHERE l.key_id = ANY (ARRAY(SELECT created.id FROM created))
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
 ), totals AS (
     -- See KeyCreate.
-    INSERT INTO pool_count_totals AS t (pool) VALUES ($5::text)
+    INSERT INTO pool_count_totals AS t (pool) VALUES ($7::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT $5::text, announce_freed($5::text, count(*)), 0 FROM created HAVING count(*) > 0
+    SELECT $7::text, announce_freed($7::text, count(*)), 0 FROM created HAVING count(*) > 0
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id
@@ -444,6 +555,8 @@ type KeyCreateWithSecretsParams struct {
 	Labels        []string
 	Ciphertexts   [][]byte
 	Digests       [][]byte
+	Names         []string
+	Hints         []string
 	Pool          string
 	KeyTtlSeconds float64
 	SecretKeyID   string
@@ -456,9 +569,11 @@ type KeyCreateWithSecretsRow struct {
 	ID              uuid.UUID
 	Pool            string
 	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	Labels          []byte
+	Name            *string
+	SecretHint      *string
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -468,7 +583,9 @@ type KeyCreateWithSecretsRow struct {
 
 // Creates one free key per id given, with its labels (a JSON object as
 // text, ” for none; label_key_ids and label_texts list the labels as
-// "name=value" rows) and its sealed secret (NULL for none). The ids are
+// "name=value" rows), its name and its secret's hint (” for none) and its
+// sealed secret (NULL for none). Its life comes from the pool's policy, as
+// in KeyCreate. The ids are
 // chosen by the caller, which seals each secret bound to its row's id. No
 // key is created when any row of the pool already has one of all_digests,
 // the digests of the secrets under every configured encryption key: the
@@ -480,6 +597,8 @@ func (q *Queries) KeyCreateWithSecrets(ctx context.Context, arg KeyCreateWithSec
 		arg.Labels,
 		arg.Ciphertexts,
 		arg.Digests,
+		arg.Names,
+		arg.Hints,
 		arg.Pool,
 		arg.KeyTtlSeconds,
 		arg.SecretKeyID,
@@ -501,6 +620,8 @@ func (q *Queries) KeyCreateWithSecrets(ctx context.Context, arg KeyCreateWithSec
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -521,14 +642,14 @@ const keyDelete = `-- name: KeyDelete :one
 WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = $1
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), deleted AS (
     -- Runs after state: it reads its row, so the key_state row is locked
     -- before the keys row.
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint
 ), labels AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
@@ -539,7 +660,7 @@ WITH state AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
-SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
+SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels, deleted.name, deleted.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM deleted
 JOIN state ON state.key_id = deleted.id
@@ -549,9 +670,11 @@ type KeyDeleteRow struct {
 	ID              uuid.UUID
 	Pool            string
 	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	Labels          []byte
+	Name            *string
+	SecretHint      *string
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -571,6 +694,8 @@ func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, er
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
 		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -624,6 +749,49 @@ func (q *Queries) KeyDeleteExpired(ctx context.Context, max int32) (int64, error
 	return count, err
 }
 
+const keyDeletePoolPage = `-- name: KeyDeletePoolPage :one
+WITH page AS (
+    SELECT k.id FROM keys AS k
+    WHERE k.pool = $1::text
+    ORDER BY k.pool, k.id
+    LIMIT $2::int
+), state AS (
+    DELETE FROM key_state AS s
+    WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+), deleted AS (
+    -- Runs after state: see KeyDelete.
+    DELETE FROM keys AS k
+    WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state GROUP BY state.pool
+)
+SELECT count(*)::int FROM state
+`
+
+type KeyDeletePoolPageParams struct {
+	Pool string
+	Max  int32
+}
+
+// Deletes up to max keys of the pool, in id order (a range on
+// keys_pool_id_idx), as KeyDelete deletes one: for DELETE /pools/{pool}
+// with its keys. Returns how many it deleted; the caller repeats until none
+// is left.
+func (q *Queries) KeyDeletePoolPage(ctx context.Context, arg KeyDeletePoolPageParams) (int32, error) {
+	row := q.db.QueryRow(ctx, keyDeletePoolPage, arg.Pool, arg.Max)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const keyEndCooldowns = `-- name: KeyEndCooldowns :one
 WITH ended AS (
     SELECT c.key_id FROM key_state AS c
@@ -659,21 +827,83 @@ func (q *Queries) KeyEndCooldowns(ctx context.Context, max int32) (int64, error)
 	return cooled, err
 }
 
+const keyFindExisting = `-- name: KeyFindExisting :many
+WITH digests AS (
+    SELECT unnest($1::int[]) AS position, unnest($2::bytea[]) AS digest
+), names AS (
+    SELECT unnest($3::int[]) AS position, unnest($4::text[]) AS name
+)
+SELECT digests.position::int AS position, 'secret'::text AS reason FROM digests
+WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = $5::text AND d.secret_digest = digests.digest)
+UNION ALL
+SELECT names.position::int AS position, 'name'::text AS reason FROM names
+WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = $5::text AND d.name = names.name)
+ORDER BY 1, 2
+`
+
+type KeyFindExistingParams struct {
+	DigestPositions []int32
+	Digests         [][]byte
+	NamePositions   []int32
+	Names           []string
+	Pool            string
+}
+
+type KeyFindExistingRow struct {
+	Position int32
+	Reason   string
+}
+
+// Which of the keys about to be created a pool already has: the positions
+// (in the caller's list) whose secret has a digest in the pool (digests
+// under every configured encryption key, so rows not yet rotated count),
+// reason 'secret', and those whose name a key of the pool has, reason
+// 'name'. Each is one probe of keys_pool_secret_digest_idx or
+// keys_pool_name_idx. Run under KeyLockPoolSecrets, so that no import of
+// the pool commits in between.
+func (q *Queries) KeyFindExisting(ctx context.Context, arg KeyFindExistingParams) ([]KeyFindExistingRow, error) {
+	rows, err := q.db.Query(ctx, keyFindExisting,
+		arg.DigestPositions,
+		arg.Digests,
+		arg.NamePositions,
+		arg.Names,
+		arg.Pool,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyFindExistingRow
+	for rows.Next() {
+		var i KeyFindExistingRow
+		if err := rows.Scan(&i.Position, &i.Reason); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const keyGet = `-- name: KeyGet :one
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
-WHERE k.id = $1 AND k.expires_at > now()
+WHERE k.id = $1 AND (k.expires_at IS NULL OR k.expires_at > now())
 `
 
 type KeyGetRow struct {
 	ID              uuid.UUID
 	Pool            string
 	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	Labels          []byte
+	Name            *string
+	SecretHint      *string
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -691,6 +921,59 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 		&i.ExpiresAt,
 		&i.LastKeepAliveAt,
 		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
+		&i.TimesAssigned,
+		&i.LeaseToken,
+		&i.BlockedAt,
+		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
+	)
+	return i, err
+}
+
+const keyGetByName = `-- name: KeyGetByName :one
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.pool = $1::text AND k.name = $2::text AND (k.expires_at IS NULL OR k.expires_at > now())
+`
+
+type KeyGetByNameParams struct {
+	Pool string
+	Name string
+}
+
+type KeyGetByNameRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       *time.Time
+	LastKeepAliveAt *time.Time
+	Labels          []byte
+	Name            *string
+	SecretHint      *string
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
+}
+
+// The live key of the pool with this name: one probe of keys_pool_name_idx.
+func (q *Queries) KeyGetByName(ctx context.Context, arg KeyGetByNameParams) (KeyGetByNameRow, error) {
+	row := q.db.QueryRow(ctx, keyGetByName, arg.Pool, arg.Name)
+	var i KeyGetByNameRow
+	err := row.Scan(
+		&i.ID,
+		&i.Pool,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.LastKeepAliveAt,
+		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -705,7 +988,7 @@ SELECT coalesce(s.lease_token = $1::bigint AND s.lease_expires_at > now(), false
        k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
-WHERE k.id = $2 AND k.expires_at > now()
+WHERE k.id = $2 AND (k.expires_at IS NULL OR k.expires_at > now())
 `
 
 type KeyGetSecretParams struct {
@@ -734,25 +1017,35 @@ WITH request AS (
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token
 ), extended AS (
     UPDATE key_state AS s
-    SET lease_expires_at = now() + $3::float8 * interval '1 second'
+    -- The pool's lease length (or LEASE_TTL) from now, but never past its
+    -- longest lease from the claim; least ignores a NULL (no bound).
+    SET lease_expires_at = least(
+            now() + coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = s.pool),
+                             $3::float8 * interval '1 second'),
+            s.blocked_at + (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = s.pool))
     WHERE s.key_id = ANY (ARRAY(SELECT r.id FROM request AS r WHERE r.lease_token <> 0))
       AND s.lease_token IS NOT NULL AND s.lease_expires_at > now()
       AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token = s.lease_token)
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), kept AS (
     -- Runs after extended: it reads its rows, so the key_state rows are
     -- locked before the keys rows.
     UPDATE keys AS k
-    SET expires_at = now() + $4::float8 * interval '1 second',
+    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
+                                      $4::float8 * interval '1 second') END,
         last_keep_alive_at = now()
     WHERE k.id = ANY (ARRAY(
         SELECT r.id FROM request AS r WHERE r.lease_token = 0
         UNION ALL
         SELECT extended.key_id FROM extended
     ))
-      AND k.expires_at > now()
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest
+      AND (k.expires_at IS NULL OR k.expires_at > now())
+      -- A request without a token does nothing in a pool that requires one.
+      AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
+           OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
@@ -761,7 +1054,7 @@ WITH request AS (
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
-SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels,
+SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
@@ -782,9 +1075,11 @@ type KeyKeepAliveManyRow struct {
 	ID                 uuid.UUID
 	Pool               string
 	CreatedAt          time.Time
-	ExpiresAt          time.Time
+	ExpiresAt          *time.Time
 	LastKeepAliveAt    *time.Time
 	Labels             []byte
+	Name               *string
+	SecretHint         *string
 	TimesAssigned      int64
 	LeaseToken         *int64
 	BlockedAt          *time.Time
@@ -824,6 +1119,8 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -843,14 +1140,14 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 
 const keyListPage = `-- name: KeyListPage :many
 WITH page AS (
-    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest FROM keys AS k
-    WHERE k.pool = $1::text AND k.id > $2::uuid AND k.expires_at > now()
+    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint FROM keys AS k
+    WHERE k.pool = $1::text AND k.id > $2::uuid AND (k.expires_at IS NULL OR k.expires_at > now())
     -- The index's own order (pool is fixed): the planner then walks
     -- keys_pool_id_idx and stops after the page, rather than sorting.
     ORDER BY k.pool, k.id
     LIMIT $3::int
 )
-SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels,
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels, page.name, page.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM page
 JOIN key_state AS s ON s.key_id = page.id
@@ -868,9 +1165,11 @@ type KeyListPageRow struct {
 	ID              uuid.UUID
 	Pool            string
 	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	Labels          []byte
+	Name            *string
+	SecretHint      *string
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -899,6 +1198,8 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -936,7 +1237,7 @@ const keyPoolHasFree = `-- name: KeyPoolHasFree :one
 SELECT ((
     SELECT c.position FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
 ) IS NOT NULL)::boolean AS has_free
@@ -950,6 +1251,56 @@ func (q *Queries) KeyPoolHasFree(ctx context.Context, pool string) (bool, error)
 	var has_free bool
 	err := row.Scan(&has_free)
 	return has_free, err
+}
+
+const keyRebaseLives = `-- name: KeyRebaseLives :one
+WITH page AS (
+    SELECT k.id FROM keys AS k
+    WHERE k.pool = $1::text AND k.id > $2::uuid
+    ORDER BY k.pool, k.id
+    LIMIT $3::int
+), rebased AS (
+    UPDATE keys AS k
+    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
+                                      $4::float8 * interval '1 second') END
+    WHERE k.id = ANY (ARRAY(SELECT page.id FROM page)) AND (k.expires_at IS NULL OR k.expires_at > now())
+    RETURNING k.id
+)
+SELECT coalesce((SELECT page.id FROM page ORDER BY page.id DESC LIMIT 1), '00000000-0000-0000-0000-000000000000')::uuid AS last_id,
+       (SELECT count(*) FROM page)::int AS paged,
+       (SELECT count(*) FROM rebased)::int AS rebased
+`
+
+type KeyRebaseLivesParams struct {
+	Pool          string
+	After         uuid.UUID
+	Max           int32
+	KeyTtlSeconds float64
+}
+
+type KeyRebaseLivesRow struct {
+	LastID  uuid.UUID
+	Paged   int32
+	Rebased int32
+}
+
+// One page of a pool's keys, in id order after the given id, whose life is
+// set again from the pool's policy as a keep-alive would set it: after a
+// change of the policy's key life, the pool's keys follow it at once (keys
+// that stay, or a new life from now). A range on keys_pool_id_idx, then
+// each key by primary key. Returns the last id of the page (the nil UUID
+// when the page was empty), the page's size and how many keys it changed.
+func (q *Queries) KeyRebaseLives(ctx context.Context, arg KeyRebaseLivesParams) (KeyRebaseLivesRow, error) {
+	row := q.db.QueryRow(ctx, keyRebaseLives,
+		arg.Pool,
+		arg.After,
+		arg.Max,
+		arg.KeyTtlSeconds,
+	)
+	var i KeyRebaseLivesRow
+	err := row.Scan(&i.LastID, &i.Paged, &i.Rebased)
+	return i, err
 }
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :many
@@ -1049,14 +1400,16 @@ WITH request AS (
 ), current_lease AS (
     SELECT c.key_id, c.lease_token, c.blocked_at,
            (SELECT max(r.cooldown_seconds) FROM request AS r
-            WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)) AS cooldown_seconds
+            WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))) AS cooldown_seconds
     FROM key_state AS c
     WHERE c.key_id = ANY ($1::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
-          WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
+          WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))
       )
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.key_id
     FOR UPDATE
 ), released AS (
@@ -1085,7 +1438,7 @@ WITH request AS (
     FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
@@ -1103,9 +1456,11 @@ type KeyReleaseManyRow struct {
 	ID                uuid.UUID
 	Pool              string
 	CreatedAt         time.Time
-	ExpiresAt         time.Time
+	ExpiresAt         *time.Time
 	LastKeepAliveAt   *time.Time
 	Labels            []byte
+	Name              *string
+	SecretHint        *string
 	TimesAssigned     int64
 	LeaseToken        *int64
 	BlockedAt         *time.Time
@@ -1140,6 +1495,8 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 			&i.ExpiresAt,
 			&i.LastKeepAliveAt,
 			&i.Labels,
+			&i.Name,
+			&i.SecretHint,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,

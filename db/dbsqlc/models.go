@@ -29,10 +29,11 @@ type HistoryHour struct {
 
 // Every live key: its pool, creation, life (expires_at, last_keep_alive_at). Its lease state is in key_state.
 type Key struct {
-	ID              uuid.UUID
-	Pool            string
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ID        uuid.UUID
+	Pool      string
+	CreatedAt time.Time
+	// End of the key's life; NULL: the key lives until deleted (its pool's keys stay).
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
 	// Labels as a JSON object of name to value; NULL for a key without labels.
 	Labels []byte
@@ -42,6 +43,10 @@ type Key struct {
 	SecretCiphertext []byte
 	// HMAC-SHA256 of the credential under a key derived from the encryption key secret_key_id: unique per pool.
 	SecretDigest []byte
+	// Optional name of the key, unique in its pool.
+	Name *string
+	// The last four characters of the secret (NULL without one, or when the secret is too short to show any of it).
+	SecretHint *string
 }
 
 // Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
@@ -53,7 +58,7 @@ type KeyActivityHourly struct {
 	Expired int64
 }
 
-// Per pool, UTC hour and key: releases with a cooldown (cooldowns), their total and longest cooldown in seconds.
+// Per pool, UTC hour and key: cooldowns (releases with one, and cooldowns sent after the lease ended), their total and longest in seconds.
 type KeyCooldownsHourly struct {
 	Pool         string
 	Hour         time.Time
@@ -69,10 +74,10 @@ type KeyEvent struct {
 	At    time.Time
 	KeyID uuid.UUID
 	Pool  string
-	// created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive (the key's life reset; lease_token set when the keep-alive presented it and extended that lease), deleted (explicit), expired (deleted by the background job).
+	// created, assigned, released (explicit unblock), lease_expired (released by the background job), kept_alive (the key's life reset; lease_token set when the keep-alive presented it and extended that lease), deleted (explicit), expired (deleted by the background job), cooled_down (a cooldown sent with the token of the key's most recent lease after it had ended).
 	Event      string
 	LeaseToken *int64
-	// On a released event: the cooldown the holder asked for (the key was not claimable before at + cooldown). NULL otherwise.
+	// On a released or cooled_down event: the cooldown the holder asked for (the key was not claimable before at + cooldown). NULL otherwise.
 	Cooldown pgtype.Interval
 }
 
@@ -152,6 +157,19 @@ type LeaseDurationsHourly struct {
 	P50Seconds  *float64
 	P95Seconds  *float64
 	MaxSeconds  *float64
+}
+
+// Policies of pools: key_ttl (NULL: the server's KEY_TTL), keys_stay (keys live until deleted), lease_ttl (NULL: LEASE_TTL), max_lease_ttl (NULL: no bound), require_lease_token, max_wait (NULL: 60 s). A pool without a row uses the server's settings.
+type Pool struct {
+	Name              string
+	KeyTtl            pgtype.Interval
+	KeysStay          bool
+	LeaseTtl          pgtype.Interval
+	MaxLeaseTtl       pgtype.Interval
+	RequireLeaseToken bool
+	MaxWait           pgtype.Interval
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
 }
 
 // Per-pool key counts (keys, blocked), exact at the reader's snapshot. Keys whose life has ended count until the background job deletes them.

@@ -144,7 +144,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, []string{"key_state_claimable_position_idx", "key_state_pkey", "keys_pkey"}},
 		{"KeyGet", keyGet, []any{id}, []string{"keys_pkey", "key_state_pkey"}},
 		{"KeyPoolHasFree", keyPoolHasFree, []any{"default"}, []string{"key_state_claimable_position_idx", "keys_pkey"}},
-		{"KeyKeepAliveMany", keyKeepAliveMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, 3600.0, 60.0}, []string{"keys_pkey", "key_state_pkey"}},
+		{"KeyKeepAliveMany", keyKeepAliveMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, 60.0, 3600.0}, []string{"keys_pkey", "key_state_pkey"}},
 		{"KeyReleaseMany", keyReleaseMany, []any{[]uuid.UUID{id, uuid.New()}, []int64{0, 7}, []float64{0, 30}}, []string{"key_state_pkey", "keys_pkey"}},
 		// Labels, secrets and cooldowns: a labelled claim walks the first
 		// label's index of claimable keys, the others checked by primary key.
@@ -153,7 +153,19 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyClaimLabelled (batch of 32)", keyClaimLabelled, []any{"labelled", "region=r1", 0.99, []string{}, 32, 60.0}, []string{"key_labels_claimable_idx", "key_state_pkey"}},
 		{"KeyGetSecret", keyGetSecret, []any{7, id}, []string{"keys_pkey", "key_state_pkey"}},
 		{"KeyEndCooldowns", keyEndCooldowns, []any{1000}, []string{"key_state_cooling_until_idx", "key_state_pkey"}},
-		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, []string{"keys_pool_secret_digest_idx"}},
+		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, []string{"k1"}, []string{"abcd"}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, []string{"keys_pool_secret_digest_idx"}},
+		// Imports, names, cooldowns after a lease, policies.
+		{"KeyFindExisting", keyFindExisting, []any{[]int32{0, 0, 1}, [][]byte{[]byte("d"), []byte("e"), []byte("f")}, []int32{0, 1}, []string{"k1", "k2"}, "labelled"}, []string{"keys_pool_secret_digest_idx", "keys_pool_name_idx"}},
+		{"KeyGetByName", keyGetByName, []any{"labelled", "k1"}, []string{"keys_pool_name_idx", "key_state_pkey"}},
+		{"KeyCooldownAfterLease", keyCooldownAfterLease, []any{id, 30.0, 7}, []string{"key_events_key_id_at_idx", "key_state_pkey", "keys_pkey"}},
+		{"KeyRebaseLives", keyRebaseLives, []any{"other", uuid.Nil, 1000, 3600.0}, []string{"keys_pool_id_idx", "keys_pkey"}},
+		{"KeyDeletePoolPage", keyDeletePoolPage, []any{"other", 1000}, []string{"keys_pool_id_idx", "key_state_pkey", "keys_pkey"}},
+		{"PoolGet", poolGet, []any{"default"}, nil},
+		{"PoolLock", poolLock, []any{"default"}, nil},
+		{"PoolPut", poolPut, []any{"default", nil, true, nil, nil, false, nil}, nil},
+		{"PoolCreateIfAbsent", poolCreateIfAbsent, []any{"default", nil}, nil},
+		{"PoolDelete", poolDelete, []any{"default"}, []string{"keys_pool_id_idx"}},
+		{"PoolHasKeys", poolHasKeys, []any{"default"}, []string{"keys_pool_id_idx"}},
 		{"KeySecretsSealedUnder", keySecretsSealedUnder, []any{"old", 500}, []string{"keys_secret_key_id_idx"}},
 		{"KeySecretsReseal", keySecretsReseal, []any{"new", []uuid.UUID{id, uuid.New()}, "old", [][]byte{[]byte("x"), []byte("y")}, [][]byte{[]byte("d"), []byte("e")}}, []string{"keys_pkey|keys_secret_key_id_idx"}},
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
@@ -280,6 +292,12 @@ func literal(arg any) string {
 			items[i] = fmt.Sprintf("'%s'", s)
 		}
 		return "ARRAY[" + strings.Join(items, ", ") + "]::text[]"
+	case []int32:
+		items := make([]string, len(v))
+		for i, n := range v {
+			items[i] = fmt.Sprint(n)
+		}
+		return "ARRAY[" + strings.Join(items, ", ") + "]::int[]"
 	case []int64:
 		items := make([]string, len(v))
 		for i, n := range v {

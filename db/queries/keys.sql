@@ -6,7 +6,8 @@
 -- skewed clocks agree.
 --
 -- A key whose expires_at has passed counts as gone even before the background
--- job deletes it: every statement on a key filters on it.
+-- job deletes it: every statement on a key filters on it. A key whose
+-- expires_at is NULL lives until deleted (its pool's keys stay).
 --
 -- Statements that wait for row locks take them in one order: key_state rows
 -- before keys rows, each in id order (a scan of id = ANY (...) on a primary
@@ -18,7 +19,8 @@
 -- of KeyGet.
 --
 -- A statement on key_state tells a live key by its expires_at in keys,
--- written as a scalar subquery, (SELECT k.expires_at ...) > now(): the
+-- written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
+-- ...) > now() (NULL when the key is gone, so false): the
 -- planner runs it as one primary-key lookup per row it looks at, where an
 -- EXISTS may become a join that scans keys.
 
@@ -26,7 +28,11 @@
 -- Creates count free keys in one statement.
 WITH created AS (
     INSERT INTO keys (pool, expires_at)
-    SELECT sqlc.arg(pool)::text, now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second'
+    SELECT sqlc.arg(pool)::text,
+           -- The pool's policy, or KEY_TTL (see migration 00011).
+           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = sqlc.arg(pool)::text) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+                                      sqlc.arg(key_ttl_seconds)::float8 * interval '1 second') END
     FROM generate_series(1, sqlc.arg(count)::int)
     RETURNING *
 ), state AS (
@@ -46,7 +52,7 @@ WITH created AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     VALUES (sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, sqlc.arg(count)::int), 0)
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id;
@@ -62,7 +68,7 @@ WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= sqlc.arg(start_position)::float8
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT sqlc.arg(max)::int
     FOR UPDATE SKIP LOCKED
@@ -70,7 +76,7 @@ WITH after_start AS (
     SELECT c.key_id FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < sqlc.arg(start_position)::float8
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
     FOR UPDATE SKIP LOCKED
@@ -78,7 +84,12 @@ WITH after_start AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         blocked_at = now(),
-        lease_expires_at = now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second',
+        -- The pool's lease length (or LEASE_TTL), within its longest lease;
+        -- least ignores a NULL (no bound).
+        lease_expires_at = now() + least(
+            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+                     sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text)),
         times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
@@ -97,7 +108,7 @@ WITH after_start AS (
     SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
 -- The sealed secret comes with the key's row, which the claim reads anyway.
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -122,7 +133,7 @@ WITH after_start AS (
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
            WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int
     FOR UPDATE OF s SKIP LOCKED
@@ -134,7 +145,7 @@ WITH after_start AS (
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
            WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
     FOR UPDATE OF s SKIP LOCKED
@@ -142,7 +153,12 @@ WITH after_start AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         blocked_at = now(),
-        lease_expires_at = now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second',
+        -- The pool's lease length (or LEASE_TTL), within its longest lease;
+        -- least ignores a NULL (no bound).
+        lease_expires_at = now() + least(
+            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+                     sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text)),
         times_assigned = s.times_assigned + 1
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
       AND s.lease_token IS NULL AND s.cooling_until IS NULL
@@ -157,7 +173,7 @@ WITH after_start AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -165,11 +181,11 @@ JOIN keys AS k ON k.id = claimed.key_id
 WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 
 -- name: KeyGet :one
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
-WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
+WHERE k.id = sqlc.arg(id) AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: KeyGetSecret :one
 -- The key's sealed secret, with whether the lease named is the key's
@@ -178,7 +194,7 @@ SELECT coalesce(s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expire
        k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
 JOIN key_state AS s ON s.key_id = k.id
-WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
+WHERE k.id = sqlc.arg(id) AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: KeyPoolHasFree :one
 -- Whether a claim on the pool would find a key right now; never claims one.
@@ -187,7 +203,7 @@ WHERE k.id = sqlc.arg(id) AND k.expires_at > now();
 SELECT ((
     SELECT c.position FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
 ) IS NOT NULL)::boolean AS has_free;
@@ -207,24 +223,34 @@ WITH request AS (
     SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token
 ), extended AS (
     UPDATE key_state AS s
-    SET lease_expires_at = now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'
+    -- The pool's lease length (or LEASE_TTL) from now, but never past its
+    -- longest lease from the claim; least ignores a NULL (no bound).
+    SET lease_expires_at = least(
+            now() + coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = s.pool),
+                             sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+            s.blocked_at + (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = s.pool))
     WHERE s.key_id = ANY (ARRAY(SELECT r.id FROM request AS r WHERE r.lease_token <> 0))
       AND s.lease_token IS NOT NULL AND s.lease_expires_at > now()
       AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token = s.lease_token)
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.*
 ), kept AS (
     -- Runs after extended: it reads its rows, so the key_state rows are
     -- locked before the keys rows.
     UPDATE keys AS k
-    SET expires_at = now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second',
+    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
+                                      sqlc.arg(key_ttl_seconds)::float8 * interval '1 second') END,
         last_keep_alive_at = now()
     WHERE k.id = ANY (ARRAY(
         SELECT r.id FROM request AS r WHERE r.lease_token = 0
         UNION ALL
         SELECT extended.key_id FROM extended
     ))
-      AND k.expires_at > now()
+      AND (k.expires_at IS NULL OR k.expires_at > now())
+      -- A request without a token does nothing in a pool that requires one.
+      AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
+           OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
     RETURNING k.*
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
@@ -234,7 +260,7 @@ WITH request AS (
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
-SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels,
+SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
@@ -260,14 +286,16 @@ WITH request AS (
 ), current_lease AS (
     SELECT c.key_id, c.lease_token, c.blocked_at,
            (SELECT max(r.cooldown_seconds) FROM request AS r
-            WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)) AS cooldown_seconds
+            WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))) AS cooldown_seconds
     FROM key_state AS c
     WHERE c.key_id = ANY (sqlc.arg(ids)::uuid[]) AND c.lease_token IS NOT NULL
       AND EXISTS (
           SELECT 1 FROM request AS r
-          WHERE r.id = c.key_id AND (r.lease_token = 0 OR r.lease_token = c.lease_token)
+          WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))
       )
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.key_id
     FOR UPDATE
 ), released AS (
@@ -296,7 +324,7 @@ WITH request AS (
     FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
-SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels,
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
@@ -310,7 +338,7 @@ WHERE k.id = ANY (ARRAY(SELECT released.key_id FROM released));
 WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = sqlc.arg(id)
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.*
 ), deleted AS (
     -- Runs after state: it reads its row, so the key_state row is locked
@@ -328,7 +356,7 @@ WITH state AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
 )
-SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels,
+SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels, deleted.name, deleted.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM deleted
 JOIN state ON state.key_id = deleted.id;
@@ -436,13 +464,13 @@ ORDER BY k.pool;
 -- everywhere; the background job removes them shortly.
 WITH page AS (
     SELECT k.* FROM keys AS k
-    WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND k.expires_at > now()
+    WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND (k.expires_at IS NULL OR k.expires_at > now())
     -- The index's own order (pool is fixed): the planner then walks
     -- keys_pool_id_idx and stops after the page, rather than sorting.
     ORDER BY k.pool, k.id
     LIMIT sqlc.arg(max)::int
 )
-SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels,
+SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels, page.name, page.secret_hint,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
 FROM page
 JOIN key_state AS s ON s.key_id = page.id
@@ -464,7 +492,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('key secrets ' || sqlc.arg(pool)::
 -- name: KeyCreateWithSecrets :many
 -- Creates one free key per id given, with its labels (a JSON object as
 -- text, '' for none; label_key_ids and label_texts list the labels as
--- "name=value" rows) and its sealed secret (NULL for none). The ids are
+-- "name=value" rows), its name and its secret's hint ('' for none) and its
+-- sealed secret (NULL for none). Its life comes from the pool's policy, as
+-- in KeyCreate. The ids are
 -- chosen by the caller, which seals each secret bound to its row's id. No
 -- key is created when any row of the pool already has one of all_digests,
 -- the digests of the secrets under every configured encryption key: the
@@ -473,13 +503,17 @@ SELECT pg_advisory_xact_lock(hashtextextended('key secrets ' || sqlc.arg(pool)::
 WITH input AS (
     -- Unnests in one select list advance together, pairing the arrays.
     SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(labels)::text[]) AS labels,
-           unnest(sqlc.arg(ciphertexts)::bytea[]) AS ciphertext, unnest(sqlc.arg(digests)::bytea[]) AS digest
+           unnest(sqlc.arg(ciphertexts)::bytea[]) AS ciphertext, unnest(sqlc.arg(digests)::bytea[]) AS digest,
+           unnest(sqlc.arg(names)::text[]) AS name, unnest(sqlc.arg(hints)::text[]) AS hint
 ), created AS (
-    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest)
-    SELECT input.id, sqlc.arg(pool)::text, now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second',
+    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
+    SELECT input.id, sqlc.arg(pool)::text,
+           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = sqlc.arg(pool)::text) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+                                      sqlc.arg(key_ttl_seconds)::float8 * interval '1 second') END,
            nullif(input.labels, '')::jsonb,
            CASE WHEN input.ciphertext IS NOT NULL THEN sqlc.arg(secret_key_id)::text END,
-           input.ciphertext, input.digest
+           input.ciphertext, input.digest, nullif(input.name, ''), nullif(input.hint, '')
     FROM input
     WHERE NOT EXISTS (
         SELECT 1 FROM keys AS d
@@ -506,7 +540,7 @@ WITH input AS (
     INSERT INTO pool_count_changes (pool, keys, blocked)
     SELECT sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, count(*)), 0 FROM created HAVING count(*) > 0
 )
-SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels,
+SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
 JOIN state ON state.key_id = created.id;
@@ -566,3 +600,120 @@ SET secret_key_id = sqlc.arg(new_key_id)::text, secret_ciphertext = sealed.ciphe
 FROM sealed
 WHERE k.id = ANY (sqlc.arg(ids)::uuid[]) AND k.id = sealed.id AND k.secret_key_id = sqlc.arg(old_key_id)::text;
 
+
+-- name: KeyFindExisting :many
+-- Which of the keys about to be created a pool already has: the positions
+-- (in the caller's list) whose secret has a digest in the pool (digests
+-- under every configured encryption key, so rows not yet rotated count),
+-- reason 'secret', and those whose name a key of the pool has, reason
+-- 'name'. Each is one probe of keys_pool_secret_digest_idx or
+-- keys_pool_name_idx. Run under KeyLockPoolSecrets, so that no import of
+-- the pool commits in between.
+WITH digests AS (
+    SELECT unnest(sqlc.arg(digest_positions)::int[]) AS position, unnest(sqlc.arg(digests)::bytea[]) AS digest
+), names AS (
+    SELECT unnest(sqlc.arg(name_positions)::int[]) AS position, unnest(sqlc.arg(names)::text[]) AS name
+)
+SELECT digests.position::int AS position, 'secret'::text AS reason FROM digests
+WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = sqlc.arg(pool)::text AND d.secret_digest = digests.digest)
+UNION ALL
+SELECT names.position::int AS position, 'name'::text AS reason FROM names
+WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = sqlc.arg(pool)::text AND d.name = names.name)
+ORDER BY 1, 2;
+
+-- name: KeyGetByName :one
+-- The live key of the pool with this name: one probe of keys_pool_name_idx.
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.pool = sqlc.arg(pool)::text AND k.name = sqlc.arg(name)::text AND (k.expires_at IS NULL OR k.expires_at > now());
+
+-- name: KeyCooldownAfterLease :one
+-- A cooldown sent with the token of the key's most recent lease after that
+-- lease has ended: while the key is free, it cools down from now (never
+-- shorter than a cooldown it already has), leaves the label indexes, and
+-- the cooldown is recorded (cooled_down). The most recent lease is the
+-- key's latest assigned event: a walk back along key_events_key_id_at_idx
+-- over the few events since. A key held under another lease, or whose
+-- latest lease is not the one named, matches no row.
+WITH latest AS (
+    SELECT e.lease_token FROM key_events AS e
+    WHERE e.key_id = sqlc.arg(id)::uuid AND e.event = 'assigned'
+    ORDER BY e.at DESC
+    LIMIT 1
+), cooled AS (
+    UPDATE key_state AS s
+    SET cooling_until = greatest(s.cooling_until, now() + sqlc.arg(cooldown_seconds)::float8 * interval '1 second')
+    WHERE s.key_id = sqlc.arg(id)::uuid AND s.lease_token IS NULL
+      AND (SELECT latest.lease_token FROM latest) = sqlc.arg(lease_token)::bigint
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
+    RETURNING s.*
+), unclaimable AS (
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    SELECT cooled.key_id, cooled.pool, 'cooled_down', sqlc.arg(lease_token)::bigint,
+           sqlc.arg(cooldown_seconds)::float8 * interval '1 second'
+    FROM cooled
+)
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       cooled.times_assigned, cooled.lease_token, cooled.blocked_at, cooled.lease_expires_at, cooled.cooling_until
+FROM cooled
+JOIN keys AS k ON k.id = cooled.key_id
+WHERE k.id = sqlc.arg(id)::uuid;
+
+-- name: KeyRebaseLives :one
+-- One page of a pool's keys, in id order after the given id, whose life is
+-- set again from the pool's policy as a keep-alive would set it: after a
+-- change of the policy's key life, the pool's keys follow it at once (keys
+-- that stay, or a new life from now). A range on keys_pool_id_idx, then
+-- each key by primary key. Returns the last id of the page (the nil UUID
+-- when the page was empty), the page's size and how many keys it changed.
+WITH page AS (
+    SELECT k.id FROM keys AS k
+    WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid
+    ORDER BY k.pool, k.id
+    LIMIT sqlc.arg(max)::int
+), rebased AS (
+    UPDATE keys AS k
+    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
+                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
+                                      sqlc.arg(key_ttl_seconds)::float8 * interval '1 second') END
+    WHERE k.id = ANY (ARRAY(SELECT page.id FROM page)) AND (k.expires_at IS NULL OR k.expires_at > now())
+    RETURNING k.id
+)
+SELECT coalesce((SELECT page.id FROM page ORDER BY page.id DESC LIMIT 1), '00000000-0000-0000-0000-000000000000')::uuid AS last_id,
+       (SELECT count(*) FROM page)::int AS paged,
+       (SELECT count(*) FROM rebased)::int AS rebased;
+
+-- name: KeyDeletePoolPage :one
+-- Deletes up to max keys of the pool, in id order (a range on
+-- keys_pool_id_idx), as KeyDelete deletes one: for DELETE /pools/{pool}
+-- with its keys. Returns how many it deleted; the caller repeats until none
+-- is left.
+WITH page AS (
+    SELECT k.id FROM keys AS k
+    WHERE k.pool = sqlc.arg(pool)::text
+    ORDER BY k.pool, k.id
+    LIMIT sqlc.arg(max)::int
+), state AS (
+    DELETE FROM key_state AS s
+    WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+    RETURNING s.*
+), deleted AS (
+    -- Runs after state: see KeyDelete.
+    DELETE FROM keys AS k
+    WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state GROUP BY state.pool
+)
+SELECT count(*)::int FROM state;

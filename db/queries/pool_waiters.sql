@@ -29,7 +29,7 @@ FROM unnest(sqlc.arg(pools)::text[]) AS w (pool)
 WHERE (
     SELECT c.position FROM key_state AS c
     WHERE c.pool = w.pool AND c.lease_token IS NULL AND c.cooling_until IS NULL
-      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = c.key_id) > now()
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT 1
 ) IS NOT NULL;

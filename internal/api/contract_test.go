@@ -203,7 +203,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			require.True(t, routed[method+" "+path], "openapi.yaml documents %s %s, which the router does not serve", method, path)
 		}
 	}
-	require.Len(t, routed, 29)
+	require.Len(t, routed, 35)
 }
 
 // The document lists exactly the error codes of the API's error table.
@@ -318,6 +318,38 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	do(t, "PUT", s.url+"/keys/"+paid.str("keyId"), "cooldown=1s", "Content-Type", "text/plain")
 	do(t, "PUT", s.url+"/keys/"+paid.str("keyId"), `{"cooldown": "30s"}`, "If-Match", `"`+paid.str("leaseToken")+`"`)
 	do(t, "GET", s.url+"/keys/"+paid.str("keyId"), "")
+	// Pools and policies: a policy that requires lease tokens, keys found
+	// and deleted by name, a pool deleted with and without its keys.
+	do(t, "PUT", s.url+"/pools/strict", `{"requireLeaseToken": true, "leaseTTL": "1m"}`)
+	do(t, "PUT", s.url+"/pools/strict", `{"leaseTTL": "never"}`)
+	do(t, "PUT", s.url+"/pools/strict", `{"leaseTTL": "`+strings.Repeat("1", 70<<10)+`"}`)
+	do(t, "PUT", s.url+"/pools/strict", `leaseTTL=1m`, "Content-Type", "text/plain")
+	do(t, "POST", s.url+"/keys", `{"pool": "strict", "keys": [{"secret": "sk-strict-0123456789", "name": "first"}]}`)
+	strict := do(t, "GET", s.url+"/keys?pool=strict", "")
+	for _, path := range []string{"/keys/" + strict.str("keyId") + "/keepalive", "/keepalive/" + strict.str("keyId"), "/keys/" + strict.str("keyId")} {
+		do(t, "PUT", s.url+path, "")
+	}
+	do(t, "GET", s.url+"/pools/strict/keys/first", "")
+	do(t, "GET", s.url+"/pools/strict/keys/first?lease=999999", "")
+	do(t, "GET", s.url+"/pools/strict/keys/nobody", "")
+	do(t, "GET", s.url+"/pools/bad!pool/keys/first", "")
+	do(t, "GET", s.url+"/pools", "")
+	do(t, "GET", s.url+"/pools/strict", "")
+	do(t, "GET", s.url+"/pools/nowhere", "")
+	do(t, "GET", s.url+"/pools/bad!pool", "")
+	do(t, "DELETE", s.url+"/pools/strict", "")
+	do(t, "DELETE", s.url+"/pools/strict?deleteKeys=maybe", "")
+	do(t, "DELETE", s.url+"/pools/strict/keys/first", "")
+	do(t, "DELETE", s.url+"/pools/strict/keys/first", "")
+	do(t, "DELETE", s.url+"/pools/bad!pool/keys/first", "")
+	do(t, "DELETE", s.url+"/pools/strict?deleteKeys=true", "")
+	do(t, "DELETE", s.url+"/pools/strict", "")
+	for _, r := range []struct{ method, path, body string }{
+		{"GET", "/pools", ""}, {"GET", "/pools/strict", ""}, {"PUT", "/pools/strict", `{"maxWait": "1s"}`},
+		{"DELETE", "/pools/strict", ""}, {"GET", "/pools/strict/keys/first", ""}, {"DELETE", "/pools/strict/keys/first", ""},
+	} {
+		do(t, r.method, down.url+r.path, r.body)
+	}
 	do(t, "DELETE", s.url+"/keys/"+id, "")
 	do(t, "DELETE", s.url+"/keys/"+id, "")
 	do(t, "GET", s.url+"/keys/a/b", "")

@@ -40,11 +40,18 @@ type createRequest struct {
 	Count *int             `json:"count"`
 	Pool  string           `json:"pool"`
 	Keys  *[]newKeyRequest `json:"keys"`
+	// SkipExisting, with keys: leave out the keys whose secret or name the
+	// pool has already, rather than refuse the whole request.
+	SkipExisting bool `json:"skipExisting"`
+	// KeyTTL, with keys: the key life of the policy that keys with secrets
+	// give a pool that has none (default: keys stay until deleted).
+	KeyTTL *string `json:"keyTTL"`
 }
 
 // newKeyRequest is one key of a POST /keys that lists keys.
 type newKeyRequest struct {
 	Secret *string           `json:"secret"`
+	Name   *string           `json:"name"`
 	Labels map[string]string `json:"labels"`
 }
 
@@ -64,6 +71,9 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 	}
 	if req.Keys != nil {
 		return a.createListedKeys(w, r, pool, req)
+	}
+	if req.SkipExisting || req.KeyTTL != nil {
+		return invalid(errInvalidBody, "skipExisting and keyTTL go with keys, not count")
 	}
 	count := 1
 	if req.Count != nil {
@@ -127,12 +137,47 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 			}
 		}
 		keys[i].Labels = k.Labels
+		if k.Name != nil {
+			if err := store.ValidateName(*k.Name); err != nil {
+				return invalid(errInvalidBody, "keys[%d].name: %s", i, strings.TrimPrefix(err.Error(), store.ErrInvalidName.Error()+": "))
+			}
+			keys[i].Name = *k.Name
+		}
 	}
-	created, err := a.store.CreateKeys(r.Context(), pool, keys)
+	opts := store.ImportOptions{SkipExisting: req.SkipExisting}
+	if req.KeyTTL != nil {
+		ttl, err := policyDuration("keyTTL", req.KeyTTL)
+		if err != nil {
+			return err
+		}
+		if err := (store.Policy{KeyTTL: ttl}).Validate(); err != nil {
+			return invalid(errInvalidBody, "%s", strings.TrimPrefix(err.Error(), store.ErrInvalidPolicy.Error()+": "))
+		}
+		opts.KeyTTL = ttl
+	}
+	res, err := a.store.Import(r.Context(), pool, keys, opts)
 	if err != nil {
 		return err
 	}
-	writeCreatedKeys(w, created)
+	bodies := make([]keyBody, len(res.Keys))
+	for i, k := range res.Keys {
+		bodies[i] = newKeyBody(k)
+	}
+	type skipped struct {
+		Index  int    `json:"index"`
+		Reason string `json:"reason"`
+	}
+	body := struct {
+		Keys    []keyBody `json:"keys"`
+		Skipped []skipped `json:"skipped"`
+		// PolicyCreated: keys with secrets gave the pool its policy, with
+		// keys that stay (or the keyTTL asked for).
+		PolicyCreated bool `json:"policyCreated"`
+	}{Keys: bodies, Skipped: []skipped{}, PolicyCreated: res.PolicyCreated}
+	for _, s := range res.Skipped {
+		body.Skipped = append(body.Skipped, skipped{s.Index, s.Reason})
+	}
+	writeJSON(w, http.StatusCreated, body)
 	return nil
 }
 
@@ -152,6 +197,16 @@ func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
 	idempotencyKey, idempotent, err := idempotencyKeyParam(r)
 	if err != nil {
 		return err
+	}
+	if wait > 0 {
+		// The pool's policy may bound the wait below the server's.
+		p, _, err := a.store.Policy(r.Context(), pool)
+		if err != nil {
+			return err
+		}
+		if p.MaxWait != nil && *p.MaxWait < wait {
+			wait = *p.MaxWait
+		}
 	}
 	if idempotent {
 		return a.claimKeyIdempotent(w, r, pool, idempotencyKey, wait, labels)
@@ -323,21 +378,28 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	key, err := a.store.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return a.writeKey(w, r, key)
+}
+
+// writeKey answers a key found by id or name; with a lease token (If-Match
+// or ?lease=), its secret too, and a token that is not the current running
+// lease's is a 409.
+func (a *API) writeKey(w http.ResponseWriter, r *http.Request, key store.Key) error {
 	token, err := leaseTokenParam(r)
 	if err != nil {
 		return err
 	}
 	if token != nil {
-		key, err := a.store.GetSecret(r.Context(), id, *token)
+		key, err := a.store.GetSecret(r.Context(), key.ID, *token)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, newKeyBody(key).withSecret(key))
 		return nil
-	}
-	key, err := a.store.Get(r.Context(), id)
-	if err != nil {
-		return err
 	}
 	writeJSON(w, http.StatusOK, newKeyBody(key))
 	return nil
@@ -447,7 +509,9 @@ func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.Set("X-Key-Status", status)
 	h.Set("X-Key-Created-At", formatTime(key.CreatedAt))
-	h.Set("X-Key-Expires-At", formatTime(key.ExpiresAt))
+	if key.ExpiresAt != nil {
+		h.Set("X-Key-Expires-At", formatTime(*key.ExpiresAt))
+	}
 	if key.ClaimedAt != nil {
 		h.Set("X-Key-Blocked-At", formatTime(*key.ClaimedAt))
 	}
@@ -469,6 +533,11 @@ func (a *API) deleteKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return a.removeKey(w, r, id)
+}
+
+// removeKey deletes a key for good and answers it as it was.
+func (a *API) removeKey(w http.ResponseWriter, r *http.Request, id uuid.UUID) error {
 	key, err := a.store.Delete(r.Context(), id)
 	if err != nil {
 		return err

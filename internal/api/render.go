@@ -28,15 +28,21 @@ func formatTimePtr(t *time.Time) *string {
 // keyBody is a key as the API shows it. Its JSON names predate the words
 // claim and held and stay for existing clients: see "Words" in the README.
 type keyBody struct {
-	KeyID           string  `json:"keyId"`
-	Pool            string  `json:"pool"`
-	IsBlocked       bool    `json:"isBlocked"`
-	BlockedAt       *string `json:"blockedAt"`
-	CreatedAt       string  `json:"createdAt"`
-	ExpiresAt       string  `json:"expiresAt"`
+	KeyID     string  `json:"keyId"`
+	Pool      string  `json:"pool"`
+	IsBlocked bool    `json:"isBlocked"`
+	BlockedAt *string `json:"blockedAt"`
+	CreatedAt string  `json:"createdAt"`
+	// ExpiresAt is null for a key that lives until deleted.
+	ExpiresAt       *string `json:"expiresAt"`
 	LeaseExpiresAt  *string `json:"leaseExpiresAt"`
 	LastKeepAliveAt *string `json:"lastKeepAliveAt"`
 	TimesAssigned   int64   `json:"timesAssigned"`
+	// Name of the key, unique in its pool; null for none.
+	Name *string `json:"name"`
+	// SecretHint is the last four characters of the key's secret; null
+	// for a key without one.
+	SecretHint *string `json:"secretHint"`
 	// Labels of the key; left out for a key without any.
 	Labels map[string]string `json:"labels,omitempty"`
 	// CoolingUntil is set while the key cools down after a release with a
@@ -56,7 +62,9 @@ func newKeyBody(k store.Key) keyBody {
 		IsBlocked:       k.Held(),
 		BlockedAt:       formatTimePtr(k.ClaimedAt),
 		CreatedAt:       formatTime(k.CreatedAt),
-		ExpiresAt:       formatTime(k.ExpiresAt),
+		ExpiresAt:       formatTimePtr(k.ExpiresAt),
+		Name:            k.Name,
+		SecretHint:      k.SecretHint,
 		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
 		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
 		TimesAssigned:   k.TimesClaimed,

@@ -119,7 +119,14 @@ func New(cfg Config) *API {
 	// asks for the admin token, which the page sends from its settings.
 	public.Get("/", a.handle(a.serveDashboard))
 	public.Get("/ui/{asset}", a.handle(a.serveAsset))
+	admin.Get("/pools", a.handle(a.listPools))
+	admin.Get("/pools/{pool}", a.handle(a.getPool))
+	admin.Put("/pools/{pool}", a.handle(a.putPool))
+	admin.Delete("/pools/{pool}", a.handle(a.deletePool))
 	admin.Get("/pools/{pool}/keys", a.handle(a.listPoolKeys))
+	// A key by its name: read as GET /keys/{id}, deleted as DELETE /keys/{id}.
+	client.Get("/pools/{pool}/keys/{name}", a.handle(a.getKeyByName))
+	admin.Delete("/pools/{pool}/keys/{name}", a.handle(a.deleteKeyByName))
 	admin.Get("/activity", a.handle(a.activity))
 	admin.Get("/activity/lease-durations", a.handle(a.leaseDurations))
 

@@ -118,6 +118,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 		Standby: s.standby, MaxStandbyLag: cfg.ReportMaxLag, ReportFallback: cfg.ReportFallback,
 		ReportStatementTimeout: cfg.ReportStatementTimeout,
 		OnLeasesEnded:          m.ObserveLeasesEnded,
+		OnCooldown:             m.ObserveCooldown,
 		TracerProvider:         s.tracerProvider,
 		Secrets:                cfg.Secrets,
 	})

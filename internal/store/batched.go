@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
@@ -114,12 +115,17 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 	for _, row := range rows {
 		kept[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
-			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.ExtendedLeaseToken}
 	}
 	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
+		if req.token == nil {
+			// A keep-alive without a token always resets a live key's
+			// life, unless its pool requires a token.
+			return Key{}, ErrLeaseTokenRequired
+		}
 		// Not kept alive although the key lives: the token names a lease
 		// that is not the current one, or one whose deadline has passed.
 		return Key{}, ErrLeaseMismatch
@@ -153,17 +159,33 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 	for _, row := range rows {
 		released[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
-			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels,
+			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.EndedLeaseToken}
 	}
 	return s.settle(ctx, reqs, released, func(req leaseRequest, current Key) (Key, error) {
-		// Not released although the key lives: it was free already (a
-		// release is idempotent), or it is held under another lease than
-		// the one named.
-		if req.token != nil && current.LeaseToken != nil && *current.LeaseToken != *req.token {
+		// Not released although the key lives: its pool requires a token
+		// and none was given, it was free already (a release is
+		// idempotent), or it is held under another lease than the one
+		// named.
+		if req.token == nil {
+			required, err := s.requiresLeaseToken(ctx, current.Pool)
+			switch {
+			case err != nil:
+				return Key{}, err
+			case required:
+				return Key{}, ErrLeaseTokenRequired
+			}
+			return current, nil
+		}
+		if current.LeaseToken != nil && *current.LeaseToken != *req.token {
 			return Key{}, ErrLeaseMismatch
+		}
+		if req.cooldown > 0 && current.LeaseToken == nil {
+			// The lease named ended before its holder sent the cooldown:
+			// it still applies if that was the key's most recent lease.
+			return s.cooldownAfterLease(ctx, req)
 		}
 		return current, nil
 	})
@@ -235,4 +257,27 @@ func failAll[T any](n int, err error) []batch.Result[T] {
 		results[i].Err = err
 	}
 	return results
+}
+
+// cooldownAfterLease applies the cooldown of a release whose lease had
+// already ended, while the key is free: the signal it carries (the key's
+// provider refused it) is not lost because the lease ran out first. A key
+// whose most recent lease is not the one named, or that another lease
+// holds by now, is ErrLeaseMismatch.
+func (s *Store) cooldownAfterLease(ctx context.Context, req leaseRequest) (Key, error) {
+	row, err := retryConflicts(ctx, func() (dbsqlc.KeyCooldownAfterLeaseRow, error) {
+		return s.queries.KeyCooldownAfterLease(ctx, dbsqlc.KeyCooldownAfterLeaseParams{
+			ID: req.id, LeaseToken: *req.token, CooldownSeconds: req.cooldown.Seconds(),
+		})
+	})
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Key{}, ErrLeaseMismatch
+	case err != nil:
+		return Key{}, classify(err)
+	}
+	if s.cfg.OnCooldown != nil {
+		s.cfg.OnCooldown(row.Pool)
+	}
+	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }

@@ -86,10 +86,12 @@ func truncate(s string) string {
 	return s
 }
 
-// NewKey is one key to create with CreateKeys.
+// NewKey is one key to create with Import.
 type NewKey struct {
 	// Secret is the credential the key stands for; empty for none.
 	Secret string
+	// Name of the key, unique in its pool; empty for none.
+	Name string
 	// Labels of the key; nil for none.
 	Labels map[string]string
 }
@@ -157,7 +159,7 @@ func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
 	for i, row := range rows {
 		keys[i] = fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
-			LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, TimesAssigned: row.TimesAssigned,
+			LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint, TimesAssigned: row.TimesAssigned,
 			LeaseToken: row.LeaseToken, BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
 			CoolingUntil: row.CoolingUntil,
 		})
@@ -201,104 +203,224 @@ func decodeLabels(raw []byte) map[string]string {
 	return labels
 }
 
-// CreateKeys creates one free key per entry, with its secret (sealed with
-// the configured encryption key) and labels, in one statement. It returns
-// ErrNoEncryptionKey when a secret is given and no encryption key is
-// configured, and ErrDuplicateSecret when a secret is given twice or a key
-// of the pool already carries one; nothing is stored then.
+// CreateKeys creates one free key per entry, as Import with no options,
+// and returns the keys it created.
 func (s *Store) CreateKeys(ctx context.Context, pool string, keys []NewKey) ([]Key, error) {
+	res, err := s.Import(ctx, pool, keys, ImportOptions{})
+	return res.Keys, err
+}
+
+// ImportOptions are the choices of an Import.
+type ImportOptions struct {
+	// SkipExisting leaves out the keys whose secret or name the pool
+	// already has (ImportResult.Skipped), instead of refusing the whole
+	// import. Defaults to false.
+	SkipExisting bool
+	// KeyTTL is the key life of the policy that an import of secrets
+	// gives a pool that has none. Defaults to nil: the pool's keys stay.
+	KeyTTL *time.Duration
+}
+
+// ImportResult is what an Import did.
+type ImportResult struct {
+	// Keys are the keys created, in the order listed, skipped ones left out.
+	Keys []Key
+	// Skipped lists the keys left out, by their index in the list.
+	Skipped []SkippedKey
+	// PolicyCreated: the import gave the pool its policy (keys with
+	// secrets in a pool that had none).
+	PolicyCreated bool
+}
+
+// SkippedKey is a key an Import left out: the pool has a key with its
+// secret (Reason "secret") or its name ("name").
+type SkippedKey struct {
+	Index  int
+	Reason string
+}
+
+// DuplicateError says which key of an import repeats a secret or a name,
+// of the pool (Earlier -1) or of an earlier key of the same list. It wraps
+// ErrDuplicateSecret or ErrDuplicateName.
+type DuplicateError struct {
+	Index   int
+	Earlier int
+	// Reason is "secret" or "name".
+	Reason string
+}
+
+func (e *DuplicateError) Error() string {
+	if e.Earlier >= 0 {
+		return fmt.Sprintf("keys[%d] has the same %s as keys[%d]; nothing was stored", e.Index, e.Reason, e.Earlier)
+	}
+	return fmt.Sprintf("keys[%d]: a key of the pool already has this %s; nothing was stored", e.Index, e.Reason)
+}
+
+func (e *DuplicateError) Unwrap() error {
+	if e.Reason == "name" {
+		return ErrDuplicateName
+	}
+	return ErrDuplicateSecret
+}
+
+// ErrDuplicateName: a key of the pool already has one of the names (or the
+// request names one twice). Nothing was stored.
+var ErrDuplicateName = errors.New("a key of the pool already has this name")
+
+// ErrInvalidName: a key's name is empty, too long, or has characters
+// outside the allowed set.
+var ErrInvalidName = errors.New("invalid key name")
+
+var keyName = regexp.MustCompile(`^[A-Za-z0-9._~:@+-]{1,128}$`)
+
+// ValidateName checks a key's name.
+func ValidateName(name string) error {
+	if !keyName.MatchString(name) {
+		return fmt.Errorf("%w: %q must be 1 to 128 letters, digits or any of . _ ~ : @ + -", ErrInvalidName, truncate(name))
+	}
+	return nil
+}
+
+// secretHint is the part of a secret that may be shown: its last four
+// characters, and nothing for a secret of fewer than 12, where four would
+// be a third of it or more.
+func secretHint(secret string) string {
+	runes := []rune(secret)
+	if len(runes) < 12 {
+		return ""
+	}
+	return string(runes[len(runes)-4:])
+}
+
+// Import creates one free key per entry, with its secret (sealed with the
+// configured encryption key), name and labels, in one statement. It
+// returns ErrNoEncryptionKey when a secret is given and no encryption key
+// is configured, and a DuplicateError when the list repeats a secret or a
+// name, or (unless SkipExisting) the pool already has one; nothing is
+// stored then. Keys with secrets in a pool that has no policy give it one:
+// keys stay (or live opts.KeyTTL), so that real credentials are never
+// deleted because nobody kept them alive; the pool's existing keys follow.
+func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts ImportOptions) (ImportResult, error) {
 	if len(keys) < 1 || len(keys) > MaxCreate {
-		return nil, fmt.Errorf("%d keys out of range 1..%d", len(keys), MaxCreate)
+		return ImportResult{}, fmt.Errorf("%d keys out of range 1..%d", len(keys), MaxCreate)
 	}
-	args := dbsqlc.KeyCreateWithSecretsParams{
-		Pool:          pool,
-		KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
-		Ids:           make([]uuid.UUID, len(keys)),
-		Labels:        make([]string, len(keys)),
-		Ciphertexts:   make([][]byte, len(keys)),
-		Digests:       make([][]byte, len(keys)),
-		SecretKeyID:   s.cfg.Secrets.CurrentID(),
-		AllDigests:    [][]byte{},
-		LabelKeyIds:   []uuid.UUID{},
-		LabelTexts:    []string{},
+	if opts.KeyTTL != nil {
+		if err := (Policy{KeyTTL: opts.KeyTTL}).Validate(); err != nil {
+			return ImportResult{}, err
+		}
 	}
-	seen := make(map[string]bool)
+	batch := importBatch{
+		ids: make([]uuid.UUID, len(keys)), labels: make([]string, len(keys)), names: make([]string, len(keys)),
+		hints: make([]string, len(keys)), ciphertexts: make([][]byte, len(keys)), digests: make([][]byte, len(keys)),
+		allDigests: make([][][]byte, len(keys)),
+	}
+	seenSecrets := make(map[string]int)
+	seenNames := make(map[string]int)
+	withSecrets := false
 	for i, k := range keys {
 		id := uuid.New()
-		args.Ids[i] = id
+		batch.ids[i] = id
+		if k.Name != "" {
+			if err := ValidateName(k.Name); err != nil {
+				return ImportResult{}, fmt.Errorf("keys[%d]: %w", i, err)
+			}
+			if earlier, ok := seenNames[k.Name]; ok {
+				return ImportResult{}, &DuplicateError{Index: i, Earlier: earlier, Reason: "name"}
+			}
+			seenNames[k.Name] = i
+			batch.names[i] = k.Name
+		}
 		if len(k.Labels) > MaxLabels {
-			return nil, fmt.Errorf("%w: a key carries at most %d labels, got %d", ErrInvalidLabel, MaxLabels, len(k.Labels))
+			return ImportResult{}, fmt.Errorf("%w: a key carries at most %d labels, got %d", ErrInvalidLabel, MaxLabels, len(k.Labels))
 		}
 		if len(k.Labels) > 0 {
 			for name, value := range k.Labels {
 				if err := ValidateLabel(name, value); err != nil {
-					return nil, err
+					return ImportResult{}, err
 				}
-				args.LabelKeyIds = append(args.LabelKeyIds, id)
-				args.LabelTexts = append(args.LabelTexts, name+"="+value)
 			}
 			raw, err := json.Marshal(k.Labels)
 			if err != nil {
-				return nil, err
+				return ImportResult{}, err
 			}
-			args.Labels[i] = string(raw)
+			batch.labels[i] = string(raw)
 		}
 		if k.Secret == "" {
 			continue
 		}
 		if len(k.Secret) > MaxSecretBytes {
-			return nil, fmt.Errorf("%w: key %d: a secret is at most %d bytes, got %d", ErrInvalidSecret, i+1, MaxSecretBytes, len(k.Secret))
+			return ImportResult{}, fmt.Errorf("%w: key %d: a secret is at most %d bytes, got %d", ErrInvalidSecret, i+1, MaxSecretBytes, len(k.Secret))
 		}
 		if !s.cfg.Secrets.Enabled() {
-			return nil, ErrNoEncryptionKey
+			return ImportResult{}, ErrNoEncryptionKey
 		}
+		withSecrets = true
 		sealed, err := s.cfg.Secrets.Seal(id, []byte(k.Secret))
 		if err != nil {
-			return nil, err
+			return ImportResult{}, err
 		}
 		digests, err := s.cfg.Secrets.Digests([]byte(k.Secret))
 		if err != nil {
-			return nil, err
+			return ImportResult{}, err
 		}
 		// The current key's digest is first; it is the one stored.
-		if seen[string(digests[0])] {
-			return nil, fmt.Errorf("%w (keys %d and an earlier one of the request carry the same secret)", ErrDuplicateSecret, i+1)
+		if earlier, ok := seenSecrets[string(digests[0])]; ok {
+			return ImportResult{}, &DuplicateError{Index: i, Earlier: earlier, Reason: "secret"}
 		}
-		seen[string(digests[0])] = true
-		args.Ciphertexts[i], args.Digests[i] = sealed.Ciphertext, digests[0]
-		args.AllDigests = append(args.AllDigests, digests...)
+		seenSecrets[string(digests[0])] = i
+		batch.ciphertexts[i], batch.digests[i], batch.allDigests[i] = sealed.Ciphertext, digests[0], digests
+		batch.hints[i] = secretHint(k.Secret)
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateWithSecretsRow, error) {
-		if len(args.AllDigests) == 0 {
-			// Nothing to compare: labels only.
-			return s.queries.KeyCreateWithSecrets(ctx, args)
-		}
-		return s.createWithSecrets(ctx, args)
+	var res ImportResult
+	created, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateWithSecretsRow, error) {
+		res = ImportResult{}
+		return s.importTx(ctx, pool, keys, batch, opts, withSecrets, &res)
 	})
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "keys_pool_secret_digest_idx":
-		return nil, ErrDuplicateSecret
+		return ImportResult{}, ErrDuplicateSecret
+	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "keys_pool_name_idx":
+		return ImportResult{}, ErrDuplicateName
 	case err != nil:
-		return nil, classify(err)
-	case len(rows) == 0:
-		return nil, ErrDuplicateSecret
+		return ImportResult{}, classify(err)
 	}
-	out := make([]Key, len(rows))
-	for i, row := range rows {
-		out[i] = fromRow(dbsqlc.KeyGetRow(row))
+	res.Keys = make([]Key, len(created))
+	for i, row := range created {
+		res.Keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
-	return out, nil
+	if res.PolicyCreated {
+		// The pool may have had keys before its policy: they stay too.
+		if _, err := s.rebaseLives(ctx, pool); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
-// createWithSecrets creates keys with secrets under the pool's lock for
-// secrets, in one transaction: an import on another replica that seals
-// under another encryption key (during a rotation) stores another digest
-// of the same secret, which the unique index cannot catch, so the two
-// duplicate checks must not overlap.
-func (s *Store) createWithSecrets(ctx context.Context, args dbsqlc.KeyCreateWithSecretsParams) ([]dbsqlc.KeyCreateWithSecretsRow, error) {
+// importBatch is an import's keys as the statement's parallel arrays, by
+// their index in the list.
+type importBatch struct {
+	ids         []uuid.UUID
+	labels      []string
+	names       []string
+	hints       []string
+	ciphertexts [][]byte
+	digests     [][]byte
+	// allDigests holds each secret's digests under every configured
+	// encryption key (nil for a key without a secret).
+	allDigests [][][]byte
+}
+
+// importTx runs an import in one transaction, under the pool's lock for
+// imports: an import on another replica that seals under another
+// encryption key (during a rotation) stores another digest of the same
+// secret, which the unique index cannot catch, so two duplicate checks must
+// not overlap; the same lock orders the checks of names.
+func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b importBatch, opts ImportOptions,
+	withSecrets bool, res *ImportResult) ([]dbsqlc.KeyCreateWithSecretsRow, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -306,12 +428,70 @@ func (s *Store) createWithSecrets(ctx context.Context, args dbsqlc.KeyCreateWith
 	// After a commit this does nothing.
 	defer func() { _ = tx.Rollback(ctx) }()
 	q := s.queries.WithTx(tx)
-	if err := q.KeyLockPoolSecrets(ctx, args.Pool); err != nil {
+	if err := q.KeyLockPoolSecrets(ctx, pool); err != nil {
 		return nil, err
 	}
-	rows, err := q.KeyCreateWithSecrets(ctx, args)
+	if withSecrets {
+		if res.PolicyCreated, err = q.PoolCreateIfAbsent(ctx, dbsqlc.PoolCreateIfAbsentParams{Name: pool, KeyTtl: interval(opts.KeyTTL)}); err != nil {
+			return nil, err
+		}
+	}
+	find := dbsqlc.KeyFindExistingParams{Pool: pool, DigestPositions: []int32{}, Digests: [][]byte{}, NamePositions: []int32{}, Names: []string{}}
+	for i := range keys {
+		for _, d := range b.allDigests[i] {
+			find.DigestPositions = append(find.DigestPositions, int32(i))
+			find.Digests = append(find.Digests, d)
+		}
+		if b.names[i] != "" {
+			find.NamePositions = append(find.NamePositions, int32(i))
+			find.Names = append(find.Names, b.names[i])
+		}
+	}
+	existing, err := q.KeyFindExisting(ctx, find)
 	if err != nil {
 		return nil, err
+	}
+	skip := make(map[int]bool, len(existing))
+	for _, e := range existing {
+		if !opts.SkipExisting {
+			return nil, &DuplicateError{Index: int(e.Position), Earlier: -1, Reason: e.Reason}
+		}
+		if !skip[int(e.Position)] {
+			skip[int(e.Position)] = true
+			res.Skipped = append(res.Skipped, SkippedKey{Index: int(e.Position), Reason: e.Reason})
+		}
+	}
+	args := dbsqlc.KeyCreateWithSecretsParams{
+		Pool: pool, KeyTtlSeconds: s.cfg.KeyTTL.Seconds(), SecretKeyID: s.cfg.Secrets.CurrentID(),
+		Ids: []uuid.UUID{}, Labels: []string{}, Ciphertexts: [][]byte{}, Digests: [][]byte{}, Names: []string{}, Hints: []string{},
+		AllDigests: [][]byte{}, LabelKeyIds: []uuid.UUID{}, LabelTexts: []string{},
+	}
+	for i, k := range keys {
+		if skip[i] {
+			continue
+		}
+		args.Ids = append(args.Ids, b.ids[i])
+		args.Labels = append(args.Labels, b.labels[i])
+		args.Ciphertexts = append(args.Ciphertexts, b.ciphertexts[i])
+		args.Digests = append(args.Digests, b.digests[i])
+		args.Names = append(args.Names, b.names[i])
+		args.Hints = append(args.Hints, b.hints[i])
+		args.AllDigests = append(args.AllDigests, b.allDigests[i]...)
+		for name, value := range k.Labels {
+			args.LabelKeyIds = append(args.LabelKeyIds, b.ids[i])
+			args.LabelTexts = append(args.LabelTexts, name+"="+value)
+		}
+	}
+	var rows []dbsqlc.KeyCreateWithSecretsRow
+	if len(args.Ids) > 0 {
+		if rows, err = q.KeyCreateWithSecrets(ctx, args); err != nil {
+			return nil, err
+		}
+		if len(rows) == 0 {
+			// The statement's own check found a digest that the search
+			// above did not: only a concurrent rotation can do that.
+			return nil, ErrDuplicateSecret
+		}
 	}
 	return rows, tx.Commit(ctx)
 }

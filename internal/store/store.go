@@ -39,12 +39,19 @@ const MaxCreate = 10000
 
 // Key is one key of the pool as the database last saw it.
 type Key struct {
-	ID              uuid.UUID
-	Pool            string
-	CreatedAt       time.Time
-	ExpiresAt       time.Time
+	ID        uuid.UUID
+	Pool      string
+	CreatedAt time.Time
+	// ExpiresAt is the end of the key's life; nil when the key lives until
+	// deleted (its pool's keys stay).
+	ExpiresAt       *time.Time
 	LastKeepAliveAt *time.Time
-	TimesClaimed    int64
+	// Name is the key's name, unique in its pool; nil for none.
+	Name *string
+	// SecretHint is the last four characters of the key's secret, the only
+	// part of it ever shown; nil without a secret, or when it is too short.
+	SecretHint   *string
+	TimesClaimed int64
 	// The current lease, all nil when the key is free.
 	LeaseToken     *int64
 	ClaimedAt      *time.Time
@@ -102,6 +109,10 @@ type Config struct {
 	// background job. It runs on the statement's goroutine and must be
 	// quick. Defaults to none.
 	OnLeasesEnded func([]EndedLease)
+	// OnCooldown, when set, is told of a cooldown applied after its lease
+	// had ended (the release that asked for it came late); cooldowns of
+	// releases come through OnLeasesEnded. Defaults to none.
+	OnCooldown func(pool string)
 	// TracerProvider, when set, traces the statements that serve batches
 	// of requests, each linked to the requests it served (the statements
 	// themselves are traced by a Tracer on the pool). Defaults to none.
@@ -413,5 +424,7 @@ func fromRow(row dbsqlc.KeyGetRow) Key {
 		LeaseExpiresAt:  row.LeaseExpiresAt,
 		Labels:          decodeLabels(row.Labels),
 		CoolingUntil:    row.CoolingUntil,
+		Name:            row.Name,
+		SecretHint:      row.SecretHint,
 	}
 }

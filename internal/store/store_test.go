@@ -89,7 +89,7 @@ func TestCreateGetAndCounts(t *testing.T) {
 	for _, k := range keys {
 		require.Equal(t, "alpha", k.Pool)
 		require.False(t, k.Held())
-		require.WithinDuration(t, k.CreatedAt.Add(time.Hour), k.ExpiresAt, time.Millisecond)
+		require.WithinDuration(t, k.CreatedAt.Add(time.Hour), *k.ExpiresAt, time.Millisecond)
 		seen[k.ID] = true
 	}
 	require.Len(t, seen, 25, "ids are unique")
@@ -233,8 +233,8 @@ func TestKeepAliveExtendsLifeAndLease(t *testing.T) {
 	require.False(t, kept.Held())
 	require.Nil(t, kept.LeaseExpiresAt)
 	require.NotNil(t, kept.LastKeepAliveAt)
-	require.True(t, kept.ExpiresAt.After(created[0].ExpiresAt))
-	require.WithinDuration(t, kept.LastKeepAliveAt.Add(time.Hour), kept.ExpiresAt, time.Millisecond)
+	require.True(t, kept.ExpiresAt.After(*created[0].ExpiresAt))
+	require.WithinDuration(t, kept.LastKeepAliveAt.Add(time.Hour), *kept.ExpiresAt, time.Millisecond)
 
 	key, err := b.store.Claim(b.ctx, "p")
 	require.NoError(t, err)
@@ -303,7 +303,7 @@ func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 	require.NoError(t, err)
 	held, err := b.store.Claim(b.ctx, "p")
 	require.NoError(t, err)
-	time.Sleep(time.Until(keys[1].ExpiresAt) + 50*time.Millisecond)
+	time.Sleep(time.Until(*keys[1].ExpiresAt) + 50*time.Millisecond)
 
 	for _, k := range keys {
 		_, err = b.store.Get(b.ctx, k.ID)
@@ -445,7 +445,7 @@ func TestKeepAliveWithoutTokenNeverTouchesALease(t *testing.T) {
 
 	kept, err := b.store.KeepAlive(b.ctx, held.ID, nil)
 	require.NoError(t, err)
-	require.True(t, kept.ExpiresAt.After(held.ExpiresAt), "the key's life is reset")
+	require.True(t, kept.ExpiresAt.After(*held.ExpiresAt), "the key's life is reset")
 	require.Equal(t, *held.LeaseExpiresAt, *kept.LeaseExpiresAt, "the lease is not extended")
 	now, err := b.store.Get(b.ctx, held.ID)
 	require.NoError(t, err)
