@@ -18,7 +18,7 @@ import (
 // policy still expire after KEY_TTL.
 func TestImportedSecretsStay(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, testdb.New(t), options{keyTTL: 300 * time.Millisecond, sweep: 20 * time.Millisecond, secrets: testKeyring(t)})
+	srv := newServer(t, testdb.New(t), options{keyTTL: 2 * time.Second, sweep: 20 * time.Millisecond, secrets: testKeyring(t)})
 
 	earlier := do(t, "POST", srv.url+"/keys?pool=openai", "")
 	require.Equal(t, http.StatusCreated, earlier.status, earlier.raw)
@@ -44,7 +44,7 @@ func TestImportedSecretsStay(t *testing.T) {
 	require.Equal(t, map[string]any{"keyTTL": nil}, pool.body["policy"])
 	require.Nil(t, pool.body["effective"].(map[string]any)["keyTTL"])
 
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	for _, k := range append(keys, earlier.body) {
 		id := k.(map[string]any)["keyId"].(string)
 		got := do(t, "GET", srv.url+"/keys/"+id, "")
@@ -89,19 +89,19 @@ func TestPoolPolicyGovernsLeases(t *testing.T) {
 	created := do(t, "POST", srv.url+"/keys?pool=strict", `{"count": 2}`)
 	require.Equal(t, http.StatusCreated, created.status, created.raw)
 
-	put := do(t, "PUT", srv.url+"/pools/strict", `{"leaseTTL": "2s", "maxLeaseTTL": "3s", "requireLeaseToken": true, "maxWait": "100ms"}`)
+	put := do(t, "PUT", srv.url+"/pools/strict", `{"leaseTTL": "10s", "maxLeaseTTL": "11s", "requireLeaseToken": true, "maxWait": "100ms"}`)
 	require.Equal(t, http.StatusOK, put.status, put.raw)
-	require.Equal(t, map[string]any{"leaseTTL": "2s", "maxLeaseTTL": "3s", "requireLeaseToken": true, "maxWait": "100ms"}, put.body["policy"])
+	require.Equal(t, map[string]any{"leaseTTL": "10s", "maxLeaseTTL": "11s", "requireLeaseToken": true, "maxWait": "100ms"}, put.body["policy"])
 	effective := put.body["effective"].(map[string]any)
 	require.Equal(t, "1h0m0s", effective["keyTTL"], "unset: the server's KEY_TTL")
-	require.Equal(t, "2s", effective["leaseTTL"])
+	require.Equal(t, "10s", effective["leaseTTL"])
 	require.EqualValues(t, 2, put.body["keys"])
 
 	claimed := do(t, "GET", srv.url+"/keys?pool=strict", "")
 	require.Equal(t, http.StatusOK, claimed.status, claimed.raw)
 	id, token := claimed.str("keyId"), claimed.str("leaseToken")
 	start := parseTime(t, claimed.body["blockedAt"])
-	require.WithinDuration(t, start.Add(2*time.Second), parseTime(t, claimed.body["leaseExpiresAt"]), 5*time.Millisecond)
+	require.WithinDuration(t, start.Add(10*time.Second), parseTime(t, claimed.body["leaseExpiresAt"]), 5*time.Millisecond)
 
 	requireProblem(t, do(t, "PUT", srv.url+"/keys/"+id, ""), http.StatusPreconditionRequired, "lease_token_required")
 	requireProblem(t, do(t, "PUT", srv.url+"/keys/"+id+"/keepalive", ""), http.StatusPreconditionRequired, "lease_token_required")
@@ -111,7 +111,7 @@ func TestPoolPolicyGovernsLeases(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	kept := do(t, "PUT", srv.url+"/keys/"+id+"/keepalive?lease="+token, "")
 	require.Equal(t, http.StatusOK, kept.status, kept.raw)
-	require.WithinDuration(t, start.Add(3*time.Second), parseTime(t, kept.body["leaseExpiresAt"]), 5*time.Millisecond)
+	require.WithinDuration(t, start.Add(11*time.Second), parseTime(t, kept.body["leaseExpiresAt"]), 5*time.Millisecond)
 
 	// The other key is held too; a wait of 30 s is cut to the pool's 100 ms.
 	other := do(t, "GET", srv.url+"/keys?pool=strict", "")
@@ -265,6 +265,8 @@ func TestCooldownAfterTheLeaseEnded(t *testing.T) {
 	require.Contains(t, report.raw, id)
 
 	// Once another lease holds the key, a late cooldown changes nothing.
+	// (The pool's leases last an hour, so that none runs out meanwhile.)
+	require.Equal(t, http.StatusOK, do(t, "PUT", srv.url+"/pools/rl2", `{"leaseTTL": "1h"}`).status)
 	second := do(t, "POST", srv.url+"/keys?pool=rl2", "")
 	first := do(t, "GET", srv.url+"/keys?pool=rl2", "")
 	require.Equal(t, http.StatusOK, first.status, first.raw)
