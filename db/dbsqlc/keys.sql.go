@@ -749,6 +749,46 @@ func (q *Queries) KeyDeleteExpired(ctx context.Context, max int32) (int64, error
 	return count, err
 }
 
+const keyDeleteExpiredByID = `-- name: KeyDeleteExpiredByID :one
+WITH expired_state AS (
+    SELECT s.key_id FROM key_state AS s
+    WHERE s.key_id = ANY ($1::uuid[])
+      AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) <= now()
+    ORDER BY s.key_id
+    FOR UPDATE
+), state AS (
+    DELETE FROM key_state AS s
+    WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+    RETURNING s.key_id, s.pool, s.lease_token, s.labelled
+), deleted AS (
+    DELETE FROM keys AS k
+    WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
+), labels AS (
+    DELETE FROM key_labels AS l
+    WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
+), history AS (
+    INSERT INTO key_events (key_id, pool, event, lease_token)
+    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+), counted AS (
+    INSERT INTO pool_count_changes (pool, keys, blocked)
+    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    GROUP BY state.pool ORDER BY state.pool
+)
+SELECT count(*)::int FROM state
+`
+
+// Deletes the keys named whose life has ended, as the background job does
+// (KeyDeleteExpired: history 'expired'), for an import that brings their
+// secret or name back: a key whose life has ended is gone, even before the
+// job has removed it. Waits for a job that is deleting them (they are then
+// gone). Both rows by primary key, key_state first.
+func (q *Queries) KeyDeleteExpiredByID(ctx context.Context, ids []uuid.UUID) (int32, error) {
+	row := q.db.QueryRow(ctx, keyDeleteExpiredByID, ids)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const keyDeletePoolPage = `-- name: KeyDeletePoolPage :one
 WITH page AS (
     SELECT k.id FROM keys AS k
@@ -833,11 +873,15 @@ WITH digests AS (
 ), names AS (
     SELECT unnest($3::int[]) AS position, unnest($4::text[]) AS name
 )
-SELECT digests.position::int AS position, 'secret'::text AS reason FROM digests
-WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = $5::text AND d.secret_digest = digests.digest)
+SELECT digests.position::int AS position, 'secret'::text AS reason, d.id AS key_id,
+       coalesce(d.expires_at <= now(), false)::boolean AS expired
+FROM digests
+JOIN keys AS d ON d.pool = $5::text AND d.secret_digest = digests.digest
 UNION ALL
-SELECT names.position::int AS position, 'name'::text AS reason FROM names
-WHERE EXISTS (SELECT 1 FROM keys AS d WHERE d.pool = $5::text AND d.name = names.name)
+SELECT names.position::int AS position, 'name'::text AS reason, d.id AS key_id,
+       coalesce(d.expires_at <= now(), false)::boolean AS expired
+FROM names
+JOIN keys AS d ON d.pool = $5::text AND d.name = names.name
 ORDER BY 1, 2
 `
 
@@ -852,15 +896,18 @@ type KeyFindExistingParams struct {
 type KeyFindExistingRow struct {
 	Position int32
 	Reason   string
+	KeyID    uuid.UUID
+	Expired  bool
 }
 
 // Which of the keys about to be created a pool already has: the positions
 // (in the caller's list) whose secret has a digest in the pool (digests
 // under every configured encryption key, so rows not yet rotated count),
 // reason 'secret', and those whose name a key of the pool has, reason
-// 'name'. Each is one probe of keys_pool_secret_digest_idx or
-// keys_pool_name_idx. Run under KeyLockPoolSecrets, so that no import of
-// the pool commits in between.
+// 'name', with that key and whether its life has ended (it counts as gone,
+// and the caller deletes it first: KeyDeleteExpiredByID). Each is one probe
+// of keys_pool_secret_digest_idx or keys_pool_name_idx. Run under
+// KeyLockPoolSecrets, so that no import of the pool commits in between.
 func (q *Queries) KeyFindExisting(ctx context.Context, arg KeyFindExistingParams) ([]KeyFindExistingRow, error) {
 	rows, err := q.db.Query(ctx, keyFindExisting,
 		arg.DigestPositions,
@@ -876,7 +923,12 @@ func (q *Queries) KeyFindExisting(ctx context.Context, arg KeyFindExistingParams
 	var items []KeyFindExistingRow
 	for rows.Next() {
 		var i KeyFindExistingRow
-		if err := rows.Scan(&i.Position, &i.Reason); err != nil {
+		if err := rows.Scan(
+			&i.Position,
+			&i.Reason,
+			&i.KeyID,
+			&i.Expired,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -156,6 +156,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, []string{"k1"}, []string{"abcd"}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, []string{"keys_pool_secret_digest_idx"}},
 		// Imports, names, cooldowns after a lease, policies.
 		{"KeyFindExisting", keyFindExisting, []any{[]int32{0, 0, 1}, [][]byte{[]byte("d"), []byte("e"), []byte("f")}, []int32{0, 1}, []string{"k1", "k2"}, "labelled"}, []string{"keys_pool_secret_digest_idx", "keys_pool_name_idx"}},
+		{"KeyDeleteExpiredByID", keyDeleteExpiredByID, []any{[]uuid.UUID{id, uuid.New()}}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyGetByName", keyGetByName, []any{"labelled", "k1"}, []string{"keys_pool_name_idx", "key_state_pkey"}},
 		{"KeyCooldownAfterLease", keyCooldownAfterLease, []any{id, 30.0, 7}, []string{"key_events_key_id_at_idx", "key_state_pkey", "keys_pkey"}},
 		{"KeyRebaseLives", keyRebaseLives, []any{"other", uuid.Nil, 1000, 3600.0}, []string{"keys_pool_id_idx", "keys_pkey"}},

@@ -279,3 +279,22 @@ func TestCooldownAfterTheLeaseEnded(t *testing.T) {
 	require.Nil(t, after.body["coolingUntil"])
 	require.False(t, strings.Contains(after.raw, `"coolingUntil":"`))
 }
+
+// A key whose life has ended is gone even before the background job
+// removes it: importing its secret or name again creates a new key.
+func TestImportAfterTheKeyExpired(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, testdb.New(t), options{secrets: testKeyring(t)})
+	first := do(t, "POST", srv.url+"/keys", `{"pool": "short", "keyTTL": "100ms", "keys": [{"secret": "sk-short-0123456789", "name": "only"}]}`)
+	require.Equal(t, http.StatusCreated, first.status, first.raw)
+	old := first.body["keys"].([]any)[0].(map[string]any)["keyId"].(string)
+	time.Sleep(300 * time.Millisecond)
+	requireProblem(t, do(t, "GET", srv.url+"/keys/"+old, ""), http.StatusNotFound, "key_not_found")
+
+	again := do(t, "POST", srv.url+"/keys", `{"pool": "short", "keys": [{"secret": "sk-short-0123456789", "name": "only"}]}`)
+	require.Equal(t, http.StatusCreated, again.status, again.raw)
+	require.Empty(t, again.body["skipped"])
+	renewed := again.body["keys"].([]any)[0].(map[string]any)
+	require.NotEqual(t, old, renewed["keyId"])
+	require.Equal(t, renewed["keyId"], do(t, "GET", srv.url+"/pools/short/keys/only", "").str("keyId"))
+}

@@ -451,8 +451,24 @@ func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b impo
 	if err != nil {
 		return nil, err
 	}
+	// A key whose life has ended is gone: it is deleted now, as the
+	// background job would, rather than refuse its secret or name.
+	var ended []uuid.UUID
+	for _, e := range existing {
+		if e.Expired {
+			ended = append(ended, e.KeyID)
+		}
+	}
+	if len(ended) > 0 {
+		if _, err := q.KeyDeleteExpiredByID(ctx, ended); err != nil {
+			return nil, err
+		}
+	}
 	skip := make(map[int]bool, len(existing))
 	for _, e := range existing {
+		if e.Expired {
+			continue
+		}
 		if !opts.SkipExisting {
 			return nil, &DuplicateError{Index: int(e.Position), Earlier: -1, Reason: e.Reason}
 		}
