@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -53,36 +54,34 @@ func TestDashboardInABrowser(t *testing.T) {
 		// An error of the API is shown with its title, detail and code.
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the problem is shown", `!document.getElementById('problem').hidden`)
-		require.Equal(t, "Getting a key failed: No free key", b.text("#problem-title"))
-		require.Equal(t, "Every key of the pool is held, or the pool has no keys.", b.text("#problem-detail"))
-		require.Equal(t, "404 no_free_key", b.text("#problem-code"))
+		b.waitText("#problem-title", "Getting a key failed: No free key")
+		b.waitText("#problem-detail", "Every key of the pool is held, or the pool has no keys.")
+		b.waitText("#problem-code", "404 no_free_key")
 
 		// Create five keys.
 		b.do(chromedp.SetValue(chromedp.CSS("#create-count"), "5"),
 			chromedp.Click(chromedp.CSS("#create-form button[type=submit]")))
 		b.waitFor("the keys are listed", `document.querySelectorAll('#keys-body tr').length === 5`)
 		b.requireCounts("e2e", 5, 5, 0)
-		require.Equal(t, "Created 5 keys in e2e.", b.text("#action-status"))
+		b.waitText("#action-status", "Created 5 keys in e2e.")
 		b.waitFor("the problem is gone after a success", `document.getElementById('problem').hidden`)
-		require.Equal(t, "5", b.eval(`document.querySelector('#pools li[data-pool="*all"] [data-stat="total"]').textContent`))
+		b.waitText(`#pools li[data-pool="*all"] [data-stat="total"]`, "5")
 
 		// Get a key: its lease token is shown, and it is held.
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the lease is shown", `!document.getElementById('lease').hidden`)
-		id := b.text("#lease-key")
-		token := b.text("#lease-token")
-		require.Regexp(t, `^[0-9a-f-]{36}$`, id)
-		require.Regexp(t, `^[0-9]+$`, token)
+		id := b.waitMatch("#lease-key", `^[0-9a-f-]{36}$`)
+		token := b.waitMatch("#lease-token", `^[0-9]+$`)
 		b.requireCounts("e2e", 5, 4, 1)
 		row := `#keys-body tr[data-key-id="` + id + `"]`
-		b.waitFor("the key's row shows it held", `document.querySelector('`+row+`').dataset.state === 'blocked'`)
-		require.Equal(t, "blocked · yours", b.text(row+" .c-state"))
-		require.Equal(t, token, b.text(row+" .c-token"))
-		require.Regexp(t, `^(\d+ s|1 min 00 s)$`, b.text(row+" .c-lease"), "the lease counts down")
-		require.Regexp(t, `^\d+ min \d\d s$`, b.text(row+" .c-expires"), "the key's life counts down")
-		b.waitFor("the chart counts the claim", `document.querySelector('#activity-chart svg').dataset.assigned === '1'`)
-		require.Equal(t, "1", b.text(`#activity-legend [data-total="assigned"]`))
-		b.waitFor("the durations count the lease as held", `document.querySelector('#durations-chart svg').dataset.held === '1'`)
+		b.waitFor("the key's row shows it held", `document.querySelector('`+row+`')?.dataset.state === 'blocked'`)
+		b.waitText(row+" .c-state", "blocked · yours")
+		b.waitText(row+" .c-token", token)
+		b.waitMatch(row+" .c-lease", `^(\d+ s|1 min 00 s)$`) // the lease counts down
+		b.waitMatch(row+" .c-expires", `^\d+ min \d\d s$`)   // the key's life counts down
+		b.waitFor("the chart counts the claim", `document.querySelector('#activity-chart svg')?.dataset.assigned === '1'`)
+		b.waitText(`#activity-legend [data-total="assigned"]`, "1")
+		b.waitFor("the durations count the lease as held", `document.querySelector('#durations-chart svg')?.dataset.held === '1'`)
 		server := getKey(t, r.URL, id)
 		require.Equal(t, true, server["isBlocked"], "the server holds the key")
 		require.Nil(t, server["lastKeepAliveAt"])
@@ -91,26 +90,28 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS(row + ` button[data-action="keepalive"]`)))
 		b.waitFor("the keep-alive is confirmed", `document.getElementById('action-status').textContent.includes('lease was extended')`)
 		require.NotNil(t, getKey(t, r.URL, id)["lastKeepAliveAt"], "the server kept the key alive")
-		require.True(t, b.eval(`document.getElementById('problem').hidden`) == "true")
+		b.waitFor("no problem is shown after the keep-alive", `document.getElementById('problem').hidden`)
 
 		// Release it.
 		b.do(chromedp.Click(chromedp.CSS(row + ` button[data-action="release"]`)))
-		b.waitFor("the row shows the key free", `document.querySelector('`+row+`').dataset.state === 'free'`)
+		b.waitFor("the row shows the key free", `document.querySelector('`+row+`')?.dataset.state === 'free'`)
 		b.requireCounts("e2e", 5, 5, 0)
-		require.Equal(t, "free", b.text(row+" .c-state"))
-		require.Equal(t, "—", b.text(row+" .c-token"))
+		b.waitText(row+" .c-state", "free")
+		b.waitText(row+" .c-token", "—")
 		b.waitFor("the lease panel is gone", `document.getElementById('lease').hidden`)
-		b.waitFor("the chart counts the release", `document.querySelector('#activity-chart svg').dataset.released === '1'`)
-		require.Equal(t, "1", b.text(`#activity-legend [data-total="released"]`))
-		b.waitFor("the durations count the ended lease", `document.querySelector('#durations-chart svg').dataset.ended === '1'
-			&& document.querySelector('#durations-chart svg').dataset.held === '0'`)
+		b.waitFor("the chart counts the release", `document.querySelector('#activity-chart svg')?.dataset.released === '1'`)
+		b.waitText(`#activity-legend [data-total="released"]`, "1")
+		b.waitFor("the durations count the ended lease", `document.querySelector('#durations-chart svg')?.dataset.ended === '1'
+			&& document.querySelector('#durations-chart svg')?.dataset.held === '0'`)
 		require.Equal(t, false, getKey(t, r.URL, id)["isBlocked"])
 
 		// Delete another key; deleting asks for a confirmation first.
-		other := b.eval(`[...document.querySelectorAll('#keys-body tr')].find(tr => tr.dataset.keyId !== '` + id + `').dataset.keyId`)
+		other := b.waitValue("another key is listed",
+			`[...document.querySelectorAll('#keys-body tr')].find(tr => tr.dataset.keyId !== '`+id+`')?.dataset.keyId`,
+			regexp.MustCompile(`^[0-9a-f-]{36}$`).MatchString)
 		deleteButton := `#keys-body tr[data-key-id="` + other + `"] button[data-action="delete"]`
 		b.do(chromedp.Click(chromedp.CSS(deleteButton)))
-		require.Equal(t, "Confirm delete", b.text(deleteButton))
+		b.waitText(deleteButton, "Confirm delete")
 		require.Equal(t, "5", b.eval(`String(document.querySelectorAll('#keys-body tr').length)`), "nothing is deleted yet")
 		b.do(chromedp.Click(chromedp.CSS(deleteButton)))
 		b.waitFor("the deleted key is gone", `document.querySelectorAll('#keys-body tr').length === 4
@@ -149,9 +150,9 @@ func TestDashboardInABrowser(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the lease is shown", `!document.getElementById('lease').hidden`)
 		b.requireCounts("payments", 48, 32, 16)
-		b.waitFor("keys expire soon", `document.querySelector('#pools li[data-pool="payments"] [data-stat="expiring"]').textContent === '4'`)
-		b.waitFor("the hour's activity is drawn", `Number(document.querySelector('#activity-chart svg').dataset.assigned) > 300`)
-		b.waitFor("the durations are drawn", `Number(document.querySelector('#durations-chart svg').dataset.ended) > 300`)
+		b.waitText(`#pools li[data-pool="payments"] [data-stat="expiring"]`, "4") // keys expire soon
+		b.waitFor("the hour's activity is drawn", `Number(document.querySelector('#activity-chart svg')?.dataset.assigned) > 300`)
+		b.waitFor("the durations are drawn", `Number(document.querySelector('#durations-chart svg')?.dataset.ended) > 300`)
 		b.waitFor("a page of keys is listed", `document.querySelectorAll('#keys-body tr').length === 20`)
 		b.requireAccessible()
 		b.screenshot("dashboard.png", 1280, true)
@@ -211,10 +212,10 @@ func TestDashboardInABrowser(t *testing.T) {
 
 		b := browser.open(t, r.URL+"/#pool=cool")
 		b.waitFor("the cooled key leads the cooldowns", `document.querySelectorAll('#cooldowns-body tr').length === 1
-			&& document.querySelector('#cooldowns-body code').title === '`+id+`'
+			&& document.querySelector('#cooldowns-body code')?.title === '`+id+`'
 			&& document.getElementById('cooldowns-empty').hidden`)
-		b.waitFor("its row says it cools down", `document.querySelector('#keys-body tr[data-key-id="`+id+`"]').dataset.state === 'cooling'`)
-		require.Equal(t, "1", b.eval(`document.querySelector('#cooldowns-body td').textContent`))
+		b.waitFor("its row says it cools down", `document.querySelector('#keys-body tr[data-key-id="`+id+`"]')?.dataset.state === 'cooling'`)
+		b.waitText("#cooldowns-body td", "1")
 		b.requireNoProblems()
 	})
 }
@@ -340,15 +341,89 @@ func (tb *tab) do(steps ...chromedp.Action[chromedp.Void]) {
 	require.NoError(tb.t, chromedp.Do(tb.ctx, steps...))
 }
 
-// waitFor waits until the JavaScript condition holds on the page.
+// waitTimeout bounds each wait for the page. The page polls the server
+// every 2 s; on a busy machine an answer may take seconds more.
+const waitTimeout = 60 * time.Second
+
+// waitEvery is the pause between two looks at the page.
+const waitEvery = 25 * time.Millisecond
+
+// waitFor waits until the JavaScript condition holds on the page. What the
+// page shows follows the server by polls and answers that may come late, so
+// every check of it waits: see waitValue.
 func (tb *tab) waitFor(what, condition string) {
 	tb.t.Helper()
-	_, err := chromedp.Run(tb.ctx, chromedp.Poll[chromedp.Void](condition, chromedp.WithPollingTimeout(60*time.Second)))
-	if err != nil {
-		status := tb.eval(`document.getElementById('live').textContent + ' | ' + document.getElementById('action-status').textContent
-			+ ' | ' + (document.getElementById('problem').hidden ? '' : document.getElementById('problem').textContent)`)
-		tb.t.Fatalf("waiting until %s: %v (page: %s)", what, err, status)
+	tb.waitValue(what, `Boolean(`+condition+`)`, func(v string) bool { return v == "true" })
+}
+
+// waitText waits until the element the selector finds has the text want
+// (trimmed), and fails with the text it had last.
+func (tb *tab) waitText(selector, want string) {
+	tb.t.Helper()
+	tb.waitValue(fmt.Sprintf("%s reads %q", selector, want), textOf(selector), func(v string) bool { return v == want })
+}
+
+// waitMatch waits until the text of the element the selector finds matches
+// the pattern, and returns that text.
+func (tb *tab) waitMatch(selector, pattern string) string {
+	tb.t.Helper()
+	re := regexp.MustCompile(pattern)
+	return tb.waitValue(fmt.Sprintf("%s matches %s", selector, pattern), textOf(selector), re.MatchString)
+}
+
+// waitValue evaluates the JavaScript expression on the page, as a string,
+// until ok accepts its value, and returns that value. An expression that
+// throws (it reads an element that is not rendered yet, say) counts as not
+// yet; after waitTimeout the test fails with the last value and the last
+// exception.
+func (tb *tab) waitValue(what, expression string, ok func(string) bool) string {
+	tb.t.Helper()
+	script := `(() => { try { return {value: String(` + expression + `)}; } catch (e) { return {exception: String(e)}; } })()`
+	type result struct {
+		Value     *string `json:"value"`
+		Exception string  `json:"exception"`
 	}
+	last, lastException := "(none)", ""
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		r, err := chromedp.Run(tb.ctx, chromedp.Evaluate[result](script))
+		if err != nil {
+			// Not an exception of the expression, which the script catches:
+			// a syntax error, or the tab is gone.
+			tb.t.Fatalf("waiting until %s: %v (page: %s)", what, err, tb.status())
+		}
+		if r.Exception != "" {
+			lastException = r.Exception
+		} else if r.Value != nil {
+			if ok(*r.Value) {
+				return *r.Value
+			}
+			last = fmt.Sprintf("%q", *r.Value)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-tb.ctx.Done():
+			tb.t.Fatalf("waiting until %s: %v; last value %s, last exception %q (page: %s)",
+				what, tb.ctx.Err(), last, lastException, tb.status())
+		case <-time.After(waitEvery):
+		}
+	}
+	tb.t.Fatalf("waiting until %s: not so after %s; last value %s, last exception %q (page: %s)",
+		what, waitTimeout, last, lastException, tb.status())
+	return ""
+}
+
+// status says what the page's status lines say, for a failure's message.
+func (tb *tab) status() string {
+	s, err := chromedp.Run(tb.ctx, chromedp.Evaluate[string](`[document.getElementById('live')?.textContent,
+		document.getElementById('action-status')?.textContent,
+		document.getElementById('problem')?.hidden ? '' : document.getElementById('problem')?.textContent].join(' | ')`))
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // eval returns the value of a JavaScript expression, as a string.
@@ -359,12 +434,14 @@ func (tb *tab) eval(expression string) string {
 	return fmt.Sprint(v)
 }
 
-// text returns the text of the element the selector finds.
-func (tb *tab) text(selector string) string {
-	tb.t.Helper()
+// textOf is a JavaScript expression for the trimmed text of the element the
+// selector finds, or undefined while there is none.
+func textOf(selector string) string {
 	raw, err := json.Marshal(selector)
-	require.NoError(tb.t, err)
-	return tb.eval(`document.querySelector(` + string(raw) + `).textContent.trim()`)
+	if err != nil {
+		panic(err)
+	}
+	return `document.querySelector(` + string(raw) + `)?.textContent.trim()`
 }
 
 // requireCounts waits until the pool's card shows the counts.
@@ -373,7 +450,7 @@ func (tb *tab) requireCounts(pool string, total, free, held int) {
 	card := `#pools li[data-pool="` + pool + `"]`
 	tb.waitFor(fmt.Sprintf("pool %s counts %d keys, %d free, %d held", pool, total, free, held), fmt.Sprintf(
 		`(() => { const card = document.querySelector('%s'); if (!card) return false;
-			const n = (s) => card.querySelector('[data-stat="' + s + '"]').textContent;
+			const n = (s) => card.querySelector('[data-stat="' + s + '"]')?.textContent;
 			return n('total') === '%d' && n('free') === '%d' && n('blocked') === '%d'; })()`,
 		card, total, free, held))
 }
@@ -403,10 +480,10 @@ func (tb *tab) screenshot(name string, width int64, full bool) {
 	}
 	tb.do(chromedp.EmulateViewport(width, height))
 	tb.waitFor("the charts fit the width",
-		`Math.abs(document.querySelector('#activity-chart svg').getAttribute('width') - document.getElementById('activity-chart').clientWidth) < 1
+		`Math.abs(document.querySelector('#activity-chart svg')?.getAttribute('width') - document.getElementById('activity-chart').clientWidth) < 1
 		|| document.getElementById('activity-chart').clientWidth < 260`)
-	overflow := tb.eval(`String(document.documentElement.scrollWidth - document.documentElement.clientWidth)`)
-	require.Equal(tb.t, "0", overflow, "the page is wider than a %d pixel screen", width)
+	tb.waitValue(fmt.Sprintf("the page fits a %d pixel screen", width),
+		`document.documentElement.scrollWidth - document.documentElement.clientWidth`, func(v string) bool { return v == "0" })
 	capture := chromedp.CaptureScreenshot()
 	if full {
 		capture = chromedp.FullScreenshot(100)

@@ -40,6 +40,8 @@
     pool: 'default',
     stats: null,
     minutes: [],
+    // The number of the activity request whose answer each minute shows.
+    minuteLoads: new Map(),
     durations: null,
     cooldowns: [],
     page: { after: '', previous: [], keys: [], nextAfter: null },
@@ -48,6 +50,8 @@
     clockOffset: 0,
     polls: 0,
     timer: 0,
+    // Whether a pool was chosen yet, by the address, the start or a click.
+    chosen: false,
   };
 
   // ---- the API ------------------------------------------------------------
@@ -66,6 +70,7 @@
     const bearer = readStored('accessToken', '');
     if (bearer) headers.Authorization = 'Bearer ' + bearer;
     let resp;
+    const sentAt = Date.now();
     try {
       resp = await fetch(path, {
         method, headers, cache: 'no-store',
@@ -75,7 +80,7 @@
       throw new ApiError({ title: 'Server unreachable', status: 0, code: 'network_error',
         detail: 'The request could not be sent or got no answer. Is the server running?' });
     }
-    noteServerClock(resp);
+    noteServerClock(resp, sentAt);
     let data = null;
     try {
       data = await resp.json();
@@ -90,13 +95,19 @@
     return data;
   }
 
-  // Countdowns use the server's clock: a browser whose clock is off by more
-  // than the Date header's one-second grain is corrected.
-  function noteServerClock(resp) {
+  // Countdowns use the server's clock: a browser whose clock is clearly off
+  // (by more than 2 s, well above the Date header's one-second grain) is
+  // corrected. The server answered within the second of its Date header,
+  // at a time between the sending of the request and now, so the clocks'
+  // offset lies between lo and hi. An answer that was slow to arrive, or to
+  // be handled on a busy machine, only widens that span: it does not pass
+  // for a clock that is off and set the countdowns seconds back.
+  function noteServerClock(resp, sentAt) {
     const date = Date.parse(resp.headers.get('Date') || '');
     if (Number.isNaN(date)) return;
-    const offset = date + 500 - Date.now();
-    state.clockOffset = Math.abs(offset) > 2000 ? offset : 0;
+    const lo = date - Date.now();
+    const hi = date + 1000 - sentAt;
+    state.clockOffset = lo > 2000 || hi < -2000 ? Math.round((lo + hi) / 2) : 0;
   }
 
   const serverNow = () => Date.now() + state.clockOffset;
@@ -135,8 +146,35 @@
 
   // ---- loading --------------------------------------------------------------
 
+  // Requests of one kind overlap (a poll and the refresh after an action,
+  // say), and their answers can arrive in any order. Each request gets a
+  // number when it is sent, and an answer is shown only if no answer to a
+  // request sent after it was shown already: an old answer never overwrites
+  // a newer one.
+  function inOrder() {
+    let sent = 0;
+    let shown = 0;
+    return {
+      send: () => ++sent,
+      show(n) {
+        if (n < shown) return false;
+        shown = n;
+        return true;
+      },
+    };
+  }
+
+  const statsOrder = inOrder();
+  const activityOrder = inOrder();
+  const durationsOrder = inOrder();
+  const cooldownsOrder = inOrder();
+  const liveOrder = inOrder();
+
   async function loadStats() {
-    state.stats = await api('GET', '/stats');
+    const load = statsOrder.send();
+    const stats = await api('GET', '/stats');
+    if (!statsOrder.show(load)) return;
+    state.stats = stats;
     renderPools();
   }
 
@@ -158,32 +196,44 @@
     renderKeys();
   }
 
+  // loadActivity reads the last two minutes, or the whole hour when full,
+  // and merges them in. The answers of a poll (two minutes) and of a full
+  // read overlap and may arrive in any order: each minute keeps the counts
+  // of the answer to the latest request that covered it, so that neither
+  // an old full read nor an old poll puts older counts back.
   async function loadActivity(full) {
     const pool = state.pool;
     const minutes = full ? MINUTES : 2;
+    const load = activityOrder.send();
     const data = await api('GET', '/activity?pool=' + enc(pool) + '&minutes=' + minutes);
     if (pool !== state.pool) return;
-    // Read from a standby (REPORT_DATABASE_URL), the charts may be behind
-    // the counts above, which come from the primary: say by how much.
-    $('activity-source').textContent = data.source === 'standby'
-      ? 'Read from the standby, ' + data.replayLagSeconds.toFixed(1) + ' s behind the primary'
-      : '';
-    if (full) {
-      state.minutes = data.perMinute;
-    } else {
-      const byMinute = new Map(state.minutes.map((m) => [m.minute, m]));
-      for (const m of data.perMinute) byMinute.set(m.minute, m);
-      state.minutes = [...byMinute.values()]
-        .sort((a, b) => Date.parse(a.minute) - Date.parse(b.minute))
-        .slice(-MINUTES);
+    if (activityOrder.show(load)) {
+      // Read from a standby (REPORT_DATABASE_URL), the charts may be behind
+      // the counts above, which come from the primary: say by how much.
+      $('activity-source').textContent = data.source === 'standby'
+        ? 'Read from the standby, ' + data.replayLagSeconds.toFixed(1) + ' s behind the primary'
+        : '';
     }
+    const byMinute = new Map(state.minutes.map((m) => [m.minute, m]));
+    for (const m of data.perMinute) {
+      if (!(state.minuteLoads.get(m.minute) > load)) {
+        byMinute.set(m.minute, m);
+        state.minuteLoads.set(m.minute, load);
+      }
+    }
+    state.minutes = [...byMinute.values()]
+      .sort((a, b) => Date.parse(a.minute) - Date.parse(b.minute))
+      .slice(-MINUTES);
+    const kept = new Set(state.minutes.map((m) => m.minute));
+    for (const minute of state.minuteLoads.keys()) if (!kept.has(minute)) state.minuteLoads.delete(minute);
     drawActivity();
   }
 
   async function loadDurations() {
     const pool = state.pool;
+    const load = durationsOrder.send();
     const data = await api('GET', '/activity/lease-durations?pool=' + enc(pool) + '&minutes=' + MINUTES);
-    if (pool !== state.pool) return;
+    if (pool !== state.pool || !durationsOrder.show(load)) return;
     state.durations = data;
     drawDurations();
   }
@@ -193,8 +243,9 @@
   async function loadCooldowns() {
     const pool = state.pool;
     const from = new Date(serverNow() - COOLDOWN_HOURS * 3600 * 1000).toISOString();
+    const load = cooldownsOrder.send();
     const data = await api('GET', '/reports/key-cooldowns?pool=' + enc(pool) + '&from=' + enc(from));
-    if (pool !== state.pool) return;
+    if (pool !== state.pool || !cooldownsOrder.show(load)) return;
     const byKey = new Map();
     for (const row of data.rows) {
       const k = byKey.get(row.keyId) || { keyId: row.keyId, cooldowns: 0, totalSeconds: 0, maxSeconds: 0 };
@@ -233,9 +284,12 @@
   // refresh reads everything the page shows; full also reads the whole hour
   // of activity, the lease durations and the cooldowns.
   async function refresh(full) {
+    const load = liveOrder.send();
     const jobs = [loadStats(), loadKeys(), loadActivity(full)];
     if (full) jobs.push(loadDurations(), loadCooldowns());
     const results = await Promise.allSettled(jobs);
+    // An older refresh that ends late does not speak over a newer one.
+    if (!liveOrder.show(load)) return false;
     const failed = results.find((r) => r.status === 'rejected');
     if (failed) {
       setLive('error', 'Not updated: ' + describe(failed.reason));
@@ -277,6 +331,7 @@
     }
     const changed = pool !== state.pool;
     state.pool = pool;
+    state.chosen = true;
     $('pool-name').textContent = pool;
     $('keys-pool').textContent = pool;
     $('pool-input').value = pool;
@@ -284,6 +339,7 @@
     if (changed) {
       state.page = { after: '', previous: [], keys: [], nextAfter: null };
       state.minutes = [];
+      state.minuteLoads = new Map();
       state.durations = null;
       state.cooldowns = [];
       renderKeys();
@@ -835,10 +891,14 @@
       selectPool(fromHash);
       return;
     }
+    // A pool chosen while the counts were on their way stays chosen.
     api('GET', '/stats').then((stats) => {
+      if (state.chosen) return;
       const names = stats.pools.map((p) => p.pool);
       selectPool(names.length === 0 || names.includes('default') ? 'default' : names[0]);
-    }, () => selectPool('default'));
+    }, () => {
+      if (!state.chosen) selectPool('default');
+    });
   }
 
   start();
