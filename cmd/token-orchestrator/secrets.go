@@ -83,18 +83,12 @@ func runSecrets(args []string, stdout, stderr io.Writer, getenv func(string) str
 	fmt.Fprintf(stdout, "Re-encrypting under key %s.\n", keyring.CurrentID())
 	total := 0
 	for _, old := range keyring.IDs()[1:] {
-		done := 0
-		for {
-			n, _, err := st.ResealBatch(ctx, old, *batch)
-			if err != nil {
-				fmt.Fprintf(stderr, "token-orchestrator secrets rotate: key %s, after %d rows: %v\n", old, done, err)
-				return exitFailed
-			}
-			if n == 0 {
-				break
-			}
-			done += n
+		done, err := st.Reseal(ctx, old, *batch, func(done int) {
 			fmt.Fprintf(stdout, "  key %s: %d re-encrypted\n", old, done)
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "token-orchestrator secrets rotate: key %s, after %d rows: %v\n", old, done, err)
+			return exitFailed
 		}
 		fmt.Fprintf(stdout, "Key %s: %d rows re-encrypted; none left.\n", old, done)
 		total += done

@@ -1567,6 +1567,24 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 	return items, nil
 }
 
+const keySecretsRemainUnder = `-- name: KeySecretsRemainUnder :one
+SELECT ((SELECT k.id FROM keys AS k
+         WHERE k.secret_key_id >= $1::text AND k.secret_key_id <= $1::text
+         ORDER BY k.secret_key_id, k.id
+         LIMIT 1) IS NOT NULL)::boolean AS remain
+`
+
+// Whether any key's secret is still sealed under the given encryption key,
+// locked or not: `secrets rotate` is done only when none is. The first entry
+// of the key's range in keys_secret_key_id_idx (written as a range: see
+// KeySecretsSealedUnder).
+func (q *Queries) KeySecretsRemainUnder(ctx context.Context, secretKeyID string) (bool, error) {
+	row := q.db.QueryRow(ctx, keySecretsRemainUnder, secretKeyID)
+	var remain bool
+	err := row.Scan(&remain)
+	return remain, err
+}
+
 const keySecretsReseal = `-- name: KeySecretsReseal :execrows
 WITH sealed AS (
     SELECT unnest($2::uuid[]) AS id, unnest($4::bytea[]) AS ciphertext,

@@ -168,6 +168,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"PoolDelete", poolDelete, []any{"default"}, []string{"keys_pool_id_idx"}},
 		{"PoolHasKeys", poolHasKeys, []any{"default"}, []string{"keys_pool_id_idx"}},
 		{"KeySecretsSealedUnder", keySecretsSealedUnder, []any{"old", 500}, []string{"keys_secret_key_id_idx"}},
+		{"KeySecretsRemainUnder", keySecretsRemainUnder, []any{"old"}, []string{"keys_secret_key_id_idx"}},
 		{"KeySecretsReseal", keySecretsReseal, []any{"new", []uuid.UUID{id, uuid.New()}, "old", [][]byte{[]byte("x"), []byte("y")}, [][]byte{[]byte("d"), []byte("e")}}, []string{"keys_pkey|keys_secret_key_id_idx"}},
 		{"KeyDelete", keyDelete, []any{id}, []string{"key_state_pkey", "keys_pkey"}},
 		{"KeyReleaseEndedLeases", keyReleaseEndedLeases, []any{nil, 1000}, []string{"key_state_lease_expires_at_idx", "key_state_pkey"}},

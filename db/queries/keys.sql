@@ -754,3 +754,13 @@ WITH expired_state AS (
     GROUP BY state.pool ORDER BY state.pool
 )
 SELECT count(*)::int FROM state;
+
+-- name: KeySecretsRemainUnder :one
+-- Whether any key's secret is still sealed under the given encryption key,
+-- locked or not: `secrets rotate` is done only when none is. The first entry
+-- of the key's range in keys_secret_key_id_idx (written as a range: see
+-- KeySecretsSealedUnder).
+SELECT ((SELECT k.id FROM keys AS k
+         WHERE k.secret_key_id >= sqlc.arg(secret_key_id)::text AND k.secret_key_id <= sqlc.arg(secret_key_id)::text
+         ORDER BY k.secret_key_id, k.id
+         LIMIT 1) IS NOT NULL)::boolean AS remain;

@@ -602,3 +602,51 @@ func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, max int) (int,
 	}
 	return int(n), rows[len(rows)-1].ID, nil
 }
+
+// Pauses of Reseal while rows sealed under an older key are locked by other
+// statements: the first is short, each next one twice as long, up to the
+// last.
+const (
+	resealWaitFirst = 50 * time.Millisecond
+	resealWaitMax   = 2 * time.Second
+)
+
+// Reseal seals again, under the current encryption key, every secret
+// sealed under the older key oldKeyID, in batches of max (ResealBatch),
+// and tells progress the running total after each. A batch that finds
+// nothing because other statements have the remaining rows locked is not
+// the end: Reseal waits and tries again until no row is sealed under the
+// older key, or ctx ends. Only then may the older key be removed.
+func (s *Store) Reseal(ctx context.Context, oldKeyID string, max int, progress func(done int)) (int, error) {
+	done := 0
+	pause := resealWaitFirst
+	for {
+		n, _, err := s.ResealBatch(ctx, oldKeyID, max)
+		if err != nil {
+			return done, err
+		}
+		if n > 0 {
+			done += n
+			pause = resealWaitFirst
+			if progress != nil {
+				progress(done)
+			}
+			continue
+		}
+		qctx, cancel := s.withTimeout(ctx)
+		remain, err := s.queries.KeySecretsRemainUnder(qctx, oldKeyID)
+		cancel()
+		if err != nil {
+			return done, classify(err)
+		}
+		if !remain {
+			return done, nil
+		}
+		select {
+		case <-ctx.Done():
+			return done, fmt.Errorf("rows sealed under key %s are still locked by other statements: %w", oldKeyID, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, resealWaitMax)
+	}
+}

@@ -320,3 +320,45 @@ func TestConcurrentImportsAcrossARotationCreateOneKey(t *testing.T) {
 	require.NoError(t, a.pool.QueryRow(a.ctx, "SELECT count(*) FROM keys WHERE pool = 'p'").Scan(&n))
 	require.Equal(t, rounds, n)
 }
+
+// A rotation is done only when no secret is sealed under the older key:
+// a row that another statement holds locked is waited for, not skipped
+// and forgotten.
+func TestResealWaitsForLockedRows(t *testing.T) {
+	t.Parallel()
+	oldKR, oldRaw := newKeyring(t)
+	b := setup(t, store.Config{Secrets: oldKR})
+	created, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-one-0123456789"}, {Secret: "sk-two-0123456789"}})
+	require.NoError(t, err)
+
+	// Another statement holds one of the rows.
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(b.ctx) }()
+	_, err = tx.Exec(b.ctx, "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", created[0].ID)
+	require.NoError(t, err)
+
+	newKR, _ := newKeyring(t, oldRaw)
+	rotated := store.New(b.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: newKR})
+	type result struct {
+		done int
+		err  error
+	}
+	finished := make(chan result, 1)
+	go func() {
+		done, err := rotated.Reseal(b.ctx, oldKR.CurrentID(), 10, nil)
+		finished <- result{done, err}
+	}()
+	select {
+	case r := <-finished:
+		t.Fatalf("the rotation ended with a row still locked under the old key: %d resealed, %v", r.done, r.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, tx.Commit(b.ctx))
+	r := <-finished
+	require.NoError(t, r.err)
+	require.Equal(t, 2, r.done)
+	var ids []string
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT array_agg(DISTINCT secret_key_id) FROM keys").Scan(&ids))
+	require.Equal(t, []string{newKR.CurrentID()}, ids)
+}
