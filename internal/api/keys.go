@@ -665,6 +665,11 @@ func leaseTokenParam(r *http.Request) (*int64, error) {
 	var fromHeader, fromQuery string
 	if header := strings.TrimSpace(r.Header.Get("If-Match")); header != "" && header != "*" {
 		fromHeader = strings.Trim(strings.TrimPrefix(header, "W/"), `"`)
+		if fromHeader == "" {
+			// An empty tag names no lease; taken as no token it would
+			// act on whoever holds the key now.
+			return nil, invalid(errInvalidParameter, "the lease token in If-Match is empty")
+		}
 	}
 	query := r.URL.Query()
 	if query.Has("lease") {

@@ -63,3 +63,22 @@ func TestLateHolderCannotTouchTheNextLease(t *testing.T) {
 	require.Equal(t, http.StatusOK, released.status, released.raw)
 	require.Equal(t, false, released.body["isBlocked"])
 }
+
+// An empty If-Match names no lease: it is refused, and never taken for a
+// request without a token that would release or extend the current
+// holder's lease.
+func TestEmptyIfMatchIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := newServer(t, testdb.New(t), options{})
+	require.Equal(t, http.StatusCreated, do(t, "POST", srv.url+"/keys?pool=e", "").status)
+	held := do(t, "GET", srv.url+"/keys?pool=e", "")
+	require.Equal(t, http.StatusOK, held.status, held.raw)
+	for _, path := range []string{"/keys/" + held.str("keyId"), "/keys/" + held.str("keyId") + "/keepalive", "/keepalive/" + held.str("keyId")} {
+		for _, tag := range []string{`""`, `W/""`} {
+			requireProblem(t, do(t, "PUT", srv.url+path, "", "If-Match", tag), http.StatusBadRequest, "invalid_parameter")
+		}
+	}
+	after := do(t, "GET", srv.url+"/keys/"+held.str("keyId"), "")
+	require.Equal(t, true, after.body["isBlocked"], "the holder's lease is untouched")
+	require.Nil(t, after.body["lastKeepAliveAt"])
+}
