@@ -143,7 +143,7 @@ func (q *Queries) ClaimRequestLock(ctx context.Context, arg ClaimRequestLockPara
 const claimRequestRecord = `-- name: ClaimRequestRecord :execrows
 INSERT INTO claim_requests AS r (pool, idempotency_key, key_id, lease_token, expires_at)
 VALUES ($1::text, $2::text, $3::uuid, $4::bigint,
-        now() + $5::float8 * interval '1 second')
+        $5::timestamptz)
 ON CONFLICT (pool, idempotency_key) DO UPDATE
 SET key_id = excluded.key_id,
     lease_token = excluded.lease_token,
@@ -153,17 +153,17 @@ WHERE r.expires_at <= now()
 `
 
 type ClaimRequestRecordParams struct {
-	Pool            string
-	IdempotencyKey  string
-	KeyID           uuid.UUID
-	LeaseToken      int64
-	LeaseTtlSeconds float64
+	Pool           string
+	IdempotencyKey string
+	KeyID          uuid.UUID
+	LeaseToken     int64
+	ExpiresAt      time.Time
 }
 
 // Records the lease just claimed under the idempotency key, in the claim's
-// transaction, for as long as the lease lasts without keep-alives (now() is
-// the claim's, so the record ends exactly when the lease's first deadline
-// passes). An expired record that the background job has not deleted yet
+// transaction, for as long as the lease lasts without keep-alives: the
+// record ends exactly at the lease's first deadline (expires_at), whatever
+// the pool's lease length. An expired record that the background job has not deleted yet
 // is replaced; a live one is kept, and no row is affected: another request
 // with the same key has claimed first, and the caller rolls its claim back.
 func (q *Queries) ClaimRequestRecord(ctx context.Context, arg ClaimRequestRecordParams) (int64, error) {
@@ -172,7 +172,7 @@ func (q *Queries) ClaimRequestRecord(ctx context.Context, arg ClaimRequestRecord
 		arg.IdempotencyKey,
 		arg.KeyID,
 		arg.LeaseToken,
-		arg.LeaseTtlSeconds,
+		arg.ExpiresAt,
 	)
 	if err != nil {
 		return 0, err

@@ -32,10 +32,13 @@ WITH after_start AS (
 ), claimed AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
-        blocked_at = now(),
+        -- The statement's own time, not the transaction's: an idempotent
+        -- claim runs in a transaction that may first have waited for the
+        -- idempotency key's lock, and that wait must not shorten the lease.
+        blocked_at = statement_timestamp(),
         -- The pool's lease length (or LEASE_TTL), within its longest lease;
         -- least ignores a NULL (no bound).
-        lease_expires_at = now() + least(
+        lease_expires_at = statement_timestamp() + least(
             coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
                      $4::float8 * interval '1 second'),
             (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
@@ -166,10 +169,13 @@ WITH after_start AS (
 ), claimed AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
-        blocked_at = now(),
+        -- The statement's own time, not the transaction's: an idempotent
+        -- claim runs in a transaction that may first have waited for the
+        -- idempotency key's lock, and that wait must not shorten the lease.
+        blocked_at = statement_timestamp(),
         -- The pool's lease length (or LEASE_TTL), within its longest lease;
         -- least ignores a NULL (no bound).
-        lease_expires_at = now() + least(
+        lease_expires_at = statement_timestamp() + least(
             coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
                      $6::float8 * interval '1 second'),
             (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),

@@ -178,7 +178,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		// claim, and the background job's cleanup.
 		{"ClaimRequestGet", claimRequestGet, []any{"default", "claim-7"}, []string{"claim_requests_pkey", "key_state_pkey", "keys_pkey"}},
 		{"ClaimRequestLock", claimRequestLock, []any{"default", "claim-7"}, nil},
-		{"ClaimRequestRecord", claimRequestRecord, []any{"default", "claim-7", id, 7, 60.0}, []string{"claim_requests_pkey"}},
+		{"ClaimRequestRecord", claimRequestRecord, []any{"default", "claim-7", id, 7, sqlExpr("now() + interval '1 minute'")}, []string{"claim_requests_pkey"}},
 		{"ClaimRequestDeleteExpired", claimRequestDeleteExpired, []any{1000}, []string{"claim_requests_expires_at_idx"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"PoolCountsFold", poolCountsFold, []any{1}, []string{"pool_count_changes_pool_xid_idx"}},

@@ -36,14 +36,14 @@ SELECT pg_advisory_xact_lock(hashtextextended(sqlc.arg(pool)::text || ' ' || sql
 
 -- name: ClaimRequestRecord :execrows
 -- Records the lease just claimed under the idempotency key, in the claim's
--- transaction, for as long as the lease lasts without keep-alives (now() is
--- the claim's, so the record ends exactly when the lease's first deadline
--- passes). An expired record that the background job has not deleted yet
+-- transaction, for as long as the lease lasts without keep-alives: the
+-- record ends exactly at the lease's first deadline (expires_at), whatever
+-- the pool's lease length. An expired record that the background job has not deleted yet
 -- is replaced; a live one is kept, and no row is affected: another request
 -- with the same key has claimed first, and the caller rolls its claim back.
 INSERT INTO claim_requests AS r (pool, idempotency_key, key_id, lease_token, expires_at)
 VALUES (sqlc.arg(pool)::text, sqlc.arg(idempotency_key)::text, sqlc.arg(key_id)::uuid, sqlc.arg(lease_token)::bigint,
-        now() + sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second')
+        sqlc.arg(expires_at)::timestamptz)
 ON CONFLICT (pool, idempotency_key) DO UPDATE
 SET key_id = excluded.key_id,
     lease_token = excluded.lease_token,

@@ -144,7 +144,7 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 		IdempotencyKey:  idempotencyKey,
 		KeyID:           key.ID,
 		LeaseToken:      *key.LeaseToken,
-		LeaseTtlSeconds: s.cfg.LeaseTTL.Seconds(),
+		ExpiresAt:       *key.LeaseExpiresAt,
 	})
 	if err != nil {
 		return Key{}, err

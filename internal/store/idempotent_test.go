@@ -59,7 +59,7 @@ func TestClaimIdempotentWaitsForAClaimInFlight(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	recorded, err := q.ClaimRequestRecord(b.ctx, dbsqlc.ClaimRequestRecordParams{
-		Pool: "one", IdempotencyKey: "k", KeyID: rows[0].ID, LeaseToken: *rows[0].LeaseToken, LeaseTtlSeconds: 3600,
+		Pool: "one", IdempotencyKey: "k", KeyID: rows[0].ID, LeaseToken: *rows[0].LeaseToken, ExpiresAt: *rows[0].LeaseExpiresAt,
 	})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, recorded)
@@ -125,4 +125,40 @@ func TestSweeperDeletesExpiredClaimRequestsInBatches(t *testing.T) {
 	_, replayed, err := b.store.ClaimIdempotent(context.Background(), "p", "claim-1")
 	require.NoError(t, err)
 	require.True(t, replayed, "a live record stays")
+}
+
+// An idempotent claim that waits for the idempotency key's lock (another
+// request with the same key is in flight) gets a whole lease from the
+// moment it claims: the wait does not shorten it.
+func TestIdempotentClaimAfterALockWaitGetsAWholeLease(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{LeaseTTL: time.Minute})
+	_, err := b.store.Create(b.ctx, "p", 1)
+	require.NoError(t, err)
+
+	// A session holds the lock that ClaimRequestLock takes for this key.
+	conn, err := b.pool.Acquire(b.ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(b.ctx, "SELECT pg_advisory_lock(hashtextextended('p' || ' ' || 'wait-1', 9))")
+	require.NoError(t, err)
+
+	type result struct {
+		key store.Key
+		err error
+	}
+	claimed := make(chan result, 1)
+	go func() {
+		k, _, err := b.store.ClaimIdempotent(b.ctx, "p", "wait-1")
+		claimed <- result{k, err}
+	}()
+	time.Sleep(700 * time.Millisecond)
+	var unlockedAt time.Time
+	require.NoError(t, conn.QueryRow(b.ctx, "SELECT clock_timestamp()").Scan(&unlockedAt))
+	_, err = conn.Exec(b.ctx, "SELECT pg_advisory_unlock(hashtextextended('p' || ' ' || 'wait-1', 9))")
+	require.NoError(t, err)
+	r := <-claimed
+	require.NoError(t, r.err)
+	require.False(t, r.key.ClaimedAt.Before(unlockedAt), "claimed at %s, before the lock was free at %s", r.key.ClaimedAt, unlockedAt)
+	require.Equal(t, time.Minute, r.key.LeaseExpiresAt.Sub(*r.key.ClaimedAt))
 }
