@@ -152,28 +152,53 @@ func (s *Store) claimRows(ctx context.Context, q *dbsqlc.Queries, pool string, l
 // claimedKeys turns claimed rows into keys with their secrets opened. When
 // a secret does not open (its encryption key was removed from the
 // configuration), every key is released and the claim fails: a client
-// must never get a key without the credential it stands for.
+// must never get a key without the credential it stands for. Used inside
+// a transaction (an idempotent claim), whose rollback releases them.
 func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
-	keys := make([]Key, len(rows))
-	var failed error
-	for i, row := range rows {
-		keys[i] = fromRow(dbsqlc.KeyGetRow{
+	keys, unopened := s.openClaimed(rows)
+	if len(unopened) > 0 {
+		for _, k := range append(keys, unopened...) {
+			go s.ReleaseAbandoned(k)
+		}
+		return nil, ErrSecretUnavailable
+	}
+	return keys, nil
+}
+
+// openClaimed turns claimed rows into keys with their secrets opened, and
+// sets apart the keys whose secret does not open.
+func (s *Store) openClaimed(rows []dbsqlc.KeyClaimRow) (opened, unopened []Key) {
+	for _, row := range rows {
+		key := fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
 			LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint, TimesAssigned: row.TimesAssigned,
 			LeaseToken: row.LeaseToken, BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
 			CoolingUntil: row.CoolingUntil,
 		})
-		if err := s.openSecret(&keys[i], row.SecretKeyID, row.SecretCiphertext); err != nil {
-			failed = err
+		if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
+			unopened = append(unopened, key)
+			continue
+		}
+		opened = append(opened, key)
+	}
+	return opened, unopened
+}
+
+// UnopenedSecretCooldown is how long a key whose secret this server cannot
+// open stays out of claims after a claim took it: long enough that claims
+// and waiting clients do not take it again and again, short enough that
+// it comes back soon after the configuration is mended.
+const UnopenedSecretCooldown = time.Minute
+
+// setAside releases the claimed keys whose secret does not open with a
+// cooldown, so that the next claims take other keys instead of the same
+// ones in a loop. The log names each key (openSecret).
+func (s *Store) setAside(ctx context.Context, keys []Key) {
+	for _, k := range keys {
+		if _, err := s.ReleaseWithCooldown(ctx, k.ID, k.LeaseToken, UnopenedSecretCooldown); err != nil {
+			slog.Warn("could not set aside a key whose secret does not open", "key_id", k.ID, "error", err)
 		}
 	}
-	if failed != nil {
-		for _, k := range keys {
-			go s.ReleaseAbandoned(k)
-		}
-		return nil, failed
-	}
-	return keys, nil
 }
 
 // openSecret decrypts a sealed secret into the key, if it has one. The log

@@ -362,3 +362,43 @@ func TestResealWaitsForLockedRows(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT array_agg(DISTINCT secret_key_id) FROM keys").Scan(&ids))
 	require.Equal(t, []string{newKR.CurrentID()}, ids)
 }
+
+// A key whose secret this server cannot open (sealed under an encryption
+// key it is not configured with) fails neither the claims of its batch nor
+// the ones after it: it is set aside with a cooldown, and the claim takes
+// the other keys.
+func TestKeyWhoseSecretDoesNotOpenIsSetAside(t *testing.T) {
+	t.Parallel()
+	goodKR, _ := newKeyring(t)
+	otherKR, _ := newKeyring(t)
+	b := setup(t, store.Config{Secrets: goodKR})
+	good, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-good-0123456789"}})
+	require.NoError(t, err)
+	foreign := store.New(b.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: otherKR})
+	bad, err := foreign.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-bad-0123456789"}})
+	require.NoError(t, err)
+
+	claimed, err := b.store.ClaimMany(b.ctx, "p", 2)
+	require.NoError(t, err, "the good key is handed out")
+	require.Len(t, claimed, 1)
+	require.Equal(t, good[0].ID, claimed[0].ID)
+	require.Equal(t, "sk-good-0123456789", *claimed[0].Secret)
+
+	setAside, err := b.store.Get(b.ctx, bad[0].ID)
+	require.NoError(t, err)
+	require.False(t, setAside.Held())
+	require.NotNil(t, setAside.CoolingUntil, "the key that does not open cools down")
+	_, err = b.store.Claim(b.ctx, "p")
+	require.ErrorIs(t, err, store.ErrNoFreeKey, "and no claim takes it meanwhile")
+
+	// Once it is released, the good key is claimed again: never the other.
+	_, err = b.store.Release(b.ctx, claimed[0].ID, claimed[0].LeaseToken)
+	require.NoError(t, err)
+	for range 5 {
+		k, err := b.store.Claim(b.ctx, "p")
+		require.NoError(t, err)
+		require.Equal(t, good[0].ID, k.ID)
+		_, err = b.store.Release(b.ctx, k.ID, k.LeaseToken)
+		require.NoError(t, err)
+	}
+}

@@ -251,16 +251,37 @@ func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, err
 func (s *Store) ClaimManyLabelled(ctx context.Context, pool string, max int, labels []string) ([]Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyClaimRow, error) {
-		return s.claimRows(ctx, s.queries, pool, labels, max)
-	})
-	if err != nil {
-		return nil, classify(err)
+	var keys []Key
+	unopenable := false
+	// A key whose secret does not open is set aside (released with a
+	// cooldown) and the claim tried once more for what it lacks, so that
+	// one such key neither fails the claims of its batch nor comes back
+	// to them in a loop.
+	for try := 0; try < 2 && len(keys) < max; try++ {
+		rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyClaimRow, error) {
+			return s.claimRows(ctx, s.queries, pool, labels, max-len(keys))
+		})
+		if err != nil {
+			if len(keys) > 0 {
+				break
+			}
+			return nil, classify(err)
+		}
+		opened, unopened := s.openClaimed(rows)
+		keys = append(keys, opened...)
+		if len(unopened) == 0 {
+			break
+		}
+		unopenable = true
+		s.setAside(ctx, unopened)
 	}
-	if len(rows) == 0 {
-		return nil, ErrNoFreeKey
+	switch {
+	case len(keys) > 0:
+		return keys, nil
+	case unopenable:
+		return nil, ErrSecretUnavailable
 	}
-	return s.claimedKeys(rows)
+	return nil, ErrNoFreeKey
 }
 
 // HasFree reports whether a claim on the pool would find a key now.
