@@ -15,6 +15,21 @@ export type Stats = Schemas["Stats"];
 export type NewKey = Schemas["NewKey"];
 /** Labels of a key, name to value. */
 export type Labels = Schemas["Labels"];
+/** A page of a pool's keys, in id order. */
+export type KeyPage = Schemas["KeyPage"];
+/**
+ * A pool: its policy (only what it sets), what applies (the server's
+ * settings where the policy sets nothing) and its counts.
+ */
+export type Pool = Schemas["Pool"];
+/** A pool's policy as the server shows it: only the fields it sets. */
+export type Policy = Schemas["Policy"];
+/** What applies to a pool. keyTTL null: keys stay until deleted. */
+export type EffectivePolicy = Schemas["EffectivePolicy"];
+/** A pool as it was when deleted. */
+export type DeletedPool = Schemas["DeletedPool"];
+/** A key of an import left out by skipExisting: its index in the list, and why. */
+export type SkippedKey = NonNullable<Schemas["KeyBatch"]["skipped"]>[number];
 
 /** The most keys one importKeys call creates. */
 export const MAX_IMPORT = 10_000;
@@ -92,6 +107,72 @@ export interface ClaimOptions {
  */
 export type Cooldown = number | string;
 
+/** A length of time: milliseconds, or a duration the server reads ("30s", "5m", "24h"). */
+export type Duration = number | string;
+
+/**
+ * A pool's policy for putPool: the whole policy, each field left out is
+ * unset and the server's setting applies.
+ */
+export interface PolicyInput {
+  /** A key's life after its creation or last keep-alive; null: keys stay until deleted. */
+  keyTTL?: Duration | null;
+  /** A lease's length after its claim or last keep-alive. */
+  leaseTTL?: Duration;
+  /** The longest a lease may last from its claim, keep-alives included. */
+  maxLeaseTTL?: Duration;
+  /** Releases and keep-alives without the lease token throw isLeaseTokenRequired. */
+  requireLeaseToken?: boolean;
+  /** The longest a claim may wait for a free key (at most 60 s). */
+  maxWait?: Duration;
+}
+
+export interface ImportOptions {
+  /** "default" when omitted. */
+  pool?: string;
+  /**
+   * Leave out the keys whose secret or name a key of the pool has already
+   * (listed in the answer's skipped) instead of refusing the whole import.
+   */
+  skipExisting?: boolean;
+  /**
+   * The key life of the policy that secrets give a pool without one;
+   * without it that policy's keys stay until deleted.
+   */
+  keyTTL?: Duration;
+  signal?: AbortSignal;
+}
+
+/** What an import created and left out. */
+export interface ImportResult {
+  /** The keys created, in the order listed, without their secrets. */
+  keys: Key[];
+  /** The keys left out by skipExisting. */
+  skipped: SkippedKey[];
+  /** Whether the import's secrets gave the pool its policy (keys that stay, or keyTTL). */
+  policyCreated: boolean;
+}
+
+export interface ListKeysOptions {
+  /** The nextAfter of the previous page; the first page without it. */
+  after?: string;
+  /** Keys a page: 1 to 500, default 50. */
+  limit?: number;
+  signal?: AbortSignal;
+}
+
+export interface DeletePoolOptions {
+  /** Delete the pool's keys too; without it a pool with keys throws isPoolNotEmpty. */
+  deleteKeys?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GetKeyByNameOptions {
+  /** The current lease's token: the answer then carries the key's secret. */
+  leaseToken?: string;
+  signal?: AbortSignal;
+}
+
 export interface ReleaseKeyOptions {
   /**
    * Ends only this lease: a token that is not the current lease's throws
@@ -160,15 +241,33 @@ export class Client {
   }
 
   /**
-   * Creates the keys, with their secrets and labels, in one call (at most
-   * MAX_IMPORT) and answers them in the order given, without their secrets.
-   * A secret that a key of the pool already carries, or one listed twice,
-   * throws isDuplicateSecret; a server without an encryption key throws
-   * isSecretsNotConfigured. Either way nothing is created.
+   * Creates the keys, with their secrets, names and labels, in one call (at
+   * most MAX_IMPORT) and answers them in the order given, without their
+   * secrets. importBatch does the same with more options.
    */
   async importKeys(keys: readonly NewKey[], pool?: string, signal?: AbortSignal): Promise<Key[]> {
-    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool }, body: { keys }, signal });
-    return batch.keys;
+    const result = await this.importBatch(keys, { ...(pool === undefined ? {} : { pool }), ...(signal ? { signal } : {}) });
+    return result.keys;
+  }
+
+  /**
+   * Creates the keys, with their secrets, names and labels, in one call (at
+   * most MAX_IMPORT). A secret or name that a key of the pool already has,
+   * or one listed twice, throws isDuplicateSecret or isDuplicateName (the
+   * detail names keys[i]), unless skipExisting leaves the pool's out; a
+   * server without an encryption key throws isSecretsNotConfigured. Either
+   * way nothing is created. Secrets imported into a pool without a policy
+   * give it one whose keys stay until deleted (or live keyTTL):
+   * policyCreated says so.
+   */
+  async importBatch(keys: readonly NewKey[], options: ImportOptions = {}): Promise<ImportResult> {
+    const body = {
+      keys,
+      ...(options.skipExisting ? { skipExisting: true } : {}),
+      ...(options.keyTTL === undefined ? {} : { keyTTL: durationParam("keyTTL", options.keyTTL) }),
+    };
+    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool: options.pool }, body, signal: options.signal });
+    return { keys: batch.keys, skipped: batch.skipped ?? [], policyCreated: batch.policyCreated ?? false };
   }
 
   /**
@@ -213,6 +312,69 @@ export class Client {
   /** Deletes the key for good; answers it as it was. */
   deleteKey(id: string, signal?: AbortSignal): Promise<DeletedKey> {
     return this.#json<DeletedKey>({ method: "DELETE", path: keyPath(id), signal });
+  }
+
+  /**
+   * The key of the pool with this name (isNotFound when none); with the
+   * current lease's token, its secret too (another token throws isLeaseLost).
+   */
+  getKeyByName(pool: string, name: string, options: GetKeyByNameOptions = {}): Promise<Key> {
+    return this.#json<Key>({ method: "GET", path: namedKeyPath(pool, name), leaseToken: options.leaseToken, signal: options.signal });
+  }
+
+  /** Deletes the key of the pool with this name for good; answers it as it was. */
+  deleteKeyByName(pool: string, name: string, signal?: AbortSignal): Promise<DeletedKey> {
+    return this.#json<DeletedKey>({ method: "DELETE", path: namedKeyPath(pool, name), signal });
+  }
+
+  /**
+   * A page of the pool's live keys in id order, with their names and secret
+   * hints (never secrets or lease tokens); claims nothing. The next page
+   * starts after the page's nextAfter (null on the last page).
+   */
+  listKeys(pool: string, options: ListKeysOptions = {}): Promise<KeyPage> {
+    return this.#json<KeyPage>({
+      method: "GET", path: `${poolPath(pool)}/keys`,
+      query: { after: options.after, limit: options.limit === undefined ? undefined : String(options.limit) },
+      signal: options.signal,
+    });
+  }
+
+  /**
+   * Creates or replaces the pool's policy: the whole policy, a field left
+   * out is unset. A new keyTTL applies to the pool's keys at once
+   * (keysRebased counts them); running leases keep their deadlines.
+   */
+  putPool(pool: string, policy: PolicyInput = {}, signal?: AbortSignal): Promise<Pool> {
+    const body: Record<string, unknown> = {};
+    if (policy.keyTTL !== undefined) body.keyTTL = policy.keyTTL === null ? null : durationParam("keyTTL", policy.keyTTL);
+    for (const name of ["leaseTTL", "maxLeaseTTL", "maxWait"] as const) {
+      const value = policy[name];
+      if (value !== undefined) body[name] = durationParam(name, value);
+    }
+    if (policy.requireLeaseToken !== undefined) body.requireLeaseToken = policy.requireLeaseToken;
+    return this.#json<Pool>({ method: "PUT", path: poolPath(pool), body, signal });
+  }
+
+  /** The pool's policy, what applies, and its counts; isUnknownPool when it has neither keys nor a policy. */
+  getPool(pool: string, signal?: AbortSignal): Promise<Pool> {
+    return this.#json<Pool>({ method: "GET", path: poolPath(pool), signal });
+  }
+
+  /** Every pool that has a policy or keys, in name order. */
+  async listPools(signal?: AbortSignal): Promise<Pool[]> {
+    const list = await this.#json<Schemas["PoolList"]>({ method: "GET", path: "/pools", signal });
+    return list.pools;
+  }
+
+  /**
+   * Removes the pool's policy. A pool that has keys throws isPoolNotEmpty
+   * unless deleteKeys, which deletes them for good first.
+   */
+  deletePool(pool: string, options: DeletePoolOptions = {}): Promise<DeletedPool> {
+    return this.#json<DeletedPool>({
+      method: "DELETE", path: poolPath(pool), query: { deleteKeys: options.deleteKeys ? "true" : undefined }, signal: options.signal,
+    });
   }
 
   /**
@@ -407,12 +569,25 @@ function isStringArray(labels: LabelFilter): labels is readonly string[] {
 /** A cooldown in milliseconds as a duration the server reads; strings as given. */
 function cooldownParam(cooldown: Cooldown | undefined): string | undefined {
   if (cooldown === undefined) return undefined;
-  if (typeof cooldown === "string") return cooldown;
-  if (!Number.isFinite(cooldown) || cooldown < 0) throw new RangeError(`cooldown must be a number of milliseconds from 0, got ${cooldown}`);
-  return `${Math.ceil(cooldown)}ms`;
+  return durationParam("cooldown", cooldown);
+}
+
+/** Milliseconds as a duration the server reads; strings as given. */
+function durationParam(name: string, value: Duration): string {
+  if (typeof value === "string") return value;
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a number of milliseconds from 0, got ${value}`);
+  return `${Math.ceil(value)}ms`;
 }
 
 /** The id stays one path segment, whatever the caller passes. */
 function keyPath(id: string): string {
   return `/keys/${encodeURIComponent(id)}`;
+}
+
+function poolPath(pool: string): string {
+  return `/pools/${encodeURIComponent(pool)}`;
+}
+
+function namedKeyPath(pool: string, name: string): string {
+  return `${poolPath(pool)}/keys/${encodeURIComponent(name)}`;
 }

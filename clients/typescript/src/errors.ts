@@ -6,6 +6,11 @@ export type ErrorCode = components["schemas"]["Problem"]["code"];
 /** An RFC 9457 problem details body as the server sends it. */
 export type Problem = components["schemas"]["Problem"];
 
+/** The answers of 409 that say nothing about a lease. */
+const OTHER_CONFLICTS: ReadonlySet<ErrorCode | undefined> = new Set<ErrorCode>([
+  "idempotency_key_reused", "duplicate_secret", "duplicate_name", "pool_not_empty",
+]);
+
 /**
  * An error answer of the server. `code` is the server's stable error code;
  * it is undefined when the answer had no problem body (answers to HEAD, or
@@ -36,14 +41,22 @@ export class ApiError extends Error {
     this.retryAfterMs = retryAfterMs;
   }
 
-  /** Every key of the pool is held, or the pool has none (404 no_free_key). */
+  /** Every key of the pool is held or cooling; one may be free later (404 no_free_key). */
   get isNoKeyAvailable(): boolean {
     return this.code === "no_free_key";
   }
 
-  /** No live key has this id: deleted, or its life ran out (404). */
+  /**
+   * The pool has neither keys nor a policy: no key comes by waiting, check
+   * its name (404 unknown_pool).
+   */
+  get isUnknownPool(): boolean {
+    return this.code === "unknown_pool";
+  }
+
+  /** No live key has this id or name: deleted, or its life ran out (404). */
   get isNotFound(): boolean {
-    return this.status === 404 && this.code !== "no_free_key";
+    return this.status === 404 && this.code !== "no_free_key" && this.code !== "unknown_pool";
   }
 
   /**
@@ -51,7 +64,15 @@ export class ApiError extends Error {
    * be someone else's now (409 lease_mismatch).
    */
   get isLeaseLost(): boolean {
-    return this.status === 409 && this.code !== "idempotency_key_reused" && this.code !== "duplicate_secret";
+    return this.status === 409 && !OTHER_CONFLICTS.has(this.code);
+  }
+
+  /**
+   * The key's pool requires the lease token for releases and keep-alives,
+   * and none was given; nothing was changed (428 lease_token_required).
+   */
+  get isLeaseTokenRequired(): boolean {
+    return this.code === "lease_token_required";
   }
 
   /**
@@ -60,6 +81,22 @@ export class ApiError extends Error {
    */
   get isDuplicateSecret(): boolean {
     return this.code === "duplicate_secret";
+  }
+
+  /**
+   * A key of the pool already has a name of the import, or the import lists
+   * one twice; nothing was created (409 duplicate_name).
+   */
+  get isDuplicateName(): boolean {
+    return this.code === "duplicate_name";
+  }
+
+  /**
+   * The pool still has keys, and deletePool was not asked to delete them;
+   * nothing was changed (409 pool_not_empty).
+   */
+  get isPoolNotEmpty(): boolean {
+    return this.code === "pool_not_empty";
   }
 
   /**

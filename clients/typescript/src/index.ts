@@ -4,8 +4,9 @@
  */
 export { Client, MAX_IMPORT, MAX_WAIT_MS, newIdempotencyKey } from "./client.js";
 export type {
-  ClaimOptions, ClaimKeyOptions, ClientOptions, Cooldown, DeletedKey, Key, LabelFilter, Labels, LeasedKey, NewKey,
-  PoolStatus, ReleaseKeyOptions, RetryPolicy, Stats,
+  ClaimOptions, ClaimKeyOptions, ClientOptions, Cooldown, DeletedKey, DeletedPool, DeletePoolOptions, Duration,
+  EffectivePolicy, GetKeyByNameOptions, ImportOptions, ImportResult, Key, KeyPage, LabelFilter, Labels, LeasedKey,
+  ListKeysOptions, NewKey, Policy, PolicyInput, Pool, PoolStatus, ReleaseKeyOptions, RetryPolicy, SkippedKey, Stats,
 } from "./client.js";
 export { ApiError, LeaseLostError } from "./errors.js";
 export type { ErrorCode, Problem } from "./errors.js";

@@ -101,8 +101,13 @@ export interface paths {
          *     and `/stats` count it as free (`X-Pool-Free`), as history does, but
          *     `X-Pool-Available` says whether a claim would find a key now, and a
          *     pool whose only free keys cool answers `false`. History records the cooldown
-         *     and its length (`key_events.cooldown`). A cooldown on a free key
-         *     changes nothing.
+         *     and its length (`key_events.cooldown`). A cooldown sent with the
+         *     token of the key's most recent lease after that lease ended (it ran
+         *     out first) still applies while the key is free (history:
+         *     `cooled_down`); once another lease holds the key it is `409
+         *     lease_mismatch` and changes nothing. In a pool whose policy
+         *     requires the lease token, a release without one is `428
+         *     lease_token_required`.
          */
         put: operations["releaseKey"];
         post?: never;
@@ -532,6 +537,86 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/pools": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every pool that has a policy or keys */
+        get: operations["listPools"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/pools/{pool}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+            };
+            cookie?: never;
+        };
+        /** A pool's policy, what applies, and its counts */
+        get: operations["getPool"];
+        /**
+         * Create or replace a pool's policy
+         * @description The body is the whole policy: a field left out is unset and the
+         *     server's setting applies. What a change does to what exists: a
+         *     change of the key life (`keyTTL`) applies to the pool's live keys at
+         *     once, each getting the life a keep-alive now would give it (none
+         *     when `keyTTL` is null; `keysRebased` counts them); running leases
+         *     keep their deadlines, and later claims and keep-alives follow the
+         *     new `leaseTTL` and `maxLeaseTTL`; `requireLeaseToken` and `maxWait`
+         *     apply to the next request.
+         */
+        put: operations["putPool"];
+        post?: never;
+        /**
+         * Remove a pool's policy (and, if asked, its keys)
+         * @description A pool that still has keys answers `409 pool_not_empty` unless
+         *     `deleteKeys=true`, which deletes them first, each as `DELETE
+         *     /keys/{id}` would (history `deleted`).
+         */
+        delete: operations["deletePool"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/pools/{pool}/keys/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+                name: components["schemas"]["KeyName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * A key found by its name
+         * @description As `GET /keys/{id}`; with the current lease's token, its secret too.
+         */
+        get: operations["getKeyByName"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a key found by its name
+         * @description As `DELETE /keys/{id}`.
+         */
+        delete: operations["deleteKeyByName"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/pools/{pool}/keys": {
         parameters: {
             query?: never;
@@ -656,19 +741,37 @@ export interface components {
             count?: number;
             pool?: components["schemas"]["PoolName"];
             /**
+             * @description With `keys`: leave out the keys whose secret or name a key of the
+             *     pool has already (listed in the answer's `skipped`) instead of
+             *     refusing the request.
+             */
+            skipExisting?: boolean;
+            /**
+             * @description With `keys`: the key life of the policy that keys with secrets
+             *     give a pool that has none. Without it that policy's keys stay
+             *     until deleted.
+             * @example 24h
+             */
+            keyTTL?: string;
+            /**
              * @description The keys to create, each with an optional secret (the credential
-             *     it stands for, encrypted at rest, never echoed) and labels. The
+             *     it stands for, encrypted at rest, never echoed; its last four
+             *     characters are shown as `secretHint`), name and labels. The
              *     answer is a batch, in the order listed. Secrets need an
              *     encryption key on the server (`SECRET_KEY`), else `400
-             *     secrets_not_configured`; a secret that a key of the pool already
-             *     carries, or one listed twice, is `409 duplicate_secret`. Either
-             *     way nothing is stored.
+             *     secrets_not_configured`; a secret or a name that a key of the
+             *     pool already has (unless `skipExisting`), or one listed twice,
+             *     is `409 duplicate_secret` or `duplicate_name`, naming the key by
+             *     its index. Either way nothing is stored. Keys with secrets in a
+             *     pool that has no policy give it one whose keys stay until
+             *     deleted (`policyCreated`).
              */
             keys?: components["schemas"]["NewKey"][];
         };
         NewKey: {
             /** @description The credential; at most 4096 bytes. */
             secret?: string;
+            name?: components["schemas"]["KeyName"];
             labels?: components["schemas"]["Labels"];
         };
         /**
@@ -691,6 +794,24 @@ export interface components {
          *     the lease's token.
          */
         Secret: string;
+        /**
+         * Format: date-time
+         * @description The end of the key's life unless kept alive; null for a key that stays until deleted (its pool's policy has `keyTTL` null).
+         */
+        KeyExpiresAt: string | null;
+        /**
+         * @description A key's name, unique in its pool.
+         * @example team-a
+         */
+        KeyName: string;
+        /** @description The key's name, unique in its pool; null for none. */
+        NullableKeyName: string | null;
+        /**
+         * @description The last four characters of the key's secret, the only part of it
+         *     ever stored or shown in clear; null for a key without a secret, or
+         *     whose secret is shorter than 12 characters.
+         */
+        SecretHint: string | null;
         /** @description A key. Its lease token is shown only to the client that claimed it. */
         Key: {
             keyId: components["schemas"]["KeyId"];
@@ -699,7 +820,9 @@ export interface components {
             isBlocked: boolean;
             blockedAt: components["schemas"]["NullableTime"];
             createdAt: components["schemas"]["Time"];
-            expiresAt: components["schemas"]["Time"];
+            expiresAt: components["schemas"]["KeyExpiresAt"];
+            name?: components["schemas"]["NullableKeyName"];
+            secretHint?: components["schemas"]["SecretHint"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
             labels?: components["schemas"]["Labels"];
@@ -719,7 +842,9 @@ export interface components {
             isBlocked: true;
             blockedAt: components["schemas"]["Time"];
             createdAt: components["schemas"]["Time"];
-            expiresAt: components["schemas"]["Time"];
+            expiresAt: components["schemas"]["KeyExpiresAt"];
+            name?: components["schemas"]["NullableKeyName"];
+            secretHint?: components["schemas"]["SecretHint"];
             leaseExpiresAt: components["schemas"]["Time"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
             labels?: components["schemas"]["Labels"];
@@ -739,7 +864,9 @@ export interface components {
             isBlocked: boolean;
             blockedAt: components["schemas"]["NullableTime"];
             createdAt: components["schemas"]["Time"];
-            expiresAt: components["schemas"]["Time"];
+            expiresAt: components["schemas"]["KeyExpiresAt"];
+            name?: components["schemas"]["NullableKeyName"];
+            secretHint?: components["schemas"]["SecretHint"];
             leaseExpiresAt: components["schemas"]["NullableTime"];
             lastKeepAliveAt: components["schemas"]["NullableTime"];
             labels?: components["schemas"]["Labels"];
@@ -754,6 +881,78 @@ export interface components {
         };
         KeyBatch: {
             keys: components["schemas"]["Key"][];
+            /** @description For a body that lists keys, the keys left out by `skipExisting`. */
+            skipped?: {
+                /** @description The key's index in the request's `keys`. */
+                index: number;
+                /** @enum {string} */
+                reason: "secret" | "name";
+            }[];
+            /** @description For a body that lists keys, whether its secrets gave the pool its policy (keys that stay, or the `keyTTL` asked for). */
+            policyCreated?: boolean;
+        };
+        /**
+         * @description A pool's policy: only what it sets. A field left out is unset, and
+         *     the server's setting applies. `keyTTL` null: keys stay until deleted.
+         */
+        Policy: {
+            /**
+             * @description A key's life after its creation or last keep-alive (at most 10 years), or null for keys that stay until deleted.
+             * @example 24h
+             */
+            keyTTL?: string | null;
+            /**
+             * @description A lease's length after its claim or last keep-alive (at most 7 days).
+             * @example 2m
+             */
+            leaseTTL?: string;
+            /**
+             * @description The longest a lease may last from its claim, keep-alives included (at most 30 days).
+             * @example 1h
+             */
+            maxLeaseTTL?: string;
+            /** @description Releases and keep-alives must name the lease (`428 lease_token_required` without a token). */
+            requireLeaseToken?: boolean;
+            /**
+             * @description The longest a claim may wait for a free key (at most 60s); a longer `wait` is cut to it.
+             * @example 10s
+             */
+            maxWait?: string;
+        };
+        /** @description What applies to the pool, the server's settings where its policy sets nothing. */
+        EffectivePolicy: {
+            /** @description Null when keys stay until deleted. */
+            keyTTL: string | null;
+            leaseTTL: string;
+            /** @description Null when leases have no bound but keep-alives. */
+            maxLeaseTTL: string | null;
+            requireLeaseToken: boolean;
+            maxWait: string;
+        };
+        Pool: {
+            pool: components["schemas"]["PoolName"];
+            hasPolicy: boolean;
+            policy: components["schemas"]["Policy"];
+            effective: components["schemas"]["EffectivePolicy"];
+            /** Format: int64 */
+            keys: number;
+            /** Format: int64 */
+            free: number;
+            /** Format: int64 */
+            held: number;
+            createdAt: components["schemas"]["NullableTime"];
+            updatedAt: components["schemas"]["NullableTime"];
+            /** @description After a PUT, how many keys got the new key life. */
+            keysRebased?: number;
+        };
+        PoolList: {
+            pools: components["schemas"]["Pool"][];
+        };
+        DeletedPool: {
+            pool: components["schemas"]["PoolName"];
+            /** @enum {boolean} */
+            deleted: true;
+            deletedKeys: number;
         };
         Status: {
             /** @enum {string} */
@@ -1100,7 +1299,7 @@ export interface components {
              * @description What went wrong, for programs; stable.
              * @enum {string}
              */
-            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
+            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "duplicate_name" | "lease_token_required" | "unknown_pool" | "pool_not_empty" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
             /** @description The path of the request. */
             instance?: string;
             /** @description Identifies the request in the server's logs. */
@@ -1245,10 +1444,32 @@ export interface components {
             };
         };
         /**
-         * @description A key of the pool already carries one of the secrets listed, or the
-         *     request lists one twice (`duplicate_secret`). Nothing was stored.
+         * @description A key of the pool already has one of the secrets or names listed, or
+         *     the request lists one twice (`duplicate_secret`, `duplicate_name`;
+         *     the detail names the key by its index). Nothing was stored.
          */
-        DuplicateSecret: {
+        DuplicateKey: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /**
+         * @description The key's pool requires the lease token for releases and keep-alives
+         *     (`lease_token_required`). Nothing was changed.
+         */
+        LeaseTokenRequired: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The pool has no keys and no policy (`unknown_pool`). */
+        PoolNotFound: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1541,7 +1762,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
-            409: components["responses"]["DuplicateSecret"];
+            409: components["responses"]["DuplicateKey"];
             413: components["responses"]["BodyTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             503: components["responses"]["Unavailable"];
@@ -1649,6 +1870,7 @@ export interface operations {
             409: components["responses"]["LeaseMismatch"];
             413: components["responses"]["BodyTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            428: components["responses"]["LeaseTokenRequired"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1746,6 +1968,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["KeyNotFound"];
             409: components["responses"]["LeaseMismatch"];
+            428: components["responses"]["LeaseTokenRequired"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1772,6 +1995,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["KeyNotFound"];
             409: components["responses"]["LeaseMismatch"];
+            428: components["responses"]["LeaseTokenRequired"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -2254,6 +2478,180 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+        };
+    };
+    listPools: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pools, in name order. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PoolList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getPool: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pool. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pool"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["PoolNotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    putPool: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["Policy"];
+            };
+        };
+        responses: {
+            /** @description The pool with its new policy. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pool"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["BodyTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deletePool: {
+        parameters: {
+            query?: {
+                deleteKeys?: boolean;
+            };
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pool is gone. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletedPool"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["PoolNotFound"];
+            /** @description The pool still has keys (`pool_not_empty`). Nothing was changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getKeyByName: {
+        parameters: {
+            query?: {
+                /** @description The lease token, when not in `If-Match`; both must agree when both are given. */
+                lease?: components["parameters"]["Lease"];
+            };
+            header?: {
+                /** @description The lease token, quoted: `"42"`. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                pool: components["schemas"]["PoolName"];
+                name: components["schemas"]["KeyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["KeyState"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["KeyNotFound"];
+            409: components["responses"]["LeaseMismatch"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deleteKeyByName: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                pool: components["schemas"]["PoolName"];
+                name: components["schemas"]["KeyName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key as it was. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletedKey"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["KeyNotFound"];
+            503: components["responses"]["Unavailable"];
         };
     };
     listPoolKeys: {

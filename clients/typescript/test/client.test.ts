@@ -273,6 +273,152 @@ describe("against the server", needsServer, () => {
     assert.equal((await client.importKeys([{ secret: `sk-${p}` }], pool())).length, 1);
   });
 
+  it("gives a pool a policy that its leases follow, lists it, and deletes it", async () => {
+    const p = pool();
+    await client.createKeys(2, p);
+    const before = await client.getPool(p);
+    assert.equal(before.hasPolicy, false, "keys alone make no policy");
+    assert.deepEqual(before.policy, {});
+    assert.equal(before.createdAt, null);
+
+    const put = await client.putPool(p, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: 3_000, requireLeaseToken: true, maxWait: "100ms" });
+    assert.equal(put.pool, p);
+    assert.equal(put.hasPolicy, true);
+    assert.deepEqual(put.policy, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: "3s", requireLeaseToken: true, maxWait: "100ms" });
+    assert.deepEqual(put.effective, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: "3s", requireLeaseToken: true, maxWait: "100ms" });
+    assert.equal(put.keysRebased, 2, "the pool's keys now stay");
+    assert.deepEqual([put.keys, put.free, put.held], [2, 2, 0]);
+    assert.ok(put.createdAt && put.updatedAt);
+    assert.deepEqual((await client.getPool(p)).policy, put.policy);
+    const listed = (await client.listPools()).find((x) => x.pool === p);
+    assert.ok(listed, "listPools shows the pool");
+    assert.deepEqual(listed.policy, put.policy);
+
+    const key = await client.claimKey({ pool: p });
+    assert.equal(key.expiresAt, null, "a key of the pool stays");
+    const leaseMs = Date.parse(key.leaseExpiresAt) - Date.parse(key.blockedAt ?? "");
+    assert.ok(Math.abs(leaseMs - 2_000) < 50, `a lease of the pool's 2s, got ${leaseMs}ms`);
+    assert.deepEqual([(await client.getPool(p)).held, (await client.getPool(p)).free], [1, 1]);
+
+    // The pool requires the lease token for releases and keep-alives.
+    for (const call of [() => client.releaseKey(key.keyId), () => client.keepAlive(key.keyId)]) {
+      await assert.rejects(call(), (err: unknown) => {
+        assert.ok(err instanceof ApiError);
+        assert.equal(err.status, 428);
+        assert.equal(err.code, "lease_token_required");
+        assert.ok(err.isLeaseTokenRequired && !err.isLeaseLost && !err.isNotFound);
+        return true;
+      });
+    }
+    assert.equal((await client.getKey(key.keyId)).isBlocked, true, "nothing was released");
+    assert.equal((await client.releaseKey(key.keyId, key.leaseToken)).isBlocked, false);
+
+    // A claim() keeps its lease alive and releases it with its token.
+    const lease = await client.claim({ pool: p, timeoutMs: 5_000 });
+    await lease.release();
+    assert.equal((await client.getKey(lease.id)).isBlocked, false);
+
+    // A pool with keys is deleted only with them.
+    await assert.rejects(client.deletePool(p), (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 409);
+      assert.equal(err.code, "pool_not_empty");
+      assert.ok(err.isPoolNotEmpty && !err.isLeaseLost);
+      return true;
+    });
+    assert.deepEqual(await client.deletePool(p, { deleteKeys: true }), { pool: p, deleted: true, deletedKeys: 2 });
+    const unknown = (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 404);
+      assert.equal(err.code, "unknown_pool");
+      assert.ok(err.isUnknownPool && !err.isNotFound && !err.isNoKeyAvailable);
+      return true;
+    };
+    await assert.rejects(client.getPool(p), unknown);
+    await assert.rejects(client.deletePool(p), unknown);
+    assert.equal((await client.listPools()).find((x) => x.pool === p), undefined);
+
+    // A policy without keys makes a pool, which then goes with no keys to delete.
+    const empty = pool();
+    assert.deepEqual((await client.putPool(empty)).policy, {});
+    assert.equal((await client.getPool(empty)).keys, 0);
+    assert.equal((await client.deletePool(empty)).deletedKeys, 0);
+  });
+
+  it("imports named keys that stay, skips those the pool has, and finds and deletes a key by name", async () => {
+    const p = pool();
+    const first = await client.importBatch([
+      { secret: `sk-live-alpha-${p}-1a2b`, name: "alpha", labels: { who: "alpha" } },
+      { secret: `sk-live-beta-${p}-3c4d`, name: "beta" },
+      { labels: { tier: "free" } },
+    ], { pool: p });
+    assert.equal(first.policyCreated, true, "secrets give a pool without a policy one whose keys stay");
+    assert.deepEqual(first.skipped, []);
+    assert.deepEqual(first.keys.map((k) => [k.name, k.secretHint, k.expiresAt]), [["alpha", "1a2b", null], ["beta", "3c4d", null], [null, null, null]]);
+    assert.ok(first.keys.every((k) => k.secret === undefined), "an import never echoes secrets");
+    assert.deepEqual((await client.getPool(p)).policy, { keyTTL: null });
+
+    // Again with one new key: the ones the pool has are skipped, by index.
+    const again = await client.importBatch([
+      { secret: `sk-live-alpha-${p}-1a2b` },
+      { secret: `sk-live-gamma-${p}-5e6f`, name: "gamma" },
+      { secret: `sk-live-other-${p}-7a8b`, name: "beta" },
+    ], { pool: p, skipExisting: true });
+    assert.equal(again.policyCreated, false, "the pool has its policy");
+    assert.deepEqual(again.skipped, [{ index: 0, reason: "secret" }, { index: 2, reason: "name" }]);
+    assert.deepEqual(again.keys.map((k) => k.name), ["gamma"]);
+
+    // Without skipExisting a repeated name refuses the whole import.
+    await assert.rejects(client.importBatch([{ secret: `sk-live-delta-${p}-9c0d` }, { secret: `sk-live-eps-${p}-1e2f`, name: "alpha" }], { pool: p }),
+      (err: unknown) => {
+        assert.ok(err instanceof ApiError);
+        assert.equal(err.status, 409);
+        assert.equal(err.code, "duplicate_name");
+        assert.match(err.detail, /keys\[1\]/);
+        assert.ok(err.isDuplicateName && !err.isDuplicateSecret && !err.isLeaseLost);
+        return true;
+      });
+    assert.equal((await client.getPool(p)).keys, 4, "nothing was created");
+
+    // importKeys takes names too, and answers the keys alone.
+    const [named] = await client.importKeys([{ name: "plain" }], p);
+    assert.equal(named?.name, "plain");
+
+    // A key by its name; its secret only with its lease's token.
+    const alpha = await client.getKeyByName(p, "alpha");
+    assert.equal(alpha.keyId, first.keys[0]?.keyId);
+    assert.equal(alpha.secret, undefined);
+    const held = await client.claimKey({ pool: p, labels: { who: "alpha" } });
+    assert.equal(held.name, "alpha");
+    assert.equal((await client.getKeyByName(p, "alpha", { leaseToken: held.leaseToken })).secret, `sk-live-alpha-${p}-1a2b`);
+    await client.releaseKey(held.keyId, held.leaseToken);
+
+    // A leaked key found by its hint in the list, then deleted by name.
+    const page = await client.listKeys(p);
+    assert.equal(page.nextAfter, null);
+    assert.equal(page.keys.length, 5);
+    const leaked = page.keys.find((k) => k.secretHint === "5e6f");
+    assert.equal(leaked?.name, "gamma");
+    const deleted = await client.deleteKeyByName(p, "gamma");
+    assert.equal(deleted.keyId, leaked?.keyId);
+    assert.equal(deleted.deleted, true);
+    await assert.rejects(client.getKeyByName(p, "gamma"), (err: unknown) =>
+      err instanceof ApiError && err.code === "key_not_found" && err.isNotFound && !err.isUnknownPool);
+    await assert.rejects(client.deleteKeyByName(p, "gamma"), (err: unknown) => err instanceof ApiError && err.isNotFound);
+    const paged = await client.listKeys(p, { limit: 2 });
+    assert.equal(paged.keys.length, 2);
+    assert.ok(paged.nextAfter);
+    assert.equal((await client.listKeys(p, { after: paged.nextAfter })).keys.length, 2);
+
+    // An import may ask for a key life instead; keys then end.
+    const expiring = pool();
+    const withLife = await client.importBatch([{ secret: `sk-live-day-${expiring}` }], { pool: expiring, keyTTL: "24h" });
+    assert.equal(withLife.policyCreated, true);
+    const ahead = Date.parse(withLife.keys[0]?.expiresAt ?? "") - Date.now();
+    assert.ok(ahead > 23.9 * 3600_000 && ahead <= 24 * 3600_000 + 60_000, `the key ends in ${ahead}ms, not a day`);
+    assert.equal((await client.getPool(expiring)).effective.keyTTL, "24h0m0s");
+  });
+
   it("refuses secrets when the server has no encryption key", { skip: process.env.TO_URL_NO_SECRETS ? false : "TO_URL_NO_SECRETS is not set" }, async () => {
     const plain = new Client(process.env.TO_URL_NO_SECRETS ?? "http://127.0.0.1:1");
     const p = pool();

@@ -44,6 +44,9 @@
     minuteLoads: new Map(),
     durations: null,
     cooldowns: [],
+    // Every pool that has a policy or keys (GET /pools), by name: what
+    // governs it. Null until the first answer.
+    policies: null,
     page: { after: '', previous: [], keys: [], nextAfter: null },
     tokens: readStored('leaseTokens', {}),
     lastLease: null,
@@ -281,12 +284,29 @@
     $('cooldowns-empty').hidden = state.cooldowns.length > 0;
   }
 
+  // Policies change seldom, and only through the API: they are read with
+  // the whole hour, on the choice of a pool and after every action. An
+  // answer to an older request never replaces a newer one.
+  let policiesSent = 0;
+  let policiesShown = 0;
+
+  async function loadPolicies() {
+    const load = ++policiesSent;
+    const data = await api('GET', '/pools');
+    if (load < policiesShown) return;
+    policiesShown = load;
+    state.policies = new Map(data.pools.map((p) => [p.pool, p]));
+    renderPolicy();
+    if (state.stats) renderPools();
+  }
+
   // refresh reads everything the page shows; full also reads the whole hour
-  // of activity, the lease durations and the cooldowns.
+  // of activity, the lease durations, the cooldowns and the pools' policies.
   async function refresh(full) {
     const load = liveOrder.send();
     const jobs = [loadStats(), loadKeys(), loadActivity(full)];
     if (full) jobs.push(loadDurations(), loadCooldowns());
+    if (full) jobs.push(loadPolicies());
     const results = await Promise.allSettled(jobs);
     // An older refresh that ends late does not speak over a newer one.
     if (!liveOrder.show(load)) return false;
@@ -344,6 +364,7 @@
       state.cooldowns = [];
       renderKeys();
       renderCooldowns();
+      renderPolicy();
     }
     if (state.stats) renderPools();
     refresh(true).then(schedule);
@@ -352,10 +373,13 @@
   function renderPools() {
     const list = $('pools');
     const pools = state.stats.pools.slice();
-    if (!pools.some((p) => p.pool === state.pool)) {
-      pools.push({ pool: state.pool, total: 0, free: 0, blocked: 0, expiringWithinMinute: 0 });
-      pools.sort((a, b) => (a.pool < b.pool ? -1 : 1));
+    // The chosen pool, and pools that have a policy but no keys yet, show
+    // with no keys.
+    const names = [state.pool, ...(state.policies ? state.policies.keys() : [])];
+    for (const name of names) {
+      if (!pools.some((p) => p.pool === name)) pools.push({ pool: name, total: 0, free: 0, blocked: 0, expiringWithinMinute: 0 });
     }
+    pools.sort((a, b) => (a.pool < b.pool ? -1 : 1));
     const cards = pools.map((p) => poolCard(list, p));
     cards.push(poolCard(list, Object.assign({ all: true }, state.stats.total)));
     // Keep each card's element (and the focus on it) from one poll to the
@@ -399,6 +423,11 @@
       meter.setAttribute('aria-hidden', 'true');
       meter.append(document.createElement('span'));
       item.append(meter);
+      if (!p.all) {
+        const policy = document.createElement('p');
+        policy.className = 'pool-policy';
+        item.append(policy);
+      }
     }
     const selected = !p.all && p.pool === state.pool;
     item.classList.toggle('pool', !p.all);
@@ -417,7 +446,82 @@
     // The share of keys held. A style property set from script is not an
     // inline style: the Content-Security-Policy allows it.
     item.querySelector('.meter span').style.width = (p.total ? (100 * p.blocked) / p.total : 0).toFixed(1) + '%';
+    const policy = item.querySelector('.pool-policy');
+    if (policy) {
+      policy.textContent = policySummary(p.pool);
+      policy.hidden = policy.textContent === '';
+    }
     return item;
+  }
+
+  // ---- policies -----------------------------------------------------------------
+
+  // policySummary says in a few words what sets a pool apart: the key life
+  // and lease token its policy sets, or that the server's settings apply.
+  function policySummary(name) {
+    const pool = state.policies && state.policies.get(name);
+    if (!pool) return '';
+    if (!pool.hasPolicy) return 'server settings';
+    const parts = [];
+    if ('keyTTL' in pool.policy) parts.push(pool.policy.keyTTL === null ? 'keys stay' : 'keys live ' + humanSpan(pool.policy.keyTTL));
+    if (pool.policy.requireLeaseToken) parts.push('token required');
+    return parts.length ? parts.join(' · ') : 'policy';
+  }
+
+  const POLICY_TEXT = {
+    keyTTL: (v) => (v === null ? 'keys stay' : humanSpan(v)),
+    leaseTTL: (v) => humanSpan(v),
+    maxLeaseTTL: (v) => (v === null ? 'no limit' : humanSpan(v)),
+    requireLeaseToken: (v) => (v ? 'required' : 'not required'),
+    maxWait: (v) => (parseSpan(v) === 0 ? 'no waiting' : humanSpan(v)),
+  };
+
+  // renderPolicy shows what governs the chosen pool: each field of its
+  // policy, or the server's setting (greyed) where the policy sets nothing.
+  function renderPolicy() {
+    const pool = state.policies && state.policies.get(state.pool);
+    let inherited = 0;
+    for (const dd of $('policy').querySelectorAll('dd')) {
+      const field = dd.dataset.policy;
+      const own = !!pool && pool.hasPolicy && field in pool.policy;
+      dd.textContent = pool ? POLICY_TEXT[field](pool.effective[field]) : '—';
+      dd.classList.toggle('inherited', !!pool && !own);
+      dd.title = !pool ? '' : own ? 'Set by the pool’s policy' : 'The server’s setting: the pool’s policy does not set it';
+      if (pool && !own) inherited++;
+    }
+    let note = '';
+    if (!state.policies) note = '';
+    else if (!pool) note = 'No keys and no policy yet: the server’s settings will apply.';
+    else if (!pool.hasPolicy) note = 'No policy: the server’s settings apply.';
+    else {
+      note = 'The pool’s policy, set ' + when(new Date(pool.updatedAt)) +
+        (inherited ? '; values in grey are the server’s settings.' : '.');
+    }
+    $('policy-note').textContent = note;
+  }
+
+  // parseSpan reads a duration as the API writes it (Go's form: 1h30m0s,
+  // 2m0s, 1.5s, 100ms) in milliseconds.
+  function parseSpan(text) {
+    const units = { h: 3600000, m: 60000, s: 1000, ms: 1, us: 0.001, 'µs': 0.001, ns: 0.000001 };
+    let ms = 0;
+    for (const [, n, unit] of String(text).matchAll(/([0-9.]+)(h|ms|m|s|us|µs|ns)/g)) ms += Number(n) * units[unit];
+    return ms;
+  }
+
+  // humanSpan writes a duration of the API for people: 24 h, 1 h 30 min, 2 min,
+  // 10 s, 100 ms.
+  function humanSpan(text) {
+    const ms = parseSpan(text);
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    const h = Math.floor(ms / 3600000);
+    const min = Math.floor((ms % 3600000) / 60000);
+    const s = Math.round(((ms % 60000) / 1000) * 1000) / 1000;
+    const parts = [];
+    if (h) parts.push(h + ' h');
+    if (min) parts.push(min + ' min');
+    if (s) parts.push(s + ' s');
+    return parts.join(' ');
   }
 
   // ---- keys -------------------------------------------------------------------
@@ -439,8 +543,8 @@
     tick();
   }
 
-  const CELLS = ['key', 'state', 'created', 'lease', 'expires', 'assigned', 'token', 'actions'];
-  const CELL_LABELS = ['Key', 'State', 'Created', 'Lease ends in', 'Expires in', 'Assigned', 'Lease token', 'Actions'];
+  const CELLS = ['key', 'name', 'hint', 'state', 'created', 'lease', 'expires', 'assigned', 'token', 'actions'];
+  const CELL_LABELS = ['Key', 'Name', 'Secret', 'State', 'Created', 'Lease ends in', 'Expires in', 'Assigned', 'Lease token', 'Actions'];
 
   function keyRow(body, k) {
     let row = [...body.children].find((tr) => tr.dataset.keyId === k.keyId);
@@ -480,11 +584,28 @@
     const badge = row.querySelector('.c-state');
     badge.textContent = k.isBlocked ? (token ? 'blocked · yours' : 'blocked')
       : cooling ? 'cooling until ' + clock(new Date(k.coolingUntil)) : 'free';
+    // The name and the last characters of the secret tell keys apart; the
+    // secret itself is never shown.
+    const name = row.querySelector('.c-name');
+    name.textContent = k.name || '—';
+    name.title = k.name || '';
+    const hint = row.querySelector('.c-hint');
+    if (k.secretHint) {
+      const code = document.createElement('code');
+      code.textContent = '…' + k.secretHint;
+      hint.replaceChildren(code);
+    } else {
+      hint.textContent = '—';
+    }
+    hint.title = k.secretHint ? 'The secret ends in ' + k.secretHint : '';
     const created = row.querySelector('.c-created');
     created.textContent = clock(new Date(k.createdAt));
     created.title = k.createdAt;
     setCountdown(row.querySelector('.c-lease'), k.leaseExpiresAt, 'ended', '—', LEASE_SOON_MS);
-    setCountdown(row.querySelector('.c-expires'), k.expiresAt, 'expired', '—', KEY_SOON_MS);
+    // A key without an end of life stays until deleted (its pool's policy).
+    const expires = row.querySelector('.c-expires');
+    setCountdown(expires, k.expiresAt, 'expired', 'stays', KEY_SOON_MS);
+    if (!k.expiresAt) expires.title = 'Lives until deleted';
     row.querySelector('.c-assigned').textContent = String(k.timesAssigned);
     row.querySelector('.c-token').textContent = token || '—';
     row.querySelector('[data-action="release"]').disabled = !k.isBlocked;
@@ -539,6 +660,12 @@
 
   function clock(date) {
     return date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  }
+
+  // when is the clock time for today, and the date before it otherwise.
+  function when(date) {
+    const today = new Date().toDateString() === date.toDateString();
+    return (today ? '' : date.toLocaleDateString([], { year: 'numeric', month: 'short', day: 'numeric' }) + ' ') + clock(date);
   }
 
   // ---- actions ----------------------------------------------------------------
