@@ -1921,7 +1921,8 @@ export interface operations {
                     /** @description `blocked` means held under a lease (the value keeps its published name). */
                     "X-Key-Status": "free" | "blocked";
                     "X-Key-Created-At": components["schemas"]["Time"];
-                    "X-Key-Expires-At": components["schemas"]["Time"];
+                    /** @description The end of the key's life; absent for a key that stays until deleted. */
+                    "X-Key-Expires-At"?: components["schemas"]["Time"];
                     /** @description When the current lease was claimed; only while the key is held. */
                     "X-Key-Blocked-At"?: components["schemas"]["Time"];
                     /** @description Only while the key is held. */
