@@ -121,6 +121,19 @@ func (q *Queries) PoolCountsGet(ctx context.Context, pool string) (PoolCountsGet
 	return i, err
 }
 
+const poolCountsKnown = `-- name: PoolCountsKnown :one
+SELECT EXISTS (SELECT FROM pool_counts WHERE pool = $1::text AND keys <> 0) AS known
+`
+
+// Whether the pool is known, which a claim asks once it found no free key
+// (or before it waits): a pool without keys is not waited for.
+func (q *Queries) PoolCountsKnown(ctx context.Context, pool string) (bool, error) {
+	row := q.db.QueryRow(ctx, poolCountsKnown, pool)
+	var known bool
+	err := row.Scan(&known)
+	return known, err
+}
+
 const poolCountsList = `-- name: PoolCountsList :many
 
 SELECT pool, keys, blocked
