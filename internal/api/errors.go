@@ -16,6 +16,7 @@ var (
 	errInvalidBody      = errors.New("invalid request body")
 	errBodyTooLarge     = errors.New("request body too large")
 	errInvalidParameter = errors.New("invalid parameter")
+	errUnknownParameter = errors.New("unknown parameter")
 	errUnsupportedMedia = errors.New("unsupported media type")
 	errRouteNotFound    = errors.New("route not found")
 	errMethodNotAllowed = errors.New("method not allowed")
@@ -73,6 +74,7 @@ var errorTable = []struct {
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},
 	{err: errInvalidParameter, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
+	{err: errUnknownParameter, status: http.StatusBadRequest, code: "unknown_parameter", title: "Unknown parameter"},
 	{err: errInvalidIdempotencyKey, status: http.StatusBadRequest, code: "invalid_idempotency_key", title: "Invalid Idempotency-Key"},
 	{err: reports.ErrInvalidParams, status: http.StatusBadRequest, code: "invalid_report_parameters", title: "Invalid report parameters"},
 	{err: errUnsupportedMedia, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", title: "Unsupported media type"},
