@@ -114,7 +114,7 @@ func activityParams(r *http.Request) (string, int, error) {
 	pool := ""
 	if query.Has("pool") {
 		var err error
-		if pool, err = poolParam(r, ""); err != nil {
+		if pool, err = poolParam(r, nil); err != nil {
 			return "", 0, err
 		}
 	}

@@ -38,9 +38,10 @@ var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // createRequest is the body of POST /keys; every field is optional, and
 // count and keys are exclusive.
 type createRequest struct {
-	Count *int             `json:"count"`
-	Pool  string           `json:"pool"`
-	Keys  *[]newKeyRequest `json:"keys"`
+	Count *int `json:"count"`
+	// Pool is nil when the body names none.
+	Pool *string          `json:"pool"`
+	Keys *[]newKeyRequest `json:"keys"`
 }
 
 // newKeyRequest is one key of a POST /keys that lists keys.
@@ -138,7 +139,7 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 }
 
 func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
-	pool, err := poolParam(r, "")
+	pool, err := poolParam(r, nil)
 	if err != nil {
 		return err
 	}
@@ -339,7 +340,7 @@ func (a *API) observeWait(start time.Time, err *error) {
 }
 
 func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
-	pool, err := poolParam(r, "")
+	pool, err := poolParam(r, nil)
 	if err != nil {
 		return err
 	}
@@ -563,21 +564,22 @@ func keyIDParam(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-// poolParam reads the pool from the query, or from the body's value when
-// the query has none; both may be given only if they agree.
-func poolParam(r *http.Request, fromBody string) (string, error) {
+// poolParam reads the pool from the query, or from the body's value (nil
+// when the body names none) when the query has none; both may be given only
+// if they agree. A pool named empty is refused, never read as the default.
+func poolParam(r *http.Request, fromBody *string) (string, error) {
 	query := r.URL.Query()
 	pool := query.Get("pool")
-	if pool != "" && fromBody != "" && pool != fromBody {
-		return "", invalid(errInvalidParameter, "pool is %q in the query but %q in the body", pool, fromBody)
-	}
-	if pool == "" {
-		pool = fromBody
-	}
-	if pool == "" {
-		if query.Has("pool") {
-			return "", invalid(errInvalidParameter, "pool must not be empty")
-		}
+	switch {
+	case query.Has("pool") && pool == "":
+		return "", invalid(errInvalidParameter, "pool must not be empty; leave it out for the default pool")
+	case fromBody != nil && *fromBody == "":
+		return "", invalid(errInvalidBody, "pool must not be empty; leave it out for the default pool")
+	case fromBody != nil && pool != "" && pool != *fromBody:
+		return "", invalid(errInvalidParameter, "pool is %q in the query but %q in the body", pool, *fromBody)
+	case fromBody != nil:
+		pool = *fromBody
+	case pool == "":
 		return defaultPool, nil
 	}
 	if !poolName.MatchString(pool) {

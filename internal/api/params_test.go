@@ -187,3 +187,37 @@ func TestClosestParameter(t *testing.T) {
 		require.Equal(t, tc.want, api.ClosestParameter(tc.name, tc.params...), "%s among %v", tc.name, tc.params)
 	}
 }
+
+// An empty pool name is refused wherever a pool is named, in the query or
+// in a body, and nothing is created or claimed: it is never read as the
+// default pool.
+func TestEmptyPoolNameIsRefusedEverywhere(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{secrets: testKeyring(t)})
+	require.Equal(t, http.StatusCreated, do(t, "POST", s.url+"/keys", "").status)
+	for _, tc := range []struct{ method, path, body, code string }{
+		{"POST", "/keys", `{"count": 1, "pool": ""}`, "invalid_body"},
+		{"POST", "/keys", `{"pool": ""}`, "invalid_body"},
+		{"POST", "/keys", `{"pool": "", "keys": [{"secret": "sk-empty-pool"}]}`, "invalid_body"},
+		{"POST", "/keys?pool=default", `{"pool": ""}`, "invalid_body"},
+		{"POST", "/keys?pool=", `{"count": 1}`, "invalid_parameter"},
+		{"POST", "/keys?pool=", ``, "invalid_parameter"},
+		{"GET", "/keys?pool=", ``, "invalid_parameter"},
+		{"GET", "/keys?pool=&wait=1s", ``, "invalid_parameter"},
+		{"HEAD", "/keys?pool=", ``, ""},
+		{"GET", "/activity?pool=", ``, "invalid_parameter"},
+		{"GET", "/activity/lease-durations?pool=", ``, "invalid_parameter"},
+		{"GET", "/reports/leases?pool=", ``, "invalid_parameter"},
+	} {
+		r := do(t, tc.method, s.url+tc.path, tc.body)
+		requireProblem(t, r, http.StatusBadRequest, tc.code)
+		if tc.method != "HEAD" {
+			require.Contains(t, r.str("detail"), "pool must not be empty", "%s %s %s", tc.method, tc.path, tc.body)
+		}
+	}
+	counts, err := s.store.CountPools(t.Context())
+	require.NoError(t, err)
+	require.Len(t, counts, 1)
+	require.Equal(t, int64(1), counts[0].Keys, "only the first key was created")
+	require.Zero(t, counts[0].Held, "nothing was claimed")
+}

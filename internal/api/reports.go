@@ -118,7 +118,7 @@ func reportParams(r *http.Request, now time.Time) (reports.Params, error) {
 		}
 	}
 	if query.Has("pool") {
-		if p.Pool, err = poolParam(r, ""); err != nil {
+		if p.Pool, err = poolParam(r, nil); err != nil {
 			return reports.Params{}, err
 		}
 	}
