@@ -36,14 +36,25 @@ export class ApiError extends Error {
     this.retryAfterMs = retryAfterMs;
   }
 
-  /** Every key of the pool is held, or the pool has none (404 no_free_key). */
+  /**
+   * The pool has keys and every one is held or cooling down (404
+   * no_free_key): one may be free later.
+   */
   get isNoKeyAvailable(): boolean {
     return this.code === "no_free_key";
   }
 
+  /**
+   * The pool has no keys, so waiting gets none: check its name (404
+   * unknown_pool). claim() never waits on it.
+   */
+  get isUnknownPool(): boolean {
+    return this.code === "unknown_pool";
+  }
+
   /** No live key has this id: deleted, or its life ran out (404). */
   get isNotFound(): boolean {
-    return this.status === 404 && this.code !== "no_free_key";
+    return this.status === 404 && this.code !== "no_free_key" && this.code !== "unknown_pool";
   }
 
   /**
