@@ -53,9 +53,9 @@ func TestDashboardInABrowser(t *testing.T) {
 		// An error of the API is shown with its title, detail and code.
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the problem is shown", `!document.getElementById('problem').hidden`)
-		require.Equal(t, "Getting a key failed: No free key", b.text("#problem-title"))
-		require.Equal(t, "Every key of the pool is held, or the pool has no keys.", b.text("#problem-detail"))
-		require.Equal(t, "404 no_free_key", b.text("#problem-code"))
+		require.Equal(t, "Getting a key failed: Unknown pool", b.text("#problem-title"))
+		require.Equal(t, `pool "e2e" has no keys: check its name. A claim on a pool without keys never waits.`, b.text("#problem-detail"))
+		require.Equal(t, "404 unknown_pool", b.text("#problem-code"))
 
 		// Create five keys.
 		b.do(chromedp.SetValue(chromedp.CSS("#create-count"), "5"),
