@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/spelling"
 )
 
 // The query parameters of every route, checked in one place before its
@@ -138,7 +140,7 @@ func (q query) closest(name string) string {
 	best, bestDistance := "", 3
 	for _, p := range q {
 		candidate := strings.ToLower(p.name)
-		d := editDistance(name, candidate)
+		d := spelling.Distance(name, candidate)
 		shorter := min(len(name), len(candidate))
 		if shorter >= 4 && (strings.HasPrefix(name, candidate) || strings.HasPrefix(candidate, name)) {
 			d = min(d, 1)
@@ -152,32 +154,4 @@ func (q query) closest(name string) string {
 		}
 	}
 	return best
-}
-
-// editDistance is the optimal string alignment distance of a and b: the
-// fewest insertions, deletions, substitutions and swaps of adjacent bytes
-// that turn one into the other.
-func editDistance(a, b string) int {
-	// Three rows of the table: two back, one back, this one.
-	prev2 := make([]int, len(b)+1)
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				cur[j] = min(cur[j], prev2[j-2]+1)
-			}
-		}
-		prev2, prev, cur = prev, cur, prev2
-	}
-	return prev[len(b)]
 }
