@@ -122,11 +122,14 @@ func (q *Queries) PoolCountsGet(ctx context.Context, pool string) (PoolCountsGet
 }
 
 const poolCountsKnown = `-- name: PoolCountsKnown :one
-SELECT EXISTS (SELECT FROM pool_counts WHERE pool = $1::text AND keys <> 0) AS known
+SELECT EXISTS (
+    SELECT 1 FROM pool_counts WHERE pool = $1::text AND keys <> 0
+) AS known
 `
 
 // Whether the pool is known, which a claim asks once it found no free key
-// (or before it waits): a pool without keys is not waited for.
+// (or before it waits): a pool without keys is not waited for. Each way a
+// pool comes to be known is one line of the union.
 func (q *Queries) PoolCountsKnown(ctx context.Context, pool string) (bool, error) {
 	row := q.db.QueryRow(ctx, poolCountsKnown, pool)
 	var known bool

@@ -16,8 +16,11 @@ WHERE pool = sqlc.arg(pool)::text;
 
 -- name: PoolCountsKnown :one
 -- Whether the pool is known, which a claim asks once it found no free key
--- (or before it waits): a pool without keys is not waited for.
-SELECT EXISTS (SELECT FROM pool_counts WHERE pool = sqlc.arg(pool)::text AND keys <> 0) AS known;
+-- (or before it waits): a pool without keys is not waited for. Each way a
+-- pool comes to be known is one line of the union.
+SELECT EXISTS (
+    SELECT 1 FROM pool_counts WHERE pool = sqlc.arg(pool)::text AND keys <> 0
+) AS known;
 
 -- name: PoolCountsFold :one
 -- Moves the changes of every pool into its totals, and returns how many
