@@ -6,8 +6,9 @@
 // API. Answers of 503 (the server could not reach its database and changed
 // nothing) are retried with exponential backoff; a claim is repeated safely
 // only with an idempotency key, which Claim always sends. Error answers
-// are *APIError values that match ErrNoKeyAvailable, ErrNotFound,
-// ErrLeaseLost, ErrIdempotencyKeyReused or ErrUnavailable with errors.Is.
+// are *APIError values that match ErrNoKeyAvailable, ErrUnknownPool,
+// ErrNotFound, ErrLeaseLost, ErrIdempotencyKeyReused or ErrUnavailable with
+// errors.Is.
 //
 // The package depends on the standard library only.
 package client

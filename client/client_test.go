@@ -85,12 +85,26 @@ func TestCallsForEveryEndpoint(t *testing.T) {
 		require.NotErrorIs(t, err, client.ErrNoKeyAvailable)
 	}
 
-	_, err = c.ClaimKey(ctx, "empty", 0)
+	// A pool whose keys are all held has no key available; a pool without
+	// keys is unknown, and neither is a key not found.
+	_, err = c.CreateKey(ctx, "exhausted")
+	require.NoError(t, err)
+	_, err = c.ClaimKey(ctx, "exhausted", 0)
+	require.NoError(t, err)
+	_, err = c.ClaimKey(ctx, "exhausted", 0)
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
 	require.NotErrorIs(t, err, client.ErrNotFound)
+	require.NotErrorIs(t, err, client.ErrUnknownPool)
 	require.ErrorContains(t, err, "no_free_key")
-	_, err = c.ClaimKey(ctx, "empty", 50*time.Millisecond)
+	_, err = c.ClaimKey(ctx, "exhausted", 50*time.Millisecond)
 	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
+	for _, wait := range []time.Duration{0, 30 * time.Second} {
+		_, err = c.ClaimKey(ctx, "empty", wait)
+		require.ErrorIs(t, err, client.ErrUnknownPool)
+		require.NotErrorIs(t, err, client.ErrNoKeyAvailable)
+		require.NotErrorIs(t, err, client.ErrNotFound)
+		require.ErrorContains(t, err, "unknown_pool")
+	}
 
 	_, err = c.CreateKeys(ctx, "calls", 0)
 	require.ErrorAs(t, err, &apiErr)
@@ -215,6 +229,27 @@ func TestClaimWaitsForAKey(t *testing.T) {
 	require.Equal(t, first.ID(), second.lease.ID())
 	require.NotEqual(t, first.Token(), second.lease.Token())
 	require.NoError(t, second.lease.Release(ctx))
+}
+
+// Claim on a pool that has no keys fails at once with ErrUnknownPool,
+// plain or labelled, however long ctx would let it wait: a misspelt pool
+// never gets a key by waiting.
+func TestClaimNeverWaitsOnAnUnknownPool(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	proxy := newRecordingProxy(t, servertest.Start(t, servertest.Options{}).URL)
+	c := newClient(t, proxy.URL)
+	for _, opts := range [][]client.ClaimOption{nil, {client.WithLabels("tier=paid")}} {
+		start := time.Now()
+		_, err := c.Claim(ctxWithTimeout(t, ctx, time.Minute), "nowhere", opts...)
+		require.ErrorIs(t, err, client.ErrUnknownPool)
+		require.NotErrorIs(t, err, client.ErrNoKeyAvailable)
+		require.NotErrorIs(t, err, context.DeadlineExceeded)
+		require.Less(t, time.Since(start), 10*time.Second, "answered at once")
+	}
+	requests, statuses := proxy.recorded()
+	require.Len(t, requests, 2, "one request per Claim: no retry")
+	require.Equal(t, []int{http.StatusNotFound, http.StatusNotFound}, statuses)
 }
 
 func TestLeaseIsLostWhenTheKeyIsDeleted(t *testing.T) {

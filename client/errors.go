@@ -10,9 +10,12 @@ import (
 // Errors to test for with errors.Is. Every error the server answers with is
 // an *APIError, which matches the one of these that describes it.
 var (
-	// ErrNoKeyAvailable: every key of the pool is held, or the pool has no
-	// keys (404 no_free_key).
+	// ErrNoKeyAvailable: the pool has keys and every one is held or cooling
+	// down (404 no_free_key); one may be free later.
 	ErrNoKeyAvailable = errors.New("no key available")
+	// ErrUnknownPool: the pool has no keys, so no key will come by waiting:
+	// check the pool's name (404 unknown_pool). Claim never waits on it.
+	ErrUnknownPool = errors.New("unknown pool")
 	// ErrNotFound: no live key has this id; it was deleted or its life ran
 	// out (404).
 	ErrNotFound = errors.New("not found")
@@ -71,8 +74,10 @@ func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrNoKeyAvailable:
 		return e.Code == "no_free_key"
+	case ErrUnknownPool:
+		return e.Code == "unknown_pool"
 	case ErrNotFound:
-		return e.Status == http.StatusNotFound && e.Code != "no_free_key"
+		return e.Status == http.StatusNotFound && e.Code != "no_free_key" && e.Code != "unknown_pool"
 	case ErrLeaseLost:
 		return e.Status == http.StatusConflict && e.Code != "idempotency_key_reused" && e.Code != "duplicate_secret"
 	case ErrDuplicateSecret:

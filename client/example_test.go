@@ -68,9 +68,17 @@ func ExampleClient_ClaimKey() {
 	_, err = c.KeepAlive(ctx, key.ID, key.LeaseToken)
 	fmt.Println(errors.Is(err, client.ErrLeaseLost))
 
-	_, err = c.ClaimKey(ctx, "empty-pool", 0)
+	// Every key of the pool is held now: none is available.
+	if _, err := c.ClaimKey(ctx, "plain", 0); err != nil {
+		log.Fatal(err)
+	}
+	_, err = c.ClaimKey(ctx, "plain", 0)
 	fmt.Println(errors.Is(err, client.ErrNoKeyAvailable))
+	// A pool without keys is no pool at all: a misspelt name.
+	_, err = c.ClaimKey(ctx, "plian", 0)
+	fmt.Println(errors.Is(err, client.ErrUnknownPool))
 	// Output:
+	// true
 	// true
 	// true
 }

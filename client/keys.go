@@ -139,8 +139,9 @@ func (c *Client) ImportKeys(ctx context.Context, pool string, keys []NewKey) ([]
 
 // ClaimKey claims a random free key of the pool and returns it with its
 // lease token. When none is free, the server waits up to wait (at most
-// MaxWait) for one before the call fails with ErrNoKeyAvailable. The lease
-// ends unless kept alive: Claim does that for you.
+// MaxWait) for one before the call fails with ErrNoKeyAvailable; a pool that
+// has no keys fails at once with ErrUnknownPool. The lease ends unless kept
+// alive: Claim does that for you.
 //
 // A claim whose answer is lost after the server made it, and which is then
 // sent again (this client retries answers of 503), holds a second key

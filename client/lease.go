@@ -34,7 +34,8 @@ const minKeepAliveInterval = 5 * time.Millisecond
 // Claim claims a key of the pool ("" is the default pool), waiting as long
 // as ctx allows for one to become free: the server holds each request for up
 // to MaxWait and the call asks again until ctx ends, then fails with an
-// error that matches both ErrNoKeyAvailable and ctx's error.
+// error that matches both ErrNoKeyAvailable and ctx's error. A pool that has
+// no keys is not waited for: the call fails at once with ErrUnknownPool.
 //
 // Every request of one Claim carries the same idempotency key, so a
 // request repeated after its answer was lost (this client retries answers

@@ -25,7 +25,7 @@ const exitCodesHelp = `Exit codes:
   0  done
   1  the server or database answered with an error, or could not be reached
   2  usage error (unknown command, missing argument, bad flag)
-  3  no free key in the pool (keys get)`
+  3  no free key in the pool (keys get); a pool without keys is 1`
 
 // newFlagSet returns a flag set that reports errors instead of exiting and
 // prints its usage, help text first, to stderr.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -93,13 +94,22 @@ func TestKeysCommands(t *testing.T) {
 	require.Contains(t, gone.stderr, "key_not_found")
 
 	// No free key has an exit code of its own, also after a wait.
-	none := keys("get", "--pool", "empty")
+	require.Equal(t, exitOK, keys("create", "--pool", "full").code)
+	require.Equal(t, exitOK, keys("get", "--pool", "full").code)
+	none := keys("get", "--pool", "full")
 	require.Equal(t, exitNoKey, none.code)
 	require.Contains(t, none.stderr, "no_free_key")
 	require.Empty(t, none.stdout)
-	none = keys("get", "--pool", "empty", "--wait", "50ms", "--json")
+	none = keys("get", "--pool", "full", "--wait", "50ms", "--json")
 	require.Equal(t, exitNoKey, none.code)
 	require.Contains(t, none.stderr, "no_free_key")
+	// A pool without keys is a mistake, not a pool to wait for: it fails at
+	// once, however long the wait.
+	start := time.Now()
+	unknown := keys("get", "--pool", "empty", "--wait", "30s")
+	require.Equal(t, exitFailed, unknown.code)
+	require.Contains(t, unknown.stderr, "unknown_pool")
+	require.Less(t, time.Since(start), 10*time.Second)
 }
 
 func TestKeysSendsTheBearerToken(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/spelling"
 )
 
 // didYouMean is the line that follows "unknown command" on a typo: the
@@ -41,7 +43,7 @@ func suggest(word string, candidates []string) []string {
 	}
 	var matches []match
 	for _, c := range candidates {
-		d := editDistance(word, strings.ToLower(c))
+		d := spelling.Distance(word, strings.ToLower(c))
 		switch {
 		case d == 0:
 			continue
@@ -57,33 +59,4 @@ func suggest(word string, candidates []string) []string {
 		names[i] = m.name
 	}
 	return names
-}
-
-// editDistance counts the insertions, deletions, substitutions and swaps of
-// two neighbouring letters that turn a into b (the optimal string alignment
-// distance: "gte" is one swap from "get").
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	// d[i][j] is the distance between ra[:i] and rb[:j].
-	d := make([][]int, len(ra)+1)
-	for i := range d {
-		d[i] = make([]int, len(rb)+1)
-		d[i][0] = i
-	}
-	for j := range d[0] {
-		d[0][j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
-			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
-			}
-		}
-	}
-	return d[len(ra)][len(rb)]
 }

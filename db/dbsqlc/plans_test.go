@@ -181,6 +181,7 @@ func checkPlans(t *testing.T, perPool int32, write bool) {
 		{"ClaimRequestRecord", claimRequestRecord, []any{"default", "claim-7", id, 7, sqlExpr("now() + interval '1 minute'")}, []string{"claim_requests_pkey"}},
 		{"ClaimRequestDeleteExpired", claimRequestDeleteExpired, []any{1000}, []string{"claim_requests_expires_at_idx"}},
 		{"PoolCountsGet", poolCountsGet, []any{"default"}, []string{"pool_count_changes_pool_xid_idx"}},
+		{"PoolCountsKnown", poolCountsKnown, []any{"default"}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"PoolCountsFold", poolCountsFold, []any{1}, []string{"pool_count_changes_pool_xid_idx"}},
 		{"KeyCountExpiring", keyCountExpiring, []any{60.0}, []string{"keys_expires_at_idx"}},
 		{"KeyListPage", keyListPage, []any{"default", uuid.Nil, 51}, []string{"keys_pool_id_idx"}},

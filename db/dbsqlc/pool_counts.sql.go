@@ -121,6 +121,24 @@ func (q *Queries) PoolCountsGet(ctx context.Context, pool string) (PoolCountsGet
 	return i, err
 }
 
+const poolCountsKnown = `-- name: PoolCountsKnown :one
+SELECT EXISTS (
+    SELECT 1 FROM pool_counts WHERE pool = $1::text AND keys <> 0
+    UNION ALL
+    SELECT 1 FROM pools WHERE name = $1::text
+) AS known
+`
+
+// Whether the pool is known, which a claim asks once it found no free key
+// (or before it waits): a pool without keys is not waited for. Each way a
+// pool comes to be known is one line of the union.
+func (q *Queries) PoolCountsKnown(ctx context.Context, pool string) (bool, error) {
+	row := q.db.QueryRow(ctx, poolCountsKnown, pool)
+	var known bool
+	err := row.Scan(&known)
+	return known, err
+}
+
 const poolCountsList = `-- name: PoolCountsList :many
 
 SELECT pool, keys, blocked

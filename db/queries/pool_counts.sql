@@ -14,6 +14,16 @@ SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint
 FROM pool_counts
 WHERE pool = sqlc.arg(pool)::text;
 
+-- name: PoolCountsKnown :one
+-- Whether the pool is known, which a claim asks once it found no free key
+-- (or before it waits): a pool without keys is not waited for. Each way a
+-- pool comes to be known is one line of the union.
+SELECT EXISTS (
+    SELECT 1 FROM pool_counts WHERE pool = sqlc.arg(pool)::text AND keys <> 0
+    UNION ALL
+    SELECT 1 FROM pools WHERE name = sqlc.arg(pool)::text
+) AS known;
+
 -- name: PoolCountsFold :one
 -- Moves the changes of every pool into its totals, and returns how many
 -- change rows it moved. The pool's horizon becomes the oldest transaction

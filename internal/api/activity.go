@@ -110,13 +110,11 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 
 // activityParams reads ?pool= (empty: every pool) and ?minutes=.
 func activityParams(r *http.Request) (string, int, error) {
-	query, err := onlyParams(r, "this", "pool", "minutes")
-	if err != nil {
-		return "", 0, err
-	}
+	query := r.URL.Query()
 	pool := ""
 	if query.Has("pool") {
-		if pool, err = poolParam(r, ""); err != nil {
+		var err error
+		if pool, err = poolParam(r, nil); err != nil {
 			return "", 0, err
 		}
 	}

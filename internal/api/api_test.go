@@ -117,7 +117,7 @@ func TestClaimKey(t *testing.T) {
 	require.EqualValues(t, 1, got.body["timesAssigned"])
 
 	requireProblem(t, do(t, "GET", s.url+"/keys?pool=p", ""), 404, "no_free_key")
-	requireProblem(t, do(t, "GET", s.url+"/keys", ""), 404, "no_free_key")
+	requireProblem(t, do(t, "GET", s.url+"/keys", ""), 404, "unknown_pool")
 
 	// The token is for the holder only.
 	info := do(t, "GET", s.url+"/keys/"+got.str("keyId"), "")
@@ -277,7 +277,7 @@ func TestDeleteKey(t *testing.T) {
 	require.Equal(t, true, deleted.body["deleted"])
 	requireProblem(t, do(t, "DELETE", s.url+"/keys/"+id, ""), 404, "key_not_found")
 	requireProblem(t, do(t, "GET", s.url+"/keys/"+id, ""), 404, "key_not_found")
-	requireProblem(t, do(t, "GET", s.url+"/keys", ""), 404, "no_free_key")
+	requireProblem(t, do(t, "GET", s.url+"/keys", ""), 404, "unknown_pool")
 }
 
 func TestUnknownRoutesAndMethods(t *testing.T) {

@@ -163,7 +163,7 @@ func TestAdminTokenAlone(t *testing.T) {
 	requireProblem(t, do(t, "GET", s.url+"/keys", ""), 401, "unauthorized")
 	requireProblem(t, do(t, "GET", s.url+"/keys", "", bearer(clientToken)...), 401, "unauthorized")
 	requireProblem(t, do(t, "GET", s.url+"/keys", "", bearer("")...), 401, "unauthorized")
-	requireProblem(t, do(t, "GET", s.url+"/keys", "", bearer(adminToken)...), 404, "no_free_key")
+	requireProblem(t, do(t, "GET", s.url+"/keys", "", bearer(adminToken)...), 404, "unknown_pool")
 }
 
 // Health and readiness are public by default, metrics protected; each is

@@ -404,6 +404,15 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	} {
 		do(t, r.method, down.url+r.path, "")
 	}
+	// A query parameter that the operation does not take, on every route;
+	// an empty pool name in a body, a claim on a pool without keys.
+	for _, path := range c.doc.Paths.Keys() {
+		for method := range c.doc.Paths.Value(path).Operations() {
+			do(t, method, s.url+routeURL(path)+"?bogus=1", "")
+		}
+	}
+	do(t, "POST", s.url+"/keys", `{"count": 1, "pool": ""}`)
+	do(t, "GET", s.url+"/keys?pool=nowhere&wait=30s", "")
 
 	var documented []answer
 	for _, path := range c.doc.Paths.Keys() {

@@ -86,19 +86,27 @@ func TestDashboardReadsRefuseBadParameters(t *testing.T) {
 		{"/pools/p/keys?limit=ten", "limit must be a whole number"},
 		{"/pools/p/keys?after=nope", "after must be a key id"},
 		{"/pools/p/keys?after={0b7a0e55-8f7e-4b8e-9a52-8d1b6c1f0d3e}", "after must be a key id"},
-		{"/pools/p/keys?page=2", `unknown parameter "page"`},
+
 		{"/pools/p/keys?limit=1&limit=2", "limit is given 2 times"},
 		{"/pools/bad!pool/keys", "pool must be 1 to 64 letters"},
 		{"/activity?minutes=0", "minutes must be a whole number from 1 to 1440"},
 		{"/activity?minutes=1441", "minutes must be a whole number from 1 to 1440"},
 		{"/activity?pool=", "pool must not be empty"},
 		{"/activity?pool=a/b", "pool must be 1 to 64 letters"},
-		{"/activity?from=2026-11-21T00:00:00Z", `unknown parameter "from"`},
+
 		{"/activity/lease-durations?minutes=-5", "minutes must be a whole number from 1 to 1440"},
 		{"/activity/lease-durations?pool=x&pool=y", "pool is given 2 times"},
 	} {
 		r := do(t, "GET", s.url+tc.path, "")
 		requireProblem(t, r, http.StatusBadRequest, "invalid_parameter")
+		require.Contains(t, r.str("detail"), tc.detail, tc.path)
+	}
+	for _, tc := range []struct{ path, detail string }{
+		{"/pools/p/keys?page=2", `unknown parameter "page"; GET /pools/{pool}/keys takes after, limit`},
+		{"/activity?from=2026-11-21T00:00:00Z", `unknown parameter "from"; GET /activity takes pool, minutes`},
+	} {
+		r := do(t, "GET", s.url+tc.path, "")
+		requireProblem(t, r, http.StatusBadRequest, "unknown_parameter")
 		require.Contains(t, r.str("detail"), tc.detail, tc.path)
 	}
 }

@@ -16,6 +16,7 @@ var (
 	errInvalidBody      = errors.New("invalid request body")
 	errBodyTooLarge     = errors.New("request body too large")
 	errInvalidParameter = errors.New("invalid parameter")
+	errUnknownParameter = errors.New("unknown parameter")
 	errUnsupportedMedia = errors.New("unsupported media type")
 	errRouteNotFound    = errors.New("route not found")
 	errMethodNotAllowed = errors.New("method not allowed")
@@ -46,7 +47,8 @@ var errorTable = []struct {
 	{err: store.ErrKeyNotFound, status: http.StatusNotFound, code: "key_not_found", title: "Key not found",
 		detail: "No live key has this id."},
 	{err: store.ErrNoFreeKey, status: http.StatusNotFound, code: "no_free_key", title: "No free key",
-		detail: "Every key of the pool is held, or the pool has no keys."},
+		detail: "Every key of the pool is held or cooling down."},
+	{err: store.ErrUnknownPool, status: http.StatusNotFound, code: "unknown_pool", title: "Unknown pool"},
 	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
 	{err: store.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",
@@ -69,8 +71,6 @@ var errorTable = []struct {
 	{err: store.ErrDuplicateName, status: http.StatusConflict, code: "duplicate_name", title: "Duplicate key name"},
 	{err: store.ErrLeaseTokenRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
 		detail: "The key's pool requires the lease token (If-Match or ?lease=) for releases and keep-alives. Nothing was changed."},
-	{err: store.ErrPoolNotFound, status: http.StatusNotFound, code: "unknown_pool", title: "Unknown pool",
-		detail: "The pool has no keys and no policy. Check its name; create keys, or give it a policy with PUT /pools/{pool}."},
 	{err: store.ErrPoolNotEmpty, status: http.StatusConflict, code: "pool_not_empty", title: "Pool has keys",
 		detail: "The pool still has keys. Delete them first, or ask for them to be deleted with ?deleteKeys=true. Nothing was changed."},
 	{err: store.ErrSecretUnavailable, status: http.StatusInternalServerError, code: "secret_unavailable", title: "Secret unavailable",
@@ -79,6 +79,7 @@ var errorTable = []struct {
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: errBodyTooLarge, status: http.StatusRequestEntityTooLarge, code: "body_too_large", title: "Request body too large"},
 	{err: errInvalidParameter, status: http.StatusBadRequest, code: "invalid_parameter", title: "Invalid parameter"},
+	{err: errUnknownParameter, status: http.StatusBadRequest, code: "unknown_parameter", title: "Unknown parameter"},
 	{err: errInvalidIdempotencyKey, status: http.StatusBadRequest, code: "invalid_idempotency_key", title: "Invalid Idempotency-Key"},
 	{err: reports.ErrInvalidParams, status: http.StatusBadRequest, code: "invalid_report_parameters", title: "Invalid report parameters"},
 	{err: errUnsupportedMedia, status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", title: "Unsupported media type"},

@@ -13,3 +13,19 @@ func ErrorCodes() []string {
 	}
 	return codes
 }
+
+// QueryParams returns what the route ("GET /keys") takes in its query:
+// every parameter's name, and whether it may be repeated. ok is false for
+// a route that declared nothing.
+func (a *API) QueryParams(route string) (params map[string]bool, ok bool) {
+	q, ok := a.queries[route]
+	params = map[string]bool{}
+	for _, p := range q {
+		params[p.name] = p.repeatable
+	}
+	return params, ok
+}
+
+// ClosestParameter returns the parameter among params that an unknown name
+// most likely meant, or "".
+func ClosestParameter(name string, params ...string) string { return takes(params...).closest(name) }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"math"
@@ -37,9 +38,10 @@ var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // createRequest is the body of POST /keys; every field is optional, and
 // count and keys are exclusive.
 type createRequest struct {
-	Count *int             `json:"count"`
-	Pool  string           `json:"pool"`
-	Keys  *[]newKeyRequest `json:"keys"`
+	Count *int `json:"count"`
+	// Pool is nil when the body names none.
+	Pool *string          `json:"pool"`
+	Keys *[]newKeyRequest `json:"keys"`
 	// SkipExisting, with keys: leave out the keys whose secret or name the
 	// pool has already, rather than refuse the whole request.
 	SkipExisting bool `json:"skipExisting"`
@@ -182,7 +184,7 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 }
 
 func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
-	pool, err := poolParam(r, "")
+	pool, err := poolParam(r, nil)
 	if err != nil {
 		return err
 	}
@@ -238,7 +240,7 @@ func writeLeasedKey(w http.ResponseWriter, key store.Key) {
 // first try claims a key and records the lease under the idempotency key in
 // one transaction; a repeat, on any replica, answers that lease.
 func (a *API) claimKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration, labels []string) error {
-	key, replayed, err := a.pollClaim(r.Context(), wait, func() (store.Key, bool, error) {
+	key, replayed, err := a.pollClaim(r.Context(), pool, wait, func() (store.Key, bool, error) {
 		return a.store.ClaimIdempotent(r.Context(), pool, idempotencyKey, labels...)
 	})
 	// A repeat answers a lease counted when it was claimed.
@@ -274,16 +276,27 @@ const (
 // serves a pool's waiters in order, whatever labels they ask for. The
 // price: such waiters poll, and are not part of the order in which this
 // replica serves its queued waiters.
-func (a *API) pollClaim(ctx context.Context, wait time.Duration, claim func() (store.Key, bool, error)) (_ store.Key, _ bool, err error) {
+//
+// A pool without keys is not waited for: the first try that finds no key,
+// and the last, ask whether the pool has any.
+func (a *API) pollClaim(ctx context.Context, pool string, wait time.Duration, claim func() (store.Key, bool, error)) (_ store.Key, _ bool, err error) {
 	if wait > 0 {
 		defer a.observeWait(time.Now(), &err)
 	}
 	deadline := time.Now().Add(wait)
 	pause := idempotentPollFirst
-	for {
+	for first := true; ; first = false {
 		key, replayed, err := claim()
 		left := time.Until(deadline)
-		if !errors.Is(err, store.ErrNoFreeKey) || left <= 0 {
+		if !errors.Is(err, store.ErrNoFreeKey) {
+			return key, replayed, err
+		}
+		if first || left <= 0 {
+			if err := a.requireKnownPool(ctx, pool); err != nil {
+				return store.Key{}, false, err
+			}
+		}
+		if left <= 0 {
 			return key, replayed, err
 		}
 		// Spread over [pause/2, pause), so that waiters that started
@@ -300,20 +313,54 @@ func (a *API) pollClaim(ctx context.Context, wait time.Duration, claim func() (s
 }
 
 // claim claims a key of the pool; with a wait, it queues behind this
-// replica's earlier waiters until a key is freed or the wait is over.
-func (a *API) claim(ctx context.Context, pool string, wait time.Duration, labels []string) (_ store.Key, err error) {
+// replica's earlier waiters until a key is freed or the wait is over. A
+// pool without keys answers store.ErrUnknownPool, and is never waited for.
+func (a *API) claim(ctx context.Context, pool string, wait time.Duration, labels []string) (store.Key, error) {
 	if len(labels) > 0 {
-		key, _, err := a.pollClaim(ctx, wait, func() (store.Key, bool, error) {
+		key, _, err := a.pollClaim(ctx, pool, wait, func() (store.Key, bool, error) {
 			key, err := a.store.Claim(ctx, pool, labels...)
 			return key, false, err
 		})
 		return key, err
 	}
 	if wait <= 0 {
-		return a.store.Claim(ctx, pool)
+		key, err := a.store.Claim(ctx, pool)
+		if errors.Is(err, store.ErrNoFreeKey) {
+			err = cmp.Or(a.requireKnownPool(ctx, pool), err)
+		}
+		return key, err
 	}
+	return a.waitForKey(ctx, pool, wait)
+}
+
+// waitForKey waits on the hub for a key of the pool. The hub claims for its
+// waiters in the background, so the pool is asked about before the wait,
+// not once a claim found nothing; and again if the wait ends with nothing,
+// as the pool's keys may have been deleted meanwhile.
+func (a *API) waitForKey(ctx context.Context, pool string, wait time.Duration) (_ store.Key, err error) {
 	defer a.observeWait(time.Now(), &err)
-	return a.waiters.Wait(ctx, pool, wait)
+	if err := a.requireKnownPool(ctx, pool); err != nil {
+		return store.Key{}, err
+	}
+	key, err := a.waiters.Wait(ctx, pool, wait)
+	if errors.Is(err, store.ErrNoFreeKey) {
+		err = cmp.Or(a.requireKnownPool(ctx, pool), err)
+	}
+	return key, err
+}
+
+// requireKnownPool answers store.ErrUnknownPool, naming the pool, when the
+// pool has no keys. It costs a statement: claims ask only once they found
+// no free key, or before they wait.
+func (a *API) requireKnownPool(ctx context.Context, pool string) error {
+	known, err := a.store.PoolKnown(ctx, pool)
+	switch {
+	case err != nil:
+		return err
+	case !known:
+		return invalid(store.ErrUnknownPool, "pool %q has no keys and no policy: check its name. A claim on such a pool never waits.", pool)
+	}
+	return nil
 }
 
 // observeClaim counts a claim's answer in the pool's metrics: a key handed
@@ -337,6 +384,8 @@ func (a *API) observeWait(start time.Time, err *error) {
 	}
 	outcome := metrics.WaitClaimed
 	switch {
+	case errors.Is(*err, store.ErrUnknownPool):
+		outcome = metrics.WaitUnknownPool
 	case errors.Is(*err, store.ErrNoFreeKey):
 		outcome = metrics.WaitNoFreeKey
 	case *err != nil:
@@ -346,7 +395,7 @@ func (a *API) observeWait(start time.Time, err *error) {
 }
 
 func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
-	pool, err := poolParam(r, "")
+	pool, err := poolParam(r, nil)
 	if err != nil {
 		return err
 	}
@@ -584,21 +633,22 @@ func keyIDParam(r *http.Request) (uuid.UUID, error) {
 	return id, nil
 }
 
-// poolParam reads the pool from the query, or from the body's value when
-// the query has none; both may be given only if they agree.
-func poolParam(r *http.Request, fromBody string) (string, error) {
+// poolParam reads the pool from the query, or from the body's value (nil
+// when the body names none) when the query has none; both may be given only
+// if they agree. A pool named empty is refused, never read as the default.
+func poolParam(r *http.Request, fromBody *string) (string, error) {
 	query := r.URL.Query()
 	pool := query.Get("pool")
-	if pool != "" && fromBody != "" && pool != fromBody {
-		return "", invalid(errInvalidParameter, "pool is %q in the query but %q in the body", pool, fromBody)
-	}
-	if pool == "" {
-		pool = fromBody
-	}
-	if pool == "" {
-		if query.Has("pool") {
-			return "", invalid(errInvalidParameter, "pool must not be empty")
-		}
+	switch {
+	case query.Has("pool") && pool == "":
+		return "", invalid(errInvalidParameter, "pool must not be empty; leave it out for the default pool")
+	case fromBody != nil && *fromBody == "":
+		return "", invalid(errInvalidBody, "pool must not be empty; leave it out for the default pool")
+	case fromBody != nil && pool != "" && pool != *fromBody:
+		return "", invalid(errInvalidParameter, "pool is %q in the query but %q in the body", pool, *fromBody)
+	case fromBody != nil:
+		pool = *fromBody
+	case pool == "":
 		return defaultPool, nil
 	}
 	if !poolName.MatchString(pool) {

@@ -112,7 +112,10 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=a", "").status)
 	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=a&wait=20ms", "").status)
 	require.Equal(t, http.StatusOK, do(t, "GET", s.url+"/keys?pool=b&wait=1s", "").status)
+	// A pool without keys is no exhausted pool: it is not counted as one,
+	// and costs no label of its own.
 	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=empty", "").status)
+	require.Equal(t, http.StatusNotFound, do(t, "GET", s.url+"/keys?pool=empty&wait=1s", "").status)
 	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId")+"?lease="+held.str("leaseToken"), "").status)
 	// A second release of the now free key ends no lease.
 	require.Equal(t, http.StatusOK, do(t, "PUT", s.url+"/keys/"+held.str("keyId"), "").status)
@@ -128,10 +131,10 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 		`tokenorchestrator_claims_total{pool="a"} 2`,
 		`tokenorchestrator_claims_total{pool="b"} 1`,
 		`tokenorchestrator_no_free_key_total{pool="a"} 1`,
-		`tokenorchestrator_no_free_key_total{pool="empty"} 1`,
 		`tokenorchestrator_releases_total{pool="a"} 1`,
 		`tokenorchestrator_claim_wait_seconds_count{outcome="no_free_key"} 1`,
 		`tokenorchestrator_claim_wait_seconds_count{outcome="claimed"} 1`,
+		`tokenorchestrator_claim_wait_seconds_count{outcome="unknown_pool"} 1`,
 		`tokenorchestrator_lease_duration_seconds_count{ended="released"} 1`,
 		`tokenorchestrator_lease_duration_seconds_count{ended="expired"} 2`,
 		`tokenorchestrator_waiters 0`,
@@ -139,6 +142,7 @@ func TestPoolCountersFollowTheRequests(t *testing.T) {
 		require.Contains(t, text, want)
 	}
 	require.NotContains(t, text, `tokenorchestrator_releases_total{pool="b"}`)
+	require.NotContains(t, text, `pool="empty"`)
 	// An expired lease lasted its whole LEASE_TTL by the database clock.
 	sum := regexp.MustCompile(`tokenorchestrator_lease_duration_seconds_sum\{ended="expired"\} ([0-9.e+-]+)`).FindStringSubmatch(text)
 	require.NotNil(t, sum, text)

@@ -28,13 +28,11 @@ func (a *API) listPoolKeys(w http.ResponseWriter, r *http.Request) error {
 	if !poolName.MatchString(pool) {
 		return invalid(errInvalidParameter, "pool must be 1 to 64 letters, digits, '.', '_' or '-', got %q", pool)
 	}
-	query, err := onlyParams(r, "this", "after", "limit")
-	if err != nil {
-		return err
-	}
+	query := r.URL.Query()
 	after := uuid.Nil
 	if query.Has("after") {
 		raw := query.Get("after")
+		var err error
 		if after, err = uuid.Parse(raw); err != nil || len(raw) != 36 {
 			return invalid(errInvalidParameter, "after must be a key id (a UUID) from the previous page, got %q", raw)
 		}
@@ -199,7 +197,7 @@ func (a *API) getPool(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !has && counts.Keys == 0 {
-		return store.ErrPoolNotFound
+		return store.ErrUnknownPool
 	}
 	writeJSON(w, http.StatusOK, a.newPoolBody(p, has, counts))
 	return nil

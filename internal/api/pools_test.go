@@ -290,6 +290,9 @@ func TestImportAfterTheKeyExpired(t *testing.T) {
 	old := first.body["keys"].([]any)[0].(map[string]any)["keyId"].(string)
 	time.Sleep(300 * time.Millisecond)
 	requireProblem(t, do(t, "GET", srv.url+"/keys/"+old, ""), http.StatusNotFound, "key_not_found")
+	// New keys live an hour; the ended one stays ended.
+	require.Equal(t, http.StatusOK, do(t, "PUT", srv.url+"/pools/short", `{"keyTTL": "1h"}`).status)
+	requireProblem(t, do(t, "GET", srv.url+"/keys/"+old, ""), http.StatusNotFound, "key_not_found")
 
 	again := do(t, "POST", srv.url+"/keys", `{"pool": "short", "keys": [{"secret": "sk-short-0123456789", "name": "only"}]}`)
 	require.Equal(t, http.StatusCreated, again.status, again.raw)

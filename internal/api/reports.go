@@ -64,7 +64,7 @@ func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error
 		panic("api: no report named " + name)
 	}
 	return func(w http.ResponseWriter, r *http.Request) error {
-		params, err := reportParams(r, rep, time.Now())
+		params, err := reportParams(r, time.Now())
 		if err != nil {
 			return err
 		}
@@ -87,18 +87,24 @@ func (a *API) report(name string) func(http.ResponseWriter, *http.Request) error
 	}
 }
 
-// reportParams reads from, to, pool and, for the leases report, limit. Any
-// other parameter is refused: a misspelt from or to would otherwise quietly
-// give the default range.
-func reportParams(r *http.Request, rep reports.Report, now time.Time) (reports.Params, error) {
-	allowed := []string{"from", "to", "pool"}
+// reportQuery is what the named report takes: from, to, pool and, for the
+// leases report, limit. Any other parameter is refused: a misspelt from or
+// to would otherwise quietly give the default range.
+func reportQuery(name string) query {
+	rep, ok := reports.Find(name)
+	if !ok {
+		panic("api: no report named " + name)
+	}
 	if rep.PerLease {
-		allowed = append(allowed, "limit")
+		return takes("from", "to", "pool", "limit")
 	}
-	query, err := onlyParams(r, "this report", allowed...)
-	if err != nil {
-		return reports.Params{}, err
-	}
+	return takes("from", "to", "pool")
+}
+
+// reportParams reads what reportQuery lets through.
+func reportParams(r *http.Request, now time.Time) (reports.Params, error) {
+	query := r.URL.Query()
+	var err error
 	p := reports.DefaultParams(now)
 	if query.Has("to") {
 		if p.To, err = timeParam(query.Get("to"), "to"); err != nil {
@@ -112,7 +118,7 @@ func reportParams(r *http.Request, rep reports.Report, now time.Time) (reports.P
 		}
 	}
 	if query.Has("pool") {
-		if p.Pool, err = poolParam(r, ""); err != nil {
+		if p.Pool, err = poolParam(r, nil); err != nil {
 			return reports.Params{}, err
 		}
 	}

@@ -340,8 +340,8 @@ func TestBadReportParametersAnswer400AndRunNoQuery(t *testing.T) {
 		{"/reports/leases?limit=0", "invalid_parameter", "limit must be a whole number"},
 		{"/reports/leases?limit=ten", "invalid_parameter", "limit must be a whole number"},
 		{"/reports/leases?limit=10001", "invalid_report_parameters", "limit must be between 1 and 10000"},
-		{"/reports/lease-activity?limit=5", "invalid_parameter", `unknown parameter "limit"`},
-		{"/reports/lease-activity?form=2026-11-01T00:00:00Z", "invalid_parameter", `unknown parameter "form"`},
+		{"/reports/lease-activity?limit=5", "unknown_parameter", `unknown parameter "limit"; GET /reports/lease-activity takes from, to, pool`},
+		{"/reports/lease-activity?form=2026-11-01T00:00:00Z", "unknown_parameter", `unknown parameter "form" (did you mean "from"?)`},
 		{"/reports/lease-activity?from=2026-11-01T00:00:00Z&from=2026-11-02T00:00:00Z", "invalid_parameter", "from is given 2 times"},
 	} {
 		r := do(t, "GET", s.url+tc.path, "")

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,22 +15,6 @@ import (
 
 // What handlers read from a request: query parameters and JSON bodies,
 // refused with a problem that says what was wrong.
-
-// onlyParams returns the query when it has none but the allowed parameters,
-// each at most once: a misspelt one would otherwise quietly be ignored.
-// taker names what takes them in the message ("this", "this report").
-func onlyParams(r *http.Request, taker string, allowed ...string) (url.Values, error) {
-	query := r.URL.Query()
-	for name, values := range query {
-		if !slices.Contains(allowed, name) {
-			return nil, invalid(errInvalidParameter, "unknown parameter %q; %s takes %s", name, taker, strings.Join(allowed, ", "))
-		}
-		if len(values) > 1 {
-			return nil, invalid(errInvalidParameter, "%s is given %d times", name, len(values))
-		}
-	}
-	return query, nil
-}
 
 // intParam reads an optional whole number in [min, max].
 func intParam(query url.Values, name string, fallback, min, max int) (int, error) {

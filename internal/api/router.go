@@ -57,6 +57,8 @@ type API struct {
 	// routes holds the router's patterns: the only route labels of the
 	// metrics.
 	routes map[string]bool
+	// queries holds what each route ("GET /keys") takes in its query.
+	queries map[string]query
 }
 
 // New builds the API and its router.
@@ -64,7 +66,8 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth)}
+	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth),
+		queries: map[string]query{}}
 	r := chi.NewRouter()
 	a.router = r
 
@@ -85,61 +88,64 @@ func New(cfg Config) *API {
 	}))
 	r.MethodNotAllowed(a.methodNotAllowed)
 
-	// Who may call what: every route is registered through the role it
-	// asks of the caller. With no token configured, every role is open.
+	// Who may call what, with which query parameters: every route is
+	// registered through the role it asks of the caller, and declares the
+	// parameters it takes; any other is refused before its handler runs.
+	// With no token configured, every role is open.
 	admin := r.With(a.require(roleAdmin))
 	client := r.With(a.require(roleClient))
 	health := r.With(a.require(publicUnless(cfg.Auth.PublicHealth, roleClient)))
 	metricsRole := r.With(a.require(publicUnless(cfg.Auth.PublicMetrics, roleAdmin)))
 	public := r.With(a.require(rolePublic))
+	const get, head, post, put, del = http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete
 
-	admin.Post("/keys", a.handle(a.createKeys))
-	client.Get("/keys", a.handle(a.claimKey))
+	a.route(admin, post, "/keys", takes("pool"), a.handle(a.createKeys))
+	a.route(client, get, "/keys", takes("pool", "wait").andRepeatable("label"), a.handle(a.claimKey))
 	// HEAD /keys is its own handler: it must never claim a key, as a HEAD
 	// answered by the GET handler would.
-	client.Head("/keys", a.handle(a.poolAvailability))
-	client.Get("/keys/{id}", a.handle(a.getKey))
-	client.Head("/keys/{id}", a.handle(a.headKey))
-	admin.Delete("/keys/{id}", a.handle(a.deleteKey))
-	client.Put("/keys/{id}", a.handle(a.releaseKey))
-	client.Put("/keys/{id}/keepalive", a.handle(onLease(a.store.KeepAlive)))
-	client.Put("/keepalive/{id}", a.handle(onLease(a.store.KeepAlive)))
+	a.route(client, head, "/keys", takes("pool"), a.handle(a.poolAvailability))
+	a.route(client, get, "/keys/{id}", takes("lease"), a.handle(a.getKey))
+	a.route(client, head, "/keys/{id}", takes(), a.handle(a.headKey))
+	a.route(admin, del, "/keys/{id}", takes(), a.handle(a.deleteKey))
+	a.route(client, put, "/keys/{id}", takes("lease", "cooldown"), a.handle(a.releaseKey))
+	a.route(client, put, "/keys/{id}/keepalive", takes("lease"), a.handle(onLease(a.store.KeepAlive)))
+	a.route(client, put, "/keepalive/{id}", takes("lease"), a.handle(onLease(a.store.KeepAlive)))
 
-	admin.Get("/stats", a.handle(a.stats))
-	admin.Get("/reports", a.handle(a.listReports))
-	admin.Get("/reports/leases", a.handle(a.report("leases")))
-	admin.Get("/reports/lease-activity", a.handle(a.report("lease-activity")))
-	admin.Get("/reports/lease-durations", a.handle(a.report("lease-durations")))
-	admin.Get("/reports/key-activity", a.handle(a.report("key-activity")))
-	admin.Get("/reports/utilisation", a.handle(a.report("utilisation")))
-	admin.Get("/reports/key-cooldowns", a.handle(a.report("key-cooldowns")))
+	a.route(admin, get, "/stats", takes(), a.handle(a.stats))
+	a.route(admin, get, "/reports", takes(), a.handle(a.listReports))
+	a.route(admin, get, "/reports/leases", reportQuery("leases"), a.handle(a.report("leases")))
+	a.route(admin, get, "/reports/lease-activity", reportQuery("lease-activity"), a.handle(a.report("lease-activity")))
+	a.route(admin, get, "/reports/lease-durations", reportQuery("lease-durations"), a.handle(a.report("lease-durations")))
+	a.route(admin, get, "/reports/key-activity", reportQuery("key-activity"), a.handle(a.report("key-activity")))
+	a.route(admin, get, "/reports/utilisation", reportQuery("utilisation"), a.handle(a.report("utilisation")))
+	a.route(admin, get, "/reports/key-cooldowns", reportQuery("key-cooldowns"), a.handle(a.report("key-cooldowns")))
 
 	// The dashboard: its page and assets are public, as a browser cannot
 	// send a token when it opens a page; what it reads beyond the key API
 	// asks for the admin token, which the page sends from its settings.
-	public.Get("/", a.handle(a.serveDashboard))
-	public.Get("/ui/{asset}", a.handle(a.serveAsset))
-	admin.Get("/pools", a.handle(a.listPools))
-	admin.Get("/pools/{pool}", a.handle(a.getPool))
-	admin.Put("/pools/{pool}", a.handle(a.putPool))
-	admin.Delete("/pools/{pool}", a.handle(a.deletePool))
-	admin.Get("/pools/{pool}/keys", a.handle(a.listPoolKeys))
+	a.route(public, get, "/", takes(), a.handle(a.serveDashboard))
+	a.route(public, get, "/ui/{asset}", takes(), a.handle(a.serveAsset))
+	a.route(admin, get, "/pools", takes(), a.handle(a.listPools))
+	a.route(admin, get, "/pools/{pool}", takes(), a.handle(a.getPool))
+	a.route(admin, put, "/pools/{pool}", takes(), a.handle(a.putPool))
+	a.route(admin, del, "/pools/{pool}", takes("deleteKeys"), a.handle(a.deletePool))
+	a.route(admin, get, "/pools/{pool}/keys", takes("after", "limit"), a.handle(a.listPoolKeys))
 	// A key by its name: read as GET /keys/{id}, deleted as DELETE /keys/{id}.
-	client.Get("/pools/{pool}/keys/{name}", a.handle(a.getKeyByName))
-	admin.Delete("/pools/{pool}/keys/{name}", a.handle(a.deleteKeyByName))
-	admin.Get("/activity", a.handle(a.activity))
-	admin.Get("/activity/lease-durations", a.handle(a.leaseDurations))
+	a.route(client, get, "/pools/{pool}/keys/{name}", takes("lease"), a.handle(a.getKeyByName))
+	a.route(admin, del, "/pools/{pool}/keys/{name}", takes(), a.handle(a.deleteKeyByName))
+	a.route(admin, get, "/activity", takes("pool", "minutes"), a.handle(a.activity))
+	a.route(admin, get, "/activity/lease-durations", takes("pool", "minutes"), a.handle(a.leaseDurations))
 
-	health.Get("/healthz", a.handle(a.healthz))
-	health.Head("/healthz", a.handle(a.healthz))
-	health.Get("/readyz", a.handle(a.readyz(cfg.Ready)))
-	health.Head("/readyz", a.handle(a.readyz(cfg.Ready)))
+	for _, method := range []string{get, head} {
+		a.route(health, method, "/healthz", takes(), a.handle(a.healthz))
+		a.route(health, method, "/readyz", takes(), a.handle(a.readyz(cfg.Ready)))
+	}
 	if cfg.Metrics != nil {
-		metricsRole.Method(http.MethodGet, "/metrics", cfg.Metrics.Handler())
+		a.route(metricsRole, get, "/metrics", takes(), cfg.Metrics.Handler())
 	}
 	// The contract of the API is no secret.
-	public.Get("/openapi.yaml", a.handle(a.serveOpenAPI))
-	public.Get("/docs", a.handle(a.serveReference))
+	a.route(public, get, "/openapi.yaml", takes(), a.handle(a.serveOpenAPI))
+	a.route(public, get, "/docs", takes(), a.handle(a.serveReference))
 
 	a.routes = map[string]bool{}
 	_ = chi.Walk(r, func(_, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {

@@ -184,6 +184,7 @@ func TestWaitEndsWithNoKey(t *testing.T) {
 func TestWaitsEndWhenTheReplicaShutsDown(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{poll: noPoll})
+	holdAll(t, s, "closing", 1)
 	got := make(chan reply, 1)
 	go func() { got <- do(t, "GET", s.url+"/keys?pool=closing&wait=60s", "") }()
 	deadline := time.Now().Add(30 * time.Second)
@@ -247,6 +248,9 @@ func TestWaitersBeyondTheCapsAreAnswered503(t *testing.T) {
 	dbURL := testdb.New(t)
 
 	pools := newServer(t, dbURL, options{poll: noPoll, maxWaitedPools: 1})
+	for _, pool := range []string{"first", "second", "third"} {
+		holdAll(t, pools, pool, 1) // a pool without keys is not waited for
+	}
 	waitInBackground(t, pools, "first")
 	waiterQueued(t, pools, "first")
 	r := do(t, "GET", pools.url+"/keys?pool=second&wait=1s", "")

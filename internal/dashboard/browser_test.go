@@ -54,9 +54,9 @@ func TestDashboardInABrowser(t *testing.T) {
 		// An error of the API is shown with its title, detail and code.
 		b.do(chromedp.Click(chromedp.CSS("#get-key")))
 		b.waitFor("the problem is shown", `!document.getElementById('problem').hidden`)
-		b.waitText("#problem-title", "Getting a key failed: No free key")
-		b.waitText("#problem-detail", "Every key of the pool is held, or the pool has no keys.")
-		b.waitText("#problem-code", "404 no_free_key")
+		b.waitText("#problem-title", "Getting a key failed: Unknown pool")
+		b.waitText("#problem-detail", `pool "e2e" has no keys and no policy: check its name. A claim on such a pool never waits.`)
+		b.waitText("#problem-code", "404 unknown_pool")
 
 		// Create five keys.
 		b.do(chromedp.SetValue(chromedp.CSS("#create-count"), "5"),

@@ -122,7 +122,7 @@ func NewWithConfig(cfg Config) *Metrics {
 		}, pool),
 		waitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokenorchestrator_claim_wait_seconds",
-			Help:    "How long claims with ?wait= waited, by outcome (claimed, no_free_key, error).",
+			Help:    "How long claims with ?wait= waited, by outcome (claimed, no_free_key, unknown_pool, error).",
 			Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 45, 60},
 		}, []string{"outcome"}),
 		leaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -231,11 +231,14 @@ func (m *Metrics) ObserveCooldown(pool string) {
 const (
 	WaitClaimed   = "claimed"
 	WaitNoFreeKey = "no_free_key"
-	WaitError     = "error"
+	// WaitUnknownPool: the pool had no keys (at once, or when the wait
+	// ended: they were deleted meanwhile).
+	WaitUnknownPool = "unknown_pool"
+	WaitError       = "error"
 )
 
 // ObserveWait records how long a claim with ?wait= waited, and how it
-// ended (WaitClaimed, WaitNoFreeKey or WaitError).
+// ended (WaitClaimed, WaitNoFreeKey, WaitUnknownPool or WaitError).
 func (m *Metrics) ObserveWait(outcome string, waited time.Duration) {
 	m.waitSeconds.WithLabelValues(outcome).Observe(waited.Seconds())
 }

@@ -150,6 +150,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 func TestLongPollOutlivesReadTimeout(t *testing.T) {
 	t.Parallel()
 	addr := replica(t, func(c *config.Config) { c.ReadTimeout = 200 * time.Millisecond })
+	holdEveryKey(t, "http://"+addr, "none")
 	resp := do(t, "GET", fmt.Sprintf("http://%s/keys?pool=none&wait=1s", addr), "")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	require.Equal(t, "no_free_key", resp.problem["code"])
@@ -160,6 +161,14 @@ func TestLongPollOutlivesReadTimeout(t *testing.T) {
 type answer struct {
 	StatusCode int
 	problem    map[string]any
+}
+
+// holdEveryKey creates a key in the pool and claims it: the pool has keys,
+// and none is free, so a claim on it waits.
+func holdEveryKey(t *testing.T, url, pool string) {
+	t.Helper()
+	require.Equal(t, http.StatusCreated, do(t, "POST", url+"/keys?pool="+pool, "").StatusCode)
+	require.Equal(t, http.StatusOK, do(t, "GET", url+"/keys?pool="+pool, "").StatusCode)
 }
 
 func do(t *testing.T, method, url, body string) answer {

@@ -137,8 +137,9 @@ func requireShuttingDown(t *testing.T, r waitResult) {
 func TestShutdownAnswersWaitingClients(t *testing.T) {
 	t.Parallel()
 	r := serve(t, func(c *config.Config) { c.DrainDelay = 0 })
-	waiter := waitForKey(r.url, "empty", "60s")
-	waitUntilWaiting(t, r, "empty")
+	holdEveryKey(t, r.url, "held")
+	waiter := waitForKey(r.url, "held", "60s")
+	waitUntilWaiting(t, r, "held")
 
 	r.stop()
 	select {
@@ -164,8 +165,9 @@ func TestShutdownDrainsBeforeStopping(t *testing.T) {
 	endDrain := sync.OnceFunc(func() { close(release) })
 	defer endDrain()
 	require.Equal(t, http.StatusOK, get(t, r.url+"/readyz").StatusCode)
-	waiter := waitForKey(r.url, "empty", "60s")
-	waitUntilWaiting(t, r, "empty")
+	holdEveryKey(t, r.url, "held")
+	waiter := waitForKey(r.url, "held", "60s")
+	waitUntilWaiting(t, r, "held")
 
 	r.stop()
 	select {
@@ -179,9 +181,9 @@ func TestShutdownDrainsBeforeStopping(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, ready.StatusCode)
 	require.Equal(t, "not_ready", ready.problem["code"])
 	require.Contains(t, ready.problem["detail"], "shutting down")
-	requireShuttingDown(t, <-waitForKey(r.url, "empty", "30s"))
+	requireShuttingDown(t, <-waitForKey(r.url, "held", "30s"))
 	require.Equal(t, http.StatusOK, get(t, r.url+"/healthz").StatusCode, "the server is alive")
-	require.Equal(t, "no_free_key", get(t, r.url+"/keys?pool=empty").problem["code"], "requests that do not wait are served")
+	require.Equal(t, "no_free_key", get(t, r.url+"/keys?pool=held").problem["code"], "requests that do not wait are served")
 
 	select {
 	case <-r.done:

@@ -15,8 +15,6 @@ import (
 
 // Errors about pools and their policies.
 var (
-	// ErrPoolNotFound: the pool has neither a policy nor keys.
-	ErrPoolNotFound = errors.New("pool not found")
 	// ErrPoolNotEmpty: a pool that still has keys was asked to be deleted
 	// without them.
 	ErrPoolNotEmpty = errors.New("the pool still has keys")
@@ -234,7 +232,7 @@ func (s *Store) rebaseLives(ctx context.Context, pool string) (int, error) {
 // DeletePool removes the pool's policy. A pool that still has keys is
 // refused (ErrPoolNotEmpty) unless withKeys, which deletes its keys first,
 // a page at a time, each as DELETE /keys/{id} would; deleted counts them.
-// A pool with neither a policy nor keys is ErrPoolNotFound.
+// A pool with neither a policy nor keys is ErrUnknownPool.
 func (s *Store) DeletePool(ctx context.Context, pool string, withKeys bool) (deleted int, _ error) {
 	if withKeys {
 		for {
@@ -268,7 +266,7 @@ func (s *Store) DeletePool(ctx context.Context, pool string, withKeys bool) (del
 	case hasKeys:
 		return deleted, ErrPoolNotEmpty
 	case !row.HadPolicy && deleted == 0:
-		return 0, ErrPoolNotFound
+		return 0, ErrUnknownPool
 	}
 	return deleted, nil
 }

@@ -29,6 +29,20 @@ func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) 
 	return PoolCounts{Pool: pool, Keys: row.Keys, Held: row.Blocked}, nil
 }
 
+// PoolKnown reports whether the pool has keys: a claim that found no free
+// key asks it, to tell a pool whose keys are all held (worth waiting for)
+// from one that does not exist (a misspelt name). Keys whose life has ended
+// count until the background job deletes them.
+func (s *Store) PoolKnown(ctx context.Context, pool string) (bool, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	known, err := s.queries.PoolCountsKnown(ctx, pool)
+	if err != nil {
+		return false, classify(err)
+	}
+	return known, nil
+}
+
 // CountPools returns the counts of every pool that has keys.
 func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
 	ctx, cancel := s.withTimeout(ctx)

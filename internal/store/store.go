@@ -27,6 +27,9 @@ var (
 	ErrKeyNotFound = errors.New("key not found")
 	// ErrNoFreeKey: every live key of the pool is held, or the pool is empty.
 	ErrNoFreeKey = errors.New("no free key in the pool")
+	// ErrUnknownPool: the pool has no keys and no policy, so no key can be
+	// claimed from it however long one waits (PoolKnown).
+	ErrUnknownPool = errors.New("unknown pool")
 	// ErrLeaseMismatch: the lease token given is not the key's current lease.
 	ErrLeaseMismatch = errors.New("lease token does not match the key's current lease")
 	// ErrUnavailable: the database could not be reached in time. Nothing was

@@ -484,3 +484,39 @@ func TestKeepAliveWithoutTokenNeverTouchesALease(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, []int64{0, 1}, keepAlives)
 }
+
+// A pool is known while it has keys, held or free; the last key deleted, it
+// is unknown again, as one never used.
+func TestPoolKnownWhileItHasKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	known := func(pool string) bool {
+		t.Helper()
+		ok, err := b.store.PoolKnown(b.ctx, pool)
+		require.NoError(t, err)
+		return ok
+	}
+	require.False(t, known("p"))
+	keys, err := b.store.Create(b.ctx, "p", 2)
+	require.NoError(t, err)
+	require.True(t, known("p"))
+	require.False(t, known("q"), "only the pool of the keys")
+	_, err = b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	_, err = b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	require.True(t, known("p"), "every key held")
+	for _, k := range keys {
+		_, err := b.store.Delete(b.ctx, k.ID)
+		require.NoError(t, err)
+	}
+	require.False(t, known("p"))
+	// Counts folded into the totals, and the empty pool's counts removed,
+	// change nothing.
+	_, err = b.store.FoldCounts(b.ctx)
+	require.NoError(t, err)
+	require.False(t, known("p"))
+	_, err = b.store.RemoveEmptyPools(b.ctx, 10)
+	require.NoError(t, err)
+	require.False(t, known("p"))
+}

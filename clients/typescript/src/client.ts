@@ -273,7 +273,8 @@ export class Client {
   /**
    * Claims a random free key of the pool and returns it with its lease
    * token; throws an ApiError with isNoKeyAvailable when none became free
-   * within waitMs. With labels, only a key carrying all of them is claimed.
+   * within waitMs, and with isUnknownPool at once when the pool has no keys
+   * (a misspelt name). With labels, only a key carrying all of them is claimed.
    * The answer carries the key's secret, if it has one. The lease ends
    * unless kept alive: claim() does that.
    */
@@ -418,7 +419,8 @@ export class Client {
   /**
    * Claims a key of the pool (carrying every one of labels, if given),
    * waiting for one to become free until timeoutMs passes or signal aborts, and keeps the lease alive until
-   * release() or until it is lost (lease.lost aborts). Every request of one
+   * release() or until it is lost (lease.lost aborts). A pool that has no keys
+   * is not waited for: that throws an ApiError with isUnknownPool at once. Every request of one
    * claim() carries the same Idempotency-Key, so a claim repeated after its
    * answer was lost gets the lease the first one got and never a second key.
    */

@@ -48,7 +48,7 @@ export class ApiError extends Error {
 
   /**
    * The pool has neither keys nor a policy: no key comes by waiting, check
-   * its name (404 unknown_pool).
+   * its name (404 unknown_pool). claim() never waits on it.
    */
   get isUnknownPool(): boolean {
     return this.code === "unknown_pool";

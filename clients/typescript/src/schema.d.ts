@@ -15,10 +15,11 @@ export interface paths {
          * Claim a random free key of the pool
          * @description Claims a random free key of the pool, atomically, and returns it with
          *     its lease token. With `wait`, waits up to that long for a key to
-         *     become free before answering 404. A replica takes a bounded number of
-         *     waiting clients (`MAX_WAITERS`), on a bounded number of pools
-         *     (`MAX_WAITED_POOLS`); past either, a request with `wait` answers 503
-         *     at once. A server told to stop answers its waiting clients at once,
+         *     become free before answering 404. A pool that has no keys is not
+         *     waited for: it answers `404 unknown_pool` at once. A replica takes a
+         *     bounded number of waiting clients (`MAX_WAITERS`), on a bounded
+         *     number of pools (`MAX_WAITED_POOLS`); past either, a request with
+         *     `wait` answers 503 at once. A server told to stop answers its waiting clients at once,
          *     and a new wait when no key is free, with `503 shutting_down` and
          *     `Retry-After`: retry, and another replica answers.
          *
@@ -229,10 +230,11 @@ export interface paths {
          *     has `null` for its end, the way it ended and its duration. `truncated`
          *     says whether more leases started in the range than `limit`.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time, pool or limit; an
-         *     empty or reversed range, one longer than 31 days or a limit above
-         *     10000 answer `400 invalid_report_parameters`. Nothing is read from the
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time, pool or
+         *     limit, are refused too (`400 invalid_parameter`); an empty or
+         *     reversed range, one longer than 31 days or a limit above 10000
+         *     answer `400 invalid_report_parameters`. Nothing is read from the
          *     database then.
          */
         get: operations["leasesReport"];
@@ -260,9 +262,10 @@ export interface paths {
          *     hours with none of these events are left out. Rows are in the order
          *     of pool, then hour.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
-         *     or reversed range, or one longer than 31 days, answers `400
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time or pool,
+         *     are refused too (`400 invalid_parameter`); an empty or reversed
+         *     range, or one longer than 31 days, answers `400
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["leaseActivityReport"];
@@ -290,9 +293,10 @@ export interface paths {
          *     that overlaps `[from, to)` is shown whole; hours in which no lease
          *     started are left out. Rows are in the order of pool, then hour.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
-         *     or reversed range, or one longer than 31 days, answers `400
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time or pool,
+         *     are refused too (`400 invalid_parameter`); an empty or reversed
+         *     range, or one longer than 31 days, answers `400
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["leaseDurationsReport"];
@@ -318,9 +322,10 @@ export interface paths {
          *     Every hour that overlaps `[from, to)` is shown whole; hours with none
          *     of these are left out. Rows are in the order of pool, then hour.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
-         *     or reversed range, or one longer than 31 days, answers `400
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time or pool,
+         *     are refused too (`400 invalid_parameter`); an empty or reversed
+         *     range, or one longer than 31 days, answers `400
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["keyActivityReport"];
@@ -349,9 +354,10 @@ export interface paths {
          *     rate-limits most lead their hour. Read from the view
          *     `key_cooldowns_hourly`.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
-         *     or reversed range, or one longer than 31 days, answers `400
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time or pool,
+         *     are refused too (`400 invalid_parameter`); an empty or reversed
+         *     range, or one longer than 31 days, answers `400
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["keyCooldownsReport"];
@@ -380,9 +386,10 @@ export interface paths {
          *     hour of history kept may have lost events to retention, which makes
          *     its figures approximate.
          *
-         *     Any parameter other than those below, or one given twice, is refused
-         *     (`400 invalid_parameter`), as are a malformed time or pool; an empty
-         *     or reversed range, or one longer than 31 days, answers `400
+         *     Any parameter other than those below is refused (`400
+         *     unknown_parameter`); one given twice, and a malformed time or pool,
+         *     are refused too (`400 invalid_parameter`); an empty or reversed
+         *     range, or one longer than 31 days, answers `400
          *     invalid_report_parameters`. Nothing is read from the database then.
          */
         get: operations["utilisationReport"];
@@ -734,7 +741,8 @@ export interface components {
         LeaseToken: string;
         /**
          * @description `count` and `keys` are exclusive. A body that lists `keys` may be up
-         *     to 16 MiB; any other body at most 64 KiB.
+         *     to 16 MiB; any other body at most 64 KiB. `pool` is the pool, as in
+         *     the query (both only if they agree); an empty name is refused.
          */
         CreateKeysRequest: {
             /** @description How many keys to create; the answer is then a batch. */
@@ -1299,7 +1307,7 @@ export interface components {
              * @description What went wrong, for programs; stable.
              * @enum {string}
              */
-            code: "invalid_body" | "invalid_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "duplicate_name" | "lease_token_required" | "unknown_pool" | "pool_not_empty" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
+            code: "invalid_body" | "invalid_parameter" | "unknown_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "unknown_pool" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "duplicate_name" | "lease_token_required" | "unknown_pool" | "pool_not_empty" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
             /** @description The path of the request. */
             instance?: string;
             /** @description Identifies the request in the server's logs. */
@@ -1369,7 +1377,7 @@ export interface components {
                 "application/json": components["schemas"]["Status"];
             };
         };
-        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`), or secrets were sent to a server without an encryption key (`secrets_not_configured`); nothing was changed. */
+        /** @description A parameter or the body is invalid (`invalid_parameter`, `invalid_body`), the query names a parameter the operation does not take (`unknown_parameter`), or secrets were sent to a server without an encryption key (`secrets_not_configured`); nothing was changed. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -1378,8 +1386,29 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description A parameter is invalid (`invalid_parameter`). */
+        /** @description A parameter is invalid or given twice (`invalid_parameter`), or the query names one the operation does not take (`unknown_parameter`). */
         BadRequestNoBody: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
+        /**
+         * @description The query names a parameter this operation does not take
+         *     (`unknown_parameter`: the detail names it, and the operation's
+         *     parameter it was probably meant to be), gives one twice, or cannot
+         *     be read (`invalid_parameter`). Nothing was done.
+         */
+        UnknownParameter: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The query names a parameter this operation does not take (`unknown_parameter`), gives one twice, or cannot be read (`invalid_parameter`). */
+        UnknownParameterNoBody: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1549,10 +1578,11 @@ export interface components {
             };
         };
         /**
-         * @description A parameter is unknown, given twice or malformed
-         *     (`invalid_parameter`), or the range is empty, reversed or longer than
-         *     31 days, or the limit above 10000 (`invalid_report_parameters`). The
-         *     detail names the problem; nothing was read from the database.
+         * @description A parameter is unknown (`unknown_parameter`), given twice or
+         *     malformed (`invalid_parameter`), or the range is empty, reversed or
+         *     longer than 31 days, or the limit above 10000
+         *     (`invalid_report_parameters`). The detail names the problem; nothing
+         *     was read from the database.
          */
         BadReportParameters: {
             headers: {
@@ -1564,7 +1594,7 @@ export interface components {
         };
     };
     parameters: {
-        /** @description The pool; `default` when not given. */
+        /** @description The pool; `default` when not given. An empty value is refused. */
         Pool: components["schemas"]["PoolName"];
         /**
          * @description How long to wait for a free key before answering 404: a duration such
@@ -1640,7 +1670,7 @@ export interface operations {
     assignKey: {
         parameters: {
             query?: {
-                /** @description The pool; `default` when not given. */
+                /** @description The pool; `default` when not given. An empty value is refused. */
                 pool?: components["parameters"]["Pool"];
                 /**
                  * @description How long to wait for a free key before answering 404: a duration such
@@ -1690,10 +1720,11 @@ export interface operations {
                 };
             };
             /**
-             * @description A parameter is invalid (`invalid_parameter`), or the
-             *     `Idempotency-Key` is empty, longer than 255 characters, not
-             *     printable ASCII or given twice (`invalid_idempotency_key`).
-             *     Nothing was claimed.
+             * @description A parameter is invalid or given twice (`invalid_parameter`),
+             *     the query names one this operation does not take
+             *     (`unknown_parameter`), or the `Idempotency-Key` is empty, longer
+             *     than 255 characters, not printable ASCII or given twice
+             *     (`invalid_idempotency_key`). Nothing was claimed.
              */
             400: {
                 headers: {
@@ -1704,7 +1735,12 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthorized"];
-            /** @description No key of the pool is free (`no_free_key`), after waiting if asked to. */
+            /**
+             * @description The pool has keys and none is free (`no_free_key`), after
+             *     waiting if asked to; or the pool has no keys at all
+             *     (`unknown_pool`), answered at once, even with `wait`: check its
+             *     name.
+             */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1732,7 +1768,7 @@ export interface operations {
     createKeys: {
         parameters: {
             query?: {
-                /** @description The pool; `default` when not given. */
+                /** @description The pool; `default` when not given. An empty value is refused. */
                 pool?: components["parameters"]["Pool"];
             };
             header?: never;
@@ -1771,7 +1807,7 @@ export interface operations {
     poolAvailability: {
         parameters: {
             query?: {
-                /** @description The pool; `default` when not given. */
+                /** @description The pool; `default` when not given. An empty value is refused. */
                 pool?: components["parameters"]["Pool"];
             };
             header?: never;
@@ -1895,6 +1931,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeletedKey"];
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["KeyNotFound"];
@@ -1935,6 +1972,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["UnknownParameterNoBody"];
             401: components["responses"]["UnauthorizedNoBody"];
             /** @description No live key has this id. */
             404: {
@@ -2018,6 +2056,7 @@ export interface operations {
                     "application/json": components["schemas"]["Stats"];
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             503: components["responses"]["Unavailable"];
@@ -2041,6 +2080,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReportCatalogue"];
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
         };
@@ -2308,6 +2348,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             200: components["responses"]["Status"];
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
         };
     };
@@ -2327,6 +2368,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["UnknownParameterNoBody"];
             401: components["responses"]["UnauthorizedNoBody"];
         };
     };
@@ -2340,6 +2382,7 @@ export interface operations {
         requestBody?: never;
         responses: {
             200: components["responses"]["Status"];
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             503: components["responses"]["Unavailable"];
         };
@@ -2360,6 +2403,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["UnknownParameterNoBody"];
             401: components["responses"]["UnauthorizedNoBody"];
             503: components["responses"]["UnavailableNoBody"];
         };
@@ -2382,6 +2426,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
         };
@@ -2404,6 +2449,7 @@ export interface operations {
                     "application/yaml": unknown;
                 };
             };
+            400: components["responses"]["UnknownParameter"];
         };
     };
     docs: {
@@ -2424,6 +2470,7 @@ export interface operations {
                     "text/html": unknown;
                 };
             };
+            400: components["responses"]["UnknownParameter"];
         };
     };
     dashboard: {
@@ -2445,6 +2492,7 @@ export interface operations {
                     "text/html": unknown;
                 };
             };
+            400: components["responses"]["UnknownParameter"];
         };
     };
     dashboardAsset: {
@@ -2470,6 +2518,7 @@ export interface operations {
                     "image/svg+xml": unknown;
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             /** @description No such file (`route_not_found`). */
             404: {
                 headers: {

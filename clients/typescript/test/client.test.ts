@@ -111,12 +111,14 @@ describe("against the server", needsServer, () => {
       return true;
     });
     await assert.rejects(client.claimKey({ pool: p }), (err: unknown) =>
-      err instanceof ApiError && err.code === "no_free_key" && err.isNoKeyAvailable && !err.isNotFound);
-    await assert.rejects(client.claim({ pool: p, timeoutMs: 300 }), (err: unknown) =>
-      err instanceof ApiError && err.isNoKeyAvailable);
+      err instanceof ApiError && err.code === "unknown_pool" && err.isUnknownPool && !err.isNoKeyAvailable && !err.isNotFound);
 
     const key = await client.createKey(p);
     const lease = await client.claimKey({ pool: p });
+    await assert.rejects(client.claimKey({ pool: p }), (err: unknown) =>
+      err instanceof ApiError && err.code === "no_free_key" && err.isNoKeyAvailable && !err.isUnknownPool && !err.isNotFound);
+    await assert.rejects(client.claim({ pool: p, timeoutMs: 300 }), (err: unknown) =>
+      err instanceof ApiError && err.isNoKeyAvailable);
     await assert.rejects(client.releaseKey(key.keyId, `${Number(lease.leaseToken) + 1000}`), (err: unknown) => {
       assert.ok(err instanceof ApiError);
       assert.equal(err.status, 409);
@@ -127,6 +129,23 @@ describe("against the server", needsServer, () => {
     assert.equal((await client.getKey(key.keyId)).isBlocked, true, "a stale token changed nothing");
     await assert.rejects(client.createKeys(0, p), (err: unknown) =>
       err instanceof ApiError && err.status === 400 && err.code === "invalid_body");
+  });
+
+  it("never waits on a pool that has no keys", async () => {
+    const p = pool();
+    const unknownPool = (err: unknown) => {
+      assert.ok(err instanceof ApiError);
+      assert.equal(err.status, 404);
+      assert.equal(err.code, "unknown_pool");
+      assert.ok(err.isUnknownPool && !err.isNoKeyAvailable && !err.isNotFound);
+      return true;
+    };
+    const started = Date.now();
+    await assert.rejects(client.claimKey({ pool: p, waitMs: 30_000 }), unknownPool);
+    await assert.rejects(client.claimKey({ pool: p, labels: { tier: "paid" }, waitMs: 30_000 }), unknownPool);
+    await assert.rejects(client.claim({ pool: p, timeoutMs: 60_000 }), unknownPool);
+    await assert.rejects(client.claim({ pool: p }), unknownPool);
+    assert.ok(Date.now() - started < 10_000, `answered after ${Date.now() - started}ms, not at once`);
   });
 
   it("checks health and readiness", async () => {
