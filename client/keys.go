@@ -24,8 +24,10 @@ type Key struct {
 	Pool      string    `json:"pool"`
 	IsBlocked bool      `json:"isBlocked"`
 	CreatedAt time.Time `json:"createdAt"`
-	// ExpiresAt is when the key is deleted unless kept alive before.
-	ExpiresAt       time.Time  `json:"expiresAt"`
+	// ExpiresAt is when the key is deleted unless kept alive before; nil
+	// for a key that stays until deleted (its pool's policy sets no key
+	// life, as an import of secrets gives a pool that had no policy).
+	ExpiresAt       *time.Time `json:"expiresAt"`
 	LastKeepAliveAt *time.Time `json:"lastKeepAliveAt"`
 	TimesAssigned   int64      `json:"timesAssigned"`
 	// BlockedAt (when the key was claimed) and LeaseExpiresAt describe the
@@ -35,6 +37,12 @@ type Key struct {
 	// LeaseToken is set only in the answer to the call that claimed the
 	// key: it proves to the server that a later call comes from the holder.
 	LeaseToken string `json:"leaseToken,omitempty"`
+	// Name of the key, unique in its pool; "" for none.
+	Name string `json:"name"`
+	// SecretHint is the last four characters of the key's secret, the only
+	// part of it the server shows; "" for a key without a secret, or whose
+	// secret is shorter than 12 characters.
+	SecretHint string `json:"secretHint"`
 	// Labels of the key; nil when it has none.
 	Labels map[string]string `json:"labels,omitempty"`
 	// CoolingUntil is set while the key cools down after a release with a
@@ -69,13 +77,23 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		LeaseExpiresAt  *string           `json:"leaseExpiresAt"`
 		LastKeepAliveAt *string           `json:"lastKeepAliveAt"`
 		TimesAssigned   int64             `json:"timesAssigned"`
+		Name            *string           `json:"name"`
+		SecretHint      *string           `json:"secretHint"`
 		Labels          map[string]string `json:"labels,omitempty"`
 		CoolingUntil    *string           `json:"coolingUntil"`
 		LeaseToken      string            `json:"leaseToken,omitempty"`
 		Secret          string            `json:"secret,omitempty"`
-	}{k.ID, k.Pool, k.IsBlocked, format(k.BlockedAt), format(&k.CreatedAt), format(&k.ExpiresAt),
-		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, k.Labels, format(k.CoolingUntil),
-		k.LeaseToken, k.Secret})
+	}{k.ID, k.Pool, k.IsBlocked, format(k.BlockedAt), format(&k.CreatedAt), format(k.ExpiresAt),
+		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, orNull(k.Name), orNull(k.SecretHint),
+		k.Labels, format(k.CoolingUntil), k.LeaseToken, k.Secret})
+}
+
+// orNull writes "" as null, as the server writes a value that is not there.
+func orNull(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // PoolStatus is the availability of a pool.
@@ -221,7 +239,9 @@ func (c *Client) GetKey(ctx context.Context, id string) (Key, error) {
 }
 
 // HeadKey returns the key with this id as HEAD /keys/{id} describes it, in
-// headers: the same as GetKey, for clients that prefer not to read a body.
+// headers: the same as GetKey but for its name, secret hint, labels and
+// cooldown, which no header carries, for clients that prefer not to read a
+// body.
 func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 	resp, err := c.do(ctx, request{method: http.MethodHead, path: keyPath(id)})
 	if err != nil {
@@ -233,7 +253,7 @@ func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 		Pool:            h.string("X-Key-Pool"),
 		IsBlocked:       h.string("X-Key-Status") == "blocked",
 		CreatedAt:       h.time("X-Key-Created-At"),
-		ExpiresAt:       h.time("X-Key-Expires-At"),
+		ExpiresAt:       h.optionalTime("X-Key-Expires-At"),
 		BlockedAt:       h.optionalTime("X-Key-Blocked-At"),
 		LeaseExpiresAt:  h.optionalTime("X-Key-Lease-Expires-At"),
 		LastKeepAliveAt: h.optionalTime("X-Key-Last-Keep-Alive-At"),

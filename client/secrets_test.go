@@ -2,6 +2,9 @@ package client_test
 
 import (
 	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -13,18 +16,23 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
 )
 
-func TestImportLabelsSecretsAndCooldowns(t *testing.T) {
-	t.Parallel()
-	ctx := testContext(t)
+// withSecrets configures a replica with a random encryption key, so that
+// it takes secrets.
+func withSecrets(t *testing.T, o servertest.Options) servertest.Options {
+	t.Helper()
 	raw := make([]byte, secrets.KeySize)
 	_, err := rand.Read(raw)
 	require.NoError(t, err)
 	kr, err := secrets.New(raw)
 	require.NoError(t, err)
-	c := newClient(t, servertest.Start(t, servertest.Options{
-		SweepInterval: 20 * time.Millisecond,
-		Configure:     func(cfg *config.Config) { cfg.Secrets = kr },
-	}).URL)
+	o.Configure = func(cfg *config.Config) { cfg.Secrets = kr }
+	return o
+}
+
+func TestImportLabelsSecretsAndCooldowns(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	c := newClient(t, servertest.Start(t, withSecrets(t, servertest.Options{SweepInterval: 20 * time.Millisecond})).URL)
 
 	keys, err := c.ImportKeys(ctx, "api", []client.NewKey{
 		{Secret: "sk-paid", Labels: map[string]string{"tier": "paid"}},
@@ -59,4 +67,41 @@ func TestImportLabelsSecretsAndCooldowns(t *testing.T) {
 	plain := newClient(t, servertest.Start(t, servertest.Options{}).URL)
 	_, err = plain.ImportKeys(ctx, "api", []client.NewKey{{Secret: "sk"}})
 	require.ErrorIs(t, err, client.ErrSecretsNotConfigured)
+}
+
+// Secrets imported into a pool without a policy stay until deleted: their
+// keys have no end of life, by GET, by HEAD and in JSON, and show the last
+// four characters of their secrets.
+func TestImportedKeysStayAndShowHints(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	replica := servertest.Start(t, withSecrets(t, servertest.Options{}))
+	c := newClient(t, replica.URL)
+
+	keys, err := c.ImportKeys(ctx, "stay", []client.NewKey{{Secret: "sk-live-0123456789abcd"}, {Secret: "short"}})
+	require.NoError(t, err)
+	require.Len(t, keys, 2)
+	require.Nil(t, keys[0].ExpiresAt, "an imported key stays")
+	require.Equal(t, "abcd", keys[0].SecretHint)
+	require.Empty(t, keys[1].SecretHint, "a secret of fewer than 12 characters has no hint")
+	require.Empty(t, keys[0].Name)
+
+	info, err := c.GetKey(ctx, keys[0].ID)
+	require.NoError(t, err)
+	require.Nil(t, info.ExpiresAt)
+	require.Equal(t, "abcd", info.SecretHint)
+	head, err := c.HeadKey(ctx, keys[0].ID)
+	require.NoError(t, err)
+	require.Nil(t, head.ExpiresAt, "no X-Key-Expires-At: the key stays")
+	require.Equal(t, info.CreatedAt, head.CreatedAt)
+
+	resp, err := http.Get(replica.URL + "/keys/" + info.ID)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"expiresAt":null`)
+	ours, err := json.Marshal(info)
+	require.NoError(t, err)
+	require.JSONEq(t, string(raw), string(ours), "a key that stays round-trips")
 }

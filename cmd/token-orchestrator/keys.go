@@ -338,7 +338,11 @@ func printKey(w io.Writer, k client.Key) {
 		row("secret", "(held; --json prints it)")
 	}
 	row("created", formatTime(&k.CreatedAt))
-	row("expires", formatTime(&k.ExpiresAt)+" unless kept alive")
+	if k.ExpiresAt != nil {
+		row("expires", formatTime(k.ExpiresAt)+" unless kept alive")
+	} else {
+		row("expires", "never: the key stays until deleted")
+	}
 	row("kept alive", formatTime(k.LastKeepAliveAt))
 	row("times assigned", fmt.Sprint(k.TimesAssigned))
 	_ = tw.Flush()
@@ -374,7 +378,7 @@ func printKeyList(w io.Writer, page client.KeyPage) {
 		if k.IsBlocked {
 			status, leaseEnds = "blocked", formatTime(k.LeaseExpiresAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", k.ID, status, leaseEnds, formatTime(&k.ExpiresAt), k.TimesAssigned)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", k.ID, status, leaseEnds, formatTime(k.ExpiresAt), k.TimesAssigned)
 	}
 	_ = tw.Flush()
 	noun := "keys"
