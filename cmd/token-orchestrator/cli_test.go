@@ -99,8 +99,10 @@ func TestHelp(t *testing.T) {
 	for _, name := range commandNames() {
 		helps = append(helps, []string{"help", name}, []string{name, "--help"})
 	}
-	for _, name := range keysNames() {
-		helps = append(helps, []string{"help", "keys", name}, []string{"keys", name, "-h"})
+	for group, names := range map[string][]string{"keys": keysNames(), "pools": poolsGroup.names()} {
+		for _, name := range names {
+			helps = append(helps, []string{"help", group, name}, []string{group, name, "-h"})
+		}
 	}
 	for _, args := range helps {
 		r := runMainWith(t, nil, args...)
@@ -112,7 +114,7 @@ func TestHelp(t *testing.T) {
 	}
 
 	// help COMMAND [SUB] is COMMAND [SUB] --help.
-	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"keys", "import"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}} {
+	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"keys", "import"}, {"pools"}, {"pools", "set"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}} {
 		require.Equal(t, runMainWith(t, nil, append(args, "--help")...), runMainWith(t, nil, append([]string{"help"}, args...)...), args)
 	}
 	require.Contains(t, runMainWith(t, nil, "help", "keys", "get").stdout, "--wait")
@@ -127,6 +129,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"help", "nope"}, `unknown command "nope"`},
 		{[]string{"help", "kees"}, `Did you mean "keys"?`},
 		{[]string{"help", "keys", "nope"}, `unknown command "nope"`},
+		{[]string{"help", "pools", "nope"}, `unknown command "nope"`},
 	} {
 		r := runMainWith(t, nil, tc.args...)
 		require.Equal(t, exitUsage, r.code, tc.args)
@@ -154,6 +157,10 @@ func TestTypoSuggestions(t *testing.T) {
 		{[]string{"keys", "imprt"}, `Did you mean "import"?`},
 		{[]string{"keys", "import", "--skip-exist"}, `Did you mean "--skip-existing"?`},
 		{[]string{"keys", "info", "--nme", "x"}, `Did you mean "--name"?`},
+		{[]string{"pols"}, `Did you mean "pools"?`},
+		{[]string{"pools", "st", "p"}, `Did you mean "set"?`},
+		{[]string{"pools", "delte", "p"}, `Did you mean "delete"?`},
+		{[]string{"pools", "set", "p", "--key-tll", "1h"}, `Did you mean "--key-ttl"?`},
 		{[]string{"migrate", "stauts"}, `Did you mean "status"?`},
 		{[]string{"report", "leasse"}, `Did you mean "leases"?`},
 		{[]string{"report", "lease-activty", "--format", "csv"}, `Did you mean "lease-activity"?`},
@@ -217,6 +224,11 @@ func completionCases() []struct {
 		{[]string{"keys", "info", "--n"}, []string{"--name"}},
 		{[]string{"keys", "import", "--sk"}, []string{"--skip-existing"}},
 		{[]string{"keys", "import", "--format", "jsonl", "--k"}, []string{"--key-ttl"}},
+		{[]string{"pools", ""}, []string{"set", "get", "list", "delete"}},
+		{[]string{"pools", "set", "p", "--key"}, []string{"--key-ttl", "--keys-stay"}},
+		{[]string{"pools", "set", "--max-wait", ""}, nil},
+		{[]string{"pools", "delete", "p", "--d"}, []string{"--delete-keys"}},
+		{[]string{"help", "pools", "de"}, []string{"delete"}},
 		{[]string{"migrate", ""}, []string{"up", "status", "down"}},
 		{[]string{"migrate", "down", "--y"}, []string{"--yes"}},
 		{[]string{"report", "--format", "csv", "le"}, reportNames},
