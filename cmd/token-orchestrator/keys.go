@@ -51,7 +51,7 @@ type serverCommand struct {
 	// arg is what the command takes besides its flags.
 	arg argument
 	// flags adds the command's own flags and returns what it does.
-	flags func(fs *flag.FlagSet) keysAction
+	flags func(fs *flag.FlagSet) serverAction
 }
 
 // argument is the one argument a command takes, if any.
@@ -77,9 +77,9 @@ type apartCommand struct {
 	flags func() *flag.FlagSet
 }
 
-// keysAction does the command's call and describes the outcome; arg is the
+// serverAction does the command's call and describes the outcome; arg is the
 // command's argument ("" when it takes none, or got its flag instead).
-type keysAction func(ctx context.Context, c *client.Client, arg string) (outcome, error)
+type serverAction func(ctx context.Context, c *client.Client, arg string) (outcome, error)
 
 // outcome is what a command prints: a headline and keys for people, or the
 // server's answer as JSON.
@@ -113,7 +113,7 @@ var keysGroup = serverGroup{
 	jsonHelp: "print the answer as JSON, as the server does (create --count: {\"keys\": [...]})",
 }
 
-var keysCreate = serverCommand{name: "create", summary: "create keys in a pool", flags: func(fs *flag.FlagSet) keysAction {
+var keysCreate = serverCommand{name: "create", summary: "create keys in a pool", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	count := fs.Int("count", 0, "create this many keys (1 to 10000) in one call; default one")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
@@ -133,7 +133,7 @@ var keysCreate = serverCommand{name: "create", summary: "create keys in a pool",
 	}
 }}
 
-var keysGet = serverCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
+var keysGet = serverCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	var labels []string
@@ -154,7 +154,7 @@ var keysGet = serverCommand{name: "get", summary: "claim a free key of a pool (e
 	}
 }}
 
-var keysList = serverCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) keysAction {
+var keysList = serverCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	limit := fs.Int("limit", 100, "list at most this many keys; 0 lists every key")
 	after := fs.String("after", "", "start after this key id (the last of a previous listing)")
@@ -187,7 +187,7 @@ var keysList = serverCommand{name: "list", summary: "list the keys of a pool, in
 	}
 }}
 
-var keysInfo = serverCommand{name: "info", summary: "show a key, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) keysAction {
+var keysInfo = serverCommand{name: "info", summary: "show a key, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) serverAction {
 	byName := keyNameFlags(fs)
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		var key client.Key
@@ -204,7 +204,7 @@ var keysInfo = serverCommand{name: "info", summary: "show a key, found by its id
 	}
 }}
 
-var keysRelease = serverCommand{name: "release", summary: "release a key, ending its lease", arg: keyID, flags: func(fs *flag.FlagSet) keysAction {
+var keysRelease = serverCommand{name: "release", summary: "release a key, ending its lease", arg: keyID, flags: func(fs *flag.FlagSet) serverAction {
 	lease := fs.String("lease", "", "end only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.ReleaseKey(ctx, id, *lease)
@@ -212,7 +212,7 @@ var keysRelease = serverCommand{name: "release", summary: "release a key, ending
 	}
 }}
 
-var keysKeepAlive = serverCommand{name: "keepalive", summary: "keep a key, and its lease, alive", arg: keyID, flags: func(fs *flag.FlagSet) keysAction {
+var keysKeepAlive = serverCommand{name: "keepalive", summary: "keep a key, and its lease, alive", arg: keyID, flags: func(fs *flag.FlagSet) serverAction {
 	lease := fs.String("lease", "", "extend only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.KeepAlive(ctx, id, *lease)
@@ -220,7 +220,7 @@ var keysKeepAlive = serverCommand{name: "keepalive", summary: "keep a key, and i
 	}
 }}
 
-var keysDelete = serverCommand{name: "delete", summary: "delete a key for good, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) keysAction {
+var keysDelete = serverCommand{name: "delete", summary: "delete a key for good, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) serverAction {
 	byName := keyNameFlags(fs)
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		pool, name, err := byName()
@@ -323,24 +323,24 @@ func (g serverGroup) words() words {
 	return w
 }
 
-// keysFlags are the flags of a command of a serverGroup, parsed.
-type keysFlags struct {
+// serverFlags are the flags of a command of a serverGroup, parsed.
+type serverFlags struct {
 	fs *flag.FlagSet
 	// action is what the command does.
-	action    keysAction
+	action    serverAction
 	newClient func() (*client.Client, error)
 	asJSON    *bool
 	timeout   *time.Duration
 }
 
 // flagSet defines the command's flags.
-func (cmd serverCommand) flagSet(g serverGroup, stderr io.Writer, getenv func(string) string) keysFlags {
+func (cmd serverCommand) flagSet(g serverGroup, stderr io.Writer, getenv func(string) string) serverFlags {
 	usage := "Usage: token-orchestrator " + g.name + " " + cmd.name
 	if cmd.arg.usage != "" {
 		usage += " " + cmd.arg.usage
 	}
 	fs := newFlagSet("token-orchestrator "+g.name+" "+cmd.name, usage+" [flags]\n\nTo "+cmd.summary+".", stderr)
-	f := keysFlags{fs: fs, action: cmd.flags(fs), newClient: clientFlags(fs, getenv), asJSON: fs.Bool("json", false, g.jsonHelp)}
+	f := serverFlags{fs: fs, action: cmd.flags(fs), newClient: clientFlags(fs, getenv), asJSON: fs.Bool("json", false, g.jsonHelp)}
 	timeoutHelp := "give up after this long"
 	if fs.Lookup("wait") != nil {
 		timeoutHelp += " (a wait for a key comes on top)"

@@ -80,7 +80,7 @@ func (d *durationSetting) Set(text string) error {
 	return nil
 }
 
-var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change what the flags say, keep the rest", arg: poolArg, flags: func(fs *flag.FlagSet) keysAction {
+var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change what the flags say, keep the rest", arg: poolArg, flags: func(fs *flag.FlagSet) serverAction {
 	var keyTTL, leaseTTL, maxLeaseTTL, maxWait durationSetting
 	fs.Var(&keyTTL, "key-ttl", "a key's life after its creation or last keep-alive: a `duration` such as 24h, or default (the server's KEY_TTL)")
 	keysStay := fs.Bool("keys-stay", false, "keys live until deleted (no key life)")
@@ -143,14 +143,14 @@ var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change 
 	}
 }}
 
-var poolsGet = serverCommand{name: "get", summary: "show a pool: its policy, what applies, its counts", arg: poolArg, flags: func(fs *flag.FlagSet) keysAction {
+var poolsGet = serverCommand{name: "get", summary: "show a pool: its policy, what applies, its counts", arg: poolArg, flags: func(fs *flag.FlagSet) serverAction {
 	return func(ctx context.Context, c *client.Client, pool string) (outcome, error) {
 		p, err := c.GetPool(ctx, pool)
 		return outcome{json: p, write: func(w io.Writer) { printPool(w, p) }}, err
 	}
 }}
 
-var poolsList = serverCommand{name: "list", summary: "list the pools that have keys or a policy", flags: func(fs *flag.FlagSet) keysAction {
+var poolsList = serverCommand{name: "list", summary: "list the pools that have keys or a policy", flags: func(fs *flag.FlagSet) serverAction {
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
 		pools, err := c.ListPools(ctx)
 		if pools == nil {
@@ -160,7 +160,7 @@ var poolsList = serverCommand{name: "list", summary: "list the pools that have k
 	}
 }}
 
-var poolsDelete = serverCommand{name: "delete", summary: "delete a pool's policy; refused while it has keys, unless --delete-keys", arg: poolArg, flags: func(fs *flag.FlagSet) keysAction {
+var poolsDelete = serverCommand{name: "delete", summary: "delete a pool's policy; refused while it has keys, unless --delete-keys", arg: poolArg, flags: func(fs *flag.FlagSet) serverAction {
 	deleteKeys := fs.Bool("delete-keys", false, "delete the pool's keys too, for good, with their secrets")
 	return func(ctx context.Context, c *client.Client, pool string) (outcome, error) {
 		deleted, err := c.DeletePool(ctx, pool, *deleteKeys)
