@@ -195,7 +195,7 @@ func runKeysImport(args []string, stdout, stderr io.Writer, getenv func(string) 
 		if len(created) > 0 {
 			printImported(stdout, *f.asJSON, *f.pool, created, skipped, policyCreated, *f.keyTTL)
 		}
-		fmt.Fprintf(stderr, "%s: lines %d to %d: %v\n", fs.Name(), batch[0].line, batch[len(batch)-1].line, byLine(err, batch))
+		fmt.Fprintf(stderr, "%s: batch of lines %d to %d: %v\n", fs.Name(), batch[0].line, batch[len(batch)-1].line, byLine(err, batch))
 		if len(created) > 0 {
 			fmt.Fprintf(stderr, "%s: the lines before were imported: %s (listed above)\n", fs.Name(), count(len(created), "key", "keys"))
 		}

@@ -72,7 +72,7 @@ func TestKeysImportLinesNamesAndPolicy(t *testing.T) {
 	refused := keys("import", "--pool", "ai", again)
 	require.Equal(t, exitFailed, refused.code)
 	require.Empty(t, refused.stdout)
-	require.Contains(t, refused.stderr, "lines 1 to 2: Duplicate secret: line 2: a key of the pool already has this secret")
+	require.Contains(t, refused.stderr, "batch of lines 1 to 2: Duplicate secret: line 2: a key of the pool already has this secret")
 	require.Contains(t, refused.stderr, "duplicate_secret")
 	require.Contains(t, refused.stderr, "--skip-existing skips")
 	skipped := keys("import", "--pool", "ai", "--skip-existing", "--json", again)
@@ -97,7 +97,7 @@ func TestKeysImportLinesNamesAndPolicy(t *testing.T) {
 	// A duplicate in a later batch: the earlier batches stay, and are shown.
 	batched := keys("import", "--pool", "ai", "--batch", "2", inputFile(t, "sk-eps-000000000005", "sk-zeta-00000000006", "sk-beta-00000000002", "sk-eta-000000000007"))
 	require.Equal(t, exitFailed, batched.code)
-	require.Contains(t, batched.stderr, "lines 3 to 4: Duplicate secret: line 3: a key of the pool already has this secret")
+	require.Contains(t, batched.stderr, "batch of lines 3 to 4: Duplicate secret: line 3: a key of the pool already has this secret")
 	require.Contains(t, batched.stderr, "the lines before were imported: 2 keys (listed above)")
 	require.Contains(t, batched.stdout, "Imported 2 keys into pool ai.")
 	require.Regexp(t, `(?m)^2 +[0-9a-f-]{36} +- +0006$`, batched.stdout)
