@@ -3,12 +3,13 @@
 //
 // Claim claims a key and keeps the lease alive in the background until
 // Release; the other methods are one call each to one endpoint of the HTTP
-// API. Answers of 503 (the server could not reach its database and changed
-// nothing) are retried with exponential backoff; a claim is repeated safely
-// only with an idempotency key, which Claim always sends. Error answers
-// are *APIError values that match ErrNoKeyAvailable, ErrUnknownPool,
-// ErrNotFound, ErrLeaseLost, ErrIdempotencyKeyReused or ErrUnavailable with
-// errors.Is.
+// API: keys (CreateKeys, ImportKeys, ClaimKey, GetKey, ...), pools and
+// their policies (PutPool, GetPool, ListPools, DeletePool). Answers of 503
+// (the server could not reach its database and changed nothing) are retried
+// with exponential backoff; a claim is repeated safely only with an
+// idempotency key, which Claim always sends. Error answers are *APIError
+// values that match one of the Err variables (ErrNoKeyAvailable,
+// ErrUnknownPool, ErrNotFound, ErrLeaseLost, ...) with errors.Is.
 //
 // The package depends on the standard library only.
 package client

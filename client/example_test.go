@@ -82,3 +82,38 @@ func ExampleClient_ClaimKey() {
 	// true
 	// true
 }
+
+// A pool's policy: keys that stay until deleted, two-minute leases, and
+// releases that must name their lease.
+func ExampleClient_PutPool() {
+	ctx := context.Background()
+	c, err := client.New(serverURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := c.PutPool(ctx, "policed", client.Policy{
+		KeysStay:          true,
+		LeaseTTL:          new(2 * time.Minute),
+		RequireLeaseToken: true,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("keys stay:", pool.Effective.KeyTTL == nil, "lease:", pool.Effective.LeaseTTL)
+
+	if _, err := c.CreateKey(ctx, "policed"); err != nil {
+		log.Fatal(err)
+	}
+	key, err := c.ClaimKey(ctx, "policed", 0)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = c.ReleaseKey(ctx, key.ID, "")
+	fmt.Println(errors.Is(err, client.ErrLeaseTokenRequired))
+	if _, err := c.ReleaseKey(ctx, key.ID, key.LeaseToken); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// keys stay: true lease: 2m0s
+	// true
+}

@@ -24,8 +24,10 @@ type Key struct {
 	Pool      string    `json:"pool"`
 	IsBlocked bool      `json:"isBlocked"`
 	CreatedAt time.Time `json:"createdAt"`
-	// ExpiresAt is when the key is deleted unless kept alive before.
-	ExpiresAt       time.Time  `json:"expiresAt"`
+	// ExpiresAt is when the key is deleted unless kept alive before; nil
+	// for a key that stays until deleted (its pool's policy sets no key
+	// life, as an import of secrets gives a pool that had no policy).
+	ExpiresAt       *time.Time `json:"expiresAt"`
 	LastKeepAliveAt *time.Time `json:"lastKeepAliveAt"`
 	TimesAssigned   int64      `json:"timesAssigned"`
 	// BlockedAt (when the key was claimed) and LeaseExpiresAt describe the
@@ -35,6 +37,12 @@ type Key struct {
 	// LeaseToken is set only in the answer to the call that claimed the
 	// key: it proves to the server that a later call comes from the holder.
 	LeaseToken string `json:"leaseToken,omitempty"`
+	// Name of the key, unique in its pool; "" for none.
+	Name string `json:"name"`
+	// SecretHint is the last four characters of the key's secret, the only
+	// part of it the server shows; "" for a key without a secret, or whose
+	// secret is shorter than 12 characters.
+	SecretHint string `json:"secretHint"`
 	// Labels of the key; nil when it has none.
 	Labels map[string]string `json:"labels,omitempty"`
 	// CoolingUntil is set while the key cools down after a release with a
@@ -52,13 +60,6 @@ const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 // MarshalJSON writes the key exactly as the server does, times with
 // milliseconds, so that it round-trips.
 func (k Key) MarshalJSON() ([]byte, error) {
-	format := func(t *time.Time) *string {
-		if t == nil {
-			return nil
-		}
-		s := t.UTC().Format(timeFormat)
-		return &s
-	}
 	return json.Marshal(struct {
 		ID              string            `json:"keyId"`
 		Pool            string            `json:"pool"`
@@ -69,13 +70,23 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		LeaseExpiresAt  *string           `json:"leaseExpiresAt"`
 		LastKeepAliveAt *string           `json:"lastKeepAliveAt"`
 		TimesAssigned   int64             `json:"timesAssigned"`
+		Name            *string           `json:"name"`
+		SecretHint      *string           `json:"secretHint"`
 		Labels          map[string]string `json:"labels,omitempty"`
 		CoolingUntil    *string           `json:"coolingUntil"`
 		LeaseToken      string            `json:"leaseToken,omitempty"`
 		Secret          string            `json:"secret,omitempty"`
-	}{k.ID, k.Pool, k.IsBlocked, format(k.BlockedAt), format(&k.CreatedAt), format(&k.ExpiresAt),
-		format(k.LeaseExpiresAt), format(k.LastKeepAliveAt), k.TimesAssigned, k.Labels, format(k.CoolingUntil),
-		k.LeaseToken, k.Secret})
+	}{k.ID, k.Pool, k.IsBlocked, formatTime(k.BlockedAt), formatTime(&k.CreatedAt), formatTime(k.ExpiresAt),
+		formatTime(k.LeaseExpiresAt), formatTime(k.LastKeepAliveAt), k.TimesAssigned, orNull(k.Name), orNull(k.SecretHint),
+		k.Labels, formatTime(k.CoolingUntil), k.LeaseToken, k.Secret})
+}
+
+// orNull writes "" as null, as the server writes a value that is not there.
+func orNull(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // PoolStatus is the availability of a pool.
@@ -108,33 +119,97 @@ func (c *Client) CreateKeys(ctx context.Context, pool string, count int) ([]Key,
 	return batch.Keys, err
 }
 
-// NewKey is one key to create with ImportKeys.
+// NewKey is one key to create with ImportKeys or Import.
 type NewKey struct {
 	// Secret is the credential the key stands for; empty for none. The
 	// server keeps it encrypted and hands it out only with a lease.
 	Secret string `json:"secret,omitempty"`
+	// Name of the key, unique in its pool (1 to 128 letters, digits or any
+	// of . _ ~ : @ + -); empty for none.
+	Name string `json:"name,omitempty"`
 	// Labels of the key, name to value; nil for none.
 	Labels map[string]string `json:"labels,omitempty"`
 }
 
-// MaxImport is the most keys one ImportKeys call creates.
+// MaxImport is the most keys one ImportKeys or Import call creates.
 const MaxImport = 10000
 
-// ImportKeys creates the keys, with their secrets and labels, in one call
-// (at most MaxImport, and a body of at most 16 MiB). A secret that a key of
-// the pool already carries fails the call with ErrDuplicateSecret, a
-// server without an encryption key with ErrSecretsNotConfigured; nothing
-// is created then. The keys come back without their secrets.
+// ImportKeys creates the keys, with their secrets, names and labels, in one
+// call, and returns them without their secrets: Import without options.
+// A secret or a name that a key of the pool already has fails the call with
+// ErrDuplicateSecret or ErrDuplicateName; nothing is created then.
 func (c *Client) ImportKeys(ctx context.Context, pool string, keys []NewKey) ([]Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool),
-		body: map[string][]NewKey{"keys": keys}})
-	if err != nil {
-		return nil, err
+	res, err := c.Import(ctx, pool, keys, ImportOptions{})
+	return res.Keys, err
+}
+
+// ImportOptions adjust an Import.
+type ImportOptions struct {
+	// SkipExisting leaves out the keys whose secret or name a key of the
+	// pool has already (ImportResult.Skipped lists them) instead of failing
+	// the call.
+	SkipExisting bool
+	// KeyTTL is the key life of the policy that keys with secrets give a
+	// pool that has none; zero: that policy's keys stay until deleted. A
+	// pool that has a policy keeps it.
+	KeyTTL time.Duration
+}
+
+// ImportResult is what an Import did.
+type ImportResult struct {
+	// Keys are the keys created, in the order given, without the skipped
+	// ones, and without their secrets.
+	Keys []Key
+	// Skipped are the keys left out by SkipExisting.
+	Skipped []SkippedKey
+	// PolicyCreated: the pool had no policy, and its new secrets gave it
+	// one whose keys stay until deleted (or live ImportOptions.KeyTTL), so
+	// that real credentials are never deleted because nobody kept them
+	// alive.
+	PolicyCreated bool
+}
+
+// SkippedKey is a key that an import left out.
+type SkippedKey struct {
+	// Index is the key's index in the keys given.
+	Index int `json:"index"`
+	// Reason is what a key of the pool has already: SkippedSecret or
+	// SkippedName.
+	Reason string `json:"reason"`
+}
+
+// Reasons of a SkippedKey.
+const (
+	SkippedSecret = "secret"
+	SkippedName   = "name"
+)
+
+// Import creates the keys, with their secrets, names and labels, in one
+// call (at most MaxImport, and a body of at most 16 MiB). A secret or a
+// name that the list repeats, or (without SkipExisting) that a key of the
+// pool already has, fails the call with ErrDuplicateSecret or
+// ErrDuplicateName, whose APIError.Detail names the key as keys[i]; a
+// server without an encryption key fails it with ErrSecretsNotConfigured.
+// Nothing is created then.
+func (c *Client) Import(ctx context.Context, pool string, keys []NewKey, opts ImportOptions) (ImportResult, error) {
+	body := struct {
+		Keys         []NewKey `json:"keys"`
+		SkipExisting bool     `json:"skipExisting,omitempty"`
+		KeyTTL       *string  `json:"keyTTL,omitempty"`
+	}{Keys: keys, SkipExisting: opts.SkipExisting}
+	if opts.KeyTTL != 0 {
+		body.KeyTTL = durationText(&opts.KeyTTL)
 	}
-	batch, err := decode[struct {
-		Keys []Key `json:"keys"`
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool), body: body})
+	if err != nil {
+		return ImportResult{}, err
+	}
+	res, err := decode[struct {
+		Keys          []Key        `json:"keys"`
+		Skipped       []SkippedKey `json:"skipped"`
+		PolicyCreated bool         `json:"policyCreated"`
 	}](resp)
-	return batch.Keys, err
+	return ImportResult{Keys: res.Keys, Skipped: res.Skipped, PolicyCreated: res.PolicyCreated}, err
 }
 
 // ClaimKey claims a random free key of the pool and returns it with its
@@ -222,7 +297,9 @@ func (c *Client) GetKey(ctx context.Context, id string) (Key, error) {
 }
 
 // HeadKey returns the key with this id as HEAD /keys/{id} describes it, in
-// headers: the same as GetKey, for clients that prefer not to read a body.
+// headers: the same as GetKey but for its name, secret hint, labels and
+// cooldown, which no header carries, for clients that prefer not to read a
+// body.
 func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 	resp, err := c.do(ctx, request{method: http.MethodHead, path: keyPath(id)})
 	if err != nil {
@@ -234,7 +311,7 @@ func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 		Pool:            h.string("X-Key-Pool"),
 		IsBlocked:       h.string("X-Key-Status") == "blocked",
 		CreatedAt:       h.time("X-Key-Created-At"),
-		ExpiresAt:       h.time("X-Key-Expires-At"),
+		ExpiresAt:       h.optionalTime("X-Key-Expires-At"),
 		BlockedAt:       h.optionalTime("X-Key-Blocked-At"),
 		LeaseExpiresAt:  h.optionalTime("X-Key-Lease-Expires-At"),
 		LastKeepAliveAt: h.optionalTime("X-Key-Last-Keep-Alive-At"),
@@ -270,6 +347,27 @@ func (c *Client) GetKeySecret(ctx context.Context, id, leaseToken string) (Key, 
 	return c.key(ctx, request{method: http.MethodGet, path: keyPath(id), leaseToken: leaseToken})
 }
 
+// GetKeyByName returns the key of the pool ("" is the default pool) that
+// has this name; ErrNotFound when none has.
+func (c *Client) GetKeyByName(ctx context.Context, pool, name string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodGet, path: keyNamePath(pool, name)})
+}
+
+// GetKeySecretByName returns the key of the pool that has this name, with
+// its secret, while leaseToken is its current lease's; another token fails
+// with ErrLeaseLost.
+func (c *Client) GetKeySecretByName(ctx context.Context, pool, name, leaseToken string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodGet, path: keyNamePath(pool, name), leaseToken: leaseToken})
+}
+
+// DeleteKeyByName deletes the key of the pool ("" is the default pool)
+// that has this name, for good, and returns it as it was: how a leaked
+// credential is removed without knowing its id. It needs the admin token
+// when the server asks for tokens.
+func (c *Client) DeleteKeyByName(ctx context.Context, pool, name string) (Key, error) {
+	return c.key(ctx, request{method: http.MethodDelete, path: keyNamePath(pool, name)})
+}
+
 // KeepAlive resets the key's life and, when it is held, its lease. With a
 // lease token, a token that is not the key's current lease fails with
 // ErrLeaseLost and changes nothing.
@@ -294,9 +392,6 @@ const MaxPageSize = 500
 // the first page). Lease tokens are never shown. It needs the admin token
 // when the server asks for tokens.
 func (c *Client) ListKeys(ctx context.Context, pool, after string, limit int) (KeyPage, error) {
-	if pool == "" {
-		pool = defaultPool
-	}
 	query := url.Values{}
 	if after != "" {
 		query.Set("after", after)
@@ -304,7 +399,7 @@ func (c *Client) ListKeys(ctx context.Context, pool, after string, limit int) (K
 	if limit != 0 {
 		query.Set("limit", strconv.Itoa(limit))
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/pools/" + url.PathEscape(pool) + "/keys", query: query})
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: poolPath(pool) + "/keys", query: query})
 	if err != nil {
 		return KeyPage{}, err
 	}
@@ -356,6 +451,9 @@ func poolQuery(pool string) url.Values {
 // keyPath escapes the id: it comes from the caller and must stay one path
 // segment.
 func keyPath(id string) string { return "/keys/" + url.PathEscape(id) }
+
+// keyNamePath is the path of a key by its pool and name.
+func keyNamePath(pool, name string) string { return poolPath(pool) + "/keys/" + url.PathEscape(name) }
 
 // headerReader parses headers, keeping the first error.
 type headerReader struct {

@@ -24,7 +24,7 @@ const (
 const exitCodesHelp = `Exit codes:
   0  done
   1  the server or database answered with an error, or could not be reached
-  2  usage error (unknown command, missing argument, bad flag)
+  2  usage error (unknown command, missing argument, bad flag, bad input line)
   3  no free key in the pool (keys get); a pool without keys is 1`
 
 // newFlagSet returns a flag set that reports errors instead of exiting and

@@ -99,8 +99,10 @@ func TestHelp(t *testing.T) {
 	for _, name := range commandNames() {
 		helps = append(helps, []string{"help", name}, []string{name, "--help"})
 	}
-	for _, cmd := range keysCommands {
-		helps = append(helps, []string{"help", "keys", cmd.name}, []string{"keys", cmd.name, "-h"})
+	for group, names := range map[string][]string{"keys": keysNames(), "pools": poolsGroup.names()} {
+		for _, name := range names {
+			helps = append(helps, []string{"help", group, name}, []string{group, name, "-h"})
+		}
 	}
 	for _, args := range helps {
 		r := runMainWith(t, nil, args...)
@@ -112,7 +114,7 @@ func TestHelp(t *testing.T) {
 	}
 
 	// help COMMAND [SUB] is COMMAND [SUB] --help.
-	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}} {
+	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"keys", "import"}, {"pools"}, {"pools", "set"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}} {
 		require.Equal(t, runMainWith(t, nil, append(args, "--help")...), runMainWith(t, nil, append([]string{"help"}, args...)...), args)
 	}
 	require.Contains(t, runMainWith(t, nil, "help", "keys", "get").stdout, "--wait")
@@ -127,6 +129,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"help", "nope"}, `unknown command "nope"`},
 		{[]string{"help", "kees"}, `Did you mean "keys"?`},
 		{[]string{"help", "keys", "nope"}, `unknown command "nope"`},
+		{[]string{"help", "pools", "nope"}, `unknown command "nope"`},
 	} {
 		r := runMainWith(t, nil, tc.args...)
 		require.Equal(t, exitUsage, r.code, tc.args)
@@ -151,6 +154,13 @@ func TestTypoSuggestions(t *testing.T) {
 		{[]string{"keys", "delet", "ID"}, `Did you mean "delete"?`},
 		{[]string{"keys", "keep"}, `Did you mean "keepalive"?`},
 		{[]string{"keys", "get", "--pol", "p"}, `Did you mean "--pool"?`},
+		{[]string{"keys", "imprt"}, `Did you mean "import"?`},
+		{[]string{"keys", "import", "--skip-exist"}, `Did you mean "--skip-existing"?`},
+		{[]string{"keys", "info", "--nme", "x"}, `Did you mean "--name"?`},
+		{[]string{"pols"}, `Did you mean "pools"?`},
+		{[]string{"pools", "st", "p"}, `Did you mean "set"?`},
+		{[]string{"pools", "delte", "p"}, `Did you mean "delete"?`},
+		{[]string{"pools", "set", "p", "--key-tll", "1h"}, `Did you mean "--key-ttl"?`},
 		{[]string{"migrate", "stauts"}, `Did you mean "status"?`},
 		{[]string{"report", "leasse"}, `Did you mean "leases"?`},
 		{[]string{"report", "lease-activty", "--format", "csv"}, `Did you mean "lease-activity"?`},
@@ -206,6 +216,14 @@ func completionCases() []struct {
 		{[]string{"keys", "list", "--pool", ""}, nil},
 		{[]string{"keys", "info", "0000", "--js"}, []string{"--json"}},
 		{[]string{"keys", "list", "--l"}, []string{"--limit"}},
+		{[]string{"keys", "info", "--n"}, []string{"--name"}},
+		{[]string{"keys", "import", "--sk"}, []string{"--skip-existing"}},
+		{[]string{"keys", "import", "--format", "jsonl", "--k"}, []string{"--key-ttl"}},
+		{[]string{"pools", ""}, []string{"set", "get", "list", "delete"}},
+		{[]string{"pools", "set", "p", "--key"}, []string{"--key-ttl", "--keys-stay"}},
+		{[]string{"pools", "set", "--max-wait", ""}, nil},
+		{[]string{"pools", "delete", "p", "--d"}, []string{"--delete-keys"}},
+		{[]string{"help", "pools", "de"}, []string{"delete"}},
 		{[]string{"migrate", ""}, []string{"up", "status", "down"}},
 		{[]string{"migrate", "down", "--y"}, []string{"--yes"}},
 		{[]string{"report", "--format", "csv", "le"}, reportNames},
@@ -357,15 +375,16 @@ func TestKeysListAndStats(t *testing.T) {
 	require.Equal(t, exitOK, table.code, table.stderr)
 	lines := strings.Split(strings.TrimSuffix(table.stdout, "\n"), "\n")
 	require.Len(t, lines, 7, table.stdout)
-	require.Equal(t, []string{"KEY", "STATUS", "LEASE", "ENDS", "EXPIRES", "ASSIGNED"}, strings.Fields(lines[0]))
+	require.Equal(t, []string{"KEY", "NAME", "HINT", "STATUS", "LEASE", "ENDS", "EXPIRES", "ASSIGNED"}, strings.Fields(lines[0]))
 	for i, id := range ids {
 		fields := strings.Fields(lines[i+1])
 		require.Equal(t, id, fields[0], "in id order")
+		require.Equal(t, []string{"-", "-"}, fields[1:3], "no name, no secret")
 		if id == held.ID {
-			require.Equal(t, "blocked", fields[1])
+			require.Equal(t, "blocked", fields[3])
 			require.Equal(t, "1", fields[len(fields)-1])
 		} else {
-			require.Equal(t, []string{"free", "-"}, fields[1:3])
+			require.Equal(t, []string{"free", "-"}, fields[3:5])
 		}
 	}
 	require.Equal(t, "5 keys of pool listed.", lines[6])

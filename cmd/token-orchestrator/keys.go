@@ -30,17 +30,56 @@ Run 'token-orchestrator keys COMMAND -h' for a command's flags.
 // defaultServer is where serve listens by default.
 const defaultServer = "http://" + config.DefaultAddr
 
-// keysCommand is one command of "keys".
-type keysCommand struct {
-	name, summary string
-	// takesID: the command names a key, its one argument.
-	takesID bool
-	// flags adds the command's own flags and returns what it does.
-	flags func(fs *flag.FlagSet) keysAction
+// serverGroup is a command whose subcommands each call a server: keys,
+// pools. Its help, its "did you mean" and its completion are made from its
+// table.
+type serverGroup struct {
+	name string
+	// help is the group's help; %s is where the list of its commands goes.
+	help     string
+	commands []serverCommand
+	// apart are subcommands that run on their own: keys import reads a
+	// file or standard input.
+	apart []apartCommand
+	// jsonHelp describes the --json of the group's commands.
+	jsonHelp string
 }
 
-// keysAction does the command's call and describes the outcome.
-type keysAction func(ctx context.Context, c *client.Client, id string) (outcome, error)
+// serverCommand is one command of a serverGroup.
+type serverCommand struct {
+	name, summary string
+	// arg is what the command takes besides its flags.
+	arg argument
+	// flags adds the command's own flags and returns what it does.
+	flags func(fs *flag.FlagSet) serverAction
+}
+
+// argument is the one argument a command takes, if any.
+type argument struct {
+	// usage is how the usage line writes it ("ID"); empty for a command
+	// that takes none. what names it in messages ("key ID").
+	usage, what string
+	// orFlag is a flag that the command takes instead of the argument
+	// (keys info --name).
+	orFlag string
+}
+
+var (
+	keyID       = argument{usage: "ID", what: "key ID"}
+	keyIDOrName = argument{usage: "ID|--name NAME", what: "key ID", orFlag: "name"}
+)
+
+// apartCommand is a subcommand of a serverGroup that runs on its own.
+type apartCommand struct {
+	name, usage, summary string
+	run                  func(args []string, stdout, stderr io.Writer, getenv func(string) string) int
+	// flags describes its flags, for completion.
+	flags func() *flag.FlagSet
+}
+
+// serverAction does the command's call and describes the outcome; arg is the
+// command's argument ("" when it takes none, or got its flag instead).
+type serverAction func(ctx context.Context, c *client.Client, arg string) (outcome, error)
 
 // outcome is what a command prints: a headline and keys for people, or the
 // server's answer as JSON.
@@ -63,9 +102,18 @@ func newBadValue(format string, args ...any) error { return errBadValue(fmt.Spri
 
 // keysCommands are the commands of "keys", in the order of the help: one
 // line each, the command itself beside its kind.
-var keysCommands = []keysCommand{keysCreate, keysGet, keysList, keysInfo, keysRelease, keysKeepAlive, keysDelete}
+var keysCommands = []serverCommand{keysCreate, keysGet, keysList, keysInfo, keysRelease, keysKeepAlive, keysDelete}
 
-var keysCreate = keysCommand{name: "create", summary: "create keys in a pool", flags: func(fs *flag.FlagSet) keysAction {
+// keysGroup is "keys": its commands, and import.
+var keysGroup = serverGroup{
+	name: "keys", help: keysHelp, commands: keysCommands,
+	apart: []apartCommand{{name: "import", usage: "import [FILE]",
+		summary: "create keys from secrets, one per line of FILE or standard input (plain or JSON lines)",
+		run:     runKeysImport, flags: func() *flag.FlagSet { return newImportFlags(io.Discard, noEnv).fs }}},
+	jsonHelp: "print the answer as JSON, as the server does (create --count: {\"keys\": [...]})",
+}
+
+var keysCreate = serverCommand{name: "create", summary: "create keys in a pool", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	count := fs.Int("count", 0, "create this many keys (1 to 10000) in one call; default one")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
@@ -85,7 +133,7 @@ var keysCreate = keysCommand{name: "create", summary: "create keys in a pool", f
 	}
 }}
 
-var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) keysAction {
+var keysGet = serverCommand{name: "get", summary: "claim a free key of a pool (exit 3 when none is free)", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	wait := fs.Duration("wait", 0, "wait up to this long (at most 60s) for a key to become free")
 	var labels []string
@@ -106,7 +154,7 @@ var keysGet = keysCommand{name: "get", summary: "claim a free key of a pool (exi
 	}
 }}
 
-var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) keysAction {
+var keysList = serverCommand{name: "list", summary: "list the keys of a pool, in id order, without claiming any", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	limit := fs.Int("limit", 100, "list at most this many keys; 0 lists every key")
 	after := fs.String("after", "", "start after this key id (the last of a previous listing)")
@@ -139,14 +187,24 @@ var keysList = keysCommand{name: "list", summary: "list the keys of a pool, in i
 	}
 }}
 
-var keysInfo = keysCommand{name: "info", summary: "show a key", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysInfo = serverCommand{name: "info", summary: "show a key, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) serverAction {
+	byName := keyNameFlags(fs)
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
-		key, err := c.GetKey(ctx, id)
+		var key client.Key
+		pool, name, err := byName()
+		switch {
+		case err != nil:
+			return outcome{}, err
+		case name != "":
+			key, err = c.GetKeyByName(ctx, pool, name)
+		default:
+			key, err = c.GetKey(ctx, id)
+		}
 		return outcome{keys: []client.Key{key}, json: key}, err
 	}
 }}
 
-var keysRelease = keysCommand{name: "release", summary: "release a key, ending its lease", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysRelease = serverCommand{name: "release", summary: "release a key, ending its lease", arg: keyID, flags: func(fs *flag.FlagSet) serverAction {
 	lease := fs.String("lease", "", "end only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.ReleaseKey(ctx, id, *lease)
@@ -154,7 +212,7 @@ var keysRelease = keysCommand{name: "release", summary: "release a key, ending i
 	}
 }}
 
-var keysKeepAlive = keysCommand{name: "keepalive", summary: "keep a key, and its lease, alive", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysKeepAlive = serverCommand{name: "keepalive", summary: "keep a key, and its lease, alive", arg: keyID, flags: func(fs *flag.FlagSet) serverAction {
 	lease := fs.String("lease", "", "extend only this lease: refused (exit 1) if the key is held under another")
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
 		key, err := c.KeepAlive(ctx, id, *lease)
@@ -162,25 +220,62 @@ var keysKeepAlive = keysCommand{name: "keepalive", summary: "keep a key, and its
 	}
 }}
 
-var keysDelete = keysCommand{name: "delete", summary: "delete a key for good", takesID: true, flags: func(fs *flag.FlagSet) keysAction {
+var keysDelete = serverCommand{name: "delete", summary: "delete a key for good, found by its id or its name", arg: keyIDOrName, flags: func(fs *flag.FlagSet) serverAction {
+	byName := keyNameFlags(fs)
 	return func(ctx context.Context, c *client.Client, id string) (outcome, error) {
-		key, err := c.DeleteKey(ctx, id)
-		return outcome{headline: "Deleted key " + id + ".", json: key}, err
+		pool, name, err := byName()
+		if err != nil {
+			return outcome{}, err
+		}
+		if name == "" {
+			key, err := c.DeleteKey(ctx, id)
+			return outcome{headline: "Deleted key " + id + ".", json: key}, err
+		}
+		key, err := c.DeleteKeyByName(ctx, pool, name)
+		return outcome{headline: fmt.Sprintf("Deleted key %s (%s of pool %s).", key.ID, name, key.Pool), json: key}, err
 	}
 }}
 
+// keyNameFlags adds --name and --pool, which find a key by its name
+// instead of its id, and returns what reads them.
+func keyNameFlags(fs *flag.FlagSet) func() (pool, name string, err error) {
+	name := fs.String("name", "", "the key's name, instead of its ID")
+	pool := fs.String("pool", "", "with --name: the key's pool (default: the server's default pool)")
+	return func() (string, string, error) {
+		if *pool != "" && *name == "" {
+			return "", "", newBadValue("--pool goes with --name: a key ID names the key alone")
+		}
+		return *pool, *name, nil
+	}
+}
+
 // runKeys runs "keys COMMAND ..." with the given output and environment.
 func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	return keysGroup.run(args, stdout, stderr, getenv)
+}
+
+// keysNames are the commands of "keys".
+func keysNames() []string { return keysGroup.names() }
+
+// keysWords tells completion the commands of "keys" and their flags.
+func keysWords() words { return keysGroup.words() }
+
+// run runs "GROUP COMMAND ..." with the given output and environment.
+func (g serverGroup) run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	var list strings.Builder
-	for _, cmd := range keysCommands {
+	tw := tabwriter.NewWriter(&list, 0, 0, 2, ' ', 0)
+	for _, cmd := range g.commands {
 		usage := cmd.name
-		if cmd.takesID {
-			usage += " ID"
+		if cmd.arg.usage != "" {
+			usage += " " + cmd.arg.usage
 		}
-		fmt.Fprintf(&list, "  %-14s %s\n", usage, cmd.summary)
+		fmt.Fprintf(tw, "  %s\t%s\n", usage, cmd.summary)
 	}
-	fmt.Fprintf(&list, "  %-14s %s\n", "import [FILE]", "create keys from secrets, one per line of FILE or standard input")
-	help := fmt.Sprintf(keysHelp, list.String())
+	for _, cmd := range g.apart {
+		fmt.Fprintf(tw, "  %s\t%s\n", cmd.usage, cmd.summary)
+	}
+	_ = tw.Flush()
+	help := fmt.Sprintf(g.help, list.String())
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, help)
 		return exitUsage
@@ -189,80 +284,92 @@ func runKeys(args []string, stdout, stderr io.Writer, getenv func(string) string
 		fmt.Fprintln(stdout, help)
 		return exitOK
 	}
-	if args[0] == "import" {
-		// It reads a file or standard input, unlike the commands below.
-		return runKeysImport(args[1:], stdout, stderr, getenv)
-	}
-	for _, cmd := range keysCommands {
+	for _, cmd := range g.apart {
 		if cmd.name == args[0] {
 			return cmd.run(args[1:], stdout, stderr, getenv)
 		}
 	}
-	fmt.Fprintf(stderr, "token-orchestrator keys: unknown command %q\n%s\n%s\n", args[0], didYouMean(args[0], keysNames()), help)
+	for _, cmd := range g.commands {
+		if cmd.name == args[0] {
+			return cmd.run(g, args[1:], stdout, stderr, getenv)
+		}
+	}
+	fmt.Fprintf(stderr, "token-orchestrator %s: unknown command %q\n%s\n%s\n", g.name, args[0], didYouMean(args[0], g.names()), help)
 	return exitUsage
 }
 
-// keysNames are the commands of "keys": those of keysCommands, and import,
-// which reads a file or standard input and so runs apart.
-func keysNames() []string {
-	names := make([]string, 0, len(keysCommands)+1)
-	for _, cmd := range keysCommands {
+// names are the group's commands: those of its table, then those that run
+// apart.
+func (g serverGroup) names() []string {
+	names := make([]string, 0, len(g.commands)+len(g.apart))
+	for _, cmd := range g.commands {
 		names = append(names, cmd.name)
 	}
-	return append(names, "import")
+	for _, cmd := range g.apart {
+		names = append(names, cmd.name)
+	}
+	return names
 }
 
-// keysWords tells completion the commands of "keys" and their flags.
-func keysWords() words {
+// words tells completion the group's commands and their flags.
+func (g serverGroup) words() words {
 	var w words
-	for _, cmd := range keysCommands {
-		w.subcommands = append(w.subcommands, subcommand{name: cmd.name, summary: cmd.summary, flags: cmd.flagSet(io.Discard, noEnv).fs})
+	for _, cmd := range g.commands {
+		w.subcommands = append(w.subcommands, subcommand{name: cmd.name, summary: cmd.summary, flags: cmd.flagSet(g, io.Discard, noEnv).fs})
 	}
-	w.subcommands = append(w.subcommands, subcommand{name: "import", summary: "create keys from secrets, one per line of a file or standard input"})
+	for _, cmd := range g.apart {
+		w.subcommands = append(w.subcommands, subcommand{name: cmd.name, summary: cmd.summary, flags: cmd.flags()})
+	}
 	return w
 }
 
-// keysFlags are the flags of a command of "keys", parsed.
-type keysFlags struct {
+// serverFlags are the flags of a command of a serverGroup, parsed.
+type serverFlags struct {
 	fs *flag.FlagSet
 	// action is what the command does.
-	action    keysAction
+	action    serverAction
 	newClient func() (*client.Client, error)
 	asJSON    *bool
 	timeout   *time.Duration
 }
 
 // flagSet defines the command's flags.
-func (cmd keysCommand) flagSet(stderr io.Writer, getenv func(string) string) keysFlags {
-	usage := "Usage: token-orchestrator keys " + cmd.name
-	if cmd.takesID {
-		usage += " ID"
+func (cmd serverCommand) flagSet(g serverGroup, stderr io.Writer, getenv func(string) string) serverFlags {
+	usage := "Usage: token-orchestrator " + g.name + " " + cmd.name
+	if cmd.arg.usage != "" {
+		usage += " " + cmd.arg.usage
 	}
-	fs := newFlagSet("token-orchestrator keys "+cmd.name, usage+" [flags]\n\nTo "+cmd.summary+".", stderr)
-	return keysFlags{
-		fs:        fs,
-		action:    cmd.flags(fs),
-		newClient: clientFlags(fs, getenv),
-		asJSON:    fs.Bool("json", false, "print the answer as JSON, as the server does (create --count: {\"keys\": [...]})"),
-		timeout:   fs.Duration("timeout", 30*time.Second, "give up after this long (a wait for a key comes on top)"),
+	fs := newFlagSet("token-orchestrator "+g.name+" "+cmd.name, usage+" [flags]\n\nTo "+cmd.summary+".", stderr)
+	f := serverFlags{fs: fs, action: cmd.flags(fs), newClient: clientFlags(fs, getenv), asJSON: fs.Bool("json", false, g.jsonHelp)}
+	timeoutHelp := "give up after this long"
+	if fs.Lookup("wait") != nil {
+		timeoutHelp += " (a wait for a key comes on top)"
 	}
+	f.timeout = fs.Duration("timeout", 30*time.Second, timeoutHelp)
+	return f
 }
 
-func (cmd keysCommand) run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	f := cmd.flagSet(stderr, getenv)
+func (cmd serverCommand) run(g serverGroup, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	f := cmd.flagSet(g, stderr, getenv)
 	fs := f.fs
 	positional, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return parseError(err)
 	}
-	var id string
+	var arg string
+	instead := cmd.arg.orFlag != "" && fs.Lookup(cmd.arg.orFlag).Value.String() != ""
 	switch {
-	case cmd.takesID && len(positional) != 1:
-		return usageError(fs, "expected one key ID, got %d arguments", len(positional))
-	case cmd.takesID:
-		id = positional[0]
-	case len(positional) > 0:
+	case cmd.arg.usage == "" && len(positional) > 0:
 		return usageError(fs, "unexpected arguments: %s", strings.Join(positional, " "))
+	case instead && len(positional) > 0:
+		return usageError(fs, "expected a %s or --%s, not both", cmd.arg.what, cmd.arg.orFlag)
+	case instead:
+	case cmd.arg.usage != "" && len(positional) != 1 && cmd.arg.orFlag != "":
+		return usageError(fs, "expected one %s, got %d arguments (or --%s instead)", cmd.arg.what, len(positional), cmd.arg.orFlag)
+	case cmd.arg.usage != "" && len(positional) != 1:
+		return usageError(fs, "expected one %s, got %d arguments", cmd.arg.what, len(positional))
+	case cmd.arg.usage != "":
+		arg = positional[0]
 	}
 	c, err := f.newClient()
 	if err != nil {
@@ -275,7 +382,7 @@ func (cmd keysCommand) run(args []string, stdout, stderr io.Writer, getenv func(
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout)
 	defer cancel()
-	out, err := f.action(ctx, c, id)
+	out, err := f.action(ctx, c, arg)
 	var bad errBadValue
 	switch {
 	case errors.As(err, &bad):
@@ -310,6 +417,12 @@ func printKey(w io.Writer, k client.Key) {
 	row := func(name, value string) { fmt.Fprintf(tw, "  %s\t%s\n", name, value) }
 	row("key", k.ID)
 	row("pool", k.Pool)
+	if k.Name != "" {
+		row("name", k.Name)
+	}
+	if k.SecretHint != "" {
+		row("secret hint", "..."+k.SecretHint)
+	}
 	if k.IsBlocked {
 		row("status", "blocked")
 		if k.LeaseToken != "" {
@@ -338,7 +451,11 @@ func printKey(w io.Writer, k client.Key) {
 		row("secret", "(held; --json prints it)")
 	}
 	row("created", formatTime(&k.CreatedAt))
-	row("expires", formatTime(&k.ExpiresAt)+" unless kept alive")
+	if k.ExpiresAt != nil {
+		row("expires", formatTime(k.ExpiresAt)+" unless kept alive")
+	} else {
+		row("expires", "never: the key stays until deleted")
+	}
 	row("kept alive", formatTime(k.LastKeepAliveAt))
 	row("times assigned", fmt.Sprint(k.TimesAssigned))
 	_ = tw.Flush()
@@ -368,20 +485,17 @@ func printKeyList(w io.Writer, page client.KeyPage) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tSTATUS\tLEASE ENDS\tEXPIRES\tASSIGNED")
+	fmt.Fprintln(tw, "KEY\tNAME\tHINT\tSTATUS\tLEASE ENDS\tEXPIRES\tASSIGNED")
 	for _, k := range page.Keys {
 		status, leaseEnds := "free", "-"
 		if k.IsBlocked {
 			status, leaseEnds = "blocked", formatTime(k.LeaseExpiresAt)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", k.ID, status, leaseEnds, formatTime(&k.ExpiresAt), k.TimesAssigned)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", k.ID, orDash(k.Name), orDash(k.SecretHint), status, leaseEnds,
+			formatTime(k.ExpiresAt), k.TimesAssigned)
 	}
 	_ = tw.Flush()
-	noun := "keys"
-	if len(page.Keys) == 1 {
-		noun = "key"
-	}
-	fmt.Fprintf(w, "%d %s of pool %s.\n", len(page.Keys), noun, page.Pool)
+	fmt.Fprintf(w, "%s of pool %s.\n", count(len(page.Keys), "key", "keys"), page.Pool)
 	if page.NextAfter != "" {
 		fmt.Fprintf(w, "More follow: token-orchestrator keys list --pool %s --after %s\n", page.Pool, page.NextAfter)
 	}

@@ -51,7 +51,8 @@ func init() {
 	commands = map[string]command{
 		"serve":       {summary: "serve the HTTP API (the default)", run: serve, words: serveWords},
 		"migrate":     {summary: "apply, list or roll back database migrations", run: runMigrate, words: migrateWords},
-		"keys":        {summary: "create, lease, list, inspect, keep alive, release and delete keys on a server", run: runKeys, words: keysWords},
+		"keys":        {summary: "create, import, lease, list, inspect, keep alive, release and delete keys on a server", run: runKeys, words: keysWords},
+		"pools":       {summary: "set, show, list and delete pools' policies (key life, leases, lease tokens, waits) on a server", run: runPools, words: poolsWords},
 		"stats":       {summary: "show the live counts of every pool on a server", run: runStats, words: statsWords},
 		"report":      {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report, words: reportWords},
 		"secrets":     {summary: "re-encrypt keys' secrets under the current encryption key (secrets rotate)", run: runSecrets, words: secretsWords},
