@@ -231,7 +231,7 @@ func (c *Client) PutPool(ctx context.Context, pool string, policy Policy) (Pool,
 }
 
 // GetPool returns the pool ("" is the default pool) with its policy and
-// counts; a pool with neither keys nor a policy fails with ErrNotFound
+// counts; a pool with neither keys nor a policy fails with ErrUnknownPool
 // (404 unknown_pool).
 func (c *Client) GetPool(ctx context.Context, pool string) (Pool, error) {
 	resp, err := c.do(ctx, request{method: http.MethodGet, path: poolPath(pool)})
@@ -256,7 +256,7 @@ func (c *Client) ListPools(ctx context.Context) ([]Pool, error) {
 // DeletePool removes the pool's policy and returns how many keys it
 // deleted. A pool that still has keys fails with ErrPoolNotEmpty unless
 // deleteKeys, which deletes them for good first (their secrets too); a
-// pool with neither keys nor a policy fails with ErrNotFound.
+// pool with neither keys nor a policy fails with ErrUnknownPool.
 func (c *Client) DeletePool(ctx context.Context, pool string, deleteKeys bool) (int, error) {
 	query := url.Values{}
 	if deleteKeys {

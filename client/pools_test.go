@@ -31,7 +31,7 @@ func TestPoolPolicies(t *testing.T) {
 		Effective: client.EffectivePolicy{KeyTTL: new(time.Hour), LeaseTTL: time.Minute, MaxWait: client.MaxWait},
 	}, plain, "no policy: the server's settings apply")
 	_, err = c.GetPool(ctx, "nobody")
-	require.ErrorIs(t, err, client.ErrNotFound)
+	require.ErrorIs(t, err, client.ErrUnknownPool)
 	var apiErr *client.APIError
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, "unknown_pool", apiErr.Code)
@@ -114,9 +114,9 @@ func TestPoolPolicies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, deleted)
 	_, err = c.GetPool(ctx, "strict")
-	require.ErrorIs(t, err, client.ErrNotFound)
+	require.ErrorIs(t, err, client.ErrUnknownPool)
 	_, err = c.DeletePool(ctx, "strict", false)
-	require.ErrorIs(t, err, client.ErrNotFound)
+	require.ErrorIs(t, err, client.ErrUnknownPool)
 	deleted, err = c.DeletePool(ctx, "later", false)
 	require.NoError(t, err)
 	require.Zero(t, deleted)

@@ -104,7 +104,7 @@ var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change 
 			// The server replaces a policy whole: start from the current one.
 			current, err := c.GetPool(ctx, pool)
 			switch {
-			case errors.Is(err, client.ErrNotFound):
+			case errors.Is(err, client.ErrUnknownPool):
 			case err != nil:
 				return outcome{}, err
 			default:
