@@ -19,6 +19,7 @@ from ._errors import (
     DuplicateSecretError,
     ForbiddenError,
     IdempotencyKeyReusedError,
+    InternalServerError,
     KeyNotFoundError,
     LeaseLost,
     LeaseMismatchError,
@@ -32,6 +33,7 @@ from ._errors import (
     ShuttingDownError,
     TooManyWaitersError,
     UnauthorizedError,
+    UnknownParameterError,
     UnknownPoolError,
 )
 from ._models import DeletedPool, ImportResult, Key, KeyPage, Pool, PoolStats, PoolStatus, SkippedKey, Stats
@@ -72,6 +74,7 @@ __all__ = [
     "DuplicateSecretError",
     "ForbiddenError",
     "IdempotencyKeyReusedError",
+    "InternalServerError",
     "KeyNotFoundError",
     "LeaseLost",
     "LeaseMismatchError",
@@ -85,5 +88,6 @@ __all__ = [
     "ShuttingDownError",
     "TooManyWaitersError",
     "UnauthorizedError",
+    "UnknownParameterError",
     "UnknownPoolError",
 ]

@@ -368,7 +368,8 @@ class Lease:
     def release(self, cooldown: Optional[Duration] = None) -> Optional[Key]:
         """Stops keeping the lease alive and releases the key, with a
         cooldown if given (or set by ``cooldown()``). Raises LeaseLost when
-        the lease was already lost. Only the first call does anything."""
+        the lease was already lost. Only the first call does anything; later
+        ones answer as it did."""
         with self._lock:
             if self._released is None:
                 self._released = self._release(cooldown if cooldown is not None else self._cooldown)

@@ -30,6 +30,8 @@ __all__ = [
     "ShuttingDownError",
     "TooManyWaitersError",
     "SecretUnavailableError",
+    "InternalServerError",
+    "UnknownParameterError",
     "LeaseLost",
     "ERRORS_BY_CODE",
     "error_from_response",
@@ -88,6 +90,11 @@ def _rebuild(
 
 class BadRequestError(ApiError):
     """The request was refused as malformed (400, 413, 415); nothing changed."""
+
+
+class UnknownParameterError(BadRequestError):
+    """A query parameter the route does not take; the detail names it and
+    suggests a close one (400 unknown_parameter)."""
 
 
 class SecretsNotConfiguredError(BadRequestError):
@@ -180,6 +187,10 @@ class SecretUnavailableError(ServiceUnavailableError):
     """The server cannot open the key's secret (secret_unavailable)."""
 
 
+class InternalServerError(ApiError):
+    """The server failed; its log has the request id (500 internal_error)."""
+
+
 #: The error class of each of the server's error codes.
 ERRORS_BY_CODE: Dict[str, Type[ApiError]] = {
     "invalid_body": BadRequestError,
@@ -188,6 +199,9 @@ ERRORS_BY_CODE: Dict[str, Type[ApiError]] = {
     "invalid_report_parameters": BadRequestError,
     "body_too_large": BadRequestError,
     "unsupported_media_type": BadRequestError,
+    "unknown_parameter": UnknownParameterError,
+    "method_not_allowed": ApiError,
+    "internal_error": InternalServerError,
     "secrets_not_configured": SecretsNotConfiguredError,
     "unauthorized": UnauthorizedError,
     "forbidden": ForbiddenError,
@@ -222,6 +236,7 @@ _ERRORS_BY_STATUS: Dict[int, Type[ApiError]] = {
     413: BadRequestError,
     415: BadRequestError,
     428: LeaseTokenRequiredError,
+    500: InternalServerError,
     503: ServiceUnavailableError,
 }
 
