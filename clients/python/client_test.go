@@ -46,25 +46,29 @@ func python() string {
 func TestPythonClient(t *testing.T) {
 	t.Parallel()
 	py := python()
-	check := exec.Command(py, "-c", "import httpx, pytest, pytest_asyncio")
+	check := exec.Command(py, "-c", "import httpx, pytest, pytest_asyncio, hatchling, build, venv")
 	if out, err := check.CombinedOutput(); err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("the Python client's tests cannot run with %s (%v: %s): make ensure-python installs httpx, pytest and pytest-asyncio", py, err, out)
+			t.Fatalf("the Python client's tests cannot run with %s (%v: %s): make ensure-python installs httpx, pytest, pytest-asyncio, hatchling and build", py, err, out)
 		}
-		t.Skipf("the Python client's tests need httpx, pytest and pytest-asyncio for %s (%v: %s): run make ensure-python", py, err, out)
+		t.Skipf("the Python client's tests need httpx, pytest, pytest-asyncio, hatchling and build for %s (%v: %s): run make ensure-python", py, err, out)
 	}
 
-	// The binary, built as users run it.
-	bin := filepath.Join(t.TempDir(), "token-orchestrator")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/token-orchestrator")
-	build.Dir = filepath.Join("..", "..")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	// The binary, built as users run it; SERVER_BIN names one built
+	// already (make build's bin/token-orchestrator).
+	bin := os.Getenv("SERVER_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "token-orchestrator")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/token-orchestrator")
+		build.Dir = filepath.Join("..", "..")
+		out, err := build.CombinedOutput()
+		require.NoError(t, err, "go build: %s", out)
+	}
 
 	// The server the tests use holds secrets under a random encryption key;
 	// a second one has none, to see secrets refused.
 	secretKey := make([]byte, 32)
-	_, err = rand.Read(secretKey)
+	_, err := rand.Read(secretKey)
 	require.NoError(t, err)
 	url := startServer(t, bin, "SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
 	noSecretsURL := startServer(t, bin, "SECRET_KEY=")
@@ -76,7 +80,7 @@ func TestPythonClient(t *testing.T) {
 		"PYTHONPATH=src", "PYTHONDONTWRITEBYTECODE=1",
 		"TO_URL="+url, "TO_URL_NO_SECRETS="+noSecretsURL,
 		fmt.Sprintf("TO_LEASE_TTL=%g", leaseTTL.Seconds()))
-	out, err = tests.CombinedOutput()
+	out, err := tests.CombinedOutput()
 	t.Logf("pytest:\n%s", out)
 	require.NoError(t, err, "the Python client's tests failed")
 	summary := regexp.MustCompile(`(?m)^=*\s*(\d+) passed.*$`).FindStringSubmatch(string(out))
