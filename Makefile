@@ -199,6 +199,10 @@ ensure-python:
 test/python: check-go ensure-postgres ensure-python ## Run the Python client's tests (pytest) against the server binary
 	PYTHON=$(PYTHON) $(GO) test -count=1 -v -run TestPythonClient ./$(PY_CLIENT)
 
+.PHONY: lint/python
+lint/python: ## Type-check the Python client with mypy --strict, for Python 3.9 and for this one (apt-get install mypy)
+	cd $(PY_CLIENT) && $(PYTHON) -m mypy --strict --python-version 3.9 src && $(PYTHON) -m mypy --strict src
+
 .PHONY: test/race
 test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the race detector
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...

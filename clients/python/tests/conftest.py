@@ -160,8 +160,7 @@ def proxy(url: str) -> Iterator[Proxy]:
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
-    state["proxy"] = Proxy(f"http://{host}:{port}")
+    state["proxy"] = Proxy(f"http://127.0.0.1:{server.server_address[1]}")
     try:
         yield state["proxy"]
     finally:

@@ -41,7 +41,7 @@ async def test_async_claim_keep_alive_release(aclient: AsyncClient, pool: str, l
         # The coroutine waits far longer than a lease lasts.
         await asyncio.sleep(3 * lease_ttl)
         assert not lease.lost.is_set(), lease.lost_reason
-        assert lease.expires_at > first
+        assert lease.expires_at is not None and lease.expires_at > first
         assert (await aclient.get_key(key_id, lease.token)).is_blocked
     assert not (await aclient.get_key(key_id)).is_blocked
 

@@ -66,7 +66,8 @@ def test_claim_keep_alive_release(client: Client, pool: str, lease_ttl: float) -
     free = client.get_key(key_id)
     assert not free.is_blocked and free.secret is None
     # A second release does nothing more and answers what the first did.
-    assert lease.release() is lease.release() and not lease.release().is_blocked
+    released = lease.release()
+    assert released is not None and not released.is_blocked and lease.release() is released
 
 
 def test_manual_claim_keep_alive_release(client: Client, pool: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Generator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -210,7 +211,7 @@ class AsyncClient:
         backoff = self.retry.min_backoff
         url = self.base_url + req.path
         headers = p.request_headers(self._token, req)
-        timeout = httpx.Timeout(req.timeout) if req.timeout is not None else httpx.USE_CLIENT_DEFAULT
+        timeout = req.timeout if req.timeout is not None else self.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -297,7 +298,7 @@ class AsyncLease:
         return self.key.secret
 
     @property
-    def expires_at(self) -> Optional[Any]:
+    def expires_at(self) -> Optional[datetime]:
         return self._expires_at
 
     def remaining(self) -> float:
@@ -326,7 +327,8 @@ class AsyncLease:
         await self._task
         self.raise_if_lost()
         try:
-            return await self._client._send(p.release_key(self.key_id, self.token, cooldown))
+            released: Key = await self._client._send(p.release_key(self.key_id, self.token, cooldown))
+            return released
         except (LeaseMismatchError, KeyNotFoundError) as err:
             self._lose(f"lease {self.token} of key {self.key_id} ended before its release: {err}", err)
             raise self.lost_reason from err  # type: ignore[misc]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from types import TracebackType
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar
 
@@ -269,7 +270,7 @@ class Client:
         backoff = self.retry.min_backoff
         url = self.base_url + req.path
         headers = p.request_headers(self._token, req)
-        timeout = httpx.Timeout(req.timeout) if req.timeout is not None else httpx.USE_CLIENT_DEFAULT
+        timeout = req.timeout if req.timeout is not None else self.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -345,7 +346,7 @@ class Lease:
         return self.key.secret
 
     @property
-    def expires_at(self) -> Optional[Any]:
+    def expires_at(self) -> Optional[datetime]:
         """The end of the lease as the server last set it (its clock, UTC)."""
         return self._expires_at
 

@@ -252,7 +252,9 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes) ->
     except ValueError:
         pass  # not JSON: a proxy's page
     code = problem.get("code") if isinstance(problem.get("code"), str) else None
-    cls = ERRORS_BY_CODE.get(code or "") or _ERRORS_BY_STATUS.get(status, ApiError)
+    cls = ERRORS_BY_CODE.get(code or "") or _ERRORS_BY_STATUS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else ApiError
     return cls(
         status,
         code,

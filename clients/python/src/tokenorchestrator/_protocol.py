@@ -96,8 +96,9 @@ class Request(Generic[T]):
     # Overrides the client's retry policy's attempts.
     attempts: Optional[int] = None
 
-    def url_params(self) -> List[Tuple[str, str]]:
-        return [(k, v) for k, v in self.params if v != ""]
+    def url_params(self) -> httpx.QueryParams:
+        """The query, leaving out parameters without a value."""
+        return httpx.QueryParams([(k, v) for k, v in self.params if v != ""])
 
 
 def duration_param(name: str, value: Duration) -> str:
