@@ -1,0 +1,185 @@
+"""Fixtures: the servers that client_test.go started (TO_URL, with an
+encryption key; TO_URL_NO_SECRETS, without), a fresh pool name per test, and
+a small proxy in front of the server that can lose or refuse answers."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from tokenorchestrator import AsyncClient, Client, RetryPolicy
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run these tests with go test ./clients/python, which starts the servers")
+    return value
+
+
+@pytest.fixture(scope="session")
+def url() -> str:
+    return _env("TO_URL")
+
+
+@pytest.fixture(scope="session")
+def no_secrets_url() -> str:
+    return _env("TO_URL_NO_SECRETS")
+
+
+@pytest.fixture(scope="session")
+def lease_ttl() -> float:
+    """The server's LEASE_TTL in seconds."""
+    return float(_env("TO_LEASE_TTL"))
+
+
+# Short backoffs keep the tests of retries quick.
+FAST_RETRY = RetryPolicy(attempts=5, min_backoff=0.05, max_backoff=2.0)
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[Client]:
+    with Client(url, retry=FAST_RETRY) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def aclient(url: str):  # type: ignore[no-untyped-def]
+    async with AsyncClient(url, retry=FAST_RETRY) as c:
+        yield c
+
+
+@pytest.fixture
+def pool() -> str:
+    """A pool of this test's own."""
+    return "py-" + uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: Dict[str, str]
+    at: float
+
+
+@dataclass
+class Proxy:
+    """Forwards every request to the server, except that the next requests
+    matching a rule get what the rule says: "drop" forwards the request but
+    cuts the connection instead of answering, "503" answers 503
+    database_unavailable with Retry-After without forwarding."""
+
+    url: str
+    seen: List[Seen] = field(default_factory=list)
+    # (method, path prefix, action, how many times; -1: always)
+    rules: List[List[object]] = field(default_factory=list)
+    retry_after: str = "1"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, method: str, path_prefix: str, action: str, times: int = 1) -> None:
+        with self.lock:
+            self.rules.append([method, path_prefix, action, times])
+
+    def clear(self) -> None:
+        with self.lock:
+            self.rules.clear()
+
+    def action(self, method: str, path: str) -> Optional[str]:
+        with self.lock:
+            for rule in self.rules:
+                if rule[0] == method and path.startswith(str(rule[1])) and rule[3] != 0:
+                    if isinstance(rule[3], int) and rule[3] > 0:
+                        rule[3] -= 1
+                    return str(rule[2])
+        return None
+
+    def requests(self, method: str, path: str) -> List[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.method == method and s.path == path]
+
+
+@pytest.fixture
+def proxy(url: str) -> Iterator[Proxy]:
+    upstream = httpx.Client(base_url=url, timeout=70)
+    state: Dict[str, Proxy] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _handle(self) -> None:
+            p = state["proxy"]
+            path = self.path.split("?", 1)[0]
+            with p.lock:
+                p.seen.append(Seen(self.command, path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            action = p.action(self.command, path)
+            if action == "503":
+                payload = (
+                    b'{"type":"about:blank","title":"Service Unavailable","status":503,'
+                    b'"code":"database_unavailable","detail":"the proxy says so"}'
+                )
+                self.send_response(503)
+                self.send_header("Content-Type", "application/problem+json")
+                self.send_header("Retry-After", p.retry_after)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+            resp = upstream.request(self.command, self.path, headers=headers, content=body)
+            if action == "drop":
+                # The server did the work; its answer never arrives.
+                self.close_connection = True
+                return
+            self.send_response(resp.status_code)
+            for k, v in resp.headers.items():
+                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(resp.content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(resp.content)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state["proxy"] = Proxy(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield state["proxy"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        upstream.close()
+
+
+def wait_until(check, timeout: float, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return bool(check())
+
+
+def one_key_pool(client: Client, pool: str) -> Tuple[str, str]:
+    """A pool with one key holding a secret; its id and secret."""
+    secret = "sk-" + uuid.uuid4().hex
+    result = client.import_keys([{"secret": secret}], pool)
+    return result.keys[0].key_id, secret
