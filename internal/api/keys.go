@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 const (
@@ -277,11 +278,29 @@ const (
 // price: such waiters poll, and are not part of the order in which this
 // replica serves its queued waiters.
 //
+// Such waiters are held to the replica's caps on waiting clients, and are
+// answered ErrClosed (503 shutting_down) when the server starts shutting
+// down, as queued ones are (wakeup.Hub.Admit).
+//
 // A pool without keys is not waited for: the first try that finds no key,
 // and the last, ask whether the pool has any.
 func (a *API) pollClaim(ctx context.Context, pool string, wait time.Duration, claim func() (store.Key, bool, error)) (_ store.Key, _ bool, err error) {
+	var closed <-chan struct{}
 	if wait > 0 {
 		defer a.observeWait(time.Now(), &err)
+		select {
+		case <-a.waiters.Closed():
+			// Shutting down: a free key is still claimed, none waited for.
+			wait = 0
+			closed = a.waiters.Closed()
+		default:
+			leave, err := a.waiters.Admit(pool)
+			if err != nil {
+				return store.Key{}, false, err
+			}
+			defer leave()
+			closed = a.waiters.Closed()
+		}
 	}
 	deadline := time.Now().Add(wait)
 	pause := idempotentPollFirst
@@ -297,6 +316,9 @@ func (a *API) pollClaim(ctx context.Context, pool string, wait time.Duration, cl
 			}
 		}
 		if left <= 0 {
+			if closed != nil && isClosed(closed) {
+				return store.Key{}, false, wakeup.ErrClosed
+			}
 			return key, replayed, err
 		}
 		// Spread over [pause/2, pause), so that waiters that started
@@ -306,9 +328,22 @@ func (a *API) pollClaim(ctx context.Context, pool string, wait time.Duration, cl
 		case <-ctx.Done():
 			timer.Stop()
 			return store.Key{}, false, ctx.Err()
+		case <-closed:
+			timer.Stop()
+			return store.Key{}, false, wakeup.ErrClosed
 		case <-timer.C:
 		}
 		pause = min(2*pause, idempotentPollMax)
+	}
+}
+
+// isClosed reports whether the channel is closed.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -265,4 +266,99 @@ func TestWaitersBeyondTheCapsAreAnswered503(t *testing.T) {
 	r = do(t, "GET", waiters.url+"/keys?pool=third&wait=1s", "")
 	requireProblem(t, r, http.StatusServiceUnavailable, "too_many_waiters")
 	require.NotEmpty(t, r.header.Get("Retry-After"))
+}
+
+// waitInBackgroundWith is waitInBackground for a claim with the given
+// query and headers (labels, an idempotency key).
+func waitInBackgroundWith(t *testing.T, s *testServer, query string, headers ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?"+query+"&wait=60s", nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// The caps on waiting clients hold for every kind of wait: plain (queued),
+// labelled and idempotent (each trying claims of its own), whichever came
+// first.
+func TestCapsHoldForEveryKindOfWait(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.New(t)
+	kinds := []struct {
+		name    string
+		query   string
+		headers []string
+	}{
+		{"plain", "pool=%s", nil},
+		{"labelled", "pool=%s&label=tier=paid", nil},
+		{"idempotent", "pool=%s", []string{"Idempotency-Key", "caps-%s"}},
+	}
+	for _, first := range kinds {
+		for _, second := range kinds {
+			pool := "caps-" + first.name + "-" + second.name
+			s := newServer(t, dbURL, options{poll: noPoll, maxWaiters: 1})
+			holdAll(t, s, pool, 1)
+			firstHeaders := slices.Clone(first.headers)
+			if firstHeaders != nil {
+				firstHeaders[1] = fmt.Sprintf(firstHeaders[1], "first")
+			}
+			waitInBackgroundWith(t, s, fmt.Sprintf(first.query, pool), firstHeaders...)
+			require.Eventually(t, func() bool { return s.waiters.Waiters() == 1 }, 10*time.Second, 5*time.Millisecond, "%s waits", first.name)
+			headers := slices.Clone(second.headers)
+			if headers != nil {
+				headers[1] = fmt.Sprintf(headers[1], "second")
+			}
+			r := do(t, "GET", s.url+"/keys?"+fmt.Sprintf(second.query, pool)+"&wait=1s", "", headers...)
+			requireProblem(t, r, http.StatusServiceUnavailable, "too_many_waiters")
+			require.NotEmpty(t, r.header.Get("Retry-After"), "%s after %s", second.name, first.name)
+		}
+	}
+
+	// The cap on pools, across kinds of waits.
+	s := newServer(t, dbURL, options{poll: noPoll, maxWaitedPools: 1})
+	holdAll(t, s, "pools-a", 1)
+	holdAll(t, s, "pools-b", 1)
+	waitInBackgroundWith(t, s, "pool=pools-a", "Idempotency-Key", "pools-a")
+	require.Eventually(t, func() bool { return s.waiters.Waiters() == 1 }, 10*time.Second, 5*time.Millisecond)
+	requireProblem(t, do(t, "GET", s.url+"/keys?pool=pools-b&label=tier=paid&wait=1s", ""), http.StatusServiceUnavailable, "too_many_waited_pools")
+	requireProblem(t, do(t, "GET", s.url+"/keys?pool=pools-b&wait=1s", ""), http.StatusServiceUnavailable, "too_many_waited_pools")
+}
+
+// A replica that shuts down answers every waiting client at once, 503
+// shutting_down, whatever kind of wait: plain, labelled or idempotent.
+func TestShutdownAnswersEveryKindOfWait(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, testdb.New(t), options{poll: noPoll})
+	holdAll(t, s, "closing", 1)
+	answers := make(chan reply, 3)
+	for _, h := range [][]string{nil, {"Idempotency-Key", "closing-1"}} {
+		go func() { answers <- do(t, "GET", s.url+"/keys?pool=closing&wait=60s", "", h...) }()
+	}
+	go func() { answers <- do(t, "GET", s.url+"/keys?pool=closing&label=tier=paid&wait=60s", "") }()
+	require.Eventually(t, func() bool { return s.waiters.Waiters() == 3 }, 10*time.Second, 5*time.Millisecond)
+	s.waiters.Close()
+	for range 3 {
+		select {
+		case r := <-answers:
+			requireProblem(t, r, http.StatusServiceUnavailable, "shutting_down")
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiting client got no answer after the shutdown began")
+		}
+	}
+	// Afterwards a wait claims a free key if there is one, and waits for none.
+	requireProblem(t, do(t, "GET", s.url+"/keys?pool=closing&wait=5s", "", "Idempotency-Key", "closing-2"), http.StatusServiceUnavailable, "shutting_down")
 }

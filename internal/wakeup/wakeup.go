@@ -117,6 +117,9 @@ type Hub struct {
 	// polling is set while the poll loop runs; it runs while there are
 	// queues.
 	polling bool
+	// polled counts, per pool, the clients admitted to wait by trying
+	// claims of their own (Admit) rather than in a queue.
+	polled map[string]int
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -163,7 +166,7 @@ func New(st Store, cfg Config) *Hub {
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
+	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{}), polled: map[string]int{}}
 }
 
 // Close ends every wait with ErrClosed at once, and makes every later Wait
@@ -192,13 +195,9 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	w := &waiter{key: make(chan store.Key, 1)}
 	h.mu.Lock()
 	q := h.queues[pool]
-	switch {
-	case h.waiters >= h.cfg.MaxWaiters:
+	if err := h.admissible(pool); err != nil {
 		h.mu.Unlock()
-		return store.Key{}, ErrTooManyWaiters
-	case q == nil && len(h.queues) >= h.cfg.MaxPools:
-		h.mu.Unlock()
-		return store.Key{}, ErrTooManyPools
+		return store.Key{}, err
 	}
 	if q == nil {
 		q = &queue{waiters: list.New()}
@@ -266,6 +265,59 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 	}
 	return key, nil
 }
+
+// admissible tells whether one more client may wait for a key of the
+// pool, queued or polling: ErrTooManyWaiters or ErrTooManyPools past the
+// caps. h.mu is held.
+func (h *Hub) admissible(pool string) error {
+	if h.waiters >= h.cfg.MaxWaiters {
+		return ErrTooManyWaiters
+	}
+	if h.queues[pool] != nil || h.polled[pool] > 0 {
+		return nil
+	}
+	pools := len(h.queues)
+	for p := range h.polled {
+		if h.queues[p] == nil {
+			pools++
+		}
+	}
+	if pools >= h.cfg.MaxPools {
+		return ErrTooManyPools
+	}
+	return nil
+}
+
+// Admit counts a client that waits for a key of the pool by trying claims
+// of its own (an idempotent claim records its lease in the claim's own
+// transaction, which the queue's shared claims cannot do; a claim that
+// names labels needs keys the queue does not ask for). It is held to the
+// same caps as the queued waiters (ErrTooManyWaiters, ErrTooManyPools, at
+// once) and counted in Waiters; the caller calls leave when it stops
+// waiting, and stops waiting with ErrClosed once Closed is closed.
+func (h *Hub) Admit(pool string) (leave func(), err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.admissible(pool); err != nil {
+		return nil, err
+	}
+	h.waiters++
+	h.polled[pool]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.waiters--
+			if h.polled[pool]--; h.polled[pool] == 0 {
+				delete(h.polled, pool)
+			}
+		})
+	}, nil
+}
+
+// Closed is closed once the hub is: waiting clients then get ErrClosed.
+func (h *Hub) Closed() <-chan struct{} { return h.closed }
 
 // Waiters returns how many clients wait on this replica now.
 func (h *Hub) Waiters() int {
