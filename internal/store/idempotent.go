@@ -140,11 +140,11 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 	}
 	key := claimed[0]
 	recorded, err := q.ClaimRequestRecord(ctx, dbsqlc.ClaimRequestRecordParams{
-		Pool:            pool,
-		IdempotencyKey:  idempotencyKey,
-		KeyID:           key.ID,
-		LeaseToken:      *key.LeaseToken,
-		ExpiresAt:       *key.LeaseExpiresAt,
+		Pool:           pool,
+		IdempotencyKey: idempotencyKey,
+		KeyID:          key.ID,
+		LeaseToken:     *key.LeaseToken,
+		ExpiresAt:      *key.LeaseExpiresAt,
 	})
 	if err != nil {
 		return Key{}, err
