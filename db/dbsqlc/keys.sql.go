@@ -1096,9 +1096,13 @@ WITH request AS (
             now() + coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = s.pool),
                              $3::float8 * interval '1 second'),
             s.blocked_at + (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = s.pool))
+    -- Only a held key has a lease_expires_at, and the token is compared as
+    -- the top of this file says: from lease_token IS NOT NULL, or an = on
+    -- it, the planner walked key_state_lease_expires_at_idx from now() on,
+    -- every running lease, even for an empty array.
     WHERE s.key_id = ANY (ARRAY(SELECT r.id FROM request AS r WHERE r.lease_token <> 0))
-      AND s.lease_token IS NOT NULL AND s.lease_expires_at > now()
-      AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token = s.lease_token)
+      AND s.lease_expires_at > now()
+      AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token IS NOT DISTINCT FROM s.lease_token)
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), kept AS (
