@@ -147,9 +147,9 @@ WITH after_start AS (
     JOIN key_state AS s ON s.key_id = l.key_id
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position >= $3::float8
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
+           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int
@@ -159,9 +159,9 @@ WITH after_start AS (
     JOIN key_state AS s ON s.key_id = l.key_id
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position < $3::float8
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) = cardinality($4::text[])
+           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int - (SELECT count(*) FROM after_start)
@@ -181,7 +181,7 @@ WITH after_start AS (
             (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
         times_assigned = s.times_assigned + 1
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
@@ -236,6 +236,13 @@ type KeyClaimLabelledRow struct {
 // first label should be the most selective one. Each key_state row is
 // locked with SKIP LOCKED and checked again once locked, so a label row a
 // concurrent statement has not yet updated never claims a held key.
+// key_state is read by primary key only: a free key is told by blocked_at
+// (see the top of this file; from lease_token IS NULL the planner joined
+// the labels to a walk of key_state_claimable_position_idx, or updated
+// through it, on tables never analysed). The other labels are counted
+// with >= (the count is never more than the labels asked for): the planner
+// takes an = for a filter that leaves a few keys, and then read and sorted
+// every claimable key of the label rather than walk them in order.
 func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledParams) ([]KeyClaimLabelledRow, error) {
 	rows, err := q.db.Query(ctx, keyClaimLabelled,
 		arg.Pool,

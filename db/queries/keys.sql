@@ -143,14 +143,21 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 -- first label should be the most selective one. Each key_state row is
 -- locked with SKIP LOCKED and checked again once locked, so a label row a
 -- concurrent statement has not yet updated never claims a held key.
+-- key_state is read by primary key only: a free key is told by blocked_at
+-- (see the top of this file; from lease_token IS NULL the planner joined
+-- the labels to a walk of key_state_claimable_position_idx, or updated
+-- through it, on tables never analysed). The other labels are counted
+-- with >= (the count is never more than the labels asked for): the planner
+-- takes an = for a filter that leaves a few keys, and then read and sorted
+-- every claimable key of the label rather than walk them in order.
 WITH after_start AS (
     SELECT s.key_id, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position >= sqlc.arg(start_position)::float8
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
+           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int
@@ -160,9 +167,9 @@ WITH after_start AS (
     JOIN key_state AS s ON s.key_id = l.key_id
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position < sqlc.arg(start_position)::float8
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) = cardinality(sqlc.arg(other_labels)::text[])
+           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
@@ -182,7 +189,7 @@ WITH after_start AS (
             (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = sqlc.arg(pool)::text)),
         times_assigned = s.times_assigned + 1
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
-      AND s.lease_token IS NULL AND s.cooling_until IS NULL
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.*
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
