@@ -55,11 +55,14 @@ SELECT r.key_id AS id,
        k.secret_key_id, k.secret_ciphertext
 FROM claim_requests AS r
 LEFT JOIN key_state AS s
-    ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()
+    ON s.key_id = r.key_id AND s.lease_token IS NOT DISTINCT FROM r.lease_token AND s.lease_expires_at > now()
 LEFT JOIN keys AS k
     ON k.id = s.key_id AND (k.expires_at IS NULL OR k.expires_at > now())
 WHERE r.pool = $1::text AND r.idempotency_key = $2::text
-  AND r.expires_at > now()
+  -- Checked on the record found, not searched for: written so that it
+  -- cannot be a condition on claim_requests_expires_at_idx, which an
+  -- ANALYZE that saw the records expired makes look empty.
+  AND r.expires_at - now() > interval '0'
 `
 
 type ClaimRequestGetParams struct {
@@ -95,6 +98,10 @@ type ClaimRequestGetRow struct {
 // key's lease and running; the key's columns are then the key as it is now,
 // and all NULL when that lease has ended (released, run out, or its key
 // deleted or expired). Every step is a primary-key lookup.
+// The lease is compared with IS NOT DISTINCT FROM (the record's token is
+// never NULL): from an = the planner proves lease_token IS NOT NULL and may
+// walk the partial index of held keys instead of the primary key (see
+// keys.sql).
 func (q *Queries) ClaimRequestGet(ctx context.Context, arg ClaimRequestGetParams) (ClaimRequestGetRow, error) {
 	row := q.db.QueryRow(ctx, claimRequestGet, arg.Pool, arg.IdempotencyKey)
 	var i ClaimRequestGetRow

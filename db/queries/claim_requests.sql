@@ -17,12 +17,19 @@ SELECT r.key_id AS id,
        -- included; the record itself never holds it.
        k.secret_key_id, k.secret_ciphertext
 FROM claim_requests AS r
+-- The lease is compared with IS NOT DISTINCT FROM (the record's token is
+-- never NULL): from an = the planner proves lease_token IS NOT NULL and may
+-- walk the partial index of held keys instead of the primary key (see
+-- keys.sql).
 LEFT JOIN key_state AS s
-    ON s.key_id = r.key_id AND s.lease_token = r.lease_token AND s.lease_expires_at > now()
+    ON s.key_id = r.key_id AND s.lease_token IS NOT DISTINCT FROM r.lease_token AND s.lease_expires_at > now()
 LEFT JOIN keys AS k
     ON k.id = s.key_id AND (k.expires_at IS NULL OR k.expires_at > now())
 WHERE r.pool = sqlc.arg(pool)::text AND r.idempotency_key = sqlc.arg(idempotency_key)::text
-  AND r.expires_at > now();
+  -- Checked on the record found, not searched for: written so that it
+  -- cannot be a condition on claim_requests_expires_at_idx, which an
+  -- ANALYZE that saw the records expired makes look empty.
+  AND r.expires_at - now() > interval '0';
 
 -- name: ClaimRequestLock :exec
 -- Orders the first claims made under one idempotency key of a pool, until
