@@ -151,9 +151,9 @@ WITH bounds AS (
            count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
            count(*) FILTER (WHERE e.event = 'expired') AS expired
     FROM key_events AS e
-    WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute'
-      AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
-      AND ($2::text IS NULL OR e.pool = $2::text)
+    WHERE e.pool = $2::text
+      AND (e.pool, e.at) >= ($2::text, (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute')
+      AND (e.pool, e.at) < ($2::text, (SELECT b.current_minute FROM bounds AS b) + interval '1 minute')
     GROUP BY 1
 )
 SELECT m.minute::timestamptz AS minute,
@@ -176,7 +176,7 @@ ORDER BY m.minute
 
 type KeyEventsPerMinuteParams struct {
 	Minutes int32
-	Pool    *string
+	Pool    string
 }
 
 type KeyEventsPerMinuteRow struct {
@@ -190,10 +190,15 @@ type KeyEventsPerMinuteRow struct {
 	Expired      int64
 }
 
-// Events per UTC minute of the database clock over the last minutes minutes,
-// the current one included, of one pool or, when pool is NULL, of every
-// pool; minutes without events are there with zeros. One range on
-// key_events_pool_at_idx (or key_events_at_idx) over just those minutes.
+// Events of the pool per UTC minute of the database clock over the last
+// minutes minutes, the current one included; minutes without events are
+// there with zeros. One range on key_events_pool_at_idx over just those
+// minutes of the pool, whatever the statistics say: the bounds are written
+// as (pool, at) rows, which only that index can search, so the planner
+// cannot read every pool's events of those minutes on key_events_at_idx
+// instead (it did, in a generic plan, when the pools were few). Every pool's
+// chart is KeyEventsPerMinuteAllPools: an optional pool, (pool IS NULL OR
+// e.pool = pool), can be no index condition in a generic plan.
 func (q *Queries) KeyEventsPerMinute(ctx context.Context, arg KeyEventsPerMinuteParams) ([]KeyEventsPerMinuteRow, error) {
 	rows, err := q.db.Query(ctx, keyEventsPerMinute, arg.Minutes, arg.Pool)
 	if err != nil {
@@ -203,6 +208,82 @@ func (q *Queries) KeyEventsPerMinute(ctx context.Context, arg KeyEventsPerMinute
 	var items []KeyEventsPerMinuteRow
 	for rows.Next() {
 		var i KeyEventsPerMinuteRow
+		if err := rows.Scan(
+			&i.Minute,
+			&i.Created,
+			&i.Claimed,
+			&i.Released,
+			&i.LeaseExpired,
+			&i.KeptAlive,
+			&i.Deleted,
+			&i.Expired,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyEventsPerMinuteAllPools = `-- name: KeyEventsPerMinuteAllPools :many
+WITH bounds AS (
+    SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
+), counts AS (
+    SELECT date_bin('1 minute', e.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+           count(*) FILTER (WHERE e.event = 'created') AS created,
+           count(*) FILTER (WHERE e.event = 'assigned') AS assigned,
+           count(*) FILTER (WHERE e.event = 'released') AS released,
+           count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
+           count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
+           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired') AS expired
+    FROM key_events AS e
+    WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute'
+      AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
+    GROUP BY 1
+)
+SELECT m.minute::timestamptz AS minute,
+       coalesce(c.created, 0)::bigint AS created,
+       coalesce(c.assigned, 0)::bigint AS claimed,
+       coalesce(c.released, 0)::bigint AS released,
+       coalesce(c.lease_expired, 0)::bigint AS lease_expired,
+       coalesce(c.kept_alive, 0)::bigint AS kept_alive,
+       coalesce(c.deleted, 0)::bigint AS deleted,
+       coalesce(c.expired, 0)::bigint AS expired
+FROM bounds AS b
+CROSS JOIN generate_series(
+    b.current_minute - ($1::int - 1) * interval '1 minute',
+    b.current_minute,
+    interval '1 minute'
+) AS m (minute)
+LEFT JOIN counts AS c ON c.minute = m.minute
+ORDER BY m.minute
+`
+
+type KeyEventsPerMinuteAllPoolsRow struct {
+	Minute       time.Time
+	Created      int64
+	Claimed      int64
+	Released     int64
+	LeaseExpired int64
+	KeptAlive    int64
+	Deleted      int64
+	Expired      int64
+}
+
+// KeyEventsPerMinute of every pool: one range on key_events_at_idx.
+func (q *Queries) KeyEventsPerMinuteAllPools(ctx context.Context, minutes int32) ([]KeyEventsPerMinuteAllPoolsRow, error) {
+	rows, err := q.db.Query(ctx, keyEventsPerMinuteAllPools, minutes)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyEventsPerMinuteAllPoolsRow
+	for rows.Next() {
+		var i KeyEventsPerMinuteAllPoolsRow
 		if err := rows.Scan(
 			&i.Minute,
 			&i.Created,

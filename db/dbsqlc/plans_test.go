@@ -286,7 +286,7 @@ func statements() []statement {
 		// The dashboard: the last hour, by minute and by lease duration. The
 		// chart of one pool reads that pool's events only.
 		{"KeyEventsPerMinute", keyEventsPerMinute, []any{60, "history-1"}, paths{"key_events": historyByPoolTime}},
-		{"KeyEventsPerMinute (every pool)", keyEventsPerMinute, []any{60, nil}, paths{"key_events": historyByTime}},
+		{"KeyEventsPerMinuteAllPools", keyEventsPerMinuteAllPools, []any{60}, paths{"key_events": historyByTime}},
 		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{durationBounds, 60, "history-1"}, histogramPaths},
 		{"KeyLeasesDurationHistogram (every pool)", keyLeasesDurationHistogram, []any{durationBounds, 60, nil}, histogramPaths},
 	}

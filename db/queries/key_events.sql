@@ -58,10 +58,51 @@ WITH cut_off AS (
 SELECT count(*) FROM deleted;
 
 -- name: KeyEventsPerMinute :many
--- Events per UTC minute of the database clock over the last minutes minutes,
--- the current one included, of one pool or, when pool is NULL, of every
--- pool; minutes without events are there with zeros. One range on
--- key_events_pool_at_idx (or key_events_at_idx) over just those minutes.
+-- Events of the pool per UTC minute of the database clock over the last
+-- minutes minutes, the current one included; minutes without events are
+-- there with zeros. One range on key_events_pool_at_idx over just those
+-- minutes of the pool, whatever the statistics say: the bounds are written
+-- as (pool, at) rows, which only that index can search, so the planner
+-- cannot read every pool's events of those minutes on key_events_at_idx
+-- instead (it did, in a generic plan, when the pools were few). Every pool's
+-- chart is KeyEventsPerMinuteAllPools: an optional pool, (pool IS NULL OR
+-- e.pool = pool), can be no index condition in a generic plan.
+WITH bounds AS (
+    SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
+), counts AS (
+    SELECT date_bin('1 minute', e.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+           count(*) FILTER (WHERE e.event = 'created') AS created,
+           count(*) FILTER (WHERE e.event = 'assigned') AS assigned,
+           count(*) FILTER (WHERE e.event = 'released') AS released,
+           count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
+           count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
+           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired') AS expired
+    FROM key_events AS e
+    WHERE e.pool = sqlc.arg(pool)::text
+      AND (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute')
+      AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) + interval '1 minute')
+    GROUP BY 1
+)
+SELECT m.minute::timestamptz AS minute,
+       coalesce(c.created, 0)::bigint AS created,
+       coalesce(c.assigned, 0)::bigint AS claimed,
+       coalesce(c.released, 0)::bigint AS released,
+       coalesce(c.lease_expired, 0)::bigint AS lease_expired,
+       coalesce(c.kept_alive, 0)::bigint AS kept_alive,
+       coalesce(c.deleted, 0)::bigint AS deleted,
+       coalesce(c.expired, 0)::bigint AS expired
+FROM bounds AS b
+CROSS JOIN generate_series(
+    b.current_minute - (sqlc.arg(minutes)::int - 1) * interval '1 minute',
+    b.current_minute,
+    interval '1 minute'
+) AS m (minute)
+LEFT JOIN counts AS c ON c.minute = m.minute
+ORDER BY m.minute;
+
+-- name: KeyEventsPerMinuteAllPools :many
+-- KeyEventsPerMinute of every pool: one range on key_events_at_idx.
 WITH bounds AS (
     SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
 ), counts AS (
@@ -76,7 +117,6 @@ WITH bounds AS (
     FROM key_events AS e
     WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute'
       AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
-      AND (sqlc.narg(pool)::text IS NULL OR e.pool = sqlc.narg(pool)::text)
     GROUP BY 1
 )
 SELECT m.minute::timestamptz AS minute,

@@ -22,16 +22,30 @@ type MinuteActivity struct {
 // ActivityPerMinute returns the events of the pool (every pool when pool is
 // empty) in each of the last minutes minutes by the database clock, oldest
 // first, the current minute last; minutes without events have zeros.
+//
+// One pool and every pool are separate statements, each with its own index
+// range: a generic plan cannot use the pool's index for a pool that may be
+// NULL.
 func (r *Reports) ActivityPerMinute(ctx context.Context, pool string, minutes int) ([]MinuteActivity, error) {
+	out := []MinuteActivity{}
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).KeyEventsPerMinuteAllPools, int32(minutes))
+		if err != nil {
+			return nil, classify(err)
+		}
+		for _, row := range rows {
+			out = append(out, MinuteActivity(row))
+		}
+		return out, nil
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyEventsPerMinute, dbsqlc.KeyEventsPerMinuteParams{
-		Minutes: int32(minutes), Pool: poolFilter(pool),
+		Minutes: int32(minutes), Pool: pool,
 	})
 	if err != nil {
 		return nil, classify(err)
 	}
-	out := make([]MinuteActivity, len(rows))
-	for i, row := range rows {
-		out[i] = MinuteActivity(row)
+	for _, row := range rows {
+		out = append(out, MinuteActivity(row))
 	}
 	return out, nil
 }
