@@ -261,7 +261,8 @@ func statements() []statement {
 		// History: retention, and the audit of a load test's run, which
 		// reads the whole stretch of history it is given.
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, paths{
-			"last_of_batch:key_events": walk("key_events_at_idx"), "key_events": by("key_events_at_idx"),
+			"key_events f": firstOf("key_events_at_idx"), "last_of_batch:key_events": walk("key_events_at_idx"),
+			"key_events": by("key_events_at_idx"),
 		}},
 		{"KeyEventsOverlappingLeases", keyEventsOverlappingLeases, []any{dayAgo}, paths{
 			"key_events a": `Seq Scan|Bitmap Heap Scan using key_events_at_idx and key_events_key_id_at_idx|` + historyByTime,
