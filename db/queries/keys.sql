@@ -30,14 +30,15 @@
 -- their key_state rows by primary key, and its conditions on them leave the
 -- planner no other index: it tells a held key by blocked_at IS NOT NULL and
 -- a free one by blocked_at IS NULL (key_state_lease_complete makes that the
--- same as lease_token), and compares lease tokens with IS NOT DISTINCT FROM.
--- From lease_token IS [NOT] NULL, or from an = on lease_token, the planner
--- proves the predicate of a partial index and may walk the whole index
--- instead: a release of 2 keys read 31,281 buffers of
--- key_state_lease_expires_at_idx after an ANALYZE that had seen few held
--- keys. Only the claims and the background job's batches name those
--- predicates, to walk the index they mean. TestQueryPlansUseIndexes holds
--- every statement to its index under five states of the statistics.
+-- same as lease_token), and where a lease token must match it compares with
+-- IS NOT DISTINCT FROM. From lease_token IS [NOT] NULL, or from an = on
+-- lease_token that must hold, the planner proves the predicate of a partial
+-- index and may walk the whole index instead: a release of 2 keys read
+-- 31,281 buffers of key_state_lease_expires_at_idx after an ANALYZE that
+-- had seen few held keys. Only the claims and the background job's batches
+-- name those predicates, to walk the index they mean.
+-- TestQueryPlansUseIndexes holds every statement to its index under five
+-- states of the statistics.
 
 -- name: KeyCreate :many
 -- Creates count free keys in one statement.
@@ -685,7 +686,7 @@ WITH latest AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = greatest(s.cooling_until, now() + sqlc.arg(cooldown_seconds)::float8 * interval '1 second')
-    WHERE s.key_id = sqlc.arg(id)::uuid AND s.lease_token IS NULL
+    WHERE s.key_id = sqlc.arg(id)::uuid AND s.blocked_at IS NULL
       AND (SELECT latest.lease_token FROM latest) = sqlc.arg(lease_token)::bigint
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.*
