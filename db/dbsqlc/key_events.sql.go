@@ -157,8 +157,7 @@ WITH bounds AS (
            count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
            count(*) FILTER (WHERE e.event = 'expired') AS expired
     FROM key_events AS e
-    WHERE e.pool = $2::text
-      AND (e.pool, e.at) >= ($2::text, (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute')
+    WHERE (e.pool, e.at) >= ($2::text, (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute')
       AND (e.pool, e.at) < ($2::text, (SELECT b.current_minute FROM bounds AS b) + interval '1 minute')
     GROUP BY 1
 )
@@ -202,9 +201,12 @@ type KeyEventsPerMinuteRow struct {
 // minutes of the pool, whatever the statistics say: the bounds are written
 // as (pool, at) rows, which only that index can search, so the planner
 // cannot read every pool's events of those minutes on key_events_at_idx
-// instead (it did, in a generic plan, when the pools were few). Every pool's
-// chart is KeyEventsPerMinuteAllPools: an optional pool, (pool IS NULL OR
-// e.pool = pool), can be no index condition in a generic plan.
+// instead (it did, in a generic plan, when the pools were few). There is
+// no e.pool = pool beside them: the index scan would start from that
+// equality, at the pool's oldest event, rather than from the lower row.
+// Every pool's chart is KeyEventsPerMinuteAllPools: an optional pool,
+// (pool IS NULL OR e.pool = pool), can be no index condition in a generic
+// plan.
 func (q *Queries) KeyEventsPerMinute(ctx context.Context, arg KeyEventsPerMinuteParams) ([]KeyEventsPerMinuteRow, error) {
 	rows, err := q.db.Query(ctx, keyEventsPerMinute, arg.Minutes, arg.Pool)
 	if err != nil {

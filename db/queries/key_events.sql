@@ -70,9 +70,12 @@ SELECT count(*) FROM deleted;
 -- minutes of the pool, whatever the statistics say: the bounds are written
 -- as (pool, at) rows, which only that index can search, so the planner
 -- cannot read every pool's events of those minutes on key_events_at_idx
--- instead (it did, in a generic plan, when the pools were few). Every pool's
--- chart is KeyEventsPerMinuteAllPools: an optional pool, (pool IS NULL OR
--- e.pool = pool), can be no index condition in a generic plan.
+-- instead (it did, in a generic plan, when the pools were few). There is
+-- no e.pool = pool beside them: the index scan would start from that
+-- equality, at the pool's oldest event, rather than from the lower row.
+-- Every pool's chart is KeyEventsPerMinuteAllPools: an optional pool,
+-- (pool IS NULL OR e.pool = pool), can be no index condition in a generic
+-- plan.
 WITH bounds AS (
     SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
 ), counts AS (
@@ -85,8 +88,7 @@ WITH bounds AS (
            count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
            count(*) FILTER (WHERE e.event = 'expired') AS expired
     FROM key_events AS e
-    WHERE e.pool = sqlc.arg(pool)::text
-      AND (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute')
+    WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute')
       AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) + interval '1 minute')
     GROUP BY 1
 )
