@@ -1307,7 +1307,7 @@ export interface components {
              * @description What went wrong, for programs; stable.
              * @enum {string}
              */
-            code: "invalid_body" | "invalid_parameter" | "unknown_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "unknown_pool" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "duplicate_name" | "lease_token_required" | "unknown_pool" | "pool_not_empty" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
+            code: "invalid_body" | "invalid_parameter" | "unknown_parameter" | "invalid_idempotency_key" | "invalid_report_parameters" | "body_too_large" | "unsupported_media_type" | "key_not_found" | "no_free_key" | "unknown_pool" | "route_not_found" | "method_not_allowed" | "origin_not_allowed" | "unauthorized" | "forbidden" | "lease_mismatch" | "idempotency_key_reused" | "secrets_not_configured" | "duplicate_secret" | "duplicate_name" | "lease_token_required" | "pool_not_empty" | "secret_unavailable" | "database_unavailable" | "too_many_waiters" | "too_many_waited_pools" | "reports_unavailable" | "not_ready" | "shutting_down" | "internal_error";
             /** @description The path of the request. */
             instance?: string;
             /** @description Identifies the request in the server's logs. */
@@ -2548,6 +2548,7 @@ export interface operations {
                     "application/json": components["schemas"]["PoolList"];
                 };
             };
+            400: components["responses"]["UnknownParameter"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             503: components["responses"]["Unavailable"];
