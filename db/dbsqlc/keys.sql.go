@@ -36,12 +36,12 @@ WITH after_start AS (
         -- claim runs in a transaction that may first have waited for the
         -- idempotency key's lock, and that wait must not shorten the lease.
         blocked_at = statement_timestamp(),
-        -- The pool's lease length (or LEASE_TTL), within its longest lease;
-        -- least ignores a NULL (no bound).
-        lease_expires_at = statement_timestamp() + least(
-            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
-                     $4::float8 * interval '1 second'),
-            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
+        -- The pool's lease length (or LEASE_TTL), within its longest lease
+        -- (least ignores a NULL: no bound); one probe of pools_pkey.
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, $4::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = $1::text),
+            $4::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
@@ -173,12 +173,12 @@ WITH after_start AS (
         -- claim runs in a transaction that may first have waited for the
         -- idempotency key's lock, and that wait must not shorten the lease.
         blocked_at = statement_timestamp(),
-        -- The pool's lease length (or LEASE_TTL), within its longest lease;
-        -- least ignores a NULL (no bound).
-        lease_expires_at = statement_timestamp() + least(
-            coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = $1::text),
-                     $6::float8 * interval '1 second'),
-            (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = $1::text)),
+        -- The pool's lease length (or LEASE_TTL), within its longest lease
+        -- (least ignores a NULL: no bound); one probe of pools_pkey.
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, $6::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = $1::text),
+            $6::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
     WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
@@ -406,9 +406,12 @@ WITH created AS (
     INSERT INTO keys (pool, expires_at)
     SELECT $1::text,
            -- The pool's policy, or KEY_TTL (see migration 00011).
-           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = $1::text) THEN NULL
-                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = $1::text),
-                                      $2::float8 * interval '1 second') END
+           -- NULL (keys that stay) is 'infinity' until the end, so that one
+           -- probe of pools_pkey tells both a key life and no row.
+           nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
+                                        ELSE now() + coalesce(p.key_ttl, $2::float8 * interval '1 second') END
+                            FROM pools AS p WHERE p.name = $1::text),
+                           now() + $2::float8 * interval '1 second'), 'infinity')
     FROM generate_series(1, $3::int)
     RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint
 ), state AS (
@@ -541,9 +544,12 @@ WITH input AS (
 ), created AS (
     INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
     SELECT input.id, $7::text,
-           CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = $7::text) THEN NULL
-                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = $7::text),
-                                      $8::float8 * interval '1 second') END,
+           -- NULL (keys that stay) is 'infinity' until the end, so that one
+           -- probe of pools_pkey tells both a key life and no row.
+           nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
+                                        ELSE now() + coalesce(p.key_ttl, $8::float8 * interval '1 second') END
+                            FROM pools AS p WHERE p.name = $7::text),
+                           now() + $8::float8 * interval '1 second'), 'infinity'),
            nullif(input.labels, '')::jsonb,
            CASE WHEN input.ciphertext IS NOT NULL THEN $9::text END,
            input.ciphertext, input.digest, nullif(input.name, ''), nullif(input.hint, '')
@@ -1100,10 +1106,11 @@ WITH request AS (
     UPDATE key_state AS s
     -- The pool's lease length (or LEASE_TTL) from now, but never past its
     -- longest lease from the claim; least ignores a NULL (no bound).
-    SET lease_expires_at = least(
-            now() + coalesce((SELECT p.lease_ttl FROM pools AS p WHERE p.name = s.pool),
-                             $3::float8 * interval '1 second'),
-            s.blocked_at + (SELECT p.max_lease_ttl FROM pools AS p WHERE p.name = s.pool))
+    SET lease_expires_at = coalesce(
+            (SELECT least(now() + coalesce(p.lease_ttl, $3::float8 * interval '1 second'),
+                          s.blocked_at + p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = s.pool),
+            now() + $3::float8 * interval '1 second')
     -- Only a held key has a lease_expires_at, and the token is compared as
     -- the top of this file says: from lease_token IS NOT NULL, or an = on
     -- it, the planner walked key_state_lease_expires_at_idx from now() on,
@@ -1117,9 +1124,13 @@ WITH request AS (
     -- Runs after extended: it reads its rows, so the key_state rows are
     -- locked before the keys rows.
     UPDATE keys AS k
-    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
-                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
-                                      $4::float8 * interval '1 second') END,
+    -- NULL (keys that stay) is 'infinity' until the end, so that one probe
+    -- of pools_pkey tells both a key life and no row.
+    SET expires_at = nullif(coalesce(
+            (SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
+                         ELSE now() + coalesce(p.key_ttl, $4::float8 * interval '1 second') END
+             FROM pools AS p WHERE p.name = k.pool),
+            now() + $4::float8 * interval '1 second'), 'infinity'),
         last_keep_alive_at = now()
     WHERE k.id = ANY (ARRAY(
         SELECT r.id FROM request AS r WHERE r.lease_token = 0
@@ -1346,9 +1357,13 @@ WITH page AS (
     LIMIT $3::int
 ), rebased AS (
     UPDATE keys AS k
-    SET expires_at = CASE WHEN (SELECT p.keys_stay FROM pools AS p WHERE p.name = k.pool) THEN NULL
-                ELSE now() + coalesce((SELECT p.key_ttl FROM pools AS p WHERE p.name = k.pool),
-                                      $4::float8 * interval '1 second') END
+    -- NULL (keys that stay) is 'infinity' until the end, so that one probe
+    -- of pools_pkey tells both a key life and no row.
+    SET expires_at = nullif(coalesce(
+            (SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
+                         ELSE now() + coalesce(p.key_ttl, $4::float8 * interval '1 second') END
+             FROM pools AS p WHERE p.name = k.pool),
+            now() + $4::float8 * interval '1 second'), 'infinity')
     WHERE k.id = ANY (ARRAY(SELECT page.id FROM page)) AND (k.expires_at IS NULL OR k.expires_at > now())
     RETURNING k.id
 )
