@@ -4,24 +4,21 @@
 package python_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/servertest"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
@@ -56,22 +53,15 @@ func TestPythonClient(t *testing.T) {
 
 	// The binary, built as users run it; SERVER_BIN names one built
 	// already (make build's bin/token-orchestrator).
-	bin := os.Getenv("SERVER_BIN")
-	if bin == "" {
-		bin = filepath.Join(t.TempDir(), "token-orchestrator")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/token-orchestrator")
-		build.Dir = filepath.Join("..", "..")
-		out, err := build.CombinedOutput()
-		require.NoError(t, err, "go build: %s", out)
-	}
+	bin := servertest.BuildBinary(t, filepath.Join("..", ".."))
 
 	// The server the tests use holds secrets under a random encryption key;
 	// a second one has none, to see secrets refused.
 	secretKey := make([]byte, 32)
 	_, err := rand.Read(secretKey)
 	require.NoError(t, err)
-	url := startServer(t, bin, "SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
-	noSecretsURL := startServer(t, bin, "SECRET_KEY=")
+	url := servertest.StartBinary(t, bin, leaseTTL, "SECRET_KEY="+base64.StdEncoding.EncodeToString(secretKey))
+	noSecretsURL := servertest.StartBinary(t, bin, leaseTTL, "SECRET_KEY=")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -89,56 +79,4 @@ func TestPythonClient(t *testing.T) {
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, minTests, "tests were left out")
 	require.NotRegexp(t, `skipped|deselected|xfail`, summary[0], "a test was skipped")
-}
-
-// startServer starts the binary on a free loopback port with a database of
-// its own, short TTLs and the extra environment, stops it when the test
-// ends, and returns its URL once it is ready.
-func startServer(t *testing.T, bin string, env ...string) string {
-	t.Helper()
-	port, err := pgembed.FreePort()
-	require.NoError(t, err)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-
-	var logs bytes.Buffer
-	server := exec.Command(bin, "serve")
-	server.Env = append(os.Environ(),
-		"DATABASE_URL="+testdb.New(t),
-		"ADDR="+addr,
-		"LEASE_TTL="+leaseTTL.String(),
-		"KEY_TTL=1m",
-		"SWEEP_INTERVAL=100ms",
-		"DRAIN_DELAY=0s",
-		"ADMIN_TOKEN=", "CLIENT_TOKEN=", "ADMIN_TOKEN_FILE=", "CLIENT_TOKEN_FILE=",
-		"SECRET_KEY_FILE=", "SECRET_KEYS_OLD=", "SECRET_KEYS_OLD_FILE=",
-	)
-	server.Env = append(server.Env, env...)
-	server.Stdout, server.Stderr = &logs, &logs
-	require.NoError(t, server.Start())
-	stopped := make(chan error, 1)
-	go func() { stopped <- server.Wait() }()
-	t.Cleanup(func() {
-		_ = server.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-stopped:
-		case <-time.After(20 * time.Second):
-			_ = server.Process.Kill()
-			<-stopped
-		}
-		if t.Failed() {
-			t.Logf("log of the server on %s:\n%s", addr, logs.String())
-		}
-	})
-
-	url := "http://" + addr
-	ready := func() bool {
-		resp, err := http.Get(url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
-	require.Eventually(t, ready, 60*time.Second, 50*time.Millisecond, "the server on %s did not become ready; its log:\n%s", addr, &logs)
-	return url
 }
