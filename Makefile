@@ -117,17 +117,20 @@ compose-check: ## Validate docker-compose.yml (skipped without docker-compose)
 		echo "compose-check: skipped, docker-compose is not installed (apt-get install docker-compose)"; \
 	fi
 
-# Tools the project uses but its code does not import live in bin/tools,
-# each at a pinned version, built from its Go module: helm would drag
-# Kubernetes into go.mod as a tool dependency. The first build of helm takes
-# a few minutes.
-TOOLS_DIR    := $(CURDIR)/bin/tools
+# Tools the project uses but its code does not import are built from their
+# Go module at a pinned version (helm would drag Kubernetes into go.mod as a
+# tool dependency), once per machine: outside the clone, in a folder named
+# after the version (TOOLS_CACHE), so that a fresh clone reuses them. The
+# first build of helm takes a few minutes. Without a home directory they
+# go to bin/tools in the clone.
+TOOLS_CACHE  ?= $(if $(HOME),$(HOME)/.cache/tokenorchestrator/tools,$(CURDIR)/bin/tools)
 HELM_VERSION := v3.22.0
+TOOLS_DIR    := $(TOOLS_CACHE)/helm-$(HELM_VERSION)
 HELM         := $(TOOLS_DIR)/helm
 CHART        := deploy/helm/token-orchestrator
 
 .PHONY: tools/helm
-tools/helm: check-go ## Install helm $(HELM_VERSION) into bin/tools (skipped when there)
+tools/helm: check-go ## Install helm $(HELM_VERSION) into TOOLS_CACHE (skipped when there)
 	@if [ -x $(HELM) ] && $(GO) version -m $(HELM) | grep -Eq "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$(HELM_VERSION)[[:space:]]"; then :; else \
 		echo "Building helm $(HELM_VERSION) into $(TOOLS_DIR) (a few minutes)"; \
 		GOBIN=$(TOOLS_DIR) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \

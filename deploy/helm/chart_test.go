@@ -34,8 +34,8 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 // chartDir is the chart, next to this file.
 const chartDir = "token-orchestrator"
 
-// helmBinary finds helm: $HELM, the project's bin/tools/helm (make
-// tools/helm), or the PATH. Without one the test is skipped on a developer's
+// helmBinary finds helm: $HELM (make test sets it to the helm that make
+// tools/helm built), the clone's bin/tools/helm, or the PATH. Without one the test is skipped on a developer's
 // machine, and fails under CI, where make test installs it.
 func helmBinary(t *testing.T) string {
 	t.Helper()

@@ -33,6 +33,11 @@ func TestKilledReplicasLeasesAreReleased(t *testing.T) {
 	c := startReplica(t, dbURL, settings...)
 	require.Equal(t, http.StatusCreated, call("POST", b.url+"/keys?pool=held", `{"count": 5}`).status)
 	require.Equal(t, http.StatusCreated, call("POST", b.url+"/keys?pool=work", `{"count": 20}`).status)
+	// The survivors' own leases last longer than the killed replica's: on a
+	// machine busy enough to stall a client for LEASE_TTL between its claim
+	// and its release, the job would rightly end that lease and the client
+	// would see a 409 that says nothing about the crash.
+	require.Equal(t, http.StatusOK, call("PUT", b.url+"/pools/work", `{"leaseTTL": "1m"}`).status)
 
 	// The survivors' clients work through the crash.
 	type outcome struct {
