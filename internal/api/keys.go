@@ -30,8 +30,9 @@ const (
 	// their secrets and labels: 10,000 of them fit when a key averages
 	// under 1.6 KiB of JSON.
 	maxImportBodyBytes = 16 << 20
-	// MaxWait is the longest a GET /keys?wait= may wait for a free key.
-	MaxWait = 60 * time.Second
+	// MaxWait is the longest a GET /keys?wait= may wait for a free key; a
+	// pool's policy may only shorten it.
+	MaxWait = store.MaxWait
 )
 
 var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -462,30 +463,35 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	key, err := a.store.Get(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	return a.writeKey(w, r, key)
+	return a.writeKey(w, r, id, nil)
 }
 
-// writeKey answers a key found by id or name; with a lease token (If-Match
-// or ?lease=), its secret too, and a token that is not the current running
-// lease's is a 409.
-func (a *API) writeKey(w http.ResponseWriter, r *http.Request, key store.Key) error {
+// writeKey answers the key with this id (known is the key when the caller
+// has read it already, found by name); with a lease token (If-Match or
+// ?lease=), its secret too, and a token that is not the current running
+// lease's is a 409. The key is read once: with a token, only the read that
+// checks the token and opens the secret.
+func (a *API) writeKey(w http.ResponseWriter, r *http.Request, id uuid.UUID, known *store.Key) error {
 	token, err := leaseTokenParam(r)
 	if err != nil {
 		return err
 	}
 	if token != nil {
-		key, err := a.store.GetSecret(r.Context(), key.ID, *token)
+		key, err := a.store.GetSecret(r.Context(), id, *token)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, newKeyBody(key).withSecret(key))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, newKeyBody(key))
+	if known == nil {
+		key, err := a.store.Get(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		known = &key
+	}
+	writeJSON(w, http.StatusOK, newKeyBody(*known))
 	return nil
 }
 

@@ -318,7 +318,7 @@ func (a *API) getKeyByName(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return a.writeKey(w, r, key)
+	return a.writeKey(w, r, key.ID, &key)
 }
 
 // deleteKeyByName deletes a key found by its name, as DELETE /keys/{id}.

@@ -149,22 +149,6 @@ func (s *Store) claimRows(ctx context.Context, q *dbsqlc.Queries, pool string, l
 	return out, err
 }
 
-// claimedKeys turns claimed rows into keys with their secrets opened. When
-// a secret does not open (its encryption key was removed from the
-// configuration), every key is released and the claim fails: a client
-// must never get a key without the credential it stands for. Used inside
-// a transaction (an idempotent claim), whose rollback releases them.
-func (s *Store) claimedKeys(rows []dbsqlc.KeyClaimRow) ([]Key, error) {
-	keys, unopened := s.openClaimed(rows)
-	if len(unopened) > 0 {
-		for _, k := range append(keys, unopened...) {
-			go s.ReleaseAbandoned(k)
-		}
-		return nil, ErrSecretUnavailable
-	}
-	return keys, nil
-}
-
 // openClaimed turns claimed rows into keys with their secrets opened, and
 // sets apart the keys whose secret does not open.
 func (s *Store) openClaimed(rows []dbsqlc.KeyClaimRow) (opened, unopened []Key) {

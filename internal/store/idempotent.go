@@ -134,11 +134,14 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 	if len(rows) == 0 {
 		return Key{}, ErrNoFreeKey
 	}
-	claimed, err := s.claimedKeys(rows)
-	if err != nil {
-		return Key{}, err
+	// A key whose secret does not open fails the claim: a client must
+	// never get a key without the credential it stands for. The rollback
+	// that follows undoes the claim.
+	opened, _ := s.openClaimed(rows)
+	if len(opened) == 0 {
+		return Key{}, ErrSecretUnavailable
 	}
-	key := claimed[0]
+	key := opened[0]
 	recorded, err := q.ClaimRequestRecord(ctx, dbsqlc.ClaimRequestRecordParams{
 		Pool:           pool,
 		IdempotencyKey: idempotencyKey,

@@ -31,8 +31,8 @@ const (
 	MaxPolicyLeaseTTL = 7 * 24 * time.Hour
 	// MaxPolicyMaxLeaseTTL bounds the longest lease a policy may allow.
 	MaxPolicyMaxLeaseTTL = 30 * 24 * time.Hour
-	// MaxWait is the longest a claim may wait for a free key; a policy may
-	// only shorten it.
+	// MaxWait is the longest a claim may wait for a free key (the API's
+	// bound on ?wait=); a policy may only shorten it.
 	MaxWait = 60 * time.Second
 )
 
@@ -147,9 +147,10 @@ func (s *Store) Policies(ctx context.Context) ([]Policy, error) {
 	return out, nil
 }
 
-// rebasePage is how many keys one statement sets the life of again after
-// a change of the key life.
-const rebasePage = 1000
+// poolPage is how many keys of a pool one statement changes when a pool
+// is changed as a whole: lives set again after a change of the key life,
+// or keys deleted with the pool.
+const poolPage = 1000
 
 // PutPolicy creates or replaces the pool's policy. A change of the key life
 // applies to the pool's live keys at once: each gets the life a keep-alive
@@ -214,7 +215,7 @@ func (s *Store) rebaseLives(ctx context.Context, pool string) (int, error) {
 		qctx, cancel := s.withTimeout(ctx)
 		row, err := retryConflicts(qctx, func() (dbsqlc.KeyRebaseLivesRow, error) {
 			return s.queries.KeyRebaseLives(qctx, dbsqlc.KeyRebaseLivesParams{
-				Pool: pool, After: after, Max: rebasePage, KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
+				Pool: pool, After: after, Max: poolPage, KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
 			})
 		})
 		cancel()
@@ -222,7 +223,7 @@ func (s *Store) rebaseLives(ctx context.Context, pool string) (int, error) {
 			return total, classify(err)
 		}
 		total += int(row.Rebased)
-		if row.Paged < rebasePage {
+		if row.Paged < poolPage {
 			return total, nil
 		}
 		after = row.LastID
@@ -238,7 +239,7 @@ func (s *Store) DeletePool(ctx context.Context, pool string, withKeys bool) (del
 		for {
 			qctx, cancel := s.withTimeout(ctx)
 			n, err := retryConflicts(qctx, func() (int32, error) {
-				return s.queries.KeyDeletePoolPage(qctx, dbsqlc.KeyDeletePoolPageParams{Pool: pool, Max: rebasePage})
+				return s.queries.KeyDeletePoolPage(qctx, dbsqlc.KeyDeletePoolPageParams{Pool: pool, Max: poolPage})
 			})
 			cancel()
 			if err != nil {
