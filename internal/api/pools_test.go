@@ -136,7 +136,9 @@ func TestPoolPolicyGovernsLeases(t *testing.T) {
 // their deadlines.
 func TestPolicyChangeRebasesKeyLives(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, testdb.New(t), options{keyTTL: 400 * time.Millisecond, sweep: 20 * time.Millisecond})
+	// Keys live 2 s: long enough that none ends before the change on a
+	// busy machine (a key whose life ended before it stays gone).
+	srv := newServer(t, testdb.New(t), options{keyTTL: 2 * time.Second, sweep: 20 * time.Millisecond})
 	created := do(t, "POST", srv.url+"/keys?pool=p", `{"count": 3}`)
 	require.Equal(t, http.StatusCreated, created.status, created.raw)
 	held := do(t, "GET", srv.url+"/keys?pool=p", "")
@@ -145,7 +147,7 @@ func TestPolicyChangeRebasesKeyLives(t *testing.T) {
 	stay := do(t, "PUT", srv.url+"/pools/p", `{"keyTTL": null}`)
 	require.Equal(t, http.StatusOK, stay.status, stay.raw)
 	require.EqualValues(t, 3, stay.body["keysRebased"])
-	time.Sleep(800 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond)
 	got := do(t, "GET", srv.url+"/keys/"+held.str("keyId"), "")
 	require.Equal(t, http.StatusOK, got.status, got.raw)
 	require.Nil(t, got.body["expiresAt"])
@@ -160,7 +162,7 @@ func TestPolicyChangeRebasesKeyLives(t *testing.T) {
 	got = do(t, "GET", srv.url+"/keys/"+held.str("keyId"), "")
 	require.WithinDuration(t, time.Now().Add(time.Hour), parseTime(t, got.body["expiresAt"]), time.Minute)
 
-	// Back to no policy: the server's 400 ms again.
+	// The pool is deleted only with its keys.
 	deleted := do(t, "DELETE", srv.url+"/pools/p", "")
 	requireProblem(t, deleted, http.StatusConflict, "pool_not_empty")
 	gone := do(t, "DELETE", srv.url+"/pools/p?deleteKeys=true", "")
