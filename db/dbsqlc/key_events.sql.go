@@ -94,7 +94,7 @@ func (q *Queries) KeyEventsDeleteOlderThan(ctx context.Context, arg KeyEventsDel
 const keyEventsOverlappingLeases = `-- name: KeyEventsOverlappingLeases :many
 
 WITH leases AS (
-    SELECT a.key_id, a.lease_token, a.at AS started_at,
+    SELECT a.key_id, a.seat, a.lease_token, a.at AS started_at,
            coalesce((
                SELECT min(e.at) FROM key_events AS e
                WHERE e.key_id = a.key_id AND e.lease_token = a.lease_token
@@ -108,6 +108,7 @@ SELECT first.key_id, first.lease_token AS first_lease_token, second.lease_token 
 FROM leases AS first
 JOIN leases AS second
   ON second.key_id = first.key_id
+ AND second.seat IS NOT DISTINCT FROM first.seat
  AND second.lease_token <> first.lease_token
  AND second.started_at >= first.started_at
  AND second.started_at < first.ended_at
@@ -120,8 +121,9 @@ type KeyEventsOverlappingLeasesRow struct {
 }
 
 // Queries on key_events, the append-only history.
-// Pairs of leases of the same key that overlap in time: a second lease that
-// began before the first had ended. The service guarantees there are none;
+// Pairs of leases of the same seat of a key that overlap in time: a second
+// lease that began before the first had ended. The service guarantees there
+// are none (a key of N seats has up to N leases at once, one per seat);
 // a lease ends with the first released, lease_expired, deleted or expired
 // event that carries its token.
 func (q *Queries) KeyEventsOverlappingLeases(ctx context.Context, since time.Time) ([]KeyEventsOverlappingLeasesRow, error) {

@@ -14,7 +14,7 @@ import (
 
 const keyClaim = `-- name: KeyClaim :many
 WITH after_start AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= $2::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -22,7 +22,7 @@ WITH after_start AS (
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < $2::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -45,21 +45,25 @@ WITH after_start AS (
         times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
-    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), unclaimable AS (
-    -- Labelled keys leave the label index while held; for keys without
-    -- labels the array is empty and this reads nothing.
+    -- Labelled seats leave the label index while held; for keys without
+    -- labels the arrays are empty and this reads nothing.
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed WHERE claimed.labelled))
+      AND l.seat = ANY (ARRAY(SELECT claimed.seat FROM claimed WHERE claimed.labelled))
+      AND EXISTS (SELECT 1 FROM claimed WHERE claimed.key_id = l.key_id AND claimed.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token, claimed.seat FROM claimed
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT $1::text, 0, count(*), 0 FROM claimed HAVING count(*) > 0
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (claimed.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -83,6 +87,8 @@ type KeyClaimRow struct {
 	Labels           []byte
 	Name             *string
 	SecretHint       *string
+	Seats            int32
+	SeatsHeld        int32
 	TimesAssigned    int64
 	LeaseToken       *int64
 	BlockedAt        *time.Time
@@ -123,6 +129,8 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -143,25 +151,25 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 
 const keyClaimLabelled = `-- name: KeyClaimLabelled :many
 WITH after_start AS (
-    SELECT s.key_id, l.position FROM key_labels AS l
-    JOIN key_state AS s ON s.key_id = l.key_id
+    SELECT s.ctid, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position >= $3::float8
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
+           WHERE m.key_id = l.key_id AND m.seat = l.seat AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int
     FOR UPDATE OF s SKIP LOCKED
 ), before_start AS (
-    SELECT s.key_id, l.position FROM key_labels AS l
-    JOIN key_state AS s ON s.key_id = l.key_id
+    SELECT s.ctid, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position < $3::float8
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
+           WHERE m.key_id = l.key_id AND m.seat = l.seat AND m.label = ANY ($4::text[])) >= cardinality($4::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT $5::int - (SELECT count(*) FROM after_start)
@@ -180,20 +188,23 @@ WITH after_start AS (
              FROM pools AS p WHERE p.name = $1::text),
             $6::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
-    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
+      AND l.seat = ANY (ARRAY(SELECT claimed.seat FROM claimed))
+      AND EXISTS (SELECT 1 FROM claimed WHERE claimed.key_id = l.key_id AND claimed.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token, claimed.seat FROM claimed
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT $1::text, 0, count(*) FROM claimed HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT $1::text, 0, count(*), 0 FROM claimed HAVING count(*) > 0
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (claimed.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -219,6 +230,8 @@ type KeyClaimLabelledRow struct {
 	Labels           []byte
 	Name             *string
 	SecretHint       *string
+	Seats            int32
+	SeatsHeld        int32
 	TimesAssigned    int64
 	LeaseToken       *int64
 	BlockedAt        *time.Time
@@ -268,6 +281,8 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -287,28 +302,24 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 }
 
 const keyCooldownAfterLease = `-- name: KeyCooldownAfterLease :one
-WITH latest AS (
-    SELECT e.lease_token FROM key_events AS e
-    WHERE e.key_id = $1::uuid AND e.event = 'assigned'
-    ORDER BY e.at DESC
-    LIMIT 1
-), cooled AS (
+WITH cooled AS (
     UPDATE key_state AS s
     SET cooling_until = greatest(s.cooling_until, now() + $2::float8 * interval '1 second')
     WHERE s.key_id = $1::uuid AND s.blocked_at IS NULL
-      AND (SELECT latest.lease_token FROM latest) = $3::bigint
+      AND s.last_lease_token IS NOT DISTINCT FROM $3::bigint
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
-    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+    WHERE l.key_id = $1::uuid AND l.seat = ANY (ARRAY(SELECT cooled.seat FROM cooled WHERE cooled.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown, seat)
     SELECT cooled.key_id, cooled.pool, 'cooled_down', $3::bigint,
-           $2::float8 * interval '1 second'
+           $2::float8 * interval '1 second', cooled.seat
     FROM cooled
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (cooled.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        cooled.times_assigned, cooled.lease_token, cooled.blocked_at, cooled.lease_expires_at, cooled.cooling_until
 FROM cooled
 JOIN keys AS k ON k.id = cooled.key_id
@@ -330,6 +341,8 @@ type KeyCooldownAfterLeaseRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -337,13 +350,13 @@ type KeyCooldownAfterLeaseRow struct {
 	CoolingUntil    *time.Time
 }
 
-// A cooldown sent with the token of the key's most recent lease after that
-// lease has ended: while the key is free, it cools down from now (never
+// A cooldown sent with the token of a seat's most recent lease after that
+// lease has ended: while the seat is free, it cools down from now (never
 // shorter than a cooldown it already has), leaves the label indexes, and
-// the cooldown is recorded (cooled_down). The most recent lease is the
-// key's latest assigned event: a walk back along key_events_key_id_at_idx
-// over the few events since. A key held under another lease, or whose
-// latest lease is not the one named, matches no row.
+// the cooldown is recorded (cooled_down). The seat's most recent lease is
+// its last_lease_token, which every release sets; the key's seats are one
+// range of key_state_pkey. A seat held under another lease, or whose most
+// recent lease is not the one named, matches no row.
 func (q *Queries) KeyCooldownAfterLease(ctx context.Context, arg KeyCooldownAfterLeaseParams) (KeyCooldownAfterLeaseRow, error) {
 	row := q.db.QueryRow(ctx, keyCooldownAfterLease, arg.ID, arg.CooldownSeconds, arg.LeaseToken)
 	var i KeyCooldownAfterLeaseRow
@@ -356,6 +369,8 @@ func (q *Queries) KeyCooldownAfterLease(ctx context.Context, arg KeyCooldownAfte
 		&i.Labels,
 		&i.Name,
 		&i.SecretHint,
+		&i.Seats,
+		&i.SeatsHeld,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -403,21 +418,23 @@ func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) (
 const keyCreate = `-- name: KeyCreate :many
 
 WITH created AS (
-    INSERT INTO keys (pool, expires_at)
-    SELECT $1::text,
+    INSERT INTO keys (pool, seats, expires_at)
+    SELECT $1::text, $2::int,
            -- The pool's policy, or KEY_TTL (see migration 00011).
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
            nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
-                                        ELSE now() + coalesce(p.key_ttl, $2::float8 * interval '1 second') END
+                                        ELSE now() + coalesce(p.key_ttl, $3::float8 * interval '1 second') END
                             FROM pools AS p WHERE p.name = $1::text),
-                           now() + $2::float8 * interval '1 second'), 'infinity')
-    FROM generate_series(1, $3::int)
-    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint
+                           now() + $3::float8 * interval '1 second'), 'infinity')
+    FROM generate_series(1, $4::int)
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint, seats
 ), state AS (
-    INSERT INTO key_state (key_id, pool)
-    SELECT created.id, created.pool FROM created
-    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled
+    -- One row per seat.
+    INSERT INTO key_state (key_id, seat, pool)
+    SELECT created.id, seat.seat, created.pool
+    FROM created CROSS JOIN generate_series(0, $2::int - 1) AS seat (seat)
+    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
@@ -428,17 +445,20 @@ WITH created AS (
     INSERT INTO pool_count_totals AS t (pool) VALUES ($1::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    VALUES ($1::text, announce_freed($1::text, $3::int), 0)
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    VALUES ($1::text, $4::int, 0,
+            announce_freed($1::text, $4::int * $2::int))
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
+       created.seats, 0::int AS seats_held,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
-JOIN state ON state.key_id = created.id
+JOIN state ON state.key_id = created.id AND state.seat = 0
 `
 
 type KeyCreateParams struct {
 	Pool          string
+	Seats         int32
 	KeyTtlSeconds float64
 	Count         int32
 }
@@ -452,6 +472,8 @@ type KeyCreateRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -479,6 +501,17 @@ type KeyCreateRow struct {
 // Every statement that returns keys returns the same columns, in the order
 // of KeyGet.
 //
+// Seats (migration 00013): a key has keys.seats rows in key_state, one per
+// seat, each claimed, released and expired on its own as a key of one seat
+// is. A statement about a lease acts on its seat's row and answers that
+// row's lease; seats_held, which counts the key's held seats, is computed
+// only where a key is read as a whole (KeyGet, KeyGetByName, KeyListPage)
+// elsewhere from the row at hand for a key of one seat, and as -1 (not
+// known) for a key of several, where it would cost a read of every seat. A statement that updates rows it has just locked
+// with SKIP LOCKED finds them again by their physical address (ctid),
+// which a locked row keeps: one array of addresses pairs a key with its
+// seat, where two arrays of ids and seats would not.
+//
 // A statement on key_state tells a live key by its expires_at in keys,
 // written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
 // ...) > now() (NULL when the key is gone, so false): the
@@ -502,7 +535,12 @@ type KeyCreateRow struct {
 // states of the statistics.
 // Creates count free keys in one statement.
 func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCreateRow, error) {
-	rows, err := q.db.Query(ctx, keyCreate, arg.Pool, arg.KeyTtlSeconds, arg.Count)
+	rows, err := q.db.Query(ctx, keyCreate,
+		arg.Pool,
+		arg.Seats,
+		arg.KeyTtlSeconds,
+		arg.Count,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -519,6 +557,8 @@ func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCrea
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -540,49 +580,55 @@ WITH input AS (
     -- Unnests in one select list advance together, pairing the arrays.
     SELECT unnest($1::uuid[]) AS id, unnest($2::text[]) AS labels,
            unnest($3::bytea[]) AS ciphertext, unnest($4::bytea[]) AS digest,
-           unnest($5::text[]) AS name, unnest($6::text[]) AS hint
+           unnest($5::text[]) AS name, unnest($6::text[]) AS hint,
+           unnest($7::int[]) AS seats
 ), created AS (
-    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
-    SELECT input.id, $7::text,
+    INSERT INTO keys (id, pool, seats, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
+    SELECT input.id, $8::text, input.seats,
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
            nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
-                                        ELSE now() + coalesce(p.key_ttl, $8::float8 * interval '1 second') END
-                            FROM pools AS p WHERE p.name = $7::text),
-                           now() + $8::float8 * interval '1 second'), 'infinity'),
+                                        ELSE now() + coalesce(p.key_ttl, $9::float8 * interval '1 second') END
+                            FROM pools AS p WHERE p.name = $8::text),
+                           now() + $9::float8 * interval '1 second'), 'infinity'),
            nullif(input.labels, '')::jsonb,
-           CASE WHEN input.ciphertext IS NOT NULL THEN $9::text END,
+           CASE WHEN input.ciphertext IS NOT NULL THEN $10::text END,
            input.ciphertext, input.digest, nullif(input.name, ''), nullif(input.hint, '')
     FROM input
     WHERE NOT EXISTS (
         SELECT 1 FROM keys AS d
-        WHERE d.pool = $7::text AND d.secret_digest = ANY ($10::bytea[])
+        WHERE d.pool = $8::text AND d.secret_digest = ANY ($11::bytea[])
     )
-    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint
+    RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint, seats
 ), state AS (
-    INSERT INTO key_state (key_id, pool, labelled)
-    SELECT created.id, created.pool, created.labels IS NOT NULL FROM created
-    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled
+    -- One row per seat.
+    INSERT INTO key_state (key_id, seat, pool, labelled)
+    SELECT created.id, seat.seat, created.pool, created.labels IS NOT NULL
+    FROM created CROSS JOIN LATERAL generate_series(0, created.seats - 1) AS seat (seat)
+    RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid
 ), labelled AS (
-    INSERT INTO key_labels (key_id, pool, label)
-    SELECT l.key_id, $7::text, l.label
-    FROM (SELECT unnest($11::uuid[]) AS key_id, unnest($12::text[]) AS label) AS l
-    WHERE l.key_id = ANY (ARRAY(SELECT created.id FROM created))
+    -- Each label on each seat.
+    INSERT INTO key_labels (key_id, seat, pool, label)
+    SELECT state.key_id, state.seat, $8::text, l.label
+    FROM (SELECT unnest($12::uuid[]) AS key_id, unnest($13::text[]) AS label) AS l
+    JOIN state ON state.key_id = l.key_id
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
 ), totals AS (
     -- See KeyCreate.
-    INSERT INTO pool_count_totals AS t (pool) VALUES ($7::text)
+    INSERT INTO pool_count_totals AS t (pool) VALUES ($8::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT $7::text, announce_freed($7::text, count(*)), 0 FROM created HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT $8::text, count(*), 0, announce_freed($8::text, sum(created.seats))
+    FROM created HAVING count(*) > 0
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
+       created.seats, 0::int AS seats_held,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
-JOIN state ON state.key_id = created.id
+JOIN state ON state.key_id = created.id AND state.seat = 0
 `
 
 type KeyCreateWithSecretsParams struct {
@@ -592,6 +638,7 @@ type KeyCreateWithSecretsParams struct {
 	Digests       [][]byte
 	Names         []string
 	Hints         []string
+	Seats         []int32
 	Pool          string
 	KeyTtlSeconds float64
 	SecretKeyID   string
@@ -609,6 +656,8 @@ type KeyCreateWithSecretsRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -634,6 +683,7 @@ func (q *Queries) KeyCreateWithSecrets(ctx context.Context, arg KeyCreateWithSec
 		arg.Digests,
 		arg.Names,
 		arg.Hints,
+		arg.Seats,
 		arg.Pool,
 		arg.KeyTtlSeconds,
 		arg.SecretKeyID,
@@ -657,6 +707,8 @@ func (q *Queries) KeyCreateWithSecrets(ctx context.Context, arg KeyCreateWithSec
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -678,27 +730,33 @@ WITH state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = $1
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), deleted AS (
     -- Runs after state: it reads its row, so the key_state row is locked
     -- before the keys row.
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats
 ), labels AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+    -- One event for the key, and one for each other seat that was held,
+    -- so that every lease it ended has an end with its token.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -1, -count(state.lease_token), -count(*) FROM state GROUP BY state.pool
 )
 SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels, deleted.name, deleted.secret_hint,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
+       deleted.seats, (SELECT count(held.lease_token) FROM state AS held)::int AS seats_held,
+       (SELECT coalesce(sum(all_seats.times_assigned), 0) FROM state AS all_seats)::bigint AS times_assigned,
+       -- A key of one seat shows the lease it had (see KeyGet).
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM deleted
-JOIN state ON state.key_id = deleted.id
+LEFT JOIN state AS one ON one.key_id = deleted.id AND one.seat = 0 AND deleted.seats = 1
 `
 
 type KeyDeleteRow struct {
@@ -710,6 +768,8 @@ type KeyDeleteRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -731,6 +791,8 @@ func (q *Queries) KeyDelete(ctx context.Context, id uuid.UUID) (KeyDeleteRow, er
 		&i.Labels,
 		&i.Name,
 		&i.SecretHint,
+		&i.Seats,
+		&i.SeatsHeld,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -752,25 +814,33 @@ WITH expired AS (
     -- An array, not a join: see KeyClaim.
     WHERE s.key_id = ANY (ARRAY(SELECT expired.id FROM expired))
     FOR UPDATE SKIP LOCKED
+), complete AS (
+    -- Keys all of whose seats are locked: a key with a seat that a request
+    -- holds locked is left whole to the next pass.
+    SELECT expired_state.key_id FROM expired_state
+    GROUP BY expired_state.key_id
+    HAVING count(*) = (SELECT k.seats FROM keys AS k WHERE k.id = expired_state.key_id)
 ), state AS (
     DELETE FROM key_state AS s
-    WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token, s.cooling_until, s.labelled
+    WHERE s.key_id = ANY (ARRAY(SELECT complete.key_id FROM complete))
+    RETURNING s.key_id, s.seat, s.pool, s.lease_token, s.cooling_until, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
-    WHERE k.id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+    WHERE k.id = ANY (ARRAY(SELECT complete.key_id FROM complete))
 ), labels AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
-SELECT count(*) FROM state
+SELECT count(*) FILTER (WHERE state.seat = 0) FROM state
 `
 
 // One batch of the background job: deletes up to max keys whose life has
@@ -789,12 +859,12 @@ WITH expired_state AS (
     SELECT s.key_id FROM key_state AS s
     WHERE s.key_id = ANY ($1::uuid[])
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) <= now()
-    ORDER BY s.key_id
+    ORDER BY s.key_id, s.seat
     FOR UPDATE
 ), state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token, s.labelled
+    RETURNING s.key_id, s.seat, s.pool, s.lease_token, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
@@ -802,14 +872,16 @@ WITH expired_state AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
-SELECT count(*)::int FROM state
+SELECT (count(*) FILTER (WHERE state.seat = 0))::int FROM state
 `
 
 // Deletes the keys named whose life has ended, as the background job does
@@ -833,7 +905,7 @@ WITH page AS (
 ), state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), deleted AS (
     -- Runs after state: see KeyDelete.
     DELETE FROM keys AS k
@@ -842,13 +914,16 @@ WITH page AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state GROUP BY state.pool
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
+    GROUP BY state.pool
 )
-SELECT count(*)::int FROM state
+SELECT (count(*) FILTER (WHERE state.seat = 0))::int FROM state
 `
 
 type KeyDeletePoolPageParams struct {
@@ -869,7 +944,7 @@ func (q *Queries) KeyDeletePoolPage(ctx context.Context, arg KeyDeletePoolPagePa
 
 const keyEndCooldowns = `-- name: KeyEndCooldowns :one
 WITH ended AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
     ORDER BY c.cooling_until
     LIMIT $1::int
@@ -877,11 +952,14 @@ WITH ended AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = NULL, position = random()
-    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool, s.labelled
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+      AND l.seat = ANY (ARRAY(SELECT cooled.seat FROM cooled WHERE cooled.labelled))
+      AND EXISTS (SELECT 1 FROM cooled WHERE cooled.key_id = l.key_id AND cooled.seat = l.seat)
 ), announced AS (
     SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
     GROUP BY cooled.pool ORDER BY cooled.pool
@@ -976,9 +1054,21 @@ func (q *Queries) KeyFindExisting(ctx context.Context, arg KeyFindExistingParams
 
 const keyGet = `-- name: KeyGet :one
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       k.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = k.id
+) AS s ON true
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = k.id AND o.seat = 0 AND k.seats = 1
+    -- One row; the limit also keeps the planner from making it a join.
+    LIMIT 1
+) AS one ON true
 WHERE k.id = $1 AND (k.expires_at IS NULL OR k.expires_at > now())
 `
 
@@ -991,6 +1081,8 @@ type KeyGetRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -998,6 +1090,9 @@ type KeyGetRow struct {
 	CoolingUntil    *time.Time
 }
 
+// The key's seats, one range of key_state_pkey.
+// A key of one seat shows that seat's lease; a key of several has a lease
+// per seat and shows none here (each is read with its token: KeyGetLease).
 func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 	row := q.db.QueryRow(ctx, keyGet, id)
 	var i KeyGetRow
@@ -1010,6 +1105,8 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 		&i.Labels,
 		&i.Name,
 		&i.SecretHint,
+		&i.Seats,
+		&i.SeatsHeld,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -1021,9 +1118,21 @@ func (q *Queries) KeyGet(ctx context.Context, id uuid.UUID) (KeyGetRow, error) {
 
 const keyGetByName = `-- name: KeyGetByName :one
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       k.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = k.id
+) AS s ON true
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = k.id AND o.seat = 0 AND k.seats = 1
+    -- One row; the limit also keeps the planner from making it a join.
+    LIMIT 1
+) AS one ON true
 WHERE k.pool = $1::text AND k.name = $2::text AND (k.expires_at IS NULL OR k.expires_at > now())
 `
 
@@ -1041,6 +1150,8 @@ type KeyGetByNameRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -1049,6 +1160,9 @@ type KeyGetByNameRow struct {
 }
 
 // The live key of the pool with this name: one probe of keys_pool_name_idx.
+// The key's seats, one range of key_state_pkey.
+// A key of one seat shows that seat's lease; a key of several has a lease
+// per seat and shows none here (each is read with its token: KeyGetLease).
 func (q *Queries) KeyGetByName(ctx context.Context, arg KeyGetByNameParams) (KeyGetByNameRow, error) {
 	row := q.db.QueryRow(ctx, keyGetByName, arg.Pool, arg.Name)
 	var i KeyGetByNameRow
@@ -1061,6 +1175,69 @@ func (q *Queries) KeyGetByName(ctx context.Context, arg KeyGetByNameParams) (Key
 		&i.Labels,
 		&i.Name,
 		&i.SecretHint,
+		&i.Seats,
+		&i.SeatsHeld,
+		&i.TimesAssigned,
+		&i.LeaseToken,
+		&i.BlockedAt,
+		&i.LeaseExpiresAt,
+		&i.CoolingUntil,
+	)
+	return i, err
+}
+
+const keyGetLease = `-- name: KeyGetLease :one
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.id = $1 AND (k.expires_at IS NULL OR k.expires_at > now())
+  AND (s.lease_token IS NOT DISTINCT FROM $2::bigint
+       OR s.last_lease_token IS NOT DISTINCT FROM $2::bigint)
+`
+
+type KeyGetLeaseParams struct {
+	ID         uuid.UUID
+	LeaseToken int64
+}
+
+type KeyGetLeaseRow struct {
+	ID              uuid.UUID
+	Pool            string
+	CreatedAt       time.Time
+	ExpiresAt       *time.Time
+	LastKeepAliveAt *time.Time
+	Labels          []byte
+	Name            *string
+	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
+	TimesAssigned   int64
+	LeaseToken      *int64
+	BlockedAt       *time.Time
+	LeaseExpiresAt  *time.Time
+	CoolingUntil    *time.Time
+}
+
+// The key as the lease named sees it: the seat whose current lease, or
+// most recently ended one, it is. No row when neither is (a later lease has
+// taken its seat since, or it was never a lease of this key), or when the
+// key is gone. The key's seats are one range of key_state_pkey.
+func (q *Queries) KeyGetLease(ctx context.Context, arg KeyGetLeaseParams) (KeyGetLeaseRow, error) {
+	row := q.db.QueryRow(ctx, keyGetLease, arg.ID, arg.LeaseToken)
+	var i KeyGetLeaseRow
+	err := row.Scan(
+		&i.ID,
+		&i.Pool,
+		&i.CreatedAt,
+		&i.ExpiresAt,
+		&i.LastKeepAliveAt,
+		&i.Labels,
+		&i.Name,
+		&i.SecretHint,
+		&i.Seats,
+		&i.SeatsHeld,
 		&i.TimesAssigned,
 		&i.LeaseToken,
 		&i.BlockedAt,
@@ -1071,10 +1248,14 @@ func (q *Queries) KeyGetByName(ctx context.Context, arg KeyGetByNameParams) (Key
 }
 
 const keyGetSecret = `-- name: KeyGetSecret :one
-SELECT coalesce(s.lease_token = $1::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+SELECT EXISTS (
+           -- The key's seats, one range of key_state_pkey.
+           SELECT 1 FROM key_state AS s
+           WHERE s.key_id = k.id AND s.lease_token IS NOT DISTINCT FROM $1::bigint
+             AND s.lease_expires_at > now()
+       )::boolean AS lease_current,
        k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = $2 AND (k.expires_at IS NULL OR k.expires_at > now())
 `
 
@@ -1119,7 +1300,7 @@ WITH request AS (
       AND s.lease_expires_at > now()
       AND EXISTS (SELECT 1 FROM request AS r WHERE r.id = s.key_id AND r.lease_token IS NOT DISTINCT FROM s.lease_token)
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
 ), kept AS (
     -- Runs after extended: it reads its rows, so the key_state rows are
     -- locked before the keys rows.
@@ -1141,22 +1322,24 @@ WITH request AS (
       -- A request without a token does nothing in a pool that requires one.
       AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
            OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT kept.id, kept.pool, 'kept_alive', extended.lease_token
+    -- (A key of several seats may have several leases extended at once.)
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT kept.id, kept.pool, 'kept_alive', extended.lease_token, extended.seat
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
 SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
+       kept.seats, (CASE WHEN kept.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
 FROM kept
-JOIN key_state AS s ON s.key_id = kept.id
 LEFT JOIN extended ON extended.key_id = kept.id
+JOIN key_state AS s ON s.key_id = kept.id AND s.seat = coalesce(extended.seat, 0)
 WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept))
 `
 
@@ -1176,6 +1359,8 @@ type KeyKeepAliveManyRow struct {
 	Labels             []byte
 	Name               *string
 	SecretHint         *string
+	Seats              int32
+	SeatsHeld          int32
 	TimesAssigned      int64
 	LeaseToken         *int64
 	BlockedAt          *time.Time
@@ -1193,6 +1378,8 @@ type KeyKeepAliveManyRow struct {
 // token does not qualify changes nothing. Rows are found by primary key with
 // = ANY, so the plan is an index lookup whatever the planner guesses of the
 // batch's size.
+// A row per lease extended, and one per key kept alive without a token,
+// with seat 0's lease (the caller shows it for a key of one seat only).
 // Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyParams) ([]KeyKeepAliveManyRow, error) {
 	rows, err := q.db.Query(ctx, keyKeepAliveMany,
@@ -1217,6 +1404,8 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -1236,7 +1425,7 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 
 const keyListPage = `-- name: KeyListPage :many
 WITH page AS (
-    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint FROM keys AS k
+    SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats FROM keys AS k
     WHERE k.pool = $1::text AND k.id > $2::uuid AND (k.expires_at IS NULL OR k.expires_at > now())
     -- The index's own order (pool is fixed): the planner then walks
     -- keys_pool_id_idx and stops after the page, rather than sorting.
@@ -1244,10 +1433,20 @@ WITH page AS (
     LIMIT $3::int
 )
 SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels, page.name, page.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       page.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM page
-JOIN key_state AS s ON s.key_id = page.id
-WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = page.id
+) AS s ON true
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = page.id AND o.seat = 0 AND page.seats = 1
+    LIMIT 1
+) AS one ON true
 ORDER BY page.id
 `
 
@@ -1266,6 +1465,8 @@ type KeyListPageRow struct {
 	Labels          []byte
 	Name            *string
 	SecretHint      *string
+	Seats           int32
+	SeatsHeld       int32
 	TimesAssigned   int64
 	LeaseToken      *int64
 	BlockedAt       *time.Time
@@ -1277,7 +1478,10 @@ type KeyListPageRow struct {
 // (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 // the page's rows and stops. Keys whose life has ended are left out, as
 // everywhere; the background job removes them shortly.
-// The page's lease states by primary key: see KeyClaim.
+// Each key's seats and lease, as in KeyGet.
+// Laterals that the planner cannot turn into joins (an aggregate, a
+// limit), so that each is a lookup per key of the page: as a join, the
+// planner hashed a scan of all of key_state.
 func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]KeyListPageRow, error) {
 	rows, err := q.db.Query(ctx, keyListPage, arg.Pool, arg.After, arg.Max)
 	if err != nil {
@@ -1296,6 +1500,8 @@ func (q *Queries) KeyListPage(ctx context.Context, arg KeyListPageParams) ([]Key
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,
@@ -1405,7 +1611,7 @@ func (q *Queries) KeyRebaseLives(ctx context.Context, arg KeyRebaseLivesParams) 
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :many
 WITH ended AS (
-    SELECT c.key_id, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce($1::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -1413,18 +1619,22 @@ WITH ended AS (
     FOR UPDATE SKIP LOCKED
 ), released AS (
     UPDATE key_state AS s
-    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
-    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool, s.labelled
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        last_lease_token = s.lease_token
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled))
+      AND l.seat = ANY (ARRAY(SELECT released.seat FROM released WHERE released.labelled))
+      AND EXISTS (SELECT 1 FROM released WHERE released.key_id = l.key_id AND released.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token FROM ended
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token, ended.seat FROM ended
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT released.pool, 0, -announce_freed(released.pool, count(*)), 0 FROM released
     GROUP BY released.pool ORDER BY released.pool
 ), per_pool AS (
     SELECT ended.pool, count(*) AS released,
@@ -1498,10 +1708,11 @@ WITH request AS (
     SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS lease_token,
            unnest($3::float8[]) AS cooldown_seconds
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token, c.blocked_at,
+    SELECT c.key_id, c.seat, c.lease_token, c.blocked_at,
            (SELECT max(r.cooldown_seconds) FROM request AS r
             WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
-                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))) AS cooldown_seconds
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false)
+                    AND (SELECT k.seats FROM keys AS k WHERE k.id = c.key_id) = 1)) AS cooldown_seconds
     FROM key_state AS c
     -- Held is told by blocked_at (see the top of this file): with
     -- lease_token IS NOT NULL the planner walked all of
@@ -1510,38 +1721,44 @@ WITH request AS (
       AND EXISTS (
           SELECT 1 FROM request AS r
           WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
-                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false)
+                    AND (SELECT k.seats FROM keys AS k WHERE k.id = c.key_id) = 1)
       )
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
-    ORDER BY c.key_id
+    ORDER BY c.key_id, c.seat
     FOR UPDATE
 ), released AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        last_lease_token = s.lease_token,
         cooling_until = CASE WHEN current_lease.cooldown_seconds > 0
                              THEN now() + current_lease.cooldown_seconds * interval '1 second' END
     FROM current_lease
-    WHERE s.key_id = current_lease.key_id
-    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, current_lease.lease_token AS ended_lease_token,
+    WHERE s.key_id = current_lease.key_id AND s.seat = current_lease.seat
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid, current_lease.lease_token AS ended_lease_token,
         extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
 ), claimable AS (
-    -- Labelled keys freed without a cooldown are claimable by label again.
+    -- Labelled seats freed without a cooldown are claimable by label again.
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled AND released.cooling_until IS NULL))
+      AND l.seat = ANY (ARRAY(SELECT released.seat FROM released WHERE released.labelled AND released.cooling_until IS NULL))
+      AND EXISTS (SELECT 1 FROM released
+                  WHERE released.key_id = l.key_id AND released.seat = l.seat AND released.cooling_until IS NULL)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
-    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now()
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown, seat)
+    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now(), released.seat
     FROM released
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
-    INSERT INTO pool_count_changes (pool, keys, blocked)
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT released.pool, 0,
            -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
-           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL), 0
     FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (released.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
@@ -1564,6 +1781,8 @@ type KeyReleaseManyRow struct {
 	Labels            []byte
 	Name              *string
 	SecretHint        *string
+	Seats             int32
+	SeatsHeld         int32
 	TimesAssigned     int64
 	LeaseToken        *int64
 	BlockedAt         *time.Time
@@ -1574,8 +1793,9 @@ type KeyReleaseManyRow struct {
 }
 
 // Ends the current lease of each key named (or, when the request's lease
-// token is not 0, only the lease it names) and gives the key a new random
-// position. A request with a cooldown (seconds, 0 for none) leaves the key
+// token is not 0, only the lease it names) and gives the seat a new random
+// position. A request without a token acts only on a key of one seat: a
+// key of several has a lease per seat, and the caller must name one. A request with a cooldown (seconds, 0 for none) leaves the key
 // out of every claimable index until the cooldown ends (KeyEndCooldowns),
 // and wakes nobody; it counts as free (not under a lease), as history says.
 // A key that is gone, free, or held under another lease matches no row; the
@@ -1600,6 +1820,8 @@ func (q *Queries) KeyReleaseMany(ctx context.Context, arg KeyReleaseManyParams) 
 			&i.Labels,
 			&i.Name,
 			&i.SecretHint,
+			&i.Seats,
+			&i.SeatsHeld,
 			&i.TimesAssigned,
 			&i.LeaseToken,
 			&i.BlockedAt,

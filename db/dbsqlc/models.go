@@ -47,6 +47,8 @@ type Key struct {
 	Name *string
 	// The last four characters of the secret (NULL without one, or when the secret is too short to show any of it).
 	SecretHint *string
+	// How many leases may hold the key at once: one key_state row per seat (0 .. seats-1).
+	Seats int32
 }
 
 // Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
@@ -79,6 +81,8 @@ type KeyEvent struct {
 	LeaseToken *int64
 	// On a released or cooled_down event: the cooldown the holder asked for (the key was not claimable before at + cooldown). NULL otherwise.
 	Cooldown pgtype.Interval
+	// The seat of the lease the event is about (with lease_token); NULL for events of the key as a whole.
+	Seat *int16
 }
 
 // Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0) and of blocked keys (blocked).
@@ -93,12 +97,13 @@ type KeyEventChange struct {
 	Blocked    int32
 }
 
-// Labels of keys ("name=value"), one row per label; position is set while the key is claimable and NULL otherwise. The labels as the API shows them are keys.labels.
+// Labels of keys ("name=value"), one row per label and seat; position is set while the seat is claimable and NULL otherwise. The labels as the API shows them are keys.labels.
 type KeyLabel struct {
 	KeyID    uuid.UUID
 	Pool     string
 	Label    string
 	Position *float64
+	Seat     int16
 }
 
 // One row per lease: pool, key, token, started_at, ended_at and ended_by (released, lease_expired, deleted, expired; NULL while held), keep_alives during the lease, duration_seconds (NULL while held).
@@ -113,7 +118,7 @@ type KeyLease struct {
 	DurationSeconds *float64
 }
 
-// Lease state of each key (one row per row of keys, same id): position for the random pick, the current lease (token, blocked_at, lease_expires_at; all NULL when free) and times_assigned.
+// Lease state of each seat of each key (keys.seats rows per key, seat 0 .. seats-1): position for the random pick, the current lease (token, blocked_at, lease_expires_at; all NULL when free), the most recently ended lease (last_lease_token) and times_assigned.
 type KeyState struct {
 	KeyID          uuid.UUID
 	Pool           string
@@ -126,6 +131,10 @@ type KeyState struct {
 	CoolingUntil *time.Time
 	// Whether the key has labels (rows in key_labels).
 	Labelled bool
+	Seat     int16
+	// The seat's most recently ended lease (NULL before the first one ended).
+	LastLeaseToken *int64
+	Ctid           pgtype.TID
 }
 
 // Who leads each elected job (name), until expires_at by the database clock.
@@ -170,13 +179,16 @@ type Pool struct {
 	MaxWait           pgtype.Interval
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
+	// Seats of the pool's new keys unless a key names its own; NULL: 1.
+	Seats *int32
 }
 
-// Per-pool key counts (keys, blocked), exact at the reader's snapshot. Keys whose life has ended count until the background job deletes them.
+// Per-pool counts: keys, seats (of those keys) and blocked (held seats), exact at the reader's snapshot. Keys whose life has ended count until the background job deletes them.
 type PoolCount struct {
 	Pool    string
 	Keys    int64
 	Blocked int64
+	Seats   int64
 }
 
 type PoolCountChange struct {
@@ -184,6 +196,7 @@ type PoolCountChange struct {
 	Xid     pgtype.Uint64
 	Keys    int64
 	Blocked int64
+	Seats   *int64
 }
 
 type PoolCountTotal struct {
@@ -191,6 +204,7 @@ type PoolCountTotal struct {
 	Keys    int64
 	Blocked int64
 	Horizon pgtype.Uint64
+	Seats   int64
 }
 
 // pool_utilisation over the whole history. For a range call pool_utilisation(from, to, pool): it reads only the events from the range on.

@@ -135,7 +135,7 @@ var notChecked = map[string]string{
 func statements() []statement {
 	id := uuid.New()
 	return []statement{
-		{"KeyCreate", keyCreate, []any{"default", 3600.0, 10}, paths{}},
+		{"KeyCreate", keyCreate, []any{"default", 1, 3600.0, 10}, paths{}},
 		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, claimPaths},
 		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, claimPaths},
 		{"KeyGet", keyGet, []any{id}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
@@ -156,10 +156,10 @@ func statements() []statement {
 		{"KeyClaimLabelled (batch of 32)", keyClaimLabelled, []any{"labelled", "region=r1", 0.99, []string{}, 32, 60.0}, labelledClaimPaths},
 		{"KeyGetSecret", keyGetSecret, []any{7, id}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
 		{"KeyEndCooldowns", keyEndCooldowns, []any{1000}, paths{
-			"key_state c": walk("key_state_cooling_until_idx"), "key_state": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
+			"key_state c": walk("key_state_cooling_until_idx"), "cooled:key_state s": lockedRows, "key_labels": by("key_labels_pkey"),
 		}},
 		{"KeyLockPoolSecrets", keyLockPoolSecrets, []any{"labelled"}, paths{}},
-		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, []string{"k1"}, []string{"abcd"}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, paths{
+		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, []string{"k1"}, []string{"abcd"}, []int32{2}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, paths{
 			"keys d": by("keys_pool_secret_digest_idx"),
 		}},
 		// Imports, names, cooldowns after a lease, policies. The keys an
@@ -171,11 +171,11 @@ func statements() []statement {
 			"key_state": by("key_state_pkey"), "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
 		}},
 		{"KeyGetByName", keyGetByName, []any{"labelled", "k1"}, paths{"keys": by("keys_pool_name_idx"), "key_state": by("key_state_pkey")}},
-		// The key's latest lease: one step back along its events.
+		// The seat whose most recent lease is the one named: the key's seats.
 		{"KeyCooldownAfterLease", keyCooldownAfterLease, []any{id, 30.0, 7}, paths{
-			"key_events": walk("key_events_key_id_at_idx"), "key_state": by("key_state_pkey"), "keys": by("keys_pkey"),
-			"key_labels": by("key_labels_pkey"),
+			"key_state": by("key_state_pkey"), "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
 		}},
+		{"KeyGetLease", keyGetLease, []any{id, 7}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
 		{"KeyRebaseLives", keyRebaseLives, []any{"other", uuid.Nil, 1000, 3600.0}, paths{
 			"page:keys": walk("keys_pool_id_idx"), "keys": by("keys_pkey"),
 		}},
@@ -186,7 +186,7 @@ func statements() []statement {
 		{"PoolGet", poolGet, []any{"default"}, paths{"pools": by("pools_pkey")}},
 		{"PoolList", poolList, nil, paths{"pools": `Seq Scan|` + firstOf("pools_pkey")}},
 		{"PoolLock", poolLock, []any{"default"}, paths{"pools": by("pools_pkey")}},
-		{"PoolPut", poolPut, []any{"default", nil, true, nil, nil, false, nil}, paths{}},
+		{"PoolPut", poolPut, []any{"default", nil, true, nil, nil, false, nil, nil}, paths{}},
 		{"PoolCreateIfAbsent", poolCreateIfAbsent, []any{"default", nil}, paths{}},
 		// A pool's first key, one step on keys_pool_id_idx.
 		{"PoolDelete", poolDelete, []any{"default"}, paths{"pools": by("pools_pkey"), "keys": walk("keys_pool_id_idx")}},
@@ -294,17 +294,20 @@ func statements() []statement {
 }
 
 var (
+	// Rows a statement locked, updated again by their address.
+	lockedRows = `Tid Scan`
 	claimPaths = paths{
-		"key_state c": walk("key_state_claimable_position_idx"), "key_state": by("key_state_pkey"),
+		"key_state c": walk("key_state_claimable_position_idx"), "claimed:key_state s": lockedRows,
 		"keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
 	}
 	keepAlivePaths     = paths{"key_state": by("key_state_pkey"), "keys": by("keys_pkey")}
 	labelledClaimPaths = paths{
 		"after_start:key_labels l": walk("key_labels_claimable_idx"), "before_start:key_labels l": walk("key_labels_claimable_idx"),
 		"key_labels": by("key_labels_pkey"), "key_state": by("key_state_pkey"), "keys": by("keys_pkey"),
+		"claimed:key_state s": lockedRows,
 	}
 	endedLeasesPaths = paths{
-		"key_state c": walk("key_state_lease_expires_at_idx"), "key_state": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
+		"key_state c": walk("key_state_lease_expires_at_idx"), "released:key_state s": lockedRows, "key_labels": by("key_labels_pkey"),
 	}
 	listPagePaths  = paths{"keys": walk("keys_pool_id_idx"), "key_state": by("key_state_pkey")}
 	freePoolsPaths = paths{"key_state": walk("key_state_claimable_position_idx"), "keys": by("keys_pkey")}
@@ -646,7 +649,7 @@ func TestQueryPlansCoverEveryStatement(t *testing.T) {
 func loadPlansData(t *testing.T, conn *pgx.Conn, q *Queries, perPool int32) {
 	ctx := context.Background()
 	for _, pool := range []string{"default", "other"} {
-		_, err := q.KeyCreate(ctx, KeyCreateParams{Pool: pool, KeyTtlSeconds: 3600, Count: perPool})
+		_, err := q.KeyCreate(ctx, KeyCreateParams{Pool: pool, Seats: 1, KeyTtlSeconds: 3600, Count: perPool})
 		require.NoError(t, err)
 	}
 	_, err := q.KeyClaim(ctx, KeyClaimParams{Pool: "default", StartPosition: 0, Max: perPool / 2, LeaseTtlSeconds: 60})

@@ -71,15 +71,18 @@ WITH fold_lock AS (
     DELETE FROM pool_count_changes AS c
     USING pool_count_totals AS t
     WHERE (SELECT fold_lock.held FROM fold_lock) AND c.pool = t.pool AND c.xid >= t.horizon
-    RETURNING c.pool, c.keys, c.blocked
+    RETURNING c.pool, c.keys, c.blocked, c.seats
 ), sums AS (
-    SELECT moved.pool, sum(moved.keys) AS keys, sum(moved.blocked) AS blocked, count(*) AS changes
+    -- A change without seats is one of keys of one seat each (migration 00013).
+    SELECT moved.pool, sum(moved.keys) AS keys, sum(moved.blocked) AS blocked,
+           sum(coalesce(moved.seats, moved.keys)) AS seats, count(*) AS changes
     FROM moved
     GROUP BY moved.pool
 ), folded AS (
     UPDATE pool_count_totals AS t
     SET keys = t.keys + sums.keys,
         blocked = t.blocked + sums.blocked,
+        seats = t.seats + sums.seats,
         horizon = greatest(t.horizon, (SELECT horizon.xid FROM horizon))
     FROM sums
     WHERE t.pool = sums.pool
@@ -104,7 +107,8 @@ func (q *Queries) PoolCountsFold(ctx context.Context, lockID int64) (int64, erro
 }
 
 const poolCountsGet = `-- name: PoolCountsGet :one
-SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked
+SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked,
+       coalesce(sum(seats), 0)::bigint AS seats
 FROM pool_counts
 WHERE pool = $1::text
 `
@@ -112,12 +116,13 @@ WHERE pool = $1::text
 type PoolCountsGetRow struct {
 	Keys    int64
 	Blocked int64
+	Seats   int64
 }
 
 func (q *Queries) PoolCountsGet(ctx context.Context, pool string) (PoolCountsGetRow, error) {
 	row := q.db.QueryRow(ctx, poolCountsGet, pool)
 	var i PoolCountsGetRow
-	err := row.Scan(&i.Keys, &i.Blocked)
+	err := row.Scan(&i.Keys, &i.Blocked, &i.Seats)
 	return i, err
 }
 
@@ -141,7 +146,7 @@ func (q *Queries) PoolCountsKnown(ctx context.Context, pool string) (bool, error
 
 const poolCountsList = `-- name: PoolCountsList :many
 
-SELECT pool, keys, blocked
+SELECT pool, keys, blocked, seats
 FROM pool_counts
 WHERE keys <> 0
 ORDER BY pool
@@ -160,7 +165,12 @@ func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCount, error) {
 	var items []PoolCount
 	for rows.Next() {
 		var i PoolCount
-		if err := rows.Scan(&i.Pool, &i.Keys, &i.Blocked); err != nil {
+		if err := rows.Scan(
+			&i.Pool,
+			&i.Keys,
+			&i.Blocked,
+			&i.Seats,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

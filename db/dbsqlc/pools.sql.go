@@ -67,7 +67,7 @@ func (q *Queries) PoolDelete(ctx context.Context, name string) (PoolDeleteRow, e
 const poolGet = `-- name: PoolGet :one
 
 SELECT p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-       p.created_at, p.updated_at
+       p.created_at, p.updated_at, p.seats
 FROM pools AS p
 WHERE p.name = $1::text
 `
@@ -87,6 +87,7 @@ func (q *Queries) PoolGet(ctx context.Context, name string) (Pool, error) {
 		&i.MaxWait,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Seats,
 	)
 	return i, err
 }
@@ -105,7 +106,7 @@ func (q *Queries) PoolHasKeys(ctx context.Context, name string) (bool, error) {
 
 const poolList = `-- name: PoolList :many
 SELECT p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-       p.created_at, p.updated_at
+       p.created_at, p.updated_at, p.seats
 FROM pools AS p
 ORDER BY p.name
 `
@@ -130,6 +131,7 @@ func (q *Queries) PoolList(ctx context.Context) ([]Pool, error) {
 			&i.MaxWait,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Seats,
 		); err != nil {
 			return nil, err
 		}
@@ -175,16 +177,16 @@ func (q *Queries) PoolLock(ctx context.Context, name string) ([]PoolLockRow, err
 }
 
 const poolPut = `-- name: PoolPut :one
-INSERT INTO pools AS p (name, key_ttl, keys_stay, lease_ttl, max_lease_ttl, require_lease_token, max_wait)
+INSERT INTO pools AS p (name, key_ttl, keys_stay, lease_ttl, max_lease_ttl, require_lease_token, max_wait, seats)
 VALUES ($1::text, $2::interval, $3::boolean,
         $4::interval, $5::interval,
-        $6::boolean, $7::interval)
+        $6::boolean, $7::interval, $8::int)
 ON CONFLICT (name) DO UPDATE
 SET key_ttl = excluded.key_ttl, keys_stay = excluded.keys_stay, lease_ttl = excluded.lease_ttl,
     max_lease_ttl = excluded.max_lease_ttl, require_lease_token = excluded.require_lease_token,
-    max_wait = excluded.max_wait, updated_at = now()
+    max_wait = excluded.max_wait, seats = excluded.seats, updated_at = now()
 RETURNING p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-          p.created_at, p.updated_at
+          p.created_at, p.updated_at, p.seats
 `
 
 type PoolPutParams struct {
@@ -195,6 +197,7 @@ type PoolPutParams struct {
 	MaxLeaseTtl       pgtype.Interval
 	RequireLeaseToken bool
 	MaxWait           pgtype.Interval
+	Seats             *int32
 }
 
 // Creates or replaces the pool's policy.
@@ -207,6 +210,7 @@ func (q *Queries) PoolPut(ctx context.Context, arg PoolPutParams) (Pool, error) 
 		arg.MaxLeaseTtl,
 		arg.RequireLeaseToken,
 		arg.MaxWait,
+		arg.Seats,
 	)
 	var i Pool
 	err := row.Scan(
@@ -219,6 +223,7 @@ func (q *Queries) PoolPut(ctx context.Context, arg PoolPutParams) (Pool, error) 
 		&i.MaxWait,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Seats,
 	)
 	return i, err
 }

@@ -12,6 +12,7 @@
 SELECT r.key_id AS id,
        (k.id IS NOT NULL)::boolean AS current,
        k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until,
        -- The repeat of a claim answers what the claim answered, the secret
        -- included; the record itself never holds it.

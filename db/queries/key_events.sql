@@ -1,12 +1,13 @@
 -- Queries on key_events, the append-only history.
 
 -- name: KeyEventsOverlappingLeases :many
--- Pairs of leases of the same key that overlap in time: a second lease that
--- began before the first had ended. The service guarantees there are none;
+-- Pairs of leases of the same seat of a key that overlap in time: a second
+-- lease that began before the first had ended. The service guarantees there
+-- are none (a key of N seats has up to N leases at once, one per seat);
 -- a lease ends with the first released, lease_expired, deleted or expired
 -- event that carries its token.
 WITH leases AS (
-    SELECT a.key_id, a.lease_token, a.at AS started_at,
+    SELECT a.key_id, a.seat, a.lease_token, a.at AS started_at,
            coalesce((
                SELECT min(e.at) FROM key_events AS e
                WHERE e.key_id = a.key_id AND e.lease_token = a.lease_token
@@ -20,6 +21,7 @@ SELECT first.key_id, first.lease_token AS first_lease_token, second.lease_token 
 FROM leases AS first
 JOIN leases AS second
   ON second.key_id = first.key_id
+ AND second.seat IS NOT DISTINCT FROM first.seat
  AND second.lease_token <> first.lease_token
  AND second.started_at >= first.started_at
  AND second.started_at < first.ended_at;

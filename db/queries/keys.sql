@@ -18,6 +18,17 @@
 -- Every statement that returns keys returns the same columns, in the order
 -- of KeyGet.
 --
+-- Seats (migration 00013): a key has keys.seats rows in key_state, one per
+-- seat, each claimed, released and expired on its own as a key of one seat
+-- is. A statement about a lease acts on its seat's row and answers that
+-- row's lease; seats_held, which counts the key's held seats, is computed
+-- only where a key is read as a whole (KeyGet, KeyGetByName, KeyListPage)
+-- elsewhere from the row at hand for a key of one seat, and as -1 (not
+-- known) for a key of several, where it would cost a read of every seat. A statement that updates rows it has just locked
+-- with SKIP LOCKED finds them again by their physical address (ctid),
+-- which a locked row keeps: one array of addresses pairs a key with its
+-- seat, where two arrays of ids and seats would not.
+--
 -- A statement on key_state tells a live key by its expires_at in keys,
 -- written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
 -- ...) > now() (NULL when the key is gone, so false): the
@@ -43,8 +54,8 @@
 -- name: KeyCreate :many
 -- Creates count free keys in one statement.
 WITH created AS (
-    INSERT INTO keys (pool, expires_at)
-    SELECT sqlc.arg(pool)::text,
+    INSERT INTO keys (pool, seats, expires_at)
+    SELECT sqlc.arg(pool)::text, sqlc.arg(seats)::int,
            -- The pool's policy, or KEY_TTL (see migration 00011).
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
@@ -55,8 +66,10 @@ WITH created AS (
     FROM generate_series(1, sqlc.arg(count)::int)
     RETURNING *
 ), state AS (
-    INSERT INTO key_state (key_id, pool)
-    SELECT created.id, created.pool FROM created
+    -- One row per seat.
+    INSERT INTO key_state (key_id, seat, pool)
+    SELECT created.id, seat.seat, created.pool
+    FROM created CROSS JOIN generate_series(0, sqlc.arg(seats)::int - 1) AS seat (seat)
     RETURNING *
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
@@ -68,13 +81,15 @@ WITH created AS (
     INSERT INTO pool_count_totals AS t (pool) VALUES (sqlc.arg(pool)::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    VALUES (sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, sqlc.arg(count)::int), 0)
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    VALUES (sqlc.arg(pool)::text, sqlc.arg(count)::int, 0,
+            announce_freed(sqlc.arg(pool)::text, sqlc.arg(count)::int * sqlc.arg(seats)::int))
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
+       created.seats, 0::int AS seats_held,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
-JOIN state ON state.key_id = created.id;
+JOIN state ON state.key_id = created.id AND state.seat = 0;
 
 -- name: KeyClaim :many
 -- Claims up to max free, live keys of the pool under new lease tokens. It
@@ -84,7 +99,7 @@ JOIN state ON state.key_id = created.id;
 -- concurrent claims pass each other instead of queueing on the same row.
 -- (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
 WITH after_start AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= sqlc.arg(start_position)::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -92,7 +107,7 @@ WITH after_start AS (
     LIMIT sqlc.arg(max)::int
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < sqlc.arg(start_position)::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -115,22 +130,26 @@ WITH after_start AS (
         times_assigned = s.times_assigned + 1
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
-    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
     RETURNING s.*
 ), unclaimable AS (
-    -- Labelled keys leave the label index while held; for keys without
-    -- labels the array is empty and this reads nothing.
+    -- Labelled seats leave the label index while held; for keys without
+    -- labels the arrays are empty and this reads nothing.
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed WHERE claimed.labelled))
+      AND l.seat = ANY (ARRAY(SELECT claimed.seat FROM claimed WHERE claimed.labelled))
+      AND EXISTS (SELECT 1 FROM claimed WHERE claimed.key_id = l.key_id AND claimed.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token, claimed.seat FROM claimed
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT sqlc.arg(pool)::text, 0, count(*), 0 FROM claimed HAVING count(*) > 0
 )
 -- The sealed secret comes with the key's row, which the claim reads anyway.
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (claimed.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -155,25 +174,25 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 -- takes an = for a filter that leaves a few keys, and then read and sorted
 -- every claimable key of the label rather than walk them in order.
 WITH after_start AS (
-    SELECT s.key_id, l.position FROM key_labels AS l
-    JOIN key_state AS s ON s.key_id = l.key_id
+    SELECT s.ctid, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position >= sqlc.arg(start_position)::float8
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
+           WHERE m.key_id = l.key_id AND m.seat = l.seat AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int
     FOR UPDATE OF s SKIP LOCKED
 ), before_start AS (
-    SELECT s.key_id, l.position FROM key_labels AS l
-    JOIN key_state AS s ON s.key_id = l.key_id
+    SELECT s.ctid, l.position FROM key_labels AS l
+    JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position < sqlc.arg(start_position)::float8
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
       AND (SELECT count(*) FROM key_labels AS m
-           WHERE m.key_id = l.key_id AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
+           WHERE m.key_id = l.key_id AND m.seat = l.seat AND m.label = ANY (sqlc.arg(other_labels)::text[])) >= cardinality(sqlc.arg(other_labels)::text[])
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
@@ -192,20 +211,23 @@ WITH after_start AS (
              FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
             sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
-    WHERE s.key_id = ANY (ARRAY(SELECT after_start.key_id FROM after_start UNION ALL SELECT before_start.key_id FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.*
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
+      AND l.seat = ANY (ARRAY(SELECT claimed.seat FROM claimed))
+      AND EXISTS (SELECT 1 FROM claimed WHERE claimed.key_id = l.key_id AND claimed.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token FROM claimed
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT claimed.key_id, claimed.pool, 'assigned', claimed.lease_token, claimed.seat FROM claimed
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT sqlc.arg(pool)::text, 0, count(*) FROM claimed HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT sqlc.arg(pool)::text, 0, count(*), 0 FROM claimed HAVING count(*) > 0
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (claimed.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        claimed.times_assigned, claimed.lease_token, claimed.blocked_at, claimed.lease_expires_at, claimed.cooling_until,
        k.secret_key_id, k.secret_ciphertext
 FROM claimed
@@ -214,19 +236,52 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 
 -- name: KeyGet :one
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       k.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
+-- The key's seats, one range of key_state_pkey.
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = k.id
+) AS s ON true
+-- A key of one seat shows that seat's lease; a key of several has a lease
+-- per seat and shows none here (each is read with its token: KeyGetLease).
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = k.id AND o.seat = 0 AND k.seats = 1
+    -- One row; the limit also keeps the planner from making it a join.
+    LIMIT 1
+) AS one ON true
 WHERE k.id = sqlc.arg(id) AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: KeyGetSecret :one
 -- The key's sealed secret, with whether the lease named is the key's
 -- current lease and still running: the caller opens the secret only then.
-SELECT coalesce(s.lease_token = sqlc.arg(lease_token)::bigint AND s.lease_expires_at > now(), false)::boolean AS lease_current,
+SELECT EXISTS (
+           -- The key's seats, one range of key_state_pkey.
+           SELECT 1 FROM key_state AS s
+           WHERE s.key_id = k.id AND s.lease_token IS NOT DISTINCT FROM sqlc.arg(lease_token)::bigint
+             AND s.lease_expires_at > now()
+       )::boolean AS lease_current,
        k.secret_key_id, k.secret_ciphertext
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
 WHERE k.id = sqlc.arg(id) AND (k.expires_at IS NULL OR k.expires_at > now());
+
+-- name: KeyGetLease :one
+-- The key as the lease named sees it: the seat whose current lease, or
+-- most recently ended one, it is. No row when neither is (a later lease has
+-- taken its seat since, or it was never a lease of this key), or when the
+-- key is gone. The key's seats are one range of key_state_pkey.
+SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
+       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+FROM keys AS k
+JOIN key_state AS s ON s.key_id = k.id
+WHERE k.id = sqlc.arg(id) AND (k.expires_at IS NULL OR k.expires_at > now())
+  AND (s.lease_token IS NOT DISTINCT FROM sqlc.arg(lease_token)::bigint
+       OR s.last_lease_token IS NOT DISTINCT FROM sqlc.arg(lease_token)::bigint);
 
 -- name: KeyPoolHasFree :one
 -- Whether a claim on the pool would find a key right now; never claims one.
@@ -296,25 +351,30 @@ WITH request AS (
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT kept.id, kept.pool, 'kept_alive', extended.lease_token
+    -- (A key of several seats may have several leases extended at once.)
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT kept.id, kept.pool, 'kept_alive', extended.lease_token, extended.seat
     FROM kept
     LEFT JOIN extended ON extended.key_id = kept.id
 )
+-- A row per lease extended, and one per key kept alive without a token,
+-- with seat 0's lease (the caller shows it for a key of one seat only).
 SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
+       kept.seats, (CASE WHEN kept.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
        extended.lease_token AS extended_lease_token
 FROM kept
-JOIN key_state AS s ON s.key_id = kept.id
 LEFT JOIN extended ON extended.key_id = kept.id
+JOIN key_state AS s ON s.key_id = kept.id AND s.seat = coalesce(extended.seat, 0)
 -- Found by primary key, whatever the planner guesses of the batch's size.
 WHERE s.key_id = ANY (ARRAY(SELECT kept.id FROM kept));
 
 -- name: KeyReleaseMany :many
 -- Ends the current lease of each key named (or, when the request's lease
--- token is not 0, only the lease it names) and gives the key a new random
--- position. A request with a cooldown (seconds, 0 for none) leaves the key
+-- token is not 0, only the lease it names) and gives the seat a new random
+-- position. A request without a token acts only on a key of one seat: a
+-- key of several has a lease per seat, and the caller must name one. A request with a cooldown (seconds, 0 for none) leaves the key
 -- out of every claimable index until the cooldown ends (KeyEndCooldowns),
 -- and wakes nobody; it counts as free (not under a lease), as history says.
 -- A key that is gone, free, or held under another lease matches no row; the
@@ -325,10 +385,11 @@ WITH request AS (
     SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(lease_tokens)::bigint[]) AS lease_token,
            unnest(sqlc.arg(cooldown_seconds)::float8[]) AS cooldown_seconds
 ), current_lease AS (
-    SELECT c.key_id, c.lease_token, c.blocked_at,
+    SELECT c.key_id, c.seat, c.lease_token, c.blocked_at,
            (SELECT max(r.cooldown_seconds) FROM request AS r
             WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
-                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))) AS cooldown_seconds
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false)
+                    AND (SELECT k.seats FROM keys AS k WHERE k.id = c.key_id) = 1)) AS cooldown_seconds
     FROM key_state AS c
     -- Held is told by blocked_at (see the top of this file): with
     -- lease_token IS NOT NULL the planner walked all of
@@ -337,38 +398,44 @@ WITH request AS (
       AND EXISTS (
           SELECT 1 FROM request AS r
           WHERE r.id = c.key_id AND (r.lease_token = c.lease_token
-                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false))
+                 OR r.lease_token = 0 AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = c.pool), false)
+                    AND (SELECT k.seats FROM keys AS k WHERE k.id = c.key_id) = 1)
       )
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
-    ORDER BY c.key_id
+    ORDER BY c.key_id, c.seat
     FOR UPDATE
 ), released AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        last_lease_token = s.lease_token,
         cooling_until = CASE WHEN current_lease.cooldown_seconds > 0
                              THEN now() + current_lease.cooldown_seconds * interval '1 second' END
     FROM current_lease
-    WHERE s.key_id = current_lease.key_id
+    WHERE s.key_id = current_lease.key_id AND s.seat = current_lease.seat
     RETURNING s.*, current_lease.lease_token AS ended_lease_token,
         extract(epoch FROM now() - current_lease.blocked_at)::float8 AS ended_lease_seconds
 ), claimable AS (
-    -- Labelled keys freed without a cooldown are claimable by label again.
+    -- Labelled seats freed without a cooldown are claimable by label again.
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled AND released.cooling_until IS NULL))
+      AND l.seat = ANY (ARRAY(SELECT released.seat FROM released WHERE released.labelled AND released.cooling_until IS NULL))
+      AND EXISTS (SELECT 1 FROM released
+                  WHERE released.key_id = l.key_id AND released.seat = l.seat AND released.cooling_until IS NULL)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
-    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now()
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown, seat)
+    SELECT released.key_id, released.pool, 'released', released.ended_lease_token, released.cooling_until - now(), released.seat
     FROM released
 ), counted AS (
     -- Pools in order: see KeyReleaseEndedLeases.
-    INSERT INTO pool_count_changes (pool, keys, blocked)
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT released.pool, 0,
            -announce_freed(released.pool, count(*) FILTER (WHERE released.cooling_until IS NULL))
-           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL)
+           - count(*) FILTER (WHERE released.cooling_until IS NOT NULL), 0
     FROM released
     GROUP BY released.pool ORDER BY released.pool
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (released.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        released.times_assigned, released.lease_token, released.blocked_at, released.lease_expires_at, released.cooling_until,
        released.ended_lease_token, released.ended_lease_seconds
 FROM released
@@ -394,16 +461,22 @@ WITH state AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+    -- One event for the key, and one for each other seat that was held,
+    -- so that every lease it ended has an end with its token.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -1, -count(state.lease_token) FROM state GROUP BY state.pool
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -1, -count(state.lease_token), -count(*) FROM state GROUP BY state.pool
 )
 SELECT deleted.id, deleted.pool, deleted.created_at, deleted.expires_at, deleted.last_keep_alive_at, deleted.labels, deleted.name, deleted.secret_hint,
-       state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
+       deleted.seats, (SELECT count(held.lease_token) FROM state AS held)::int AS seats_held,
+       (SELECT coalesce(sum(all_seats.times_assigned), 0) FROM state AS all_seats)::bigint AS times_assigned,
+       -- A key of one seat shows the lease it had (see KeyGet).
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM deleted
-JOIN state ON state.key_id = deleted.id;
+LEFT JOIN state AS one ON one.key_id = deleted.id AND one.seat = 0 AND deleted.seats = 1;
 
 -- name: KeyReleaseEndedLeases :many
 -- One batch of the background job: frees up to max keys whose lease has
@@ -424,7 +497,7 @@ JOIN state ON state.key_id = deleted.id;
 -- every pass (20,368 buffers for a batch that found nothing, after 10,000
 -- cycles). Starting just below the previous pass's time skips them.
 WITH ended AS (
-    SELECT c.key_id, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce(sqlc.narg(since)::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -432,18 +505,22 @@ WITH ended AS (
     FOR UPDATE SKIP LOCKED
 ), released AS (
     UPDATE key_state AS s
-    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random()
-    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool, s.labelled
+    SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
+        last_lease_token = s.lease_token
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT released.key_id FROM released WHERE released.labelled))
+      AND l.seat = ANY (ARRAY(SELECT released.seat FROM released WHERE released.labelled))
+      AND EXISTS (SELECT 1 FROM released WHERE released.key_id = l.key_id AND released.seat = l.seat)
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token FROM ended
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT ended.key_id, ended.pool, 'lease_expired', ended.lease_token, ended.seat FROM ended
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT released.pool, 0, -announce_freed(released.pool, count(*)) FROM released
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT released.pool, 0, -announce_freed(released.pool, count(*)), 0 FROM released
     GROUP BY released.pool ORDER BY released.pool
 ), per_pool AS (
     SELECT ended.pool, count(*) AS released,
@@ -472,25 +549,33 @@ WITH expired AS (
     -- An array, not a join: see KeyClaim.
     WHERE s.key_id = ANY (ARRAY(SELECT expired.id FROM expired))
     FOR UPDATE SKIP LOCKED
+), complete AS (
+    -- Keys all of whose seats are locked: a key with a seat that a request
+    -- holds locked is left whole to the next pass.
+    SELECT expired_state.key_id FROM expired_state
+    GROUP BY expired_state.key_id
+    HAVING count(*) = (SELECT k.seats FROM keys AS k WHERE k.id = expired_state.key_id)
 ), state AS (
     DELETE FROM key_state AS s
-    WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token, s.cooling_until, s.labelled
+    WHERE s.key_id = ANY (ARRAY(SELECT complete.key_id FROM complete))
+    RETURNING s.key_id, s.seat, s.pool, s.lease_token, s.cooling_until, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
-    WHERE k.id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
+    WHERE k.id = ANY (ARRAY(SELECT complete.key_id FROM complete))
 ), labels AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
-SELECT count(*) FROM state;
+SELECT count(*) FILTER (WHERE state.seat = 0) FROM state;
 
 -- name: KeyCountExpiring :many
 -- Live keys per pool whose life ends within the given number of seconds: a
@@ -515,11 +600,24 @@ WITH page AS (
     LIMIT sqlc.arg(max)::int
 )
 SELECT page.id, page.pool, page.created_at, page.expires_at, page.last_keep_alive_at, page.labels, page.name, page.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       page.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM page
-JOIN key_state AS s ON s.key_id = page.id
--- The page's lease states by primary key: see KeyClaim.
-WHERE s.key_id = ANY (ARRAY(SELECT page.id FROM page))
+-- Each key's seats and lease, as in KeyGet.
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = page.id
+) AS s ON true
+-- Laterals that the planner cannot turn into joins (an aggregate, a
+-- limit), so that each is a lookup per key of the page: as a join, the
+-- planner hashed a scan of all of key_state.
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = page.id AND o.seat = 0 AND page.seats = 1
+    LIMIT 1
+) AS one ON true
 ORDER BY page.id;
 
 -- name: KeyLockPoolSecrets :exec
@@ -548,10 +646,11 @@ WITH input AS (
     -- Unnests in one select list advance together, pairing the arrays.
     SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(labels)::text[]) AS labels,
            unnest(sqlc.arg(ciphertexts)::bytea[]) AS ciphertext, unnest(sqlc.arg(digests)::bytea[]) AS digest,
-           unnest(sqlc.arg(names)::text[]) AS name, unnest(sqlc.arg(hints)::text[]) AS hint
+           unnest(sqlc.arg(names)::text[]) AS name, unnest(sqlc.arg(hints)::text[]) AS hint,
+           unnest(sqlc.arg(seats)::int[]) AS seats
 ), created AS (
-    INSERT INTO keys (id, pool, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
-    SELECT input.id, sqlc.arg(pool)::text,
+    INSERT INTO keys (id, pool, seats, expires_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint)
+    SELECT input.id, sqlc.arg(pool)::text, input.seats,
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
            nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
@@ -568,14 +667,17 @@ WITH input AS (
     )
     RETURNING *
 ), state AS (
-    INSERT INTO key_state (key_id, pool, labelled)
-    SELECT created.id, created.pool, created.labels IS NOT NULL FROM created
+    -- One row per seat.
+    INSERT INTO key_state (key_id, seat, pool, labelled)
+    SELECT created.id, seat.seat, created.pool, created.labels IS NOT NULL
+    FROM created CROSS JOIN LATERAL generate_series(0, created.seats - 1) AS seat (seat)
     RETURNING *
 ), labelled AS (
-    INSERT INTO key_labels (key_id, pool, label)
-    SELECT l.key_id, sqlc.arg(pool)::text, l.label
+    -- Each label on each seat.
+    INSERT INTO key_labels (key_id, seat, pool, label)
+    SELECT state.key_id, state.seat, sqlc.arg(pool)::text, l.label
     FROM (SELECT unnest(sqlc.arg(label_key_ids)::uuid[]) AS key_id, unnest(sqlc.arg(label_texts)::text[]) AS label) AS l
-    WHERE l.key_id = ANY (ARRAY(SELECT created.id FROM created))
+    JOIN state ON state.key_id = l.key_id
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
     SELECT created.id, created.pool, 'created' FROM created
@@ -584,13 +686,15 @@ WITH input AS (
     INSERT INTO pool_count_totals AS t (pool) VALUES (sqlc.arg(pool)::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT sqlc.arg(pool)::text, announce_freed(sqlc.arg(pool)::text, count(*)), 0 FROM created HAVING count(*) > 0
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT sqlc.arg(pool)::text, count(*), 0, announce_freed(sqlc.arg(pool)::text, sum(created.seats))
+    FROM created HAVING count(*) > 0
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
+       created.seats, 0::int AS seats_held,
        state.times_assigned, state.lease_token, state.blocked_at, state.lease_expires_at, state.cooling_until
 FROM created
-JOIN state ON state.key_id = created.id;
+JOIN state ON state.key_id = created.id AND state.seat = 0;
 
 -- name: KeyEndCooldowns :one
 -- One batch of the background job: ends up to max cooldowns that are over,
@@ -600,7 +704,7 @@ JOIN state ON state.key_id = created.id;
 -- key already counts as free). SKIP LOCKED leaves rows that a request is
 -- deleting to the next pass.
 WITH ended AS (
-    SELECT c.key_id FROM key_state AS c
+    SELECT c.ctid FROM key_state AS c
     WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
     ORDER BY c.cooling_until
     LIMIT sqlc.arg(max)::int
@@ -608,11 +712,14 @@ WITH ended AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = NULL, position = random()
-    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
-    RETURNING s.key_id, s.pool, s.labelled
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
     WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+      AND l.seat = ANY (ARRAY(SELECT cooled.seat FROM cooled WHERE cooled.labelled))
+      AND EXISTS (SELECT 1 FROM cooled WHERE cooled.key_id = l.key_id AND cooled.seat = l.seat)
 ), announced AS (
     SELECT announce_freed(cooled.pool, count(*)) AS freed FROM cooled
     GROUP BY cooled.pool ORDER BY cooled.pool
@@ -676,41 +783,52 @@ ORDER BY 1, 2;
 -- name: KeyGetByName :one
 -- The live key of the pool with this name: one probe of keys_pool_name_idx.
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
-       s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until
+       k.seats, s.seats_held,
+       coalesce(s.times_assigned, 0)::bigint AS times_assigned,
+       one.lease_token, one.blocked_at, one.lease_expires_at, one.cooling_until
 FROM keys AS k
-JOIN key_state AS s ON s.key_id = k.id
+-- The key's seats, one range of key_state_pkey.
+LEFT JOIN LATERAL (
+    SELECT count(c.blocked_at)::int AS seats_held, sum(c.times_assigned)::bigint AS times_assigned
+    FROM key_state AS c
+    WHERE c.key_id = k.id
+) AS s ON true
+-- A key of one seat shows that seat's lease; a key of several has a lease
+-- per seat and shows none here (each is read with its token: KeyGetLease).
+LEFT JOIN LATERAL (
+    SELECT o.lease_token, o.blocked_at, o.lease_expires_at, o.cooling_until FROM key_state AS o
+    WHERE o.key_id = k.id AND o.seat = 0 AND k.seats = 1
+    -- One row; the limit also keeps the planner from making it a join.
+    LIMIT 1
+) AS one ON true
 WHERE k.pool = sqlc.arg(pool)::text AND k.name = sqlc.arg(name)::text AND (k.expires_at IS NULL OR k.expires_at > now());
 
 -- name: KeyCooldownAfterLease :one
--- A cooldown sent with the token of the key's most recent lease after that
--- lease has ended: while the key is free, it cools down from now (never
+-- A cooldown sent with the token of a seat's most recent lease after that
+-- lease has ended: while the seat is free, it cools down from now (never
 -- shorter than a cooldown it already has), leaves the label indexes, and
--- the cooldown is recorded (cooled_down). The most recent lease is the
--- key's latest assigned event: a walk back along key_events_key_id_at_idx
--- over the few events since. A key held under another lease, or whose
--- latest lease is not the one named, matches no row.
-WITH latest AS (
-    SELECT e.lease_token FROM key_events AS e
-    WHERE e.key_id = sqlc.arg(id)::uuid AND e.event = 'assigned'
-    ORDER BY e.at DESC
-    LIMIT 1
-), cooled AS (
+-- the cooldown is recorded (cooled_down). The seat's most recent lease is
+-- its last_lease_token, which every release sets; the key's seats are one
+-- range of key_state_pkey. A seat held under another lease, or whose most
+-- recent lease is not the one named, matches no row.
+WITH cooled AS (
     UPDATE key_state AS s
     SET cooling_until = greatest(s.cooling_until, now() + sqlc.arg(cooldown_seconds)::float8 * interval '1 second')
     WHERE s.key_id = sqlc.arg(id)::uuid AND s.blocked_at IS NULL
-      AND (SELECT latest.lease_token FROM latest) = sqlc.arg(lease_token)::bigint
+      AND s.last_lease_token IS NOT DISTINCT FROM sqlc.arg(lease_token)::bigint
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
     RETURNING s.*
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
-    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+    WHERE l.key_id = sqlc.arg(id)::uuid AND l.seat = ANY (ARRAY(SELECT cooled.seat FROM cooled WHERE cooled.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown)
+    INSERT INTO key_events (key_id, pool, event, lease_token, cooldown, seat)
     SELECT cooled.key_id, cooled.pool, 'cooled_down', sqlc.arg(lease_token)::bigint,
-           sqlc.arg(cooldown_seconds)::float8 * interval '1 second'
+           sqlc.arg(cooldown_seconds)::float8 * interval '1 second', cooled.seat
     FROM cooled
 )
 SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.name, k.secret_hint,
+       k.seats, (CASE WHEN k.seats = 1 THEN (cooled.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        cooled.times_assigned, cooled.lease_token, cooled.blocked_at, cooled.lease_expires_at, cooled.cooling_until
 FROM cooled
 JOIN keys AS k ON k.id = cooled.key_id
@@ -766,13 +884,16 @@ WITH page AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state GROUP BY state.pool
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
+    GROUP BY state.pool
 )
-SELECT count(*)::int FROM state;
+SELECT (count(*) FILTER (WHERE state.seat = 0))::int FROM state;
 
 -- name: KeyDeleteExpiredByID :one
 -- Deletes the keys named whose life has ended, as the background job does
@@ -784,12 +905,12 @@ WITH expired_state AS (
     SELECT s.key_id FROM key_state AS s
     WHERE s.key_id = ANY (sqlc.arg(ids)::uuid[])
       AND (SELECT k.expires_at FROM keys AS k WHERE k.id = s.key_id) <= now()
-    ORDER BY s.key_id
+    ORDER BY s.key_id, s.seat
     FOR UPDATE
 ), state AS (
     DELETE FROM key_state AS s
     WHERE s.key_id = ANY (ARRAY(SELECT expired_state.key_id FROM expired_state))
-    RETURNING s.key_id, s.pool, s.lease_token, s.labelled
+    RETURNING s.key_id, s.seat, s.pool, s.lease_token, s.labelled
 ), deleted AS (
     DELETE FROM keys AS k
     WHERE k.id = ANY (ARRAY(SELECT state.key_id FROM state))
@@ -797,14 +918,16 @@ WITH expired_state AS (
     DELETE FROM key_labels AS l
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event, lease_token)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token FROM state
+    -- As KeyDelete: one event for the key, one for each other seat held.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
-    INSERT INTO pool_count_changes (pool, keys, blocked)
-    SELECT state.pool, -count(*), -count(state.lease_token) FROM state
+    INSERT INTO pool_count_changes (pool, keys, blocked, seats)
+    SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
     GROUP BY state.pool ORDER BY state.pool
 )
-SELECT count(*)::int FROM state;
+SELECT (count(*) FILTER (WHERE state.seat = 0))::int FROM state;
 
 -- name: KeySecretsRemainUnder :one
 -- Whether any key's secret is still sealed under the given encryption key,

@@ -4,13 +4,14 @@
 
 -- name: PoolCountsList :many
 -- Counts of every pool that has keys.
-SELECT pool, keys, blocked
+SELECT pool, keys, blocked, seats
 FROM pool_counts
 WHERE keys <> 0
 ORDER BY pool;
 
 -- name: PoolCountsGet :one
-SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked
+SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked,
+       coalesce(sum(seats), 0)::bigint AS seats
 FROM pool_counts
 WHERE pool = sqlc.arg(pool)::text;
 
@@ -41,15 +42,18 @@ WITH fold_lock AS (
     DELETE FROM pool_count_changes AS c
     USING pool_count_totals AS t
     WHERE (SELECT fold_lock.held FROM fold_lock) AND c.pool = t.pool AND c.xid >= t.horizon
-    RETURNING c.pool, c.keys, c.blocked
+    RETURNING c.pool, c.keys, c.blocked, c.seats
 ), sums AS (
-    SELECT moved.pool, sum(moved.keys) AS keys, sum(moved.blocked) AS blocked, count(*) AS changes
+    -- A change without seats is one of keys of one seat each (migration 00013).
+    SELECT moved.pool, sum(moved.keys) AS keys, sum(moved.blocked) AS blocked,
+           sum(coalesce(moved.seats, moved.keys)) AS seats, count(*) AS changes
     FROM moved
     GROUP BY moved.pool
 ), folded AS (
     UPDATE pool_count_totals AS t
     SET keys = t.keys + sums.keys,
         blocked = t.blocked + sums.blocked,
+        seats = t.seats + sums.seats,
         horizon = greatest(t.horizon, (SELECT horizon.xid FROM horizon))
     FROM sums
     WHERE t.pool = sums.pool

@@ -3,14 +3,14 @@
 
 -- name: PoolGet :one
 SELECT p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-       p.created_at, p.updated_at
+       p.created_at, p.updated_at, p.seats
 FROM pools AS p
 WHERE p.name = sqlc.arg(name)::text;
 
 -- name: PoolList :many
 -- Every pool that has a policy, in name order.
 SELECT p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-       p.created_at, p.updated_at
+       p.created_at, p.updated_at, p.seats
 FROM pools AS p
 ORDER BY p.name;
 
@@ -23,16 +23,16 @@ SELECT p.key_ttl, p.keys_stay FROM pools AS p WHERE p.name = sqlc.arg(name)::tex
 
 -- name: PoolPut :one
 -- Creates or replaces the pool's policy.
-INSERT INTO pools AS p (name, key_ttl, keys_stay, lease_ttl, max_lease_ttl, require_lease_token, max_wait)
+INSERT INTO pools AS p (name, key_ttl, keys_stay, lease_ttl, max_lease_ttl, require_lease_token, max_wait, seats)
 VALUES (sqlc.arg(name)::text, sqlc.narg(key_ttl)::interval, sqlc.arg(keys_stay)::boolean,
         sqlc.narg(lease_ttl)::interval, sqlc.narg(max_lease_ttl)::interval,
-        sqlc.arg(require_lease_token)::boolean, sqlc.narg(max_wait)::interval)
+        sqlc.arg(require_lease_token)::boolean, sqlc.narg(max_wait)::interval, sqlc.narg(seats)::int)
 ON CONFLICT (name) DO UPDATE
 SET key_ttl = excluded.key_ttl, keys_stay = excluded.keys_stay, lease_ttl = excluded.lease_ttl,
     max_lease_ttl = excluded.max_lease_ttl, require_lease_token = excluded.require_lease_token,
-    max_wait = excluded.max_wait, updated_at = now()
+    max_wait = excluded.max_wait, seats = excluded.seats, updated_at = now()
 RETURNING p.name, p.key_ttl, p.keys_stay, p.lease_ttl, p.max_lease_ttl, p.require_lease_token, p.max_wait,
-          p.created_at, p.updated_at;
+          p.created_at, p.updated_at, p.seats;
 
 -- name: PoolCreateIfAbsent :one
 -- Gives a pool that has none the policy of an import of secrets: keys that

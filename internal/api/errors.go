@@ -69,6 +69,10 @@ var errorTable = []struct {
 	// The details of duplicates name the key of the request.
 	{err: store.ErrDuplicateSecret, status: http.StatusConflict, code: "duplicate_secret", title: "Duplicate secret"},
 	{err: store.ErrDuplicateName, status: http.StatusConflict, code: "duplicate_name", title: "Duplicate key name"},
+	// Before ErrLeaseTokenRequired, which it wraps.
+	{err: store.ErrSeatLeaseRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
+		detail: "The key has several seats, each with its own lease: a release names the lease with its token (If-Match or ?lease=). Nothing was changed."},
+	{err: store.ErrInvalidSeats, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
 	{err: store.ErrLeaseTokenRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
 		detail: "The key's pool requires the lease token (If-Match or ?lease=) for releases and keep-alives. Nothing was changed."},
 	{err: store.ErrPoolNotEmpty, status: http.StatusConflict, code: "pool_not_empty", title: "Pool has keys",

@@ -41,6 +41,9 @@ var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // count and keys are exclusive.
 type createRequest struct {
 	Count *int `json:"count"`
+	// Seats, with count: the seats of each key (default: the pool's
+	// policy's, or 1).
+	Seats *int `json:"seats"`
 	// Pool is nil when the body names none.
 	Pool *string          `json:"pool"`
 	Keys *[]newKeyRequest `json:"keys"`
@@ -57,6 +60,8 @@ type newKeyRequest struct {
 	Secret *string           `json:"secret"`
 	Name   *string           `json:"name"`
 	Labels map[string]string `json:"labels"`
+	// Seats of the key (default: the pool's policy's, or 1).
+	Seats *int `json:"seats"`
 }
 
 func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
@@ -74,6 +79,9 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Keys != nil {
+		if req.Seats != nil {
+			return invalid(errInvalidBody, "seats goes with count; with keys, give each key its seats")
+		}
 		return a.createListedKeys(w, r, pool, req)
 	}
 	if req.SkipExisting || req.KeyTTL != nil {
@@ -86,7 +94,13 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 			return invalid(errInvalidBody, "count must be between 1 and %d, got %d", store.MaxCreate, count)
 		}
 	}
-	keys, err := a.store.Create(r.Context(), pool, count)
+	seats := 0
+	if req.Seats != nil {
+		if seats = *req.Seats; seats < 1 || seats > store.MaxSeats {
+			return invalid(errInvalidBody, "seats must be between 1 and %d, got %d", store.MaxSeats, seats)
+		}
+	}
+	keys, err := a.store.CreateSeats(r.Context(), pool, count, seats)
 	if err != nil {
 		return err
 	}
@@ -141,6 +155,12 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 			}
 		}
 		keys[i].Labels = k.Labels
+		if k.Seats != nil {
+			if *k.Seats < 1 || *k.Seats > store.MaxSeats {
+				return invalid(errInvalidBody, "keys[%d].seats must be between 1 and %d, got %d", i, store.MaxSeats, *k.Seats)
+			}
+			keys[i].Seats = *k.Seats
+		}
 		if k.Name != nil {
 			if err := store.ValidateName(*k.Name); err != nil {
 				return invalid(errInvalidBody, "keys[%d].name: %s", i, strings.TrimPrefix(err.Error(), store.ErrInvalidName.Error()+": "))

@@ -76,11 +76,13 @@ func durationText(d *time.Duration) *string {
 // sets), what applies (the server's settings where it sets nothing), and
 // its counts.
 type poolBody struct {
-	Pool      string          `json:"pool"`
-	HasPolicy bool            `json:"hasPolicy"`
-	Policy    map[string]any  `json:"policy"`
-	Effective effectiveBody   `json:"effective"`
-	Keys      int64           `json:"keys"`
+	Pool      string         `json:"pool"`
+	HasPolicy bool           `json:"hasPolicy"`
+	Policy    map[string]any `json:"policy"`
+	Effective effectiveBody  `json:"effective"`
+	Keys      int64          `json:"keys"`
+	// Seats counts the seats of the keys; free and held count seats.
+	Seats     int64           `json:"seats"`
 	Free      int64           `json:"free"`
 	Held      int64           `json:"held"`
 	CreatedAt *string         `json:"createdAt"`
@@ -97,6 +99,7 @@ type effectiveBody struct {
 	MaxLeaseTTL       *string `json:"maxLeaseTTL"`
 	RequireLeaseToken bool    `json:"requireLeaseToken"`
 	MaxWait           string  `json:"maxWait"`
+	Seats             int     `json:"seats"`
 }
 
 type poolDeleteBody struct {
@@ -109,9 +112,9 @@ func (a *API) newPoolBody(p store.Policy, hasPolicy bool, counts store.PoolCount
 		Pool: p.Pool, HasPolicy: hasPolicy, Policy: map[string]any{},
 		Effective: effectiveBody{
 			KeyTTL: durationText(e.KeyTTL), LeaseTTL: e.LeaseTTL.String(), MaxLeaseTTL: durationText(e.MaxLeaseTTL),
-			RequireLeaseToken: e.RequireLeaseToken, MaxWait: e.MaxWait.String(),
+			RequireLeaseToken: e.RequireLeaseToken, MaxWait: e.MaxWait.String(), Seats: e.Seats,
 		},
-		Keys: counts.Keys, Free: counts.Free(), Held: counts.Held,
+		Keys: counts.Keys, Seats: counts.Seats, Free: counts.Free(), Held: counts.Held,
 	}
 	if !hasPolicy {
 		return body
@@ -130,6 +133,9 @@ func (a *API) newPoolBody(p store.Policy, hasPolicy bool, counts store.PoolCount
 	}
 	if p.RequireLeaseToken {
 		body.Policy["requireLeaseToken"] = true
+	}
+	if p.Seats != nil {
+		body.Policy["seats"] = *p.Seats
 	}
 	return body
 }
@@ -216,11 +222,12 @@ func (a *API) putPool(w http.ResponseWriter, r *http.Request) error {
 		MaxLeaseTTL       *string         `json:"maxLeaseTTL"`
 		RequireLeaseToken *bool           `json:"requireLeaseToken"`
 		MaxWait           *string         `json:"maxWait"`
+		Seats             *int            `json:"seats"`
 	}
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	p := store.Policy{Pool: pool, RequireLeaseToken: req.RequireLeaseToken != nil && *req.RequireLeaseToken}
+	p := store.Policy{Pool: pool, RequireLeaseToken: req.RequireLeaseToken != nil && *req.RequireLeaseToken, Seats: req.Seats}
 	switch raw := strings.TrimSpace(string(req.KeyTTL)); raw {
 	case "":
 	case "null":

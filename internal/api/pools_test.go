@@ -126,7 +126,7 @@ func TestPoolPolicyGovernsLeases(t *testing.T) {
 
 	// Bad policies change nothing.
 	for _, body := range []string{`{"leaseTTL": "soon"}`, `{"leaseTTL": "2s", "maxLeaseTTL": "1s"}`, `{"maxWait": "2m"}`,
-		`{"keyTTL": 5}`, `{"seats": 2}`, `{"leaseTTL": "-1s"}`} {
+		`{"keyTTL": 5}`, `{"seats": 0}`, `{"seats": 1001}`, `{"seats": "2"}`, `{"leaseTTL": "-1s"}`} {
 		requireProblem(t, do(t, "PUT", srv.url+"/pools/strict", body), http.StatusBadRequest, "invalid_body")
 	}
 	require.Equal(t, put.body["policy"], do(t, "GET", srv.url+"/pools/strict", "").body["policy"])

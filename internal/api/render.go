@@ -38,6 +38,11 @@ type keyBody struct {
 	LeaseExpiresAt  *string `json:"leaseExpiresAt"`
 	LastKeepAliveAt *string `json:"lastKeepAliveAt"`
 	TimesAssigned   int64   `json:"timesAssigned"`
+	// Seats is how many leases may hold the key at once.
+	Seats int `json:"seats"`
+	// SeatsHeld is how many are held; only where the key is read as a
+	// whole (GET /keys/{id} without a token, by name, in a list).
+	SeatsHeld *int `json:"seatsHeld,omitempty"`
 	// Name of the key, unique in its pool; null for none.
 	Name *string `json:"name"`
 	// SecretHint is the last four characters of the key's secret; null
@@ -68,6 +73,8 @@ func newKeyBody(k store.Key) keyBody {
 		LeaseExpiresAt:  formatTimePtr(k.LeaseExpiresAt),
 		LastKeepAliveAt: formatTimePtr(k.LastKeepAliveAt),
 		TimesAssigned:   k.TimesClaimed,
+		Seats:           k.Seats,
+		SeatsHeld:       k.SeatsHeld,
 		Labels:          k.Labels,
 		CoolingUntil:    formatTimePtr(k.CoolingUntil),
 	}

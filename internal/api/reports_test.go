@@ -83,10 +83,10 @@ func TestReportsOfADrivenSequence(t *testing.T) {
 		stats := do(t, "GET", long.url+"/stats", "")
 		require.Equal(t, http.StatusOK, stats.status, stats.raw)
 		require.Equal(t, []any{
-			map[string]any{"pool": "o", "total": 3.0, "free": 3.0, "blocked": 0.0, "expiringWithinMinute": 1.0},
-			map[string]any{"pool": "r", "total": 3.0, "free": 2.0, "blocked": 1.0, "expiringWithinMinute": 0.0},
+			map[string]any{"pool": "o", "total": 3.0, "seats": 3.0, "free": 3.0, "blocked": 0.0, "expiringWithinMinute": 1.0},
+			map[string]any{"pool": "r", "total": 3.0, "seats": 3.0, "free": 2.0, "blocked": 1.0, "expiringWithinMinute": 0.0},
 		}, stats.body["pools"])
-		require.Equal(t, map[string]any{"total": 6.0, "free": 5.0, "blocked": 1.0, "expiringWithinMinute": 1.0}, stats.body["total"])
+		require.Equal(t, map[string]any{"total": 6.0, "seats": 6.0, "free": 5.0, "blocked": 1.0, "expiringWithinMinute": 1.0}, stats.body["total"])
 
 		resp, err := http.Get(long.url + "/metrics")
 		require.NoError(t, err)

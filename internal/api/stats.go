@@ -8,11 +8,13 @@ import (
 // expiringWindow is how far ahead GET /stats counts keys about to expire.
 const expiringWindow = time.Minute
 
-// poolStats are the live counts of one pool, or of all of them. Blocked
-// counts the held keys under its published name ("Words" in the README).
+// poolStats are the live counts of one pool, or of all of them: keys, and
+// their seats, free and held. Blocked counts the held seats under its
+// published name ("Words" in the README).
 type poolStats struct {
 	Pool                 string `json:"pool,omitempty"`
 	Total                int64  `json:"total"`
+	Seats                int64  `json:"seats"`
 	Free                 int64  `json:"free"`
 	Blocked              int64  `json:"blocked"`
 	ExpiringWithinMinute int64  `json:"expiringWithinMinute"`
@@ -36,9 +38,10 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) error {
 		Total poolStats   `json:"total"`
 	}{Pools: make([]poolStats, len(counts))}
 	for i, c := range counts {
-		p := poolStats{Pool: c.Pool, Total: c.Keys, Free: c.Free(), Blocked: c.Held, ExpiringWithinMinute: expiring[c.Pool]}
+		p := poolStats{Pool: c.Pool, Total: c.Keys, Seats: c.Seats, Free: c.Free(), Blocked: c.Held, ExpiringWithinMinute: expiring[c.Pool]}
 		body.Pools[i] = p
 		body.Total.Total += p.Total
+		body.Total.Seats += p.Seats
 		body.Total.Free += p.Free
 		body.Total.Blocked += p.Blocked
 		body.Total.ExpiringWithinMinute += p.ExpiringWithinMinute

@@ -111,14 +111,21 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 	if err != nil {
 		return failAll[Key](len(reqs), classify(err))
 	}
-	kept := make(map[uuid.UUID]changedKey, len(rows))
+	kept := make(map[uuid.UUID][]changedKey, len(rows))
 	for _, row := range rows {
-		kept[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
+		key := fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
 			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint,
+			Seats: row.Seats, SeatsHeld: row.SeatsHeld,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
-		}), lease: row.ExtendedLeaseToken}
+		})
+		if row.ExtendedLeaseToken == nil && key.Seats > 1 {
+			// Kept alive without a token: a key of several seats has no
+			// one lease to show (the row carries seat 0's).
+			key.LeaseToken, key.ClaimedAt, key.LeaseExpiresAt, key.CoolingUntil = nil, nil, nil, nil
+		}
+		kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
 	}
 	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
 		if req.token == nil {
@@ -155,21 +162,25 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 		}
 		s.cfg.OnLeasesEnded(ended)
 	}
-	released := make(map[uuid.UUID]changedKey, len(rows))
+	released := make(map[uuid.UUID][]changedKey, len(rows))
 	for _, row := range rows {
-		released[row.ID] = changedKey{key: fromRow(dbsqlc.KeyGetRow{
+		released[row.ID] = append(released[row.ID], changedKey{key: fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt,
 			ExpiresAt: row.ExpiresAt, LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint,
+			Seats: row.Seats, SeatsHeld: row.SeatsHeld,
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
-		}), lease: row.EndedLeaseToken}
+		}), lease: row.EndedLeaseToken})
 	}
 	return s.settle(ctx, reqs, released, func(req leaseRequest, current Key) (Key, error) {
 		// Not released although the key lives: its pool requires a token
-		// and none was given, it was free already (a release is
-		// idempotent), or it is held under another lease than the one
-		// named.
+		// and none was given, the key has several seats and none was
+		// given, it was free already (a release is idempotent), or the
+		// lease named is not its seat's current or most recent one.
 		if req.token == nil {
+			if current.Seats > 1 {
+				return Key{}, ErrSeatLeaseRequired
+			}
 			required, err := s.requiresLeaseToken(ctx, current.Pool)
 			switch {
 			case err != nil:
@@ -179,16 +190,41 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 			}
 			return current, nil
 		}
-		if current.LeaseToken != nil && *current.LeaseToken != *req.token {
-			return Key{}, ErrLeaseMismatch
+		// A key of one seat is read as it is (a release of a free key is
+		// idempotent, whatever the token); a key of several, as the lease
+		// named sees it: its seat.
+		lease := current
+		if current.Seats > 1 {
+			var err error
+			if lease, err = s.leaseOf(ctx, req); err != nil {
+				return Key{}, err
+			}
 		}
-		if req.cooldown > 0 && current.LeaseToken == nil {
+		switch {
+		case lease.LeaseToken != nil && *lease.LeaseToken != *req.token:
+			return Key{}, ErrLeaseMismatch
+		case req.cooldown > 0 && lease.LeaseToken == nil:
 			// The lease named ended before its holder sent the cooldown:
-			// it still applies if that was the key's most recent lease.
+			// it still applies if that was its seat's most recent lease.
 			return s.cooldownAfterLease(ctx, req)
 		}
-		return current, nil
+		return lease, nil
 	})
+}
+
+// leaseOf returns a key of several seats as the lease named sees it: its
+// seat, held by it or free since it ended. ErrLeaseMismatch when a later
+// lease has taken its seat (or it was never a lease of the key).
+func (s *Store) leaseOf(ctx context.Context, req leaseRequest) (Key, error) {
+	row, err := s.queries.KeyGetLease(ctx, dbsqlc.KeyGetLeaseParams{ID: req.id, LeaseToken: *req.token})
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// The key lives (settle read it), so the lease is not its seat's.
+		return Key{}, ErrLeaseMismatch
+	case err != nil:
+		return Key{}, classify(err)
+	}
+	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }
 
 // changedKey is a row a batch statement changed, with the lease it acted
@@ -206,14 +242,24 @@ func (c changedKey) answers(req leaseRequest) bool {
 	return req.token == nil || (c.lease != nil && *c.lease == *req.token)
 }
 
+// answer is the change among those of the request's key that answers it.
+func answer(changes []changedKey, req leaseRequest) (changedKey, bool) {
+	for _, c := range changes {
+		if c.answers(req) {
+			return c, true
+		}
+	}
+	return changedKey{}, false
+}
+
 // settle gives each request its outcome: the row the statement changed, or,
 // for a request it did not change, what explain says of the key as it is now
 // (ErrKeyNotFound when it is gone).
-func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID]changedKey,
+func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID][]changedKey,
 	explain func(leaseRequest, Key) (Key, error)) []batch.Result[Key] {
 	results := make([]batch.Result[Key], len(reqs))
 	for i, req := range reqs {
-		if c, ok := changed[req.id]; ok && c.answers(req) {
+		if c, ok := answer(changed[req.id], req); ok {
 			results[i].Value = c.key
 			continue
 		}

@@ -126,12 +126,12 @@ func TestEmptyPoolsLeaveNoCounts(t *testing.T) {
 	require.Zero(t, rows)
 	counts, err := b.store.CountPools(b.ctx)
 	require.NoError(t, err)
-	require.Equal(t, []store.PoolCounts{{Pool: "kept", Keys: 1}}, counts)
+	require.Equal(t, []store.PoolCounts{{Pool: "kept", Keys: 1, Seats: 1}}, counts)
 
 	_, err = b.store.Create(b.ctx, "short-lived", 3)
 	require.NoError(t, err)
 	again, err := b.store.CountPool(b.ctx, "short-lived")
 	require.NoError(t, err)
-	require.Equal(t, store.PoolCounts{Pool: "short-lived", Keys: 3}, again)
+	require.Equal(t, store.PoolCounts{Pool: "short-lived", Keys: 3, Seats: 3}, again)
 	require.Zero(t, sw.RunOnce(b.ctx).EmptyPoolsRemoved)
 }

@@ -94,6 +94,9 @@ type NewKey struct {
 	Name string
 	// Labels of the key; nil for none.
 	Labels map[string]string
+	// Seats is how many leases may hold the key at once; 0: the pool's
+	// policy's, or 1.
+	Seats int
 }
 
 // claimTarget is what a claim asks for: a pool and, optionally, labels
@@ -155,7 +158,8 @@ func (s *Store) openClaimed(rows []dbsqlc.KeyClaimRow) (opened, unopened []Key) 
 	for _, row := range rows {
 		key := fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
-			LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint, TimesAssigned: row.TimesAssigned,
+			LastKeepAliveAt: row.LastKeepAliveAt, Labels: row.Labels, Name: row.Name, SecretHint: row.SecretHint,
+			Seats: row.Seats, SeatsHeld: row.SeatsHeld, TimesAssigned: row.TimesAssigned,
 			LeaseToken: row.LeaseToken, BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt,
 			CoolingUntil: row.CoolingUntil,
 		})
@@ -321,7 +325,7 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	batch := importBatch{
 		ids: make([]uuid.UUID, len(keys)), labels: make([]string, len(keys)), names: make([]string, len(keys)),
 		hints: make([]string, len(keys)), ciphertexts: make([][]byte, len(keys)), digests: make([][]byte, len(keys)),
-		allDigests: make([][][]byte, len(keys)),
+		allDigests: make([][][]byte, len(keys)), seats: make([]int32, len(keys)),
 	}
 	seenSecrets := make(map[string]int)
 	seenNames := make(map[string]int)
@@ -329,6 +333,9 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	for i, k := range keys {
 		id := uuid.New()
 		batch.ids[i] = id
+		if k.Seats != 0 && (k.Seats < 1 || k.Seats > MaxSeats) {
+			return ImportResult{}, fmt.Errorf("%w: keys[%d]: seats must be between 1 and %d, got %d", ErrInvalidSeats, i, MaxSeats, k.Seats)
+		}
 		if k.Name != "" {
 			if err := ValidateName(k.Name); err != nil {
 				return ImportResult{}, fmt.Errorf("keys[%d]: %w", i, err)
@@ -382,6 +389,9 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	if err := s.importSeats(ctx, pool, keys, batch.seats); err != nil {
+		return ImportResult{}, err
+	}
 	var res ImportResult
 	created, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateWithSecretsRow, error) {
 		res = ImportResult{}
@@ -409,9 +419,37 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	return res, nil
 }
 
+// importSeats fills in the seats of each key of an import: its own, or the
+// pool's policy's, or 1; and checks that the call creates no more than
+// MaxCreateSeats.
+func (s *Store) importSeats(ctx context.Context, pool string, keys []NewKey, seats []int32) error {
+	byPolicy := 0
+	total := 0
+	for i, k := range keys {
+		n := k.Seats
+		if n == 0 {
+			if byPolicy == 0 {
+				var err error
+				if byPolicy, err = s.seatsFor(ctx, pool, 0); err != nil {
+					return err
+				}
+			}
+			n = byPolicy
+		}
+		seats[i] = int32(n)
+		total += n
+	}
+	if total > MaxCreateSeats {
+		return fmt.Errorf("%w: these keys have %d seats in all, more than the %d one call creates", ErrInvalidSeats, total, MaxCreateSeats)
+	}
+	return nil
+}
+
 // importBatch is an import's keys as the statement's parallel arrays, by
 // their index in the list.
 type importBatch struct {
+	// seats of each key, resolved (importSeats).
+	seats       []int32
 	ids         []uuid.UUID
 	labels      []string
 	names       []string
@@ -488,7 +526,7 @@ func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b impo
 	}
 	args := dbsqlc.KeyCreateWithSecretsParams{
 		Pool: pool, KeyTtlSeconds: s.cfg.KeyTTL.Seconds(), SecretKeyID: s.cfg.Secrets.CurrentID(),
-		Ids: []uuid.UUID{}, Labels: []string{}, Ciphertexts: [][]byte{}, Digests: [][]byte{}, Names: []string{}, Hints: []string{},
+		Ids: []uuid.UUID{}, Labels: []string{}, Ciphertexts: [][]byte{}, Digests: [][]byte{}, Names: []string{}, Hints: []string{}, Seats: []int32{},
 		AllDigests: [][]byte{}, LabelKeyIds: []uuid.UUID{}, LabelTexts: []string{},
 	}
 	for i, k := range keys {
@@ -501,6 +539,7 @@ func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b impo
 		args.Digests = append(args.Digests, b.digests[i])
 		args.Names = append(args.Names, b.names[i])
 		args.Hints = append(args.Hints, b.hints[i])
+		args.Seats = append(args.Seats, b.seats[i])
 		args.AllDigests = append(args.AllDigests, b.allDigests[i]...)
 		for name, value := range k.Labels {
 			args.LabelKeyIds = append(args.LabelKeyIds, b.ids[i])
@@ -534,11 +573,12 @@ func (s *Store) GetSecret(ctx context.Context, id uuid.UUID, leaseToken int64) (
 	if !row.LeaseCurrent {
 		return Key{}, ErrLeaseMismatch
 	}
-	keyRow, err := s.queries.KeyGet(ctx, id)
+	// The lease's own seat (a key of several seats has a lease per seat).
+	keyRow, err := s.queries.KeyGetLease(ctx, dbsqlc.KeyGetLeaseParams{ID: id, LeaseToken: leaseToken})
 	if err != nil {
 		return Key{}, classify(err)
 	}
-	key := fromRow(keyRow)
+	key := fromRow(dbsqlc.KeyGetRow(keyRow))
 	if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
 		return Key{}, err
 	}

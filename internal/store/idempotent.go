@@ -98,6 +98,8 @@ func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) 
 		LastKeepAliveAt: row.LastKeepAliveAt,
 		Name:            row.Name,
 		SecretHint:      row.SecretHint,
+		Seats:           int(*row.Seats),
+		SeatsHeld:       seatsHeld(row.SeatsHeld),
 		TimesClaimed:    *row.TimesAssigned,
 		LeaseToken:      row.LeaseToken,
 		ClaimedAt:       row.BlockedAt,

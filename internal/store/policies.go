@@ -23,6 +23,9 @@ var (
 	// ErrLeaseTokenRequired: the key's pool requires a lease token for
 	// releases and keep-alives, and none was given. Nothing was changed.
 	ErrLeaseTokenRequired = errors.New("the pool requires a lease token")
+	// ErrSeatLeaseRequired: a release without a lease token on a key of
+	// several seats, which has a lease per seat. Nothing was changed.
+	ErrSeatLeaseRequired = fmt.Errorf("%w: the key has several seats, each with its own lease", ErrLeaseTokenRequired)
 )
 
 // Bounds of a policy's values.
@@ -54,6 +57,9 @@ type Policy struct {
 	RequireLeaseToken bool
 	// MaxWait is the longest a claim may wait for a free key.
 	MaxWait *time.Duration
+	// Seats is how many leases may hold each new key of the pool at once,
+	// unless the key names its own; nil: 1.
+	Seats *int
 	// CreatedAt and UpdatedAt are zero for a pool without a policy.
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -68,11 +74,16 @@ type Effective struct {
 	MaxLeaseTTL       *time.Duration
 	RequireLeaseToken bool
 	MaxWait           time.Duration
+	// Seats of the pool's new keys, unless a key names its own.
+	Seats int
 }
 
 // Effective fills in the server's settings where the policy sets nothing.
 func (s *Store) Effective(p Policy) Effective {
-	e := Effective{LeaseTTL: s.cfg.LeaseTTL, MaxLeaseTTL: p.MaxLeaseTTL, RequireLeaseToken: p.RequireLeaseToken, MaxWait: MaxWait}
+	e := Effective{LeaseTTL: s.cfg.LeaseTTL, MaxLeaseTTL: p.MaxLeaseTTL, RequireLeaseToken: p.RequireLeaseToken, MaxWait: MaxWait, Seats: 1}
+	if p.Seats != nil {
+		e.Seats = *p.Seats
+	}
 	if !p.KeysStay {
 		ttl := s.cfg.KeyTTL
 		if p.KeyTTL != nil {
@@ -106,6 +117,9 @@ func (p Policy) Validate() error {
 		check("maxLeaseTTL", p.MaxLeaseTTL, time.Millisecond, MaxPolicyMaxLeaseTTL),
 		check("maxWait", p.MaxWait, 0, MaxWait),
 		func() error {
+			if p.Seats != nil && (*p.Seats < 1 || *p.Seats > MaxSeats) {
+				return fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidPolicy, MaxSeats, *p.Seats)
+			}
 			if p.KeysStay && p.KeyTTL != nil {
 				return fmt.Errorf("%w: keys either stay or have a keyTTL", ErrInvalidPolicy)
 			}
@@ -190,6 +204,7 @@ func (s *Store) putPolicyTx(ctx context.Context, p Policy, put *Policy) (changed
 		row, err := q.PoolPut(ctx, dbsqlc.PoolPutParams{
 			Name: p.Pool, KeyTtl: interval(p.KeyTTL), KeysStay: p.KeysStay, LeaseTtl: interval(p.LeaseTTL),
 			MaxLeaseTtl: interval(p.MaxLeaseTTL), RequireLeaseToken: p.RequireLeaseToken, MaxWait: interval(p.MaxWait),
+			Seats: seatsArg(p.Seats),
 		})
 		if err != nil {
 			return err
@@ -288,9 +303,26 @@ func policyFromRow(row dbsqlc.Pool) Policy {
 		MaxLeaseTTL:       duration(row.MaxLeaseTtl),
 		RequireLeaseToken: row.RequireLeaseToken,
 		MaxWait:           duration(row.MaxWait),
+		Seats:             seatsOf(row.Seats),
 		CreatedAt:         row.CreatedAt,
 		UpdatedAt:         row.UpdatedAt,
 	}
+}
+
+func seatsArg(n *int) *int32 {
+	if n == nil {
+		return nil
+	}
+	v := int32(*n)
+	return &v
+}
+
+func seatsOf(n *int32) *int {
+	if n == nil {
+		return nil
+	}
+	v := int(*n)
+	return &v
 }
 
 // interval is a duration as PostgreSQL's interval; nil is NULL.

@@ -12,11 +12,14 @@ import (
 type PoolCounts struct {
 	Pool string
 	Keys int64
+	// Seats counts the seats of the keys (one per key of one seat).
+	Seats int64
+	// Held counts the seats under a lease.
 	Held int64
 }
 
-// Free is the number of keys not under a lease.
-func (c PoolCounts) Free() int64 { return c.Keys - c.Held }
+// Free is the number of seats not under a lease.
+func (c PoolCounts) Free() int64 { return c.Seats - c.Held }
 
 // CountPool returns the counts of one pool; an unknown pool has zero keys.
 func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) {
@@ -26,7 +29,7 @@ func (s *Store) CountPool(ctx context.Context, pool string) (PoolCounts, error) 
 	if err != nil {
 		return PoolCounts{}, classify(err)
 	}
-	return PoolCounts{Pool: pool, Keys: row.Keys, Held: row.Blocked}, nil
+	return PoolCounts{Pool: pool, Keys: row.Keys, Seats: row.Seats, Held: row.Blocked}, nil
 }
 
 // PoolKnown reports whether the pool has keys: a claim that found no free
@@ -53,7 +56,7 @@ func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
 	}
 	counts := make([]PoolCounts, len(rows))
 	for i, row := range rows {
-		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Held: row.Blocked}
+		counts[i] = PoolCounts{Pool: row.Pool, Keys: row.Keys, Seats: row.Seats, Held: row.Blocked}
 	}
 	return counts, nil
 }

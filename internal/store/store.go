@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
@@ -40,6 +41,17 @@ var (
 // MaxCreate is the largest number of keys one call creates.
 const MaxCreate = 10000
 
+// MaxSeats is the most seats a key may have.
+const MaxSeats = 1000
+
+// MaxCreateSeats is the most seats, over all its keys, that one call
+// creates: each seat is a row, and one statement writes them all.
+const MaxCreateSeats = 100000
+
+// ErrInvalidSeats: a key's seats are out of range, or one call would
+// create too many seats. Nothing was created.
+var ErrInvalidSeats = errors.New("invalid seats")
+
 // Key is one key of the pool as the database last saw it.
 type Key struct {
 	ID        uuid.UUID
@@ -53,9 +65,17 @@ type Key struct {
 	Name *string
 	// SecretHint is the last four characters of the key's secret, the only
 	// part of it ever shown; nil without a secret, or when it is too short.
-	SecretHint   *string
+	SecretHint *string
+	// Seats is how many leases may hold the key at once (1 .. MaxSeats).
+	Seats int
+	// SeatsHeld is how many of its seats are held; set only where the key
+	// is read as a whole (Get, GetByName, List), nil elsewhere.
+	SeatsHeld *int
+	// TimesClaimed counts the claims of all its seats.
 	TimesClaimed int64
-	// The current lease, all nil when the key is free.
+	// The lease this key was read for (the claim's, the release's, the
+	// keep-alive's), or for a key of one seat read as a whole its current
+	// lease; all nil when there is none.
 	LeaseToken     *int64
 	ClaimedAt      *time.Time
 	LeaseExpiresAt *time.Time
@@ -70,8 +90,12 @@ type Key struct {
 	Secret *string
 }
 
-// Held reports whether the key is under a lease.
-func (k Key) Held() bool { return k.LeaseToken != nil }
+// Held reports whether the key is under the lease it was read for, or, for
+// a key of several seats read as a whole, whether every seat is held (no
+// claim can take it).
+func (k Key) Held() bool {
+	return k.LeaseToken != nil || k.Seats > 1 && k.SeatsHeld != nil && *k.SeatsHeld >= k.Seats
+}
 
 // Config holds the store's settings.
 type Config struct {
@@ -211,18 +235,34 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 	return context.WithTimeout(ctx, s.cfg.QueryTimeout)
 }
 
-// Create creates count free keys in the pool.
+// Create creates count free keys in the pool, each with the seats of the
+// pool's policy (or 1).
 func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, error) {
+	return s.CreateSeats(ctx, pool, count, 0)
+}
+
+// CreateSeats is Create with the seats of each key (0: the pool's
+// policy's, or 1).
+func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) ([]Key, error) {
 	if count < 1 || count > MaxCreate {
 		return nil, fmt.Errorf("count %d out of range 1..%d", count, MaxCreate)
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
+	seats, err := s.seatsFor(ctx, pool, seats)
+	if err != nil {
+		return nil, err
+	}
+	if count*seats > MaxCreateSeats {
+		return nil, fmt.Errorf("%w: %d keys of %d seats are %d seats, more than the %d one call creates",
+			ErrInvalidSeats, count, seats, count*seats, MaxCreateSeats)
+	}
 	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateRow, error) {
 		return s.queries.KeyCreate(ctx, dbsqlc.KeyCreateParams{
 			Pool:          pool,
 			KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
 			Count:         int32(count),
+			Seats:         int32(seats),
 		})
 	})
 	if err != nil {
@@ -233,6 +273,27 @@ func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, erro
 		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return keys, nil
+}
+
+// seatsFor resolves the seats of new keys: those asked for (checked), or
+// else the pool's policy's, or else 1.
+func (s *Store) seatsFor(ctx context.Context, pool string, seats int) (int, error) {
+	if seats != 0 {
+		if seats < 1 || seats > MaxSeats {
+			return 0, fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidSeats, MaxSeats, seats)
+		}
+		return seats, nil
+	}
+	row, err := s.queries.PoolGet(ctx, pool)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 1, nil
+	case err != nil:
+		return 0, classify(err)
+	case row.Seats != nil:
+		return int(*row.Seats), nil
+	}
+	return 1, nil
 }
 
 // Claim claims a random free key of the pool under a new lease; with
@@ -450,5 +511,17 @@ func fromRow(row dbsqlc.KeyGetRow) Key {
 		CoolingUntil:    row.CoolingUntil,
 		Name:            row.Name,
 		SecretHint:      row.SecretHint,
+		Seats:           int(row.Seats),
+		SeatsHeld:       seatsHeld(row.SeatsHeld),
 	}
+}
+
+// seatsHeld is a statement's seats_held: -1 where the statement does not
+// count them.
+func seatsHeld(n int32) *int {
+	if n < 0 {
+		return nil
+	}
+	v := int(n)
+	return &v
 }

@@ -110,7 +110,7 @@ func TestCreateGetAndCounts(t *testing.T) {
 	require.NoError(t, err)
 	counts, err := b.store.CountPool(b.ctx, "alpha")
 	require.NoError(t, err)
-	require.Equal(t, store.PoolCounts{Pool: "alpha", Keys: 25, Held: 1}, counts)
+	require.Equal(t, store.PoolCounts{Pool: "alpha", Keys: 25, Seats: 25, Held: 1}, counts)
 	require.EqualValues(t, 24, counts.Free())
 
 	empty, err := b.store.CountPool(b.ctx, "nothing-here")

@@ -747,6 +747,12 @@ export interface components {
         CreateKeysRequest: {
             /** @description How many keys to create; the answer is then a batch. */
             count?: number;
+            /**
+             * @description With `count` (or alone, for one key): the seats of each key
+             *     created. Default: the pool's policy's `seats`, or 1. One request
+             *     creates at most 100,000 seats in all.
+             */
+            seats?: number;
             pool?: components["schemas"]["PoolName"];
             /**
              * @description With `keys`: leave out the keys whose secret or name a key of the
@@ -781,6 +787,8 @@ export interface components {
             secret?: string;
             name?: components["schemas"]["KeyName"];
             labels?: components["schemas"]["Labels"];
+            /** @description The key's seats. Default, the pool's policy's `seats`, or 1. */
+            seats?: number;
         };
         /**
          * @description Labels of a key, name to value (at most 16). Names are 1 to 63
@@ -820,11 +828,34 @@ export interface components {
          *     whose secret is shorter than 12 characters.
          */
         SecretHint: string | null;
-        /** @description A key. Its lease token is shown only to the client that claimed it. */
+        /**
+         * @description How many leases may hold the key at once, each with its own token,
+         *     deadline and keep-alives. A key of one seat is held by one client at
+         *     a time; a release without a token is refused on a key of several
+         *     (`428 lease_token_required`), since it cannot tell the leases apart.
+         */
+        Seats: number;
+        /**
+         * @description How many of the key's seats are held. Shown where the key is read as
+         *     a whole (`GET /keys/{id}` without a token, by name, in a list, and
+         *     for a key of one seat everywhere); left out where counting the seats
+         *     of a key of several would cost a read of each.
+         */
+        SeatsHeld: number;
+        /**
+         * @description A key. Its lease token is shown only to the client that claimed it.
+         *     The lease fields describe the lease the answer is about; a key of
+         *     several seats read as a whole has a lease per seat and shows none
+         *     (`seatsHeld` counts them).
+         */
         Key: {
             keyId: components["schemas"]["KeyId"];
             pool: components["schemas"]["PoolName"];
-            /** @description Whether the key is held under a lease. */
+            /**
+             * @description Whether the key is held under the lease this answer is about (a
+             *     release's, a keep-alive's, the one named by a token). A key of
+             *     several seats read as a whole is blocked when every seat is held.
+             */
             isBlocked: boolean;
             blockedAt: components["schemas"]["NullableTime"];
             createdAt: components["schemas"]["Time"];
@@ -838,9 +869,11 @@ export interface components {
             secret?: components["schemas"]["Secret"];
             /**
              * Format: int64
-             * @description How many times the key was claimed.
+             * @description How many times the key (any of its seats) was claimed.
              */
             timesAssigned: number;
+            seats: components["schemas"]["Seats"];
+            seatsHeld?: components["schemas"]["SeatsHeld"];
         };
         /** @description A key just claimed, with the token of its new lease. */
         LeasedKey: {
@@ -860,9 +893,11 @@ export interface components {
             secret?: components["schemas"]["Secret"];
             /**
              * Format: int64
-             * @description How many times the key was claimed.
+             * @description How many times the key (any of its seats) was claimed.
              */
             timesAssigned: number;
+            seats: components["schemas"]["Seats"];
+            seatsHeld?: components["schemas"]["SeatsHeld"];
             leaseToken: components["schemas"]["LeaseToken"];
         };
         /** @description A key as it was when deleted. */
@@ -881,9 +916,11 @@ export interface components {
             coolingUntil: components["schemas"]["NullableTime"];
             /**
              * Format: int64
-             * @description How many times the key was claimed.
+             * @description How many times the key (any of its seats) was claimed.
              */
             timesAssigned: number;
+            seats: components["schemas"]["Seats"];
+            seatsHeld?: components["schemas"]["SeatsHeld"];
             /** @enum {boolean} */
             deleted: true;
         };
@@ -926,6 +963,12 @@ export interface components {
              * @example 10s
              */
             maxWait?: string;
+            /**
+             * @description Seats of the pool's new keys, unless a key names its own: how many
+             *     leases may hold each at once. A change applies to keys created
+             *     afterwards; existing keys keep their seats.
+             */
+            seats?: number;
         };
         /** @description What applies to the pool, the server's settings where its policy sets nothing. */
         EffectivePolicy: {
@@ -936,6 +979,7 @@ export interface components {
             maxLeaseTTL: string | null;
             requireLeaseToken: boolean;
             maxWait: string;
+            seats: number;
         };
         Pool: {
             pool: components["schemas"]["PoolName"];
@@ -944,9 +988,20 @@ export interface components {
             effective: components["schemas"]["EffectivePolicy"];
             /** Format: int64 */
             keys: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description The seats of the pool's keys (as many as keys when every key has one).
+             */
+            seats: number;
+            /**
+             * Format: int64
+             * @description Seats not under a lease (cooling ones included).
+             */
             free: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Seats under a lease.
+             */
             held: number;
             createdAt: components["schemas"]["NullableTime"];
             updatedAt: components["schemas"]["NullableTime"];
@@ -982,12 +1037,17 @@ export interface components {
             total: number;
             /**
              * Format: int64
-             * @description Keys not held under a lease.
+             * @description Seats of those keys (as many as keys when every key has one seat).
+             */
+            seats: number;
+            /**
+             * Format: int64
+             * @description Seats not held under a lease.
              */
             free: number;
             /**
              * Format: int64
-             * @description Keys held under a lease.
+             * @description Seats held under a lease.
              */
             blocked: number;
             /**
@@ -1000,6 +1060,8 @@ export interface components {
         StatsTotal: {
             /** Format: int64 */
             total: number;
+            /** Format: int64 */
+            seats: number;
             /** Format: int64 */
             free: number;
             /** Format: int64 */

@@ -1,0 +1,4 @@
+-- Read by sqlc only, after the migrations: the system columns that
+-- statements in db/queries use, which sqlc's catalog does not know.
+-- PostgreSQL has them on every table; nothing here is ever run.
+ALTER TABLE key_state ADD COLUMN ctid tid;
