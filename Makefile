@@ -164,7 +164,8 @@ helm-check: tools/helm ## Lint and render the Helm chart
 # The TypeScript client: dependencies exactly as locked, the check that its
 # generated types match internal/api/openapi.yaml, and the build whose tests
 # clients/typescript/client_test.go runs against the server binary (within
-# go test ./...). Without npm it stops with a message under CI, and is left
+# go test ./...); package_test.go there packs it with npm pack, using the
+# compiler installed here. Without npm it stops with a message under CI, and is left
 # out elsewhere (that test then says it was skipped).
 TS_CLIENT := clients/typescript
 
@@ -178,8 +179,8 @@ typescript: ## Install, type-check and build the TypeScript client (npm ci)
 	fi
 
 .PHONY: test/typescript
-test/typescript: typescript ensure-postgres ## Run the TypeScript client's tests against the server binary
-	$(GO) test -count=1 -v -run TestTypeScriptClient ./$(TS_CLIENT)
+test/typescript: typescript ensure-postgres ## Run the TypeScript client's tests against the server binary, and pack and install its package
+	$(GO) test -count=1 -v -run 'TestTypeScript(Client|Package)$$' ./$(TS_CLIENT)
 
 # The Python client's tests (clients/python/client_test.go runs pytest
 # within go test ./...) use Debian's interpreter and packages: another
