@@ -5,7 +5,10 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 # Modules first, so that a change to the code does not download them again.
+# The Go client is a module of its own that go.mod replaces with ./client:
+# its go.mod is needed to resolve the modules.
 COPY go.mod go.sum ./
+COPY client/go.mod client/
 RUN go mod download
 COPY . .
 # .git is not sent to the build (.dockerignore): the version and commit come

@@ -32,6 +32,11 @@ LDFLAGS  := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISI
 build: check-go ## Build the binary into bin/, stamped with VERSION and REVISION (from git by default)
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/token-orchestrator
 
+# The Go client, a module of its own (client/go.mod) so that programs that
+# import it get the standard library only. go test ./... runs its tests
+# through test/goclient, which starts the server its examples talk to.
+GO_CLIENT := client
+
 # The tests need a PostgreSQL: a server on 127.0.0.1:5432, the server
 # binaries (the tests then start their own cluster), Docker, or
 # TEST_DATABASE_URL. On a Debian machine with none of these, as root, the
@@ -77,6 +82,7 @@ SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
 .PHONY: test
 test: check-go ensure-postgres ensure-chromium ensure-python helm-check typescript ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
 	$(GO) vet ./...
+	cd $(GO_CLIENT) && $(GO) vet ./...
 	@$(MAKE) --no-print-directory cross-build
 	@mkdir -p $(SCREENSHOTS_DIR)
 	HELM=$(HELM) SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
@@ -85,15 +91,22 @@ test: check-go ensure-postgres ensure-chromium ensure-python helm-check typescri
 # The tests run on Linux only; this at least keeps every package, tests
 # included (go vet compiles them), building for macOS and Windows, where
 # developers run the server with the embedded database. Needs no C
-# compiler: nothing here uses cgo.
+# compiler: nothing here uses cgo. The Go client is a module of its own,
+# which ./... in the root does not enter: it is vetted in its directory.
 CROSS_GOOS := darwin windows
 
 .PHONY: cross-build
 cross-build: check-go ## Compile and vet every package, tests included, for macOS and Windows
 	@for goos in $(CROSS_GOOS); do \
-		echo "GOOS=$$goos $(GO) vet ./..."; \
-		GOOS=$$goos CGO_ENABLED=0 $(GO) vet ./... || exit 1; \
+		for dir in . $(GO_CLIENT); do \
+			echo "GOOS=$$goos $(GO) vet ./... (in $$dir)"; \
+			(cd $$dir && GOOS=$$goos CGO_ENABLED=0 $(GO) vet ./...) || exit 1; \
+		done; \
 	done
+
+.PHONY: test/go-client
+test/go-client: check-go ensure-postgres ## Run the Go client's tests, its own module's included, and build a program of another module that imports it
+	$(GO) test -count=1 -v ./test/goclient
 
 .PHONY: test/browser
 test/browser: check-go ensure-postgres ensure-chromium ## Run the dashboard's browser test alone; screenshots in tmp/screenshots/
@@ -151,7 +164,8 @@ helm-check: tools/helm ## Lint and render the Helm chart
 # The TypeScript client: dependencies exactly as locked, the check that its
 # generated types match internal/api/openapi.yaml, and the build whose tests
 # clients/typescript/client_test.go runs against the server binary (within
-# go test ./...). Without npm it stops with a message under CI, and is left
+# go test ./...); package_test.go there packs it with npm pack, using the
+# compiler installed here. Without npm it stops with a message under CI, and is left
 # out elsewhere (that test then says it was skipped).
 TS_CLIENT := clients/typescript
 
@@ -165,8 +179,8 @@ typescript: ## Install, type-check and build the TypeScript client (npm ci)
 	fi
 
 .PHONY: test/typescript
-test/typescript: typescript ensure-postgres ## Run the TypeScript client's tests against the server binary
-	$(GO) test -count=1 -v -run TestTypeScriptClient ./$(TS_CLIENT)
+test/typescript: typescript ensure-postgres ## Run the TypeScript client's tests against the server binary, and pack and install its package
+	$(GO) test -count=1 -v -run 'TestTypeScript(Client|Package)$$' ./$(TS_CLIENT)
 
 # The Python client's tests (clients/python/client_test.go runs pytest
 # within go test ./...) use Debian's interpreter and packages: another

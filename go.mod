@@ -16,6 +16,7 @@ require (
 	github.com/stretchr/testify v1.12.1
 	github.com/testcontainers/testcontainers-go v0.44.0
 	github.com/testcontainers/testcontainers-go/modules/postgres v0.44.0
+	github.com/tokenorchestrator/tokenorchestrator/client v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/contrib/exporters/autoexport v0.72.0
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0
 	go.opentelemetry.io/otel v1.47.0
@@ -146,3 +147,8 @@ tool github.com/sqlc-dev/sqlc/cmd/sqlc
 // go-ansiterm is used on Windows only (through testcontainers); the version it
 // asks for cannot be downloaded from the module proxy, which `go mod tidy` needs.
 replace github.com/Azure/go-ansiterm => github.com/Azure/go-ansiterm v0.0.0-20250102033503-faa5f7b0171c
+
+// The Go client is a module of its own (client/go.mod), so that programs that
+// import it do not inherit the server's dependencies; the server and its
+// command line build against the copy in this repository.
+replace github.com/tokenorchestrator/tokenorchestrator/client => ./client

@@ -11,7 +11,9 @@
 // values that match one of the Err variables (ErrNoKeyAvailable,
 // ErrUnknownPool, ErrNotFound, ErrLeaseLost, ...) with errors.Is.
 //
-// The package depends on the standard library only.
+// The package depends on the standard library only, and is a module of its
+// own (go get github.com/tokenorchestrator/tokenorchestrator/client) so
+// that a program that imports it gets none of the server's dependencies.
 package client
 
 import (

@@ -3,8 +3,6 @@ package client
 import (
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 )
 
 // The lease's length is read from the server's own times, whatever the
@@ -13,7 +11,9 @@ func TestLeaseDurationComesFromTheServersTimes(t *testing.T) {
 	t.Parallel()
 	at := func(s string) *time.Time {
 		v, err := time.Parse(time.RFC3339Nano, s)
-		require.NoError(t, err)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return &v
 	}
 	for _, tc := range []struct {
@@ -33,6 +33,8 @@ func TestLeaseDurationComesFromTheServersTimes(t *testing.T) {
 		{"free", Key{CreatedAt: *at("2030-01-01T10:00:00.000Z")}, 0},
 		{"no start", Key{LeaseExpiresAt: at("2030-01-01T10:00:30.000Z")}, 0},
 	} {
-		require.Equal(t, tc.want, leaseDuration(tc.key), tc.name)
+		if got := leaseDuration(tc.key); got != tc.want {
+			t.Errorf("%s: leaseDuration = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

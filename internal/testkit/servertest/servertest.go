@@ -1,7 +1,7 @@
 // Package servertest runs real replicas of the service, assembled by
 // internal/server exactly as the binary does, on a test database, for the
-// tests of code that talks to the service over HTTP (the client package and
-// the command line).
+// tests of code that talks to the service over HTTP (the Go client, whose
+// tests are in test/goclient, and the command line).
 //
 // A package that uses it needs testdb's TestMain:
 //

@@ -1,8 +1,7 @@
-package client_test
+package goclient_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,17 +21,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// serverURL is a replica that the examples talk to.
-var serverURL string
-
-func TestMain(m *testing.M) {
-	var err error
-	if serverURL, err = servertest.StartShared(servertest.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, "start the replica of the examples:", err)
-		os.Exit(1)
-	}
-	os.Exit(testdb.Main(m))
-}
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // newClient returns a client of the URL that retries quickly.
 func newClient(t *testing.T, url string, opts ...client.Option) *client.Client {
