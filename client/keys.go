@@ -30,8 +30,15 @@ type Key struct {
 	ExpiresAt       *time.Time `json:"expiresAt"`
 	LastKeepAliveAt *time.Time `json:"lastKeepAliveAt"`
 	TimesAssigned   int64      `json:"timesAssigned"`
+	// Seats is how many leases may hold the key at once, each with its own
+	// token (1 for most keys).
+	Seats int `json:"seats"`
+	// SeatsHeld is how many of them are held; nil where the server does
+	// not count them (the answers about one lease of a key of several).
+	SeatsHeld *int `json:"seatsHeld,omitempty"`
 	// BlockedAt (when the key was claimed) and LeaseExpiresAt describe the
-	// current lease; nil when the key is free.
+	// lease the answer is about, or the current lease of a key of one seat;
+	// nil when there is none.
 	BlockedAt      *time.Time `json:"blockedAt"`
 	LeaseExpiresAt *time.Time `json:"leaseExpiresAt"`
 	// LeaseToken is set only in the answer to the call that claimed the
@@ -70,6 +77,8 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		LeaseExpiresAt  *string           `json:"leaseExpiresAt"`
 		LastKeepAliveAt *string           `json:"lastKeepAliveAt"`
 		TimesAssigned   int64             `json:"timesAssigned"`
+		Seats           int               `json:"seats"`
+		SeatsHeld       *int              `json:"seatsHeld,omitempty"`
 		Name            *string           `json:"name"`
 		SecretHint      *string           `json:"secretHint"`
 		Labels          map[string]string `json:"labels,omitempty"`
@@ -77,7 +86,7 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		LeaseToken      string            `json:"leaseToken,omitempty"`
 		Secret          string            `json:"secret,omitempty"`
 	}{k.ID, k.Pool, k.IsBlocked, formatTime(k.BlockedAt), formatTime(&k.CreatedAt), formatTime(k.ExpiresAt),
-		formatTime(k.LeaseExpiresAt), formatTime(k.LastKeepAliveAt), k.TimesAssigned, orNull(k.Name), orNull(k.SecretHint),
+		formatTime(k.LeaseExpiresAt), formatTime(k.LastKeepAliveAt), k.TimesAssigned, k.Seats, k.SeatsHeld, orNull(k.Name), orNull(k.SecretHint),
 		k.Labels, formatTime(k.CoolingUntil), k.LeaseToken, k.Secret})
 }
 
@@ -106,10 +115,19 @@ func (c *Client) CreateKey(ctx context.Context, pool string) (Key, error) {
 }
 
 // CreateKeys creates count free keys in the pool in one call; the server
-// takes 1 to 10000.
+// takes 1 to 10000. Each has the seats of the pool's policy, or 1.
 func (c *Client) CreateKeys(ctx context.Context, pool string, count int) ([]Key, error) {
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool),
-		body: map[string]int{"count": count}})
+	return c.CreateKeysWithSeats(ctx, pool, count, 0)
+}
+
+// CreateKeysWithSeats is CreateKeys with the seats of each key (1 to 1000;
+// 0: the pool's policy's, or 1): how many leases may hold it at once.
+func (c *Client) CreateKeysWithSeats(ctx context.Context, pool string, count, seats int) ([]Key, error) {
+	body := map[string]int{"count": count}
+	if seats != 0 {
+		body["seats"] = seats
+	}
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/keys", query: poolQuery(pool), body: body})
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +147,9 @@ type NewKey struct {
 	Name string `json:"name,omitempty"`
 	// Labels of the key, name to value; nil for none.
 	Labels map[string]string `json:"labels,omitempty"`
+	// Seats of the key (1 to 1000): how many leases may hold it at once;
+	// 0: the pool's policy's, or 1.
+	Seats int `json:"seats,omitempty"`
 }
 
 // MaxImport is the most keys one ImportKeys or Import call creates.
@@ -316,6 +337,11 @@ func (c *Client) HeadKey(ctx context.Context, id string) (Key, error) {
 		LeaseExpiresAt:  h.optionalTime("X-Key-Lease-Expires-At"),
 		LastKeepAliveAt: h.optionalTime("X-Key-Last-Keep-Alive-At"),
 		TimesAssigned:   h.int("X-Key-Times-Assigned"),
+		Seats:           int(h.int("X-Key-Seats")),
+	}
+	if h.has("X-Key-Seats-Held") {
+		held := int(h.int("X-Key-Seats-Held"))
+		k.SeatsHeld = &held
 	}
 	return k, h.err
 }
@@ -468,6 +494,8 @@ func (h *headerReader) int(name string) int64 {
 	h.fail(name, err)
 	return n
 }
+
+func (h *headerReader) has(name string) bool { return strings.TrimSpace(h.header.Get(name)) != "" }
 
 func (h *headerReader) time(name string) time.Time {
 	t, err := time.Parse(time.RFC3339, h.header.Get(name))

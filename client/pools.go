@@ -35,6 +35,9 @@ type Policy struct {
 	// MaxWait is the longest a claim may wait for a free key (at most
 	// MaxWait); a longer wait is cut to it.
 	MaxWait *time.Duration
+	// Seats of the pool's new keys unless a key names its own (1 to 1000):
+	// how many leases may hold each at once; 0 leaves it unset (1).
+	Seats int
 }
 
 // MarshalJSON writes the policy as the server does: only the fields it
@@ -59,6 +62,9 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 	if p.RequireLeaseToken {
 		fields["requireLeaseToken"] = true
 	}
+	if p.Seats != 0 {
+		fields["seats"] = p.Seats
+	}
 	return json.Marshal(fields)
 }
 
@@ -71,11 +77,12 @@ func (p *Policy) UnmarshalJSON(raw []byte) error {
 		MaxLeaseTTL       *string         `json:"maxLeaseTTL"`
 		RequireLeaseToken bool            `json:"requireLeaseToken"`
 		MaxWait           *string         `json:"maxWait"`
+		Seats             int             `json:"seats"`
 	}
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return err
 	}
-	*p = Policy{RequireLeaseToken: fields.RequireLeaseToken}
+	*p = Policy{RequireLeaseToken: fields.RequireLeaseToken, Seats: fields.Seats}
 	var err error
 	switch {
 	case fields.KeyTTL == nil:
@@ -110,6 +117,8 @@ type EffectivePolicy struct {
 	MaxLeaseTTL       *time.Duration
 	RequireLeaseToken bool
 	MaxWait           time.Duration
+	// Seats of the pool's new keys unless a key names its own.
+	Seats int
 }
 
 type effectiveJSON struct {
@@ -118,13 +127,14 @@ type effectiveJSON struct {
 	MaxLeaseTTL       *string `json:"maxLeaseTTL"`
 	RequireLeaseToken bool    `json:"requireLeaseToken"`
 	MaxWait           string  `json:"maxWait"`
+	Seats             int     `json:"seats"`
 }
 
 // MarshalJSON writes what applies as the server does.
 func (e EffectivePolicy) MarshalJSON() ([]byte, error) {
 	return json.Marshal(effectiveJSON{
 		KeyTTL: durationText(e.KeyTTL), LeaseTTL: e.LeaseTTL.String(), MaxLeaseTTL: durationText(e.MaxLeaseTTL),
-		RequireLeaseToken: e.RequireLeaseToken, MaxWait: e.MaxWait.String(),
+		RequireLeaseToken: e.RequireLeaseToken, MaxWait: e.MaxWait.String(), Seats: e.Seats,
 	})
 }
 
@@ -134,7 +144,7 @@ func (e *EffectivePolicy) UnmarshalJSON(raw []byte) error {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return err
 	}
-	*e = EffectivePolicy{RequireLeaseToken: fields.RequireLeaseToken}
+	*e = EffectivePolicy{RequireLeaseToken: fields.RequireLeaseToken, Seats: fields.Seats}
 	var err error
 	if e.KeyTTL, err = parseDuration("keyTTL", fields.KeyTTL); err != nil {
 		return err
@@ -164,8 +174,9 @@ type Pool struct {
 	HasPolicy bool
 	Policy    Policy
 	Effective EffectivePolicy
-	// Keys counts the pool's live keys, Free and Held split them.
-	Keys, Free, Held int64
+	// Keys counts the pool's live keys, Seats their seats (as many as keys
+	// when each has one); Free and Held split the seats.
+	Keys, Seats, Free, Held int64
 	// CreatedAt and UpdatedAt are the policy's; nil without one.
 	CreatedAt, UpdatedAt *time.Time
 	// KeysRebased is set by PutPool: how many of the pool's keys got the
@@ -179,6 +190,7 @@ type poolJSON struct {
 	Policy      Policy          `json:"policy"`
 	Effective   EffectivePolicy `json:"effective"`
 	Keys        int64           `json:"keys"`
+	Seats       int64           `json:"seats"`
 	Free        int64           `json:"free"`
 	Held        int64           `json:"held"`
 	CreatedAt   *string         `json:"createdAt"`
@@ -191,7 +203,7 @@ type poolJSON struct {
 func (p Pool) MarshalJSON() ([]byte, error) {
 	return json.Marshal(poolJSON{
 		Pool: p.Name, HasPolicy: p.HasPolicy, Policy: p.Policy, Effective: p.Effective,
-		Keys: p.Keys, Free: p.Free, Held: p.Held,
+		Keys: p.Keys, Seats: p.Seats, Free: p.Free, Held: p.Held,
 		CreatedAt: formatTime(p.CreatedAt), UpdatedAt: formatTime(p.UpdatedAt), KeysRebased: p.KeysRebased,
 	})
 }
@@ -204,7 +216,7 @@ func (p *Pool) UnmarshalJSON(raw []byte) error {
 	}
 	*p = Pool{
 		Name: fields.Pool, HasPolicy: fields.HasPolicy, Policy: fields.Policy, Effective: fields.Effective,
-		Keys: fields.Keys, Free: fields.Free, Held: fields.Held, KeysRebased: fields.KeysRebased,
+		Keys: fields.Keys, Seats: fields.Seats, Free: fields.Free, Held: fields.Held, KeysRebased: fields.KeysRebased,
 	}
 	var err error
 	if p.CreatedAt, err = parseTime("createdAt", fields.CreatedAt); err != nil {

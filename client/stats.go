@@ -19,8 +19,11 @@ type PoolStats struct {
 	// Total counts a key whose life has just ended until the server's
 	// background job removes it.
 	Total int64 `json:"total"`
+	// Seats counts the seats of those keys (as many as keys when each has
+	// one); Free and Blocked split the seats.
+	Seats int64 `json:"seats"`
 	Free  int64 `json:"free"`
-	// Blocked counts the held keys (the wire name is kept).
+	// Blocked counts the held seats (the wire name is kept).
 	Blocked int64 `json:"blocked"`
 	// ExpiringWithinMinute counts live keys whose life ends within a minute
 	// unless they are kept alive.

@@ -67,7 +67,8 @@ CROSS JOIN LATERAL (
 COMMENT ON VIEW pool_counts IS 'Per-pool counts: keys, seats (of those keys) and blocked (held seats), exact at the reader''s snapshot. Keys whose life has ended count until the background job deletes them.';
 
 -- +goose Down
-CREATE OR REPLACE VIEW pool_counts AS
+DROP VIEW pool_counts;
+CREATE VIEW pool_counts AS
 SELECT t.pool, (t.keys + c.keys)::bigint AS keys, (t.blocked + c.blocked)::bigint AS blocked
 FROM pool_count_totals AS t
 CROSS JOIN LATERAL (

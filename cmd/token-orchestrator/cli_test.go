@@ -375,16 +375,16 @@ func TestKeysListAndStats(t *testing.T) {
 	require.Equal(t, exitOK, table.code, table.stderr)
 	lines := strings.Split(strings.TrimSuffix(table.stdout, "\n"), "\n")
 	require.Len(t, lines, 7, table.stdout)
-	require.Equal(t, []string{"KEY", "NAME", "HINT", "STATUS", "LEASE", "ENDS", "EXPIRES", "ASSIGNED"}, strings.Fields(lines[0]))
+	require.Equal(t, []string{"KEY", "NAME", "HINT", "SEATS", "HELD", "STATUS", "LEASE", "ENDS", "EXPIRES", "ASSIGNED"}, strings.Fields(lines[0]))
 	for i, id := range ids {
 		fields := strings.Fields(lines[i+1])
 		require.Equal(t, id, fields[0], "in id order")
 		require.Equal(t, []string{"-", "-"}, fields[1:3], "no name, no secret")
 		if id == held.ID {
-			require.Equal(t, "blocked", fields[3])
+			require.Equal(t, []string{"1/1", "blocked"}, fields[3:5])
 			require.Equal(t, "1", fields[len(fields)-1])
 		} else {
-			require.Equal(t, []string{"free", "-"}, fields[3:5])
+			require.Equal(t, []string{"0/1", "free", "-"}, fields[3:6])
 		}
 	}
 	require.Equal(t, "5 keys of pool listed.", lines[6])
@@ -427,16 +427,16 @@ func TestKeysListAndStats(t *testing.T) {
 
 	stats := cli("stats")
 	require.Equal(t, exitOK, stats.code, stats.stderr)
-	require.Regexp(t, regexp.MustCompile(`^POOL +KEYS +FREE +BLOCKED +EXPIRING WITHIN 1M\n`+
-		`default +1 +1 +0 +0\n`+
-		`listed +5 +4 +1 +0\n`+
-		`total +6 +5 +1 +0\n$`), stats.stdout)
+	require.Regexp(t, regexp.MustCompile(`^POOL +KEYS +SEATS +FREE +BLOCKED +EXPIRING WITHIN 1M\n`+
+		`default +1 +1 +1 +0 +0\n`+
+		`listed +5 +5 +4 +1 +0\n`+
+		`total +6 +6 +5 +1 +0\n$`), stats.stdout)
 	asJSON := cli("stats", "--json")
 	require.Equal(t, exitOK, asJSON.code, asJSON.stderr)
 	require.JSONEq(t, `{"pools": [
-		{"pool": "default", "total": 1, "free": 1, "blocked": 0, "expiringWithinMinute": 0},
-		{"pool": "listed", "total": 5, "free": 4, "blocked": 1, "expiringWithinMinute": 0}],
-		"total": {"total": 6, "free": 5, "blocked": 1, "expiringWithinMinute": 0}}`, asJSON.stdout)
+		{"pool": "default", "total": 1, "seats": 1, "free": 1, "blocked": 0, "expiringWithinMinute": 0},
+		{"pool": "listed", "total": 5, "seats": 5, "free": 4, "blocked": 1, "expiringWithinMinute": 0}],
+		"total": {"total": 6, "seats": 6, "free": 5, "blocked": 1, "expiringWithinMinute": 0}}`, asJSON.stdout)
 	require.Equal(t, exitUsage, cli("stats", "extra").code)
 	require.Equal(t, exitFailed, cli("stats", "--server", "http://127.0.0.1:1").code)
 }

@@ -116,7 +116,20 @@ var keysGroup = serverGroup{
 var keysCreate = serverCommand{name: "create", summary: "create keys in a pool", flags: func(fs *flag.FlagSet) serverAction {
 	pool := fs.String("pool", "", "the pool (default: the server's default pool)")
 	count := fs.Int("count", 0, "create this many keys (1 to 10000) in one call; default one")
+	seats := fs.Int("seats", 0, "seats of each key (1 to 1000): how many leases may hold it at once (default: the pool's policy's, or 1)")
 	return func(ctx context.Context, c *client.Client, _ string) (outcome, error) {
+		if *seats != 0 {
+			n := max(*count, 1)
+			keys, err := c.CreateKeysWithSeats(ctx, *pool, n, *seats)
+			if err != nil {
+				return outcome{}, err
+			}
+			o := outcome{headline: fmt.Sprintf("Created %d keys of %d seats each.", len(keys), *seats), json: map[string]any{"keys": keys}}
+			for _, k := range keys {
+				o.headline += "\n" + k.ID
+			}
+			return o, nil
+		}
 		if *count == 0 {
 			key, err := c.CreateKey(ctx, *pool)
 			return outcome{headline: "Created key " + key.ID + ".", keys: []client.Key{key}, json: key}, err
@@ -457,6 +470,9 @@ func printKey(w io.Writer, k client.Key) {
 		row("expires", "never: the key stays until deleted")
 	}
 	row("kept alive", formatTime(k.LastKeepAliveAt))
+	if k.Seats > 1 {
+		row("seats", seatsText(k)+" held")
+	}
 	row("times assigned", fmt.Sprint(k.TimesAssigned))
 	_ = tw.Flush()
 }
@@ -485,13 +501,16 @@ func printKeyList(w io.Writer, page client.KeyPage) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tNAME\tHINT\tSTATUS\tLEASE ENDS\tEXPIRES\tASSIGNED")
+	fmt.Fprintln(tw, "KEY\tNAME\tHINT\tSEATS HELD\tSTATUS\tLEASE ENDS\tEXPIRES\tASSIGNED")
 	for _, k := range page.Keys {
 		status, leaseEnds := "free", "-"
 		if k.IsBlocked {
-			status, leaseEnds = "blocked", formatTime(k.LeaseExpiresAt)
+			status = "blocked"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", k.ID, orDash(k.Name), orDash(k.SecretHint), status, leaseEnds,
+		if k.LeaseExpiresAt != nil {
+			leaseEnds = formatTime(k.LeaseExpiresAt)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", k.ID, orDash(k.Name), orDash(k.SecretHint), seatsText(k), status, leaseEnds,
 			formatTime(k.ExpiresAt), k.TimesAssigned)
 	}
 	_ = tw.Flush()
@@ -499,6 +518,16 @@ func printKeyList(w io.Writer, page client.KeyPage) {
 	if page.NextAfter != "" {
 		fmt.Fprintf(w, "More follow: token-orchestrator keys list --pool %s --after %s\n", page.Pool, page.NextAfter)
 	}
+}
+
+// seatsText is a key's held seats of its seats, "1/3"; "?/3" where the
+// server did not count them.
+func seatsText(k client.Key) string {
+	held := "?"
+	if k.SeatsHeld != nil {
+		held = fmt.Sprint(*k.SeatsHeld)
+	}
+	return fmt.Sprintf("%s/%d", held, k.Seats)
 }
 
 // printJSON writes v indented, as the server's answers read best.

@@ -271,18 +271,22 @@ func readImport(in io.Reader, format string, labels map[string]string) ([]inputK
 	return keys, nil
 }
 
-// parseJSONLine reads a line of JSON lines: an object of secret, name and
-// labels, and nothing else.
+// parseJSONLine reads a line of JSON lines: an object of secret, name,
+// labels and seats, and nothing else.
 func parseJSONLine(text string) (client.NewKey, error) {
 	var entry struct {
 		Secret string            `json:"secret"`
 		Name   string            `json:"name"`
 		Labels map[string]string `json:"labels"`
+		Seats  int               `json:"seats"`
 	}
 	dec := json.NewDecoder(strings.NewReader(text))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&entry); err != nil {
-		return client.NewKey{}, fmt.Errorf(`expected {"secret": "...", "name": "...", "labels": {...}}: %w`, err)
+		return client.NewKey{}, fmt.Errorf(`expected {"secret": "...", "name": "...", "labels": {...}, "seats": N}: %w`, err)
+	}
+	if entry.Seats < 0 || entry.Seats > 1000 {
+		return client.NewKey{}, fmt.Errorf(`"seats" must be between 1 and 1000, got %d`, entry.Seats)
 	}
 	if dec.More() {
 		return client.NewKey{}, errors.New("expected one JSON object on the line")
@@ -290,7 +294,7 @@ func parseJSONLine(text string) (client.NewKey, error) {
 	if entry.Secret == "" {
 		return client.NewKey{}, errors.New(`no "secret"`)
 	}
-	return client.NewKey{Secret: entry.Secret, Name: entry.Name, Labels: entry.Labels}, nil
+	return client.NewKey{Secret: entry.Secret, Name: entry.Name, Labels: entry.Labels, Seats: entry.Seats}, nil
 }
 
 // matchLines gives each key that a batch created, and each it skipped, the

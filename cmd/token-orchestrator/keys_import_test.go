@@ -109,7 +109,8 @@ func TestKeysImportLinesNamesAndPolicy(t *testing.T) {
 	}{
 		{[]string{"sk-same-0000000008", "", "sk-other-000000009", "sk-same-0000000008"}, "line 4 has the same secret as line 1; nothing was imported"},
 		{[]string{`{"secret": "sk-n1-0000000010", "name": "dup"}`, `{"secret": "sk-n2-0000000011", "name": "dup"}`}, "line 2 has the same name (dup) as line 1"},
-		{[]string{`{"secret": "sk-x-0000000012", "seats": 2}`}, `line 1: expected {"secret": "...", "name": "...", "labels": {...}}: json: unknown field "seats"`},
+		{[]string{`{"secret": "sk-x-0000000012", "seat": 2}`}, `line 1: expected {"secret": "...", "name": "...", "labels": {...}, "seats": N}: json: unknown field "seat"`},
+		{[]string{`{"secret": "sk-x-0000000014", "seats": 1001}`}, `line 1: "seats" must be between 1 and 1000, got 1001`},
 		{[]string{`{"name": "no-secret"}`}, `line 1: no "secret"`},
 		{[]string{`{"secret": "sk-ok-0000000013"}`, `not json`}, "line 2: expected {"},
 		{[]string{"", "  "}, "the input has no secrets"},

@@ -25,6 +25,8 @@ leaves unset is the server's setting (KEY_TTL, LEASE_TTL, ...):
   lease token    --require-lease-token: releases and keep-alives must name
                  their lease
   longest wait   --max-wait 10s for a claim that waits for a free key
+  seats          --seats 4: each new key may be held by 4 leases at once
+                 (a key's own seats, at creation or import, come first)
 
 An import of secrets into a pool that has no policy gives it one whose keys
 stay. Needs the admin token when the server asks for tokens.
@@ -88,6 +90,7 @@ var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change 
 	fs.Var(&maxLeaseTTL, "max-lease-ttl", "the longest a lease may last from its claim, keep-alives included: a `duration`, or default (no bound)")
 	requireToken := fs.Bool("require-lease-token", false, "releases and keep-alives must name their lease (428 without); =false turns it off")
 	fs.Var(&maxWait, "max-wait", "the longest a claim may wait for a free key: a `duration` of at most 60s, or default (60s)")
+	seats := fs.Int("seats", 0, "seats of the pool's new keys (1 to 1000): how many leases may hold each at once; 0: default (1)")
 	replace := fs.Bool("replace", false, "start from an empty policy instead of the pool's current one: what the flags leave out is the server's setting")
 	return func(ctx context.Context, c *client.Client, pool string) (outcome, error) {
 		given := map[string]bool{}
@@ -96,8 +99,8 @@ var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change 
 		case given["key-ttl"] && given["keys-stay"]:
 			return outcome{}, newBadValue("--key-ttl and --keys-stay exclude each other")
 		case !*replace && !given["key-ttl"] && !given["keys-stay"] && !given["lease-ttl"] && !given["max-lease-ttl"] &&
-			!given["require-lease-token"] && !given["max-wait"]:
-			return outcome{}, newBadValue("nothing to set: give --key-ttl, --keys-stay, --lease-ttl, --max-lease-ttl, --require-lease-token or --max-wait (or --replace for an empty policy)")
+			!given["require-lease-token"] && !given["max-wait"] && !given["seats"]:
+			return outcome{}, newBadValue("nothing to set: give --key-ttl, --keys-stay, --lease-ttl, --max-lease-ttl, --require-lease-token, --max-wait or --seats (or --replace for an empty policy)")
 		}
 		var policy client.Policy
 		if !*replace {
@@ -128,6 +131,9 @@ var poolsSet = serverCommand{name: "set", summary: "set a pool's policy: change 
 		}
 		if given["max-wait"] {
 			policy.MaxWait = maxWait.value
+		}
+		if given["seats"] {
+			policy.Seats = *seats
 		}
 		put, err := c.PutPool(ctx, pool, policy)
 		if err != nil {
@@ -193,7 +199,11 @@ func printPool(w io.Writer, p client.Pool) {
 	} else {
 		row("policy", "none: the server's settings apply")
 	}
-	row("keys", fmt.Sprintf("%d (%d free, %d held)", p.Keys, p.Free, p.Held))
+	if p.Seats != p.Keys {
+		row("keys", fmt.Sprintf("%d, with %d seats (%d free, %d held)", p.Keys, p.Seats, p.Free, p.Held))
+	} else {
+		row("keys", fmt.Sprintf("%d (%d free, %d held)", p.Keys, p.Free, p.Held))
+	}
 	keyLife := "stays until deleted"
 	if p.Effective.KeyTTL != nil {
 		keyLife = p.Effective.KeyTTL.String() + " after creation or the last keep-alive"
@@ -221,7 +231,7 @@ func printPools(w io.Writer, pools []client.Pool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tPOLICY\tKEYS\tFREE\tHELD\tKEY LIFE\tLEASE\tLONGEST LEASE\tLEASE TOKEN\tLONGEST WAIT")
+	fmt.Fprintln(tw, "POOL\tPOLICY\tKEYS\tSEATS\tFREE\tHELD\tKEY LIFE\tLEASE\tLONGEST LEASE\tLEASE TOKEN\tLONGEST WAIT")
 	for _, p := range pools {
 		policy, keyLife, longest, token := "-", "stays", "-", "-"
 		if p.HasPolicy {
@@ -236,7 +246,7 @@ func printPools(w io.Writer, pools []client.Pool) {
 		if p.Effective.RequireLeaseToken {
 			token = "required"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Name, policy, p.Keys, p.Free, p.Held,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Name, policy, p.Keys, p.Seats, p.Free, p.Held,
 			keyLife, p.Effective.LeaseTTL, longest, token, p.Effective.MaxWait)
 	}
 	_ = tw.Flush()

@@ -66,9 +66,9 @@ func TestPoolsCommands(t *testing.T) {
 	require.Equal(t, exitOK, table.code, table.stderr)
 	lines := strings.Split(strings.TrimSuffix(table.stdout, "\n"), "\n")
 	require.Len(t, lines, 2, table.stdout)
-	require.Equal(t, []string{"POOL", "POLICY", "KEYS", "FREE", "HELD", "KEY", "LIFE", "LEASE", "LONGEST", "LEASE", "LEASE", "TOKEN", "LONGEST", "WAIT"},
+	require.Equal(t, []string{"POOL", "POLICY", "KEYS", "SEATS", "FREE", "HELD", "KEY", "LIFE", "LEASE", "LONGEST", "LEASE", "LEASE", "TOKEN", "LONGEST", "WAIT"},
 		strings.Fields(lines[0]))
-	require.Equal(t, []string{"strict", "yes", "2", "2", "0", "stays", "1m0s", "-", "required", "5s"}, strings.Fields(lines[1]))
+	require.Equal(t, []string{"strict", "yes", "2", "2", "2", "0", "stays", "1m0s", "-", "required", "5s"}, strings.Fields(lines[1]))
 	asJSON := cli("pools", "list", "--json")
 	require.Equal(t, exitOK, asJSON.code, asJSON.stderr)
 	var list struct{ Pools []client.Pool }

@@ -70,9 +70,9 @@ func printStats(w io.Writer, s client.Stats) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tKEYS\tFREE\tBLOCKED\tEXPIRING WITHIN 1M")
+	fmt.Fprintln(tw, "POOL\tKEYS\tSEATS\tFREE\tBLOCKED\tEXPIRING WITHIN 1M")
 	row := func(name string, p client.PoolStats) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", name, p.Total, p.Free, p.Blocked, p.ExpiringWithinMinute)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", name, p.Total, p.Seats, p.Free, p.Blocked, p.ExpiringWithinMinute)
 	}
 	for _, p := range s.Pools {
 		row(p.Pool, p)

@@ -632,6 +632,10 @@ func (a *API) headKey(w http.ResponseWriter, r *http.Request) error {
 		h.Set("X-Key-Last-Keep-Alive-At", formatTime(*key.LastKeepAliveAt))
 	}
 	h.Set("X-Key-Times-Assigned", strconv.FormatInt(key.TimesClaimed, 10))
+	h.Set("X-Key-Seats", strconv.Itoa(key.Seats))
+	if key.SeatsHeld != nil {
+		h.Set("X-Key-Seats-Held", strconv.Itoa(*key.SeatsHeld))
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)

@@ -101,7 +101,7 @@ var exposedHeaders = strings.Join([]string{
 	"Location", "ETag", "Retry-After", "X-Request-Id", "WWW-Authenticate",
 	"X-Pool", "X-Pool-Keys", "X-Pool-Free", "X-Pool-Blocked", "X-Pool-Available",
 	"X-Key-Id", "X-Key-Pool", "X-Key-Status", "X-Key-Created-At", "X-Key-Blocked-At",
-	"X-Key-Expires-At", "X-Key-Lease-Expires-At", "X-Key-Last-Keep-Alive-At", "X-Key-Times-Assigned",
+	"X-Key-Expires-At", "X-Key-Lease-Expires-At", "X-Key-Last-Keep-Alive-At", "X-Key-Times-Assigned", "X-Key-Seats", "X-Key-Seats-Held",
 	"Idempotent-Replayed",
 }, ", ")
 

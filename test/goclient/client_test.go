@@ -543,9 +543,9 @@ func TestListKeysAndStats(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.Stats{
 		Pools: []client.PoolStats{
-			{Pool: "default", Total: 1, Free: 1},
-			{Pool: "listed", Total: 5, Free: 4, Blocked: 1},
+			{Pool: "default", Total: 1, Seats: 1, Free: 1},
+			{Pool: "listed", Total: 5, Seats: 5, Free: 4, Blocked: 1},
 		},
-		Total: client.PoolStats{Total: 6, Free: 5, Blocked: 1},
+		Total: client.PoolStats{Total: 6, Seats: 6, Free: 5, Blocked: 1},
 	}, stats)
 }

@@ -27,8 +27,8 @@ func TestPoolPolicies(t *testing.T) {
 	plain, err := c.GetPool(ctx, "strict")
 	require.NoError(t, err)
 	require.Equal(t, client.Pool{
-		Name: "strict", Keys: 2, Free: 2,
-		Effective: client.EffectivePolicy{KeyTTL: new(time.Hour), LeaseTTL: time.Minute, MaxWait: client.MaxWait},
+		Name: "strict", Keys: 2, Seats: 2, Free: 2,
+		Effective: client.EffectivePolicy{KeyTTL: new(time.Hour), LeaseTTL: time.Minute, MaxWait: client.MaxWait, Seats: 1},
 	}, plain, "no policy: the server's settings apply")
 	_, err = c.GetPool(ctx, "nobody")
 	require.ErrorIs(t, err, client.ErrUnknownPool)
@@ -43,7 +43,7 @@ func TestPoolPolicies(t *testing.T) {
 	require.True(t, put.HasPolicy)
 	require.Equal(t, policy, put.Policy)
 	require.Equal(t, client.EffectivePolicy{LeaseTTL: 2 * time.Minute, MaxLeaseTTL: new(time.Hour),
-		RequireLeaseToken: true, MaxWait: 100 * time.Millisecond}, put.Effective)
+		RequireLeaseToken: true, MaxWait: 100 * time.Millisecond, Seats: 1}, put.Effective)
 	require.Equal(t, 2, put.KeysRebased, "the keys stay from now on")
 	require.NotNil(t, put.CreatedAt)
 	require.EqualValues(t, 2, put.Keys)
@@ -120,4 +120,44 @@ func TestPoolPolicies(t *testing.T) {
 	deleted, err = c.DeletePool(ctx, "later", false)
 	require.NoError(t, err)
 	require.Zero(t, deleted)
+}
+
+// A pool's seats reach the client: a key is claimed up to its seats, each
+// claim with its own token, and a release names its lease.
+func TestSeatsThroughTheClient(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	replica := servertest.Start(t, servertest.Options{KeyTTL: time.Hour, LeaseTTL: time.Minute})
+	c := newClient(t, replica.URL)
+	put, err := c.PutPool(ctx, "shared", client.Policy{Seats: 2})
+	require.NoError(t, err)
+	require.Equal(t, 2, put.Policy.Seats)
+	require.Equal(t, 2, put.Effective.Seats)
+	keys, err := c.CreateKeysWithSeats(ctx, "shared", 1, 3)
+	require.NoError(t, err)
+	require.Equal(t, 3, keys[0].Seats)
+
+	var tokens []string
+	for range 3 {
+		k, err := c.ClaimKey(ctx, "shared", 0)
+		require.NoError(t, err)
+		require.Equal(t, keys[0].ID, k.ID)
+		tokens = append(tokens, k.LeaseToken)
+	}
+	require.Len(t, map[string]bool{tokens[0]: true, tokens[1]: true, tokens[2]: true}, 3)
+	_, err = c.ClaimKey(ctx, "shared", 0)
+	require.ErrorIs(t, err, client.ErrNoKeyAvailable)
+	_, err = c.ReleaseKey(ctx, keys[0].ID, "")
+	require.ErrorIs(t, err, client.ErrLeaseTokenRequired, "a key of several seats needs the lease named")
+
+	whole, err := c.GetKey(ctx, keys[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, 3, *whole.SeatsHeld)
+	head, err := c.HeadKey(ctx, keys[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, 3, head.Seats)
+	require.Equal(t, 3, *head.SeatsHeld)
+	pool, err := c.GetPool(ctx, "shared")
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 3, 0, 3}, []int64{pool.Keys, pool.Seats, pool.Free, pool.Held})
 }

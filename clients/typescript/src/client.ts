@@ -234,9 +234,14 @@ export class Client {
     return this.#json<Key>({ method: "POST", path: "/keys", query: { pool }, signal });
   }
 
-  /** Creates `count` free keys (1 to 10000) in one call. */
-  async createKeys(count: number, pool?: string, signal?: AbortSignal): Promise<Key[]> {
-    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool }, body: { count }, signal });
+  /**
+   * Creates `count` free keys (1 to 10000) in one call, each with `seats`
+   * (1 to 1000: how many leases may hold it at once; default: the pool's
+   * policy's, or 1).
+   */
+  async createKeys(count: number, pool?: string, signal?: AbortSignal, seats?: number): Promise<Key[]> {
+    const body = seats === undefined ? { count } : { count, seats };
+    const batch = await this.#json<Schemas["KeyBatch"]>({ method: "POST", path: "/keys", query: { pool }, body, signal });
     return batch.keys;
   }
 

@@ -2030,6 +2030,10 @@ export interface operations {
                     "X-Key-Last-Keep-Alive-At"?: components["schemas"]["Time"];
                     /** @description How many times the key was claimed. */
                     "X-Key-Times-Assigned": number;
+                    /** @description How many leases may hold the key at once. */
+                    "X-Key-Seats": components["schemas"]["Seats"];
+                    /** @description How many of its seats are held. */
+                    "X-Key-Seats-Held": components["schemas"]["SeatsHeld"];
                     [name: string]: unknown;
                 };
                 content?: never;

@@ -67,9 +67,10 @@ class AsyncClient:
         """Creates one free key in the pool (``default`` when None)."""
         return await self._send(p.create_key(pool))
 
-    async def create_keys(self, count: int, pool: Optional[str] = None) -> List[Key]:
-        """Creates ``count`` free keys (1 to 10000) in one call."""
-        return await self._send(p.create_keys(count, pool))
+    async def create_keys(self, count: int, pool: Optional[str] = None, *, seats: Optional[int] = None) -> List[Key]:
+        """Creates ``count`` free keys (1 to 10000) in one call, each with
+        ``seats`` (1 to 1000; default: the pool's policy's, or 1)."""
+        return await self._send(p.create_keys(count, pool, seats))
 
     async def import_keys(
         self,

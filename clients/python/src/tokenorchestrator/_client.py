@@ -84,9 +84,10 @@ class Client:
         """Creates one free key in the pool (``default`` when None)."""
         return self._send(p.create_key(pool))
 
-    def create_keys(self, count: int, pool: Optional[str] = None) -> List[Key]:
-        """Creates ``count`` free keys (1 to 10000) in one call."""
-        return self._send(p.create_keys(count, pool))
+    def create_keys(self, count: int, pool: Optional[str] = None, *, seats: Optional[int] = None) -> List[Key]:
+        """Creates ``count`` free keys (1 to 10000) in one call, each with
+        ``seats`` (1 to 1000; default: the pool's policy's, or 1)."""
+        return self._send(p.create_keys(count, pool, seats))
 
     def import_keys(
         self,

@@ -50,6 +50,11 @@ class Key:
     last_keep_alive_at: Optional[datetime]
     cooling_until: Optional[datetime]
     times_assigned: int
+    #: How many leases may hold the key at once, each with its own token.
+    seats: int = 1
+    #: How many of its seats are held; None where the server does not
+    #: count them (answers about one lease of a key of several seats).
+    seats_held: Optional[int] = None
     name: Optional[str] = None
     secret_hint: Optional[str] = None
     labels: Dict[str, str] = field(default_factory=dict)
@@ -71,6 +76,8 @@ class Key:
             last_keep_alive_at=parse_time(data.get("lastKeepAliveAt")),
             cooling_until=parse_time(data.get("coolingUntil")),
             times_assigned=int(data.get("timesAssigned") or 0),
+            seats=int(data.get("seats") or 1),
+            seats_held=None if data.get("seatsHeld") is None else int(data["seatsHeld"]),
             name=data.get("name"),
             secret_hint=data.get("secretHint"),
             labels=dict(data.get("labels") or {}),

@@ -190,10 +190,15 @@ def _nothing(resp: httpx.Response) -> None:
 # The calls, one function each, named as the client methods that use them.
 
 
-def create_keys(count: int, pool: Optional[str]) -> Request[List[Key]]:
+def create_keys(count: int, pool: Optional[str], seats: Optional[int] = None) -> Request[List[Key]]:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_IMPORT:
         raise ValueError(f"count must be from 1 to {MAX_IMPORT}, got {count!r}")
-    return Request("POST", "/keys", _keys, params=[("pool", pool or "")], json={"count": count})
+    body: Dict[str, Any] = {"count": count}
+    if seats is not None:
+        if isinstance(seats, bool) or not isinstance(seats, int) or not 1 <= seats <= 1000:
+            raise ValueError(f"seats must be from 1 to 1000, got {seats!r}")
+        body["seats"] = seats
+    return Request("POST", "/keys", _keys, params=[("pool", pool or "")], json=body)
 
 
 def create_key(pool: Optional[str]) -> Request[Key]:
