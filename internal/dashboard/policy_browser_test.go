@@ -49,8 +49,13 @@ func TestDashboardShowsPoolPolicies(t *testing.T) {
 		{"secret": "sk-live-0123456789abcd", "name": "team-a"},
 		{"secret": "sk-live-9876543210wxyz", "name": "team-b"},
 		{"labels": {"tier": "spare"}}]}`)
+	call("POST", "/keys", `{"pool": "openai", "keys": [{"labels": {"tier": "shared"}, "seats": 3}]}`)
 	require.Equal(t, true, imported["policyCreated"])
-	call("PUT", "/pools/openai", `{"keyTTL": null, "leaseTTL": "2m", "maxLeaseTTL": "1h", "requireLeaseToken": true, "maxWait": "10s"}`)
+	call("PUT", "/pools/openai", `{"keyTTL": null, "leaseTTL": "2m", "maxLeaseTTL": "1h", "requireLeaseToken": true, "maxWait": "10s", "seats": 3}`)
+	// The key of three seats: two of them held.
+	for range 2 {
+		call("GET", "/keys?pool=openai&label=tier=shared", "")
+	}
 	call("POST", "/keys?pool=plain", `{"count": 2}`)
 	ids := map[string]string{}
 	for _, k := range imported["keys"].([]any) {
@@ -65,11 +70,19 @@ func TestDashboardShowsPoolPolicies(t *testing.T) {
 		return `document.querySelector('#policy [data-policy="` + field + `"]')?.textContent === '` + want + `'`
 	}
 	b.waitFor("the pool's policy is shown", policy("keyTTL", "keys stay")+` && `+policy("leaseTTL", "2 min")+` && `+
-		policy("maxLeaseTTL", "1 h")+` && `+policy("requireLeaseToken", "required")+` && `+policy("maxWait", "10 s"))
+		policy("maxLeaseTTL", "1 h")+` && `+policy("requireLeaseToken", "required")+` && `+policy("maxWait", "10 s")+` && `+
+		policy("seats", "3 leases at once"))
 	b.waitFor("every field is the pool's own", `document.querySelectorAll('#policy dd.inherited').length === 0
 		&& document.getElementById('policy-note')?.textContent.startsWith('The pool’s policy')`)
 	b.waitFor("the pool's card sums its policy up",
-		`document.querySelector('#pools li[data-pool="openai"] .pool-policy')?.textContent === 'keys stay · token required'`)
+		`document.querySelector('#pools li[data-pool="openai"] .pool-policy')?.textContent === 'keys stay · token required · 3 seats per key'`)
+	// Four keys, one of three seats: six seats, two held; the card shows seats.
+	card := func(stat, want string) string {
+		return `document.querySelector('#pools li[data-pool="openai"] .stat-` + stat + ` dd')?.textContent === '` + want + `'`
+	}
+	b.waitFor("the pool's card counts seats", card("total", "4")+` && `+card("seats", "6")+` && `+card("free", "4")+` && `+card("blocked", "2")+`
+		&& !document.querySelector('#pools li[data-pool="openai"] .stat-seats').hidden
+		&& document.querySelector('#pools li[data-pool="plain"] .stat-seats')?.hidden === true`)
 
 	row := func(id, cell, want string) string {
 		return `document.querySelector('#keys-body tr[data-key-id="` + id + `"] .c-` + cell + `')?.textContent === '` + want + `'`
@@ -77,6 +90,8 @@ func TestDashboardShowsPoolPolicies(t *testing.T) {
 	b.waitFor("names, secret hints and keys that stay", row(ids["team-a"], "name", "team-a")+` && `+row(ids["team-a"], "hint", "…abcd")+` && `+
 		row(ids["team-a"], "expires", "stays")+` && `+row(ids["team-b"], "name", "team-b")+` && `+row(ids["team-b"], "hint", "…wxyz")+` && `+
 		row(ids[""], "name", "—")+` && `+row(ids[""], "hint", "—")+` && `+row(ids[""], "expires", "stays"))
+	b.waitFor("a key of several seats shows how many are held",
+		`[...document.querySelectorAll('#keys-body tr .c-state')].some((c) => c.textContent === 'free · 2/3 seats held')`)
 	b.requireAccessible()
 	b.screenshot("policy.png", 1280, true)
 	b.screenshot("policy-narrow.png", 390, true)
@@ -88,7 +103,7 @@ func TestDashboardShowsPoolPolicies(t *testing.T) {
 	b.waitFor("the server's settings are shown", `document.getElementById('pool-name')?.textContent === 'plain' && `+
 		policy("keyTTL", "5 min")+` && `+policy("leaseTTL", "1 min")+` && `+policy("maxLeaseTTL", "no limit")+` && `+
 		policy("requireLeaseToken", "not required")+` && `+policy("maxWait", "1 min")+`
-		&& document.querySelectorAll('#policy dd.inherited').length === 5
+		&& document.querySelectorAll('#policy dd.inherited').length === 6
 		&& document.getElementById('policy-note')?.textContent === 'No policy: the server’s settings apply.'`)
 	b.waitFor("the card says so", `document.querySelector('#pools li[data-pool="plain"] .pool-policy')?.textContent === 'server settings'`)
 	b.waitFor("the keys' lives count down", `document.querySelectorAll('#keys-body tr').length === 2

@@ -407,11 +407,12 @@
       }
       item.append(head);
       const dl = document.createElement('dl');
-      for (const [stat, label] of [['total', 'Total'], ['free', 'Free'], ['blocked', 'Blocked'], ['expiring', 'Expiring soon']]) {
+      for (const [stat, label] of [['total', 'Total'], ['seats', 'Seats'], ['free', 'Free'], ['blocked', 'Blocked'], ['expiring', 'Expiring soon']]) {
         const div = document.createElement('div');
         div.className = 'stat stat-' + stat;
         const dt = document.createElement('dt');
         dt.textContent = label;
+        dt.title = label;
         const dd = document.createElement('dd');
         dd.dataset.stat = stat;
         div.append(dt, dd);
@@ -438,14 +439,18 @@
       head.setAttribute('aria-pressed', String(selected));
       head.setAttribute('aria-label', 'Show pool ' + p.pool);
     }
-    const values = { total: p.total, free: p.free, blocked: p.blocked, expiring: p.expiringWithinMinute };
+    // Free and blocked count seats: as many as keys where each key has one.
+    const seats = p.seats ?? p.total;
+    const values = { total: p.total, seats, free: p.free, blocked: p.blocked, expiring: p.expiringWithinMinute };
     for (const dd of item.querySelectorAll('dd')) {
       dd.textContent = String(values[dd.dataset.stat]);
       dd.classList.toggle('alert', dd.dataset.stat === 'expiring' && values.expiring > 0);
     }
-    // The share of keys held. A style property set from script is not an
+    // Seats are shown where they differ from keys (a key of several seats).
+    item.querySelector('.stat-seats').hidden = seats === p.total;
+    // The share of seats held. A style property set from script is not an
     // inline style: the Content-Security-Policy allows it.
-    item.querySelector('.meter span').style.width = (p.total ? (100 * p.blocked) / p.total : 0).toFixed(1) + '%';
+    item.querySelector('.meter span').style.width = (seats ? (100 * p.blocked) / seats : 0).toFixed(1) + '%';
     const policy = item.querySelector('.pool-policy');
     if (policy) {
       policy.textContent = policySummary(p.pool);
@@ -465,6 +470,7 @@
     const parts = [];
     if ('keyTTL' in pool.policy) parts.push(pool.policy.keyTTL === null ? 'keys stay' : 'keys live ' + humanSpan(pool.policy.keyTTL));
     if (pool.policy.requireLeaseToken) parts.push('token required');
+    if (pool.policy.seats) parts.push(pool.policy.seats + ' seats per key');
     return parts.length ? parts.join(' · ') : 'policy';
   }
 
@@ -474,6 +480,7 @@
     maxLeaseTTL: (v) => (v === null ? 'no limit' : humanSpan(v)),
     requireLeaseToken: (v) => (v ? 'required' : 'not required'),
     maxWait: (v) => (parseSpan(v) === 0 ? 'no waiting' : humanSpan(v)),
+    seats: (v) => (v === 1 ? '1 (one holder per key)' : v + ' leases at once'),
   };
 
   // renderPolicy shows what governs the chosen pool: each field of its
@@ -576,7 +583,10 @@
       );
     }
     const lease = state.tokens[k.keyId];
-    if (lease && (!k.isBlocked || k.blockedAt !== lease.blockedAt)) rememberToken(k.keyId, null);
+    // A key of several seats read as a whole shows no one lease: its
+    // remembered token is dropped only when it has no held seat left.
+    const several = (k.seats || 1) > 1;
+    if (lease && (several ? k.seatsHeld === 0 : !k.isBlocked || k.blockedAt !== lease.blockedAt)) rememberToken(k.keyId, null);
     const token = tokenOf(k.keyId);
     const cooling = !k.isBlocked && k.coolingUntil && Date.parse(k.coolingUntil) > serverNow();
     row.dataset.state = k.isBlocked ? 'blocked' : cooling ? 'cooling' : 'free';
@@ -584,6 +594,7 @@
     const badge = row.querySelector('.c-state');
     badge.textContent = k.isBlocked ? (token ? 'blocked · yours' : 'blocked')
       : cooling ? 'cooling until ' + clock(new Date(k.coolingUntil)) : 'free';
+    if (several && k.seatsHeld !== undefined) badge.textContent += ' · ' + k.seatsHeld + '/' + k.seats + ' seats held';
     // The name and the last characters of the secret tell keys apart; the
     // secret itself is never shown.
     const name = row.querySelector('.c-name');
@@ -608,7 +619,8 @@
     if (!k.expiresAt) expires.title = 'Lives until deleted';
     row.querySelector('.c-assigned').textContent = String(k.timesAssigned);
     row.querySelector('.c-token').textContent = token || '—';
-    row.querySelector('[data-action="release"]').disabled = !k.isBlocked;
+    // A key of several seats is released lease by lease: with a token only.
+    row.querySelector('[data-action="release"]').disabled = several ? !token : !k.isBlocked;
     return row;
   }
 
