@@ -52,6 +52,19 @@ def test_create_get_and_delete_keys(client: Client, pool: str) -> None:
         client.create_keys(0, pool)
 
 
+def test_a_key_of_several_seats_is_held_by_as_many_leases(client: Client, pool: str) -> None:
+    (key,) = client.create_keys(1, pool, seats=2)
+    assert key.seats == 2 and key.seats_held == 0
+    with client.claim(pool) as first, client.claim(pool) as second:
+        assert first.key_id == second.key_id == key.key_id
+        assert first.token != second.token
+        whole = client.get_key(key.key_id)
+        assert whole.seats == 2 and whole.seats_held == 2 and whole.is_blocked
+    assert client.get_key(key.key_id).seats_held == 0
+    with pytest.raises(ValueError):
+        client.create_keys(1, pool, seats=0)
+
+
 def test_claim_keep_alive_release(client: Client, pool: str, lease_ttl: float) -> None:
     key_id, secret = one_key_pool(client, pool)
     with client.claim(pool) as lease:

@@ -292,6 +292,20 @@ describe("against the server", needsServer, () => {
     assert.equal((await client.importKeys([{ secret: `sk-${p}` }], pool())).length, 1);
   });
 
+  it("lends a key of several seats to as many holders, each with a token", async () => {
+    const p = pool();
+    const [key] = await client.createKeys(1, p, undefined, 2);
+    assert.equal(key!.seats, 2);
+    const first = await client.claimKey({ pool: p });
+    const second = await client.claimKey({ pool: p });
+    assert.equal(first.keyId, key!.keyId);
+    assert.equal(second.keyId, key!.keyId);
+    assert.notEqual(first.leaseToken, second.leaseToken);
+    const whole = await client.getKey(key!.keyId);
+    assert.deepEqual([whole.seatsHeld, whole.isBlocked], [2, true]);
+    assert.deepEqual([(await client.getPool(p)).seats, (await client.getPool(p)).held], [2, 2]);
+  });
+
   it("gives a pool a policy that its leases follow, lists it, and deletes it", async () => {
     const p = pool();
     await client.createKeys(2, p);
@@ -304,9 +318,9 @@ describe("against the server", needsServer, () => {
     assert.equal(put.pool, p);
     assert.equal(put.hasPolicy, true);
     assert.deepEqual(put.policy, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: "3s", requireLeaseToken: true, maxWait: "100ms" });
-    assert.deepEqual(put.effective, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: "3s", requireLeaseToken: true, maxWait: "100ms" });
+    assert.deepEqual(put.effective, { keyTTL: null, leaseTTL: "2s", maxLeaseTTL: "3s", requireLeaseToken: true, maxWait: "100ms", seats: 1 });
     assert.equal(put.keysRebased, 2, "the pool's keys now stay");
-    assert.deepEqual([put.keys, put.free, put.held], [2, 2, 0]);
+    assert.deepEqual([put.keys, put.seats, put.free, put.held], [2, 2, 2, 0]);
     assert.ok(put.createdAt && put.updatedAt);
     assert.deepEqual((await client.getPool(p)).policy, put.policy);
     const listed = (await client.listPools()).find((x) => x.pool === p);
