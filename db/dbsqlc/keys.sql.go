@@ -417,23 +417,27 @@ func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) (
 
 const keyCreate = `-- name: KeyCreate :many
 
-WITH created AS (
+WITH seats AS (
+    SELECT coalesce(nullif($1::int, 0),
+                    (SELECT p.seats FROM pools AS p WHERE p.name = $2::text), 1) AS seats
+), created AS (
     INSERT INTO keys (pool, seats, expires_at)
-    SELECT $1::text, $2::int,
+    SELECT $2::text, (SELECT seats.seats FROM seats),
            -- The pool's policy, or KEY_TTL (see migration 00011).
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
            nullif(coalesce((SELECT CASE WHEN p.keys_stay THEN 'infinity'::timestamptz
                                         ELSE now() + coalesce(p.key_ttl, $3::float8 * interval '1 second') END
-                            FROM pools AS p WHERE p.name = $1::text),
+                            FROM pools AS p WHERE p.name = $2::text),
                            now() + $3::float8 * interval '1 second'), 'infinity')
     FROM generate_series(1, $4::int)
+    WHERE $4::int * (SELECT seats.seats FROM seats) <= $5::int
     RETURNING id, pool, created_at, expires_at, last_keep_alive_at, labels, secret_key_id, secret_ciphertext, secret_digest, name, secret_hint, seats
 ), state AS (
     -- One row per seat.
     INSERT INTO key_state (key_id, seat, pool)
     SELECT created.id, seat.seat, created.pool
-    FROM created CROSS JOIN generate_series(0, $2::int - 1) AS seat (seat)
+    FROM created CROSS JOIN LATERAL generate_series(0, created.seats - 1) AS seat (seat)
     RETURNING key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
@@ -442,12 +446,12 @@ WITH created AS (
     -- Creates the pool's totals row, or locks it: the background job removes
     -- the row of an empty pool only under the same lock, so it never removes
     -- that of a pool that is getting keys.
-    INSERT INTO pool_count_totals AS t (pool) VALUES ($1::text)
+    INSERT INTO pool_count_totals AS t (pool) VALUES ($2::text)
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
-    VALUES ($1::text, $4::int, 0,
-            announce_freed($1::text, $4::int * $2::int))
+    SELECT $2::text, count(*), 0, announce_freed($2::text, sum(created.seats))
+    FROM created HAVING count(*) > 0
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        created.seats, 0::int AS seats_held,
@@ -457,10 +461,11 @@ JOIN state ON state.key_id = created.id AND state.seat = 0
 `
 
 type KeyCreateParams struct {
-	Pool          string
 	Seats         int32
+	Pool          string
 	KeyTtlSeconds float64
 	Count         int32
+	MaxSeats      int32
 }
 
 type KeyCreateRow struct {
@@ -533,13 +538,17 @@ type KeyCreateRow struct {
 // name those predicates, to walk the index they mean.
 // TestQueryPlansUseIndexes holds every statement to its index under five
 // states of the statistics.
-// Creates count free keys in one statement.
+// Creates count free keys in one statement, each with the seats asked for
+// (0: the pool's policy's, or 1; one more probe of pools_pkey). Nothing is
+// created when count keys of those seats would be more than max_seats
+// seats in all: the caller then finds no row returned.
 func (q *Queries) KeyCreate(ctx context.Context, arg KeyCreateParams) ([]KeyCreateRow, error) {
 	rows, err := q.db.Query(ctx, keyCreate,
-		arg.Pool,
 		arg.Seats,
+		arg.Pool,
 		arg.KeyTtlSeconds,
 		arg.Count,
+		arg.MaxSeats,
 	)
 	if err != nil {
 		return nil, err
@@ -1424,7 +1433,7 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 }
 
 const keyListPage = `-- name: KeyListPage :many
-WITH page AS (
+WITH page AS MATERIALIZED (
     SELECT k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats FROM keys AS k
     WHERE k.pool = $1::text AND k.id > $2::uuid AND (k.expires_at IS NULL OR k.expires_at > now())
     -- The index's own order (pool is fixed): the planner then walks
@@ -1477,7 +1486,9 @@ type KeyListPageRow struct {
 // One page of a pool's live keys in id order, starting after the given id
 // (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 // the page's rows and stops. Keys whose life has ended are left out, as
-// everywhere; the background job removes them shortly.
+// everywhere; the background job removes them shortly. The page is planned
+// on its own (MATERIALIZED): folded into the query with its seats, the
+// planner sorted a bitmap scan of the pool's keys instead of walking them.
 // Each key's seats and lease, as in KeyGet.
 // Laterals that the planner cannot turn into joins (an aggregate, a
 // limit), so that each is a lookup per key of the page: as a join, the

@@ -135,7 +135,7 @@ var notChecked = map[string]string{
 func statements() []statement {
 	id := uuid.New()
 	return []statement{
-		{"KeyCreate", keyCreate, []any{"default", 1, 3600.0, 10}, paths{}},
+		{"KeyCreate", keyCreate, []any{0, "default", 3600.0, 10, 100000}, paths{"pools": by("pools_pkey")}},
 		{"KeyClaim", keyClaim, []any{"default", 0.5, 1, 60.0}, claimPaths},
 		{"KeyClaim (batch of 32)", keyClaim, []any{"default", 0.99, 32, 60.0}, claimPaths},
 		{"KeyGet", keyGet, []any{id}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
@@ -649,7 +649,7 @@ func TestQueryPlansCoverEveryStatement(t *testing.T) {
 func loadPlansData(t *testing.T, conn *pgx.Conn, q *Queries, perPool int32) {
 	ctx := context.Background()
 	for _, pool := range []string{"default", "other"} {
-		_, err := q.KeyCreate(ctx, KeyCreateParams{Pool: pool, Seats: 1, KeyTtlSeconds: 3600, Count: perPool})
+		_, err := q.KeyCreate(ctx, KeyCreateParams{Pool: pool, Seats: 1, KeyTtlSeconds: 3600, Count: perPool, MaxSeats: perPool})
 		require.NoError(t, err)
 	}
 	_, err := q.KeyClaim(ctx, KeyClaimParams{Pool: "default", StartPosition: 0, Max: perPool / 2, LeaseTtlSeconds: 60})

@@ -52,10 +52,16 @@
 -- states of the statistics.
 
 -- name: KeyCreate :many
--- Creates count free keys in one statement.
-WITH created AS (
+-- Creates count free keys in one statement, each with the seats asked for
+-- (0: the pool's policy's, or 1; one more probe of pools_pkey). Nothing is
+-- created when count keys of those seats would be more than max_seats
+-- seats in all: the caller then finds no row returned.
+WITH seats AS (
+    SELECT coalesce(nullif(sqlc.arg(seats)::int, 0),
+                    (SELECT p.seats FROM pools AS p WHERE p.name = sqlc.arg(pool)::text), 1) AS seats
+), created AS (
     INSERT INTO keys (pool, seats, expires_at)
-    SELECT sqlc.arg(pool)::text, sqlc.arg(seats)::int,
+    SELECT sqlc.arg(pool)::text, (SELECT seats.seats FROM seats),
            -- The pool's policy, or KEY_TTL (see migration 00011).
            -- NULL (keys that stay) is 'infinity' until the end, so that one
            -- probe of pools_pkey tells both a key life and no row.
@@ -64,12 +70,13 @@ WITH created AS (
                             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
                            now() + sqlc.arg(key_ttl_seconds)::float8 * interval '1 second'), 'infinity')
     FROM generate_series(1, sqlc.arg(count)::int)
+    WHERE sqlc.arg(count)::int * (SELECT seats.seats FROM seats) <= sqlc.arg(max_seats)::int
     RETURNING *
 ), state AS (
     -- One row per seat.
     INSERT INTO key_state (key_id, seat, pool)
     SELECT created.id, seat.seat, created.pool
-    FROM created CROSS JOIN generate_series(0, sqlc.arg(seats)::int - 1) AS seat (seat)
+    FROM created CROSS JOIN LATERAL generate_series(0, created.seats - 1) AS seat (seat)
     RETURNING *
 ), history AS (
     INSERT INTO key_events (key_id, pool, event)
@@ -82,8 +89,8 @@ WITH created AS (
     ON CONFLICT (pool) DO UPDATE SET pool = t.pool
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
-    VALUES (sqlc.arg(pool)::text, sqlc.arg(count)::int, 0,
-            announce_freed(sqlc.arg(pool)::text, sqlc.arg(count)::int * sqlc.arg(seats)::int))
+    SELECT sqlc.arg(pool)::text, count(*), 0, announce_freed(sqlc.arg(pool)::text, sum(created.seats))
+    FROM created HAVING count(*) > 0
 )
 SELECT created.id, created.pool, created.created_at, created.expires_at, created.last_keep_alive_at, created.labels, created.name, created.secret_hint,
        created.seats, 0::int AS seats_held,
@@ -590,8 +597,10 @@ ORDER BY k.pool;
 -- One page of a pool's live keys in id order, starting after the given id
 -- (the nil UUID for the first page): a range on keys_pool_id_idx that reads
 -- the page's rows and stops. Keys whose life has ended are left out, as
--- everywhere; the background job removes them shortly.
-WITH page AS (
+-- everywhere; the background job removes them shortly. The page is planned
+-- on its own (MATERIALIZED): folded into the query with its seats, the
+-- planner sorted a bitmap scan of the pool's keys instead of walking them.
+WITH page AS MATERIALIZED (
     SELECT k.* FROM keys AS k
     WHERE k.pool = sqlc.arg(pool)::text AND k.id > sqlc.arg(after)::uuid AND (k.expires_at IS NULL OR k.expires_at > now())
     -- The index's own order (pool is fixed): the planner then walks

@@ -347,7 +347,7 @@ func (m *Metrics) WatchWaiters(waiting func() int) {
 
 var (
 	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
-		"Keys in the pool by state: free, or blocked (held under a lease). Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
+		"Seats of the pool's keys by state: free, or blocked (held under a lease); a key of one seat counts once. Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
 )
 
 // poolCollector reads the per-pool counters at scrape time; they are kept

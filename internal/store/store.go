@@ -247,26 +247,26 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 	if count < 1 || count > MaxCreate {
 		return nil, fmt.Errorf("count %d out of range 1..%d", count, MaxCreate)
 	}
+	if seats != 0 && (seats < 1 || seats > MaxSeats) {
+		return nil, fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidSeats, MaxSeats, seats)
+	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	seats, err := s.seatsFor(ctx, pool, seats)
-	if err != nil {
-		return nil, err
-	}
-	if count*seats > MaxCreateSeats {
-		return nil, fmt.Errorf("%w: %d keys of %d seats are %d seats, more than the %d one call creates",
-			ErrInvalidSeats, count, seats, count*seats, MaxCreateSeats)
-	}
 	rows, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateRow, error) {
 		return s.queries.KeyCreate(ctx, dbsqlc.KeyCreateParams{
 			Pool:          pool,
 			KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
 			Count:         int32(count),
 			Seats:         int32(seats),
+			MaxSeats:      MaxCreateSeats,
 		})
 	})
 	if err != nil {
 		return nil, classify(err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w: %d keys of the pool's seats are more than the %d seats one call creates",
+			ErrInvalidSeats, count, MaxCreateSeats)
 	}
 	keys := make([]Key, len(rows))
 	for i, row := range rows {
