@@ -66,7 +66,66 @@ CROSS JOIN LATERAL (
 
 COMMENT ON VIEW pool_counts IS 'Per-pool counts: keys, seats (of those keys) and blocked (held seats), exact at the reader''s snapshot. Keys whose life has ended count until the background job deletes them.';
 
+-- A key ends with one deleted or expired event per seat it had held (each
+-- lease needs its end), and the one of seat 0 (seat NULL, or 0 when held):
+-- the key itself counts once, by that one.
+CREATE OR REPLACE VIEW key_activity_hourly AS
+SELECT c.pool,
+       c.hour,
+       n.created,
+       n.deleted,
+       n.expired
+FROM history_hours AS c
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE e.event = 'created') AS created,
+           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0) AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0) AS expired
+    FROM key_events AS e
+    WHERE e.pool = c.pool AND e.at >= c.hour AND e.at < c.hour + interval '1 hour'
+      AND e.event IN ('created', 'deleted', 'expired')
+) AS n
+WHERE n.created + n.deleted + n.expired > 0;
+
+CREATE OR REPLACE VIEW key_event_changes AS
+SELECT e.id, e.at, e.key_id, e.pool, e.event, e.lease_token,
+       CASE WHEN e.event = 'created' THEN 1
+            WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -1
+            ELSE 0 END AS keys,
+       CASE WHEN e.event = 'assigned' THEN 1
+            WHEN e.event IN ('released', 'lease_expired') THEN -1
+            WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
+            ELSE 0 END AS blocked
+FROM key_events AS e;
+
+COMMENT ON VIEW key_event_changes IS 'Every event with the change it makes to its pool''s count of keys (keys: +1, -1, 0; a key of several seats counts once) and of blocked seats (blocked). The utilisation report divides held seats by keys: a pool of keys of several seats may show more than 1.';
+
 -- +goose Down
+CREATE OR REPLACE VIEW key_activity_hourly AS
+SELECT c.pool,
+       c.hour,
+       n.created,
+       n.deleted,
+       n.expired
+FROM history_hours AS c
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE e.event = 'created') AS created,
+           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired') AS expired
+    FROM key_events AS e
+    WHERE e.pool = c.pool AND e.at >= c.hour AND e.at < c.hour + interval '1 hour'
+      AND e.event IN ('created', 'deleted', 'expired')
+) AS n
+WHERE n.created + n.deleted + n.expired > 0;
+CREATE OR REPLACE VIEW key_event_changes AS
+SELECT e.id, e.at, e.key_id, e.pool, e.event, e.lease_token,
+       CASE WHEN e.event = 'created' THEN 1
+            WHEN e.event IN ('deleted', 'expired') THEN -1
+            ELSE 0 END AS keys,
+       CASE WHEN e.event = 'assigned' THEN 1
+            WHEN e.event IN ('released', 'lease_expired') THEN -1
+            WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
+            ELSE 0 END AS blocked
+FROM key_events AS e;
 DROP VIEW pool_counts;
 CREATE VIEW pool_counts AS
 SELECT t.pool, (t.keys + c.keys)::bigint AS keys, (t.blocked + c.blocked)::bigint AS blocked

@@ -51,7 +51,6 @@ type Key struct {
 	Seats int32
 }
 
-// Per pool and UTC hour: keys created, deleted (by a client) and expired (by the background job).
 type KeyActivityHourly struct {
 	Pool    string
 	Hour    time.Time
@@ -85,7 +84,7 @@ type KeyEvent struct {
 	Seat *int16
 }
 
-// Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0) and of blocked keys (blocked).
+// Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0; a key of several seats counts once) and of blocked seats (blocked). The utilisation report divides held seats by keys: a pool of keys of several seats may show more than 1.
 type KeyEventChange struct {
 	ID         int64
 	At         time.Time

@@ -87,8 +87,10 @@ WITH bounds AS (
            count(*) FILTER (WHERE e.event = 'released') AS released,
            count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
            count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
-           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
-           count(*) FILTER (WHERE e.event = 'expired') AS expired
+           -- A key of several seats ends with one event per held seat;
+           -- the key itself is counted once, by seat 0's (seat NULL or 0).
+           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0) AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0) AS expired
     FROM key_events AS e
     WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute')
       AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.current_minute FROM bounds AS b) + interval '1 minute')
@@ -122,8 +124,10 @@ WITH bounds AS (
            count(*) FILTER (WHERE e.event = 'released') AS released,
            count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
            count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
-           count(*) FILTER (WHERE e.event = 'deleted') AS deleted,
-           count(*) FILTER (WHERE e.event = 'expired') AS expired
+           -- A key of several seats ends with one event per held seat;
+           -- the key itself is counted once, by seat 0's (seat NULL or 0).
+           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0) AS deleted,
+           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0) AS expired
     FROM key_events AS e
     WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - (sqlc.arg(minutes)::int - 1) * interval '1 minute'
       AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
