@@ -25,7 +25,8 @@ put its secret into COMMAND's environment as NAME, keep the lease alive
 while COMMAND runs, and release the key when COMMAND exits, with a cooldown
 when --cooldown-on-exit names COMMAND's exit code. exec exits with
 COMMAND's exit code; SIGINT, SIGTERM and SIGHUP sent to exec are passed on
-to COMMAND. The flags come before COMMAND; '--' ends them.
+to COMMAND (but the Ctrl-C of a terminal, which reaches COMMAND directly).
+The flags come before COMMAND; '--' ends them.
 
 The key must carry a secret (token-orchestrator keys import); a key
 without one is released at once and nothing runs.
@@ -135,12 +136,18 @@ func runExec(args []string, stdout, stderr io.Writer, getenv func(string) string
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, forwardedSignals...)
 	defer signal.Stop(signals)
-	return execWithSignals(signals, args, stdout, stderr, getenv)
+	return execWithSignals(signals, notFromTerminal, args, stdout, stderr, getenv)
+}
+
+// notFromTerminal holds back the SIGINT and SIGHUP that the terminal has
+// sent the command itself, as it does when exec runs in its foreground.
+func notFromTerminal(sig os.Signal) bool {
+	return (sig != os.Interrupt && sig != syscall.SIGHUP) || !inTerminalForeground()
 }
 
 // execWithSignals runs "exec ...", passing on the signals that come on
-// signals.
-func execWithSignals(signals <-chan os.Signal, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+// signals, those that forward allows (nil: all).
+func execWithSignals(signals <-chan os.Signal, forward func(os.Signal) bool, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	f := newExecFlags(stderr, getenv)
 	fs := f.fs
 	command, err := parseCommandLine(fs, args, stdout)
@@ -168,7 +175,7 @@ func execWithSignals(signals <-chan os.Signal, args []string, stdout, stderr io.
 		Client: c, Pool: *f.pool, Labels: *f.labels, Wait: *f.wait,
 		EnvName: *f.envName, Command: command,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr,
-		Signals: signals, Cooldowns: f.cooldowns, KillAfter: *f.killAfter,
+		Signals: signals, Forward: forward, Cooldowns: f.cooldowns, KillAfter: *f.killAfter,
 		Notify: func(msg string) { fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), msg) },
 	})
 	var (

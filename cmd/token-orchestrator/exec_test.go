@@ -137,7 +137,7 @@ func TestExecSignalsAndLostLeases(t *testing.T) {
 		stdout, stderr := &syncBuffer{}, &syncBuffer{}
 		code := make(chan int, 1)
 		go func() {
-			code <- execWithSignals(signals, []string{"--pool", "jobs", "--env", "API_KEY", "--kill-after", "5s", "--", "sh", "-c", script},
+			code <- execWithSignals(signals, nil, []string{"--pool", "jobs", "--env", "API_KEY", "--kill-after", "5s", "--", "sh", "-c", script},
 				stdout, stderr, func(name string) string { return env[name] })
 		}()
 		require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "ready") }, 10*time.Second, 5*time.Millisecond)

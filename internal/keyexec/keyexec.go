@@ -67,6 +67,12 @@ type Config struct {
 	// while Run waits for a key ends the wait (Run returns an
 	// *InterruptedError). Defaults to none.
 	Signals <-chan os.Signal
+	// Forward, when set, says whether a signal that comes while the
+	// command runs is passed on to it: a terminal sends Ctrl-C to the
+	// command itself when both run in its foreground, and a second SIGINT
+	// would interrupt the command's own handling of the first. Defaults to
+	// every signal.
+	Forward func(os.Signal) bool
 	// Cooldowns maps exit codes of the command to the cooldown of the key's
 	// release: no claim takes the key again before it has passed. Exit codes
 	// it does not name release the key at once. Defaults to none.
@@ -264,7 +270,9 @@ func wait(cmd *exec.Cmd, lease *client.Lease, cfg Config) (int, error) {
 			// none, which is exit code 1.
 			return exitCode(cmd), lostErr
 		case sig := <-cfg.Signals:
-			_ = cmd.Process.Signal(sig)
+			if cfg.Forward == nil || cfg.Forward(sig) {
+				_ = cmd.Process.Signal(sig)
+			}
 		case <-lost:
 			lost = nil
 			lostErr = lease.Err()

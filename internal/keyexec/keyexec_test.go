@@ -207,6 +207,20 @@ func TestSignalsPassedOn(t *testing.T) {
 	signals <- os.Interrupt
 	require.Equal(t, 128+int(syscall.SIGINT), (<-done).ExitCode)
 	b.requireFree(t)
+
+	// A signal that Forward holds back does not reach the command.
+	cfg = b.config(`trap 'echo got INT' INT; trap 'echo got TERM; exit 8' TERM; echo ready at last; while :; do sleep 0.02; done`)
+	cfg.Signals = signals
+	cfg.Forward = func(sig os.Signal) bool { return sig != os.Interrupt }
+	go func() {
+		res, _ := keyexec.Run(b.ctx, cfg)
+		done <- res
+	}()
+	b.waitFor(t, "ready at last")
+	signals <- os.Interrupt
+	signals <- syscall.SIGTERM
+	require.Equal(t, 8, (<-done).ExitCode)
+	require.NotContains(t, b.stdout.String(), "got INT")
 }
 
 // A lease lost while the command runs stops the command: SIGTERM, then
