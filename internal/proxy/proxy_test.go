@@ -114,7 +114,7 @@ func setup(t *testing.T, upstream http.Handler, o options) *bundle {
 
 // withEncryptionKey configures a server with a random encryption key, so
 // that it takes secrets.
-func withEncryptionKey(t *testing.T) func(*config.Config) {
+func withEncryptionKey(t testing.TB) func(*config.Config) {
 	raw := make([]byte, secrets.KeySize)
 	_, _ = rand.Read(raw)
 	kr, err := secrets.New(raw)
