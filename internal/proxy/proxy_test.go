@@ -283,7 +283,7 @@ func TestForwardsWithTheKeysSecret(t *testing.T) {
 	for name, value := range map[string]string{
 		"Authorization": "Bearer caller-token", "Proxy-Authorization": "Basic caller", "Cookie": "session=caller",
 		"X-Api-Key": "caller-key", "Api-Key": "caller-key", "X-Caller-Secret": "caller", "X-Org": "caller-org",
-		"X-Keep": "kept", "Content-Type": "application/json",
+		"X-Keep": "kept", "Content-Type": "application/json", "X-Forwarded-For": "10.1.2.3",
 	} {
 		req.Header.Set(name, value)
 	}
@@ -303,7 +303,7 @@ func TestForwardsWithTheKeysSecret(t *testing.T) {
 	require.Equal(t, []string{"Bearer " + b.secret}, got.Header.Values("Authorization"))
 	require.Equal(t, []string{"acme"}, got.Header.Values("X-Org"), "a header of the proxy replaces the caller's")
 	require.Equal(t, "kept", got.Header.Get("X-Keep"))
-	for _, name := range []string{"Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Caller-Secret"} {
+	for _, name := range []string{"Proxy-Authorization", "Cookie", "X-Api-Key", "Api-Key", "X-Caller-Secret", "X-Forwarded-For"} {
 		require.Empty(t, got.Header.Values(name), "the caller's %s is stripped", name)
 	}
 
