@@ -66,7 +66,10 @@ func (b *bundle) config(script string) keyexec.Config {
 		Client: b.c, Pool: b.pool, Wait: 5 * time.Second, EnvName: "API_KEY",
 		Command: []string{"sh", "-c", script},
 		// An API_KEY of the environment gives way to the key's.
-		Env:    append(os.Environ(), "API_KEY=from-the-environment", "DIR="+b.dir),
+		Env: append(os.Environ(), "API_KEY=from-the-environment", "DIR="+b.dir,
+			// SPIN waits for a signal, or 10 s at most, so that a command
+			// whose signal never comes ends all the same, with 99.
+			`SPIN=n=0; while [ $n -lt 500 ]; do sleep 0.02; n=$((n+1)); done; exit 99`),
 		Stdin:  strings.NewReader(""),
 		Stdout: b.stdout, Stderr: b.stdout,
 	}
@@ -148,8 +151,9 @@ func TestLeaseKeptAliveWhileTheCommandRuns(t *testing.T) {
 	leaseTTL := 600 * time.Millisecond
 	b := setup(t, servertest.Options{LeaseTTL: leaseTTL, SweepInterval: 20 * time.Millisecond}, true)
 	done := make(chan keyexec.Result, 1)
+	started := time.Now()
 	go func() {
-		res, err := keyexec.Run(b.ctx, b.config(`echo ready; while [ ! -e "$DIR/stop" ]; do sleep 0.02; done`))
+		res, err := keyexec.Run(b.ctx, b.config(`echo ready; n=0; until [ -e "$DIR/stop" ] || [ $n -ge 1000 ]; do sleep 0.02; n=$((n+1)); done`))
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
@@ -168,8 +172,9 @@ func TestLeaseKeptAliveWhileTheCommandRuns(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "the lease is kept alive")
 
 	require.NoError(t, os.WriteFile(filepath.Join(b.dir, "stop"), nil, 0o600))
-	res := <-done
+	res := awaitResult(t, done)
 	require.Equal(t, 0, res.ExitCode)
+	require.Less(t, time.Since(started), 15*time.Second, "the command ended when asked, not at its bound")
 	require.Nil(t, res.LeaseLost)
 	b.requireFree(t)
 }
@@ -180,7 +185,7 @@ func TestSignalsPassedOn(t *testing.T) {
 	t.Parallel()
 	b := setup(t, servertest.Options{}, true)
 	signals := make(chan os.Signal, 1)
-	cfg := b.config(`trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.02; done`)
+	cfg := b.config(`trap 'echo got TERM; exit 7' TERM; echo ready; eval "$SPIN"`)
 	cfg.Signals = signals
 	done := make(chan keyexec.Result, 1)
 	go func() {
@@ -192,7 +197,7 @@ func TestSignalsPassedOn(t *testing.T) {
 	}()
 	b.waitFor(t, "ready")
 	signals <- syscall.SIGTERM
-	res := <-done
+	res := awaitResult(t, done)
 	require.Equal(t, 7, res.ExitCode)
 	require.Contains(t, b.stdout.String(), "got TERM")
 	b.requireFree(t)
@@ -205,11 +210,11 @@ func TestSignalsPassedOn(t *testing.T) {
 	}()
 	b.waitFor(t, "ready again")
 	signals <- os.Interrupt
-	require.Equal(t, 128+int(syscall.SIGINT), (<-done).ExitCode)
+	require.Equal(t, 128+int(syscall.SIGINT), awaitResult(t, done).ExitCode)
 	b.requireFree(t)
 
 	// A signal that Forward holds back does not reach the command.
-	cfg = b.config(`trap 'echo got INT' INT; trap 'echo got TERM; exit 8' TERM; echo ready at last; while :; do sleep 0.02; done`)
+	cfg = b.config(`trap 'echo got INT' INT; trap 'echo got TERM; exit 8' TERM; echo ready at last; eval "$SPIN"`)
 	cfg.Signals = signals
 	cfg.Forward = func(sig os.Signal) bool { return sig != os.Interrupt }
 	go func() {
@@ -219,7 +224,7 @@ func TestSignalsPassedOn(t *testing.T) {
 	b.waitFor(t, "ready at last")
 	signals <- os.Interrupt
 	signals <- syscall.SIGTERM
-	require.Equal(t, 8, (<-done).ExitCode)
+	require.Equal(t, 8, awaitResult(t, done).ExitCode)
 	require.NotContains(t, b.stdout.String(), "got INT")
 }
 
@@ -231,8 +236,8 @@ func TestLeaseLostStopsTheCommand(t *testing.T) {
 		name, script string
 		exitCode     int
 	}{
-		{"stops on SIGTERM", `trap 'echo stopping; exit 0' TERM; echo ready; while :; do sleep 0.02; done`, 0},
-		{"ignores SIGTERM", `trap '' TERM; echo ready; while :; do sleep 0.02; done`, 128 + int(syscall.SIGKILL)},
+		{"stops on SIGTERM", `trap 'echo stopping; exit 0' TERM; echo ready; eval "$SPIN"`, 0},
+		{"ignores SIGTERM", `trap '' TERM; echo ready; eval "$SPIN"`, 128 + int(syscall.SIGKILL)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -257,7 +262,7 @@ func TestLeaseLostStopsTheCommand(t *testing.T) {
 			_, err := b.c.ReleaseKey(b.ctx, b.key.ID, "")
 			require.NoError(t, err)
 
-			res := <-done
+			res := awaitResult(t, done)
 			require.ErrorIs(t, res.LeaseLost, client.ErrLeaseLost)
 			require.Equal(t, tc.exitCode, res.ExitCode)
 			mu.Lock()
@@ -337,6 +342,18 @@ func TestNothingRuns(t *testing.T) {
 		require.ErrorContains(t, err, `"A=B"`)
 		require.False(t, errors.Is(err, keyexec.ErrNoSecret))
 	})
+}
+
+// awaitResult waits for a Run that should end soon.
+func awaitResult(t *testing.T, done <-chan keyexec.Result) keyexec.Result {
+	t.Helper()
+	select {
+	case res := <-done:
+		return res
+	case <-time.After(20 * time.Second):
+		t.Fatal("the command did not end")
+		return keyexec.Result{}
+	}
 }
 
 // syncBuffer is the command's output, read by the test while it runs.
