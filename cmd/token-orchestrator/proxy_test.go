@@ -29,10 +29,20 @@ type runningProxy struct {
 }
 
 // wait waits until the command returns, and returns its exit code.
-func (p *runningProxy) wait() int {
-	<-p.done
-	return p.code
+func (p *runningProxy) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the proxy did not stop: %s", p.stderr)
+		return 0
+	}
 }
+
+// httpClient gives up on an answer that does not end in time, so that a
+// test fails instead of hanging.
+var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // startProxy runs the proxy command until the test stops it, and waits
 // until it listens.
@@ -47,7 +57,7 @@ func startProxy(t *testing.T, env map[string]string, args ...string) *runningPro
 	}()
 	t.Cleanup(func() {
 		stop()
-		p.wait()
+		p.wait(t)
 	})
 	listening := regexp.MustCompile(`msg="proxy listening" addr=(\S+) .* metrics=(\S+)`)
 	require.Eventually(t, func() bool {
@@ -88,7 +98,7 @@ func TestProxyCommand(t *testing.T) {
 	req, err := http.NewRequest(http.MethodGet, p.url+"/v1/models", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer mine")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -96,7 +106,7 @@ func TestProxyCommand(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "data: /v1/models\n\n", string(body))
 
-	resp, err = http.Get(p.url + "/v1/limited")
+	resp, err = httpClient.Get(p.url + "/v1/limited")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
@@ -107,7 +117,7 @@ func TestProxyCommand(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond, "the rate-limited key cools down")
 
 	// The only key cools down: no key within --wait.
-	resp, err = http.Get(p.url + "/v1/models")
+	resp, err = httpClient.Get(p.url + "/v1/models")
 	require.NoError(t, err)
 	problem, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -121,7 +131,7 @@ func TestProxyCommand(t *testing.T) {
 
 	// The metrics are served apart; nothing the proxy forwards reaches
 	// them.
-	resp, err = http.Get(p.metrics)
+	resp, err = httpClient.Get(p.metrics)
 	require.NoError(t, err)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -138,7 +148,7 @@ func TestProxyCommand(t *testing.T) {
 	require.NotContains(t, string(metrics), secret)
 
 	p.stop()
-	require.Equal(t, exitOK, p.wait())
+	require.Equal(t, exitOK, p.wait(t))
 	require.Contains(t, p.stderr.String(), "proxy shutting down")
 	require.NotContains(t, p.stderr.String(), secret, "the secret is never logged")
 }
@@ -159,7 +169,7 @@ func TestProxyShutdownReleasesKeys(t *testing.T) {
 	p := startProxy(t, map[string]string{"TOKEN_ORCHESTRATOR_SERVER": server}, "--upstream", upstream.URL,
 		"--header", "Authorization: Bearer {secret}", "--shutdown-timeout", "200ms")
 
-	resp, err := http.Get(p.url + "/events")
+	resp, err := httpClient.Get(p.url + "/events")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
@@ -170,7 +180,7 @@ func TestProxyShutdownReleasesKeys(t *testing.T) {
 	require.True(t, info.IsBlocked)
 
 	p.stop()
-	require.Equal(t, exitOK, p.wait())
+	require.Equal(t, exitOK, p.wait(t))
 	require.Contains(t, p.stderr.String(), "breaking them off")
 	info, err = c.GetKey(context.Background(), key.ID)
 	require.NoError(t, err)
