@@ -296,7 +296,6 @@ type exchange struct {
 	// answer's headers arrive first.
 	headerTimer *time.Timer
 	outcome     string
-	status      int
 	// cooldown, when the upstream rate-limited the key.
 	cooldown time.Duration
 }
@@ -385,7 +384,6 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		// ending, and the body would be cut short.
 		return errUpstreamTimeout
 	}
-	ex.status = resp.StatusCode
 	p.metrics.upstreamResponses.WithLabelValues(statusLabel(resp.StatusCode)).Inc()
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		ex.outcome = outcomeRateLimited
