@@ -236,6 +236,10 @@ bench/quick: build ensure-postgres ## A short smoke run of the benchmark harness
 bench-reports: check-go ensure-postgres ## Time every report query on a history of 1,000,000 rows (a few minutes; not part of make test)
 	$(GO) test -run '^$$' -bench '^BenchmarkReports$$' -benchtime 5x -timeout 30m ./db/dbsqlc
 
+.PHONY: bench-proxy
+bench-proxy: check-go ensure-postgres ## What token-orchestrator proxy adds to a request: a trivial upstream directly and through the proxy (about a minute; not part of make test)
+	$(GO) test -run '^$$' -bench '^BenchmarkProxy$$' -benchtime 3s -count 3 ./internal/proxy
+
 .PHONY: generate
 generate: check-go ## Regenerate the query code from db/queries with sqlc
 	$(GO) tool sqlc generate

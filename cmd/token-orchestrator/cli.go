@@ -77,21 +77,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 	defer func() { fs.Usage = usage }()
 	var positional []string
 	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			usage()
-			return nil, err
-		}
-		if err != nil {
-			// The flag package has printed the error.
-			if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
-				var names []string
-				fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
-				fmt.Fprint(fs.Output(), didYouMean("--"+strings.TrimLeft(name, "-"), names))
-			}
-			fmt.Fprintln(fs.Output())
-			usage()
+		if err := parseOnce(fs, args, stdout, usage); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -100,6 +86,43 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// parseCommandLine parses the flags that come before the first argument
+// that is not one (or before "--"), and returns the arguments from there
+// on: a command line to run, whose flags are its own, not ours. Help and
+// errors are reported as parseFlags reports them.
+func parseCommandLine(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
+	if err := parseOnce(fs, args, stdout, usage); err != nil {
+		return nil, err
+	}
+	return fs.Args(), nil
+}
+
+// parseOnce parses flags up to the first other argument, printing usage,
+// the command's help, where help is asked for or a flag is wrong.
+func parseOnce(fs *flag.FlagSet, args []string, stdout io.Writer, usage func()) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		usage()
+		return err
+	}
+	if err != nil {
+		// The flag package has printed the error.
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+			var names []string
+			fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+			fmt.Fprint(fs.Output(), didYouMean("--"+strings.TrimLeft(name, "-"), names))
+		}
+		fmt.Fprintln(fs.Output())
+		usage()
+		return err
+	}
+	return nil
 }
 
 // usageError reports a wrong command line with the command's usage and

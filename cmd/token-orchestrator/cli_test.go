@@ -114,7 +114,7 @@ func TestHelp(t *testing.T) {
 	}
 
 	// help COMMAND [SUB] is COMMAND [SUB] --help.
-	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"keys", "import"}, {"pools"}, {"pools", "set"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}} {
+	for _, args := range [][]string{{"keys", "get"}, {"keys"}, {"keys", "import"}, {"pools"}, {"pools", "set"}, {"migrate", "up"}, {"report", "leases"}, {"stats"}, {"completion"}, {"exec"}, {"proxy"}} {
 		require.Equal(t, runMainWith(t, nil, append(args, "--help")...), runMainWith(t, nil, append([]string{"help"}, args...)...), args)
 	}
 	require.Contains(t, runMainWith(t, nil, "help", "keys", "get").stdout, "--wait")
@@ -165,6 +165,10 @@ func TestTypoSuggestions(t *testing.T) {
 		{[]string{"report", "leasse"}, `Did you mean "leases"?`},
 		{[]string{"report", "lease-activty", "--format", "csv"}, `Did you mean "lease-activity"?`},
 		{[]string{"completion", "bahs"}, `Did you mean "bash"?`},
+		{[]string{"exce"}, `Did you mean "exec"?`},
+		{[]string{"proxi"}, `Did you mean "proxy"?`},
+		{[]string{"exec", "--evn", "K", "true"}, `Did you mean "--env"?`},
+		{[]string{"proxy", "--upstrem", "https://x"}, `Did you mean "--upstream"?`},
 		{[]string{"completion", "bsh"}, `Did you mean one of "bash", "zsh"?`},
 	} {
 		r := runMainWith(t, env, tc.args...)
@@ -237,6 +241,11 @@ func completionCases() []struct {
 		{[]string{"--ver"}, []string{"--version"}},
 		{[]string{"serve", "--database-u"}, []string{"--database-url"}},
 		{[]string{"--lease-t"}, []string{"--lease-ttl"}},
+		{[]string{"ex"}, []string{"exec"}},
+		{[]string{"exec", "--"}, []string{"--cooldown-on-exit", "--env", "--help", "--kill-after", "--label", "--pool", "--server", "--token", "--wait"}},
+		{[]string{"exec", "--env", ""}, nil},
+		{[]string{"proxy", "--up"}, []string{"--upstream", "--upstream-timeout"}},
+		{[]string{"proxy", "--header", "X: {secret}", "--m"}, []string{"--max-cooldown", "--metrics-listen"}},
 	}
 }
 

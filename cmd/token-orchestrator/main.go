@@ -55,6 +55,8 @@ func init() {
 		"pools":       {summary: "set, show, list and delete pools' policies (key life, leases, lease tokens, waits) on a server", run: runPools, words: poolsWords},
 		"stats":       {summary: "show the live counts of every pool on a server", run: runStats, words: statsWords},
 		"report":      {summary: "print a report of the key history (leases, activity, durations, utilisation)", run: report, words: reportWords},
+		"exec":        {summary: "run a command with a key of a pool: its secret in the command's environment, released when it exits", run: runExec, words: execWords},
+		"proxy":       {summary: "serve a reverse proxy that lends each request to an upstream API a key of a pool", run: runProxy, words: proxyWords},
 		"secrets":     {summary: "re-encrypt keys' secrets under the current encryption key (secrets rotate)", run: runSecrets, words: secretsWords},
 		"healthcheck": {summary: "exit 0 if the local server is ready, 1 if not (for container health checks)", run: runHealthcheck, words: healthcheckWords},
 		"version":     {summary: "print the version, commit and Go release of this binary", run: runVersion, words: versionWords},
