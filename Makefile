@@ -225,8 +225,9 @@ test/race: check-go ensure-postgres ensure-chromium ## Run the tests with the ra
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
-bench: build ensure-postgres ## Run the benchmark harness on its own PostgreSQL cluster and write docs/benchmarks.md (about 20 minutes: the held snapshot runs on the primary and on a standby)
+bench: build ensure-postgres ## Run the benchmark harness on its own PostgreSQL cluster and write docs/benchmarks.md (about 20 minutes: the held snapshot runs on the primary and on a standby), then what the proxy adds to a request
 	$(GO) run ./cmd/bench
+	@$(MAKE) --no-print-directory bench-proxy
 
 .PHONY: bench/quick
 bench/quick: build ensure-postgres ## A short smoke run of the benchmark harness

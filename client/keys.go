@@ -18,7 +18,7 @@ const MaxWait = 60 * time.Second
 
 // Key is a key of a pool as the server describes it. Its fields keep the
 // server's JSON names (IsBlocked means held, BlockedAt is when the key was
-// claimed, TimesAssigned counts claims): see "Words" in the README.
+// claimed, TimesAssigned counts claims): see "Words" in docs/api.md.
 type Key struct {
 	ID        string    `json:"keyId"`
 	Pool      string    `json:"pool"`

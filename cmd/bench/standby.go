@@ -14,7 +14,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 )
 
-// standbySettings are the standby's choices documented in the README
+// standbySettings are the standby's choices documented in docs/operations.md
 // ("Reads on a standby"): its snapshots do not hold back the primary's
 // cleanup (no feedback), and replay waits for a report rather than cancel
 // it, so the standby falls behind while a long report runs instead.
@@ -107,7 +107,7 @@ The held-snapshot schedule again (%s of load, a snapshot held from %s for
 by pg_basebackup, as a long report reading from REPORT_DATABASE_URL holds
 one; the servers have REPORT_DATABASE_URL set, and the claims run on the
 primary. The standby runs with hot_standby_feedback=off and
-max_standby_streaming_delay=%s, the choices the README explains. The
+max_standby_streaming_delay=%s, the choices docs/operations.md explains. The
 standby's server shares the machine's cores with everything else.
 
 `, s.total(), s.leadIn, s.hold, standbySettings(s)["max_standby_streaming_delay"])

@@ -43,7 +43,7 @@ type CleanupHorizonGetRow struct {
 // cluster: the oldest snapshot of any other session (backend_xmin) and the
 // oldest xmin of a replication slot. While one is old, each claim and
 // release leaves versions that nothing may remove, and the hot tables'
-// indexes fill with them (see the README's runbook). Reads the server's
+// indexes fill with them (see the runbook in docs/operations.md). Reads the server's
 // activity view, one row per session; seeing other roles' sessions needs
 // pg_read_all_stats (or pg_monitor).
 func (q *Queries) CleanupHorizonGet(ctx context.Context) (CleanupHorizonGetRow, error) {

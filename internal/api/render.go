@@ -26,7 +26,7 @@ func formatTimePtr(t *time.Time) *string {
 }
 
 // keyBody is a key as the API shows it. Its JSON names predate the words
-// claim and held and stay for existing clients: see "Words" in the README.
+// claim and held and stay for existing clients: see "Words" in docs/api.md.
 type keyBody struct {
 	KeyID     string  `json:"keyId"`
 	Pool      string  `json:"pool"`

@@ -10,7 +10,7 @@ const expiringWindow = time.Minute
 
 // poolStats are the live counts of one pool, or of all of them: keys, and
 // their seats, free and held. Blocked counts the held seats under its
-// published name ("Words" in the README).
+// published name ("Words" in docs/api.md).
 type poolStats struct {
 	Pool                 string `json:"pool,omitempty"`
 	Total                int64  `json:"total"`

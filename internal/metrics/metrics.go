@@ -347,7 +347,7 @@ func (m *Metrics) WatchWaiters(waiting func() int) {
 
 var (
 	poolKeysDesc = prometheus.NewDesc("tokenorchestrator_pool_keys",
-		"Seats of the pool's keys by state: free, or blocked (held under a lease); a key of one seat counts once. Database-wide: see the README on summing across replicas.", []string{"pool", "state"}, nil)
+		"Seats of the pool's keys by state: free, or blocked (held under a lease); a key of one seat counts once. Database-wide: see docs/operations.md on summing across replicas.", []string{"pool", "state"}, nil)
 )
 
 // poolCollector reads the per-pool counters at scrape time; they are kept
@@ -392,16 +392,16 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		fb := byLabel[label]
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.free), label, "free")
 		// "blocked" is the label value dashboards select for held keys
-		// ("Words" in the README).
+		// ("Words" in docs/api.md).
 		ch <- prometheus.MustNewConstMetric(poolKeysDesc, prometheus.GaugeValue, float64(fb.held), label, "blocked")
 	}
 }
 
 var (
 	snapshotAgeDesc = prometheus.NewDesc("tokenorchestrator_db_oldest_snapshot_age_seconds",
-		"How long the oldest open snapshot of another database session has been held: dead row versions younger than it cannot be removed. Database-wide: see the README on summing across replicas.", nil, nil)
+		"How long the oldest open snapshot of another database session has been held: dead row versions younger than it cannot be removed. Database-wide: see docs/operations.md on summing across replicas.", nil, nil)
 	xminAgeDesc = prometheus.NewDesc("tokenorchestrator_db_xmin_age_transactions",
-		"Age in transactions of the oldest xmin that holds back cleanup, of a session or a replication slot. Database-wide: see the README on summing across replicas.", nil, nil)
+		"Age in transactions of the oldest xmin that holds back cleanup, of a session or a replication slot. Database-wide: see docs/operations.md on summing across replicas.", nil, nil)
 )
 
 // WatchHorizon exports, at every scrape, what holds back the database's
@@ -438,7 +438,7 @@ func (c *horizonCollector) Collect(ch chan<- prometheus.Metric) {
 
 var (
 	standbyLagDesc = prometheus.NewDesc("tokenorchestrator_report_standby_replay_lag_seconds",
-		"How far the replay of the standby that reports read from (REPORT_DATABASE_URL) is behind the primary: 0 while it has replayed everything it received. Absent while the standby cannot be read or has replayed nothing since it started. The same on every replica: see the README on summing across replicas.", nil, nil)
+		"How far the replay of the standby that reports read from (REPORT_DATABASE_URL) is behind the primary: 0 while it has replayed everything it received. Absent while the standby cannot be read or has replayed nothing since it started. The same on every replica: see docs/operations.md on summing across replicas.", nil, nil)
 	standbyUpDesc = prometheus.NewDesc("tokenorchestrator_report_standby_up",
 		"1 while the standby that reports read from answers this replica and is in recovery, else 0.", nil, nil)
 )

@@ -71,7 +71,7 @@ func TestPoolGaugesPastTheCapAreSummed(t *testing.T) {
 	counts := []store.PoolCounts{{Pool: "a", Keys: 3, Seats: 3, Held: 1}, {Pool: "b", Keys: 5, Seats: 5, Held: 2}, {Pool: "c", Keys: 5, Seats: 7, Held: 3}}
 	m := newMetrics(t, metrics.Config{MaxPools: 1, Counts: func(context.Context) ([]store.PoolCounts, error) { return counts, nil }})
 	expected := `
-# HELP tokenorchestrator_pool_keys Seats of the pool's keys by state: free, or blocked (held under a lease); a key of one seat counts once. Database-wide: see the README on summing across replicas.
+# HELP tokenorchestrator_pool_keys Seats of the pool's keys by state: free, or blocked (held under a lease); a key of one seat counts once. Database-wide: see docs/operations.md on summing across replicas.
 # TYPE tokenorchestrator_pool_keys gauge
 tokenorchestrator_pool_keys{pool="_other",state="blocked"} 5
 tokenorchestrator_pool_keys{pool="_other",state="free"} 7

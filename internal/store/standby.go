@@ -124,7 +124,7 @@ func read[P, T any](ctx context.Context, r *Reports, query func(*dbsqlc.Queries,
 	defer cancel()
 	if !r.onPrimary {
 		// A standby is read-only by nature, and what it may hold back is
-		// set on the standby (see the README's "Reads on a standby").
+		// set on the standby (see "Reads on a standby" in docs/operations.md).
 		v, err := query(r.queries, ctx, arg)
 		if err = classify(err); errors.Is(err, ErrUnavailable) {
 			// The standby went away or cancelled the statement (a conflict

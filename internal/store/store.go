@@ -495,7 +495,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // fromRow turns a row into a Key. Every statement that returns keys returns
 // KeyGet's columns, so each of their row types converts to KeyGetRow. The
 // columns blocked_at and times_assigned keep their names from before the
-// words claim and held ("Words" in the README).
+// words claim and held ("Words" in docs/api.md).
 func fromRow(row dbsqlc.KeyGetRow) Key {
 	return Key{
 		ID:              row.ID,
