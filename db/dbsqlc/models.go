@@ -59,6 +59,17 @@ type KeyActivityHourly struct {
 	Expired int64
 }
 
+// Cooldowns (released and cooled_down events with one) before key_event_rollup_state.folded_to per pool, UTC hour and key: how many, their sum and the longest.
+type KeyCooldownHour struct {
+	Pool            string
+	Hour            time.Time
+	KeyID           uuid.UUID
+	Cooldowns       int64
+	TotalCooldown   pgtype.Interval
+	LongestCooldown pgtype.Interval
+	Ctid            pgtype.TID
+}
+
 // Per pool, UTC hour and key: cooldowns (releases with one, and cooldowns sent after the lease ended), their total and longest in seconds.
 type KeyCooldownsHourly struct {
 	Pool         string
@@ -82,6 +93,7 @@ type KeyEvent struct {
 	Cooldown pgtype.Interval
 	// The seat of the lease the event is about (with lease_token); NULL for events of the key as a whole.
 	Seat *int16
+	Ctid pgtype.TID
 }
 
 // Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0; a key of several seats counts once) and of blocked seats (blocked). The utilisation report divides held seats by keys: a pool of keys of several seats may show more than 1.
@@ -94,6 +106,52 @@ type KeyEventChange struct {
 	LeaseToken *int64
 	Keys       int32
 	Blocked    int32
+}
+
+// key_event_minutes per pool and UTC hour, over the whole history kept (no row for every pool).
+type KeyEventHour struct {
+	Pool            string
+	Hour            time.Time
+	Created         int64
+	Assigned        int64
+	Released        int64
+	LeaseExpired    int64
+	KeptAlive       int64
+	KeptAliveLeased int64
+	Deleted         int64
+	DeletedLeased   int64
+	Expired         int64
+	ExpiredLeased   int64
+	CooledDown      int64
+	KeysOffsetUs    int64
+	HeldOffsetUs    int64
+	Ctid            pgtype.TID
+}
+
+// Events of key_events before key_event_rollup_state.folded_to per pool and UTC minute, by kind (*_leased: those with a lease token); the empty pool name is every pool. keys_offset_us and held_offset_us: the change of each event to the pool's keys or held seats times the microseconds from the minute's start to it. Kept two days.
+type KeyEventMinute struct {
+	Pool            string
+	Minute          time.Time
+	Created         int64
+	Assigned        int64
+	Released        int64
+	LeaseExpired    int64
+	KeptAlive       int64
+	KeptAliveLeased int64
+	Deleted         int64
+	DeletedLeased   int64
+	Expired         int64
+	ExpiredLeased   int64
+	CooledDown      int64
+	KeysOffsetUs    int64
+	HeldOffsetUs    int64
+	Ctid            pgtype.TID
+}
+
+// How far the history has been folded into the rollups: every event with at < folded_to, and none after, is counted in key_event_minutes, key_event_hours, lease_duration_minutes and key_cooldown_hours.
+type KeyEventRollupState struct {
+	ID       bool
+	FoldedTo time.Time
 }
 
 // Labels of keys ("name=value"), one row per label and seat; position is set while the seat is claimable and NULL otherwise. The labels as the API shows them are keys.labels.
@@ -153,6 +211,15 @@ type LeaseActivityHourly struct {
 	LeaseExpired    int64
 	EndedByDeletion int64
 	KeepAlives      int64
+}
+
+// Leases of key_leases that started in the UTC minute and have ended (both before key_event_rollup_state.folded_to), per pool (the empty name: every pool) and bucket of duration (lease_duration_bucket). Kept two days.
+type LeaseDurationMinute struct {
+	Pool   string
+	Minute time.Time
+	Bucket int32
+	Leases int64
+	Ctid   pgtype.TID
 }
 
 // Per pool and UTC hour: leases started in the hour, how many have ended, and mean, p50, p95 and max duration in seconds of the ended ones.

@@ -50,7 +50,8 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 // a table (a scan in a statement that locks rows makes concurrent claims
 // queue), in every state but the first (no large import there).
 //
-// Besides the pools: 300,000 history rows over 28 days in four pools,
+// Besides the pools: 300,000 history rows over 28 days in four pools and
+// 20,000 leases of the last two days, folded into the rollups,
 // the counts of 2,000 more pools and 20,000 count changes not yet folded,
 // 20,000 registrations of waiting clients and records of idempotent
 // claims. With UPDATE_PLANS=1 it writes the generic plans on fresh
@@ -118,9 +119,18 @@ var (
 	// of their view one pool and hour at a time.
 	historyByAnyTime = by("key_events_at_idx|key_events_pool_at_idx")
 	historyOfKey     = by("key_events_key_id_at_idx")
-	// The hourly views' cells, and the pools of the history found by a
-	// loose index scan, one step per pool.
-	hourlyPaths = paths{"pools:key_events": firstOf("key_events_pool_at_idx"), "key_events": historyByAnyTime}
+	// The one row of the rollups' state.
+	rollupState = `Seq Scan|` + firstOf("key_event_rollup_state_pkey")
+	// An hourly report of one pool: the rollup's rows of the pool's hours
+	// and the pool's events not folded yet; of every pool, the rollup's
+	// rows of the hours (all of them, over 31 days, may be a scan) and
+	// the events not folded yet.
+	hourlyPaths = paths{
+		"key_event_hours h": by("key_event_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
+	}
+	allPoolsHourlyPaths = paths{
+		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+	}
 )
 
 // notChecked are the statements of db/queries that the test leaves out.
@@ -130,6 +140,7 @@ var notChecked = map[string]string{
 	"ReportStatementTimeoutSet": "reads no table",
 	"SchemaInvalidIndexes":      "reads the catalog",
 	"ListenKeysFreed":           "LISTEN cannot be prepared",
+	"KeyEventRollupsHorizon":    "reads the server's activity view",
 }
 
 func statements() []statement {
@@ -258,38 +269,92 @@ func statements() []statement {
 		// A row per election.
 		{"LeaderAttemptElect", leaderAttemptElect, []any{"sweeper", "replica-1", 10.0}, paths{}},
 		{"LeaderResign", leaderResign, []any{"sweeper", "replica-1"}, paths{"leader": `Seq Scan|` + by("leader_pkey")}},
-		// History: retention, and the audit of a load test's run, which
-		// reads the whole stretch of history it is given.
+		// History: retention, which takes what it deletes out of the
+		// rollups (their rows by primary key, a deleted lease's end and a
+		// key's cooldowns of an hour along the key's events), and the
+		// audit of a load test's run, which reads the whole stretch of
+		// history it is given.
 		{"KeyEventsDeleteOlderThan", keyEventsDeleteOlderThan, []any{nil, 30 * 86400.0, 1000}, paths{
 			"key_events f": firstOf("key_events_at_idx"), "last_of_batch:key_events": walk("key_events_at_idx"),
-			"key_events": by("key_events_at_idx"),
+			"key_events": by("key_events_at_idx"), "key_event_rollup_state": rollupState,
+			"key_event_minutes t": by("key_event_minutes_pkey|key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
+			"key_event_hours t": by("key_event_hours_pkey|key_event_hours_hour_idx"), "key_event_hours h": lockedRows,
+			"lease_duration_minutes t": by("lease_duration_minutes_pkey|lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
+			"key_cooldown_hours t": by("key_cooldown_hours_pkey|key_cooldown_hours_hour_idx"), "key_cooldown_hours c": lockedRows,
+			"key_events n": historyOfKey, "key_events x": historyOfKey,
 		}},
 		{"KeyEventsOverlappingLeases", keyEventsOverlappingLeases, []any{dayAgo}, paths{
 			"key_events a": `Seq Scan|Bitmap Heap Scan using key_events_at_idx and key_events_key_id_at_idx|` + historyByTime,
 			"key_events e": historyOfKey,
 		}},
 		{"KeyEventsCountByEvent", keyEventsCountByEvent, []any{dayAgo}, paths{"key_events": `Seq Scan|` + historyByTime}},
-		// Reports: every cell an index range on time (and pool), every lease
-		// end one step along the key's events.
+		// Reports. The leases and their durations per hour read the views:
+		// every cell an index range on time (and pool), every lease end one
+		// step along the key's events. The others read the rollups, by pool
+		// and time for one pool and by time for every pool, and the events
+		// not folded yet by the same.
 		{"KeyLeasesList", keyLeasesList, []any{dayAgo, now, "history-1", 1000}, leasesPaths},
 		{"KeyLeasesList (every pool)", keyLeasesList, []any{dayAgo, now, nil, 1000}, leasesPaths},
-		{"LeaseActivityHourlyList", leaseActivityHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
-		{"LeaseActivityHourlyList (every pool, 31 days)", leaseActivityHourlyList, []any{monthAgo, now, nil}, hourlyPaths},
 		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{dayAgo, now, "history-1"}, paths{
 			"pools:key_events": firstOf("key_events_pool_at_idx"), "key_events a": historyByAnyTime,
 			"key_events": historyByAnyTime + "|" + historyOfKey,
 		}},
+		{"LeaseActivityHourlyList", leaseActivityHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
+		{"LeaseActivityHourlyListAllPools", leaseActivityHourlyListAllPools, []any{dayAgo, now}, allPoolsHourlyPaths},
+		{"LeaseActivityHourlyListAllPools (31 days)", leaseActivityHourlyListAllPools, []any{monthAgo, now}, allPoolsHourlyPaths},
 		{"KeyActivityHourlyList", keyActivityHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
-		{"KeyCooldownsHourlyList", keyCooldownsHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
-		{"KeyCooldownsHourlyList (every pool, 31 days)", keyCooldownsHourlyList, []any{monthAgo, now, nil}, hourlyPaths},
-		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, now, "history-1"}, utilisationPaths},
-		{"PoolUtilisationList (every pool, 31 days)", poolUtilisationList, []any{monthAgo, now, nil}, utilisationPaths},
-		// The dashboard: the last hour, by minute and by lease duration. The
-		// chart of one pool reads that pool's events only.
-		{"KeyEventsPerMinute", keyEventsPerMinute, []any{60, "history-1"}, paths{"key_events": historyByPoolTime}},
-		{"KeyEventsPerMinuteAllPools", keyEventsPerMinuteAllPools, []any{60}, paths{"key_events": historyByTime}},
-		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{durationBounds, 60, "history-1"}, histogramPaths},
-		{"KeyLeasesDurationHistogram (every pool)", keyLeasesDurationHistogram, []any{durationBounds, 60, nil}, histogramPaths},
+		{"KeyActivityHourlyListAllPools", keyActivityHourlyListAllPools, []any{dayAgo, now}, allPoolsHourlyPaths},
+		{"KeyCooldownsHourlyList", keyCooldownsHourlyList, []any{dayAgo, now, "history-1"}, paths{
+			"key_cooldown_hours c": by("key_cooldown_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
+		}},
+		{"KeyCooldownsHourlyListAllPools (31 days)", keyCooldownsHourlyListAllPools, []any{monthAgo, now}, paths{
+			"key_cooldown_hours c": `Seq Scan|` + by("key_cooldown_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+		}},
+		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, "history-1", now}, utilisationPaths},
+		{"PoolUtilisationList (a day a month ago)", poolUtilisationList, []any{monthAgo, "history-1", sqlExpr("now() - interval '30 days'")}, utilisationPaths},
+		{"PoolUtilisationListAllPools", poolUtilisationListAllPools, []any{dayAgo, now}, allPoolsUtilisationPaths},
+		{"PoolUtilisationListAllPools (31 days)", poolUtilisationListAllPools, []any{monthAgo, now}, allPoolsUtilisationPaths},
+		// The dashboard: the last hour, by minute and by lease duration, from
+		// the rollups of minutes. The chart of one pool reads that pool's
+		// rows only.
+		{"KeyEventsPerMinute", keyEventsPerMinute, []any{60, "history-1"}, paths{
+			"key_event_minutes m": by("key_event_minutes_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
+		}},
+		{"KeyEventsPerMinute (a day)", keyEventsPerMinute, []any{1440, "history-1"}, paths{
+			"key_event_minutes m": by("key_event_minutes_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
+		}},
+		{"KeyEventsPerMinuteAllPools", keyEventsPerMinuteAllPools, []any{60}, paths{
+			"key_event_minutes m": by("key_event_minutes_pkey"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+		}},
+		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{60, "history-1"}, histogramPaths(historyByPoolTime)},
+		{"KeyLeasesDurationHistogramAllPools", keyLeasesDurationHistogramAllPools, []any{60}, histogramPaths(historyByTime)},
+		// The background job's fold of new history into the rollups, and
+		// the rows that a retention batch emptied.
+		{"KeyEventRollupsFold", keyEventRollupsFold, []any{now, 10000}, paths{
+			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
+			"key_events a": historyOfKey, "key_events o": historyOfKey,
+			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
+			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
+		}},
+		{"KeyEventRollupsLockForRetention", keyEventRollupsLockForRetention, nil, paths{}},
+		{"KeyEventRollupsDeleteEmpty", keyEventRollupsDeleteEmpty, nil, paths{
+			"key_events e": firstOf("key_events_at_idx"), "key_event_hours h": by("key_event_hours_hour_idx"),
+			"key_event_minutes m": by("key_event_minutes_minute_idx"), "lease_duration_minutes d": by("lease_duration_minutes_minute_idx"),
+			"key_cooldown_hours c": by("key_cooldown_hours_hour_idx"),
+		}},
+	}
+}
+
+// histogramPaths are the paths of the lease durations of the last hour:
+// the rollups' rows of its minutes, and the starts and ends not folded yet
+// by events (by pool and time for one pool, by time for every pool), each
+// lease's start or end one step along its key's events.
+func histogramPaths(events string) paths {
+	return paths{
+		"lease_duration_minutes d": by("lease_duration_minutes_pkey"), "key_event_minutes m": by("key_event_minutes_pkey"),
+		"key_event_rollup_state": rollupState,
+		"key_events ended":       events, "key_events r": events,
+		"key_events a": historyOfKey, "key_events o": historyOfKey, "key_events e": historyOfKey,
 	}
 }
 
@@ -312,19 +377,23 @@ var (
 	listPagePaths  = paths{"keys": walk("keys_pool_id_idx"), "key_state": by("key_state_pkey")}
 	freePoolsPaths = paths{"key_state": walk("key_state_claimable_position_idx"), "keys": by("keys_pkey")}
 	leasesPaths    = paths{"key_events a": historyByAnyTime, "key_events e": historyOfKey}
-	// The dashboard's lease durations read the leases of the last hour of
-	// every pool: on tables never analysed, or when the last hour holds
-	// most of the history, the planner reads all of it (a rollup of
-	// minutes would end that).
-	histogramPaths = paths{"key_events a": `Seq Scan|` + historyByAnyTime, "key_events e": historyOfKey}
-	// The utilisation counts each hour's events, as the hourly views, and
-	// counts back to the start of the range from the pools' counts now,
-	// over every event since then: on tables never analysed the planner
-	// reads the whole history for it (hourly rollups would end that).
+	// The utilisation of one pool: the oldest event, whether the pool has
+	// history, the changes of its hours, minutes and events not folded yet,
+	// and its counts now.
 	utilisationPaths = paths{
-		"pools:key_events": firstOf("key_events_pool_at_idx"), "changes:key_events": historyByAnyTime,
-		"key_events":        `Seq Scan|` + historyByTime,
-		"pool_count_totals": everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
+		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByPoolTime, "key_events e": historyByPoolTime,
+		"key_event_hours h": by("key_event_hours_pkey"), "key_event_minutes m": by("key_event_minutes_pkey"),
+		"key_event_rollup_state": rollupState,
+		"pool_count_totals":      by("pool_count_totals_pkey"), "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
+	}
+	// Of every pool: the pools by a loose index scan of the hourly rollup
+	// (one step per pool), the changes by time, every pool's counts.
+	allPoolsUtilisationPaths = paths{
+		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByTime, "key_events e": historyByTime,
+		"rollup_pools:key_event_hours h": firstOf("key_event_hours_pkey"),
+		"key_event_hours h":              `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
+		"key_event_rollup_state": rollupState,
+		"pool_count_totals":      everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
 	}
 	// everyPool reads the totals of every pool, a row each.
 	everyPool = `Seq Scan|` + firstOf("pool_count_totals_pkey")
@@ -352,7 +421,8 @@ func checkPlans(t *testing.T, perPool int32, large bool, write bool) {
 		_, err := conn.Exec(ctx, sql, args...)
 		require.NoError(t, err, sql)
 	}
-	tables := []string{"keys", "key_state", "key_labels", "key_events", "pools", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests", "leader"}
+	tables := []string{"keys", "key_state", "key_labels", "key_events", "pools", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests", "leader",
+		"key_event_rollup_state", "key_event_minutes", "key_event_hours", "lease_duration_minutes", "key_cooldown_hours"}
 	// The statistics change only where the test changes them.
 	for _, table := range tables {
 		exec("ALTER TABLE " + table + " SET (autovacuum_enabled = false)")
@@ -672,6 +742,20 @@ func loadPlansData(t *testing.T, conn *pgx.Conn, q *Queries, perPool int32) {
 		       (ARRAY['assigned', 'kept_alive', 'released', 'lease_expired'])[n % 4 + 1], n
 		FROM generate_series(1, 300000) AS n`)
 	require.NoError(t, err)
+	// Leases of 500 keys of one pool over the last two days, each released
+	// after up to 90 s, one in ten with a cooldown: lease durations and
+	// cooldowns for the rollups.
+	_, err = conn.Exec(ctx, `
+		INSERT INTO key_events (at, key_id, pool, event, lease_token, cooldown)
+		SELECT now() - interval '2 days' + n * interval '8 seconds' + s.i * (n % 90) * interval '1 second',
+		       md5('lease-key-' || n % 500)::uuid, 'history-1',
+		       CASE WHEN s.i = 0 THEN 'assigned' ELSE 'released' END, 1000000 + n,
+		       CASE WHEN s.i = 1 AND n % 10 = 0 THEN (1 + n % 30) * interval '1 second' END
+		FROM generate_series(1, 20000) AS n CROSS JOIN generate_series(0, 1) AS s (i)
+		ORDER BY 1`)
+	require.NoError(t, err)
+	// Folded into the rollups, as the background job keeps them.
+	foldHistory(t, conn)
 	// The totals and policies of 2,000 more pools, as a deployment of many
 	// small pools has them, and a policy for default.
 	_, err = conn.Exec(ctx, `

@@ -50,8 +50,8 @@ CROSS JOIN LATERAL generate_series(0, l.keep_alives + 1) AS s (i)
 ORDER BY 1;
 `
 
-// BenchmarkReports times every report query on a history of a million rows
-// (make bench-reports). Each sub-benchmark first logs the statement's
+// BenchmarkReports times every report query on a history of a million rows,
+// folded into the rollups (make bench-reports). Each sub-benchmark first logs the statement's
 // EXPLAIN (ANALYZE, BUFFERS) summary, then times it through pgx. The last
 // one deletes batches of the oldest history, as retention does.
 func BenchmarkReports(b *testing.B) {
@@ -62,6 +62,7 @@ func BenchmarkReports(b *testing.B) {
 	start := time.Now()
 	_, err = conn.Exec(ctx, historyLoad)
 	require.NoError(b, err)
+	foldHistory(b, conn)
 	_, err = conn.Exec(ctx, "VACUUM ANALYZE")
 	require.NoError(b, err)
 	var rows int64
@@ -90,11 +91,11 @@ func BenchmarkReports(b *testing.B) {
 			return err
 		}},
 		{"lease-activity/one_pool/day", leaseActivityHourlyList, []any{day, now, onePool}, func() error {
-			_, err := q.LeaseActivityHourlyList(ctx, LeaseActivityHourlyListParams{RangeFrom: day, RangeTo: now, Pool: &onePool})
+			_, err := q.LeaseActivityHourlyList(ctx, LeaseActivityHourlyListParams{RangeFrom: day, RangeTo: now, Pool: onePool})
 			return err
 		}},
-		{"lease-activity/all_pools/month", leaseActivityHourlyList, []any{month, now, nil}, func() error {
-			_, err := q.LeaseActivityHourlyList(ctx, LeaseActivityHourlyListParams{RangeFrom: month, RangeTo: now})
+		{"lease-activity/all_pools/month", leaseActivityHourlyListAllPools, []any{month, now}, func() error {
+			_, err := q.LeaseActivityHourlyListAllPools(ctx, LeaseActivityHourlyListAllPoolsParams{RangeFrom: month, RangeTo: now})
 			return err
 		}},
 		{"lease-durations/one_pool/day", leaseDurationsHourlyList, []any{day, now, onePool}, func() error {
@@ -106,28 +107,52 @@ func BenchmarkReports(b *testing.B) {
 			return err
 		}},
 		{"key-activity/one_pool/day", keyActivityHourlyList, []any{day, now, onePool}, func() error {
-			_, err := q.KeyActivityHourlyList(ctx, KeyActivityHourlyListParams{RangeFrom: day, RangeTo: now, Pool: &onePool})
+			_, err := q.KeyActivityHourlyList(ctx, KeyActivityHourlyListParams{RangeFrom: day, RangeTo: now, Pool: onePool})
 			return err
 		}},
-		{"key-activity/all_pools/month", keyActivityHourlyList, []any{month, now, nil}, func() error {
-			_, err := q.KeyActivityHourlyList(ctx, KeyActivityHourlyListParams{RangeFrom: month, RangeTo: now})
+		{"key-activity/all_pools/month", keyActivityHourlyListAllPools, []any{month, now}, func() error {
+			_, err := q.KeyActivityHourlyListAllPools(ctx, KeyActivityHourlyListAllPoolsParams{RangeFrom: month, RangeTo: now})
 			return err
 		}},
-		{"utilisation/one_pool/day", poolUtilisationList, []any{day, now, onePool}, func() error {
-			_, err := q.PoolUtilisationList(ctx, PoolUtilisationListParams{RangeFrom: day, RangeTo: now, Pool: &onePool})
+		{"utilisation/one_pool/day", poolUtilisationList, []any{day, onePool, now}, func() error {
+			_, err := q.PoolUtilisationList(ctx, PoolUtilisationListParams{RangeFrom: day, RangeTo: now, Pool: onePool})
 			return err
 		}},
-		{"utilisation/one_pool/day_a_month_ago", poolUtilisationList, []any{month, month.Add(24 * time.Hour), onePool}, func() error {
-			_, err := q.PoolUtilisationList(ctx, PoolUtilisationListParams{RangeFrom: month, RangeTo: month.Add(24 * time.Hour), Pool: &onePool})
+		{"utilisation/one_pool/day_a_month_ago", poolUtilisationList, []any{month, onePool, month.Add(24 * time.Hour)}, func() error {
+			_, err := q.PoolUtilisationList(ctx, PoolUtilisationListParams{RangeFrom: month, RangeTo: month.Add(24 * time.Hour), Pool: onePool})
 			return err
 		}},
-		{"utilisation/all_pools/month", poolUtilisationList, []any{month, now, nil}, func() error {
-			_, err := q.PoolUtilisationList(ctx, PoolUtilisationListParams{RangeFrom: month, RangeTo: now})
+		{"utilisation/all_pools/month", poolUtilisationListAllPools, []any{month, now}, func() error {
+			_, err := q.PoolUtilisationListAllPools(ctx, PoolUtilisationListAllPoolsParams{RangeFrom: month, RangeTo: now})
 			return err
 		}},
+		{"activity/one_pool/hour", keyEventsPerMinute, []any{60, onePool}, func() error {
+			_, err := q.KeyEventsPerMinute(ctx, KeyEventsPerMinuteParams{Minutes: 60, Pool: onePool})
+			return err
+		}},
+		{"activity/all_pools/hour", keyEventsPerMinuteAllPools, []any{60}, func() error {
+			_, err := q.KeyEventsPerMinuteAllPools(ctx, 60)
+			return err
+		}},
+		{"lease-duration-histogram/one_pool/hour", keyLeasesDurationHistogram, []any{60, onePool}, func() error {
+			_, err := q.KeyLeasesDurationHistogram(ctx, KeyLeasesDurationHistogramParams{Minutes: 60, Pool: onePool})
+			return err
+		}},
+		{"lease-duration-histogram/all_pools/hour", keyLeasesDurationHistogramAllPools, []any{60}, func() error {
+			_, err := q.KeyLeasesDurationHistogramAllPools(ctx, 60)
+			return err
+		}},
+		// In the transaction of a retention batch, as the store runs it:
+		// outside one, the delete would empty the rollups (migration 00015).
 		{"retention/batch_of_1000", keyEventsDeleteOlderThan, []any{nil, (29 * 24 * time.Hour).Seconds(), 1000}, func() error {
-			_, err := q.KeyEventsDeleteOlderThan(ctx, KeyEventsDeleteOlderThanParams{RetentionSeconds: (29 * 24 * time.Hour).Seconds(), Max: 1000})
-			return err
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				q := New(tx)
+				if err := q.KeyEventRollupsLockForRetention(ctx); err != nil {
+					return err
+				}
+				_, err := q.KeyEventsDeleteOlderThan(ctx, KeyEventsDeleteOlderThanParams{RetentionSeconds: (29 * 24 * time.Hour).Seconds(), Max: 1000})
+				return err
+			})
 		}},
 	}
 	for _, c := range cases {
@@ -178,4 +203,29 @@ func or(s, fallback string) string {
 		return fallback
 	}
 	return s
+}
+
+// foldHistory folds the whole history into the rollups, as the background
+// job does, one transaction per batch.
+func foldHistory(tb testing.TB, conn *pgx.Conn) {
+	tb.Helper()
+	ctx := context.Background()
+	for {
+		var caughtUp bool
+		err := pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+			q := New(tx)
+			horizon, err := q.KeyEventRollupsHorizon(ctx)
+			if err != nil {
+				return err
+			}
+			require.True(tb, horizon.Held)
+			row, err := q.KeyEventRollupsFold(ctx, KeyEventRollupsFoldParams{Max: 100000, Horizon: horizon.Horizon})
+			caughtUp = row.CaughtUp
+			return err
+		})
+		require.NoError(tb, err)
+		if caughtUp {
+			return
+		}
+	}
 }

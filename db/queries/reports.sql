@@ -1,10 +1,19 @@
--- Queries on the report views and functions over key_events, defined and
--- explained in migrations/00002_reports.sql. pool NULL means every pool.
+-- Queries of the reports and the dashboard's lease durations. pool NULL
+-- means every pool.
 --
 -- Hourly reports cover the UTC hours that overlap [range_from, range_to): an
--- hour belongs when it starts after range_from - 1 hour and before range_to.
--- Written that way, the condition filters the generated hours before any
--- event is read.
+-- hour belongs when it starts after range_from - 1 hour and before range_to,
+-- and not after now (the views' hours end there).
+--
+-- The leases and their durations per hour are read from the views over
+-- key_events (migration 00002): each lease is a row of their answer. The
+-- others read the rollups of migration 00015, which hold the events before
+-- key_event_rollup_state.folded_to, and key_events from folded_to on, and
+-- answer what the views answer: the rollups count exactly the events the
+-- views count. One pool and every pool are separate statements: one pool's
+-- reads are ranges on (pool, time) indexes from the pool's first hour,
+-- written as (pool, time) rows, which only those indexes can search; every
+-- pool's are ranges on time indexes.
 
 -- name: KeyLeasesList :many
 -- Leases that started in [range_from, range_to), oldest first, at most max.
@@ -15,13 +24,6 @@ WHERE started_at >= sqlc.arg(range_from)::timestamptz AND started_at < sqlc.arg(
 ORDER BY started_at, lease_token
 LIMIT sqlc.arg(max)::int;
 
--- name: LeaseActivityHourlyList :many
-SELECT pool, hour, assigned AS claimed, released, lease_expired, ended_by_deletion, keep_alives
-FROM lease_activity_hourly
-WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
-  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
-ORDER BY pool, hour;
-
 -- name: LeaseDurationsHourlyList :many
 SELECT pool, hour, leases, ended, mean_seconds, p50_seconds, p95_seconds, max_seconds
 FROM lease_durations_hourly
@@ -29,38 +31,613 @@ WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sq
   AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
 ORDER BY pool, hour;
 
+-- name: LeaseActivityHourlyList :many
+-- lease_activity_hourly of one pool: leases claimed, released, ended by the
+-- background job and by deletion, and keep-alives of held keys per hour.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), counts (pool, hour, assigned, released, lease_expired, ended_by_deletion, keep_alives) AS (
+    SELECT h.pool, h.hour, h.assigned, h.released, h.lease_expired, h.deleted_leased + h.expired_leased, h.kept_alive_leased
+    FROM key_event_hours AS h
+    WHERE (h.pool, h.hour) >= (sqlc.arg(pool)::text, (SELECT b.first_hour FROM bounds AS b))
+      AND (h.pool, h.hour) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'),
+           count(*) FILTER (WHERE e.event = 'assigned'),
+           count(*) FILTER (WHERE e.event = 'released'),
+           count(*) FILTER (WHERE e.event = 'lease_expired'),
+           count(*) FILTER (WHERE e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL),
+           count(*) FILTER (WHERE e.event = 'kept_alive' AND e.lease_token IS NOT NULL)
+    FROM key_events AS e
+    WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b))
+      AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+    GROUP BY 1, 2
+)
+SELECT c.pool::text AS pool, c.hour::timestamptz AS hour,
+       sum(c.assigned)::bigint AS claimed, sum(c.released)::bigint AS released,
+       sum(c.lease_expired)::bigint AS lease_expired, sum(c.ended_by_deletion)::bigint AS ended_by_deletion,
+       sum(c.keep_alives)::bigint AS keep_alives
+FROM counts AS c
+GROUP BY c.pool, c.hour
+HAVING sum(c.assigned + c.released + c.lease_expired + c.ended_by_deletion + c.keep_alives) > 0
+ORDER BY c.pool, c.hour;
+
+-- name: LeaseActivityHourlyListAllPools :many
+-- LeaseActivityHourlyList of every pool.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), counts (pool, hour, assigned, released, lease_expired, ended_by_deletion, keep_alives) AS (
+    SELECT h.pool, h.hour, h.assigned, h.released, h.lease_expired, h.deleted_leased + h.expired_leased, h.kept_alive_leased
+    FROM key_event_hours AS h
+    WHERE h.hour >= (SELECT b.first_hour FROM bounds AS b) AND h.hour < (SELECT b.end_hour FROM bounds AS b)
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'),
+           count(*) FILTER (WHERE e.event = 'assigned'),
+           count(*) FILTER (WHERE e.event = 'released'),
+           count(*) FILTER (WHERE e.event = 'lease_expired'),
+           count(*) FILTER (WHERE e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL),
+           count(*) FILTER (WHERE e.event = 'kept_alive' AND e.lease_token IS NOT NULL)
+    FROM key_events AS e
+    WHERE e.at >= (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b)
+      AND e.at < (SELECT b.end_hour FROM bounds AS b)
+    GROUP BY 1, 2
+)
+SELECT c.pool::text AS pool, c.hour::timestamptz AS hour,
+       sum(c.assigned)::bigint AS claimed, sum(c.released)::bigint AS released,
+       sum(c.lease_expired)::bigint AS lease_expired, sum(c.ended_by_deletion)::bigint AS ended_by_deletion,
+       sum(c.keep_alives)::bigint AS keep_alives
+FROM counts AS c
+GROUP BY c.pool, c.hour
+HAVING sum(c.assigned + c.released + c.lease_expired + c.ended_by_deletion + c.keep_alives) > 0
+ORDER BY c.pool, c.hour;
+
 -- name: KeyActivityHourlyList :many
-SELECT pool, hour, created, deleted, expired
-FROM key_activity_hourly
-WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
-  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
-ORDER BY pool, hour;
+-- key_activity_hourly of one pool: keys created, deleted and expired per hour.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), counts (pool, hour, created, deleted, expired) AS (
+    SELECT h.pool, h.hour, h.created, h.deleted, h.expired
+    FROM key_event_hours AS h
+    WHERE (h.pool, h.hour) >= (sqlc.arg(pool)::text, (SELECT b.first_hour FROM bounds AS b))
+      AND (h.pool, h.hour) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'),
+           count(*) FILTER (WHERE e.event = 'created'),
+           -- A key of several seats ends with an event per held seat, and
+           -- counts once, by seat 0's (seat NULL or 0).
+           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0),
+           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0)
+    FROM key_events AS e
+    WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b))
+      AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+    GROUP BY 1, 2
+)
+SELECT c.pool::text AS pool, c.hour::timestamptz AS hour,
+       sum(c.created)::bigint AS created, sum(c.deleted)::bigint AS deleted, sum(c.expired)::bigint AS expired
+FROM counts AS c
+GROUP BY c.pool, c.hour
+HAVING sum(c.created + c.deleted + c.expired) > 0
+ORDER BY c.pool, c.hour;
 
--- name: PoolUtilisationList :many
--- A function rather than a view: see the migration.
-SELECT u.pool::text AS pool, u.hour::timestamptz AS hour, u.key_seconds::float8 AS key_seconds,
-       u.blocked_seconds::float8 AS held_seconds, u.utilisation::float8 AS utilisation
-FROM pool_utilisation(sqlc.arg(range_from)::timestamptz, sqlc.arg(range_to)::timestamptz, sqlc.narg(pool)::text) AS u;
-
--- name: KeyLeasesDurationHistogram :many
--- Leases that started in the last minutes minutes, counted by duration in
--- seconds: bucket 0 holds those shorter than the first bound, bucket i those
--- from the i-th bound up to the next, the last bucket those from the last
--- bound on, and bucket -1 the leases still held. The leases are found by a range on the
--- history's time, as in KeyLeasesList.
-SELECT coalesce(width_bucket(l.duration_seconds, sqlc.arg(bounds)::float8[]), -1)::int AS bucket,
-       count(*) AS leases
-FROM key_leases AS l
-WHERE l.started_at >= now() - sqlc.arg(minutes)::int * interval '1 minute'
-  AND (sqlc.narg(pool)::text IS NULL OR l.pool = sqlc.narg(pool)::text)
-GROUP BY 1
-ORDER BY 1;
+-- name: KeyActivityHourlyListAllPools :many
+-- KeyActivityHourlyList of every pool.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), counts (pool, hour, created, deleted, expired) AS (
+    SELECT h.pool, h.hour, h.created, h.deleted, h.expired
+    FROM key_event_hours AS h
+    WHERE h.hour >= (SELECT b.first_hour FROM bounds AS b) AND h.hour < (SELECT b.end_hour FROM bounds AS b)
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'),
+           count(*) FILTER (WHERE e.event = 'created'),
+           -- A key of several seats ends with an event per held seat, and
+           -- counts once, by seat 0's (seat NULL or 0).
+           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0),
+           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0)
+    FROM key_events AS e
+    WHERE e.at >= (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b)
+      AND e.at < (SELECT b.end_hour FROM bounds AS b)
+    GROUP BY 1, 2
+)
+SELECT c.pool::text AS pool, c.hour::timestamptz AS hour,
+       sum(c.created)::bigint AS created, sum(c.deleted)::bigint AS deleted, sum(c.expired)::bigint AS expired
+FROM counts AS c
+GROUP BY c.pool, c.hour
+HAVING sum(c.created + c.deleted + c.expired) > 0
+ORDER BY c.pool, c.hour;
 
 -- name: KeyCooldownsHourlyList :many
--- The keys that cool down most: per pool and hour, the keys released with
--- a cooldown, most cooldowns first.
-SELECT pool, hour, key_id, cooldowns, total_seconds, max_seconds
-FROM key_cooldowns_hourly
-WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
-  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
-ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id;
+-- The keys that cool down most: key_cooldowns_hourly of one pool, per hour
+-- the keys released with a cooldown (or cooled down after their lease),
+-- most cooldowns first.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), cells (pool, hour, key_id, cooldowns, total_cooldown, longest_cooldown) AS (
+    SELECT c.pool, c.hour, c.key_id, c.cooldowns, c.total_cooldown, c.longest_cooldown
+    FROM key_cooldown_hours AS c
+    WHERE (c.pool, c.hour) >= (sqlc.arg(pool)::text, (SELECT b.first_hour FROM bounds AS b))
+      AND (c.pool, c.hour) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'), e.key_id, count(*), sum(e.cooldown), max(e.cooldown)
+    FROM key_events AS e
+    WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b))
+      AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.end_hour FROM bounds AS b))
+      AND e.event IN ('released', 'cooled_down') AND e.cooldown IS NOT NULL
+    GROUP BY 1, 2, 3
+), keys AS (
+    SELECT cells.pool, cells.hour, cells.key_id, sum(cells.cooldowns)::bigint AS cooldowns,
+           date_part('epoch', sum(cells.total_cooldown))::float8 AS total_seconds,
+           date_part('epoch', max(cells.longest_cooldown))::float8 AS max_seconds
+    FROM cells
+    GROUP BY cells.pool, cells.hour, cells.key_id
+)
+SELECT keys.pool::text AS pool, keys.hour::timestamptz AS hour, keys.key_id::uuid AS key_id, keys.cooldowns,
+       keys.total_seconds, keys.max_seconds
+FROM keys
+WHERE keys.cooldowns > 0
+ORDER BY keys.pool, keys.hour, keys.cooldowns DESC, keys.total_seconds DESC, keys.key_id;
+
+-- name: KeyCooldownsHourlyListAllPools :many
+-- KeyCooldownsHourlyList of every pool.
+WITH bounds AS (
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                 date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour' AS end_hour,
+           (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+), cells (pool, hour, key_id, cooldowns, total_cooldown, longest_cooldown) AS (
+    SELECT c.pool, c.hour, c.key_id, c.cooldowns, c.total_cooldown, c.longest_cooldown
+    FROM key_cooldown_hours AS c
+    WHERE c.hour >= (SELECT b.first_hour FROM bounds AS b) AND c.hour < (SELECT b.end_hour FROM bounds AS b)
+    UNION ALL
+    SELECT e.pool, date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00'), e.key_id, count(*), sum(e.cooldown), max(e.cooldown)
+    FROM key_events AS e
+    WHERE e.at >= (SELECT greatest(b.first_hour, b.folded_to) FROM bounds AS b)
+      AND e.at < (SELECT b.end_hour FROM bounds AS b)
+      AND e.event IN ('released', 'cooled_down') AND e.cooldown IS NOT NULL
+    GROUP BY 1, 2, 3
+), keys AS (
+    SELECT cells.pool, cells.hour, cells.key_id, sum(cells.cooldowns)::bigint AS cooldowns,
+           date_part('epoch', sum(cells.total_cooldown))::float8 AS total_seconds,
+           date_part('epoch', max(cells.longest_cooldown))::float8 AS max_seconds
+    FROM cells
+    GROUP BY cells.pool, cells.hour, cells.key_id
+)
+SELECT keys.pool::text AS pool, keys.hour::timestamptz AS hour, keys.key_id::uuid AS key_id, keys.cooldowns,
+       keys.total_seconds, keys.max_seconds
+FROM keys
+WHERE keys.cooldowns > 0
+ORDER BY keys.pool, keys.hour, keys.cooldowns DESC, keys.total_seconds DESC, keys.key_id;
+
+-- name: PoolUtilisationList :many
+-- The utilisation of one pool: per hour overlapping the range, the
+-- key-seconds (keys existing, summed over the hour; up to now for the
+-- current hour), the held seconds (seats under a lease) and their ratio,
+-- exactly as pool_utilisation(range_from, range_to, pool) of migration 00002
+-- counts them: the keys and held seats at the start of each hour are the
+-- pool's counts now minus every change since, and each change adds or takes
+-- away the seconds from its moment to the end of its hour. The changes come
+-- from the hourly rollup for the hours that have ended before folded_to,
+-- from the minute rollup for the minutes of the hour after (up to the
+-- current minute: the events of the rows read are before now, where the
+-- current hour's cells end), and from key_events after that.
+WITH bounds AS (
+    -- One row, whatever the statistics of the one-row table say: scalar
+    -- subqueries, not a join.
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           f.folded_to,
+           date_bin('1 hour', least(f.folded_to, now()), timestamptz '2000-01-01 00:00:00+00') AS split_hour,
+           date_bin('1 minute', least(f.folded_to, now()), timestamptz '2000-01-01 00:00:00+00') AS split_minute,
+           (SELECT o.at FROM key_events AS o ORDER BY o.at LIMIT 1) AS oldest,
+           -- The end of the ranges that run to the newest event, a value
+           -- the planner does not see: it then prices such a range as the
+           -- short one it is, not as a third of the table.
+           'infinity'::timestamptz AS open_end
+    FROM (SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to) AS f
+), pools AS (
+    -- history_hours lists the pool while it has history.
+    SELECT sqlc.arg(pool)::text AS pool
+    -- Each the first entry of a range on its (pool, time) index: scalar
+    -- subqueries keep the order and the limit that an EXISTS would drop.
+    WHERE (SELECT h.hour FROM key_event_hours AS h
+           WHERE (h.pool, h.hour) >= (sqlc.arg(pool)::text, '-infinity'::timestamptz)
+             AND (h.pool, h.hour) < (sqlc.arg(pool)::text, 'infinity'::timestamptz)
+           ORDER BY h.pool, h.hour
+           LIMIT 1) IS NOT NULL
+       OR (SELECT t.at FROM key_events AS t
+           WHERE (t.pool, t.at) >= (sqlc.arg(pool)::text, (SELECT b.folded_to FROM bounds AS b))
+             AND (t.pool, t.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+           ORDER BY t.pool, t.at
+           LIMIT 1) IS NOT NULL
+), cells AS (
+    -- history_hours: every pool with history, every hour from the oldest
+    -- event's to now; those that overlap the range.
+    SELECT pools.pool, hours.hour, least(hours.hour + interval '1 hour', now()) AS hour_end
+    FROM bounds AS b
+    CROSS JOIN pools
+    CROSS JOIN generate_series(greatest(date_bin('1 hour', b.oldest, timestamptz '2000-01-01 00:00:00+00'), b.first_hour), now(), interval '1 hour') AS hours (hour)
+    WHERE hours.hour < sqlc.arg(range_to)::timestamptz
+), changes (pool, hour, net_keys, net_held, keys_added, held_added) AS (
+    -- The change of each hour from the range's first hour on to the pool's
+    -- keys and held seats, and the seconds it adds to the hour's.
+    SELECT h.pool, h.hour,
+           h.created - h.deleted - h.expired,
+           h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased,
+           ((h.created - h.deleted - h.expired) * 3600 - h.keys_offset_us / 1000000.0)::float8,
+           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8
+    FROM key_event_hours AS h
+    WHERE (h.pool, h.hour) >= (sqlc.arg(pool)::text, (SELECT b.first_hour FROM bounds AS b))
+      AND (h.pool, h.hour) < (sqlc.arg(pool)::text, (SELECT b.split_hour FROM bounds AS b))
+    UNION ALL
+    SELECT m.pool, date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00'),
+           m.created - m.deleted - m.expired,
+           m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased,
+           ((m.created - m.deleted - m.expired)
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.keys_offset_us / 1000000.0)::float8,
+           ((m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased)
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.held_offset_us / 1000000.0)::float8
+    FROM key_event_minutes AS m
+    WHERE (m.pool, m.minute) >= (sqlc.arg(pool)::text, (SELECT greatest(b.split_hour, b.first_hour) FROM bounds AS b))
+      AND (m.pool, m.minute) < (sqlc.arg(pool)::text, (SELECT b.split_minute FROM bounds AS b))
+    UNION ALL
+    SELECT c.pool, date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00'), c.keys, c.held,
+           c.keys * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
+           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
+    FROM (
+        SELECT e.pool, e.at,
+               CASE WHEN e.event = 'created' THEN 1
+                    WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -1
+                    ELSE 0 END AS keys,
+               CASE WHEN e.event = 'assigned' THEN 1
+                    WHEN e.event IN ('released', 'lease_expired') THEN -1
+                    WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
+                    ELSE 0 END AS held
+        FROM key_events AS e
+        WHERE (e.pool, e.at) >= (sqlc.arg(pool)::text, (SELECT greatest(b.split_minute, b.first_hour) FROM bounds AS b))
+      AND (e.pool, e.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+    ) AS c
+), hourly AS (
+    SELECT changes.pool, changes.hour, sum(changes.net_keys) AS net_keys, sum(changes.net_held) AS net_held,
+           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added
+    FROM changes
+    GROUP BY changes.pool, changes.hour
+), later AS (
+    -- The change per pool after the last hour of the range.
+    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held
+    FROM hourly
+    WHERE hourly.hour > (SELECT max(cells.hour) FROM cells)
+    GROUP BY hourly.pool
+), current AS (
+    SELECT sqlc.arg(pool)::text AS pool, sum(p.keys) AS keys, sum(p.blocked) AS held
+    FROM pool_counts AS p
+    WHERE p.pool = sqlc.arg(pool)::text
+), starts AS (
+    -- Keys and held seats at the start of each hour, counted back from now.
+    SELECT cells.pool, cells.hour, cells.hour_end,
+           coalesce(hourly.keys_added, 0) AS keys_added, coalesce(hourly.held_added, 0) AS held_added,
+           coalesce(current.keys, 0) - coalesce(later.keys, 0)
+               - sum(coalesce(hourly.net_keys, 0)) OVER back AS keys_at_start,
+           coalesce(current.held, 0) - coalesce(later.held, 0)
+               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start
+    FROM cells
+    LEFT JOIN hourly ON hourly.pool = cells.pool AND hourly.hour = cells.hour
+    LEFT JOIN later ON later.pool = cells.pool
+    LEFT JOIN current ON current.pool = cells.pool
+    WINDOW back AS (PARTITION BY cells.pool ORDER BY cells.hour DESC)
+), seconds AS (
+    SELECT starts.pool, starts.hour,
+           (starts.keys_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.keys_added)::float8 AS key_seconds,
+           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds
+    FROM starts
+)
+SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.held_seconds,
+       (seconds.held_seconds / seconds.key_seconds)::float8 AS utilisation
+FROM seconds
+WHERE seconds.key_seconds > 0
+ORDER BY seconds.pool, seconds.hour;
+
+-- name: PoolUtilisationListAllPools :many
+-- PoolUtilisationList of every pool with history. The pools are found by a
+-- loose index scan of the hourly rollup (one probe per pool) and among the
+-- events not folded yet.
+WITH RECURSIVE bounds AS (
+    -- One row, whatever the statistics of the one-row table say: scalar
+    -- subqueries, not a join.
+    SELECT date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00') AS first_hour,
+           f.folded_to,
+           date_bin('1 hour', least(f.folded_to, now()), timestamptz '2000-01-01 00:00:00+00') AS split_hour,
+           date_bin('1 minute', least(f.folded_to, now()), timestamptz '2000-01-01 00:00:00+00') AS split_minute,
+           (SELECT o.at FROM key_events AS o ORDER BY o.at LIMIT 1) AS oldest,
+           -- The end of the ranges that run to the newest event, a value
+           -- the planner does not see: it then prices such a range as the
+           -- short one it is, not as a third of the table.
+           'infinity'::timestamptz AS open_end
+    FROM (SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to) AS f
+), rollup_pools (pool) AS (
+    (SELECT h.pool FROM key_event_hours AS h ORDER BY h.pool LIMIT 1)
+    UNION ALL
+    SELECT (SELECT h.pool FROM key_event_hours AS h WHERE h.pool > r.pool ORDER BY h.pool LIMIT 1)
+    FROM rollup_pools AS r
+    WHERE r.pool IS NOT NULL
+), pools AS (
+    SELECT r.pool FROM rollup_pools AS r WHERE r.pool IS NOT NULL
+    UNION
+    SELECT t.pool FROM key_events AS t
+    WHERE t.at >= (SELECT b.folded_to FROM bounds AS b) AND t.at < (SELECT b.open_end FROM bounds AS b)
+), cells AS (
+    -- history_hours: every pool with history, every hour from the oldest
+    -- event's to now; those that overlap the range.
+    SELECT pools.pool, hours.hour, least(hours.hour + interval '1 hour', now()) AS hour_end
+    FROM bounds AS b
+    CROSS JOIN pools
+    CROSS JOIN generate_series(greatest(date_bin('1 hour', b.oldest, timestamptz '2000-01-01 00:00:00+00'), b.first_hour), now(), interval '1 hour') AS hours (hour)
+    WHERE hours.hour < sqlc.arg(range_to)::timestamptz
+), changes (pool, hour, net_keys, net_held, keys_added, held_added) AS (
+    -- The change of each hour from the range's first hour on to the pool's
+    -- keys and held seats, and the seconds it adds to the hour's.
+    SELECT h.pool, h.hour,
+           h.created - h.deleted - h.expired,
+           h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased,
+           ((h.created - h.deleted - h.expired) * 3600 - h.keys_offset_us / 1000000.0)::float8,
+           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8
+    FROM key_event_hours AS h
+    WHERE h.hour >= (SELECT b.first_hour FROM bounds AS b) AND h.hour < (SELECT b.split_hour FROM bounds AS b)
+    UNION ALL
+    SELECT m.pool, date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00'),
+           m.created - m.deleted - m.expired,
+           m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased,
+           ((m.created - m.deleted - m.expired)
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.keys_offset_us / 1000000.0)::float8,
+           ((m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased)
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.held_offset_us / 1000000.0)::float8
+    FROM key_event_minutes AS m
+    WHERE m.minute >= (SELECT greatest(b.split_hour, b.first_hour) FROM bounds AS b)
+      AND m.minute < (SELECT b.split_minute FROM bounds AS b) AND m.pool <> ''
+    UNION ALL
+    SELECT c.pool, date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00'), c.keys, c.held,
+           c.keys * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
+           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
+    FROM (
+        SELECT e.pool, e.at,
+               CASE WHEN e.event = 'created' THEN 1
+                    WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -1
+                    ELSE 0 END AS keys,
+               CASE WHEN e.event = 'assigned' THEN 1
+                    WHEN e.event IN ('released', 'lease_expired') THEN -1
+                    WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
+                    ELSE 0 END AS held
+        FROM key_events AS e
+        WHERE e.at >= (SELECT greatest(b.split_minute, b.first_hour) FROM bounds AS b)
+          AND e.at < (SELECT b.open_end FROM bounds AS b)
+    ) AS c
+), hourly AS (
+    SELECT changes.pool, changes.hour, sum(changes.net_keys) AS net_keys, sum(changes.net_held) AS net_held,
+           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added
+    FROM changes
+    GROUP BY changes.pool, changes.hour
+), later AS (
+    -- The change per pool after the last hour of the range.
+    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held
+    FROM hourly
+    WHERE hourly.hour > (SELECT max(cells.hour) FROM cells)
+    GROUP BY hourly.pool
+), current AS (
+    SELECT p.pool, sum(p.keys) AS keys, sum(p.blocked) AS held
+    FROM pool_counts AS p
+    GROUP BY p.pool
+), starts AS (
+    -- Keys and held seats at the start of each hour, counted back from now.
+    SELECT cells.pool, cells.hour, cells.hour_end,
+           coalesce(hourly.keys_added, 0) AS keys_added, coalesce(hourly.held_added, 0) AS held_added,
+           coalesce(current.keys, 0) - coalesce(later.keys, 0)
+               - sum(coalesce(hourly.net_keys, 0)) OVER back AS keys_at_start,
+           coalesce(current.held, 0) - coalesce(later.held, 0)
+               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start
+    FROM cells
+    LEFT JOIN hourly ON hourly.pool = cells.pool AND hourly.hour = cells.hour
+    LEFT JOIN later ON later.pool = cells.pool
+    LEFT JOIN current ON current.pool = cells.pool
+    WINDOW back AS (PARTITION BY cells.pool ORDER BY cells.hour DESC)
+), seconds AS (
+    SELECT starts.pool, starts.hour,
+           (starts.keys_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.keys_added)::float8 AS key_seconds,
+           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds
+    FROM starts
+)
+SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.held_seconds,
+       (seconds.held_seconds / seconds.key_seconds)::float8 AS utilisation
+FROM seconds
+WHERE seconds.key_seconds > 0
+ORDER BY seconds.pool, seconds.hour;
+
+-- name: KeyLeasesDurationHistogram :many
+-- The leases of the pool that started in the last minutes minutes, counted
+-- by duration as key_leases tells them: bucket b (lease_duration_bucket,
+-- migration 00015) the ended ones, bucket -1 those still held. Those that
+-- started in the range's whole minutes before folded_to are the rollups'
+-- (lease_duration_minutes the ended, the rest of the minute's assigned
+-- events held), with the ends written since folded_to moving them from held
+-- to their bucket; those of the part minute at the range's start and those
+-- from folded_to on are read from key_events, with the end of each one step
+-- along its key's events.
+WITH bounds AS (
+    -- open_end: as in PoolUtilisationList.
+    SELECT r.start, r.first_minute, r.folded_to, greatest(r.folded_to, r.first_minute) AS raw_from,
+           'infinity'::timestamptz AS open_end
+    FROM (
+        SELECT now() - sqlc.arg(minutes)::int * interval '1 minute' AS start,
+               -- The first whole minute of the range.
+               date_bin('1 minute', now() - sqlc.arg(minutes)::int * interval '1 minute' - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00')
+                   + interval '1 minute' AS first_minute,
+               (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+    ) AS r
+), folded_ended AS (
+    SELECT d.bucket, sum(d.leases) AS leases
+    FROM lease_duration_minutes AS d
+    WHERE (d.pool, d.minute) >= (sqlc.arg(pool)::text, (SELECT b.first_minute FROM bounds AS b)) AND (d.pool, d.minute) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+    GROUP BY d.bucket
+), folded_started AS (
+    SELECT coalesce(sum(m.assigned), 0) AS leases
+    FROM key_event_minutes AS m
+    WHERE (m.pool, m.minute) >= (sqlc.arg(pool)::text, (SELECT b.first_minute FROM bounds AS b)) AND (m.pool, m.minute) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+), late_ends AS (
+    -- Ends since folded_to of leases that the rollups count as held.
+    SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
+    FROM key_events AS ended
+    CROSS JOIN LATERAL (
+        SELECT a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
+    LEFT JOIN LATERAL (
+        -- The end before this one: the lease's if it is no earlier.
+        SELECT o.at FROM key_events AS o
+        WHERE o.key_id = ended.key_id AND o.at < ended.at
+          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY o.at DESC
+        LIMIT 1
+    ) AS previous ON true
+    WHERE (ended.pool, ended.at) >= (sqlc.arg(pool)::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+      AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
+      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND (previous.at IS NULL OR previous.at <= started.at)
+), raw_started AS (
+    -- Leases of the part minute at the range's start, and from folded_to on.
+    SELECT r.key_id, r.at, r.lease_token
+    FROM key_events AS r
+    WHERE (r.pool, r.at) >= (sqlc.arg(pool)::text, (SELECT b.start FROM bounds AS b)) AND (r.pool, r.at) < (sqlc.arg(pool)::text, (SELECT b.first_minute FROM bounds AS b))
+      AND r.event = 'assigned'
+    UNION ALL
+    SELECT r.key_id, r.at, r.lease_token
+    FROM key_events AS r
+    WHERE (r.pool, r.at) >= (sqlc.arg(pool)::text, (SELECT b.raw_from FROM bounds AS b)) AND (r.pool, r.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
+      AND r.event = 'assigned'
+), raw_leases AS (
+    SELECT coalesce(lease_duration_bucket(date_part('epoch', ended.at - raw_started.at)::float8), -1) AS bucket
+    FROM raw_started
+    LEFT JOIN LATERAL (
+        SELECT e.at, e.lease_token FROM key_events AS e
+        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY e.at
+        LIMIT 1
+    ) AS ended ON ended.lease_token = raw_started.lease_token
+), buckets (bucket, leases) AS (
+    SELECT folded_ended.bucket, folded_ended.leases FROM folded_ended
+    UNION ALL
+    SELECT -1, (SELECT folded_started.leases FROM folded_started) - coalesce((SELECT sum(folded_ended.leases) FROM folded_ended), 0)
+    UNION ALL
+    SELECT late_ends.bucket, 1 FROM late_ends
+    UNION ALL
+    SELECT -1, -count(*) FROM late_ends
+    UNION ALL
+    SELECT raw_leases.bucket, 1 FROM raw_leases
+)
+SELECT buckets.bucket::int AS bucket, sum(buckets.leases)::bigint AS leases
+FROM buckets
+GROUP BY buckets.bucket
+HAVING sum(buckets.leases) <> 0
+ORDER BY buckets.bucket;
+
+-- name: KeyLeasesDurationHistogramAllPools :many
+-- KeyLeasesDurationHistogram of every pool: the rollups' rows of the
+-- empty pool name (the sum of every pool), and ranges on key_events_at_idx.
+WITH bounds AS (
+    -- open_end: as in PoolUtilisationList.
+    SELECT r.start, r.first_minute, r.folded_to, greatest(r.folded_to, r.first_minute) AS raw_from,
+           'infinity'::timestamptz AS open_end
+    FROM (
+        SELECT now() - sqlc.arg(minutes)::int * interval '1 minute' AS start,
+               -- The first whole minute of the range.
+               date_bin('1 minute', now() - sqlc.arg(minutes)::int * interval '1 minute' - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00')
+                   + interval '1 minute' AS first_minute,
+               (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+    ) AS r
+), folded_ended AS (
+    SELECT d.bucket, sum(d.leases) AS leases
+    FROM lease_duration_minutes AS d
+    WHERE (d.pool, d.minute) >= ('', (SELECT b.first_minute FROM bounds AS b)) AND (d.pool, d.minute) < ('', (SELECT b.open_end FROM bounds AS b))
+    GROUP BY d.bucket
+), folded_started AS (
+    SELECT coalesce(sum(m.assigned), 0) AS leases
+    FROM key_event_minutes AS m
+    WHERE (m.pool, m.minute) >= ('', (SELECT b.first_minute FROM bounds AS b)) AND (m.pool, m.minute) < ('', (SELECT b.open_end FROM bounds AS b))
+), late_ends AS (
+    -- Ends since folded_to of leases that the rollups count as held.
+    SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
+    FROM key_events AS ended
+    CROSS JOIN LATERAL (
+        SELECT a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
+    LEFT JOIN LATERAL (
+        -- The end before this one: the lease's if it is no earlier.
+        SELECT o.at FROM key_events AS o
+        WHERE o.key_id = ended.key_id AND o.at < ended.at
+          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY o.at DESC
+        LIMIT 1
+    ) AS previous ON true
+    WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
+      AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
+      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND (previous.at IS NULL OR previous.at <= started.at)
+), raw_started AS (
+    -- Leases of the part minute at the range's start, and from folded_to on.
+    SELECT r.key_id, r.at, r.lease_token
+    FROM key_events AS r
+    WHERE r.at >= (SELECT b.start FROM bounds AS b) AND r.at < (SELECT b.first_minute FROM bounds AS b)
+      AND r.event = 'assigned'
+    UNION ALL
+    SELECT r.key_id, r.at, r.lease_token
+    FROM key_events AS r
+    WHERE r.at >= (SELECT b.raw_from FROM bounds AS b) AND r.at < (SELECT b.open_end FROM bounds AS b)
+      AND r.event = 'assigned'
+), raw_leases AS (
+    SELECT coalesce(lease_duration_bucket(date_part('epoch', ended.at - raw_started.at)::float8), -1) AS bucket
+    FROM raw_started
+    LEFT JOIN LATERAL (
+        SELECT e.at, e.lease_token FROM key_events AS e
+        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY e.at
+        LIMIT 1
+    ) AS ended ON ended.lease_token = raw_started.lease_token
+), buckets (bucket, leases) AS (
+    SELECT folded_ended.bucket, folded_ended.leases FROM folded_ended
+    UNION ALL
+    SELECT -1, (SELECT folded_started.leases FROM folded_started) - coalesce((SELECT sum(folded_ended.leases) FROM folded_ended), 0)
+    UNION ALL
+    SELECT late_ends.bucket, 1 FROM late_ends
+    UNION ALL
+    SELECT -1, -count(*) FROM late_ends
+    UNION ALL
+    SELECT raw_leases.bucket, 1 FROM raw_leases
+)
+SELECT buckets.bucket::int AS bucket, sum(buckets.leases)::bigint AS leases
+FROM buckets
+GROUP BY buckets.bucket
+HAVING sum(buckets.leases) <> 0
+ORDER BY buckets.bucket;
+

@@ -11,10 +11,6 @@ const (
 	maxActivityMinutes     = 1440
 )
 
-// leaseDurationBounds are the limits, in seconds, of the buckets of
-// GET /activity/lease-durations.
-var leaseDurationBounds = []float64{1, 5, 15, 30, 60, 120, 300, 900}
-
 // minuteBody counts the history events of one minute.
 type minuteBody struct {
 	Minute       string `json:"minute"`
@@ -76,7 +72,7 @@ func (a *API) leaseDurations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	hist, err := src.LeaseDurationHistogram(r.Context(), pool, minutes, leaseDurationBounds)
+	hist, err := src.LeaseDurationHistogram(r.Context(), pool, minutes)
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,7 @@ type Metrics struct {
 	keysExpired     prometheus.Counter
 	waitersExpired  prometheus.Counter
 	historyDeleted  prometheus.Counter
+	historyFolded   prometheus.Counter
 	sweepPasses     prometheus.Counter
 	sweepErrors     prometheus.Counter
 	leading         prometheus.Gauge
@@ -146,6 +147,10 @@ func NewWithConfig(cfg Config) *Metrics {
 			Name: "tokenorchestrator_sweeper_history_deleted_total",
 			Help: "History rows deleted by the background job because they were older than the retention.",
 		}),
+		historyFolded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_history_folded_total",
+			Help: "History rows added by the background job to the rollups that reports and the dashboard's charts read.",
+		}),
 		sweepPasses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_passes_total",
 			Help: "Passes of the background job on this replica, failed ones included.",
@@ -169,7 +174,7 @@ func NewWithConfig(cfg Config) *Metrics {
 	buildInfo.Set(1)
 	m.registry.MustRegister(m.requests, m.requestDuration,
 		m.claims, m.noFreeKey, m.releases, m.leaseExpiries, m.cooldowns, m.waitSeconds, m.leaseDuration,
-		m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.sweepPasses, m.sweepErrors, m.leading,
+		m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.historyFolded, m.sweepPasses, m.sweepErrors, m.leading,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cfg.Counts != nil {
 		m.registry.MustRegister(&poolCollector{counts: cfg.Counts, logger: cfg.Logger, shared: m.exportShared, pools: m.pools})
@@ -291,6 +296,7 @@ func (m *Metrics) ObserveSweep(result sweeper.Result) {
 	m.keysExpired.Add(float64(result.KeysExpired))
 	m.waitersExpired.Add(float64(result.WaitersExpired))
 	m.historyDeleted.Add(float64(result.HistoryDeleted))
+	m.historyFolded.Add(float64(result.HistoryFolded))
 	if result.Err != nil {
 		m.sweepErrors.Inc()
 	}

@@ -21,7 +21,9 @@ type MinuteActivity struct {
 
 // ActivityPerMinute returns the events of the pool (every pool when pool is
 // empty) in each of the last minutes minutes by the database clock, oldest
-// first, the current minute last; minutes without events have zeros.
+// first, the current minute last; minutes without events have zeros. It
+// reads the per-minute rollup (at most 1,440 minutes: the rollup keeps two
+// days) and the events not folded into it yet.
 //
 // One pool and every pool are separate statements, each with its own index
 // range: a generic plan cannot use the pool's index for a pool that may be
@@ -50,6 +52,11 @@ func (r *Reports) ActivityPerMinute(ctx context.Context, pool string, minutes in
 	return out, nil
 }
 
+// LeaseDurationBounds are the limits, in seconds, of the buckets of
+// LeaseDurationHistogram: those of lease_duration_bucket (migration 00015),
+// which the rollups count leases by.
+var LeaseDurationBounds = []float64{1, 5, 15, 30, 60, 120, 300, 900}
+
 // DurationHistogram counts the leases that started in a span of time by
 // how long they lasted.
 type DurationHistogram struct {
@@ -63,22 +70,36 @@ type DurationHistogram struct {
 	Held int64
 }
 
-// LeaseDurationHistogram counts the leases of the pool (every pool when pool is
-// empty) that started in the last minutes minutes, by duration.
-func (r *Reports) LeaseDurationHistogram(ctx context.Context, pool string, minutes int, bounds []float64) (DurationHistogram, error) {
+// LeaseDurationHistogram counts the leases of the pool (every pool when pool
+// is empty) that started in the last minutes minutes, by duration, in the
+// buckets of LeaseDurationBounds.
+func (r *Reports) LeaseDurationHistogram(ctx context.Context, pool string, minutes int) (DurationHistogram, error) {
+	h := DurationHistogram{Bounds: LeaseDurationBounds, Ended: make([]int64, len(LeaseDurationBounds)+1)}
+	add := func(bucket int32, leases int64) {
+		if bucket < 0 {
+			h.Held += leases
+			return
+		}
+		h.Ended[bucket] += leases
+	}
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).KeyLeasesDurationHistogramAllPools, int32(minutes))
+		if err != nil {
+			return DurationHistogram{}, classify(err)
+		}
+		for _, row := range rows {
+			add(row.Bucket, row.Leases)
+		}
+		return h, nil
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyLeasesDurationHistogram, dbsqlc.KeyLeasesDurationHistogramParams{
-		Bounds: bounds, Minutes: int32(minutes), Pool: poolFilter(pool),
+		Minutes: int32(minutes), Pool: pool,
 	})
 	if err != nil {
 		return DurationHistogram{}, classify(err)
 	}
-	h := DurationHistogram{Bounds: bounds, Ended: make([]int64, len(bounds)+1)}
 	for _, row := range rows {
-		if row.Bucket < 0 {
-			h.Held += row.Leases
-			continue
-		}
-		h.Ended[row.Bucket] += row.Leases
+		add(row.Bucket, row.Leases)
 	}
 	return h, nil
 }

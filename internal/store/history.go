@@ -5,25 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
-
-// DeleteHistoryOlderThan deletes up to max history rows written more than
-// age ago by the database clock, oldest first, and returns how many it
-// deleted.
-func (s *Store) DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error) {
-	ctx, cancel := s.withTimeout(ctx)
-	defer cancel()
-	n, err := s.queries.KeyEventsDeleteOlderThan(ctx, dbsqlc.KeyEventsDeleteOlderThanParams{
-		RetentionSeconds: age.Seconds(),
-		Max:              int32(max),
-	})
-	if err != nil {
-		return 0, classify(err)
-	}
-	return int(n), nil
-}
 
 // LeaseOverlap is a pair of leases of one key that overlapped in time: the
 // second began before the first had ended. The service guarantees there are

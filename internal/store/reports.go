@@ -9,10 +9,13 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
 
-// The reports read the views over key_events defined in
-// migrations/00002_reports.sql. Each takes a time range and a pool; an empty
-// pool means every pool. Hourly reports cover the UTC hours that overlap
-// [from, to).
+// The reports answer what the views over key_events (migrations/00002_reports.sql)
+// answer. Each takes a time range and a pool; an empty pool means every
+// pool. Hourly reports cover the UTC hours that overlap [from, to). The
+// leases and their durations are read from the views; the other reports
+// from the rollups of the history (migration 00015) and the events not
+// folded into them yet, one statement for one pool and another for every
+// pool, each with the index range it needs.
 
 // Lease is one lease as the history records it.
 type Lease struct {
@@ -111,15 +114,26 @@ func (r *Reports) Leases(ctx context.Context, from, to time.Time, pool string, m
 
 // LeaseActivity returns the lease events per pool and hour.
 func (r *Reports) LeaseActivity(ctx context.Context, from, to time.Time, pool string) ([]LeaseActivity, error) {
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseActivityHourlyListAllPools, dbsqlc.LeaseActivityHourlyListAllPoolsParams{
+			RangeFrom: from, RangeTo: to,
+		})
+		return convert(rows, err, func(row dbsqlc.LeaseActivityHourlyListAllPoolsRow) LeaseActivity { return LeaseActivity(row) })
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseActivityHourlyList, dbsqlc.LeaseActivityHourlyListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+		RangeFrom: from, RangeTo: to, Pool: pool,
 	})
+	return convert(rows, err, func(row dbsqlc.LeaseActivityHourlyListRow) LeaseActivity { return LeaseActivity(row) })
+}
+
+// convert turns the rows of a report's statement into the store's type.
+func convert[R, T any](rows []R, err error, f func(R) T) ([]T, error) {
 	if err != nil {
 		return nil, classify(err)
 	}
-	out := make([]LeaseActivity, len(rows))
+	out := make([]T, len(rows))
 	for i, row := range rows {
-		out[i] = LeaseActivity(row)
+		out[i] = f(row)
 	}
 	return out, nil
 }
@@ -141,47 +155,43 @@ func (r *Reports) LeaseDurations(ctx context.Context, from, to time.Time, pool s
 
 // KeyActivity returns the keys created, deleted and expired per pool and hour.
 func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool string) ([]KeyActivity, error) {
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).KeyActivityHourlyListAllPools, dbsqlc.KeyActivityHourlyListAllPoolsParams{
+			RangeFrom: from, RangeTo: to,
+		})
+		return convert(rows, err, func(row dbsqlc.KeyActivityHourlyListAllPoolsRow) KeyActivity { return KeyActivity(row) })
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyActivityHourlyList, dbsqlc.KeyActivityHourlyListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+		RangeFrom: from, RangeTo: to, Pool: pool,
 	})
-	if err != nil {
-		return nil, classify(err)
-	}
-	out := make([]KeyActivity, len(rows))
-	for i, row := range rows {
-		out[i] = KeyActivity(row)
-	}
-	return out, nil
+	return convert(rows, err, func(row dbsqlc.KeyActivityHourlyListRow) KeyActivity { return KeyActivity(row) })
 }
 
 // Utilisation returns the share of key-time spent held per pool and hour.
 func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationListAllPools, dbsqlc.PoolUtilisationListAllPoolsParams{
+			RangeFrom: from, RangeTo: to,
+		})
+		return convert(rows, err, func(row dbsqlc.PoolUtilisationListAllPoolsRow) Utilisation { return Utilisation(row) })
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationList, dbsqlc.PoolUtilisationListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+		RangeFrom: from, RangeTo: to, Pool: pool,
 	})
-	if err != nil {
-		return nil, classify(err)
-	}
-	out := make([]Utilisation, len(rows))
-	for i, row := range rows {
-		out[i] = Utilisation(row)
-	}
-	return out, nil
+	return convert(rows, err, func(row dbsqlc.PoolUtilisationListRow) Utilisation { return Utilisation(row) })
 }
 
 // KeyCooldowns returns, per pool and hour, the keys released with a
 // cooldown, those that cooled down most first.
 func (r *Reports) KeyCooldowns(ctx context.Context, from, to time.Time, pool string) ([]KeyCooldowns, error) {
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).KeyCooldownsHourlyListAllPools, dbsqlc.KeyCooldownsHourlyListAllPoolsParams{
+			RangeFrom: from, RangeTo: to,
+		})
+		return convert(rows, err, func(row dbsqlc.KeyCooldownsHourlyListAllPoolsRow) KeyCooldowns { return KeyCooldowns(row) })
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyCooldownsHourlyList, dbsqlc.KeyCooldownsHourlyListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+		RangeFrom: from, RangeTo: to, Pool: pool,
 	})
-	if err != nil {
-		return nil, classify(err)
-	}
-	out := make([]KeyCooldowns, len(rows))
-	for i, row := range rows {
-		out[i] = KeyCooldowns{Pool: row.Pool, Hour: row.Hour, KeyID: row.KeyID, Cooldowns: row.Cooldowns,
-			TotalSeconds: row.TotalSeconds, MaxSeconds: row.MaxSeconds}
-	}
-	return out, nil
+	return convert(rows, err, func(row dbsqlc.KeyCooldownsHourlyListRow) KeyCooldowns { return KeyCooldowns(row) })
 }

@@ -2,8 +2,9 @@
 // it frees keys whose lease has ended and deletes keys whose life has ended.
 // It also folds the pools' count changes into their totals, removes the
 // counts of pools left without keys and the expired registrations of
-// waiting clients (those of replicas that died), and removes history older
-// than the retention.
+// waiting clients (those of replicas that died), removes history older
+// than the retention, and folds new history into the rollups that reports
+// and the dashboard's charts read.
 //
 // It is safe to run on every replica at once: each batch is one short
 // statement that locks its rows with SKIP LOCKED, so two sweepers never work
@@ -32,6 +33,7 @@ type Store interface {
 	DeleteExpired(ctx context.Context, max int) (int, error)
 	DeleteExpiredWaiters(ctx context.Context, max int) (int, error)
 	DeleteHistoryOlderThan(ctx context.Context, age time.Duration, max int) (int, error)
+	FoldHistory(ctx context.Context, max int) (folded int, caughtUp bool, err error)
 	FoldCounts(ctx context.Context) (int, error)
 	RemoveEmptyPools(ctx context.Context, max int) (int, error)
 	CleanupHorizon(ctx context.Context) (store.Horizon, error)
@@ -56,7 +58,8 @@ type Config struct {
 	// sooner when batches run side by side; SKIP LOCKED keeps them apart.
 	// Zero means 4.
 	LeaseWorkers int
-	// HistoryTimePerPass bounds the time one pass spends deleting history.
+	// HistoryTimePerPass bounds the time one pass spends deleting history,
+	// and again the time it spends folding history into the rollups.
 	// A pass keeps deleting batches while they come back full, so that
 	// retention keeps up however fast history is written, but stops once
 	// this much time has passed since its first history batch (which always
@@ -99,6 +102,8 @@ type Result struct {
 	// expired: a replica that dies never withdraws its own.
 	WaitersExpired int
 	HistoryDeleted int
+	// HistoryFolded is how many history rows were added to the rollups.
+	HistoryFolded int
 	// CountChangesFolded is how many count change rows were folded into the
 	// pools' totals; EmptyPoolsRemoved how many pools without keys lost
 	// their counts.
@@ -227,7 +232,8 @@ func (s *Sweeper) checkHorizon(ctx context.Context) {
 // clients and every record of an idempotent claim past its time, a batch at
 // a time, folds the count changes and removes the counts of up to BatchSize
 // empty pools, then deletes history older than the retention for up to
-// HistoryTimePerPass. Lease releases come first, so that history never
+// HistoryTimePerPass, and folds new history into the rollups for up to
+// HistoryTimePerPass again. Lease releases come first, so that history never
 // delays them within a pass.
 func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	var result Result
@@ -250,7 +256,28 @@ func (s *Sweeper) RunOnce(ctx context.Context) Result {
 	result.Err = errors.Join(result.Err, err)
 	result.HistoryDeleted, err = s.drain(ctx, s.deleteOldHistory, time.Now().Add(s.cfg.HistoryTimePerPass))
 	result.Err = errors.Join(result.Err, err)
+	// After retention, so that a backlog is not folded only to be deleted.
+	result.HistoryFolded, err = s.foldHistory(ctx, time.Now().Add(s.cfg.HistoryTimePerPass))
+	result.Err = errors.Join(result.Err, err)
 	return result
+}
+
+// foldBatches is how many of BatchSize a fold of history takes at once: a
+// fold locks no key, and each one first looks at the running transactions,
+// so it takes more rows than the batches that change keys.
+const foldBatches = 10
+
+// foldHistory folds batches of history until the rollups have caught up or
+// the deadline has passed; the first batch always runs.
+func (s *Sweeper) foldHistory(ctx context.Context, deadline time.Time) (int, error) {
+	total := 0
+	for {
+		n, caughtUp, err := s.store.FoldHistory(ctx, foldBatches*s.cfg.BatchSize)
+		total += n
+		if err != nil || caughtUp || !time.Now().Before(deadline) {
+			return total, err
+		}
+	}
 }
 
 func (s *Sweeper) deleteOldHistory(ctx context.Context, max int) (int, error) {

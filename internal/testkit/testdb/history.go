@@ -64,7 +64,10 @@ type Execer interface {
 
 // InsertHistory writes events of the pool at base plus their At, with lease
 // tokens offset by tokenBase so that several pools' tokens stay distinct.
-// It writes history rows only: no keys, no counts.
+// It writes history rows only: no keys, no counts. Events written with
+// earlier times than the background job may have folded already, it then
+// empties the rollups of the history (key_event_rollups_reset), as anyone
+// who writes history by hand does, and the job folds it all again.
 func InsertHistory(t testing.TB, db Execer, pool string, base time.Time, tokenBase int64, events []Event) {
 	t.Helper()
 	for _, e := range events {
@@ -79,6 +82,9 @@ func InsertHistory(t testing.TB, db Execer, pool string, base time.Time, tokenBa
 		if err != nil {
 			t.Fatalf("insert history: %v", err)
 		}
+	}
+	if _, err := db.Exec(context.Background(), "SELECT key_event_rollups_reset()"); err != nil {
+		t.Fatalf("reset the rollups of the history: %v", err)
 	}
 }
 

@@ -1,0 +1,459 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
+)
+
+// The statements that read the rollups answer what the views over
+// key_events answer, for a history worked out by hand, once it is folded.
+func TestRollupsOfAKnownHistory(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	base := testdb.HourAgo(4)
+	knownHistory(t, b, base)
+	from, to := base.Add(-time.Hour), time.Now().Add(time.Minute)
+	pools := []string{"a", "b", "none"}
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+
+	foldAll(t, b)
+	require.Greater(t, foldedTo(t, b), base.Add(3*time.Hour), "the whole history is folded")
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+
+	// The store's reports read the rollups now: the figures of
+	// TestReportsOfAKnownHistory.
+	h := func(n int) time.Time { return base.Add(time.Duration(n) * time.Hour) }
+	activity, err := b.reports(t).LeaseActivity(b.ctx, from, to, "a")
+	require.NoError(t, err)
+	requireHours(t, []store.LeaseActivity{
+		{Pool: "a", Hour: h(0), Claimed: 3, Released: 2, LeaseExpired: 1, EndedByDeletion: 0, KeepAlives: 3},
+		{Pool: "a", Hour: h(1), Claimed: 2, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
+		{Pool: "a", Hour: h(2), Claimed: 0, Released: 0, LeaseExpired: 0, EndedByDeletion: 1, KeepAlives: 0},
+	}, activity, func(a *store.LeaseActivity) *time.Time { return &a.Hour })
+	utilisation, err := b.reports(t).Utilisation(b.ctx, h(1), h(2), "")
+	require.NoError(t, err)
+	require.Equal(t, []store.Utilisation{
+		{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
+		{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
+	}, []store.Utilisation{utc(utilisation[0]), utc(utilisation[1])})
+
+	// Retention takes what it deletes out of the rollups: here all of pool
+	// a's first hour and some of the second (14 events), and pool b's three.
+	deleted, err := b.store.DeleteHistoryOlderThan(b.ctx, time.Since(base.Add(95*time.Minute)), 1000)
+	require.NoError(t, err)
+	require.Equal(t, 17, deleted)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	var hoursOfA int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM key_event_hours WHERE pool = 'a'").Scan(&hoursOfA))
+	require.Equal(t, 2, hoursOfA, "the rollup's row of the hour whose events are all gone goes too")
+
+	// History changed by hand empties the rollups, which are folded again.
+	_, err = b.pool.Exec(b.ctx, "UPDATE key_events SET at = at - interval '1 hour' WHERE pool = 'a'")
+	require.NoError(t, err)
+	require.Equal(t, time.Time{}, foldedTo(t, b), "-infinity: nothing folded")
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+}
+
+// A transaction that wrote an event and commits after a fold has run still
+// has its event counted: the fold does not go past the start of a
+// transaction that is still running.
+func TestRollupsWaitForTransactionsThatAreStillRunning(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	_, err := b.store.Create(b.ctx, "early", 1)
+	require.NoError(t, err)
+
+	late, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	defer late.Rollback(b.ctx) //nolint:errcheck
+	_, err = late.Exec(b.ctx, "INSERT INTO key_events (key_id, pool, event) VALUES (gen_random_uuid(), 'late', 'created')")
+	require.NoError(t, err)
+	time.Sleep(20 * time.Millisecond)
+	_, err = b.store.Create(b.ctx, "after", 1)
+	require.NoError(t, err)
+
+	foldAll(t, b)
+	var lateAt time.Time
+	require.NoError(t, late.QueryRow(b.ctx, "SELECT at FROM key_events WHERE pool = 'late'").Scan(&lateAt))
+	require.False(t, foldedTo(t, b).After(lateAt), "folded up to the running transaction's start at most")
+	require.NoError(t, late.Commit(b.ctx))
+
+	foldAll(t, b)
+	var created int64
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT coalesce(sum(created), 0) FROM key_event_hours").Scan(&created))
+	require.EqualValues(t, 3, created, "early, late and after")
+	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"early", "late", "after"})
+}
+
+// The rollups hold to the history while clients claim, keep alive, release,
+// cool down and delete keys of several pools, two background jobs (as two
+// replicas) fold and delete history at once, and keys and leases run out:
+// in every snapshot taken meanwhile, and at the end, every statement that
+// reads them answers what the views over key_events answer.
+func TestRollupsHoldToTheHistoryUnderConcurrentWritersAndRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{LeaseTTL: 300 * time.Millisecond, KeyTTL: 3 * time.Second})
+	start := time.Now()
+	// Keys of one seat: the leases of a key of several seats may end in
+	// one statement at the same microsecond, and which of those ends
+	// key_leases takes for each lease is then up to the order it reads them.
+	pools := []string{"one", "two", "three"}
+	run, stop := context.WithTimeout(b.ctx, 8*time.Second)
+	defer stop()
+
+	var writers sync.WaitGroup
+	for w := range 4 {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for run.Err() == nil {
+				pool := pools[rng.IntN(len(pools))]
+				if rng.IntN(4) == 0 {
+					_, _ = b.store.Create(run, pool, 1+rng.IntN(3))
+				}
+				key, err := b.store.Claim(run, pool)
+				if err != nil {
+					continue
+				}
+				token := key.LeaseToken
+				switch rng.IntN(6) {
+				case 0: // the holder vanishes: the job ends the lease
+				case 1:
+					_, _ = b.store.KeepAlive(run, key.ID, token)
+					_, _ = b.store.Release(run, key.ID, token)
+				case 2:
+					_, _ = b.store.ReleaseWithCooldown(run, key.ID, token, time.Duration(1+rng.IntN(500))*time.Millisecond)
+				case 3:
+					_, _ = b.store.Release(run, key.ID, token)
+					// A cooldown sent after the lease ended.
+					_, _ = b.store.ReleaseWithCooldown(run, key.ID, token, 200*time.Millisecond)
+				case 4:
+					_, _ = b.store.KeepAlive(run, key.ID, nil)
+					_, _ = b.store.Delete(run, key.ID)
+				default:
+					time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
+					_, _ = b.store.Release(run, key.ID, token)
+				}
+			}
+		}()
+	}
+	var jobs sync.WaitGroup
+	var deleted, folded atomic.Int64
+	for range 2 {
+		// Small batches, so that folds and retention run often and meet.
+		sw := sweeper.New(b.store, sweeper.Config{Interval: 20 * time.Millisecond, BatchSize: 5, HistoryRetention: 3 * time.Second})
+		jobs.Add(1)
+		go func() {
+			defer jobs.Done()
+			for run.Err() == nil {
+				result := sw.RunOnce(run)
+				if result.Err != nil && run.Err() == nil {
+					t.Errorf("sweep: %v", result.Err)
+				}
+				deleted.Add(int64(result.HistoryDeleted))
+				folded.Add(int64(result.HistoryFolded))
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	checks := 0
+	for run.Err() == nil {
+		time.Sleep(400 * time.Millisecond)
+		requireRollupsMatchHistory(t, b.pool, start.Add(-time.Hour), time.Now().Add(time.Hour), pools)
+		checks++
+	}
+	writers.Wait()
+	jobs.Wait()
+	require.Greater(t, checks, 2)
+
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, start.Add(-time.Hour), time.Now().Add(time.Hour), pools)
+	require.Greater(t, deleted.Load(), int64(100), "retention deleted history meanwhile")
+	require.Greater(t, folded.Load(), int64(100), "the jobs folded history meanwhile")
+	require.Greater(t, foldedTo(t, b), start.Add(7*time.Second), "the rollups were read, not only the events")
+}
+
+// foldAll folds the history until the rollups have caught up.
+func foldAll(t *testing.T, b *bundle) {
+	t.Helper()
+	for {
+		_, caughtUp, err := b.store.FoldHistory(b.ctx, 5)
+		require.NoError(t, err)
+		if caughtUp {
+			return
+		}
+	}
+}
+
+// foldedTo returns how far the history is folded; the zero time for
+// -infinity.
+func foldedTo(t *testing.T, b *bundle) time.Time {
+	t.Helper()
+	var finite bool
+	var at time.Time
+	require.NoError(t, b.pool.QueryRow(b.ctx, `
+		SELECT isfinite(folded_to), CASE WHEN isfinite(folded_to) THEN folded_to ELSE now() END
+		FROM key_event_rollup_state`).Scan(&finite, &at))
+	if !finite {
+		return time.Time{}
+	}
+	return at
+}
+
+// The views' answers, as the reports read them before the rollups, with
+// the arguments of the statements that read the rollups instead; the
+// activity per minute as KeyEventsPerMinute counted it from the events.
+const (
+	viewLeaseActivity = `
+		SELECT pool, hour, assigned, released, lease_expired, ended_by_deletion, keep_alives
+		FROM lease_activity_hourly
+		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
+		ORDER BY pool, hour`
+	viewKeyActivity = `
+		SELECT pool, hour, created, deleted, expired
+		FROM key_activity_hourly
+		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
+		ORDER BY pool, hour`
+	viewCooldowns = `
+		SELECT pool, hour, key_id, cooldowns, total_seconds, max_seconds
+		FROM key_cooldowns_hourly
+		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
+		ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id`
+	viewUtilisation = `SELECT pool, hour, key_seconds, blocked_seconds, utilisation FROM pool_utilisation($1, $2, $3)`
+	viewPerMinute   = `
+		WITH bounds AS (
+		    SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
+		), counts AS (
+		    SELECT date_bin('1 minute', e.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+		           count(*) FILTER (WHERE e.event = 'created') AS created,
+		           count(*) FILTER (WHERE e.event = 'assigned') AS assigned,
+		           count(*) FILTER (WHERE e.event = 'released') AS released,
+		           count(*) FILTER (WHERE e.event = 'lease_expired') AS lease_expired,
+		           count(*) FILTER (WHERE e.event = 'kept_alive') AS kept_alive,
+		           count(*) FILTER (WHERE e.event = 'deleted' AND coalesce(e.seat, 0) = 0) AS deleted,
+		           count(*) FILTER (WHERE e.event = 'expired' AND coalesce(e.seat, 0) = 0) AS expired
+		    FROM key_events AS e
+		    WHERE e.at >= (SELECT b.current_minute FROM bounds AS b) - ($1::int - 1) * interval '1 minute'
+		      AND e.at < (SELECT b.current_minute FROM bounds AS b) + interval '1 minute'
+		      AND ($2::text IS NULL OR e.pool = $2::text)
+		    GROUP BY 1
+		)
+		SELECT m.minute, coalesce(c.created, 0), coalesce(c.assigned, 0), coalesce(c.released, 0),
+		       coalesce(c.lease_expired, 0), coalesce(c.kept_alive, 0), coalesce(c.deleted, 0), coalesce(c.expired, 0)
+		FROM bounds AS b
+		CROSS JOIN generate_series(b.current_minute - ($1::int - 1) * interval '1 minute', b.current_minute, interval '1 minute') AS m (minute)
+		LEFT JOIN counts AS c ON c.minute = m.minute
+		ORDER BY m.minute`
+	viewHistogram = `
+		SELECT coalesce(width_bucket(l.duration_seconds, $1::float8[]), -1)::int, count(*)
+		FROM key_leases AS l
+		WHERE l.started_at >= now() - $2::int * interval '1 minute' AND ($3::text IS NULL OR l.pool = $3::text)
+		GROUP BY 1
+		ORDER BY 1`
+)
+
+// requireRollupsMatchHistory reads every report and chart from the rollups
+// and from the views in one snapshot, for each pool and for every pool, and
+// requires the same answers: equal counts, and seconds equal but for the
+// rounding of the views' sums of floats.
+func requireRollupsMatchHistory(t *testing.T, db *pgxpool.Pool, from, to time.Time, pools []string) {
+	t.Helper()
+	ctx := context.Background()
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		q := dbsqlc.New(tx)
+		for _, pool := range append([]string{""}, pools...) {
+			var only *string
+			if pool != "" {
+				only = &pool
+			}
+			name := "pool " + pool
+			if pool == "" {
+				name = "every pool"
+			}
+
+			var leaseActivity []dbsqlc.LeaseActivityHourlyListRow
+			if pool == "" {
+				rows, err := q.LeaseActivityHourlyListAllPools(ctx, dbsqlc.LeaseActivityHourlyListAllPoolsParams{RangeFrom: from, RangeTo: to})
+				require.NoError(t, err)
+				for _, r := range rows {
+					leaseActivity = append(leaseActivity, dbsqlc.LeaseActivityHourlyListRow(r))
+				}
+			} else {
+				var err error
+				leaseActivity, err = q.LeaseActivityHourlyList(ctx, dbsqlc.LeaseActivityHourlyListParams{RangeFrom: from, RangeTo: to, Pool: pool})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, leaseActivity, name+": lease activity", viewLeaseActivity, from, to, only)
+
+			var keyActivity []dbsqlc.KeyActivityHourlyListRow
+			if pool == "" {
+				rows, err := q.KeyActivityHourlyListAllPools(ctx, dbsqlc.KeyActivityHourlyListAllPoolsParams{RangeFrom: from, RangeTo: to})
+				require.NoError(t, err)
+				for _, r := range rows {
+					keyActivity = append(keyActivity, dbsqlc.KeyActivityHourlyListRow(r))
+				}
+			} else {
+				var err error
+				keyActivity, err = q.KeyActivityHourlyList(ctx, dbsqlc.KeyActivityHourlyListParams{RangeFrom: from, RangeTo: to, Pool: pool})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, keyActivity, name+": key activity", viewKeyActivity, from, to, only)
+
+			var cooldowns []dbsqlc.KeyCooldownsHourlyListRow
+			if pool == "" {
+				rows, err := q.KeyCooldownsHourlyListAllPools(ctx, dbsqlc.KeyCooldownsHourlyListAllPoolsParams{RangeFrom: from, RangeTo: to})
+				require.NoError(t, err)
+				for _, r := range rows {
+					cooldowns = append(cooldowns, dbsqlc.KeyCooldownsHourlyListRow(r))
+				}
+			} else {
+				var err error
+				cooldowns, err = q.KeyCooldownsHourlyList(ctx, dbsqlc.KeyCooldownsHourlyListParams{RangeFrom: from, RangeTo: to, Pool: pool})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, cooldowns, name+": cooldowns", viewCooldowns, from, to, only)
+
+			var utilisation []dbsqlc.PoolUtilisationListRow
+			if pool == "" {
+				rows, err := q.PoolUtilisationListAllPools(ctx, dbsqlc.PoolUtilisationListAllPoolsParams{RangeFrom: from, RangeTo: to})
+				require.NoError(t, err)
+				for _, r := range rows {
+					utilisation = append(utilisation, dbsqlc.PoolUtilisationListRow(r))
+				}
+			} else {
+				var err error
+				utilisation, err = q.PoolUtilisationList(ctx, dbsqlc.PoolUtilisationListParams{RangeFrom: from, RangeTo: to, Pool: pool})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, utilisation, name+": utilisation", viewUtilisation, from, to, only)
+
+			for _, minutes := range []int32{60, 1440} {
+				var perMinute []dbsqlc.KeyEventsPerMinuteRow
+				if pool == "" {
+					rows, err := q.KeyEventsPerMinuteAllPools(ctx, minutes)
+					require.NoError(t, err)
+					for _, r := range rows {
+						perMinute = append(perMinute, dbsqlc.KeyEventsPerMinuteRow(r))
+					}
+				} else {
+					var err error
+					perMinute, err = q.KeyEventsPerMinute(ctx, dbsqlc.KeyEventsPerMinuteParams{Minutes: minutes, Pool: pool})
+					require.NoError(t, err)
+				}
+				requireSameRows(t, tx, perMinute, name+": activity per minute", viewPerMinute, minutes, only)
+
+				var histogram []dbsqlc.KeyLeasesDurationHistogramRow
+				if pool == "" {
+					rows, err := q.KeyLeasesDurationHistogramAllPools(ctx, minutes)
+					require.NoError(t, err)
+					for _, r := range rows {
+						histogram = append(histogram, dbsqlc.KeyLeasesDurationHistogramRow(r))
+					}
+				} else {
+					var err error
+					histogram, err = q.KeyLeasesDurationHistogram(ctx, dbsqlc.KeyLeasesDurationHistogramParams{Minutes: minutes, Pool: pool})
+					require.NoError(t, err)
+				}
+				requireSameRows(t, tx, histogram, name+": lease durations", viewHistogram, store.LeaseDurationBounds, minutes, only)
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+}
+
+// requireSameRows requires the rows read from the rollups to be those of
+// the view's query, column by column: times as instants, floats within a
+// millionth of a second of key-time.
+func requireSameRows[R any](t *testing.T, tx pgx.Tx, got []R, what, view string, args ...any) {
+	t.Helper()
+	rows, err := tx.Query(context.Background(), view, args...)
+	require.NoError(t, err, what)
+	want, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]any, error) { return row.Values() })
+	require.NoError(t, err, what)
+	gotRows := make([][]any, len(got))
+	for i := range got {
+		gotRows[i] = fieldsOf(got[i])
+	}
+	require.Len(t, gotRows, len(want), "%s: %d rows, want %d", what, len(gotRows), len(want))
+	for i := range want {
+		require.Len(t, gotRows[i], len(want[i]), what)
+		for j := range want[i] {
+			requireSameValue(t, want[i][j], gotRows[i][j], "%s: row %d column %d: %v, want %v", what, i, j, gotRows[i], want[i])
+		}
+	}
+}
+
+func requireSameValue(t *testing.T, want, got any, msg string, args ...any) {
+	t.Helper()
+	switch w := want.(type) {
+	case time.Time:
+		g, ok := got.(time.Time)
+		require.True(t, ok, append([]any{msg}, args...)...)
+		require.True(t, w.Equal(g), append([]any{msg}, args...)...)
+	case float64:
+		g, ok := got.(float64)
+		require.True(t, ok, append([]any{msg}, args...)...)
+		require.InDelta(t, w, g, 1e-6*math.Max(1, math.Abs(w)), append([]any{msg}, args...)...)
+	case int64:
+		require.Equal(t, w, toInt64(got), append([]any{msg}, args...)...)
+	case int32:
+		require.Equal(t, int64(w), toInt64(got), append([]any{msg}, args...)...)
+	case [16]byte:
+		g, ok := got.(uuid.UUID)
+		require.True(t, ok, append([]any{msg}, args...)...)
+		require.Equal(t, uuid.UUID(w), g, append([]any{msg}, args...)...)
+	default:
+		require.Equal(t, want, got, append([]any{msg}, args...)...)
+	}
+}
+
+func toInt64(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case int32:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return math.MinInt64
+}
+
+// fieldsOf lists a generated row's fields in order.
+func fieldsOf(row any) []any {
+	switch r := row.(type) {
+	case dbsqlc.LeaseActivityHourlyListRow:
+		return []any{r.Pool, r.Hour, r.Claimed, r.Released, r.LeaseExpired, r.EndedByDeletion, r.KeepAlives}
+	case dbsqlc.KeyActivityHourlyListRow:
+		return []any{r.Pool, r.Hour, r.Created, r.Deleted, r.Expired}
+	case dbsqlc.KeyCooldownsHourlyListRow:
+		return []any{r.Pool, r.Hour, r.KeyID, r.Cooldowns, r.TotalSeconds, r.MaxSeconds}
+	case dbsqlc.PoolUtilisationListRow:
+		return []any{r.Pool, r.Hour, r.KeySeconds, r.HeldSeconds, r.Utilisation}
+	case dbsqlc.KeyEventsPerMinuteRow:
+		return []any{r.Minute, r.Created, r.Claimed, r.Released, r.LeaseExpired, r.KeptAlive, r.Deleted, r.Expired}
+	case dbsqlc.KeyLeasesDurationHistogramRow:
+		return []any{r.Bucket, r.Leases}
+	}
+	panic(errors.New("fieldsOf: unknown row type"))
+}
