@@ -114,11 +114,7 @@ func firstOf(index string) string { return walk(index) + `( from its first entry
 var (
 	historyByTime     = by("key_events_at_idx")
 	historyByPoolTime = by("key_events_pool_at_idx")
-	// The `(pool IS NULL OR pool = $n)` reports cannot search by pool in
-	// a generic plan: they read the time range of every pool, or the cells
-	// of their view one pool and hour at a time.
-	historyByAnyTime = by("key_events_at_idx|key_events_pool_at_idx")
-	historyOfKey     = by("key_events_key_id_at_idx")
+	historyOfKey      = by("key_events_key_id_at_idx")
 	// The one row of the rollups' state.
 	rollupState = `Seq Scan|` + firstOf("key_event_rollup_state_pkey")
 	// An hourly report of one pool: the rollup's rows of the pool's hours
@@ -293,12 +289,12 @@ func statements() []statement {
 		// step along the key's events. The others read the rollups, by pool
 		// and time for one pool and by time for every pool, and the events
 		// not folded yet by the same.
-		{"KeyLeasesList", keyLeasesList, []any{dayAgo, now, "history-1", 1000}, leasesPaths},
-		{"KeyLeasesList (every pool)", keyLeasesList, []any{dayAgo, now, nil, 1000}, leasesPaths},
-		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{dayAgo, now, "history-1"}, paths{
-			"pools:key_events": firstOf("key_events_pool_at_idx"), "key_events a": historyByAnyTime,
-			"key_events": historyByAnyTime + "|" + historyOfKey,
-		}},
+		{"KeyLeasesList", keyLeasesList, []any{"history-1", dayAgo, now, 1000}, leasesPaths(historyByPoolTime)},
+		{"KeyLeasesListAllPools", keyLeasesListAllPools, []any{dayAgo, now, 1000}, leasesPaths(historyByTime)},
+		{"KeyLeasesListAllPools (31 days)", keyLeasesListAllPools, []any{monthAgo, now, 1000}, leasesPaths(historyByTime)},
+		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{"history-1", dayAgo, now}, leasesPaths(historyByPoolTime)},
+		{"LeaseDurationsHourlyList (31 days)", leaseDurationsHourlyList, []any{"history-1", monthAgo, now}, leasesPaths(historyByPoolTime)},
+		{"LeaseDurationsHourlyListAllPools", leaseDurationsHourlyListAllPools, []any{dayAgo, now}, leasesPaths(historyByTime)},
 		{"LeaseActivityHourlyList", leaseActivityHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
 		{"LeaseActivityHourlyListAllPools", leaseActivityHourlyListAllPools, []any{dayAgo, now}, allPoolsHourlyPaths},
 		{"LeaseActivityHourlyListAllPools (31 days)", leaseActivityHourlyListAllPools, []any{monthAgo, now}, allPoolsHourlyPaths},
@@ -345,6 +341,13 @@ func statements() []statement {
 	}
 }
 
+// leasesPaths are the paths of the statements that read key_leases: the
+// assigned events by the given range, each lease's end and keep-alives one
+// step along its key's events.
+func leasesPaths(starts string) paths {
+	return paths{"key_events a": starts, "key_events e": historyOfKey}
+}
+
 // histogramPaths are the paths of the lease durations of the last hour:
 // the rollups' rows of its minutes, and the starts and ends not folded yet
 // by events (by pool and time for one pool, by time for every pool), each
@@ -376,7 +379,6 @@ var (
 	}
 	listPagePaths  = paths{"keys": walk("keys_pool_id_idx"), "key_state": by("key_state_pkey")}
 	freePoolsPaths = paths{"key_state": walk("key_state_claimable_position_idx"), "keys": by("keys_pkey")}
-	leasesPaths    = paths{"key_events a": historyByAnyTime, "key_events e": historyOfKey}
 	// The utilisation of one pool: the oldest event, whether the pool has
 	// history, the changes of its hours, minutes and events not folded yet,
 	// and its counts now.

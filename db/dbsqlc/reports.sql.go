@@ -538,16 +538,16 @@ const keyLeasesList = `-- name: KeyLeasesList :many
 
 SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
 FROM key_leases
-WHERE started_at >= $1::timestamptz AND started_at < $2::timestamptz
-  AND ($3::text IS NULL OR pool = $3::text)
-ORDER BY started_at, lease_token
+WHERE (pool, started_at) >= ($1::text, $2::timestamptz)
+  AND (pool, started_at) < ($1::text, $3::timestamptz)
+ORDER BY pool, started_at, lease_token
 LIMIT $4::int
 `
 
 type KeyLeasesListParams struct {
+	Pool      string
 	RangeFrom time.Time
 	RangeTo   time.Time
-	Pool      *string
 	Max       int32
 }
 
@@ -558,23 +558,73 @@ type KeyLeasesListParams struct {
 // hour belongs when it starts after range_from - 1 hour and before range_to,
 // and not after now (the views' hours end there).
 //
-// The leases and their durations per hour are read from the views over
-// key_events (migration 00002): each lease is a row of their answer. The
-// others read the rollups of migration 00015, which hold the events before
+// The leases and their durations per hour are read from key_leases
+// (migration 00002): each lease is a row of their answer. The others read
+// the rollups of migration 00015, which hold the events before
 // key_event_rollup_state.folded_to, and key_events from folded_to on, and
 // answer what the views answer: the rollups count exactly the events the
 // views count. One pool and every pool are separate statements: one pool's
 // reads are ranges on (pool, time) indexes from the pool's first hour,
 // written as (pool, time) rows, which only those indexes can search; every
 // pool's are ranges on time indexes.
-// Leases that started in [range_from, range_to), oldest first, at most max.
+// Leases of the pool that started in [range_from, range_to), oldest first,
+// at most max: key_leases from one range on key_events_pool_at_idx, from
+// the pool's first event of the range (the bounds as (pool, started_at)
+// rows, which only that index can search), each lease's end one step
+// along its key's events. Every pool's is KeyLeasesListAllPools.
+// The pool first, though it is the one pool: the order of the index, which
+// the planner cannot tell from the rows.
 func (q *Queries) KeyLeasesList(ctx context.Context, arg KeyLeasesListParams) ([]KeyLease, error) {
 	rows, err := q.db.Query(ctx, keyLeasesList,
+		arg.Pool,
 		arg.RangeFrom,
 		arg.RangeTo,
-		arg.Pool,
 		arg.Max,
 	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []KeyLease
+	for rows.Next() {
+		var i KeyLease
+		if err := rows.Scan(
+			&i.Pool,
+			&i.KeyID,
+			&i.LeaseToken,
+			&i.StartedAt,
+			&i.EndedAt,
+			&i.EndedBy,
+			&i.KeepAlives,
+			&i.DurationSeconds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const keyLeasesListAllPools = `-- name: KeyLeasesListAllPools :many
+SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
+FROM key_leases
+WHERE started_at >= $1::timestamptz AND started_at < $2::timestamptz
+ORDER BY started_at, lease_token
+LIMIT $3::int
+`
+
+type KeyLeasesListAllPoolsParams struct {
+	RangeFrom time.Time
+	RangeTo   time.Time
+	Max       int32
+}
+
+// KeyLeasesList of every pool: one range on key_events_at_idx.
+func (q *Queries) KeyLeasesListAllPools(ctx context.Context, arg KeyLeasesListAllPoolsParams) ([]KeyLease, error) {
+	rows, err := q.db.Query(ctx, keyLeasesListAllPools, arg.RangeFrom, arg.RangeTo, arg.Max)
 	if err != nil {
 		return nil, err
 	}
@@ -758,28 +808,125 @@ func (q *Queries) LeaseActivityHourlyListAllPools(ctx context.Context, arg Lease
 }
 
 const leaseDurationsHourlyList = `-- name: LeaseDurationsHourlyList :many
-SELECT pool, hour, leases, ended, mean_seconds, p50_seconds, p95_seconds, max_seconds
-FROM lease_durations_hourly
-WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz
-  AND ($3::text IS NULL OR pool = $3::text)
-ORDER BY pool, hour
+SELECT $1::text AS pool, hours.hour::timestamptz AS hour, d.leases, d.ended,
+       coalesce(d.mean_seconds, 0)::float8 AS mean_seconds, coalesce(d.p50_seconds, 0)::float8 AS p50_seconds,
+       coalesce(d.p95_seconds, 0)::float8 AS p95_seconds, coalesce(d.max_seconds, 0)::float8 AS max_seconds
+FROM generate_series(
+    date_bin('1 hour', $2::timestamptz, timestamptz '2000-01-01 00:00:00+00'),
+    least($3::timestamptz - interval '1 microsecond', now()),
+    interval '1 hour'
+) AS hours (hour)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS leases,
+           count(l.duration_seconds) AS ended,
+           avg(l.duration_seconds)::float8 AS mean_seconds,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p50_seconds,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p95_seconds,
+           max(l.duration_seconds)::float8 AS max_seconds
+    FROM key_leases AS l
+    WHERE (l.pool, l.started_at) >= ($1::text, hours.hour)
+      AND (l.pool, l.started_at) < ($1::text, hours.hour + interval '1 hour')
+) AS d
+WHERE d.leases > 0
+ORDER BY hours.hour
 `
 
 type LeaseDurationsHourlyListParams struct {
+	Pool      string
 	RangeFrom time.Time
 	RangeTo   time.Time
-	Pool      *string
 }
 
-func (q *Queries) LeaseDurationsHourlyList(ctx context.Context, arg LeaseDurationsHourlyListParams) ([]LeaseDurationsHourly, error) {
-	rows, err := q.db.Query(ctx, leaseDurationsHourlyList, arg.RangeFrom, arg.RangeTo, arg.Pool)
+type LeaseDurationsHourlyListRow struct {
+	Pool        string
+	Hour        time.Time
+	Leases      int64
+	Ended       int64
+	MeanSeconds float64
+	P50Seconds  float64
+	P95Seconds  float64
+	MaxSeconds  float64
+}
+
+// lease_durations_hourly of one pool: per hour of start, the leases, how
+// many have ended, and the mean, p50, p95 and longest duration of those
+// (0 while none has). Each lease is a row of the answer, so this reads
+// the pool's leases of the range, not a rollup: the pool's hours are
+// generated and each read from key_leases by one range on
+// key_events_pool_at_idx, without the view's list of every pool.
+func (q *Queries) LeaseDurationsHourlyList(ctx context.Context, arg LeaseDurationsHourlyListParams) ([]LeaseDurationsHourlyListRow, error) {
+	rows, err := q.db.Query(ctx, leaseDurationsHourlyList, arg.Pool, arg.RangeFrom, arg.RangeTo)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []LeaseDurationsHourly
+	var items []LeaseDurationsHourlyListRow
 	for rows.Next() {
-		var i LeaseDurationsHourly
+		var i LeaseDurationsHourlyListRow
+		if err := rows.Scan(
+			&i.Pool,
+			&i.Hour,
+			&i.Leases,
+			&i.Ended,
+			&i.MeanSeconds,
+			&i.P50Seconds,
+			&i.P95Seconds,
+			&i.MaxSeconds,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const leaseDurationsHourlyListAllPools = `-- name: LeaseDurationsHourlyListAllPools :many
+SELECT l.pool::text AS pool, date_bin('1 hour', l.started_at, timestamptz '2000-01-01 00:00:00+00')::timestamptz AS hour,
+       count(*) AS leases,
+       count(l.duration_seconds) AS ended,
+       coalesce(avg(l.duration_seconds), 0)::float8 AS mean_seconds,
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p50_seconds,
+       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p95_seconds,
+       coalesce(max(l.duration_seconds), 0)::float8 AS max_seconds
+FROM key_leases AS l
+WHERE l.started_at >= date_bin('1 hour', $1::timestamptz, timestamptz '2000-01-01 00:00:00+00')
+  AND l.started_at < least(date_bin('1 hour', $2::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                           date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour'
+GROUP BY 1, 2
+ORDER BY 1, 2
+`
+
+type LeaseDurationsHourlyListAllPoolsParams struct {
+	RangeFrom time.Time
+	RangeTo   time.Time
+}
+
+type LeaseDurationsHourlyListAllPoolsRow struct {
+	Pool        string
+	Hour        time.Time
+	Leases      int64
+	Ended       int64
+	MeanSeconds float64
+	P50Seconds  float64
+	P95Seconds  float64
+	MaxSeconds  float64
+}
+
+// LeaseDurationsHourlyList of every pool: the leases that started in the
+// hours of the range, one range on key_events_at_idx, grouped by pool and
+// hour.
+func (q *Queries) LeaseDurationsHourlyListAllPools(ctx context.Context, arg LeaseDurationsHourlyListAllPoolsParams) ([]LeaseDurationsHourlyListAllPoolsRow, error) {
+	rows, err := q.db.Query(ctx, leaseDurationsHourlyListAllPools, arg.RangeFrom, arg.RangeTo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LeaseDurationsHourlyListAllPoolsRow
+	for rows.Next() {
+		var i LeaseDurationsHourlyListAllPoolsRow
 		if err := rows.Scan(
 			&i.Pool,
 			&i.Hour,

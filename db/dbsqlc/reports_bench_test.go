@@ -82,12 +82,12 @@ func BenchmarkReports(b *testing.B) {
 		args []any
 		run  func() error
 	}{
-		{"leases/one_pool/day", keyLeasesList, []any{day, now, onePool, 1001}, func() error {
-			_, err := q.KeyLeasesList(ctx, KeyLeasesListParams{RangeFrom: day, RangeTo: now, Pool: &onePool, Max: 1001})
+		{"leases/one_pool/day", keyLeasesList, []any{onePool, day, now, 1001}, func() error {
+			_, err := q.KeyLeasesList(ctx, KeyLeasesListParams{RangeFrom: day, RangeTo: now, Pool: onePool, Max: 1001})
 			return err
 		}},
-		{"leases/all_pools/month", keyLeasesList, []any{month, now, nil, 1001}, func() error {
-			_, err := q.KeyLeasesList(ctx, KeyLeasesListParams{RangeFrom: month, RangeTo: now, Max: 1001})
+		{"leases/all_pools/month", keyLeasesListAllPools, []any{month, now, 1001}, func() error {
+			_, err := q.KeyLeasesListAllPools(ctx, KeyLeasesListAllPoolsParams{RangeFrom: month, RangeTo: now, Max: 1001})
 			return err
 		}},
 		{"lease-activity/one_pool/day", leaseActivityHourlyList, []any{day, now, onePool}, func() error {
@@ -98,12 +98,12 @@ func BenchmarkReports(b *testing.B) {
 			_, err := q.LeaseActivityHourlyListAllPools(ctx, LeaseActivityHourlyListAllPoolsParams{RangeFrom: month, RangeTo: now})
 			return err
 		}},
-		{"lease-durations/one_pool/day", leaseDurationsHourlyList, []any{day, now, onePool}, func() error {
-			_, err := q.LeaseDurationsHourlyList(ctx, LeaseDurationsHourlyListParams{RangeFrom: day, RangeTo: now, Pool: &onePool})
+		{"lease-durations/one_pool/day", leaseDurationsHourlyList, []any{onePool, day, now}, func() error {
+			_, err := q.LeaseDurationsHourlyList(ctx, LeaseDurationsHourlyListParams{RangeFrom: day, RangeTo: now, Pool: onePool})
 			return err
 		}},
-		{"lease-durations/all_pools/month", leaseDurationsHourlyList, []any{month, now, nil}, func() error {
-			_, err := q.LeaseDurationsHourlyList(ctx, LeaseDurationsHourlyListParams{RangeFrom: month, RangeTo: now})
+		{"lease-durations/all_pools/month", leaseDurationsHourlyListAllPools, []any{month, now}, func() error {
+			_, err := q.LeaseDurationsHourlyListAllPools(ctx, LeaseDurationsHourlyListAllPoolsParams{RangeFrom: month, RangeTo: now})
 			return err
 		}},
 		{"key-activity/one_pool/day", keyActivityHourlyList, []any{day, now, onePool}, func() error {

@@ -5,9 +5,9 @@
 -- hour belongs when it starts after range_from - 1 hour and before range_to,
 -- and not after now (the views' hours end there).
 --
--- The leases and their durations per hour are read from the views over
--- key_events (migration 00002): each lease is a row of their answer. The
--- others read the rollups of migration 00015, which hold the events before
+-- The leases and their durations per hour are read from key_leases
+-- (migration 00002): each lease is a row of their answer. The others read
+-- the rollups of migration 00015, which hold the events before
 -- key_event_rollup_state.folded_to, and key_events from folded_to on, and
 -- answer what the views answer: the rollups count exactly the events the
 -- views count. One pool and every pool are separate statements: one pool's
@@ -16,20 +16,74 @@
 -- pool's are ranges on time indexes.
 
 -- name: KeyLeasesList :many
--- Leases that started in [range_from, range_to), oldest first, at most max.
+-- Leases of the pool that started in [range_from, range_to), oldest first,
+-- at most max: key_leases from one range on key_events_pool_at_idx, from
+-- the pool's first event of the range (the bounds as (pool, started_at)
+-- rows, which only that index can search), each lease's end one step
+-- along its key's events. Every pool's is KeyLeasesListAllPools.
+SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
+FROM key_leases
+WHERE (pool, started_at) >= (sqlc.arg(pool)::text, sqlc.arg(range_from)::timestamptz)
+  AND (pool, started_at) < (sqlc.arg(pool)::text, sqlc.arg(range_to)::timestamptz)
+-- The pool first, though it is the one pool: the order of the index, which
+-- the planner cannot tell from the rows.
+ORDER BY pool, started_at, lease_token
+LIMIT sqlc.arg(max)::int;
+
+-- name: KeyLeasesListAllPools :many
+-- KeyLeasesList of every pool: one range on key_events_at_idx.
 SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
 FROM key_leases
 WHERE started_at >= sqlc.arg(range_from)::timestamptz AND started_at < sqlc.arg(range_to)::timestamptz
-  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
 ORDER BY started_at, lease_token
 LIMIT sqlc.arg(max)::int;
 
 -- name: LeaseDurationsHourlyList :many
-SELECT pool, hour, leases, ended, mean_seconds, p50_seconds, p95_seconds, max_seconds
-FROM lease_durations_hourly
-WHERE hour > sqlc.arg(range_from)::timestamptz - interval '1 hour' AND hour < sqlc.arg(range_to)::timestamptz
-  AND (sqlc.narg(pool)::text IS NULL OR pool = sqlc.narg(pool)::text)
-ORDER BY pool, hour;
+-- lease_durations_hourly of one pool: per hour of start, the leases, how
+-- many have ended, and the mean, p50, p95 and longest duration of those
+-- (0 while none has). Each lease is a row of the answer, so this reads
+-- the pool's leases of the range, not a rollup: the pool's hours are
+-- generated and each read from key_leases by one range on
+-- key_events_pool_at_idx, without the view's list of every pool.
+SELECT sqlc.arg(pool)::text AS pool, hours.hour::timestamptz AS hour, d.leases, d.ended,
+       coalesce(d.mean_seconds, 0)::float8 AS mean_seconds, coalesce(d.p50_seconds, 0)::float8 AS p50_seconds,
+       coalesce(d.p95_seconds, 0)::float8 AS p95_seconds, coalesce(d.max_seconds, 0)::float8 AS max_seconds
+FROM generate_series(
+    date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00'),
+    least(sqlc.arg(range_to)::timestamptz - interval '1 microsecond', now()),
+    interval '1 hour'
+) AS hours (hour)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS leases,
+           count(l.duration_seconds) AS ended,
+           avg(l.duration_seconds)::float8 AS mean_seconds,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p50_seconds,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p95_seconds,
+           max(l.duration_seconds)::float8 AS max_seconds
+    FROM key_leases AS l
+    WHERE (l.pool, l.started_at) >= (sqlc.arg(pool)::text, hours.hour)
+      AND (l.pool, l.started_at) < (sqlc.arg(pool)::text, hours.hour + interval '1 hour')
+) AS d
+WHERE d.leases > 0
+ORDER BY hours.hour;
+
+-- name: LeaseDurationsHourlyListAllPools :many
+-- LeaseDurationsHourlyList of every pool: the leases that started in the
+-- hours of the range, one range on key_events_at_idx, grouped by pool and
+-- hour.
+SELECT l.pool::text AS pool, date_bin('1 hour', l.started_at, timestamptz '2000-01-01 00:00:00+00')::timestamptz AS hour,
+       count(*) AS leases,
+       count(l.duration_seconds) AS ended,
+       coalesce(avg(l.duration_seconds), 0)::float8 AS mean_seconds,
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p50_seconds,
+       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p95_seconds,
+       coalesce(max(l.duration_seconds), 0)::float8 AS max_seconds
+FROM key_leases AS l
+WHERE l.started_at >= date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00')
+  AND l.started_at < least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                           date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour'
+GROUP BY 1, 2
+ORDER BY 1, 2;
 
 -- name: LeaseActivityHourlyList :many
 -- lease_activity_hourly of one pool: leases claimed, released, ended by the

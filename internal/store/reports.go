@@ -12,10 +12,10 @@ import (
 // The reports answer what the views over key_events (migrations/00002_reports.sql)
 // answer. Each takes a time range and a pool; an empty pool means every
 // pool. Hourly reports cover the UTC hours that overlap [from, to). The
-// leases and their durations are read from the views; the other reports
-// from the rollups of the history (migration 00015) and the events not
-// folded into them yet, one statement for one pool and another for every
-// pool, each with the index range it needs.
+// leases and their durations are read from key_leases, a row per lease;
+// the other reports from the rollups of the history (migration 00015) and
+// the events not folded into them yet. One pool and every pool are
+// separate statements, each with the index range it needs.
 
 // Lease is one lease as the history records it.
 type Lease struct {
@@ -84,18 +84,19 @@ type Utilisation struct {
 	Utilisation float64
 }
 
-func poolFilter(pool string) *string {
-	if pool == "" {
-		return nil
-	}
-	return &pool
-}
-
 // Leases returns up to max leases that started in [from, to), oldest first.
 func (r *Reports) Leases(ctx context.Context, from, to time.Time, pool string, max int) ([]Lease, error) {
-	rows, err := read(ctx, r, (*dbsqlc.Queries).KeyLeasesList, dbsqlc.KeyLeasesListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool), Max: int32(max),
-	})
+	var rows []dbsqlc.KeyLease
+	var err error
+	if pool == "" {
+		rows, err = read(ctx, r, (*dbsqlc.Queries).KeyLeasesListAllPools, dbsqlc.KeyLeasesListAllPoolsParams{
+			RangeFrom: from, RangeTo: to, Max: int32(max),
+		})
+	} else {
+		rows, err = read(ctx, r, (*dbsqlc.Queries).KeyLeasesList, dbsqlc.KeyLeasesListParams{
+			RangeFrom: from, RangeTo: to, Pool: pool, Max: int32(max),
+		})
+	}
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -140,17 +141,28 @@ func convert[R, T any](rows []R, err error, f func(R) T) ([]T, error) {
 
 // LeaseDurations returns the lease durations per pool and hour of start.
 func (r *Reports) LeaseDurations(ctx context.Context, from, to time.Time, pool string) ([]LeaseDurations, error) {
+	if pool == "" {
+		rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseDurationsHourlyListAllPools, dbsqlc.LeaseDurationsHourlyListAllPoolsParams{
+			RangeFrom: from, RangeTo: to,
+		})
+		return convert(rows, err, func(row dbsqlc.LeaseDurationsHourlyListAllPoolsRow) LeaseDurations {
+			return leaseDurations(dbsqlc.LeaseDurationsHourlyListRow(row))
+		})
+	}
 	rows, err := read(ctx, r, (*dbsqlc.Queries).LeaseDurationsHourlyList, dbsqlc.LeaseDurationsHourlyListParams{
-		RangeFrom: from, RangeTo: to, Pool: poolFilter(pool),
+		RangeFrom: from, RangeTo: to, Pool: pool,
 	})
-	if err != nil {
-		return nil, classify(err)
+	return convert(rows, err, leaseDurations)
+}
+
+// leaseDurations leaves the statistics of an hour without an ended lease
+// unset, as the view does (the statements answer 0 for them).
+func leaseDurations(row dbsqlc.LeaseDurationsHourlyListRow) LeaseDurations {
+	d := LeaseDurations{Pool: row.Pool, Hour: row.Hour, Leases: row.Leases, Ended: row.Ended}
+	if row.Ended > 0 {
+		d.MeanSeconds, d.P50Seconds, d.P95Seconds, d.MaxSeconds = &row.MeanSeconds, &row.P50Seconds, &row.P95Seconds, &row.MaxSeconds
 	}
-	out := make([]LeaseDurations, len(rows))
-	for i, row := range rows {
-		out[i] = LeaseDurations(row)
-	}
-	return out, nil
+	return d
 }
 
 // KeyActivity returns the keys created, deleted and expired per pool and hour.

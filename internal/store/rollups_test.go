@@ -21,8 +21,9 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// The statements that read the rollups answer what the views over
-// key_events answer, for a history worked out by hand, once it is folded.
+// The statements of the reports and charts answer what the views over
+// key_events answer, for a history worked out by hand, before and once it
+// is folded into the rollups.
 func TestRollupsOfAKnownHistory(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{})
@@ -239,7 +240,18 @@ const (
 		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
 		ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id`
 	viewUtilisation = `SELECT pool, hour, key_seconds, blocked_seconds, utilisation FROM pool_utilisation($1, $2, $3)`
-	viewPerMinute   = `
+	viewLeases      = `
+		SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
+		FROM key_leases
+		WHERE started_at >= $1 AND started_at < $2 AND ($3::text IS NULL OR pool = $3::text)
+		ORDER BY started_at, lease_token
+		LIMIT $4`
+	viewLeaseDurations = `
+		SELECT pool, hour, leases, ended, mean_seconds, p50_seconds, p95_seconds, max_seconds
+		FROM lease_durations_hourly
+		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
+		ORDER BY pool, hour`
+	viewPerMinute = `
 		WITH bounds AS (
 		    SELECT date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00') AS current_minute
 		), counts AS (
@@ -303,6 +315,32 @@ func requireRollupsMatchHistory(t *testing.T, db *pgxpool.Pool, from, to time.Ti
 				require.NoError(t, err)
 			}
 			requireSameRows(t, tx, leaseActivity, name+": lease activity", viewLeaseActivity, from, to, only)
+
+			var leases []dbsqlc.KeyLease
+			if pool == "" {
+				var err error
+				leases, err = q.KeyLeasesListAllPools(ctx, dbsqlc.KeyLeasesListAllPoolsParams{RangeFrom: from, RangeTo: to, Max: 10000})
+				require.NoError(t, err)
+			} else {
+				var err error
+				leases, err = q.KeyLeasesList(ctx, dbsqlc.KeyLeasesListParams{RangeFrom: from, RangeTo: to, Pool: pool, Max: 10000})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, leases, name+": leases", viewLeases, from, to, only, 10000)
+
+			var leaseDurations []dbsqlc.LeaseDurationsHourlyListRow
+			if pool == "" {
+				rows, err := q.LeaseDurationsHourlyListAllPools(ctx, dbsqlc.LeaseDurationsHourlyListAllPoolsParams{RangeFrom: from, RangeTo: to})
+				require.NoError(t, err)
+				for _, r := range rows {
+					leaseDurations = append(leaseDurations, dbsqlc.LeaseDurationsHourlyListRow(r))
+				}
+			} else {
+				var err error
+				leaseDurations, err = q.LeaseDurationsHourlyList(ctx, dbsqlc.LeaseDurationsHourlyListParams{RangeFrom: from, RangeTo: to, Pool: pool})
+				require.NoError(t, err)
+			}
+			requireSameRows(t, tx, leaseDurations, name+": lease durations per hour", viewLeaseDurations, from, to, only)
 
 			var keyActivity []dbsqlc.KeyActivityHourlyListRow
 			if pool == "" {
@@ -439,6 +477,13 @@ func toInt64(v any) int64 {
 	return math.MinInt64
 }
 
+func orNil[T any](v *T) any {
+	if v == nil {
+		return nil
+	}
+	return *v
+}
+
 // fieldsOf lists a generated row's fields in order.
 func fieldsOf(row any) []any {
 	switch r := row.(type) {
@@ -454,6 +499,14 @@ func fieldsOf(row any) []any {
 		return []any{r.Minute, r.Created, r.Claimed, r.Released, r.LeaseExpired, r.KeptAlive, r.Deleted, r.Expired}
 	case dbsqlc.KeyLeasesDurationHistogramRow:
 		return []any{r.Bucket, r.Leases}
+	case dbsqlc.KeyLease:
+		return []any{r.Pool, r.KeyID, orNil(r.LeaseToken), r.StartedAt, orNil(r.EndedAt), orNil(r.EndedBy), r.KeepAlives, orNil(r.DurationSeconds)}
+	case dbsqlc.LeaseDurationsHourlyListRow:
+		if r.Ended == 0 {
+			// The statement answers 0 where the view has no figure.
+			return []any{r.Pool, r.Hour, r.Leases, r.Ended, nil, nil, nil, nil}
+		}
+		return []any{r.Pool, r.Hour, r.Leases, r.Ended, r.MeanSeconds, r.P50Seconds, r.P95Seconds, r.MaxSeconds}
 	}
 	panic(errors.New("fieldsOf: unknown row type"))
 }
