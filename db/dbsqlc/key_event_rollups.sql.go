@@ -174,24 +174,26 @@ WITH state AS (
     SELECT started.pool, date_bin('1 minute', started.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM events AS ended
-    CROSS JOIN LATERAL (
-        SELECT a.pool, a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
     LEFT JOIN LATERAL (
-        -- The end before this one: the lease's if it is no earlier.
+        -- The end of the key before this one: the lease must have started
+        -- at it or after it, or another end came first.
         SELECT o.at FROM key_events AS o
         WHERE o.key_id = ended.key_id AND o.at < ended.at
           AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
         ORDER BY o.at DESC
         LIMIT 1
     ) AS previous ON true
+    CROSS JOIN LATERAL (
+        -- The lease of the end's token, between the two ends: a step back
+        -- along the key's events however old the history.
+        SELECT a.pool, a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
       AND started.at >= (SELECT bounds.keep_from FROM bounds)
-      AND (previous.at IS NULL OR previous.at <= started.at)
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
     SELECT coalesce(lease_ends.pool, ''), lease_ends.minute, lease_ends.bucket, count(*)

@@ -5,8 +5,8 @@
 -- hour belongs when it starts after range_from - 1 hour and before range_to,
 -- and not after now (the views' hours end there).
 --
--- The leases and their durations per hour are read from key_leases
--- (migration 00002): each lease is a row of their answer. The others read
+-- The leases and their durations per hour are read as key_leases (migration
+-- 00002) reads them: each lease is a row of their answer. The others read
 -- the rollups of migration 00015, which hold the events before
 -- key_event_rollup_state.folded_to, and key_events from folded_to on, and
 -- answer what the views answer: the rollups count exactly the events the
@@ -41,10 +41,12 @@ LIMIT sqlc.arg(max)::int;
 -- name: LeaseDurationsHourlyList :many
 -- lease_durations_hourly of one pool: per hour of start, the leases, how
 -- many have ended, and the mean, p50, p95 and longest duration of those
--- (0 while none has). Each lease is a row of the answer, so this reads
+-- (0 while none has). Each lease counts in the percentiles, so this reads
 -- the pool's leases of the range, not a rollup: the pool's hours are
--- generated and each read from key_leases by one range on
--- key_events_pool_at_idx, without the view's list of every pool.
+-- generated (without the view's list of every pool), the leases of each
+-- found by one range on key_events_pool_at_idx, and each one's end, as
+-- key_leases finds it, one step along its key's events (key_leases would
+-- count its keep-alives too).
 SELECT sqlc.arg(pool)::text AS pool, hours.hour::timestamptz AS hour, d.leases, d.ended,
        coalesce(d.mean_seconds, 0)::float8 AS mean_seconds, coalesce(d.p50_seconds, 0)::float8 AS p50_seconds,
        coalesce(d.p95_seconds, 0)::float8 AS p95_seconds, coalesce(d.max_seconds, 0)::float8 AS max_seconds
@@ -55,14 +57,23 @@ FROM generate_series(
 ) AS hours (hour)
 CROSS JOIN LATERAL (
     SELECT count(*) AS leases,
-           count(l.duration_seconds) AS ended,
-           avg(l.duration_seconds)::float8 AS mean_seconds,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p50_seconds,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds)::float8 AS p95_seconds,
-           max(l.duration_seconds)::float8 AS max_seconds
-    FROM key_leases AS l
-    WHERE (l.pool, l.started_at) >= (sqlc.arg(pool)::text, hours.hour)
-      AND (l.pool, l.started_at) < (sqlc.arg(pool)::text, hours.hour + interval '1 hour')
+           count(l.seconds) AS ended,
+           avg(l.seconds)::float8 AS mean_seconds,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY l.seconds)::float8 AS p50_seconds,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY l.seconds)::float8 AS p95_seconds,
+           max(l.seconds)::float8 AS max_seconds
+    FROM key_events AS a
+    LEFT JOIN LATERAL (
+        SELECT e.at, e.lease_token FROM key_events AS e
+        WHERE e.key_id = a.key_id AND e.at > a.at
+          AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY e.at
+        LIMIT 1
+    ) AS ended ON ended.lease_token = a.lease_token
+    CROSS JOIN LATERAL (SELECT date_part('epoch', ended.at - a.at)::float8 AS seconds) AS l
+    WHERE (a.pool, a.at) >= (sqlc.arg(pool)::text, hours.hour)
+      AND (a.pool, a.at) < (sqlc.arg(pool)::text, hours.hour + interval '1 hour')
+      AND a.event = 'assigned'
 ) AS d
 WHERE d.leases > 0
 ORDER BY hours.hour;
@@ -71,17 +82,26 @@ ORDER BY hours.hour;
 -- LeaseDurationsHourlyList of every pool: the leases that started in the
 -- hours of the range, one range on key_events_at_idx, grouped by pool and
 -- hour.
-SELECT l.pool::text AS pool, date_bin('1 hour', l.started_at, timestamptz '2000-01-01 00:00:00+00')::timestamptz AS hour,
+SELECT a.pool::text AS pool, date_bin('1 hour', a.at, timestamptz '2000-01-01 00:00:00+00')::timestamptz AS hour,
        count(*) AS leases,
-       count(l.duration_seconds) AS ended,
-       coalesce(avg(l.duration_seconds), 0)::float8 AS mean_seconds,
-       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p50_seconds,
-       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY l.duration_seconds), 0)::float8 AS p95_seconds,
-       coalesce(max(l.duration_seconds), 0)::float8 AS max_seconds
-FROM key_leases AS l
-WHERE l.started_at >= date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00')
-  AND l.started_at < least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
-                           date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour'
+       count(l.seconds) AS ended,
+       coalesce(avg(l.seconds), 0)::float8 AS mean_seconds,
+       coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY l.seconds), 0)::float8 AS p50_seconds,
+       coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY l.seconds), 0)::float8 AS p95_seconds,
+       coalesce(max(l.seconds), 0)::float8 AS max_seconds
+FROM key_events AS a
+LEFT JOIN LATERAL (
+    SELECT e.at, e.lease_token FROM key_events AS e
+    WHERE e.key_id = a.key_id AND e.at > a.at
+      AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+    ORDER BY e.at
+    LIMIT 1
+) AS ended ON ended.lease_token = a.lease_token
+CROSS JOIN LATERAL (SELECT date_part('epoch', ended.at - a.at)::float8 AS seconds) AS l
+WHERE a.at >= date_bin('1 hour', sqlc.arg(range_from)::timestamptz, timestamptz '2000-01-01 00:00:00+00')
+  AND a.at < least(date_bin('1 hour', sqlc.arg(range_to)::timestamptz - interval '1 microsecond', timestamptz '2000-01-01 00:00:00+00'),
+                   date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00')) + interval '1 hour'
+  AND a.event = 'assigned'
 GROUP BY 1, 2
 ORDER BY 1, 2;
 
@@ -556,25 +576,27 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM key_events AS ended
-    CROSS JOIN LATERAL (
-        SELECT a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
     LEFT JOIN LATERAL (
-        -- The end before this one: the lease's if it is no earlier.
+        -- The end of the key before this one: the lease must have started
+        -- at it or after it, or another end came first.
         SELECT o.at FROM key_events AS o
         WHERE o.key_id = ended.key_id AND o.at < ended.at
           AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
         ORDER BY o.at DESC
         LIMIT 1
     ) AS previous ON true
+    CROSS JOIN LATERAL (
+        -- The lease of the end's token, between the two ends: a step back
+        -- along the key's events however old the history.
+        SELECT a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
     WHERE (ended.pool, ended.at) >= (sqlc.arg(pool)::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
       AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
-      AND (previous.at IS NULL OR previous.at <= started.at)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     SELECT r.key_id, r.at, r.lease_token
@@ -639,25 +661,27 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM key_events AS ended
-    CROSS JOIN LATERAL (
-        SELECT a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
     LEFT JOIN LATERAL (
-        -- The end before this one: the lease's if it is no earlier.
+        -- The end of the key before this one: the lease must have started
+        -- at it or after it, or another end came first.
         SELECT o.at FROM key_events AS o
         WHERE o.key_id = ended.key_id AND o.at < ended.at
           AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
         ORDER BY o.at DESC
         LIMIT 1
     ) AS previous ON true
+    CROSS JOIN LATERAL (
+        -- The lease of the end's token, between the two ends: a step back
+        -- along the key's events however old the history.
+        SELECT a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
     WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
       AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
-      AND (previous.at IS NULL OR previous.at <= started.at)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     SELECT r.key_id, r.at, r.lease_token
