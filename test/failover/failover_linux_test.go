@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -421,6 +422,22 @@ func runFailover(t *testing.T, async bool) result {
 
 	dbURL := f.databaseURL()
 	replicas := []*replica{startReplica(t, dbURL), startReplica(t, dbURL)}
+	// The service tells which mode it runs under: the metric, and in the
+	// asynchronous mode a warning in the log.
+	wantMode := "synchronous"
+	if async {
+		wantMode = "asynchronous"
+	}
+	if got := replicationMode(t, replicas[0]); got != wantMode {
+		t.Errorf("tokenorchestrator_db_replication_mode says %q, want %q", got, wantMode)
+	}
+	const warning = "the database's standbys are asynchronous"
+	if async && !strings.Contains(replicas[1].log.String(), warning) {
+		t.Errorf("no warning that the standbys are asynchronous in the log of replica %s", replicas[1].url)
+	}
+	if !async && strings.Contains(replicas[1].log.String(), warning) {
+		t.Errorf("a warning that the standbys are asynchronous in the log of replica %s, with synchronous ones", replicas[1].url)
+	}
 	for _, body := range []string{`{"count": 6}`, `{"count": 3, "seats": 2}`} {
 		resp, err := http.Post(replicas[0].url+"/keys?pool="+pool, "application/json", strings.NewReader(body))
 		if err != nil {
@@ -530,6 +547,26 @@ func runFailover(t *testing.T, async bool) result {
 		t.Error("no claim was acknowledged")
 	}
 	return result{faults: faults, report: rep}
+}
+
+// replicationMode reads the mode the replica's metric says is 1.
+func replicationMode(t *testing.T, r *replica) string {
+	t.Helper()
+	resp, err := http.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, `tokenorchestrator_db_replication_mode{mode="`); ok && strings.HasSuffix(rest, "} 1") {
+			return strings.TrimSuffix(rest, `"} 1`)
+		}
+	}
+	return "none exported"
 }
 
 // readHistory reads the pool's history from the primary, and the
