@@ -103,10 +103,10 @@ func TestCheckerFindsEachBreach(t *testing.T) {
 		{"a keep-alive told the lease is gone", func(a []attempt, h []event) ([]attempt, []event) {
 			a[1].Status, a[1].Code = http.StatusConflict, "lease_mismatch"
 			return a, drop(h, 2)
-		}, func(r report) int { return len(r.BadAnswers) }},
+		}, func(r report) int { return len(r.LeasesTakenAway) }},
 		{"a release retried after a 503 whose try had not committed", func(a []attempt, h []event) ([]attempt, []event) {
 			return a, drop(h, 5)
-		}, func(r report) int { return len(r.BadAnswers) }},
+		}, func(r report) int { return len(r.LeasesTakenAway) }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

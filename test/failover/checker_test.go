@@ -64,10 +64,12 @@ type report struct {
 	TokenOrder []finding
 	// Acknowledged operations missing from the history afterwards.
 	LostClaims, LostReleases, LostKeepAlives []finding
+	// Leases taken away from their holders: a 409 on a keep-alive or a
+	// release that no earlier try of it explains.
+	LeasesTakenAway []finding
 	// Answers the clients must never see during a failover: a 5xx other
-	// than 503, a 503 without Retry-After, no answer at all, a lease
-	// taken away (409 on a keep-alive or a release not explained by an
-	// earlier try of it), anything else unexpected.
+	// than 503, a 503 without Retry-After, no answer at all, anything
+	// else unexpected.
 	BadAnswers []finding
 
 	// Counts, for the figures.
@@ -81,8 +83,33 @@ type report struct {
 	LeasesRunOut int
 }
 
+// perFault counts the findings of each kind by the fault they followed
+// (index -1: before the first).
+type perFault struct {
+	DoubleHolders, TokenOrder, LostClaims, LostReleases, LostKeepAlives, LeasesTakenAway int
+}
+
 // lost is every acknowledged operation missing afterwards.
-func (r report) lost() int { return len(r.LostClaims) + len(r.LostReleases) + len(r.LostKeepAlives) }
+func (p perFault) lost() int { return p.LostClaims + p.LostReleases + p.LostKeepAlives }
+
+// byFault sums the findings up per fault.
+func (r report) byFault(faults int) []perFault {
+	out := make([]perFault, faults)
+	count := func(fs []finding, field func(*perFault) *int) {
+		for _, f := range fs {
+			if f.Fault >= 0 && f.Fault < faults {
+				*field(&out[f.Fault])++
+			}
+		}
+	}
+	count(r.DoubleHolders, func(p *perFault) *int { return &p.DoubleHolders })
+	count(r.TokenOrder, func(p *perFault) *int { return &p.TokenOrder })
+	count(r.LostClaims, func(p *perFault) *int { return &p.LostClaims })
+	count(r.LostReleases, func(p *perFault) *int { return &p.LostReleases })
+	count(r.LostKeepAlives, func(p *perFault) *int { return &p.LostKeepAlives })
+	count(r.LeasesTakenAway, func(p *perFault) *int { return &p.LeasesTakenAway })
+	return out
+}
 
 // safetyFindings are the breaches that synchronous replication must
 // prevent; asynchronous replication may show them.
@@ -102,6 +129,7 @@ func (r report) safetyFindings() []string {
 	add("acknowledged claim lost", r.LostClaims)
 	add("acknowledged release lost", r.LostReleases)
 	add("acknowledged keep-alive lost", r.LostKeepAlives)
+	add("lease taken away from its holder", r.LeasesTakenAway)
 	return out
 }
 
@@ -130,9 +158,17 @@ func faultBefore(faults []fault, t time.Time) int {
 	return i
 }
 
-// faultAfter returns the index of the first fault injected after t: the
-// one an operation acknowledged at t and then lost was lost to. -1 if none.
+// faultAfter returns the index of the fault an operation acknowledged at
+// t and then lost was lost to: the one under way at t (from its injection
+// until the formation was stable again: the old primary may acknowledge
+// writes after it restarts), else the first one injected after t. -1 if
+// none.
 func faultAfter(faults []fault, t time.Time) int {
+	for j, f := range faults {
+		if !t.Before(f.At) && (f.Stable.IsZero() || !t.After(f.Stable)) {
+			return j
+		}
+	}
 	for j, f := range faults {
 		if f.At.After(t) {
 			return j
@@ -277,7 +313,7 @@ func check(attempts []attempt, history []event, faults []fault) report {
 					// The client learns that its lease is gone.
 					h.end = a.Answered
 				}
-				r.BadAnswers = append(r.BadAnswers, finding{f, fmt.Sprintf("%s: 409 %s: the lease was taken away", what, a.Code)})
+				r.LeasesTakenAway = append(r.LeasesTakenAway, finding{f, fmt.Sprintf("%s: 409 %s", what, a.Code)})
 			default:
 				r.BadAnswers = append(r.BadAnswers, finding{f, fmt.Sprintf("%s: %d %s", what, a.Status, a.Code)})
 			}

@@ -532,17 +532,20 @@ func runFailover(t *testing.T, async bool) result {
 	}
 	var windows []string
 	for i, ft := range faults {
-		windows = append(windows, fmt.Sprintf("  %d. %s: %s → %s, HA manager %s + service %s = %s",
+		p := rep.byFault(len(faults))[i]
+		windows = append(windows, fmt.Sprintf("  %d. %s: %s → %s, HA manager %s + service %s = %s; "+
+			"double holders %d, tokens out of order %d, acknowledged lost %d (claims %d, releases %d, keep-alives %d), leases taken away %d",
 			i+1, ft.Kind, ft.OldPrimary, ft.NewPrimary, ft.HAPart().Round(time.Millisecond),
-			ft.ServicePart().Round(time.Millisecond), ft.Window().Round(time.Millisecond)))
+			ft.ServicePart().Round(time.Millisecond), ft.Window().Round(time.Millisecond),
+			p.DoubleHolders, p.TokenOrder, p.lost(), p.LostClaims, p.LostReleases, p.LostKeepAlives, p.LeasesTakenAway))
 	}
 	t.Logf("%s replication, %d failovers, %s: %d claims, %d keep-alives, %d releases acknowledged; %d answers 503; "+
 		"%d releases retried after their commit; %d leases ended by the job; "+
-		"double holders %d, tokens out of order %d, acknowledged lost: %d claims, %d releases, %d keep-alives\n%s",
+		"double holders %d, tokens out of order %d, acknowledged lost: %d claims, %d releases, %d keep-alives; leases taken away %d\n%s",
 		mode, len(faults), time.Since(started).Round(time.Second), rep.Claims, rep.KeepAlives, rep.Releases, rep.Unavailable,
 		rep.ReleasesRetriedAfterCommit, rep.LeasesRunOut,
 		len(rep.DoubleHolders), len(rep.TokenOrder), len(rep.LostClaims), len(rep.LostReleases), len(rep.LostKeepAlives),
-		strings.Join(windows, "\n"))
+		len(rep.LeasesTakenAway), strings.Join(windows, "\n"))
 	if rep.Claims == 0 {
 		t.Error("no claim was acknowledged")
 	}
