@@ -179,6 +179,20 @@ func startFormation(t *testing.T, async bool) *formation {
 				return nil
 			})
 			t.Logf("node1 runs alone after %s", time.Since(begun).Round(time.Millisecond))
+			// The standby is copied with pg_basebackup, which starts with
+			// a spread checkpoint: writing the new cluster's dirty buffers
+			// at that pace took a minute and a half. An immediate
+			// checkpoint first leaves it almost nothing to write.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", n.port))
+			if err == nil {
+				_, err = conn.Exec(ctx, "CHECKPOINT")
+				_ = conn.Close(ctx)
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("checkpoint on node1: %v", err)
+			}
 		}
 	}
 	f.waitStable(3*time.Minute, nil)
