@@ -200,8 +200,9 @@ type probe struct {
 }
 
 type sample struct {
-	at       time.Time
-	writable bool
+	// start and at: when the probe began and ended.
+	start, at time.Time
+	writable  bool
 	// synchronous_standby_names and the standbys that confirm commits,
 	// when writable.
 	syncNames    string
@@ -265,6 +266,7 @@ func (p *probe) watch(n *node) {
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
+		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if conn == nil {
 			cfg, err := pgx.ParseConfig(n.url())
@@ -308,17 +310,18 @@ func (p *probe) watch(n *node) {
 		}
 		cancel()
 		p.mu.Lock()
-		p.samples[n.name] = append(p.samples[n.name], sample{time.Now(), writable, names, syncStandbys})
+		p.samples[n.name] = append(p.samples[n.name], sample{start, time.Now(), writable, names, syncStandbys})
 		p.mu.Unlock()
 	}
 }
 
-// writableAfter returns when the node first committed a write after t.
+// writableAfter returns when the node first committed a write begun
+// after t.
 func (p *probe) writableAfter(name string, t time.Time) (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.samples[name] {
-		if s.at.After(t) && s.writable {
+		if s.start.After(t) && s.writable {
 			return s.at, true
 		}
 	}
@@ -341,7 +344,7 @@ func (p *probe) writableSpells(name string, t, until time.Time) []spell {
 	var spells []spell
 	var current *spell
 	for _, s := range p.samples[name] {
-		if !s.at.After(t) || s.at.After(until) {
+		if !s.start.After(t) || s.at.After(until) {
 			continue
 		}
 		switch {
@@ -480,15 +483,16 @@ func runFailover(t *testing.T, async bool) result {
 			time.Sleep(3 * time.Second)
 			ft := fault{Kind: kind, OldPrimary: primary.name, At: time.Now()}
 			t.Logf("round %d: %s (primary %s)", round+1, kind, primary.name)
+			var next *node
 			switch kind {
 			case "switchover":
 				if err := f.switchover(); err != nil {
 					t.Fatal(err)
 				}
+				next = f.waitStable(3*time.Minute, primary)
 			default:
-				f.killPostmaster(primary)
+				next = f.waitAfterKill(3*time.Minute, primary, f.killPostmaster(primary))
 			}
-			next := f.waitStable(3*time.Minute, primary)
 			ft.Stable = time.Now()
 			ft.NewPrimary = next.name
 			var ok bool
@@ -501,6 +505,9 @@ func runFailover(t *testing.T, async bool) result {
 					t.Fatalf("no claim succeeded within a minute of %s accepting writes", next.name)
 				}
 				time.Sleep(100 * time.Millisecond)
+			}
+			if next == primary {
+				t.Logf("  no failover: %s's keeper restarted Postgres before the monitor acted", primary.name)
 			}
 			for _, sp := range pr.writableSpells(primary.name, ft.At, ft.Writable) {
 				t.Logf("  the old primary %s committed writes from +%s to +%s (synchronous_standby_names %q, %d synchronous standbys)",

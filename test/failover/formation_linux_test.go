@@ -110,7 +110,7 @@ func startFormation(t *testing.T, async bool) *formation {
 	home := filepath.Join(f.root, "home")
 	// Without its runtime directory, pg_autoctl keeps its pid files under
 	// /tmp/pg_autoctl, outside the test's directory.
-	for _, dir := range []string{sockets, home, filepath.Join(home, "run")} {
+	for _, dir := range []string{sockets, home, filepath.Join(home, "run"), filepath.Join(home, "config"), filepath.Join(home, "share")} {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -138,19 +138,21 @@ func startFormation(t *testing.T, async bool) *formation {
 	monitorPort := freePort(t)
 	f.monitor = f.start("monitor", "create", "monitor", "--pgdata", monitorDir, "--pgport", strconv.Itoa(monitorPort),
 		"--pgctl", filepath.Join(f.bin, "pg_ctl"), "--hostname", "127.0.0.1", "--auth", "trust", "--no-ssl", "--run")
-	f.waitFor("the monitor's URI", 60*time.Second, func() error {
-		out, err := f.autoctl("show", "uri", "--pgdata", monitorDir, "--formation", "monitor")
-		if err != nil {
-			return err
-		}
-		f.monitorURI = strings.TrimSpace(out)
-		if !strings.HasPrefix(f.monitorURI, "postgres://") {
-			return fmt.Errorf("no URI yet: %q", out)
-		}
-		// The monitor answers only once its extension is installed.
-		_, err = f.states(context.Background())
+	// The monitor is polled over SQL until its extension answers, and only
+	// then asked for its URI: two pg_autoctl processes making their
+	// configuration directories at once fail ("File exists").
+	f.monitorURI = fmt.Sprintf("postgres://autoctl_node@127.0.0.1:%d/pg_auto_failover?sslmode=prefer", monitorPort)
+	f.waitFor("the monitor", 60*time.Second, func() error {
+		_, err := f.states(context.Background())
 		return err
 	})
+	out, err := f.autoctl("show", "uri", "--pgdata", monitorDir, "--formation", "monitor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uri := strings.TrimSpace(out); strings.HasPrefix(uri, "postgres://") {
+		f.monitorURI = uri
+	}
 	t.Logf("monitor up after %s", time.Since(begun).Round(time.Millisecond))
 
 	quorum := "true"
@@ -502,30 +504,76 @@ func (f *formation) waitStable(limit time.Duration, not *node) *node {
 		what = "a primary other than " + not.name + " and a secondary"
 	}
 	f.waitFor(what, limit, func() error {
-		states, err := f.states(context.Background())
-		if err != nil {
+		var err error
+		if primary, err = f.stablePrimary(); err != nil {
 			return err
 		}
-		primary = nil
-		var secondaries int
-		for _, n := range f.nodes {
-			s := states[n.name]
-			switch {
-			case !s.healthy:
-				return fmt.Errorf("%s is not healthy (%s, assigned %s)", n.name, s.reported, s.assigned)
-			case s.reported == "primary" && s.assigned == "primary":
-				primary = n
-			case s.reported == "secondary" && s.assigned == "secondary":
-				secondaries++
-			default:
-				return fmt.Errorf("%s is %s, assigned %s", n.name, s.reported, s.assigned)
-			}
-		}
-		switch {
-		case primary == nil || secondaries != len(f.nodes)-1:
-			return errors.New("no primary yet")
-		case primary == not:
+		if primary == not {
 			return fmt.Errorf("%s is still primary", not.name)
+		}
+		return nil
+	})
+	return primary
+}
+
+// stablePrimary returns the primary while one node is primary and the
+// others secondary, as reported and as assigned, all healthy.
+func (f *formation) stablePrimary() (*node, error) {
+	states, err := f.states(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	var primary *node
+	var secondaries int
+	for _, n := range f.nodes {
+		s := states[n.name]
+		switch {
+		case !s.healthy:
+			return nil, fmt.Errorf("%s is not healthy (%s, assigned %s)", n.name, s.reported, s.assigned)
+		case s.reported == "primary" && s.assigned == "primary":
+			primary = n
+		case s.reported == "secondary" && s.assigned == "secondary":
+			secondaries++
+		default:
+			return nil, fmt.Errorf("%s is %s, assigned %s", n.name, s.reported, s.assigned)
+		}
+	}
+	if primary == nil || secondaries != len(f.nodes)-1 {
+		return nil, errors.New("no primary yet")
+	}
+	return primary, nil
+}
+
+// waitAfterKill waits, after the postmaster of the primary old (pid
+// killed) was killed, until the formation is stable again, and returns its
+// primary: another node after a failover, or old itself when its keeper
+// restarted Postgres before the monitor failed it over. The latter is
+// taken only once the formation has looked so for 15 s: a failover may
+// still start meanwhile.
+func (f *formation) waitAfterKill(limit time.Duration, old *node, killed int) *node {
+	f.t.Helper()
+	var (
+		primary   *node
+		sameSince time.Time
+	)
+	f.waitFor("the formation to settle after the kill", limit, func() error {
+		var err error
+		if primary, err = f.stablePrimary(); err != nil {
+			sameSince = time.Time{}
+			return err
+		}
+		if primary != old {
+			return nil
+		}
+		if pid := postmasterPID(filepath.Join(old.dir, "postmaster.pid")); pid <= 1 || pid == killed {
+			sameSince = time.Time{}
+			return fmt.Errorf("%s has not restarted", old.name)
+		}
+		if sameSince.IsZero() {
+			sameSince = time.Now()
+		}
+		if time.Since(sameSince) < 15*time.Second {
+			return fmt.Errorf("%s restarted and is primary again for %s", old.name, time.Since(sameSince).Round(time.Second))
 		}
 		return nil
 	})
@@ -553,8 +601,8 @@ func (n *node) url() string {
 }
 
 // killPostmaster kills the node's postmaster with SIGKILL, as a crash of
-// Postgres would end it; its keeper is left running.
-func (f *formation) killPostmaster(n *node) {
+// Postgres would end it, and returns its pid; its keeper is left running.
+func (f *formation) killPostmaster(n *node) int {
 	f.t.Helper()
 	pid := postmasterPID(filepath.Join(n.dir, "postmaster.pid"))
 	if pid <= 1 {
@@ -563,6 +611,7 @@ func (f *formation) killPostmaster(n *node) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		f.t.Fatalf("kill -9 %d: %v", pid, err)
 	}
+	return pid
 }
 
 // switchover asks the monitor to make the secondary the primary, and
