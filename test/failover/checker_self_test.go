@@ -52,16 +52,26 @@ func TestCheckerPassesACleanRun(t *testing.T) {
 	if f := append(r.safetyFindings(), r.answerFindings()...); len(f) > 0 {
 		t.Fatalf("findings in a clean run: %v", f)
 	}
+	// A release answered 500 is a bad answer, and still the moment its
+	// client let go of the key: the next holder is no second holder.
+	attempts[2].Status, attempts[2].Code = http.StatusInternalServerError, "internal_error"
+	r = check(attempts, drop(history, 3), faults)
+	if len(r.BadAnswers) != 1 || len(r.DoubleHolders) != 0 {
+		t.Errorf("a release answered 500: %d bad answers, %d double holders", len(r.BadAnswers), len(r.DoubleHolders))
+	}
+	attempts, history, faults = madeUpRun()
+	r = check(attempts, history, faults)
 	if r.Claims != 4 || r.Releases != 3 || r.KeepAlives != 1 || r.Unavailable != 2 || r.ReleasesRetriedAfterCommit != 1 {
 		t.Errorf("counts: %+v", r)
 	}
 }
 
+func drop(history []event, id int64) []event {
+	return slices.DeleteFunc(history, func(e event) bool { return e.ID == id })
+}
+
 // Each breach the checker is there for, made in the run: it must be found.
 func TestCheckerFindsEachBreach(t *testing.T) {
-	drop := func(history []event, id int64) []event {
-		return slices.DeleteFunc(history, func(e event) bool { return e.ID == id })
-	}
 	cases := []struct {
 		name   string
 		break_ func(a []attempt, h []event) ([]attempt, []event)

@@ -255,6 +255,11 @@ func check(attempts []attempt, history []event, faults []fault) report {
 			}
 			failedTries[cl][a.Op] = true
 		}
+		if h := byLease[cl]; h != nil && a.Op == opRelease && h.end.IsZero() {
+			// The client lets go of the key as it sends the release,
+			// whatever the answer.
+			h.end = a.Sent
+		}
 		switch {
 		case a.Status == 0:
 			r.BadAnswers = append(r.BadAnswers, finding{f, what + ": no answer: " + a.Err})
@@ -290,10 +295,6 @@ func check(attempts []attempt, history []event, faults []fault) report {
 		case opKeepAlive, opRelease:
 			h := byLease[cl]
 			lk := leaseKey{a.Key, a.Token}
-			if h != nil && a.Op == opRelease && h.end.IsZero() {
-				// The client lets go of the key as it sends the release.
-				h.end = a.Sent
-			}
 			switch {
 			case a.Status == http.StatusOK && a.Op == opKeepAlive:
 				r.KeepAlives++
