@@ -127,6 +127,8 @@ func startReplica(t *testing.T, dbURL string) *replica {
 		r.stop()
 		if t.Failed() {
 			t.Logf("end of the log of replica %s:\n%s", r.url, shortLines(lastLines(r.log.String(), 20), 400))
+		}
+		if keepLogs(t) {
 			name := "replica-" + strings.ReplaceAll(strings.TrimPrefix(r.url, "http://"), ":", "-") + ".log"
 			_ = os.WriteFile(filepath.Join(keepDir(t), name), []byte(r.log.String()), 0o644)
 		}
@@ -455,7 +457,7 @@ func runFailover(t *testing.T, async bool) result {
 	pr := startProbe(t, dbURL, f.nodes)
 	log := &clientLog{}
 	t.Cleanup(func() {
-		if t.Failed() {
+		if keepLogs(t) {
 			writeClientLog(t, log.snapshot())
 		}
 	})

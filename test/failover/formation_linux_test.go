@@ -90,7 +90,7 @@ func startFormation(t *testing.T, async bool) *formation {
 	t.Cleanup(f.stop)
 	// Before the stop, while the monitor still answers.
 	t.Cleanup(func() {
-		if t.Failed() {
+		if keepLogs(t) {
 			f.logTails(keepDir(t))
 		}
 	})
@@ -273,8 +273,12 @@ func (f *formation) sweepLeftovers() {
 	}
 }
 
-// keepDir returns the directory, made once per test, where a failed
-// test leaves its logs for a closer look.
+// keepLogs: a failed test keeps its logs, and so does every test with
+// FAILOVER_KEEP_LOGS set, for a closer look at a run that passed.
+func keepLogs(t *testing.T) bool { return t.Failed() || os.Getenv("FAILOVER_KEEP_LOGS") != "" }
+
+// keepDir returns the directory, made once per test, where a test leaves
+// its logs for a closer look.
 func keepDir(t *testing.T) string {
 	keepMu.Lock()
 	defer keepMu.Unlock()
