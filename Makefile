@@ -76,6 +76,32 @@ ensure-chromium:
 		exit 1; \
 	fi
 
+# The failover test (test/failover) runs a pg_auto_failover formation on
+# loopback. Where pg_autoctl is missing it is installed with apt when we are
+# root on a machine that has apt-get; elsewhere this stops with a message.
+# The packages are Debian's, for the PostgreSQL 15 that Debian 12 ships.
+PG_AUTO_FAILOVER_PACKAGES ?= postgresql-15-auto-failover pg-auto-failover-cli
+
+.PHONY: ensure-pg-auto-failover
+ensure-pg-auto-failover:
+	@if command -v pg_autoctl >/dev/null && ls /usr/share/postgresql/*/extension/pgautofailover.control >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing pg_auto_failover for the failover test (apt-get install $(PG_AUTO_FAILOVER_PACKAGES))"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PG_AUTO_FAILOVER_PACKAGES) >/dev/null; } \
+			|| { echo "pg_auto_failover could not be installed with apt-get; the failover test needs it."; exit 1; }; \
+	else \
+		echo "The failover test needs pg_auto_failover (pg_autoctl and its PostgreSQL extension):"; \
+		echo "apt-get install $(PG_AUTO_FAILOVER_PACKAGES), and runs as root (its nodes run as the postgres user)."; \
+		exit 1; \
+	fi
+
+# FAILOVER_ROUNDS repeats each fault (default once) for figures.
+FAILOVER_TIMEOUT ?= 30m
+
+.PHONY: test-failover
+test-failover: check-go ensure-pg-auto-failover ## Fail a pg_auto_failover primary over under load, synchronous and asynchronous replication (a few minutes; as root)
+	FAILOVER_TESTS=on $(GO) test -count=1 -v -timeout $(FAILOVER_TIMEOUT) -run 'TestFailover|TestChecker' ./test/failover
+
 # Screenshots of the dashboard, taken by its browser test, land here.
 SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
 

@@ -59,6 +59,49 @@ func (q *Queries) CleanupHorizonGet(ctx context.Context) (CleanupHorizonGetRow, 
 	return i, err
 }
 
+const replicationStateGet = `-- name: ReplicationStateGet :one
+SELECT current_setting('synchronous_commit') AS synchronous_commit,
+       current_setting('synchronous_standby_names') AS synchronous_standby_names,
+       pg_is_in_recovery() AS in_recovery,
+       count(*) FILTER (WHERE r.sync_state IN ('sync', 'quorum')) AS sync_standbys,
+       count(*) FILTER (WHERE r.sync_state = 'potential') AS potential_standbys,
+       count(*) FILTER (WHERE r.sync_state = 'async') AS async_standbys,
+       count(*) FILTER (WHERE r.sync_state IS NULL) AS unknown_standbys
+FROM pg_catalog.pg_stat_replication AS r
+`
+
+type ReplicationStateGetRow struct {
+	SynchronousCommit       string
+	SynchronousStandbyNames string
+	InRecovery              bool
+	SyncStandbys            int64
+	PotentialStandbys       int64
+	AsyncStandbys           int64
+	UnknownStandbys         int64
+}
+
+// What the server's commits wait for before they are acknowledged: its
+// synchronous_commit and synchronous_standby_names, and its standbys by
+// pg_stat_replication.sync_state (sync and quorum standbys confirm commits;
+// potential ones would if a sync one left; async ones never do). Seeing the
+// standbys' sync_state needs pg_read_all_stats (or pg_monitor); without it
+// they count as unknown. in_recovery is true on a standby, whose settings
+// say nothing about the service's commits.
+func (q *Queries) ReplicationStateGet(ctx context.Context) (ReplicationStateGetRow, error) {
+	row := q.db.QueryRow(ctx, replicationStateGet)
+	var i ReplicationStateGetRow
+	err := row.Scan(
+		&i.SynchronousCommit,
+		&i.SynchronousStandbyNames,
+		&i.InRecovery,
+		&i.SyncStandbys,
+		&i.PotentialStandbys,
+		&i.AsyncStandbys,
+		&i.UnknownStandbys,
+	)
+	return i, err
+}
+
 const reportStatementTimeoutSet = `-- name: ReportStatementTimeoutSet :exec
 SELECT set_config('statement_timeout', $1::int::text, true)
 `

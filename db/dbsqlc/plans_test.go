@@ -133,6 +133,7 @@ var (
 var notChecked = map[string]string{
 	"CleanupHorizonGet":         "reads the server's activity view",
 	"StandbyStatusGet":          "reads no table",
+	"ReplicationStateGet":       "reads the server's settings and replication view, no table",
 	"ReportStatementTimeoutSet": "reads no table",
 	"SchemaInvalidIndexes":      "reads the catalog",
 	"ListenKeysFreed":           "LISTEN cannot be prepared",

@@ -176,3 +176,21 @@ func TestEveryWatchedPoolIsExported(t *testing.T) {
 	require.Contains(t, text, `tokenorchestrator_db_pool_conns{database="primary",state="max"}`)
 	require.Contains(t, text, `tokenorchestrator_db_pool_conns{database="reports",state="max"}`)
 }
+
+// The replication mode is one series per mode, 1 for the current one; the
+// standbys and the settings come with it, as database-wide gauges.
+func TestReplicationModeIsExported(t *testing.T) {
+	t.Parallel()
+	m := newMetrics(t, metrics.Config{})
+	m.WatchReplication(func(context.Context) (store.ReplicationState, error) {
+		return store.ReplicationState{SynchronousCommit: "on", Async: 1}, nil
+	}, slog.New(slog.DiscardHandler))
+	out := gather(t, m, "tokenorchestrator_db_replication_mode", "tokenorchestrator_db_standbys", "tokenorchestrator_db_replication_settings")
+	require.Contains(t, out, `tokenorchestrator_db_replication_mode{mode="asynchronous"} 1`)
+	require.Contains(t, out, `tokenorchestrator_db_replication_mode{mode="synchronous"} 0`)
+	require.Contains(t, out, `tokenorchestrator_db_standbys{sync_state="async"} 1`)
+	require.Contains(t, out, `tokenorchestrator_db_replication_settings{synchronous_commit="on",synchronous_standby_names=""} 1`)
+
+	m.ExportSharedWhile(func() bool { return false })
+	require.Empty(t, gather(t, m, "tokenorchestrator_db_replication_mode"), "a replica that does not lead exports none")
+}

@@ -41,6 +41,8 @@ type Server struct {
 	sweeper *sweeper.Sweeper
 	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
+	// replication logs changes of the database's replication mode.
+	replication *replicationWatch
 	// profiler is nil unless DEBUG_ADDR.
 	profiler *profiler
 	http     *http.Server
@@ -128,6 +130,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 	}
 	m.WatchHorizon(s.store.CleanupHorizon, logger)
 	m.WatchPool("primary", s.pool)
+	m.WatchReplication(s.store.ReplicationState, logger)
+	s.replication = &replicationWatch{state: s.store.ReplicationState, logger: logger}
 	if s.standby != nil {
 		m.WatchStandby(s.store.StandbyStatus, logger)
 		m.WatchPool("reports", s.standby)
@@ -288,7 +292,7 @@ func (s *Server) accessMode() string {
 // services returns the background services in the order they start: the
 // sweeper first, then those that stop before it.
 func (s *Server) services() []startstop.Service {
-	services := []startstop.Service{s.sweeper, s.waiters}
+	services := []startstop.Service{s.sweeper, s.waiters, s.replication}
 	if s.elector != nil {
 		services = append(services, s.elector)
 	}
@@ -377,6 +381,9 @@ func connect(ctx context.Context, dsn, setting, application string, maxConns int
 	}
 	if tp != nil {
 		poolCfg.ConnConfig.Tracer = store.NewTracer(tp)
+	}
+	if setting == "DATABASE_URL" {
+		poolCfg.AfterConnect = refuseUnreplicatedPrimary
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {

@@ -52,7 +52,7 @@ func retryConflicts[T any](ctx context.Context, f func() (T, error)) (T, error) 
 }
 
 func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrSynchronousStandbysMissing) {
 		return true
 	}
 	var connectErr *pgconn.ConnectError

@@ -1,0 +1,641 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+)
+
+// enabled: the test takes minutes and needs pg_auto_failover and root, so
+// it runs only when asked.
+func enabled(t *testing.T) {
+	if os.Getenv("FAILOVER_TESTS") != "on" {
+		t.Skip("the failover test runs with FAILOVER_TESTS=on (make test-failover): it takes a few minutes, " +
+			"runs as root and needs pg_auto_failover")
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaryDir != "" {
+		os.RemoveAll(binaryDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	binary    string
+	binaryDir string
+	buildErr  error
+)
+
+// serverBinary builds the server once per test run; SERVER_BIN names one
+// built already.
+func serverBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("SERVER_BIN"); bin != "" {
+		return bin
+	}
+	buildOnce.Do(func() {
+		if binaryDir, buildErr = os.MkdirTemp("", "failover-bin-"); buildErr != nil {
+			return
+		}
+		binary = filepath.Join(binaryDir, "token-orchestrator")
+		out, err := exec.Command("go", "build", "-o", binary, "github.com/tokenorchestrator/tokenorchestrator/cmd/token-orchestrator").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("%w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build the server: %v", buildErr)
+	}
+	return binary
+}
+
+// Settings of the run. Leases are far longer than any outage, so that the
+// background job never ends a lease a client still holds: a lease taken
+// away is then a fault of the failover, not of a slow client.
+const (
+	leaseTTL = 2 * time.Minute
+	clients  = 12
+	pool     = "failover"
+)
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// replica is one server process.
+type replica struct {
+	url  string
+	cmd  *exec.Cmd
+	log  *lockedBuffer
+	done chan struct{}
+}
+
+func startReplica(t *testing.T, dbURL string) *replica {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := &replica{url: "http://" + addr, log: &lockedBuffer{}, done: make(chan struct{})}
+	r.cmd = exec.Command(serverBinary(t), "serve")
+	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ADDR="+addr,
+		"LOG_LEVEL=warn", "SHUTDOWN_TIMEOUT=5s", "DRAIN_DELAY=0s",
+		"LEASE_TTL="+leaseTTL.String(), "KEY_TTL=1h", "SWEEP_INTERVAL=200ms",
+		"ADMIN_TOKEN=", "CLIENT_TOKEN=", "ADMIN_TOKEN_FILE=", "CLIENT_TOKEN_FILE=",
+		"SECRET_KEY=", "SECRET_KEY_FILE=", "SECRET_KEYS_OLD=", "SECRET_KEYS_OLD_FILE=",
+		"REPORT_DATABASE_URL=", "LEADER_ELECTION=false")
+	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("end of the log of replica %s:\n%s", r.url, shortLines(lastLines(r.log.String(), 20), 400))
+		}
+		if keepLogs(t) {
+			name := "replica-" + strings.ReplaceAll(strings.TrimPrefix(r.url, "http://"), ":", "-") + ".log"
+			_ = os.WriteFile(filepath.Join(keepDir(t), name), []byte(r.log.String()), 0o644)
+		}
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get(r.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return r
+			}
+		}
+		select {
+		case <-r.done:
+			t.Fatalf("replica exited at start:\n%s", r.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica not ready:\n%s", r.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// shortLines cuts each line to at most n bytes: the service's errors
+// during an outage are long.
+func shortLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if len(l) > n {
+			lines[i] = l[:n] + "…"
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (r *replica) stop() {
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(15 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+}
+
+func (r *replica) alive() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// probe watches each node and records when it commits a write: the HA
+// manager's part of an outage ends when the new primary does.
+type probe struct {
+	mu sync.Mutex
+	// samples per node name: when a probe of the node ended, and whether
+	// it committed a write.
+	samples map[string][]sample
+	stop    chan struct{}
+	done    sync.WaitGroup
+}
+
+type sample struct {
+	// start and at: when the probe began and ended.
+	start, at time.Time
+	writable  bool
+	// synchronous_standby_names and the standbys that confirm commits,
+	// when writable.
+	syncNames    string
+	syncStandbys int
+}
+
+// probeTable is the probe's table, made in the service's database on the
+// primary; the service knows nothing of it.
+const probeTable = "failover_probe"
+
+func startProbe(t *testing.T, dbURL string, nodes []*node) *probe {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "CREATE TABLE "+probeTable+" (node text PRIMARY KEY, at timestamptz NOT NULL)")
+	_ = conn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &probe{samples: map[string][]sample{}, stop: make(chan struct{})}
+	for _, n := range nodes {
+		p.done.Add(1)
+		go func() {
+			defer p.done.Done()
+			p.watch(n)
+		}()
+	}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *probe) close() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+		p.done.Wait()
+	}
+}
+
+// watch probes the node every 50 ms on one connection, opened again
+// whenever it breaks. A probe writes a row of probeTable and commits: a
+// commit that writes WAL, which waits for the synchronous standbys as the
+// service's commits do (a transaction that only takes a transaction id
+// writes none, and waits for nobody). A commit that waits longer than a
+// second counts as none; its connection is dropped, and the backend left
+// waiting on the server ends with the wait.
+func (p *probe) watch(n *node) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			_ = conn.Close(context.Background())
+		}
+	}()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if conn == nil {
+			cfg, err := pgx.ParseConfig(n.url())
+			if err == nil {
+				cfg.ConnectTimeout = time.Second
+				cfg.RuntimeParams["application_name"] = "failover probe"
+				conn, err = pgx.ConnectConfig(ctx, cfg)
+			}
+			if err != nil {
+				conn = nil
+			}
+		}
+		writable := false
+		var names string
+		var syncStandbys int
+		if conn != nil {
+			// What target_session_attrs=read-write asks of a server:
+			// pg_auto_failover sets default_transaction_read_only on a
+			// promoted node until the old primary is demoted.
+			var inRecovery bool
+			var readOnly string
+			err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')").Scan(&inRecovery, &readOnly)
+			if err == nil && !inRecovery && readOnly == "off" {
+				_, err = conn.Exec(ctx, "INSERT INTO "+probeTable+" (node, at) VALUES ($1, clock_timestamp()) "+
+					"ON CONFLICT (node) DO UPDATE SET at = excluded.at", n.name)
+				writable = err == nil
+			}
+			if err == nil && writable {
+				// Under what replication the write committed.
+				err = conn.QueryRow(ctx, `SELECT current_setting('synchronous_standby_names'),
+					(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))`).Scan(&names, &syncStandbys)
+			}
+			if err != nil {
+				_ = conn.Close(context.Background())
+				conn = nil
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				// A commit left waiting: no pile of them on the server.
+				time.Sleep(time.Second)
+			}
+		}
+		cancel()
+		p.mu.Lock()
+		p.samples[n.name] = append(p.samples[n.name], sample{start, time.Now(), writable, names, syncStandbys})
+		p.mu.Unlock()
+	}
+}
+
+// writableAfter returns when the node first committed a write begun
+// after t.
+func (p *probe) writableAfter(name string, t time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.samples[name] {
+		if s.start.After(t) && s.writable {
+			return s.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// spell is a stretch of time during which a node committed writes.
+type spell struct {
+	from, to time.Time
+	// syncNames and syncStandbys as the spell's first sample saw them.
+	syncNames    string
+	syncStandbys int
+}
+
+// writableSpells lists the spells, after t and before until, during which
+// the node committed writes.
+func (p *probe) writableSpells(name string, t, until time.Time) []spell {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var spells []spell
+	var current *spell
+	for _, s := range p.samples[name] {
+		if !s.start.After(t) || s.at.After(until) {
+			continue
+		}
+		switch {
+		case s.writable && current == nil:
+			current = &spell{from: s.at, syncNames: s.syncNames, syncStandbys: s.syncStandbys}
+		case !s.writable && current != nil:
+			current.to = s.at
+			spells = append(spells, *current)
+			current = nil
+		}
+	}
+	if current != nil {
+		current.to = until
+		spells = append(spells, *current)
+	}
+	return spells
+}
+
+func rounds(t *testing.T) int {
+	n := 1
+	if v := os.Getenv("FAILOVER_ROUNDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("FAILOVER_ROUNDS=%q: a positive number of rounds", v)
+		}
+	}
+	return n
+}
+
+// With synchronous replication (pg_auto_failover's default: ANY 1 of the
+// standbys confirms every commit), a failover loses nothing the service
+// acknowledged, never gives a seat to two clients, and the clients see
+// only 503 with Retry-After until the new primary serves.
+func TestFailoverSynchronous(t *testing.T) {
+	enabled(t)
+	res := runFailover(t, false)
+	for _, f := range res.report.safetyFindings() {
+		t.Error(f)
+	}
+}
+
+// With asynchronous replication a commit is acknowledged before any
+// standby has it, so a failover may lose what the service acknowledged
+// just before it: the test shows what was lost, and fails only on answers
+// the clients must never see.
+func TestFailoverAsynchronous(t *testing.T) {
+	enabled(t)
+	res := runFailover(t, true)
+	if f := res.report.safetyFindings(); len(f) > 0 {
+		t.Logf("what asynchronous replication lost (%d findings):\n%s", len(f), strings.Join(f, "\n"))
+	} else {
+		t.Log("nothing acknowledged was lost this time: the standby had every commit when the primary failed")
+	}
+}
+
+type result struct {
+	faults []fault
+	report report
+}
+
+func runFailover(t *testing.T, async bool) result {
+	started := time.Now()
+	mode := "synchronous"
+	if async {
+		mode = "asynchronous"
+	}
+	f := startFormation(t, async)
+	t.Logf("%s formation up in %s", mode, time.Since(started).Round(time.Millisecond))
+	primary := f.waitStable(time.Minute, nil)
+	names, states, err := replicationSettings(context.Background(), primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("primary %s: synchronous_standby_names = %q, standbys %v", primary.name, names, states)
+	if async != (names == "") {
+		t.Fatalf("the %s formation's primary has synchronous_standby_names = %q", mode, names)
+	}
+
+	dbURL := f.databaseURL()
+	replicas := []*replica{startReplica(t, dbURL), startReplica(t, dbURL)}
+	// The service tells which mode it runs under: the metric, and in the
+	// asynchronous mode a warning in the log.
+	wantMode := "synchronous"
+	if async {
+		wantMode = "asynchronous"
+	}
+	if got := replicationMode(t, replicas[0]); got != wantMode {
+		t.Errorf("tokenorchestrator_db_replication_mode says %q, want %q", got, wantMode)
+	}
+	const warning = "the database's standbys are asynchronous"
+	if async && !strings.Contains(replicas[1].log.String(), warning) {
+		t.Errorf("no warning that the standbys are asynchronous in the log of replica %s", replicas[1].url)
+	}
+	if !async && strings.Contains(replicas[1].log.String(), warning) {
+		t.Errorf("a warning that the standbys are asynchronous in the log of replica %s, with synchronous ones", replicas[1].url)
+	}
+	for _, body := range []string{`{"count": 6}`, `{"count": 3, "seats": 2}`} {
+		resp, err := http.Post(replicas[0].url+"/keys?pool="+pool, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("creating keys: %d", resp.StatusCode)
+		}
+	}
+
+	pr := startProbe(t, dbURL, f.nodes)
+	log := &clientLog{}
+	t.Cleanup(func() {
+		if keepLogs(t) {
+			writeClientLog(t, log.snapshot())
+		}
+	})
+	stop := make(chan struct{})
+	clientsDone := runClients(clientConfig{
+		Servers: []string{replicas[0].url, replicas[1].url}, Pool: pool, Clients: clients, PlainEvery: 4,
+		Hold: 20 * time.Millisecond, Pause: 30 * time.Millisecond, RetryPause: 100 * time.Millisecond,
+		Patience: time.Minute,
+	}, log, stop)
+	stopClients := sync.OnceFunc(func() {
+		close(stop)
+		select {
+		case <-clientsDone:
+		case <-time.After(3 * time.Minute):
+			t.Error("the clients did not finish their leases within 3 minutes of being told to stop")
+		}
+	})
+	t.Cleanup(stopClients)
+
+	var faults []fault
+	for round := range rounds(t) {
+		for _, kind := range []string{"kill -9 of the primary's postmaster", "switchover"} {
+			primary := f.waitStable(3*time.Minute, nil)
+			// Load on a settled formation before each fault.
+			time.Sleep(3 * time.Second)
+			ft := fault{Kind: kind, OldPrimary: primary.name, At: time.Now()}
+			t.Logf("round %d: %s (primary %s)", round+1, kind, primary.name)
+			var next *node
+			switch kind {
+			case "switchover":
+				if err := f.switchover(); err != nil {
+					t.Fatal(err)
+				}
+				next = f.waitStable(3*time.Minute, primary)
+			default:
+				next = f.waitAfterKill(3*time.Minute, primary, f.killPostmaster(primary))
+			}
+			ft.Stable = time.Now()
+			ft.NewPrimary = next.name
+			var ok bool
+			if ft.Writable, ok = pr.writableAfter(next.name, ft.At); !ok {
+				t.Fatalf("the probe never saw %s commit a write after the fault", next.name)
+			}
+			deadline := time.Now().Add(time.Minute)
+			for ft.FirstClaim, ok = log.firstClaimAfter(ft.Writable); !ok; ft.FirstClaim, ok = log.firstClaimAfter(ft.Writable) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no claim succeeded within a minute of %s accepting writes", next.name)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if next == primary {
+				t.Logf("  no failover: %s's keeper restarted Postgres before the monitor acted", primary.name)
+			}
+			for _, sp := range pr.writableSpells(primary.name, ft.At, ft.Writable) {
+				t.Logf("  the old primary %s committed writes from +%s to +%s (synchronous_standby_names %q, %d synchronous standbys)",
+					primary.name, sp.from.Sub(ft.At).Round(time.Millisecond), sp.to.Sub(ft.At).Round(time.Millisecond),
+					sp.syncNames, sp.syncStandbys)
+			}
+			t.Logf("  %s accepted writes after %s (HA manager), first claim %s later (service): %s in all; formation settled after %s",
+				next.name, ft.HAPart().Round(time.Millisecond), ft.ServicePart().Round(time.Millisecond),
+				ft.Window().Round(time.Millisecond), ft.Stable.Sub(ft.At).Round(time.Millisecond))
+			faults = append(faults, ft)
+		}
+	}
+	f.waitStable(3*time.Minute, nil)
+	time.Sleep(3 * time.Second)
+	stopClients()
+	for _, r := range replicas {
+		if !r.alive() {
+			t.Errorf("replica %s died", r.url)
+		}
+		// Each refusal is logged with the request it failed (or the
+		// background job's pass).
+		if n := strings.Count(r.log.String(), store.ErrSynchronousStandbysMissing.Error()); n > 0 {
+			t.Logf("replica %s: %d log lines of connections refused to a server missing its synchronous standbys", r.url, n)
+		}
+	}
+
+	history, overlaps := readHistory(t, dbURL)
+	rep := check(log.snapshot(), history, faults)
+	for _, o := range overlaps {
+		rep.DoubleHolders = append(rep.DoubleHolders, finding{-1, "history (KeyEventsOverlappingLeases): " + o})
+	}
+	for _, finding := range rep.answerFindings() {
+		t.Error(finding)
+	}
+	var windows []string
+	for i, ft := range faults {
+		p := rep.byFault(len(faults))[i]
+		windows = append(windows, fmt.Sprintf("  %d. %s: %s → %s, HA manager %s + service %s = %s; "+
+			"double holders %d, tokens out of order %d, acknowledged lost %d (claims %d, releases %d, keep-alives %d), leases taken away %d",
+			i+1, ft.Kind, ft.OldPrimary, ft.NewPrimary, ft.HAPart().Round(time.Millisecond),
+			ft.ServicePart().Round(time.Millisecond), ft.Window().Round(time.Millisecond),
+			p.DoubleHolders, p.TokenOrder, p.lost(), p.LostClaims, p.LostReleases, p.LostKeepAlives, p.LeasesTakenAway))
+	}
+	t.Logf("%s replication, %d failovers, %s: %d claims, %d keep-alives, %d releases acknowledged; %d answers 503; "+
+		"%d releases retried after their commit; %d leases ended by the job; "+
+		"double holders %d, tokens out of order %d, acknowledged lost: %d claims, %d releases, %d keep-alives; leases taken away %d\n%s",
+		mode, len(faults), time.Since(started).Round(time.Second), rep.Claims, rep.KeepAlives, rep.Releases, rep.Unavailable,
+		rep.ReleasesRetriedAfterCommit, rep.LeasesRunOut,
+		len(rep.DoubleHolders), len(rep.TokenOrder), len(rep.LostClaims), len(rep.LostReleases), len(rep.LostKeepAlives),
+		len(rep.LeasesTakenAway), strings.Join(windows, "\n"))
+	if rep.Claims == 0 {
+		t.Error("no claim was acknowledged")
+	}
+	return result{faults: faults, report: rep}
+}
+
+// replicationMode reads the mode the replica's metric says is 1.
+func replicationMode(t *testing.T, r *replica) string {
+	t.Helper()
+	resp, err := http.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, `tokenorchestrator_db_replication_mode{mode="`); ok && strings.HasSuffix(rest, "} 1") {
+			return strings.TrimSuffix(rest, `"} 1`)
+		}
+	}
+	return "none exported"
+}
+
+// readHistory reads the pool's history from the primary, and the
+// overlapping leases the service's own audit finds in it.
+func readHistory(t *testing.T, dbURL string) ([]event, []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(ctx, `SELECT id, at, key_id::text, coalesce(seat, 0)::int, event, coalesce(lease_token, 0)
+		FROM key_events WHERE pool = $1 ORDER BY id`, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	history, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (event, error) {
+		var e event
+		err := row.Scan(&e.ID, &e.At, &e.Key, &e.Seat, &e.Event, &e.Token)
+		return e, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := store.New(db, store.Config{}).AuditHistory(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var overlaps []string
+	for _, o := range audit.Overlaps {
+		overlaps = append(overlaps, fmt.Sprintf("key %s: lease %d overlaps lease %d", o.KeyID, deref(o.First), deref(o.Second)))
+	}
+	slices.Sort(overlaps)
+	return history, overlaps
+}
+
+// writeClientLog keeps the clients' log of a failed test, one JSON object
+// per attempt.
+func writeClientLog(t *testing.T, attempts []attempt) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, a := range attempts {
+		_ = enc.Encode(a)
+	}
+	_ = os.WriteFile(filepath.Join(keepDir(t), "clients.jsonl"), buf.Bytes(), 0o644)
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
