@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
@@ -389,9 +390,6 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	if err := s.importSeats(ctx, pool, keys, batch.seats); err != nil {
-		return ImportResult{}, err
-	}
 	var res ImportResult
 	created, err := retryConflicts(ctx, func() ([]dbsqlc.KeyCreateWithSecretsRow, error) {
 		res = ImportResult{}
@@ -422,15 +420,21 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 // importSeats fills in the seats of each key of an import: its own, or the
 // pool's policy's, or 1; and checks that the call creates no more than
 // MaxCreateSeats.
-func (s *Store) importSeats(ctx context.Context, pool string, keys []NewKey, seats []int32) error {
+// It reads the policy in the import's transaction, after the import may
+// have created it.
+func importSeats(ctx context.Context, q *dbsqlc.Queries, pool string, keys []NewKey, seats []int32) error {
 	byPolicy := 0
 	total := 0
 	for i, k := range keys {
 		n := k.Seats
 		if n == 0 {
 			if byPolicy == 0 {
-				var err error
-				if byPolicy, err = s.seatsFor(ctx, pool, 0); err != nil {
+				byPolicy = 1
+				row, err := q.PoolGet(ctx, pool)
+				switch {
+				case err == nil && row.Seats != nil:
+					byPolicy = int(*row.Seats)
+				case err != nil && !errors.Is(err, pgx.ErrNoRows):
 					return err
 				}
 			}
@@ -482,6 +486,9 @@ func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b impo
 		if res.PolicyCreated, err = q.PoolCreateIfAbsent(ctx, dbsqlc.PoolCreateIfAbsentParams{Name: pool, KeyTtl: interval(opts.KeyTTL)}); err != nil {
 			return nil, err
 		}
+	}
+	if err := importSeats(ctx, q, pool, keys, b.seats); err != nil {
+		return nil, err
 	}
 	find := dbsqlc.KeyFindExistingParams{Pool: pool, DigestPositions: []int32{}, Digests: [][]byte{}, NamePositions: []int32{}, Names: []string{}}
 	for i := range keys {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/trace"
 
@@ -273,27 +272,6 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
 	return keys, nil
-}
-
-// seatsFor resolves the seats of new keys: those asked for (checked), or
-// else the pool's policy's, or else 1.
-func (s *Store) seatsFor(ctx context.Context, pool string, seats int) (int, error) {
-	if seats != 0 {
-		if seats < 1 || seats > MaxSeats {
-			return 0, fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidSeats, MaxSeats, seats)
-		}
-		return seats, nil
-	}
-	row, err := s.queries.PoolGet(ctx, pool)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return 1, nil
-	case err != nil:
-		return 0, classify(err)
-	case row.Seats != nil:
-		return int(*row.Seats), nil
-	}
-	return 1, nil
 }
 
 // Claim claims a random free key of the pool under a new lease; with
