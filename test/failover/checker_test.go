@@ -21,6 +21,22 @@ type event struct {
 	Token int64
 }
 
+// The faults a run injects.
+const (
+	faultKill       = "kill -9 of the primary's postmaster"
+	faultSwitchover = "switchover"
+	// faultCut drops every packet between replica 0 and the primary for
+	// cutFor, then lets them through again.
+	faultCut = "network cut between a replica and the primary"
+	// faultSlots takes every connection slot of the primary for cutFor
+	// and ends the service's sessions meanwhile.
+	faultSlots = "the primary's connection slots taken"
+)
+
+// cutFor is how long a network cut (or the slots' starvation) lasts: longer than the service's
+// DB_TIMEOUT, so that its requests time out on the cut connections.
+const cutFor = 10 * time.Second
+
 // fault is one fault injected during a run, and what the run measured of
 // it.
 type fault struct {
@@ -31,15 +47,29 @@ type fault struct {
 	// back as primary without a failover.
 	OldPrimary, NewPrimary string
 	// Writable is when the new primary first committed a write after At,
-	// as the probe saw it; FirstClaim is when the first claim answered 200
-	// after that was answered.
+	// as the probe saw it (for a network cut: when the cut ended);
+	// FirstClaim is when the first claim answered 200 after that was
+	// answered, by Server when it is set (the replica that was cut off),
+	// by any replica otherwise.
 	Writable, FirstClaim time.Time
+	Server               string
 	// Stable is when the formation had a primary and a secondary again.
 	Stable time.Time
 }
 
+// outagePart names HAPart: for a network cut, the cut's own length.
+func (f fault) outagePart() string {
+	switch f.Kind {
+	case faultCut:
+		return "network cut"
+	case faultSlots:
+		return "slots taken"
+	}
+	return "HA manager"
+}
+
 // HAPart is the time from the fault until the new primary committed a
-// write: the HA manager's part of the outage.
+// write: the HA manager's part of the outage (or the network cut's).
 func (f fault) HAPart() time.Duration { return f.Writable.Sub(f.At) }
 
 // ServicePart is the time from then until the first claim was answered:
@@ -322,10 +352,14 @@ func check(attempts []attempt, history []event, faults []fault) report {
 	}
 	for lk, n := range acknowledgedKeepAlives {
 		if keptAlive[lk] < n {
+			// The earliest acknowledged one: after a failover that lost
+			// claims, the new primary hands out the lost leases' tokens
+			// again, and a later lease of the same token is no loss.
 			var at time.Time
 			for _, a := range attempts {
 				if a.Op == opKeepAlive && a.Key == lk.key && a.Token == lk.token && a.Status == http.StatusOK {
 					at = a.Answered
+					break
 				}
 			}
 			r.LostKeepAlives = append(r.LostKeepAlives, finding{faultAfter(faults, at),

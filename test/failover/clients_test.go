@@ -66,17 +66,48 @@ func (l *clientLog) snapshot() []attempt {
 }
 
 // firstClaimAfter returns when the first claim answered 200 after t was
-// answered.
-func (l *clientLog) firstClaimAfter(t time.Time) (time.Time, bool) {
+// answered, by the server if it is not "".
+func (l *clientLog) firstClaimAfter(server string, t time.Time) (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var first time.Time
 	for _, a := range l.attempts {
-		if a.Op == opClaim && a.Status == http.StatusOK && a.Answered.After(t) && (first.IsZero() || a.Answered.Before(first)) {
+		if a.Op == opClaim && a.Status == http.StatusOK && (server == "" || a.Server == server) &&
+			a.Answered.After(t) && (first.IsZero() || a.Answered.Before(first)) {
 			first = a.Answered
 		}
 	}
 	return first, !first.IsZero()
+}
+
+// firstServedAfter returns when the first request answered after t got
+// an answer other than 503 (a claim's 404 no_free_key included), by the
+// server if it is not "": the service serves again, whether or not a key
+// is free.
+func (l *clientLog) firstServedAfter(server string, t time.Time) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first time.Time
+	for _, a := range l.attempts {
+		if !retryable(a) && (server == "" || a.Server == server) && a.Answered.After(t) && (first.IsZero() || a.Answered.Before(first)) {
+			first = a.Answered
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// claimsBetween counts the claims the server (any, if "") answered 200
+// between from and to.
+func (l *clientLog) claimsBetween(server string, from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, a := range l.attempts {
+		if a.Op == opClaim && a.Status == http.StatusOK && (server == "" || a.Server == server) && a.Answered.After(from) && a.Answered.Before(to) {
+			n++
+		}
+	}
+	return n
 }
 
 // clientConfig sets the clients' behaviour.

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -426,7 +427,16 @@ func runFailover(t *testing.T, async bool) result {
 	}
 
 	dbURL := f.databaseURL()
-	replicas := []*replica{startReplica(t, dbURL), startReplica(t, dbURL)}
+	// Replica 0 reaches the nodes through proxies that can cut it off from
+	// the primary; replica 1 reaches them directly.
+	proxies := map[string]*cutProxy{}
+	var ports []int
+	for _, n := range f.nodes {
+		p := startCutProxy(t, fmt.Sprintf("127.0.0.1:%d", n.port))
+		proxies[n.name] = p
+		ports = append(ports, p.port())
+	}
+	replicas := []*replica{startReplica(t, f.databaseURLVia(ports...)), startReplica(t, dbURL)}
 	// The service tells which mode it runs under: the metric, and in the
 	// asynchronous mode a warning in the log.
 	wantMode := "synchronous"
@@ -454,6 +464,7 @@ func runFailover(t *testing.T, async bool) result {
 		}
 	}
 
+	leases := holdLeases(t, replicas)
 	pr := startProbe(t, dbURL, f.nodes)
 	log := &clientLog{}
 	t.Cleanup(func() {
@@ -479,36 +490,70 @@ func runFailover(t *testing.T, async bool) result {
 
 	var faults []fault
 	for round := range rounds(t) {
-		for _, kind := range []string{"kill -9 of the primary's postmaster", "switchover"} {
+		for _, kind := range []string{faultKill, faultSwitchover, faultCut, faultSlots} {
 			primary := f.waitStable(3*time.Minute, nil)
 			// Load on a settled formation before each fault.
 			time.Sleep(3 * time.Second)
 			ft := fault{Kind: kind, OldPrimary: primary.name, At: time.Now()}
 			t.Logf("round %d: %s (primary %s)", round+1, kind, primary.name)
 			var next *node
+			var ok bool
 			switch kind {
-			case "switchover":
+			case faultSwitchover:
 				if err := f.switchover(); err != nil {
 					t.Fatal(err)
 				}
 				next = f.waitStable(3*time.Minute, primary)
-			default:
+			case faultKill:
 				next = f.waitAfterKill(3*time.Minute, primary, f.killPostmaster(primary))
+			case faultCut:
+				// The outage ends when the network does; what counts then
+				// is the first claim the cut replica answers.
+				proxies[primary.name].cut()
+				time.Sleep(cutFor)
+				proxies[primary.name].restore()
+				next, ft.Writable, ft.Server = primary, time.Now(), replicas[0].url
+			case faultSlots:
+				held, ended := starveSlots(t, primary, cutFor)
+				next, ft.Writable = primary, time.Now()
+				t.Logf("  %d connections held the slots; %d of the service's sessions ended meanwhile", held, ended)
+				if ended == 0 {
+					t.Errorf("the service held no session on %s to end", primary.name)
+				}
+				t.Logf("  %d claims answered 200 meanwhile, on connections the service won back in the race for a free slot",
+					log.claimsBetween("", ft.At, ft.Writable))
+			}
+			if kind == faultCut {
+				if n := log.claimsBetween(replicas[1].url, ft.At, ft.Writable); n == 0 {
+					t.Errorf("replica %s, not cut off, answered no claim during the cut", replicas[1].url)
+				} else {
+					t.Logf("  replica %s, not cut off, answered %d claims during the cut", replicas[1].url, n)
+				}
 			}
 			ft.Stable = time.Now()
 			ft.NewPrimary = next.name
-			var ok bool
-			if ft.Writable, ok = pr.writableAfter(next.name, ft.At); !ok {
-				t.Fatalf("the probe never saw %s commit a write after the fault", next.name)
+			if ft.Writable.IsZero() {
+				if ft.Writable, ok = pr.writableAfter(next.name, ft.At); !ok {
+					t.Fatalf("the probe never saw %s commit a write after the fault", next.name)
+				}
 			}
-			deadline := time.Now().Add(time.Minute)
-			for ft.FirstClaim, ok = log.firstClaimAfter(ft.Writable); !ok; ft.FirstClaim, ok = log.firstClaimAfter(ft.Writable) {
+			// A failover that lost releases (asynchronous replication) leaves
+			// keys held by leases nobody holds: claims find no free key
+			// until those leases end.
+			deadline := time.Now().Add(leaseTTL + time.Minute)
+			for ft.FirstClaim, ok = log.firstClaimAfter(ft.Server, ft.Writable); !ok; ft.FirstClaim, ok = log.firstClaimAfter(ft.Server, ft.Writable) {
 				if time.Now().After(deadline) {
-					t.Fatalf("no claim succeeded within a minute of %s accepting writes", next.name)
+					t.Fatalf("no claim succeeded within %s of %s accepting writes", leaseTTL+time.Minute, next.name)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			if next == primary {
+			if served, ok := log.firstServedAfter(ft.Server, ft.Writable); ok {
+				// After a failover that lost releases, keys held by leases
+				// nobody holds are free only when those leases end: the
+				// service serves, but claims find no free key.
+				t.Logf("  the first answer other than 503 came %s after that", served.Sub(ft.Writable).Round(time.Millisecond))
+			}
+			if next == primary && (kind == faultKill || kind == faultSwitchover) {
 				t.Logf("  no failover: %s's keeper restarted Postgres before the monitor acted", primary.name)
 			}
 			for _, sp := range pr.writableSpells(primary.name, ft.At, ft.Writable) {
@@ -516,8 +561,9 @@ func runFailover(t *testing.T, async bool) result {
 					primary.name, sp.from.Sub(ft.At).Round(time.Millisecond), sp.to.Sub(ft.At).Round(time.Millisecond),
 					sp.syncNames, sp.syncStandbys)
 			}
-			t.Logf("  %s accepted writes after %s (HA manager), first claim %s later (service): %s in all; formation settled after %s",
-				next.name, ft.HAPart().Round(time.Millisecond), ft.ServicePart().Round(time.Millisecond),
+			t.Logf("  %s %s after %s (%s), first claim %s later (service): %s in all; formation settled after %s",
+				next.name, cmp.Or(map[string]string{faultCut: "reachable again", faultSlots: "had free slots again"}[kind], "accepted writes"),
+				ft.HAPart().Round(time.Millisecond), ft.outagePart(), ft.ServicePart().Round(time.Millisecond),
 				ft.Window().Round(time.Millisecond), ft.Stable.Sub(ft.At).Round(time.Millisecond))
 			faults = append(faults, ft)
 		}
@@ -525,6 +571,7 @@ func runFailover(t *testing.T, async bool) result {
 	f.waitStable(3*time.Minute, nil)
 	time.Sleep(3 * time.Second)
 	stopClients()
+	checkLeases(t, leases, !async)
 	for _, r := range replicas {
 		if !r.alive() {
 			t.Errorf("replica %s died", r.url)
@@ -547,9 +594,9 @@ func runFailover(t *testing.T, async bool) result {
 	var windows []string
 	for i, ft := range faults {
 		p := rep.byFault(len(faults))[i]
-		windows = append(windows, fmt.Sprintf("  %d. %s: %s → %s, HA manager %s + service %s = %s; "+
+		windows = append(windows, fmt.Sprintf("  %d. %s: %s → %s, %s %s + service %s = %s; "+
 			"double holders %d, tokens out of order %d, acknowledged lost %d (claims %d, releases %d, keep-alives %d), leases taken away %d",
-			i+1, ft.Kind, ft.OldPrimary, ft.NewPrimary, ft.HAPart().Round(time.Millisecond),
+			i+1, ft.Kind, ft.OldPrimary, ft.NewPrimary, ft.outagePart(), ft.HAPart().Round(time.Millisecond),
 			ft.ServicePart().Round(time.Millisecond), ft.Window().Round(time.Millisecond),
 			p.DoubleHolders, p.TokenOrder, p.lost(), p.LostClaims, p.LostReleases, p.LostKeepAlives, p.LeasesTakenAway))
 	}

@@ -595,8 +595,14 @@ func (f *formation) other(n *node) *node {
 // databaseURL is the URL the service is given: both nodes, and only a
 // session that may write is kept.
 func (f *formation) databaseURL() string {
+	return f.databaseURLVia(f.nodes[0].port, f.nodes[1].port)
+}
+
+// databaseURLVia is databaseURL with the nodes reached at other ports (a
+// proxy's), in the order of f.nodes.
+func (f *formation) databaseURLVia(ports ...int) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=read-write",
-		f.nodes[0].port, f.nodes[1].port, database)
+		ports[0], ports[1], database)
 }
 
 // nodeURL is the URL of one node alone.

@@ -1,0 +1,87 @@
+package failover
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	goclient "github.com/tokenorchestrator/tokenorchestrator/client"
+)
+
+// The Go client's leases of ridePool are held across every fault of a run.
+// Their life is shorter than the run and longer than any outage, so they
+// are still held at its end only if the client's keep-alives rode each
+// outage out, and lost only if one was.
+const (
+	ridePool     = "ride-through"
+	rideLeaseTTL = 30 * time.Second
+)
+
+// holdLeases claims two leases through each replica with the Go client,
+// which keeps them alive in the background.
+func holdLeases(t *testing.T, replicas []*replica) []*goclient.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := goclient.New(replicas[len(replicas)-1].url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl := rideLeaseTTL
+	if _, err := admin.PutPool(ctx, ridePool, goclient.Policy{LeaseTTL: &ttl}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateKeys(ctx, ridePool, 2*len(replicas)); err != nil {
+		t.Fatal(err)
+	}
+	var leases []*goclient.Lease
+	for _, r := range replicas {
+		c, err := goclient.New(r.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			l, err := c.Claim(ctx, ridePool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leases = append(leases, l)
+		}
+	}
+	t.Cleanup(func() {
+		for _, l := range leases {
+			_ = l.Release(context.Background())
+		}
+	})
+	return leases
+}
+
+// checkLeases reports each lease the client lost or could not release:
+// an error where nothing acknowledged may be lost (synchronous
+// replication), a line of the log otherwise.
+func checkLeases(t *testing.T, leases []*goclient.Lease, mustHold bool) {
+	t.Helper()
+	report := t.Logf
+	if mustHold {
+		report = t.Errorf
+	}
+	held := 0
+	for _, l := range leases {
+		select {
+		case <-l.Lost():
+			report("the Go client lost lease %s of key %s: %v", l.Token(), l.ID(), l.Err())
+			continue
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := l.Release(ctx)
+		cancel()
+		if err != nil {
+			report("the Go client's release of lease %s of key %s: %v", l.Token(), l.ID(), err)
+			continue
+		}
+		held++
+	}
+	t.Logf("the Go client held %d of %d leases of %s (lease %s) through every fault, and released them",
+		held, len(leases), rideLeaseTTL, ridePool)
+}
