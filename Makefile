@@ -100,7 +100,7 @@ FAILOVER_TIMEOUT ?= 30m
 
 .PHONY: test-failover
 test-failover: check-go ensure-pg-auto-failover ## Fail a pg_auto_failover primary over under load, synchronous and asynchronous replication (a few minutes; as root)
-	FAILOVER_TESTS=on $(GO) test -count=1 -v -timeout $(FAILOVER_TIMEOUT) -run 'TestFailover|TestChecker|TestCutProxy' ./test/failover
+	FAILOVER_TESTS=on $(GO) test -count=1 -v -timeout $(FAILOVER_TIMEOUT) -run 'TestFailover|TestChecker' ./test/failover
 
 # Screenshots of the dashboard, taken by its browser test, land here.
 SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots

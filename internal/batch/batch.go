@@ -47,6 +47,9 @@ type queue[Req, Res any] struct {
 }
 
 type waiter[Req, Res any] struct {
+	// ctx is the caller's: a request whose caller gave up before its
+	// batch started is left out of it.
+	ctx    context.Context
 	req    Req
 	result chan Result[Res]
 }
@@ -62,9 +65,11 @@ func New[K comparable, Req, Res any](cfg Config[K, Req, Res]) *Coalescer[K, Req,
 	return &Coalescer[K, Req, Res]{cfg: cfg, queues: map[K]*queue[Req, Res]{}}
 }
 
-// Do queues the request and waits for its result or for ctx to end.
+// Do queues the request and waits for its result or for ctx to end. A
+// request whose ctx ends while it waits for a batch in flight is never
+// run: its caller was told it failed, and nothing is done in its name.
 func (c *Coalescer[K, Req, Res]) Do(ctx context.Context, key K, req Req) (Res, error) {
-	w := &waiter[Req, Res]{req: req, result: make(chan Result[Res], 1)}
+	w := &waiter[Req, Res]{ctx: ctx, req: req, result: make(chan Result[Res], 1)}
 	c.mu.Lock()
 	q := c.queues[key]
 	if q == nil {
@@ -122,10 +127,21 @@ func (c *Coalescer[K, Req, Res]) drain(key K, q *queue[Req, Res]) {
 			c.mu.Unlock()
 			return
 		}
-		batch := q.pending[:n:n]
+		taken := q.pending[:n:n]
 		q.pending = q.pending[n:]
 		c.mu.Unlock()
 
+		batch := make([]*waiter[Req, Res], 0, len(taken))
+		for _, w := range taken {
+			if err := w.ctx.Err(); err != nil {
+				w.result <- Result[Res]{Err: err}
+				continue
+			}
+			batch = append(batch, w)
+		}
+		if len(batch) == 0 {
+			continue
+		}
 		reqs := make([]Req, len(batch))
 		for i, w := range batch {
 			reqs[i] = w.req

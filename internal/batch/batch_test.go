@@ -101,14 +101,16 @@ func TestBatchesAreCappedAndKeysAreSeparate(t *testing.T) {
 	}
 }
 
-// A request whose caller leaves still completes; its result is handed to
-// Abandoned so that it can be undone.
+// A request whose caller leaves while its batch runs still completes; its
+// result is handed to Abandoned so that it can be undone.
 func TestAbandonedResultsAreHandedBack(t *testing.T) {
 	t.Parallel()
 	gate := make(chan struct{})
+	running := make(chan struct{})
 	abandoned := make(chan int, 1)
 	c := New(Config[string, int, int]{
 		Run: func(_ context.Context, _ string, reqs []int) []Result[int] {
+			close(running)
 			<-gate
 			return []Result[int]{{Value: reqs[0] + 1}}
 		},
@@ -120,6 +122,7 @@ func TestAbandonedResultsAreHandedBack(t *testing.T) {
 		_, err := c.Do(ctx, "k", 41)
 		done <- err
 	}()
+	<-running
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
 	close(gate)
@@ -140,4 +143,48 @@ func TestErrorsReachEveryRequest(t *testing.T) {
 	})
 	_, err := c.Do(context.Background(), "k", 1)
 	require.ErrorIs(t, err, boom)
+}
+
+// A request whose caller gave up while it waited behind a call in flight
+// is left out of the next call: nothing is done in its name.
+func TestRequestsGivenUpBeforeTheirCallAreNotRun(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var ran []int
+	c := New(Config[string, int, int]{
+		Run: func(_ context.Context, _ string, reqs []int) []Result[int] {
+			mu.Lock()
+			ran = append(ran, reqs...)
+			first := len(ran) == 1
+			mu.Unlock()
+			if first {
+				<-release
+			}
+			return make([]Result[int], len(reqs))
+		},
+	})
+	firstDone := make(chan error, 1)
+	go func() { _, err := c.Do(context.Background(), "k", 1); firstDone <- err }()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(ran) == 1 }, 5*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := c.Do(ctx, "k", 2)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	// A third request queues behind too, and is still waited for.
+	thirdDone := make(chan error, 1)
+	go func() { _, err := c.Do(context.Background(), "k", 3); thirdDone <- err }()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.queues["k"].pending) == 2
+	}, 5*time.Second, time.Millisecond)
+	close(release)
+	require.NoError(t, <-firstDone)
+	require.NoError(t, <-thirdDone)
+	c.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []int{1, 3}, ran, "the request given up was not run")
 }

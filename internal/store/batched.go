@@ -43,7 +43,7 @@ func leaseCallers(reqs []leaseRequest) func(func(trace.SpanContext) bool) {
 // (ErrLeaseMismatch otherwise, changing nothing).
 // Keep-alives that arrive together on this replica share one statement.
 func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	return s.keepAlives.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
+	return queued(s, ctx, s.keepAlives, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
 // Release frees the key at once. It is idempotent: releasing a free key
@@ -51,7 +51,7 @@ func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) 
 // if that lease is its current one. Releases that arrive together on this
 // replica share one statement.
 func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
-	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
+	return queued(s, ctx, s.releases, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
 // ReleaseWithCooldown is Release, but the key released stays out of every
@@ -62,7 +62,22 @@ func (s *Store) ReleaseWithCooldown(ctx context.Context, id uuid.UUID, leaseToke
 	if cooldown < 0 || cooldown > MaxCooldown {
 		return Key{}, fmt.Errorf("%w: %s is not between 0 and %s", ErrInvalidCooldown, cooldown, MaxCooldown)
 	}
-	return s.releases.Do(ctx, struct{}{}, leaseRequest{id: id, token: leaseToken, cooldown: cooldown, caller: trace.SpanContextFromContext(ctx)})
+	return queued(s, ctx, s.releases, struct{}{}, leaseRequest{id: id, token: leaseToken, cooldown: cooldown, caller: trace.SpanContextFromContext(ctx)})
+}
+
+// queued makes a batched call with the request's whole wait bounded by
+// QueryTimeout, as a call of its own is: queued behind a batch that the
+// database does not answer, a request would otherwise wait for that
+// batch's timeout and then for its own. Given up, it answers
+// ErrUnavailable and is left out of the batches to come.
+func queued[K comparable, Req any](s *Store, ctx context.Context, c *batch.Coalescer[K, Req, Key], key K, req Req) (Key, error) {
+	bounded, cancel := s.withTimeout(ctx)
+	defer cancel()
+	k, err := c.Do(bounded, key, req)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		err = classify(err)
+	}
+	return k, err
 }
 
 func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.SpanContext) []batch.Result[Key] {

@@ -279,7 +279,7 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 // together on this replica for the same pool and labels share one
 // statement.
 func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (Key, error) {
-	return s.claims.Do(ctx, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
+	return queued(s, ctx, s.claims, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
 }
 
 // ClaimMany claims up to max free keys of the pool, each under its own

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/netcut"
 )
 
 // enabled: the test takes minutes and needs pg_auto_failover and root, so
@@ -429,12 +430,12 @@ func runFailover(t *testing.T, async bool) result {
 	dbURL := f.databaseURL()
 	// Replica 0 reaches the nodes through proxies that can cut it off from
 	// the primary; replica 1 reaches them directly.
-	proxies := map[string]*cutProxy{}
+	proxies := map[string]*netcut.Proxy{}
 	var ports []int
 	for _, n := range f.nodes {
-		p := startCutProxy(t, fmt.Sprintf("127.0.0.1:%d", n.port))
+		p := netcut.Start(t, fmt.Sprintf("127.0.0.1:%d", n.port))
 		proxies[n.name] = p
-		ports = append(ports, p.port())
+		ports = append(ports, p.Port())
 	}
 	replicas := []*replica{startReplica(t, f.databaseURLVia(ports...)), startReplica(t, dbURL)}
 	// The service tells which mode it runs under: the metric, and in the
@@ -509,9 +510,9 @@ func runFailover(t *testing.T, async bool) result {
 			case faultCut:
 				// The outage ends when the network does; what counts then
 				// is the first claim the cut replica answers.
-				proxies[primary.name].cut()
+				proxies[primary.name].Cut()
 				time.Sleep(cutFor)
-				proxies[primary.name].restore()
+				proxies[primary.name].Restore()
 				next, ft.Writable, ft.Server = primary, time.Now(), replicas[0].url
 			case faultSlots:
 				held, ended := starveSlots(t, primary, cutFor)

@@ -2,14 +2,9 @@ package faults
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,100 +84,29 @@ func TestKilledReplicasLeasesAreReleased(t *testing.T) {
 // that was acknowledged is lost; no key is held twice.
 func TestDatabaseRestartUnderLoad(t *testing.T) {
 	t.Parallel()
-	// A throwaway cluster of the test's own, never the shared server.
-	dir, err := os.MkdirTemp("", "faults-pg-")
-	require.NoError(t, err)
-	require.NoError(t, os.Chmod(dir, 0o755))
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port := freePort(t)
-	cfg := pgembed.Config{DataDir: filepath.Join(dir, "data"), Port: port}
-	cluster, err := pgembed.Start(context.Background(), cfg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cluster.Stop() })
+	cluster, cfg := ownCluster(t)
 	dbURL := cluster.URL()
 
 	const dbTimeout = time.Second
 	settings := []string{"DB_TIMEOUT=" + dbTimeout.String(), "LEASE_TTL=30s", "SWEEP_INTERVAL=200ms"}
-	a := startReplica(t, dbURL, settings...)
-	b := startReplica(t, dbURL, settings...)
-	replicas := []*replica{a, b}
+	replicas := []*replica{startReplica(t, dbURL, settings...), startReplica(t, dbURL, settings...)}
 	start := time.Now()
-	require.Equal(t, http.StatusCreated, call("POST", a.url+"/keys?pool=r", `{"count": 20}`).status)
-
-	var (
-		mu           sync.Mutex
-		acknowledged []string
-		unavailable  atomic.Int64
-		served       atomic.Int64
-		slowest      atomic.Int64
-		failures     = make(chan string, 100)
-		stop         = make(chan struct{})
-		wg           sync.WaitGroup
-	)
-	check := func(what string, got answer, ok ...int) bool {
-		slowest.Store(max(slowest.Load(), int64(got.elapsed)))
-		switch {
-		case got.err != nil:
-			failures <- fmt.Sprintf("%s: %v", what, got.err)
-		case got.status == http.StatusServiceUnavailable:
-			if got.header.Get("Retry-After") == "" || got.str("code") != "database_unavailable" {
-				failures <- fmt.Sprintf("%s: 503 without Retry-After or code: %v", what, got.body)
-			}
-			unavailable.Add(1)
-			return false
-		default:
-			for _, status := range ok {
-				if got.status == status {
-					served.Add(1)
-					return true
-				}
-			}
-			failures <- fmt.Sprintf("%s: status %d: %v", what, got.status, got.body)
-		}
-		return false
-	}
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				r := replicas[(w+i)%2]
-				if created := call("POST", r.url+"/keys?pool=r", ""); check("create", created, http.StatusCreated) {
-					mu.Lock()
-					acknowledged = append(acknowledged, created.str("keyId"))
-					mu.Unlock()
-				}
-				got := call("GET", r.url+"/keys?pool=r", "")
-				if !check("claim", got, http.StatusOK, http.StatusNotFound) || got.status != http.StatusOK {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				// A release lost to the outage leaves the lease to run out;
-				// no one else can hold the key meanwhile.
-				check("release", call("PUT", r.url+"/keys/"+got.str("keyId")+"?lease="+got.str("leaseToken"), ""),
-					http.StatusOK, http.StatusConflict)
-			}
-		}()
-	}
+	load := startOutageLoad(t, replicas, 8)
 
 	time.Sleep(2 * time.Second)
 	require.NoError(t, cluster.StopImmediate())
 	down := time.Now()
-	servedBefore := served.Load()
+	servedBefore := load.served[0].Load() + load.served[1].Load()
 	time.Sleep(2 * time.Second)
-	require.Positive(t, unavailable.Load(), "requests during the outage answered 503")
+	require.Positive(t, load.unavailable.Load(), "requests during the outage answered 503")
 	for _, r := range replicas {
 		got := call("GET", r.url+"/readyz", "")
 		require.Equal(t, http.StatusServiceUnavailable, got.status, "not ready without a database")
 	}
 
-	cluster, err = pgembed.Start(context.Background(), cfg)
+	cluster, err := pgembed.Start(context.Background(), cfg)
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = cluster.Stop() })
 	restarted := time.Now()
 	for _, r := range replicas {
 		for call("GET", r.url+"/readyz", "").status != http.StatusOK {
@@ -191,32 +115,12 @@ func TestDatabaseRestartUnderLoad(t *testing.T) {
 		}
 	}
 	recovered := time.Since(restarted)
-	servedDuringOutage := served.Load() - servedBefore
+	servedDuringOutage := load.served[0].Load() + load.served[1].Load() - servedBefore
 	time.Sleep(2 * time.Second) // load after the return
-	close(stop)
-	wg.Wait()
-	close(failures)
-	for f := range failures {
-		t.Error(f)
-	}
-	require.Less(t, time.Duration(slowest.Load()), dbTimeout+2*time.Second, "a request hung")
+	load.finish(t, dbTimeout+2*time.Second)
 	t.Logf("down %s; %d answers 503; %d served (some just before the stop); replicas ready %s after the restart; slowest answer %s",
-		restarted.Sub(down).Round(time.Millisecond), unavailable.Load(), servedDuringOutage, recovered.Round(time.Millisecond),
-		time.Duration(slowest.Load()).Round(time.Millisecond))
-
-	for _, r := range replicas {
-		select {
-		case <-r.done:
-			t.Fatalf("replica %s died", r.url)
-		default:
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	require.NotEmpty(t, acknowledged)
-	for _, id := range acknowledged {
-		require.Equal(t, http.StatusOK, call("GET", a.url+"/keys/"+id, "").status, "acknowledged key %s is lost", id)
-	}
+		restarted.Sub(down).Round(time.Millisecond), load.unavailable.Load(), servedDuringOutage, recovered.Round(time.Millisecond),
+		time.Duration(load.slowest.Load()).Round(time.Millisecond))
 	checkHistory(t, dbURL, start)
 }
 
