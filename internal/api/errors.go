@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Errors the HTTP layer raises itself, about the request. Handlers wrap them
@@ -58,11 +58,11 @@ var errorTable = []struct {
 		detail: "Reports read from a standby that cannot be read now, or that replays further behind the primary than REPORT_MAX_LAG allows. Keys and claims are not affected; retry shortly."},
 	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
-	{err: wakeup.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",
+	{err: claim.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",
 		detail: "This server is shutting down and no longer waits for keys, and none was free. Nothing was changed; retry, and another server will answer."},
-	{err: wakeup.ErrTooManyWaiters, status: http.StatusServiceUnavailable, code: "too_many_waiters", title: "Too many waiting clients",
+	{err: claim.ErrTooManyWaiters, status: http.StatusServiceUnavailable, code: "too_many_waiters", title: "Too many waiting clients",
 		detail: "This replica already has as many clients waiting for a key as it takes. Nothing was changed; retry shortly, or ask without wait."},
-	{err: wakeup.ErrTooManyPools, status: http.StatusServiceUnavailable, code: "too_many_waited_pools", title: "Too many pools waited on",
+	{err: claim.ErrTooManyPools, status: http.StatusServiceUnavailable, code: "too_many_waited_pools", title: "Too many pools waited on",
 		detail: "Clients of this replica already wait on as many pools as it takes, and not on this one. Nothing was changed; retry shortly, or ask without wait."},
 	{err: store.ErrNoEncryptionKey, status: http.StatusBadRequest, code: "secrets_not_configured", title: "Secrets are not configured",
 		detail: "Keys with secrets need an encryption key (SECRET_KEY or SECRET_KEY_FILE), and this server has none. Nothing was stored."},

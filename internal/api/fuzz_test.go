@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
@@ -157,8 +158,9 @@ func fuzzedAPI(f *testing.F) http.Handler {
 	st := store.New(pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, QueryTimeout: 30 * time.Second})
 	f.Cleanup(st.Close)
 	waiters := wakeup.New(st, wakeup.Config{Poll: 50 * time.Millisecond, Logger: logger})
+	m := metrics.New(st.CountPools, logger)
 	return api.New(api.Config{
-		Store: st, Logger: logger, Metrics: metrics.New(st.CountPools, logger), Waiters: waiters,
+		Store: st, Logger: logger, Metrics: m, Claims: claim.New(claim.Config{Store: st, Waiters: waiters, Metrics: m}),
 		CORSOrigins: []string{fuzzOrigin},
 		Auth:        api.Auth{AdminToken: adminToken, ClientToken: clientToken, PublicHealth: true},
 		Ready:       func(ctx context.Context) error { return st.Ping(ctx) },

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
@@ -100,7 +101,8 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	t.Cleanup(waiters.Stop)
 	m.WatchWaiters(waiters.Waiters)
 	handler := api.New(api.Config{
-		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Waiters: waiters, Auth: o.auth,
+		Store: st, Logger: logger, Metrics: m, CORSOrigins: o.corsOrigins, Auth: o.auth,
+		Claims:         claim.New(claim.Config{Store: st, Waiters: waiters, Metrics: m}),
 		Ready:          func(ctx context.Context) error { return st.Ping(ctx) },
 		TracerProvider: o.tracer,
 	})

@@ -1,11 +1,8 @@
 package api
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -15,9 +12,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 const (
@@ -218,236 +214,21 @@ func (a *API) claimKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	idempotencyKey, idempotent, err := idempotencyKeyParam(r)
+	idempotencyKey, err := idempotencyKeyParam(r)
 	if err != nil {
 		return err
 	}
-	if wait > 0 {
-		// The pool's policy may bound the wait below the server's.
-		p, _, err := a.store.Policy(r.Context(), pool)
-		if err != nil {
-			return err
-		}
-		if p.MaxWait != nil && *p.MaxWait < wait {
-			wait = *p.MaxWait
-		}
-	}
-	if idempotent {
-		return a.claimKeyIdempotent(w, r, pool, idempotencyKey, wait, labels)
-	}
-	key, err := a.claim(r.Context(), pool, wait, labels)
-	a.observeClaim(pool, err, true)
+	key, replayed, err := a.claims.Claim(r.Context(), claim.Request{Pool: pool, Labels: labels, Wait: wait, IdempotencyKey: idempotencyKey})
 	if err != nil {
 		return err
 	}
-	if r.Context().Err() != nil {
-		// The client left while its key was being claimed: nobody will use
-		// this lease, so release the key instead of letting it sit held
-		// until the lease runs out.
-		a.store.ReleaseAbandoned(key)
-		return r.Context().Err()
-	}
-	writeLeasedKey(w, key)
-	return nil
-}
-
-// writeLeasedKey answers a claim: the key with its lease token, which the
-// ETag also carries for If-Match.
-func writeLeasedKey(w http.ResponseWriter, key store.Key) {
-	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
-	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key).withSecret(key))
-}
-
-// claimKeyIdempotent serves a claim that carries an Idempotency-Key: its
-// first try claims a key and records the lease under the idempotency key in
-// one transaction; a repeat, on any replica, answers that lease.
-func (a *API) claimKeyIdempotent(w http.ResponseWriter, r *http.Request, pool, idempotencyKey string, wait time.Duration, labels []string) error {
-	key, replayed, err := a.pollClaim(r.Context(), pool, wait, func() (store.Key, bool, error) {
-		return a.store.ClaimIdempotent(r.Context(), pool, idempotencyKey, labels...)
-	})
-	// A repeat answers a lease counted when it was claimed.
-	a.observeClaim(pool, err, !replayed)
-	if err != nil {
-		return err
-	}
-	// The key of a client that left is not released, unlike in claimKey:
-	// the lease is recorded under the idempotency key, and the repeat that
-	// a client or proxy sends after losing an answer (perhaps to another
-	// replica, which may have answered it already) must find it held.
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeLeasedKey(w, key)
+	// The lease token goes in the ETag too, for If-Match.
+	w.Header().Set("ETag", `"`+formatLeaseToken(*key.LeaseToken)+`"`)
+	writeJSON(w, http.StatusOK, newKeyBody(key).withLease(key).withSecret(key))
 	return nil
-}
-
-// Pauses between the tries of an idempotent claim that waits for a key:
-// the first is short, each next one twice as long, up to the last.
-const (
-	idempotentPollFirst = 20 * time.Millisecond
-	idempotentPollMax   = 250 * time.Millisecond
-)
-
-// pollClaim runs a claim; with a wait, it tries again, less and less often,
-// until a key is claimed or the wait is over. Idempotent claims wait this
-// way rather than on the wake-up hub: the hub claims for many waiters in
-// one statement and hands keys out afterwards, so a key it gave would be
-// recorded in a second transaction, and a failure between the two would
-// strand a lease that no repeat finds. Here every try claims and records in
-// one transaction. Claims that name labels wait this way too: the hub
-// serves a pool's waiters in order, whatever labels they ask for. The
-// price: such waiters poll, and are not part of the order in which this
-// replica serves its queued waiters.
-//
-// Such waiters are held to the replica's caps on waiting clients, and are
-// answered ErrClosed (503 shutting_down) when the server starts shutting
-// down, as queued ones are (wakeup.Hub.Admit).
-//
-// A pool without keys is not waited for: the first try that finds no key,
-// and the last, ask whether the pool has any.
-func (a *API) pollClaim(ctx context.Context, pool string, wait time.Duration, claim func() (store.Key, bool, error)) (_ store.Key, _ bool, err error) {
-	var closed <-chan struct{}
-	if wait > 0 {
-		defer a.observeWait(time.Now(), &err)
-		select {
-		case <-a.waiters.Closed():
-			// Shutting down: a free key is still claimed, none waited for.
-			wait = 0
-			closed = a.waiters.Closed()
-		default:
-			leave, err := a.waiters.Admit(pool)
-			if err != nil {
-				return store.Key{}, false, err
-			}
-			defer leave()
-			closed = a.waiters.Closed()
-		}
-	}
-	deadline := time.Now().Add(wait)
-	pause := idempotentPollFirst
-	for first := true; ; first = false {
-		key, replayed, err := claim()
-		left := time.Until(deadline)
-		if !errors.Is(err, store.ErrNoFreeKey) {
-			return key, replayed, err
-		}
-		if first || left <= 0 {
-			if err := a.requireKnownPool(ctx, pool); err != nil {
-				return store.Key{}, false, err
-			}
-		}
-		if left <= 0 {
-			if closed != nil && isClosed(closed) {
-				return store.Key{}, false, wakeup.ErrClosed
-			}
-			return key, replayed, err
-		}
-		// Spread over [pause/2, pause), so that waiters that started
-		// together do not all try at once.
-		timer := time.NewTimer(min(pause/2+rand.N(pause/2), left))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return store.Key{}, false, ctx.Err()
-		case <-closed:
-			timer.Stop()
-			return store.Key{}, false, wakeup.ErrClosed
-		case <-timer.C:
-		}
-		pause = min(2*pause, idempotentPollMax)
-	}
-}
-
-// isClosed reports whether the channel is closed.
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
-// claim claims a key of the pool; with a wait, it queues behind this
-// replica's earlier waiters until a key is freed or the wait is over. A
-// pool without keys answers store.ErrUnknownPool, and is never waited for.
-func (a *API) claim(ctx context.Context, pool string, wait time.Duration, labels []string) (store.Key, error) {
-	if len(labels) > 0 {
-		key, _, err := a.pollClaim(ctx, pool, wait, func() (store.Key, bool, error) {
-			key, err := a.store.Claim(ctx, pool, labels...)
-			return key, false, err
-		})
-		return key, err
-	}
-	if wait <= 0 {
-		key, err := a.store.Claim(ctx, pool)
-		if errors.Is(err, store.ErrNoFreeKey) {
-			err = cmp.Or(a.requireKnownPool(ctx, pool), err)
-		}
-		return key, err
-	}
-	return a.waitForKey(ctx, pool, wait)
-}
-
-// waitForKey waits on the hub for a key of the pool. The hub claims for its
-// waiters in the background, so the pool is asked about before the wait,
-// not once a claim found nothing; and again if the wait ends with nothing,
-// as the pool's keys may have been deleted meanwhile.
-func (a *API) waitForKey(ctx context.Context, pool string, wait time.Duration) (_ store.Key, err error) {
-	defer a.observeWait(time.Now(), &err)
-	if err := a.requireKnownPool(ctx, pool); err != nil {
-		return store.Key{}, err
-	}
-	key, err := a.waiters.Wait(ctx, pool, wait)
-	if errors.Is(err, store.ErrNoFreeKey) {
-		err = cmp.Or(a.requireKnownPool(ctx, pool), err)
-	}
-	return key, err
-}
-
-// requireKnownPool answers store.ErrUnknownPool, naming the pool, when the
-// pool has no keys. It costs a statement: claims ask only once they found
-// no free key, or before they wait.
-func (a *API) requireKnownPool(ctx context.Context, pool string) error {
-	known, err := a.store.PoolKnown(ctx, pool)
-	switch {
-	case err != nil:
-		return err
-	case !known:
-		return invalid(store.ErrUnknownPool, "pool %q has no keys and no policy: check its name. A claim on such a pool never waits.", pool)
-	}
-	return nil
-}
-
-// observeClaim counts a claim's answer in the pool's metrics: a key handed
-// out (when counted, i.e. not an idempotent repeat) or none free.
-func (a *API) observeClaim(pool string, err error, counted bool) {
-	switch {
-	case a.metrics == nil:
-	case err == nil:
-		if counted {
-			a.metrics.ObserveClaim(pool)
-		}
-	case errors.Is(err, store.ErrNoFreeKey):
-		a.metrics.ObserveNoFreeKey(pool)
-	}
-}
-
-// observeWait records how long a claim with ?wait= waited and how it ended.
-func (a *API) observeWait(start time.Time, err *error) {
-	if a.metrics == nil {
-		return
-	}
-	outcome := metrics.WaitClaimed
-	switch {
-	case errors.Is(*err, store.ErrUnknownPool):
-		outcome = metrics.WaitUnknownPool
-	case errors.Is(*err, store.ErrNoFreeKey):
-		outcome = metrics.WaitNoFreeKey
-	case *err != nil:
-		outcome = metrics.WaitError
-	}
-	a.metrics.ObserveWait(outcome, time.Since(start))
 }
 
 func (a *API) poolAvailability(w http.ResponseWriter, r *http.Request) error {
@@ -752,25 +533,25 @@ const maxIdempotencyKey = 255
 
 // idempotencyKeyParam reads the Idempotency-Key header of a claim: 1 to 255
 // printable ASCII characters (spaces inside included; net/http has already
-// trimmed those around the value). ok is false when there is none.
-func idempotencyKeyParam(r *http.Request) (key string, ok bool, err error) {
+// trimmed those around the value); "" when there is none.
+func idempotencyKeyParam(r *http.Request) (string, error) {
 	values := r.Header.Values("Idempotency-Key")
 	switch {
 	case len(values) == 0:
-		return "", false, nil
+		return "", nil
 	case len(values) > 1:
-		return "", false, invalid(errInvalidIdempotencyKey, "send one Idempotency-Key header, not %d", len(values))
+		return "", invalid(errInvalidIdempotencyKey, "send one Idempotency-Key header, not %d", len(values))
 	}
-	key = values[0]
+	key := values[0]
 	if len(key) == 0 || len(key) > maxIdempotencyKey {
-		return "", false, invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be 1 to %d characters, got %d", maxIdempotencyKey, len(key))
+		return "", invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be 1 to %d characters, got %d", maxIdempotencyKey, len(key))
 	}
 	for i := 0; i < len(key); i++ {
 		if key[i] < ' ' || key[i] > '~' {
-			return "", false, invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be printable ASCII; byte %d is 0x%02x", i+1, key[i])
+			return "", invalid(errInvalidIdempotencyKey, "the Idempotency-Key must be printable ASCII; byte %d is 0x%02x", i+1, key[i])
 		}
 	}
-	return key, true, nil
+	return key, nil
 }
 
 // leaseTokenParam reads the lease token from If-Match ("<token>") or from

@@ -16,11 +16,11 @@ import (
 	noopmetric "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/migrate"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/telemetry"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Config holds what the API needs.
@@ -34,9 +34,8 @@ type Config struct {
 	// Ready reports whether the service can serve: database reachable,
 	// migrations applied, not shutting down (ErrShuttingDown).
 	Ready func(context.Context) error
-	// Waiters serves GET /keys?wait=: the replica's hub over Store, built
-	// and started by its owner (the server). Needed by that route only.
-	Waiters *wakeup.Hub
+	// Claims serves GET /keys, the claim; needed by that route only.
+	Claims *claim.Service
 	// Auth sets the bearer tokens; without them the API asks for none.
 	Auth Auth
 	// TracerProvider, when set, traces every request: a span named after
@@ -47,9 +46,9 @@ type Config struct {
 
 // API serves the HTTP interface.
 type API struct {
-	store   *store.Store
-	waiters *wakeup.Hub
-	logger  *slog.Logger
+	store  *store.Store
+	claims *claim.Service
+	logger *slog.Logger
 	// metrics is nil when none are kept.
 	metrics *metrics.Metrics
 	auth    *authenticator
@@ -66,7 +65,7 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &API{store: cfg.Store, waiters: cfg.Waiters, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth),
+	a := &API{store: cfg.Store, claims: cfg.Claims, logger: cfg.Logger, metrics: cfg.Metrics, auth: newAuthenticator(cfg.Auth),
 		queries: map[string]query{}}
 	r := chi.NewRouter()
 	a.router = r

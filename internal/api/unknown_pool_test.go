@@ -11,10 +11,9 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// claimVariants are the forms a claim takes: the handler serves each its
-// own way (the wake-up hub for a plain wait, polling for labelled and
-// idempotent claims that wait). wait is appended to the query when the
-// variant waits.
+// claimVariants are the forms a claim takes: with or without a wait,
+// labels or an Idempotency-Key, each claimed its own way. wait is appended
+// to the query when the variant waits.
 var claimVariants = []struct {
 	name    string
 	query   string

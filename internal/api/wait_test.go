@@ -292,9 +292,8 @@ func waitInBackgroundWith(t *testing.T, s *testServer, query string, headers ...
 	})
 }
 
-// The caps on waiting clients hold for every kind of wait: plain (queued),
-// labelled and idempotent (each trying claims of its own), whichever came
-// first.
+// The caps on waiting clients hold for every kind of wait: plain,
+// labelled and idempotent, whichever came first.
 func TestCapsHoldForEveryKindOfWait(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.New(t)

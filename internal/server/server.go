@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/leader"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
@@ -158,7 +159,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger, opts ...Op
 	m.WatchWaiters(s.waiters.Waiters)
 	handler := api.New(api.Config{
 		Store:       s.store,
-		Waiters:     s.waiters,
+		Claims:      claim.New(claim.Config{Store: s.store, Waiters: s.waiters, Metrics: m}),
 		Logger:      logger,
 		Metrics:     m,
 		CORSOrigins: cfg.CORSOrigins,

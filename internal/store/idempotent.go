@@ -20,8 +20,8 @@ var ErrIdempotencyKeyReused = errors.New("the lease claimed under this idempoten
 // its claim first; the caller answers that claim.
 var errClaimRecorded = errors.New("a claim is already recorded under this idempotency key")
 
-// errNoClaimRecorded: no live record under the idempotency key.
-var errNoClaimRecorded = errors.New("no claim recorded under this idempotency key")
+// ErrNoClaimRecorded: no live record under the idempotency key.
+var ErrNoClaimRecorded = errors.New("no claim recorded under this idempotency key")
 
 // idempotentTries bounds how often ClaimIdempotent starts over when another
 // request's record vanished between two of its statements (it expired).
@@ -47,7 +47,7 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 	for try := 1; ; try++ {
 		// The repeat, which is the reason for the key, costs one lookup.
 		key, err := s.recordedClaim(ctx, pool, idempotencyKey)
-		if !errors.Is(err, errNoClaimRecorded) {
+		if !errors.Is(err, ErrNoClaimRecorded) {
 			return key, err == nil, err
 		}
 		key, err = retryConflicts(ctx, func() (Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey, labels) })
@@ -62,7 +62,7 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 			switch {
 			case lookupErr == nil:
 				return key, true, nil
-			case !errors.Is(lookupErr, errNoClaimRecorded):
+			case !errors.Is(lookupErr, ErrNoClaimRecorded):
 				return Key{}, false, lookupErr
 			case errors.Is(err, ErrNoFreeKey):
 				return Key{}, false, ErrNoFreeKey
@@ -77,14 +77,23 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 	}
 }
 
+// RecordedClaim answers the claim recorded under the idempotency key as a
+// repeat of ClaimIdempotent would, and claims nothing: a claim that is to
+// wait in line learns first whether it is a repeat, which needs no wait.
+func (s *Store) RecordedClaim(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	return s.recordedClaim(ctx, pool, idempotencyKey)
+}
+
 // recordedClaim answers the claim recorded under the idempotency key: its
 // key as it is now, ErrIdempotencyKeyReused when its lease has ended, or
-// errNoClaimRecorded.
+// ErrNoClaimRecorded.
 func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) (Key, error) {
 	row, err := s.queries.ClaimRequestGet(ctx, dbsqlc.ClaimRequestGetParams{Pool: pool, IdempotencyKey: idempotencyKey})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return Key{}, errNoClaimRecorded
+		return Key{}, ErrNoClaimRecorded
 	case err != nil:
 		return Key{}, classify(err)
 	case !row.Current:

@@ -8,6 +8,12 @@
 // ordinary SQL claim, and may find the keys taken by clients of another
 // replica.
 //
+// Waiters that ask for labels, or claim under an idempotency key, wait in
+// the same line. Those that ask for the same labels share a claim; an
+// idempotent waiter is claimed for alone, in a transaction that also
+// records its lease, since a lease handed out from a shared claim would be
+// recorded only afterwards, and a failure in between would strand it.
+//
 // In case a notification is lost, the replica also polls: one statement
 // asks which of all its waited pools have a free key, and only those are
 // claimed from. Clients that wait on many pools (made-up names, say) thus
@@ -25,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +54,12 @@ var (
 type Store interface {
 	// ClaimMany claims up to n free keys of the pool.
 	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
+	// ClaimManyLabelled is ClaimMany among the keys that carry every label.
+	ClaimManyLabelled(ctx context.Context, pool string, n int, labels []string) ([]store.Key, error)
+	// ClaimIdempotent claims a key and records its lease under the
+	// idempotency key in one transaction, or answers the lease recorded
+	// under it already (replayed).
+	ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key store.Key, replayed bool, err error)
 	// ReleaseAbandoned releases a key claimed for a waiter that left.
 	ReleaseAbandoned(store.Key)
 	// RegisterWaiters tells the database, for ttl, that this replica (named
@@ -117,9 +130,6 @@ type Hub struct {
 	// polling is set while the poll loop runs; it runs while there are
 	// queues.
 	polling bool
-	// polled counts, per pool, the clients admitted to wait by trying
-	// claims of their own (Admit) rather than in a queue.
-	polled map[string]int
 }
 
 // registration is how long a registration of waiters lasts; it is renewed
@@ -139,11 +149,41 @@ type queue struct {
 	// serving is set while a claim for the queue runs; again asks it for
 	// one more round, for a wake-up that came meanwhile.
 	serving, again bool
+	// round numbers the rounds of claims for the queue's waiters.
+	round int
 }
 
+// Want is what a waiter asks for beyond a free key of its pool.
+type Want struct {
+	// Labels ("name=value") the key must carry, every one.
+	Labels []string
+	// IdempotencyKey, when set, makes the claim store.ClaimIdempotent's.
+	IdempotencyKey string
+}
+
+// labels names the keys the waiter may take: waiters with the same labels
+// share a claim, and when it finds too few, the others have no key either.
+func (w Want) labels() string { return strings.Join(w.Labels, "\x00") }
+
 type waiter struct {
-	key  chan store.Key // receives the key; buffered
-	elem *list.Element
+	want Want
+	// ctx is the caller's: an idempotent claim runs in it, so that one
+	// whose caller left rolls back rather than record a lease.
+	ctx    context.Context
+	result chan result // receives the outcome; buffered
+	elem   *list.Element
+	// round is the queue's last round that claimed for the waiter.
+	round int
+	// claiming is set while the waiter's own (idempotent) claim runs: a
+	// wait that ends meanwhile takes that claim's outcome.
+	claiming bool
+}
+
+// result is the outcome of a claim for one waiter.
+type result struct {
+	key      store.Key
+	replayed bool
+	err      error
 }
 
 // New returns a hub over the store; Start feeds it the database's
@@ -166,7 +206,7 @@ func New(st Store, cfg Config) *Hub {
 	}
 	raw := make([]byte, 8)
 	_, _ = rand.Read(raw)
-	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{}), polled: map[string]int{}}
+	return &Hub{store: st, cfg: cfg, replica: hex.EncodeToString(raw), dbCalls: make(chan struct{}, cfg.DBCalls), queues: map[string]*queue{}, closed: make(chan struct{})}
 }
 
 // Close ends every wait with ErrClosed at once, and makes every later Wait
@@ -185,19 +225,29 @@ func (h *Hub) Close() {
 // claimed for a caller that left is released. Past the caps it returns
 // ErrTooManyWaiters or ErrTooManyPools at once, having done nothing.
 func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+	key, _, err := h.WaitFor(ctx, pool, wait, Want{})
+	return key, err
+}
+
+// WaitFor is Wait for a key that carries the labels wanted, or under an
+// idempotency key. An idempotent claim may answer the lease recorded under
+// its key (replayed) or any error of store.ClaimIdempotent but
+// store.ErrNoFreeKey, which end the wait; the key of an idempotent waiter
+// that left is kept, as its lease is recorded for the caller's repeat.
+func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want Want) (key store.Key, replayed bool, err error) {
 	select {
 	case <-h.closed:
-		return h.claimNow(ctx, pool)
+		return h.claimNow(ctx, pool, want)
 	default:
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	w := &waiter{key: make(chan store.Key, 1)}
+	w := &waiter{want: want, ctx: ctx, result: make(chan result, 1)}
 	h.mu.Lock()
 	q := h.queues[pool]
 	if err := h.admissible(pool); err != nil {
 		h.mu.Unlock()
-		return store.Key{}, err
+		return store.Key{}, false, err
 	}
 	if q == nil {
 		q = &queue{waiters: list.New()}
@@ -239,8 +289,8 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 
 	var ended error
 	select {
-	case key := <-w.key:
-		return key, nil
+	case r := <-w.result:
+		return r.key, r.replayed, r.err
 	case <-timer.C:
 		ended = store.ErrNoFreeKey
 	case <-ctx.Done():
@@ -249,75 +299,41 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 		ended = ErrClosed
 	}
 	h.mu.Lock()
-	queued := w.elem.Value != nil
+	queued, claiming := w.elem.Value != nil, w.claiming
 	if queued {
 		h.remove(pool, q, w)
 	}
 	h.mu.Unlock()
-	if queued {
-		return store.Key{}, ended
+	if queued && !claiming {
+		return store.Key{}, false, ended
 	}
-	// Served as the wait ended: keep the key if the caller is still there.
-	key := <-w.key
-	if ctx.Err() != nil {
-		h.releaseAbandoned([]store.Key{key})
-		return store.Key{}, ctx.Err()
+	// Served as the wait ended, or its own claim still runs and decides.
+	r := <-w.result
+	switch {
+	case errors.Is(r.err, store.ErrNoFreeKey):
+		return store.Key{}, false, ended
+	case r.err != nil:
+		return store.Key{}, false, r.err
+	case ctx.Err() != nil:
+		if want.IdempotencyKey == "" {
+			h.releaseAbandoned([]store.Key{r.key})
+		}
+		return store.Key{}, false, ctx.Err()
 	}
-	return key, nil
+	return r.key, r.replayed, nil
 }
 
 // admissible tells whether one more client may wait for a key of the
-// pool, queued or polling: ErrTooManyWaiters or ErrTooManyPools past the
-// caps. h.mu is held.
+// pool: ErrTooManyWaiters or ErrTooManyPools past the caps. h.mu is held.
 func (h *Hub) admissible(pool string) error {
 	if h.waiters >= h.cfg.MaxWaiters {
 		return ErrTooManyWaiters
 	}
-	if h.queues[pool] != nil || h.polled[pool] > 0 {
-		return nil
-	}
-	pools := len(h.queues)
-	for p := range h.polled {
-		if h.queues[p] == nil {
-			pools++
-		}
-	}
-	if pools >= h.cfg.MaxPools {
+	if h.queues[pool] == nil && len(h.queues) >= h.cfg.MaxPools {
 		return ErrTooManyPools
 	}
 	return nil
 }
-
-// Admit counts a client that waits for a key of the pool by trying claims
-// of its own (an idempotent claim records its lease in the claim's own
-// transaction, which the queue's shared claims cannot do; a claim that
-// names labels needs keys the queue does not ask for). It is held to the
-// same caps as the queued waiters (ErrTooManyWaiters, ErrTooManyPools, at
-// once) and counted in Waiters; the caller calls leave when it stops
-// waiting, and stops waiting with ErrClosed once Closed is closed.
-func (h *Hub) Admit(pool string) (leave func(), err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.admissible(pool); err != nil {
-		return nil, err
-	}
-	h.waiters++
-	h.polled[pool]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			h.mu.Lock()
-			defer h.mu.Unlock()
-			h.waiters--
-			if h.polled[pool]--; h.polled[pool] == 0 {
-				delete(h.polled, pool)
-			}
-		})
-	}, nil
-}
-
-// Closed is closed once the hub is: waiting clients then get ErrClosed.
-func (h *Hub) Closed() <-chan struct{} { return h.closed }
 
 // Waiters returns how many clients wait on this replica now.
 func (h *Hub) Waiters() int {
@@ -328,15 +344,30 @@ func (h *Hub) Waiters() int {
 
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still claimed, but none is waited for.
-func (h *Hub) claimNow(ctx context.Context, pool string) (store.Key, error) {
-	keys, err := h.store.ClaimMany(ctx, pool, 1)
+func (h *Hub) claimNow(ctx context.Context, pool string, want Want) (store.Key, bool, error) {
+	if want.IdempotencyKey != "" {
+		key, replayed, err := h.store.ClaimIdempotent(ctx, pool, want.IdempotencyKey, want.Labels...)
+		if errors.Is(err, store.ErrNoFreeKey) {
+			err = ErrClosed
+		}
+		return key, replayed, err
+	}
+	keys, err := h.claimMany(ctx, pool, 1, want.Labels)
 	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
-		return store.Key{}, err
+		return store.Key{}, false, err
 	}
 	if len(keys) == 0 {
-		return store.Key{}, ErrClosed
+		return store.Key{}, false, ErrClosed
 	}
-	return keys[0], nil
+	return keys[0], false, nil
+}
+
+// claimMany claims up to n keys of the pool that carry the labels.
+func (h *Hub) claimMany(ctx context.Context, pool string, n int, labels []string) ([]store.Key, error) {
+	if len(labels) == 0 {
+		return h.store.ClaimMany(ctx, pool, n)
+	}
+	return h.store.ClaimManyLabelled(ctx, pool, n, labels)
 }
 
 // remove takes a waiter out of its queue; h.mu is held.
@@ -393,33 +424,16 @@ func (h *Hub) serve(pool string) {
 func (h *Hub) serveLoop(pool string, q *queue) {
 	for {
 		h.mu.Lock()
-		n := q.waiters.Len()
 		q.again = false
+		q.round++
 		h.mu.Unlock()
-		var keys []store.Key
-		var err error
-		if n > 0 {
-			err = h.withDB(context.Background(), func(ctx context.Context) error {
-				var claimErr error
-				keys, claimErr = h.store.ClaimMany(ctx, pool, n)
-				return claimErr
-			})
-		}
-		got := len(keys)
+		served, err := h.serveRound(pool, q)
 
 		h.mu.Lock()
-		for len(keys) > 0 && q.waiters.Len() > 0 {
-			w := q.waiters.Front().Value.(*waiter)
-			w.key <- keys[0]
-			keys = keys[1:]
-			h.remove(pool, q, w)
-		}
 		// Another round when a wake-up came meanwhile, and while claims find
 		// keys: more may have been freed for the waiters that remain.
-		more := q.again || got > 0
-		if more && q.waiters.Len() > 0 {
+		if (q.again || served > 0) && q.waiters.Len() > 0 {
 			h.mu.Unlock()
-			h.releaseAbandoned(keys)
 			continue
 		}
 		// The waiters that remain are served by a notification or the
@@ -429,12 +443,117 @@ func (h *Hub) serveLoop(pool string, q *queue) {
 			h.forget(pool, q)
 		}
 		h.mu.Unlock()
-		h.releaseAbandoned(keys) // claimed for waiters that left meanwhile
-		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
+		if err != nil {
 			h.cfg.Logger.Warn("claim for waiting clients failed", "pool", pool, "error", err)
 		}
 		return
 	}
+}
+
+// serveRound claims once for every waiter of the queue, in arrival order,
+// and returns how many it served and the last failure of a shared claim. A
+// claim that finds too few keys with some labels spares the later waiters
+// for those labels their try; one that finds too few keys without labels
+// ends the round, as the pool then has no free key at all.
+func (h *Hub) serveRound(pool string, q *queue) (served int, failed error) {
+	exhausted := map[string]bool{}
+	for {
+		h.mu.Lock()
+		w := h.next(q, exhausted)
+		if w == nil {
+			h.mu.Unlock()
+			return served, failed
+		}
+		if w.want.IdempotencyKey != "" {
+			w.round = q.round
+			w.claiming = true
+			h.mu.Unlock()
+			switch err := h.serveAlone(pool, q, w); {
+			case err == nil:
+				served++
+			case errors.Is(err, store.ErrNoFreeKey):
+				exhausted[w.want.labels()] = true
+			}
+			continue
+		}
+		n := 0
+		for e := q.waiters.Front(); e != nil; e = e.Next() {
+			if o := e.Value.(*waiter); o.round < q.round && shares(o, w) {
+				o.round = q.round
+				n++
+			}
+		}
+		h.mu.Unlock()
+		var keys []store.Key
+		err := h.withDB(context.Background(), func(ctx context.Context) error {
+			var claimErr error
+			keys, claimErr = h.claimMany(ctx, pool, n, w.want.Labels)
+			return claimErr
+		})
+		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
+			failed = err
+		}
+		if len(keys) < n {
+			exhausted[w.want.labels()] = true
+		}
+		h.mu.Lock()
+		for e := q.waiters.Front(); e != nil && len(keys) > 0; {
+			o := e.Value.(*waiter)
+			e = e.Next()
+			if shares(o, w) {
+				o.result <- result{key: keys[0]}
+				keys = keys[1:]
+				h.remove(pool, q, o)
+				served++
+			}
+		}
+		h.mu.Unlock()
+		h.releaseAbandoned(keys) // claimed for waiters that left meanwhile
+	}
+}
+
+// next returns the first waiter of the queue not yet claimed for in this
+// round whose labels may still find a key, or nil; h.mu is held.
+func (h *Hub) next(q *queue, exhausted map[string]bool) *waiter {
+	if exhausted[""] {
+		return nil
+	}
+	for e := q.waiters.Front(); e != nil; e = e.Next() {
+		if w := e.Value.(*waiter); w.round < q.round && !exhausted[w.want.labels()] {
+			return w
+		}
+	}
+	return nil
+}
+
+// shares reports whether a shared claim for w serves o as well: neither is
+// idempotent, and both want the same labels.
+func shares(o, w *waiter) bool {
+	return o.want.IdempotencyKey == "" && w.want.IdempotencyKey == "" && o.want.labels() == w.want.labels()
+}
+
+// serveAlone runs the idempotent claim of one waiter, marked claiming, and
+// hands the waiter its outcome, which it returns. One that found no key
+// leaves the waiter in line, unless its wait ended meanwhile.
+func (h *Hub) serveAlone(pool string, q *queue, w *waiter) error {
+	var r result
+	r.err = h.withDB(w.ctx, func(ctx context.Context) error {
+		var err error
+		r.key, r.replayed, err = h.store.ClaimIdempotent(ctx, pool, w.want.IdempotencyKey, w.want.Labels...)
+		return err
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w.claiming = false
+	queued := w.elem.Value != nil
+	if queued && errors.Is(r.err, store.ErrNoFreeKey) {
+		return r.err
+	}
+	if queued {
+		h.remove(pool, q, w)
+	}
+	w.result <- r
+	return r.err
 }
 
 // pollLoop polls every Poll until no pool has a queue.

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/api"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -42,7 +43,8 @@ func TestRunAgainstTwoReplicas(t *testing.T) {
 		}
 		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 		waiters := wakeup.New(st, wakeup.Config{Logger: logger})
-		srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: logger, Waiters: waiters}))
+		claims := claim.New(claim.Config{Store: st, Waiters: waiters})
+		srv := httptest.NewServer(api.New(api.Config{Store: st, Logger: logger, Claims: claims}))
 		t.Cleanup(srv.Close)
 		servers = append(servers, srv.URL)
 	}
