@@ -55,7 +55,8 @@ type Config struct {
 	// LeaseTTL: a lease not kept alive for this long ends. Defaults to
 	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
-	// SweepInterval between two passes of the background job. Defaults to
+	// SweepInterval between two passes of the background job's services
+	// that bound what clients see (sweeper.Config.Interval). Defaults to
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
 	// HistoryRetention: history rows older than this are deleted by the
@@ -217,7 +218,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&cfg.Addr, "addr", env("ADDR", DefaultAddr), "HTTP listen address (env ADDR)")
 	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", durationText(DefaultKeyTTL)), "life of a key after creation or keep-alive (env KEY_TTL)")
 	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", durationText(DefaultLeaseTTL)), "life of a lease after its claim or keep-alive (env LEASE_TTL)")
-	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", durationText(DefaultSweepInterval)), "interval of the background job (env SWEEP_INTERVAL)")
+	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", durationText(DefaultSweepInterval)), "interval of the background job's services that free ended leases, end cooldowns and delete expired keys (env SWEEP_INTERVAL)")
 	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", durationText(DefaultHistoryRetention)), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
 	fs.StringVar(&snapshotWarning, "snapshot-age-warning", env("SNAPSHOT_AGE_WARNING", durationText(DefaultSnapshotAgeWarning)), "warn when a database session holds a snapshot longer than this; 0 turns it off (env SNAPSHOT_AGE_WARNING)")
 	fs.StringVar(&election, "leader-election", env("LEADER_ELECTION", "false"), "run the background job on one elected replica at a time (env LEADER_ELECTION)")
