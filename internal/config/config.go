@@ -15,7 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/leader"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
 
 // Config is the server's whole configuration.
@@ -51,7 +55,8 @@ type Config struct {
 	// LeaseTTL: a lease not kept alive for this long ends. Defaults to
 	// DefaultLeaseTTL.
 	LeaseTTL time.Duration
-	// SweepInterval between two passes of the background job. Defaults to
+	// SweepInterval between two passes of the background job's services
+	// that bound what clients see (sweeper.Config.Interval). Defaults to
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
 	// HistoryRetention: history rows older than this are deleted by the
@@ -127,30 +132,32 @@ type Config struct {
 	Secrets *secrets.Keyring
 }
 
-// The defaults of the settings, in the order of Config's fields. They are
-// written here only: the packages whose own settings have a zero value that
-// means "the default" (the store, the sweeper, the elector, the wake-up hub)
-// and the report command take them from here.
+// The defaults of the settings, in the order of Config's fields, for the
+// flags' help text and the commands beside serve. A setting of one
+// component (the store, the sweeper, the elector, the metrics) has the
+// default that the component owns and applies to a zero value; it is only
+// named here. The others are the server's own, written here.
 const (
-	DefaultReportMaxLag           = 30 * time.Second
-	DefaultReportStatementTimeout = 60 * time.Second
+	DefaultReportMaxLag           = store.MaxStandbyLagDefault
+	DefaultReportStatementTimeout = store.ReportStatementTimeoutDefault
 	DefaultDataDir                = ".data"
 	DefaultEmbeddedPort           = 54329
 	DefaultAddr                   = "127.0.0.1:8080"
 	DefaultKeyTTL                 = 5 * time.Minute
 	DefaultLeaseTTL               = 60 * time.Second
-	DefaultSweepInterval          = time.Second
-	DefaultHistoryRetention       = 30 * 24 * time.Hour
-	DefaultSnapshotAgeWarning     = 5 * time.Minute
-	DefaultLeaderTTL              = 5 * time.Second
+	DefaultSweepInterval          = sweeper.IntervalDefault
+	DefaultHistoryRetention       = sweeper.HistoryRetentionDefault
+	DefaultSnapshotAgeWarning     = sweeper.SnapshotAgeWarningDefault
+	DefaultLeaderTTL              = leader.TTLDefault
 	DefaultDBMaxConns             = 20
 	// DefaultWaitersDBConns is enough for the claims of a few pools whose
-	// keys are freed at once.
+	// keys are freed at once. This and the next two are still read by the
+	// wake-up hub (internal/wakeup) from here, until it owns them.
 	DefaultWaitersDBConns  = 4
 	DefaultMaxWaiters      = 10000
 	DefaultMaxWaitedPools  = 1000
-	DefaultMetricsMaxPools = 1000
-	DefaultDBTimeout       = 5 * time.Second
+	DefaultMetricsMaxPools = metrics.DefaultMaxPools
+	DefaultDBTimeout       = store.QueryTimeoutDefault
 	DefaultShutdownTimeout = 15 * time.Second
 	DefaultDrainDelay      = 5 * time.Second
 	DefaultMigrateTimeout  = 10 * time.Minute
@@ -211,7 +218,7 @@ func Load(args []string, getenv func(string) string, output io.Writer) (Config, 
 	fs.StringVar(&cfg.Addr, "addr", env("ADDR", DefaultAddr), "HTTP listen address (env ADDR)")
 	fs.StringVar(&keyTTL, "key-ttl", env("KEY_TTL", durationText(DefaultKeyTTL)), "life of a key after creation or keep-alive (env KEY_TTL)")
 	fs.StringVar(&leaseTTL, "lease-ttl", env("LEASE_TTL", durationText(DefaultLeaseTTL)), "life of a lease after its claim or keep-alive (env LEASE_TTL)")
-	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", durationText(DefaultSweepInterval)), "interval of the background job (env SWEEP_INTERVAL)")
+	fs.StringVar(&sweep, "sweep-interval", env("SWEEP_INTERVAL", durationText(DefaultSweepInterval)), "interval of the background job's services that free ended leases, end cooldowns and delete expired keys (env SWEEP_INTERVAL)")
 	fs.StringVar(&retention, "history-retention", env("HISTORY_RETENTION", durationText(DefaultHistoryRetention)), "age after which history rows are deleted, at least 1h (env HISTORY_RETENTION)")
 	fs.StringVar(&snapshotWarning, "snapshot-age-warning", env("SNAPSHOT_AGE_WARNING", durationText(DefaultSnapshotAgeWarning)), "warn when a database session holds a snapshot longer than this; 0 turns it off (env SNAPSHOT_AGE_WARNING)")
 	fs.StringVar(&election, "leader-election", env("LEADER_ELECTION", "false"), "run the background job on one elected replica at a time (env LEADER_ELECTION)")

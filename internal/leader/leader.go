@@ -9,11 +9,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 )
 
@@ -31,10 +32,10 @@ type Config struct {
 	// Name of the elected role.
 	Name string
 	// TTL is a term's length. The leader renews every TTL/3; when it dies,
-	// another replica takes over within TTL plus TTL/3. Zero means
-	// config.DefaultLeaderTTL.
+	// another replica takes over within TTL plus TTL/3. Defaults to
+	// TTLDefault.
 	TTL time.Duration
-	// Logger; nil means slog.Default().
+	// Logger. Defaults to slog.Default().
 	Logger *slog.Logger
 	// OnChange, when set, is told whenever this replica gains or loses the
 	// lead.
@@ -56,10 +57,30 @@ type Elector struct {
 	until time.Time
 }
 
-// New returns an elector with a random identity.
+// TTLDefault is the default of Config.TTL, LEADER_TTL.
+const TTLDefault = 5 * time.Second
+
+// validate reports every setting that is out of range, all at once.
+func (c Config) validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("empty Name: it names the elected role"))
+	}
+	if c.TTL < 0 {
+		errs = append(errs, fmt.Errorf("TTL must be positive (zero for the default), not %s", c.TTL))
+	}
+	return errors.Join(errs...)
+}
+
+// New returns an elector with a random identity. It panics when cfg holds
+// a value out of range: the server's configuration refuses such values
+// before they get here.
 func New(store Store, cfg Config) *Elector {
-	if cfg.TTL <= 0 {
-		cfg.TTL = config.DefaultLeaderTTL
+	if err := cfg.validate(); err != nil {
+		panic(fmt.Errorf("leader: invalid configuration: %w", err))
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = TTLDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -128,3 +128,12 @@ func TestAnotherReplicaCannotRenew(t *testing.T) {
 	require.Equal(t, []bool{true, false}, changes)
 	mu.Unlock()
 }
+
+// A configuration out of range is refused at once, with every fault
+// named; a zero TTL is the default.
+func TestInvalidConfigurationIsRefused(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, TTLDefault, New(nil, Config{Name: "job"}).cfg.TTL)
+	require.PanicsWithError(t, "leader: invalid configuration: empty Name: it names the elected role\nTTL must be positive (zero for the default), not -1s",
+		func() { New(nil, Config{TTL: -time.Second}) })
+}

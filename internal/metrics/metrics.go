@@ -62,8 +62,10 @@ type Metrics struct {
 	waitersExpired  prometheus.Counter
 	historyDeleted  prometheus.Counter
 	historyFolded   prometheus.Counter
-	sweepPasses     prometheus.Counter
-	sweepErrors     prometheus.Counter
+	sweepPasses     *prometheus.CounterVec
+	sweepErrors     *prometheus.CounterVec
+	sweepRows       *prometheus.CounterVec
+	sweepDuration   *prometheus.HistogramVec
 	leading         prometheus.Gauge
 
 	// shared tells whether this replica exports the database-wide gauges
@@ -151,14 +153,23 @@ func NewWithConfig(cfg Config) *Metrics {
 			Name: "tokenorchestrator_sweeper_history_folded_total",
 			Help: "History rows added by the background job to the rollups that reports and the dashboard's charts read.",
 		}),
-		sweepPasses: prometheus.NewCounter(prometheus.CounterOpts{
+		sweepPasses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_passes_total",
-			Help: "Passes of the background job on this replica, failed ones included.",
-		}),
-		sweepErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Help: "Passes of the background job's services on this replica, failed ones included, by service.",
+		}, []string{"service"}),
+		sweepErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenorchestrator_sweeper_errors_total",
-			Help: "Passes of the background job that failed.",
-		}),
+			Help: "Passes of the background job's services that failed, by service.",
+		}, []string{"service"}),
+		sweepRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenorchestrator_sweeper_rows_total",
+			Help: "Rows changed by the passes of the background job's services, by service.",
+		}, []string{"service"}),
+		sweepDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenorchestrator_sweeper_pass_duration_seconds",
+			Help:    "How long the passes of the background job's services took, by service.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"service"}),
 		leading: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tokenorchestrator_sweeper_leading",
 			Help: "1 while this replica leads the background job (with LEADER_ELECTION), else 0.",
@@ -174,8 +185,15 @@ func NewWithConfig(cfg Config) *Metrics {
 	buildInfo.Set(1)
 	m.registry.MustRegister(m.requests, m.requestDuration,
 		m.claims, m.noFreeKey, m.releases, m.leaseExpiries, m.cooldowns, m.waitSeconds, m.leaseDuration,
-		m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.historyFolded, m.sweepPasses, m.sweepErrors, m.leading,
+		m.leasesReleased, m.keysExpired, m.waitersExpired, m.historyDeleted, m.historyFolded,
+		m.sweepPasses, m.sweepErrors, m.sweepRows, m.sweepDuration, m.leading,
 		buildInfo, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every service's series exist from the start, at zero.
+	for _, service := range sweeper.ServiceNames() {
+		m.sweepPasses.WithLabelValues(service)
+		m.sweepErrors.WithLabelValues(service)
+		m.sweepRows.WithLabelValues(service)
+	}
 	if cfg.Counts != nil {
 		m.registry.MustRegister(&poolCollector{counts: cfg.Counts, logger: cfg.Logger, shared: m.exportShared, pools: m.pools})
 	}
@@ -289,16 +307,18 @@ func (m *Metrics) SetLeading(leading bool) {
 	}
 }
 
-// ObserveSweep records one pass of the background job.
-func (m *Metrics) ObserveSweep(result sweeper.Result) {
-	m.sweepPasses.Inc()
-	m.leasesReleased.Add(float64(result.LeasesReleased))
-	m.keysExpired.Add(float64(result.KeysExpired))
-	m.waitersExpired.Add(float64(result.WaitersExpired))
-	m.historyDeleted.Add(float64(result.HistoryDeleted))
-	m.historyFolded.Add(float64(result.HistoryFolded))
-	if result.Err != nil {
-		m.sweepErrors.Inc()
+// ObserveSweep records one pass of one service of the background job.
+func (m *Metrics) ObserveSweep(pass sweeper.Pass) {
+	m.sweepPasses.WithLabelValues(pass.Service).Inc()
+	m.sweepRows.WithLabelValues(pass.Service).Add(float64(pass.Rows()))
+	m.sweepDuration.WithLabelValues(pass.Service).Observe(pass.Duration.Seconds())
+	m.leasesReleased.Add(float64(pass.LeasesReleased))
+	m.keysExpired.Add(float64(pass.KeysExpired))
+	m.waitersExpired.Add(float64(pass.WaitersExpired))
+	m.historyDeleted.Add(float64(pass.HistoryDeleted))
+	m.historyFolded.Add(float64(pass.HistoryFolded))
+	if pass.Err != nil {
+		m.sweepErrors.WithLabelValues(pass.Service).Inc()
 	}
 }
 

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/buildinfo"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
 
 func newMetrics(t *testing.T, cfg metrics.Config) *metrics.Metrics {
@@ -121,6 +123,44 @@ func TestCooldownsAreCountedPerPool(t *testing.T) {
 	text := gather(t, m, "tokenorchestrator_cooldowns_total")
 	require.Contains(t, text, `tokenorchestrator_cooldowns_total{pool="slow"} 2`)
 	require.Contains(t, text, `tokenorchestrator_cooldowns_total{pool="fast"} 1`)
+}
+
+// Each service of the background job has its passes, failures, rows and
+// pass durations under its own service label, every one at zero from the
+// start; the counters of what the passes did keep their names.
+func TestSweepsAreCountedPerService(t *testing.T) {
+	t.Parallel()
+	m := newMetrics(t, metrics.Config{})
+	text := gather(t, m, "tokenorchestrator_sweeper_passes_total", "tokenorchestrator_sweeper_errors_total")
+	for _, service := range sweeper.ServiceNames() {
+		require.Contains(t, text, fmt.Sprintf(`tokenorchestrator_sweeper_passes_total{service=%q} 0`, service))
+		require.Contains(t, text, fmt.Sprintf(`tokenorchestrator_sweeper_errors_total{service=%q} 0`, service))
+	}
+
+	m.ObserveSweep(sweeper.Pass{Service: sweeper.ServiceLeases, Duration: 20 * time.Millisecond, Result: sweeper.Result{LeasesReleased: 7}})
+	m.ObserveSweep(sweeper.Pass{Service: sweeper.ServiceLeases, Duration: 30 * time.Millisecond, Result: sweeper.Result{LeasesReleased: 1}})
+	m.ObserveSweep(sweeper.Pass{Service: sweeper.ServicePoolCounts, Duration: time.Millisecond,
+		Result: sweeper.Result{CountChangesFolded: 4, EmptyPoolsRemoved: 1, Err: errors.New("lost")}})
+	m.ObserveSweep(sweeper.Pass{Service: sweeper.ServiceHistoryRetention, Result: sweeper.Result{HistoryDeleted: 1000}})
+	text = gather(t, m, "tokenorchestrator_sweeper_passes_total", "tokenorchestrator_sweeper_errors_total",
+		"tokenorchestrator_sweeper_rows_total", "tokenorchestrator_sweeper_pass_duration_seconds",
+		"tokenorchestrator_sweeper_leases_released_total", "tokenorchestrator_sweeper_history_deleted_total")
+	for _, want := range []string{
+		`tokenorchestrator_sweeper_passes_total{service="leases"} 2`,
+		`tokenorchestrator_sweeper_passes_total{service="pool_counts"} 1`,
+		`tokenorchestrator_sweeper_passes_total{service="keys"} 0`,
+		`tokenorchestrator_sweeper_errors_total{service="leases"} 0`,
+		`tokenorchestrator_sweeper_errors_total{service="pool_counts"} 1`,
+		`tokenorchestrator_sweeper_rows_total{service="leases"} 8`,
+		`tokenorchestrator_sweeper_rows_total{service="pool_counts"} 5`,
+		`tokenorchestrator_sweeper_rows_total{service="history_retention"} 1000`,
+		`tokenorchestrator_sweeper_pass_duration_seconds_sum{service="leases"} 0.05`,
+		`tokenorchestrator_sweeper_pass_duration_seconds_count{service="leases"} 2`,
+		"tokenorchestrator_sweeper_leases_released_total 8",
+		"tokenorchestrator_sweeper_history_deleted_total 1000",
+	} {
+		require.Contains(t, text, want)
+	}
 }
 
 func TestBuildInfo(t *testing.T) {

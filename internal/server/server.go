@@ -39,7 +39,7 @@ type Server struct {
 	// standby is the pool of REPORT_DATABASE_URL; nil without it.
 	standby *pgxpool.Pool
 	store   *store.Store
-	sweeper *sweeper.Sweeper
+	sweeper *sweeper.Maintainer
 	elector *leader.Elector // nil unless LEADER_ELECTION
 	waiters *wakeup.Hub
 	// replication logs changes of the database's replication mode.

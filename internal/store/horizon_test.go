@@ -42,7 +42,7 @@ func TestAnOldSnapshotIsSeenAndNamed(t *testing.T) {
 
 	var logs syncBuffer
 	sw := sweeper.New(b.store, sweeper.Config{
-		Interval: 10 * time.Millisecond, SnapshotAgeWarning: held / 2,
+		HorizonInterval: 10 * time.Millisecond, SnapshotAgeWarning: held / 2,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})
 	ctx, cancel := context.WithCancel(b.ctx)

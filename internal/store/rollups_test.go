@@ -161,7 +161,8 @@ func TestRollupsHoldToTheHistoryUnderConcurrentWritersAndRetention(t *testing.T)
 	var deleted, folded atomic.Int64
 	for range 2 {
 		// Small batches, so that folds and retention run often and meet.
-		sw := sweeper.New(b.store, sweeper.Config{Interval: 20 * time.Millisecond, BatchSize: 5, HistoryRetention: 3 * time.Second})
+		sw := sweeper.New(b.store, sweeper.Config{Interval: 20 * time.Millisecond, HistoryRetentionInterval: 20 * time.Millisecond,
+			BatchSize: 5, HistoryRetention: 3 * time.Second})
 		jobs.Add(1)
 		go func() {
 			defer jobs.Done()

@@ -17,7 +17,6 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
 
@@ -103,14 +102,14 @@ type Config struct {
 	// LeaseTTL is how long a lease lasts after its claim or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
-	// ErrUnavailable instead of a hang. Zero means config.DefaultDBTimeout.
+	// ErrUnavailable instead of a hang. Defaults to QueryTimeoutDefault.
 	QueryTimeout time.Duration
 	// MaxBatch is the most claims, releases or keep-alives that one statement
-	// serves when requests arrive together. Zero means 64; 1 turns batching
-	// off.
+	// serves when requests arrive together; 1 turns batching off. Defaults
+	// to MaxBatchDefault.
 	MaxBatch int
 	// MaxInFlight is how many batch statements of one kind (and, for claims,
-	// one pool) may run at once. Zero means 2.
+	// one pool) may run at once. Defaults to MaxInFlightDefault.
 	MaxInFlight int
 
 	// Standby, when set, is a pool on a streaming hot standby of the
@@ -119,15 +118,14 @@ type Config struct {
 	// primary.
 	Standby *pgxpool.Pool
 	// MaxStandbyLag is how far behind the primary the standby's replay may
-	// be for reports to read from it. Zero means
-	// config.DefaultReportMaxLag.
+	// be for reports to read from it. Defaults to MaxStandbyLagDefault.
 	MaxStandbyLag time.Duration
 	// ReportFallback lets reports read from the primary while the standby
 	// cannot be read or is too far behind. Defaults to false: they fail
 	// with ErrReportsUnavailable, and the primary is spared their load.
 	ReportFallback bool
 	// ReportStatementTimeout bounds each statement of a report read from
-	// the primary. Zero means config.DefaultReportStatementTimeout.
+	// the primary. Defaults to ReportStatementTimeoutDefault.
 	ReportStatementTimeout time.Duration
 
 	// OnLeasesEnded, when set, is told of the leases that a statement of
@@ -184,22 +182,76 @@ type Store struct {
 	ended endedLeases
 }
 
-// New returns a store over the connection pool.
+// The defaults of Config, which New applies to a zero value. The server's
+// configuration shows those of its settings as the defaults of its flags.
+const (
+	// QueryTimeoutDefault is the default of Config.QueryTimeout, DB_TIMEOUT.
+	QueryTimeoutDefault = 5 * time.Second
+	// MaxBatchDefault is the default of Config.MaxBatch.
+	MaxBatchDefault = 64
+	// MaxInFlightDefault is the default of Config.MaxInFlight.
+	MaxInFlightDefault = 2
+	// MaxStandbyLagDefault is the default of Config.MaxStandbyLag,
+	// REPORT_MAX_LAG.
+	MaxStandbyLagDefault = 30 * time.Second
+	// ReportStatementTimeoutDefault is the default of
+	// Config.ReportStatementTimeout, REPORT_STATEMENT_TIMEOUT.
+	ReportStatementTimeoutDefault = 60 * time.Second
+)
+
+// validate reports every setting that is out of range, all at once.
+func (c Config) validate() error {
+	var errs []error
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{"QueryTimeout", c.QueryTimeout}, {"MaxStandbyLag", c.MaxStandbyLag}, {"ReportStatementTimeout", c.ReportStatementTimeout},
+	} {
+		if d.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive (zero for the default), not %s", d.name, d.value))
+		}
+	}
+	for _, ttl := range []struct {
+		name  string
+		value time.Duration
+	}{{"KeyTTL", c.KeyTTL}, {"LeaseTTL", c.LeaseTTL}} {
+		if ttl.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, not %s", ttl.name, ttl.value))
+		}
+	}
+	for _, n := range []struct {
+		name  string
+		value int
+	}{{"MaxBatch", c.MaxBatch}, {"MaxInFlight", c.MaxInFlight}} {
+		if n.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive (zero for the default), not %d", n.name, n.value))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// New returns a store over the connection pool. It panics when cfg holds a
+// value out of range: the server's configuration refuses such values
+// before they get here.
 func New(pool *pgxpool.Pool, cfg Config) *Store {
-	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = config.DefaultDBTimeout
+	if err := cfg.validate(); err != nil {
+		panic(fmt.Errorf("store: invalid configuration: %w", err))
 	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 64
+	if cfg.QueryTimeout == 0 {
+		cfg.QueryTimeout = QueryTimeoutDefault
 	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 2
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = MaxBatchDefault
 	}
-	if cfg.MaxStandbyLag <= 0 {
-		cfg.MaxStandbyLag = config.DefaultReportMaxLag
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = MaxInFlightDefault
 	}
-	if cfg.ReportStatementTimeout <= 0 {
-		cfg.ReportStatementTimeout = config.DefaultReportStatementTimeout
+	if cfg.MaxStandbyLag == 0 {
+		cfg.MaxStandbyLag = MaxStandbyLagDefault
+	}
+	if cfg.ReportStatementTimeout == 0 {
+		cfg.ReportStatementTimeout = ReportStatementTimeoutDefault
 	}
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
 	if cfg.Standby != nil {

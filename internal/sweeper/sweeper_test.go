@@ -45,17 +45,16 @@ func TestSweeperDeletesExpiredWaiterRegistrations(t *testing.T) {
 		SELECT 'pool-' || n, 'live-replica', now() + interval '1 minute' FROM generate_series(1, 3) AS n`)
 	require.NoError(t, err)
 
-	result := sweeper.New(st, sweeper.Config{}).RunOnce(ctx)
-	require.NoError(t, result.Err)
-	require.Equal(t, 2500, result.WaitersExpired, "three batches, the last one short")
+	result := sweeper.New(st, sweeper.Config{}).Service(sweeper.ServiceWaiters).RunOnce(ctx)
+	require.Equal(t, sweeper.Result{WaitersExpired: 2500}, result, "three batches, the last one short")
 	require.Zero(t, count(t, pool, "SELECT count(*) FROM pool_waiters WHERE replica = 'dead-replica'"), "expired registrations are deleted")
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM pool_waiters WHERE replica = 'live-replica'"), "live registrations stay")
 }
 
 // History written faster than one pass used to delete (ten batches of
 // 1,000) is still deleted: a pass keeps deleting while batches come back
-// full, within its time, so a backlog of 60,000 rows goes in one pass when
-// the interval leaves the time for it.
+// full, within its time (half the service's interval), so a backlog of
+// 60,000 rows goes in one pass when the interval leaves the time for it.
 func TestHistoryRetentionKeepsUpWithABacklog(t *testing.T) {
 	t.Parallel()
 	pool, st := setup(t)
@@ -71,17 +70,16 @@ func TestHistoryRetentionKeepsUpWithABacklog(t *testing.T) {
 		SELECT now() - interval '1 day', gen_random_uuid(), 'busy', 'assigned' FROM generate_series(1, 10)`)
 	require.NoError(t, err)
 
-	sw := sweeper.New(st, sweeper.Config{Interval: time.Minute})
-	result := sw.RunOnce(ctx)
-	require.NoError(t, result.Err)
-	require.Equal(t, old, result.HistoryDeleted, "one pass deletes the whole backlog")
+	retention := sweeper.New(st, sweeper.Config{HistoryRetentionInterval: time.Minute}).Service(sweeper.ServiceHistoryRetention)
+	result := retention.RunOnce(ctx)
+	require.Equal(t, sweeper.Result{HistoryDeleted: old}, result, "one pass deletes the whole backlog")
 	require.Zero(t, count(t, pool, "SELECT count(*) FROM key_events WHERE at < now() - interval '30 days'"))
 	require.Equal(t, 10, count(t, pool, "SELECT count(*) FROM key_events"), "history within the retention stays")
 }
 
 // A pass stops deleting history once its time is up, after one batch at
-// least, so that a backlog never holds back the next pass's release of
-// ended leases for longer than that; the following passes finish it.
+// least, so that a backlog never holds the database for longer than that;
+// the following passes finish it.
 func TestHistoryRetentionStopsWhenItsTimeIsUp(t *testing.T) {
 	t.Parallel()
 	pool, st := setup(t)
@@ -91,10 +89,10 @@ func TestHistoryRetentionStopsWhenItsTimeIsUp(t *testing.T) {
 		SELECT now() - interval '40 days', gen_random_uuid(), 'busy', 'assigned' FROM generate_series(1, 2500)`)
 	require.NoError(t, err)
 
-	sw := sweeper.New(st, sweeper.Config{HistoryTimePerPass: time.Nanosecond})
+	retention := sweeper.New(st, sweeper.Config{HistoryTimePerPass: time.Nanosecond}).Service(sweeper.ServiceHistoryRetention)
 	var deleted []int
 	for range 4 {
-		result := sw.RunOnce(ctx)
+		result := retention.RunOnce(ctx)
 		require.NoError(t, result.Err)
 		deleted = append(deleted, result.HistoryDeleted)
 	}
