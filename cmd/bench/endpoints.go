@@ -92,7 +92,9 @@ type endpointKey struct {
 // endpointResults is the endpoints scenario's outcome.
 type endpointResults struct {
 	sizes []endpointSize
-	calls int
+	// calls is the measured calls of each endpoint; burst the cycles of
+	// history written before them.
+	calls, burst int
 	// rows are the endpoints, in the order they were measured.
 	rows    []string
 	figures map[endpointKey]endpointFigure
@@ -322,15 +324,15 @@ ANALYZE. Each size is its own fresh database: its keys loaded with COPY,
 every key of one seat, with a name and a label (tier=paid on 1%% of them,
 tier=free on the others), created (their created events) over an hour 36
 hours before the run, outside the reports' default day and the charts' hour.
-Then 5%% of each pool's keys are claimed and held, and a burst of
-claim-and-release cycles writes history: one pool's cycles in the measured
-pool, every fifth cycle keeping its lease alive once and every tenth
-releasing with a cooldown of 20 ms; with many pools as many cycles again
-spread over all of them. The background job's work (ending cooldowns,
-folding the counts and the history into the rollups) is then done by the
-harness, and the server runs with SWEEP_INTERVAL=24h, so that what the
-database does while an endpoint is measured is that endpoint's alone.
-Autovacuum is turned off on every table of the database
+Then 5%% of each pool's keys are claimed and held, and %d
+claim-and-release cycles write history in the measured pool (every fifth
+keeping its lease alive once, every tenth releasing with a cooldown of
+20 ms); with many pools, as many again spread over all of them. The
+background job's work (ending cooldowns, folding the counts and the history
+into the rollups) is then done by the harness, and the server runs with
+SWEEP_INTERVAL=24h, so that what the database does while an endpoint is
+measured is that endpoint's alone (a statement the idle server runs in 2 s
+before the calls would be listed in the notes). Autovacuum is turned off on every table of the database
 (autovacuum_enabled = false), so that nothing analyses it behind the
 harness's back; "analysed" is after a plain ANALYZE of the database, with a
 server started afresh.
@@ -351,11 +353,11 @@ among them. "× %s" is a median over the median at %s in the same state,
 then ("buf") the buffers per call over those at %s; **✗** marks more than
 %.0f×, except for the endpoints that list the pools (/stats and GET /pools),
 which may grow with their number. The buffers are the steadier figure: the
-times move with whatever else the machine runs. Reports over all
-pools answer a row per pool and hour with history, so with many pools they
-grow with the pools too.
+times move with whatever else the machine runs. Reports over all pools
+answer a row per pool and hour with history, so with many pools they grow
+with the pools too.
 
-`, r.calls, endpointWarmUp, r.sizes[0], r.sizes[0], r.sizes[0], endpointMaxRatio)
+`, r.burst, r.calls, endpointWarmUp, r.sizes[0], r.sizes[0], r.sizes[0], endpointMaxRatio)
 	b.WriteString(endpointTable(r))
 	fmt.Fprintf(&b, `
 ### What the dashboard's polls cost the database
@@ -366,7 +368,10 @@ pool counts (GET /stats), the page of keys on screen (GET
 /activity?pool=&minutes=2); every %dth poll reads the whole hour of
 activity instead, and the lease durations, the key cooldowns of the day and
 the pools' policies (GET /pools) besides. The shared buffers per poll, from
-the endpoints' figures above; **✗** marks more than %.1f× the figure at %s.
+the endpoints' figures above; **✗** marks more than %.1f× the figure at %s
+(a B-tree one level deeper costs a buffer more per descent). With many
+pools, GET /stats and GET /pools list every one of them, so a poll's cost
+there grows with the pools.
 
 `, dashboardPollSecs, dashboardFullEach, pollMaxRatio, r.sizes[0])
 	if !r.buffers {
@@ -441,7 +446,7 @@ func paidKey(i int) bool { return i%100 == 0 }
 
 // endpoints runs the scenario at every size.
 func (h *harness) endpoints(ctx context.Context, sizes []endpointSize, calls, burst int) (endpointResults, error) {
-	res := endpointResults{sizes: sizes, calls: calls, buffers: h.statements == ""}
+	res := endpointResults{sizes: sizes, calls: calls, burst: burst, buffers: h.statements == ""}
 	if !res.buffers {
 		res.note("no buffers per call: %s", h.statements)
 	}

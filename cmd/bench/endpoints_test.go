@@ -96,7 +96,7 @@ func TestFigureCell(t *testing.T) {
 
 // results of two sizes, with the rows the dashboard reads.
 func pollResults() endpointResults {
-	r := endpointResults{sizes: []endpointSize{{1, 10_000}, {1, 1_000_000}}, calls: 20, buffers: true}
+	r := endpointResults{sizes: []endpointSize{{1, 10_000}, {1, 1_000_000}}, calls: 20, burst: 3000, buffers: true}
 	buffers := map[string]float64{rowStats: 10, rowKeysPage: 150, rowActivityPoll: 10, rowActivityHour: 12,
 		rowDurationsHour: 700, rowCooldownsDay: 10, rowPools: 8}
 	for row, b := range buffers {
@@ -162,6 +162,7 @@ func TestEndpointTables(t *testing.T) {
 	section := endpointSection(r)
 	require.Contains(t, section, "## Endpoints by data size and statistics")
 	require.Contains(t, section, "called 20 times")
+	require.Contains(t, section, "and 3000\nclaim-and-release cycles")
 	require.NotContains(t, section, "%!")
 
 	r.buffers = false
