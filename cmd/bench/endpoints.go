@@ -332,10 +332,10 @@ background job's work (ending cooldowns, folding the counts and the history
 into the rollups) is then done by the harness, and the server runs with
 SWEEP_INTERVAL=24h, so that what the database does while an endpoint is
 measured is that endpoint's alone (a statement the idle server runs in 2 s
-before the calls would be listed in the notes). Autovacuum is turned off on every table of the database
-(autovacuum_enabled = false), so that nothing analyses it behind the
-harness's back; "analysed" is after a plain ANALYZE of the database, with a
-server started afresh.
+before the calls would be listed in the notes). Autovacuum is turned off on
+every table of the database (autovacuum_enabled = false), so that nothing
+analyses it behind the harness's back; "analysed" is after a plain ANALYZE
+of the database, with a server started afresh.
 
 Each endpoint is called %d times in a row, by one client over HTTP, against
 one server process, after %d calls of warm-up; a cell gives the median time
@@ -349,10 +349,10 @@ are deleted from spare free keys (with many pools, of other pools), and
 the keep-alives go to the keys held since before the run. The held keys
 are 5%% of each size, so what reads the leases that started in its range
 (the lease reports, the chart of lease durations) finds 5%% of the keys
-among them. "× %s" is a median over the median at %s in the same state,
-then ("buf") the buffers per call over those at %s; **✗** marks more than
-%.0f×, except for the endpoints that list the pools (/stats and GET /pools),
-which may grow with their number. The buffers are the steadier figure: the
+among them. "× %s" is a median over the median at %s in
+the same state, then ("buf") the buffers per call over those at %s;
+**✗** marks more than %.0f×, except for the endpoints that list the pools
+(/stats and GET /pools), which may grow with their number. The buffers are the steadier figure: the
 times move with whatever else the machine runs. Reports over all pools
 answer a row per pool and hour with history, so with many pools they grow
 with the pools too.
@@ -368,8 +368,8 @@ pool counts (GET /stats), the page of keys on screen (GET
 /activity?pool=&minutes=2); every %dth poll reads the whole hour of
 activity instead, and the lease durations, the key cooldowns of the day and
 the pools' policies (GET /pools) besides. The shared buffers per poll, from
-the endpoints' figures above; **✗** marks more than %.1f× the figure at %s
-(a B-tree one level deeper costs a buffer more per descent). With many
+the endpoints' figures above; **✗** marks more than %.1f× the figure at
+%s (a B-tree one level deeper costs a buffer more per descent). With many
 pools, GET /stats and GET /pools list every one of them, so a poll's cost
 there grows with the pools.
 
