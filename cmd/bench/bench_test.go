@@ -206,7 +206,7 @@ func TestTableDeltas(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	t.Parallel()
-	ok := options{costCycles: 1, held: heldSchedule{leadIn: 30 * time.Second, hold: 3 * time.Minute, tail: 30 * time.Second, window: 10 * time.Second}}
+	ok := options{costCycles: 1, endpointCalls: 20, endpointBurst: 1, held: heldSchedule{leadIn: 30 * time.Second, hold: 3 * time.Minute, tail: 30 * time.Second, window: 10 * time.Second}}
 	require.NoError(t, ok.validate())
 	bad := ok
 	bad.held.hold = 15 * time.Second
@@ -214,6 +214,9 @@ func TestOptionsValidate(t *testing.T) {
 	bad = ok
 	bad.held.window = 1500 * time.Millisecond
 	require.ErrorContains(t, bad.validate(), "whole seconds")
+	bad = ok
+	bad.endpointCalls = 0
+	require.ErrorContains(t, bad.validate(), "-endpoint-calls 0: at least 1")
 }
 
 func TestURLs(t *testing.T) {

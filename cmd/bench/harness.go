@@ -221,34 +221,114 @@ func (h *harness) freshDB(ctx context.Context) (string, error) {
 	return url, migrate.Up(ctx, pool)
 }
 
-// loadKeys bulk-loads n free keys into the pool with COPY.
+// loadKeys bulk-loads n free keys into the pool with COPY, then vacuums
+// and analyses the database.
 func loadKeys(ctx context.Context, url, pool string, n int) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
+	if _, err := copyKeys(ctx, url, keyLoad{pools: []string{pool}, perPool: n}); err != nil {
 		return err
 	}
+	return vacuum(ctx, url)
+}
+
+// keyLoad is what copyKeys writes: perPool free keys of one seat in each
+// of pools, the keys of pools[0] first. The i-th key of the load (counted
+// over every pool) is the one at index i of what copyKeys returns.
+type keyLoad struct {
+	pools   []string
+	perPool int
+	// paid, when set, gives every key a label: tier=paid to the i-th key
+	// where paid(i), tier=free to the others. Without it keys have none.
+	paid func(i int) bool
+	// named gives the i-th key the name keyName(i).
+	named bool
+	// created, when set, is when the keys were created: their created_at
+	// and, as KeyCreate writes, their created events, spread over the hour
+	// from then. Without it keys are created now, with no history.
+	created time.Time
+}
+
+func (l keyLoad) keys() int { return len(l.pools) * l.perPool }
+
+func keyName(i int) string { return fmt.Sprintf("key-%07d", i) }
+
+const (
+	paidLabel = "tier=paid"
+	freeLabel = "tier=free"
+)
+
+// copyKeys bulk-loads keys with COPY: a row of keys (identity and life)
+// and one of key_state (its lease state, free here) per key, a row of
+// key_labels per label, the keys' created events when asked for, and each
+// pool's totals; what KeyCreate and KeyCreateWithSecrets write, without
+// secrets. It neither vacuums nor analyses. It returns the keys' ids.
+func copyKeys(ctx context.Context, url string, l keyLoad) ([]uuid.UUID, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
 	defer conn.Close(ctx)
+	n := l.keys()
+	created := l.created
+	if created.IsZero() {
+		created = time.Now()
+	}
 	expires := time.Now().Add(24 * time.Hour)
 	ids := make([]uuid.UUID, n)
 	for i := range ids {
 		ids[i] = uuid.New()
 	}
-	// A key is a row of keys (identity and life) and one of key_state (its
-	// lease state, free here), and counts in its pool's totals: what
-	// KeyCreate writes, without its history rows.
-	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"keys"}, []string{"id", "pool", "expires_at"},
-		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], pool, expires}, nil })); err != nil {
-		return fmt.Errorf("COPY keys: %w", err)
+	poolOf := func(i int) string { return l.pools[i/l.perPool] }
+	label := func(i int) string {
+		if l.paid(i) {
+			return paidLabel
+		}
+		return freeLabel
 	}
-	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"key_state"}, []string{"key_id", "pool"},
-		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], pool}, nil })); err != nil {
-		return fmt.Errorf("COPY key_state: %w", err)
+	paidJSON, freeJSON := []byte(`{"tier": "paid"}`), []byte(`{"tier": "free"}`)
+	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"keys"}, []string{"id", "pool", "created_at", "expires_at", "labels", "name"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+			var labels, name any
+			if l.paid != nil {
+				labels = freeJSON
+				if l.paid(i) {
+					labels = paidJSON
+				}
+			}
+			if l.named {
+				name = keyName(i)
+			}
+			return []any{ids[i], poolOf(i), created, expires, labels, name}, nil
+		})); err != nil {
+		return nil, fmt.Errorf("COPY keys: %w", err)
 	}
-	if _, err = conn.Exec(ctx, `INSERT INTO pool_count_totals AS t (pool, keys) VALUES ($1, $2)
-		ON CONFLICT (pool) DO UPDATE SET keys = t.keys + excluded.keys`, pool, n); err != nil {
-		return fmt.Errorf("counts: %w", err)
+	if _, err = conn.CopyFrom(ctx, pgx.Identifier{"key_state"}, []string{"key_id", "pool", "labelled"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], poolOf(i), l.paid != nil}, nil })); err != nil {
+		return nil, fmt.Errorf("COPY key_state: %w", err)
 	}
-	return vacuum(ctx, url)
+	if l.paid != nil {
+		// One row per label and seat, claimable (position set, by its
+		// default), as KeyCreateWithSecrets writes them.
+		if _, err = conn.CopyFrom(ctx, pgx.Identifier{"key_labels"}, []string{"key_id", "pool", "label"},
+			pgx.CopyFromSlice(n, func(i int) ([]any, error) { return []any{ids[i], poolOf(i), label(i)}, nil })); err != nil {
+			return nil, fmt.Errorf("COPY key_labels: %w", err)
+		}
+	}
+	if !l.created.IsZero() {
+		step := time.Hour / time.Duration(n)
+		if _, err = conn.CopyFrom(ctx, pgx.Identifier{"key_events"}, []string{"at", "key_id", "pool", "event"},
+			pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+				return []any{created.Add(time.Duration(i) * step), ids[i], poolOf(i), "created"}, nil
+			})); err != nil {
+			return nil, fmt.Errorf("COPY key_events: %w", err)
+		}
+	}
+	// Every key has one seat.
+	if _, err = conn.Exec(ctx, `INSERT INTO pool_count_totals AS t (pool, keys, seats)
+		SELECT p, $2, $2 FROM unnest($1::text[]) AS p
+		ON CONFLICT (pool) DO UPDATE SET keys = t.keys + excluded.keys, seats = t.seats + excluded.seats`, l.pools, l.perPool); err != nil {
+		return nil, fmt.Errorf("counts: %w", err)
+	}
+	return ids, nil
 }
 
 func vacuum(ctx context.Context, url string) error {

@@ -29,6 +29,9 @@ type options struct {
 	only       string
 	held       heldSchedule
 	costCycles int
+	// endpointCalls and endpointBurst: the endpoints scenario's calls per
+	// endpoint and cycles of history.
+	endpointCalls, endpointBurst int
 }
 
 func main() {
@@ -47,6 +50,8 @@ func main() {
 	flag.DurationVar(&o.held.tail, "tail", 30*time.Second, "held snapshot: load after the snapshot is given up")
 	flag.DurationVar(&o.held.window, "window", 10*time.Second, "held snapshot: length of each reported window (whole seconds)")
 	flag.IntVar(&o.costCycles, "cost-cycles", 5000, "per-cycle cost: cycles measured per workload (after as many for warm-up)")
+	flag.IntVar(&o.endpointCalls, "endpoint-calls", 20, "endpoints: measured calls of each endpoint at each size and statistics state")
+	flag.IntVar(&o.endpointBurst, "endpoint-burst", 3000, "endpoints: claim-and-release cycles of history written before the calls")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -58,6 +63,8 @@ func main() {
 			"tail":        func() { o.held.tail = 4 * time.Second },
 			"window":      func() { o.held.window = 2 * time.Second },
 			"cost-cycles": func() { o.costCycles = 500 },
+			// The endpoints keep their calls: a median of fewer says little.
+			"endpoint-burst": func() { o.endpointBurst = 1000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -95,6 +102,12 @@ func (o options) validate() error {
 	if o.costCycles < 1 {
 		errs = append(errs, fmt.Errorf("-cost-cycles %d: at least 1", o.costCycles))
 	}
+	if o.endpointCalls < 1 {
+		errs = append(errs, fmt.Errorf("-endpoint-calls %d: at least 1", o.endpointCalls))
+	}
+	if o.endpointBurst < 1 {
+		errs = append(errs, fmt.Errorf("-endpoint-burst %d: at least 1", o.endpointBurst))
+	}
 	return errors.Join(errs...)
 }
 
@@ -118,8 +131,11 @@ func run(ctx context.Context, o options) error {
 	smallPool, bigPool := 10_000, 1_000_000
 	clientCounts := []int{8, 32, 128}
 	expiring := 100_000
+	// The endpoints at 10,000 keys, at 1,000,000 and at 2,000 pools of 50.
+	endpointSizes := []endpointSize{{1, 10_000}, {1, 1_000_000}, {2_000, 50}}
 	if o.quick {
 		smallPool, bigPool, clientCounts, expiring = 1_000, 20_000, []int{8}, 5_000
+		endpointSizes = []endpointSize{{1, 10_000}, {1, 100_000}, {200, 50}}
 	}
 	want := func(name string) bool { return strings.Contains(name, o.only) }
 	fmt.Println(header())
@@ -177,6 +193,15 @@ func run(ctx context.Context, o options) error {
 		}
 		rep.costs = costs
 		fmt.Print(costSection(costs))
+	}
+	if want("endpoints") {
+		fmt.Printf("endpoints: %d calls of each at %d sizes, never analysed and analysed\n", o.endpointCalls, len(endpointSizes))
+		res, err := h.endpoints(ctx, endpointSizes, o.endpointCalls, o.endpointBurst)
+		if err != nil {
+			return fmt.Errorf("endpoints: %w", err)
+		}
+		rep.endpoints = &res
+		fmt.Print(endpointSection(res))
 	}
 	if o.out != "" {
 		if err := os.WriteFile(o.out, []byte(rep.String()), 0o644); err != nil {

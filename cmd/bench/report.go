@@ -140,6 +140,8 @@ type report struct {
 	// standby is the held snapshot on a standby, when it ran.
 	standby *heldRun
 	costs   []costRun
+	// endpoints is the endpoints scenario, when it ran.
+	endpoints *endpointResults
 }
 
 func (r report) String() string {
@@ -163,6 +165,9 @@ func (r report) String() string {
 	}
 	if len(r.costs) > 0 {
 		b.WriteString(costSection(r.costs))
+	}
+	if r.endpoints != nil {
+		b.WriteString(endpointSection(*r.endpoints))
 	}
 	return b.String()
 }
