@@ -184,23 +184,29 @@ func buffersText(b float64) string {
 	return fmt.Sprintf("%.0f", b)
 }
 
-// endpointTable writes the rows × (size × state) table, with the ratio of
-// each larger size's median to the first size's in the same state.
-func endpointTable(r endpointResults) string {
-	var b strings.Builder
-	b.WriteString("| endpoint |")
+// writeSizeHeader writes a table's header: a column per size and state,
+// and for each size after the first, one for its ratio to the first.
+func writeSizeHeader(b *strings.Builder, first string, sizes []endpointSize) {
+	b.WriteString("| " + first + " |")
 	align := "|---|"
-	for i, size := range r.sizes {
+	for i, size := range sizes {
 		for _, state := range statsStates {
-			fmt.Fprintf(&b, " %s, %s |", size, state)
+			fmt.Fprintf(b, " %s, %s |", size, state)
 			align += "---:|"
 			if i > 0 {
-				fmt.Fprintf(&b, " × %s |", r.sizes[0])
+				fmt.Fprintf(b, " × %s |", sizes[0])
 				align += "---:|"
 			}
 		}
 	}
 	b.WriteString("\n" + align + "\n")
+}
+
+// endpointTable writes the rows × (size × state) table, with the ratio of
+// each larger size's median to the first size's in the same state.
+func endpointTable(r endpointResults) string {
+	var b strings.Builder
+	writeSizeHeader(&b, "endpoint", r.sizes)
 	for _, row := range r.rows {
 		b.WriteString("| " + row + " |")
 		for i, size := range r.sizes {
@@ -265,19 +271,7 @@ func pollRatio(base, big float64) string {
 // state, with the ratio of each larger size to the first.
 func pollTable(r endpointResults) string {
 	var b strings.Builder
-	b.WriteString("| shared buffers (hit + read) |")
-	align := "|---|"
-	for i, size := range r.sizes {
-		for _, state := range statsStates {
-			fmt.Fprintf(&b, " %s, %s |", size, state)
-			align += "---:|"
-			if i > 0 {
-				fmt.Fprintf(&b, " × %s |", r.sizes[0])
-				align += "---:|"
-			}
-		}
-	}
-	b.WriteString("\n" + align + "\n")
+	writeSizeHeader(&b, "shared buffers (hit + read)", r.sizes)
 	lines := []struct {
 		name string
 		of   func(pollCost) float64
