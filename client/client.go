@@ -7,7 +7,8 @@
 // their policies (PutPool, GetPool, ListPools, DeletePool). Answers of 503
 // (the server could not reach its database and changed nothing) are retried
 // with exponential backoff; a claim is repeated safely only with an
-// idempotency key, which Claim always sends. Error answers are *APIError
+// idempotency key, which Claim always sends, and is then also repeated when
+// its connection failed before an answer came. Error answers are *APIError
 // values that match one of the Err variables (ErrNoKeyAvailable,
 // ErrUnknownPool, ErrNotFound, ErrLeaseLost, ...) with errors.Is.
 //
@@ -20,9 +21,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -61,7 +64,10 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 // all (1 disables retries), waiting minBackoff after the first, twice as long
 // after each further one, never more than maxBackoff. A Retry-After from the
 // server is honoured up to maxBackoff. The default is 5 tries from 100ms to
-// 5s.
+// 5s. Claims with an idempotency key (every claim of Claim) are retried the
+// same way when the connection failed (refused, cut) before an answer came.
+// A Lease's keep-alives are not: the lease tries them again itself until it
+// ends.
 func WithRetry(attempts int, minBackoff, maxBackoff time.Duration) Option {
 	return func(c *Client) {
 		c.retry = retryPolicy{attempts: max(attempts, 1), minBackoff: minBackoff, maxBackoff: max(maxBackoff, minBackoff)}
@@ -98,6 +104,8 @@ type request struct {
 	// idempotencyKey, when set, is sent as Idempotency-Key, the same on
 	// every retry.
 	idempotencyKey string
+	// attempts, when set, overrides the retry policy's number of tries.
+	attempts int
 }
 
 // response is an answer with its body read.
@@ -108,7 +116,9 @@ type response struct {
 }
 
 // do sends the request, retrying while the server answers 503, and turns
-// an error answer into an *APIError.
+// an error answer into an *APIError. A request with an idempotency key is
+// also sent again when its connection failed before an answer came: the
+// server answers the repeat with what it did for the first.
 func (c *Client) do(ctx context.Context, req request) (response, error) {
 	var body []byte
 	if req.body != nil {
@@ -117,17 +127,28 @@ func (c *Client) do(ctx context.Context, req request) (response, error) {
 			return response{}, fmt.Errorf("client: encode request body: %w", err)
 		}
 	}
+	attempts := c.retry.attempts
+	if req.attempts > 0 {
+		attempts = req.attempts
+	}
 	backoff := c.retry.minBackoff
 	for attempt := 1; ; attempt++ {
 		resp, err := c.send(ctx, req, body)
 		if err != nil {
-			return response{}, err
+			if req.idempotencyKey == "" || attempt >= attempts || !answerLost(ctx, err) {
+				return response{}, err
+			}
+			if serr := sleep(ctx, jitter(backoff)); serr != nil {
+				return response{}, fmt.Errorf("%w (gave up waiting to retry: %w)", err, serr)
+			}
+			backoff = min(2*backoff, c.retry.maxBackoff)
+			continue
 		}
 		if resp.status < 400 {
 			return resp, nil
 		}
 		apiErr := decodeProblem(resp)
-		if apiErr.Status != http.StatusServiceUnavailable || attempt >= c.retry.attempts {
+		if apiErr.Status != http.StatusServiceUnavailable || attempt >= attempts {
 			return response{}, apiErr
 		}
 		// The server changed nothing: the same request may be sent again.
@@ -179,6 +200,17 @@ func (c *Client) send(ctx context.Context, req request, body []byte) (response, 
 		return response{}, fmt.Errorf("client: %s %s: read answer: %w", req.method, req.path, err)
 	}
 	return response{status: httpResp.StatusCode, header: httpResp.Header, body: raw}, nil
+}
+
+// answerLost tells whether err, from send, is a connection that failed
+// (refused, cut, reset) rather than ctx ending or the HTTP client's
+// Timeout, which bounds waiting and is not retried.
+func answerLost(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	netErr, ok := errors.AsType[net.Error](err)
+	return !ok || !netErr.Timeout()
 }
 
 // decodeProblem reads an error answer. A body that is not problem details

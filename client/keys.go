@@ -243,7 +243,9 @@ func (c *Client) Import(ctx context.Context, pool string, keys []NewKey, opts Im
 // sent again (this client retries answers of 503), holds a second key
 // unless the claim carries an idempotency key: pass
 // WithIdempotencyKey(NewIdempotencyKey()) to make the call safe to repeat,
-// and the same key again to repeat it. Claim does that for you too.
+// and the same key again to repeat it. Claim does that for you too. With an
+// idempotency key, the call is also sent again when its connection failed
+// before an answer came.
 func (c *Client) ClaimKey(ctx context.Context, pool string, wait time.Duration, opts ...ClaimOption) (Key, error) {
 	var o claimOptions
 	for _, opt := range opts {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -11,6 +12,12 @@ import (
 // Lease is a key held by this client. It keeps itself alive in the
 // background, well before the server would end it, until Release is called
 // or the lease is lost. It is safe for concurrent use.
+//
+// A keep-alive that fails for want of the server (a 503, a connection
+// refused or cut) is tried again, at most halfway to the lease's end each
+// time and not sooner than a Retry-After asks where that leaves time, until
+// one gets through or the lease has run out: the lease rides out an outage
+// shorter than what it has left.
 type Lease struct {
 	c   *Client
 	key Key
@@ -39,8 +46,9 @@ const minKeepAliveInterval = 5 * time.Millisecond
 //
 // Every request of one Claim carries the same idempotency key, so a
 // request repeated after its answer was lost (this client retries answers
-// of 503, a load balancer may retry on another replica) gets the lease the
-// first one got and never holds a second key.
+// of 503 and connections that failed before an answer, a load balancer may
+// retry on another replica) gets the lease the first one got and never
+// holds a second key.
 //
 // The lease outlives ctx: it is kept alive until Release, or until Lost is
 // closed. A lease that is never released holds its key for good.
@@ -164,6 +172,10 @@ func (l *Lease) ReleaseWithCooldown(ctx context.Context, cooldown time.Duration)
 // keepAlive keeps the lease alive until ctx ends or the lease is lost.
 // deadline is when the lease ends by this machine's clock, reckoned without
 // trusting the two clocks to agree.
+//
+// Each keep-alive is one request, which this loop tries again until the
+// lease ends: the client's retries would wait out a Retry-After even past
+// the lease's end.
 func (l *Lease) keepAlive(ctx context.Context, deadline time.Time) {
 	defer close(l.stopped)
 	// A third of the lease's remaining time leaves room for two more tries
@@ -175,7 +187,9 @@ func (l *Lease) keepAlive(ctx context.Context, deadline time.Time) {
 		}
 		callCtx, cancel := context.WithDeadline(ctx, deadline)
 		sent := time.Now()
-		key, err := l.c.KeepAlive(callCtx, l.key.ID, l.key.LeaseToken)
+		key, err := l.c.key(callCtx, request{
+			method: http.MethodPut, path: keyPath(l.key.ID) + "/keepalive", leaseToken: l.key.LeaseToken, attempts: 1,
+		})
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -197,8 +211,14 @@ func (l *Lease) keepAlive(ctx context.Context, deadline time.Time) {
 			return
 		default:
 			// The server or the network failed for now: try again, more
-			// often as the end nears.
-			next = min(next, time.Until(deadline)/2)
+			// often as the end nears, never later than halfway to it, and
+			// not sooner than the server's Retry-After where that leaves
+			// time.
+			left := time.Until(deadline) / 2
+			next = min(next, left)
+			if apiErr, ok := errors.AsType[*APIError](err); ok {
+				next = min(max(next, apiErr.RetryAfter), left)
+			}
 		}
 	}
 }

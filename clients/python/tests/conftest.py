@@ -1,16 +1,18 @@
 """Fixtures: the servers that client_test.go started (TO_URL, with an
 encryption key; TO_URL_NO_SECRETS, without), a fresh pool name per test, and
-a small proxy in front of the server that can lose or refuse answers."""
+a small proxy in front of the server that can lose or refuse answers, or go
+away for a while."""
 
 from __future__ import annotations
 
 import http.server
 import os
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import httpx
 import pytest
@@ -45,6 +47,13 @@ def lease_ttl() -> float:
 # Short backoffs keep the tests of retries quick.
 FAST_RETRY = RetryPolicy(attempts=5, min_backoff=0.05, max_backoff=2.0)
 
+# The outages that leases ride out: the window opens with the lease's first
+# keep-alive, the worst moment for it (a third of the lease has passed
+# without one), and lasts about half the lease. Its 503s ask for a
+# Retry-After longer than the lease has left.
+RIDE_LEASE_TTL = 2.0
+RIDE_WINDOW = 0.45 * RIDE_LEASE_TTL
+
 
 @pytest.fixture
 def client(url: str) -> Iterator[Client]:
@@ -70,6 +79,9 @@ class Seen:
     path: str
     headers: Dict[str, str]
     at: float
+    # The status passed on from the server, or the fault met: "503", "cut",
+    # "refused" (the request that stopped the listener); "" while forwarding.
+    outcome: str = ""
 
 
 @dataclass
@@ -77,7 +89,14 @@ class Proxy:
     """Forwards every request to the server, except that the next requests
     matching a rule get what the rule says: "drop" forwards the request but
     cuts the connection instead of answering, "503" answers 503
-    database_unavailable with Retry-After without forwarding."""
+    database_unavailable with Retry-After without forwarding.
+
+    ``outage()`` arms a window instead: it begins with the first request
+    that matches and lasts so many seconds, and every request meanwhile
+    gets its fault: "503", "cut" (the connection closed without an answer,
+    nothing forwarded) or "refused" (the proxy stops listening and closes
+    every connection, then listens again on its port when the window
+    ends)."""
 
     url: str
     seen: List[Seen] = field(default_factory=list)
@@ -85,6 +104,11 @@ class Proxy:
     rules: List[List[object]] = field(default_factory=list)
     retry_after: str = "1"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (method, path prefix, fault, seconds), and when it began (monotonic).
+    window: Optional[Tuple[str, str, str, float]] = None
+    window_began: Optional[float] = None
+    # Set by the fixture: stops listening until the monotonic time given.
+    stop_listening: Callable[[float], None] = lambda until: None
 
     def add(self, method: str, path_prefix: str, action: str, times: int = 1) -> None:
         with self.lock:
@@ -93,6 +117,33 @@ class Proxy:
     def clear(self) -> None:
         with self.lock:
             self.rules.clear()
+
+    def outage(self, method: str, path_prefix: str, fault: str, seconds: float) -> None:
+        """Arms a window of the fault, which the first request to match begins."""
+        with self.lock:
+            self.window = (method, path_prefix, fault, seconds)
+            self.window_began = None
+
+    def window_end(self) -> Optional[float]:
+        """When the window ended or will end (monotonic); None before it began."""
+        with self.lock:
+            if self.window is None or self.window_began is None:
+                return None
+            return self.window_began + self.window[3]
+
+    def fault(self, method: str, path: str, now: float) -> Optional[str]:
+        """The fault the request meets, opening the window if it matches."""
+        with self.lock:
+            if self.window is None:
+                return None
+            w_method, w_prefix, fault, seconds = self.window
+            if self.window_began is None and method == w_method and path.startswith(w_prefix):
+                self.window_began = now
+                if fault == "refused":
+                    self.stop_listening(now + seconds)
+            if self.window_began is not None and now < self.window_began + seconds:
+                return fault
+        return None
 
     def action(self, method: str, path: str) -> Optional[str]:
         with self.lock:
@@ -112,9 +163,25 @@ class Proxy:
 def proxy(url: str) -> Iterator[Proxy]:
     upstream = httpx.Client(base_url=url, timeout=70)
     state: Dict[str, Proxy] = {}
+    # The connections open to the proxy, closed when it stops listening.
+    conns: Set[socket.socket] = set()
+    conns_lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with conns_lock:
+                conns.add(self.connection)
+
+        def finish(self) -> None:
+            with conns_lock:
+                conns.discard(self.connection)
+            try:
+                super().finish()
+            except OSError:
+                pass  # closed when the proxy stopped listening
 
         def log_message(self, *args: object) -> None:
             pass
@@ -122,12 +189,22 @@ def proxy(url: str) -> Iterator[Proxy]:
         def _handle(self) -> None:
             p = state["proxy"]
             path = self.path.split("?", 1)[0]
+            now = time.monotonic()
+            seen = Seen(self.command, path, {k.lower(): v for k, v in self.headers.items()}, now)
             with p.lock:
-                p.seen.append(Seen(self.command, path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+                p.seen.append(seen)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            action = p.action(self.command, path)
+            fault = p.fault(self.command, path, now)
+            if fault in ("cut", "refused"):
+                # No answer: the connection closes (with the others when the
+                # proxy stopped listening).
+                seen.outcome = fault
+                self.close_connection = True
+                return
+            action = fault or p.action(self.command, path)
             if action == "503":
+                seen.outcome = "503"
                 payload = (
                     b'{"type":"about:blank","title":"Service Unavailable","status":503,'
                     b'"code":"database_unavailable","detail":"the proxy says so"}'
@@ -145,6 +222,7 @@ def proxy(url: str) -> Iterator[Proxy]:
                 # The server did the work; its answer never arrives.
                 self.close_connection = True
                 return
+            seen.outcome = str(resp.status_code)
             self.send_response(resp.status_code)
             for k, v in resp.headers.items():
                 if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
@@ -156,16 +234,50 @@ def proxy(url: str) -> Iterator[Proxy]:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state["proxy"] = Proxy(f"http://127.0.0.1:{server.server_address[1]}")
+    servers: List[http.server.ThreadingHTTPServer] = []
+    servers_lock = threading.Lock()
+    done = threading.Event()
+
+    def listen(port: int) -> int:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        with servers_lock:
+            servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return int(server.server_address[1])
+
+    def stop() -> None:
+        with servers_lock:
+            stopping = list(servers)
+            servers.clear()
+        for server in stopping:
+            server.shutdown()
+            server.server_close()
+        with conns_lock:
+            for conn in list(conns):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    port = listen(0)
+
+    def stop_listening(until: float) -> None:
+        # From a handler's thread: shutdown() waits for serve_forever, which
+        # runs in a thread of its own.
+        def run() -> None:
+            stop()
+            if not done.wait(max(0.0, until - time.monotonic())):
+                listen(port)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    state["proxy"] = Proxy(f"http://127.0.0.1:{port}", stop_listening=stop_listening)
     try:
         yield state["proxy"]
     finally:
-        server.shutdown()
-        server.server_close()
+        done.set()
+        stop()
         upstream.close()
 
 

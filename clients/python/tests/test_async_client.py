@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import FAST_RETRY, Proxy
+from conftest import FAST_RETRY, RIDE_LEASE_TTL, RIDE_WINDOW, Proxy
 from tokenorchestrator import (
     AsyncClient,
     AsyncLease,
@@ -21,6 +21,15 @@ from tokenorchestrator import (
     ServiceUnavailableError,
     UnknownPoolError,
 )
+
+
+async def wait_until(check, timeout: float, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(interval)
+    return bool(check())
 
 
 async def one_key_pool(client: AsyncClient, pool: str) -> str:
@@ -176,3 +185,60 @@ async def test_async_retries_are_bounded(proxy: Proxy) -> None:
             await via_proxy.stats()
     assert err.value.status == 503 and err.value.code == "database_unavailable"
     assert len(proxy.requests("GET", "/stats")) == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fault", ["503", "cut", "refused"])
+async def test_async_lease_rides_out_an_outage_shorter_than_the_lease(
+    aclient: AsyncClient, proxy: Proxy, pool: str, fault: str
+) -> None:
+    await aclient.put_pool(pool, lease_ttl=RIDE_LEASE_TTL)
+    key_id = (await aclient.create_key(pool)).key_id
+    path = f"/keys/{key_id}/keepalive"
+    proxy.retry_after = "2"
+    proxy.outage("PUT", path, fault, RIDE_WINDOW)
+    async with AsyncClient(proxy.url) as via_proxy:
+        lease = await via_proxy.claim(pool)
+        first_end = lease.expires_at
+        assert first_end is not None
+
+        def kept_alive_after_the_window() -> bool:
+            end = proxy.window_end()
+            return (
+                end is not None
+                and any(s.at > end and s.outcome == "200" for s in proxy.requests("PUT", path))
+                and lease.expires_at is not None
+                and lease.expires_at > first_end
+            )
+
+        assert await wait_until(lambda: lease.lost.is_set() or kept_alive_after_the_window(), timeout=10)
+        assert not lease.lost.is_set(), f"lease lost in an outage shorter than it: {lease.lost_reason}"
+        end = proxy.window_end()
+        assert end is not None
+        keep_alives = proxy.requests("PUT", path)
+        assert any(s.outcome == fault for s in keep_alives), "keep-alives met the outage"
+        assert not any(s.outcome == "200" and s.at <= end for s in keep_alives), "none got through before the window closed"
+        await lease.release()
+    assert not (await aclient.get_key(key_id)).is_blocked, "the release freed the key"
+    assert (await aclient.claim_key(pool)).key_id == key_id
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fault", ["503", "refused"])
+async def test_async_lease_lost_once_an_outage_outlasts_it(
+    aclient: AsyncClient, proxy: Proxy, pool: str, lease_ttl: float, fault: str
+) -> None:
+    key_id = (await aclient.create_key(pool)).key_id
+    proxy.outage("PUT", f"/keys/{key_id}/keepalive", fault, 2 * lease_ttl)
+    async with AsyncClient(proxy.url) as via_proxy:
+        before = time.monotonic()
+        lease = await via_proxy.claim(pool)
+        await asyncio.wait_for(lease.lost.wait(), timeout=3 * lease_ttl)
+        lost_after = time.monotonic() - before
+        assert "ran out" in str(lease.lost_reason)
+        assert lost_after >= lease_ttl, f"lost {lost_after:.3f}s after the claim, before its {lease_ttl}s were up"
+        assert lost_after < lease_ttl + 1, f"lost {lost_after:.3f}s after the claim, long after its {lease_ttl}s were up"
+        with pytest.raises(LeaseLost):
+            await lease.release()
+    # The server took the key back meanwhile.
+    assert (await aclient.claim_key(pool, wait=5)).key_id == key_id

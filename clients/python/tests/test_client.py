@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from conftest import FAST_RETRY, Proxy, one_key_pool, wait_until
+from conftest import FAST_RETRY, RIDE_LEASE_TTL, RIDE_WINDOW, Proxy, one_key_pool, wait_until
 from tokenorchestrator import (
     ApiError,
     Client,
@@ -150,6 +150,59 @@ def test_lease_lost_when_keep_alives_fail_until_it_runs_out(client: Client, prox
     assert len(proxy.requests("PUT", f"/keys/{lease.key_id}")) == 0
     # The server frees the key in its own time.
     assert client.claim_key(pool, wait=5).key_id == lease.key_id
+
+
+@pytest.mark.parametrize("fault", ["503", "cut", "refused"])
+def test_lease_rides_out_an_outage_shorter_than_the_lease(client: Client, proxy: Proxy, pool: str, fault: str) -> None:
+    client.put_pool(pool, lease_ttl=RIDE_LEASE_TTL)
+    key_id = client.create_key(pool).key_id
+    path = f"/keys/{key_id}/keepalive"
+    proxy.retry_after = "2"
+    proxy.outage("PUT", path, fault, RIDE_WINDOW)
+    # The client's own retry policy, as users have it: it honours the
+    # Retry-After of a 503 for up to 5 s.
+    with Client(proxy.url) as via_proxy:
+        lease = via_proxy.claim(pool)
+        first_end = lease.expires_at
+        assert first_end is not None
+
+        def kept_alive_after_the_window() -> bool:
+            end = proxy.window_end()
+            return (
+                end is not None
+                and any(s.at > end and s.outcome == "200" for s in proxy.requests("PUT", path))
+                and lease.expires_at is not None
+                and lease.expires_at > first_end
+            )
+
+        assert wait_until(lambda: lease.lost.is_set() or kept_alive_after_the_window(), timeout=10)
+        assert not lease.lost.is_set(), f"lease lost in an outage shorter than it: {lease.lost_reason}"
+        end = proxy.window_end()
+        assert end is not None
+        keep_alives = proxy.requests("PUT", path)
+        assert any(s.outcome == fault for s in keep_alives), "keep-alives met the outage"
+        assert not any(s.outcome == "200" and s.at <= end for s in keep_alives), "none got through before the window closed"
+        lease.release()
+    assert not client.get_key(key_id).is_blocked, "the release freed the key"
+    assert client.claim_key(pool).key_id == key_id
+
+
+@pytest.mark.parametrize("fault", ["503", "refused"])
+def test_lease_lost_once_an_outage_outlasts_it(client: Client, proxy: Proxy, pool: str, lease_ttl: float, fault: str) -> None:
+    key_id = client.create_key(pool).key_id
+    proxy.outage("PUT", f"/keys/{key_id}/keepalive", fault, 2 * lease_ttl)
+    with Client(proxy.url) as via_proxy:
+        before = time.monotonic()
+        lease = via_proxy.claim(pool)
+        assert lease.lost.wait(3 * lease_ttl)
+        lost_after = time.monotonic() - before
+        assert "ran out" in str(lease.lost_reason)
+        assert lost_after >= lease_ttl, f"lost {lost_after:.3f}s after the claim, before its {lease_ttl}s were up"
+        assert lost_after < lease_ttl + 1, f"lost {lost_after:.3f}s after the claim, long after its {lease_ttl}s were up"
+        with pytest.raises(LeaseLost):
+            lease.release()
+    # The server took the key back meanwhile.
+    assert client.claim_key(pool, wait=5).key_id == key_id
 
 
 def test_release_with_a_cooldown(client: Client, pool: str) -> None:

@@ -199,6 +199,9 @@ interface Request {
   attempts?: number;
 }
 
+/** The Client's method for the Lease's keep-alives, kept out of its public API. */
+export const keepAliveOnce: unique symbol = Symbol("keepAliveOnce");
+
 /**
  * A client of one Token Orchestrator server, or of a load balancer in front
  * of several replicas. Error answers are thrown as ApiError; answers of 503
@@ -406,6 +409,14 @@ export class Client {
     return this.#json<Key>({ method: "PUT", path: `${keyPath(id)}/keepalive`, leaseToken, signal });
   }
 
+  /**
+   * One keep-alive request, never retried: the Lease retries it itself,
+   * within the lease's time.
+   */
+  [keepAliveOnce](id: string, leaseToken: string, signal: AbortSignal): Promise<Key> {
+    return this.#json<Key>({ method: "PUT", path: `${keyPath(id)}/keepalive`, leaseToken, signal, attempts: 1 });
+  }
+
   /** The live counts of every pool (admin token). */
   stats(signal?: AbortSignal): Promise<Stats> {
     return this.#json<Stats>({ method: "GET", path: "/stats", signal });
@@ -475,7 +486,12 @@ export class Client {
     }
   }
 
-  /** Sends the request, retrying answers of 503; throws error answers as ApiError. */
+  /**
+   * Sends the request, retrying answers of 503; throws error answers as
+   * ApiError. A request with an idempotency key is also sent again when its
+   * connection failed before an answer came: the server answers the repeat
+   * with what it did for the first.
+   */
   async #send(req: Request): Promise<{ status: number; headers: Headers; body: string }> {
     const url = new URL(this.baseUrl + req.path);
     for (const [name, value] of Object.entries(req.query ?? {})) {
@@ -496,8 +512,19 @@ export class Client {
     const attempts = req.attempts ?? this.retry.attempts;
     let backoff = this.retry.minBackoffMs;
     for (let attempt = 1; ; attempt++) {
-      const resp = await this.#fetch(url, { method: req.method, headers, body: body ?? null, signal: req.signal ?? null });
-      const text = await resp.text();
+      let resp: Response;
+      let text: string;
+      try {
+        resp = await this.#fetch(url, { method: req.method, headers, body: body ?? null, signal: req.signal ?? null });
+        text = await resp.text();
+      } catch (err) {
+        // fetch throws a TypeError when the connection failed; an abort or
+        // a timeout of the caller's signal is not retried.
+        if (!req.idempotencyKey || attempt >= attempts || req.signal?.aborted || !(err instanceof TypeError)) throw err;
+        await sleep(jitter(backoff), req.signal);
+        backoff = Math.min(2 * backoff, this.retry.maxBackoffMs);
+        continue;
+      }
       if (resp.status < 400) return { status: resp.status, headers: resp.headers, body: text };
       const error = problem(resp.status, resp.headers, text);
       if (resp.status !== 503 || attempt >= attempts) throw error;

@@ -1,5 +1,5 @@
 import type { Client, Cooldown, Key, LeasedKey } from "./client.js";
-import { anySignal, sleep } from "./client.js";
+import { anySignal, keepAliveOnce, sleep } from "./client.js";
 import { ApiError, LeaseLostError } from "./errors.js";
 
 /** Keeps a lease with a very short life from becoming a busy loop. */
@@ -97,7 +97,10 @@ export class Lease {
   /**
    * Keeps the lease alive until stopped or lost. deadline is when the lease
    * ends by this machine's clock, reckoned from the server's own times and
-   * the moment the request left, so that no clock skew enters.
+   * the moment the request left, so that no clock skew enters. Each
+   * keep-alive is one request, which this loop tries again until the lease
+   * ends: the client's retries would wait out a Retry-After even past the
+   * lease's end.
    */
   async #keepAlive(deadline: number): Promise<void> {
     const stop = this.#stop.signal;
@@ -113,7 +116,7 @@ export class Lease {
       const sent = Date.now();
       let key: Key;
       try {
-        key = await this.#client.keepAlive(this.key.keyId, this.key.leaseToken,
+        key = await this.#client[keepAliveOnce](this.key.keyId, this.key.leaseToken,
           anySignal(stop, AbortSignal.timeout(Math.max(1, deadline - sent))));
       } catch (err) {
         if (stop.aborted) return;
@@ -126,8 +129,11 @@ export class Lease {
           return;
         }
         // The server or the network failed for now: try again, more often
-        // as the end nears.
-        next = Math.min(next, (deadline - Date.now()) / 2);
+        // as the end nears, never later than halfway to it, and not sooner
+        // than the server's Retry-After where that leaves time.
+        const left = (deadline - Date.now()) / 2;
+        next = Math.min(next, left);
+        if (err instanceof ApiError) next = Math.min(Math.max(next, err.retryAfterMs), left);
         continue;
       }
       if (stop.aborted) return;

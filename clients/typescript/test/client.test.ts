@@ -3,8 +3,8 @@
 // `make test/typescript` runs it). The 503 tests use a stub of their own.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
 import { describe, it } from "node:test";
 
 import { ApiError, Client, LeaseLostError, newIdempotencyKey } from "../src/index.js";
@@ -535,4 +535,272 @@ describe("answers of 503", () => {
       stub.close();
     }
   });
+});
+
+/** What an OutageProxy does to the requests of its window. */
+type Fault =
+  /** Answers 503 database_unavailable with Retry-After, forwarding nothing. */
+  | "503"
+  /** Closes the connection without an answer, forwarding nothing. */
+  | "cut"
+  /** Stops listening and closes every connection until the window ends. */
+  | "refused";
+
+/**
+ * A request the proxy saw, when it came, and what became of it: the status
+ * passed on, "forwarding" while the server has it, the fault met, or
+ * "lost" (forwarded, then the answer cut or replaced by a 503).
+ */
+interface Hit {
+  at: number;
+  method: string;
+  path: string;
+  idempotencyKey: string | undefined;
+  outcome: string;
+}
+
+type Match = (method: string, path: string) => boolean;
+const isKeepAlive: Match = (method, path) => method === "PUT" && path.endsWith("/keepalive");
+const isClaim: Match = (method, path) => method === "GET" && path === "/keys";
+
+/**
+ * Stands in front of the server, forwarding requests to it, until a request
+ * that its window matches comes: from then on, for the window's length,
+ * requests meet the fault instead. It can also lose the answers of some
+ * requests after forwarding them, as when a connection breaks (or a
+ * replica's answer turns into a 503) just after the server committed.
+ */
+class OutageProxy {
+  readonly hits: Hit[] = [];
+  retryAfter = "1";
+  #server: Server | undefined;
+  readonly #sockets = new Set<Socket>();
+  #port = 0;
+  #fault: Fault | undefined;
+  #opens: Match | undefined;
+  #lengthMs = 0;
+  #began: number | undefined;
+  #lose: { match: Match; left: number; how: "503" | "cut" } | undefined;
+  #closed = false;
+
+  constructor(readonly target: string) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.#port}`;
+  }
+
+  async listen(): Promise<void> {
+    const server = createServer((req, res) => void this.#handle(req, res));
+    server.on("connection", (socket: Socket) => {
+      this.#sockets.add(socket);
+      socket.on("close", () => this.#sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => server.listen(this.#port, "127.0.0.1", resolve));
+    this.#port = (server.address() as AddressInfo).port;
+    this.#server = server;
+  }
+
+  /** Arms the fault: the window begins with the first request opens matches. */
+  window(fault: Fault, opens: Match, lengthMs: number): void {
+    this.#fault = fault;
+    this.#opens = opens;
+    this.#lengthMs = lengthMs;
+    this.#began = undefined;
+  }
+
+  /** Forwards the next n requests that match, then loses their answers. */
+  loseAnswers(match: Match, n: number, how: "503" | "cut"): void {
+    this.#lose = { match, left: n, how };
+  }
+
+  /** When the window ended or will end; undefined before it began. */
+  get windowEnd(): number | undefined {
+    return this.#began === undefined ? undefined : this.#began + this.#lengthMs;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#stop();
+  }
+
+  #stop(): void {
+    this.#server?.close();
+    for (const socket of this.#sockets) socket.destroy();
+    this.#server = undefined;
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const now = Date.now();
+    const method = req.method ?? "GET";
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const hit: Hit = { at: now, method, path, idempotencyKey: req.headers["idempotency-key"] as string | undefined, outcome: "forwarding" };
+    this.hits.push(hit);
+    if (this.#began === undefined && this.#opens?.(method, path)) {
+      this.#began = now;
+      if (this.#fault === "refused") {
+        hit.outcome = "refused";
+        this.#stop();
+        setTimeout(() => void (this.#closed ? undefined : this.listen()), this.#lengthMs);
+        return;
+      }
+    }
+    if (this.#began !== undefined && now < this.#began + this.#lengthMs) {
+      hit.outcome = this.#fault ?? "";
+      if (this.#fault === "503") {
+        res.writeHead(503, { "Content-Type": "application/problem+json", "Retry-After": this.retryAfter });
+        res.end(JSON.stringify({ type: "/problems/database_unavailable", title: "Database unavailable", status: 503, detail: "the proxy says so", code: "database_unavailable" }));
+      } else {
+        req.socket.destroy();
+      }
+      return;
+    }
+    const lose = this.#lose && this.#lose.left > 0 && this.#lose.match(method, path) ? this.#lose : undefined;
+    if (lose) lose.left--;
+    const body: Buffer[] = [];
+    for await (const chunk of req) body.push(chunk as Buffer);
+    const upstream = new URL(this.target);
+    const answer = await new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer } | undefined>((resolve) => {
+      const out = httpRequest({
+        host: upstream.hostname, port: upstream.port, method, path: req.url,
+        headers: { ...req.headers, host: upstream.host },
+      }, (resp) => {
+        const chunks: Buffer[] = [];
+        resp.on("data", (c: Buffer) => chunks.push(c));
+        resp.on("end", () => resolve({ status: resp.statusCode ?? 502, headers: resp.headers, body: Buffer.concat(chunks) }));
+        resp.on("error", () => resolve(undefined));
+      });
+      out.on("error", () => resolve(undefined));
+      out.end(Buffer.concat(body));
+    });
+    if (!answer) {
+      hit.outcome = "upstream failed";
+      req.socket.destroy();
+      return;
+    }
+    if (lose) {
+      // The server did the work; its answer never arrives.
+      hit.outcome = "lost";
+      if (lose.how === "cut") {
+        req.socket.destroy();
+      } else {
+        res.writeHead(503, { "Content-Type": "application/problem+json", "Retry-After": this.retryAfter });
+        res.end(JSON.stringify({ type: "/problems/database_unavailable", title: "Database unavailable", status: 503, detail: "lost on the way", code: "database_unavailable" }));
+      }
+      return;
+    }
+    hit.outcome = String(answer.status);
+    const headers = { ...answer.headers };
+    delete headers["transfer-encoding"];
+    delete headers.connection;
+    headers["content-length"] = String(answer.body.length);
+    res.writeHead(answer.status, headers);
+    res.end(answer.body);
+  }
+}
+
+async function outageProxy(): Promise<OutageProxy> {
+  const proxy = new OutageProxy(url ?? "http://127.0.0.1:1");
+  await proxy.listen();
+  return proxy;
+}
+
+/** Waits until check() holds, failing after timeoutMs. */
+async function waitFor(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > until) assert.fail(`${what} did not happen within ${timeoutMs}ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe("riding out an outage", needsServer, () => {
+  // The window opens with the lease's first keep-alive, the worst moment for
+  // it (a third of the lease has passed without one), and lasts about half
+  // the lease. Its 503s ask for a Retry-After longer than the lease has
+  // left, which the lease must not wait out.
+  for (const fault of ["503", "cut", "refused"] as const) {
+    it(`keeps a lease through an outage shorter than it (${fault})`, async () => {
+      const p = pool();
+      const leaseMs = 2_000;
+      await client.putPool(p, { leaseTTL: leaseMs });
+      await client.createKey(p);
+      const proxy = await outageProxy();
+      try {
+        proxy.retryAfter = "2";
+        proxy.window(fault, isKeepAlive, leaseMs * 0.45);
+        // The client's own retry policy, as users have it: it honours the
+        // Retry-After of a 503 for up to 5 s.
+        const lease = await new Client(proxy.url).claim({ pool: p, timeoutMs: 5_000 });
+        const firstEnd = lease.expiresAt;
+        // Until a keep-alive got through after the window, and the lease
+        // took in the end it gave.
+        await waitFor("a keep-alive after the window", () => {
+          assert.equal(lease.lost.aborted, false, `lease lost in an outage shorter than it: ${String(lease.lost.reason)}`);
+          const end = proxy.windowEnd;
+          return end !== undefined && proxy.hits.some((h) => h.at > end && isKeepAlive(h.method, h.path) && h.outcome === "200") &&
+            Date.parse(lease.expiresAt) > Date.parse(firstEnd);
+        }, 10_000);
+        assert.ok(proxy.hits.some((h) => isKeepAlive(h.method, h.path) && h.outcome === fault), "keep-alives met the outage");
+        assert.ok(!proxy.hits.some((h) => isKeepAlive(h.method, h.path) && h.outcome === "200" && h.at <= (proxy.windowEnd ?? 0)),
+          "no keep-alive got through before the window closed");
+
+        await lease.release();
+        assert.equal((await client.getKey(lease.id)).isBlocked, false, "the release freed the key");
+        assert.equal((await client.claimKey({ pool: p })).keyId, lease.id);
+      } finally {
+        proxy.close();
+      }
+    });
+  }
+
+  for (const fault of ["503", "refused"] as const) {
+    it(`loses a lease an outage outlasts, once its time is up (${fault})`, async () => {
+      const p = pool();
+      await client.createKey(p);
+      const proxy = await outageProxy();
+      try {
+        proxy.window(fault, isKeepAlive, 2 * leaseTtlMs);
+        const before = Date.now();
+        const lease = await new Client(proxy.url).claim({ pool: p, timeoutMs: 5_000 });
+        const reason = await new Promise<unknown>((resolve) => lease.lost.addEventListener("abort", () => resolve(lease.lost.reason)));
+        const lostAfter = Date.now() - before;
+        assert.ok(reason instanceof LeaseLostError);
+        assert.match(reason.message, /ran out/);
+        assert.ok(lostAfter >= leaseTtlMs, `lost after ${lostAfter}ms, before its ${leaseTtlMs}ms were up`);
+        assert.ok(lostAfter < leaseTtlMs + 1_000, `lost ${lostAfter}ms after the claim, long after its ${leaseTtlMs}ms were up`);
+        await assert.rejects(lease.release(), (err: unknown) => err === reason);
+        // The server took the key back meanwhile.
+        assert.equal((await client.claimKey({ pool: p, waitMs: 5_000 })).keyId, lease.id);
+      } finally {
+        proxy.close();
+      }
+    });
+  }
+
+  for (const how of ["503", "cut"] as const) {
+    it(`retries a claim whose answer was lost (${how}) with the same Idempotency-Key, holding one lease`, async () => {
+      const p = pool();
+      // A lease that outlasts the retries: one that ended before a retry
+      // came would rightly be claimed afresh.
+      await client.putPool(p, { leaseTTL: "30s" });
+      await client.createKeys(2, p);
+      const proxy = await outageProxy();
+      try {
+        // Two answers lost: a transport may send a request again by itself
+        // once, on a fresh connection, when a reused one breaks.
+        proxy.loseAnswers(isClaim, 2, how);
+        const lease = await new Client(proxy.url, { retry: { minBackoffMs: 10 } }).claim({ pool: p, timeoutMs: 10_000 });
+        const claims = proxy.hits.filter((h) => isClaim(h.method, h.path));
+        assert.deepEqual(claims.map((h) => h.outcome), ["lost", "lost", "200"]);
+        assert.match(claims[0]?.idempotencyKey ?? "", /^[0-9a-f]{32}$/);
+        assert.ok(claims.every((h) => h.idempotencyKey === claims[0]?.idempotencyKey), "the same Idempotency-Key on every try");
+        assert.equal((await client.poolStatus(p)).blocked, 1, "one lease, not one per try");
+        assert.equal((await client.getKey(lease.id)).isBlocked, true);
+        await lease.release();
+        assert.equal((await client.poolStatus(p)).blocked, 0, "nothing stranded");
+      } finally {
+        proxy.close();
+      }
+    });
+  }
 });
