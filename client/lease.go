@@ -35,8 +35,12 @@ type Lease struct {
 }
 
 // minKeepAliveInterval keeps a lease with a very short life from turning
-// the keep-alive loop into a busy loop.
-const minKeepAliveInterval = 5 * time.Millisecond
+// the keep-alive loop into a busy loop, and minKeepAliveTry gives a
+// keep-alive at least this long to be answered.
+const (
+	minKeepAliveInterval = 5 * time.Millisecond
+	minKeepAliveTry      = 100 * time.Millisecond
+)
 
 // Claim claims a key of the pool ("" is the default pool), waiting as long
 // as ctx allows for one to become free: the server holds each request for up
@@ -185,8 +189,10 @@ func (l *Lease) keepAlive(ctx context.Context, deadline time.Time) {
 		if err := sleep(ctx, max(next, minKeepAliveInterval)); err != nil {
 			return
 		}
-		callCtx, cancel := context.WithDeadline(ctx, deadline)
+		// A try gets half the time left: one that meets a network that
+		// answers nothing leaves the other half for the next.
 		sent := time.Now()
+		callCtx, cancel := context.WithDeadline(ctx, sent.Add(max(time.Until(deadline)/2, minKeepAliveTry)))
 		key, err := l.c.key(callCtx, request{
 			method: http.MethodPut, path: keyPath(l.key.ID) + "/keepalive", leaseToken: l.key.LeaseToken, attempts: 1,
 		})

@@ -31,6 +31,9 @@ const (
 	// stopListening closes the listener and every connection: new ones are
 	// refused until the window ends, when it listens again on its address.
 	stopListening fault = "refused"
+	// noAnswer holds the request and answers nothing, as a network that
+	// drops every packet does, until the client gives up on it.
+	noAnswer fault = "silent"
 )
 
 // outageProxy stands in front of a replica, forwarding requests to it,
@@ -188,6 +191,9 @@ func (p *outageProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, `{"type":"/problems/database_unavailable","title":"Database unavailable","status":503,`+
 			`"detail":"the proxy says so","code":"database_unavailable"}`)
+	case inWindow && f == noAnswer:
+		p.record(r, string(f))
+		<-r.Context().Done()
 	case inWindow:
 		// Cut, or the request that stopped the listener, whose connection
 		// was closed with the others.
@@ -273,7 +279,7 @@ func isClaim(r *http.Request) bool { return r.Method == http.MethodGet && r.URL.
 // which the lease must not wait out.
 func TestLeaseRidesOutAnOutageShorterThanTheLease(t *testing.T) {
 	t.Parallel()
-	for _, f := range []fault{answer503, cutConnection, stopListening} {
+	for _, f := range []fault{answer503, cutConnection, stopListening, noAnswer} {
 		t.Run(string(f), func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
