@@ -93,7 +93,7 @@ func TestProxyCommand(t *testing.T) {
 	t.Cleanup(upstream.Close)
 	env := map[string]string{"TOKEN_ORCHESTRATOR_SERVER": server}
 	p := startProxy(t, env, "--pool", "api", "--upstream", upstream.URL, "--header", "X-Api-Key: {secret}",
-		"--header", "Authorization: Bearer {secret}", "--wait", "200ms")
+		"--header", "Authorization: Bearer {secret}", "--wait", "1s")
 
 	req, err := http.NewRequest(http.MethodGet, p.url+"/v1/models", nil)
 	require.NoError(t, err)
