@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 20m
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z/_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 .PHONY: check-go
 check-go:
@@ -109,6 +109,7 @@ SCREENSHOTS_DIR ?= $(CURDIR)/tmp/screenshots
 test: check-go ensure-postgres ensure-chromium ensure-python helm-check typescript ## Run every test against a real PostgreSQL (local, embedded or container), the dashboard's in Chromium
 	$(GO) vet ./...
 	cd $(GO_CLIENT) && $(GO) vet ./...
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory cross-build
 	@mkdir -p $(SCREENSHOTS_DIR)
 	HELM=$(HELM) SCREENSHOTS_DIR=$(SCREENSHOTS_DIR) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
@@ -174,6 +175,30 @@ tools/helm: check-go ## Install helm $(HELM_VERSION) into TOOLS_CACHE (skipped w
 		echo "Building helm $(HELM_VERSION) into $(TOOLS_DIR) (a few minutes)"; \
 		GOBIN=$(TOOLS_DIR) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
 	fi
+
+# golangci-lint, built the same way (as a tool dependency it would bring
+# hundreds of modules into go.mod); the first build takes a few minutes. It
+# refuses to lint code for a newer Go than the one it was built with, so it
+# is built again when the local Go is not the one that built it.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT_DIR     := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+GOLANGCI_LINT         := $(GOLANGCI_LINT_DIR)/golangci-lint
+
+.PHONY: tools/golangci-lint
+tools/golangci-lint: check-go ## Install golangci-lint $(GOLANGCI_LINT_VERSION) into TOOLS_CACHE (skipped when there)
+	@if [ -x $(GOLANGCI_LINT) ] && $(GO) version -m $(GOLANGCI_LINT) | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/golangci/golangci-lint/v2[[:space:]]+$(GOLANGCI_LINT_VERSION)[[:space:]]" \
+		&& [ "$$($(GO) version -m $(GOLANGCI_LINT) | head -n 1 | awk '{print $$2}')" = "$$($(GO) env GOVERSION)" ]; then :; else \
+		echo "Building golangci-lint $(GOLANGCI_LINT_VERSION) into $(GOLANGCI_LINT_DIR) (a few minutes)"; \
+		GOBIN=$(GOLANGCI_LINT_DIR) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
+
+# The linters and their settings are in .golangci.yml, which golangci-lint
+# also finds from the Go client's module (a module of its own, which ./...
+# in the root does not enter).
+.PHONY: lint
+lint: tools/golangci-lint ## Lint the Go code of the server and of the Go client with golangci-lint (.golangci.yml)
+	$(GOLANGCI_LINT) run ./...
+	cd $(GO_CLIENT) && $(GOLANGCI_LINT) run ./...
 
 # Lints the chart and renders it with the defaults and with every optional
 # part on; deploy/helm/chart_test.go checks the rendered objects against

@@ -25,12 +25,16 @@ func Example() {
 
 	// Wait up to ten seconds for a free key of the pool.
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	lease, err := c.Claim(waitCtx, "example")
+	cancel() // waitCtx bounds the wait only, not the lease
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer lease.Release(ctx)
+	defer func() {
+		if err := lease.Release(ctx); err != nil {
+			log.Print("release: ", err)
+		}
+	}()
 
 	fmt.Println("holding a key of pool", lease.Key().Pool)
 	select {

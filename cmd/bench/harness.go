@@ -454,8 +454,11 @@ func (h *harness) massExpiry(ctx context.Context, n, workPool, clients int) (row
 	defer st.Close()
 	loadTime := leaseTTL + sweep + 6*time.Second
 	claimed, err := st.ClaimMany(ctx, "expiring", n)
-	if err != nil || len(claimed) != n {
-		return r, fmt.Errorf("claim %d expiring keys: got %d, %v", n, len(claimed), err)
+	if err != nil {
+		return r, fmt.Errorf("claim %d expiring keys: %w", n, err)
+	}
+	if len(claimed) != n {
+		return r, fmt.Errorf("claim %d expiring keys: got %d", n, len(claimed))
 	}
 	deadline := *claimed[0].LeaseExpiresAt
 

@@ -81,8 +81,9 @@ func main() {
 		log.Fatalf("bench: %v", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, o); err != nil {
+	err := run(ctx, o)
+	stop()
+	if err != nil {
 		log.Fatalf("bench: %v", err)
 	}
 }

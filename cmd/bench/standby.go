@@ -90,7 +90,10 @@ func replayWait(ctx context.Context, primaryURL, standbyURL string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the standby did not replay up to %s: %v", lsn, err)
+			if err != nil {
+				return fmt.Errorf("the standby did not replay up to %s: %w", lsn, err)
+			}
+			return fmt.Errorf("the standby did not replay up to %s", lsn)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

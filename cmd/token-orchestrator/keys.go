@@ -436,16 +436,17 @@ func printKey(w io.Writer, k client.Key) {
 	if k.SecretHint != "" {
 		row("secret hint", "..."+k.SecretHint)
 	}
-	if k.IsBlocked {
+	switch {
+	case k.IsBlocked:
 		row("status", "blocked")
 		if k.LeaseToken != "" {
 			row("lease token", k.LeaseToken)
 		}
 		row("blocked at", formatTime(k.BlockedAt))
 		row("lease ends", formatTime(k.LeaseExpiresAt))
-	} else if k.CoolingUntil != nil {
+	case k.CoolingUntil != nil:
 		row("status", "cooling down until "+formatTime(k.CoolingUntil))
-	} else {
+	default:
 		row("status", "free")
 	}
 	if len(k.Labels) > 0 {

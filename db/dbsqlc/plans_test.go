@@ -839,8 +839,6 @@ const (
 	now      sqlExpr = "now()"
 	dayAgo   sqlExpr = "now() - interval '1 day'"
 	monthAgo sqlExpr = "now() - interval '31 days'"
-	// durationBounds are lease duration buckets, in seconds.
-	durationBounds sqlExpr = "ARRAY[1, 10, 60, 300]::float8[]"
 )
 
 // manyPools are the 1,000 pool names that a replica's poll sends when its

@@ -174,7 +174,7 @@ func explainAnalyze(b *testing.B, conn *pgx.Conn, sql string, args []any) string
 	ctx := context.Background()
 	tx, err := conn.Begin(ctx)
 	require.NoError(b, err)
-	defer tx.Rollback(ctx) //nolint:errcheck
+	defer func() { _ = tx.Rollback(ctx) }()
 	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+sql, args...)
 	require.NoError(b, err)
 	var plan strings.Builder

@@ -266,7 +266,7 @@ func TestChart(t *testing.T) {
 			// The port: ADDR, the container port and the probes agree.
 			ports := list(c.spec["ports"])
 			require.Len(t, ports, 1)
-			containerPort := int(get(ports[0], "containerPort").(int))
+			containerPort := get(ports[0], "containerPort").(int)
 			portName := str(get(ports[0], "name"))
 			require.Equal(t, ":"+strconv.Itoa(containerPort), c.env["ADDR"])
 			probes := map[string]string{}

@@ -144,7 +144,7 @@ func TestClaimKeyWaitsForAKey(t *testing.T) {
 	go func() {
 		defer close(released)
 		time.Sleep(200 * time.Millisecond)
-		req, _ := http.NewRequest("PUT", s.url+"/keys/"+held.str("keyId"), nil)
+		req, _ := http.NewRequest(http.MethodPut, s.url+"/keys/"+held.str("keyId"), nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()

@@ -266,18 +266,18 @@ func TestLeaseDurationsAreCountedInBuckets(t *testing.T) {
 func TestDashboardIsServed(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, testdb.New(t), options{})
-	get := func(path string) (*http.Response, string) {
+	get := func(path string) (status int, header http.Header, body string) {
 		resp, err := http.Get(s.url + path)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		raw, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
-		return resp, string(raw)
+		return resp.StatusCode, resp.Header, string(raw)
 	}
-	resp, page := get("/")
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
-	require.Equal(t, dashboard.ContentSecurityPolicy, resp.Header.Get("Content-Security-Policy"))
+	status, header, page := get("/")
+	require.Equal(t, http.StatusOK, status)
+	require.Equal(t, "text/html; charset=utf-8", header.Get("Content-Type"))
+	require.Equal(t, dashboard.ContentSecurityPolicy, header.Get("Content-Security-Policy"))
 	require.Contains(t, dashboard.ContentSecurityPolicy, "default-src 'none'")
 	require.NotContains(t, dashboard.ContentSecurityPolicy, "unsafe-inline")
 
@@ -295,10 +295,10 @@ func TestDashboardIsServed(t *testing.T) {
 	require.ElementsMatch(t, []string{"/ui/favicon.svg", "/ui/style.css", "/ui/app.js"}, files)
 	types := map[string]string{".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 	for _, file := range files {
-		resp, body := get(file)
-		require.Equal(t, http.StatusOK, resp.StatusCode, file)
-		require.Equal(t, types[file[strings.LastIndex(file, "."):]], resp.Header.Get("Content-Type"), file)
-		require.Equal(t, "nosniff", resp.Header.Get("X-Content-Type-Options"))
+		status, header, body := get(file)
+		require.Equal(t, http.StatusOK, status, file)
+		require.Equal(t, types[file[strings.LastIndex(file, "."):]], header.Get("Content-Type"), file)
+		require.Equal(t, "nosniff", header.Get("X-Content-Type-Options"))
 		// The SVG namespace is a name, not an address that is loaded.
 		body = strings.ReplaceAll(body, "http://www.w3.org/2000/svg", "")
 		require.NotRegexp(t, `https?:|//[a-z]|@import|url\(`, body, "%s refers to something elsewhere", file)

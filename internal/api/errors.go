@@ -140,7 +140,7 @@ func problemFor(err error) (problem, bool) {
 				p.Detail = err.Error()
 			}
 		}
-		return p, row.err != errInternal
+		return p, !errors.Is(row.err, errInternal)
 	}
 	p, _ := problemFor(errInternal)
 	return p, false

@@ -92,7 +92,7 @@ func newServer(t *testing.T, dbURL string, o options) *testServer {
 	m.WatchPool("primary", pool)
 	if o.sweep > 0 {
 		sw := sweeper.New(st, sweeper.Config{Interval: o.sweep, Logger: logger, OnPass: m.ObserveSweep, TracerProvider: o.tracer})
-		sw.Start(context.Background())
+		require.NoError(t, sw.Start(context.Background()))
 		t.Cleanup(sw.Stop)
 	}
 	t.Cleanup(st.Close)

@@ -150,16 +150,22 @@ func TestConcurrentClientsNeverShareAKey(t *testing.T) {
 				// Half the cycles keep alive first, on the other replica.
 				if i%2 == 0 {
 					other := replicas[(c+i+1)%len(replicas)]
-					if status, body, err := call("PUT", other.url+"/keepalive/"+id, "If-Match", `"`+token+`"`); err != nil || status != http.StatusOK {
-						failures <- fmt.Errorf("keep-alive answered %d %v: %v", status, err, body)
+					if status, body, err := call("PUT", other.url+"/keepalive/"+id, "If-Match", `"`+token+`"`); err != nil {
+						failures <- fmt.Errorf("keep-alive: %w", err)
+						return
+					} else if status != http.StatusOK {
+						failures <- fmt.Errorf("keep-alive answered %d: %v", status, body)
 						return
 					}
 				}
 				// Forget the key before giving it back: once released,
 				// another client may get it at once.
 				holders.Delete(id)
-				if status, body, err := call("PUT", replica.url+"/keys/"+id+"?lease="+token); err != nil || status != http.StatusOK {
-					failures <- fmt.Errorf("release answered %d %v: %v", status, err, body)
+				if status, body, err := call("PUT", replica.url+"/keys/"+id+"?lease="+token); err != nil {
+					failures <- fmt.Errorf("release: %w", err)
+					return
+				} else if status != http.StatusOK {
+					failures <- fmt.Errorf("release answered %d: %v", status, body)
 					return
 				}
 				cycles.Add(1)

@@ -68,7 +68,7 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 // scrape is counted only after it has been answered.
 func requestSeries(t *testing.T, url string) []map[string]string {
 	t.Helper()
-	req, err := http.NewRequest("GET", url+"/metrics", nil)
+	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)

@@ -22,7 +22,7 @@ func (a *API) recoverer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		defer func() {
 			if rec := recover(); rec != nil {
-				if rec == http.ErrAbortHandler {
+				if rec == http.ErrAbortHandler { //nolint:errorlint // recover returns the panic value as is, and net/http matches ErrAbortHandler by == too
 					panic(rec)
 				}
 				a.logger.ErrorContext(r.Context(), "panic", "panic", rec, "stack", string(debug.Stack()),

@@ -147,13 +147,13 @@ func TestWaiterThatLeavesTakesNothing(t *testing.T) {
 	held := holdAll(t, s, "gone", 1)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?pool=gone&wait=30s", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/keys?pool=gone&wait=30s", nil)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 		done <- err
@@ -224,13 +224,13 @@ func waiterQueued(t *testing.T, s *testServer, pool string) {
 func waitInBackground(t *testing.T, s *testServer, pool string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?pool="+pool+"&wait=60s", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/keys?pool="+pool+"&wait=60s", nil)
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 	}()
@@ -273,7 +273,7 @@ func TestWaitersBeyondTheCapsAreAnswered503(t *testing.T) {
 func waitInBackgroundWith(t *testing.T, s *testServer, query string, headers ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, err := http.NewRequestWithContext(ctx, "GET", s.url+"/keys?"+query+"&wait=60s", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/keys?"+query+"&wait=60s", nil)
 	require.NoError(t, err)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
@@ -282,7 +282,7 @@ func waitInBackgroundWith(t *testing.T, s *testServer, query string, headers ...
 	go func() {
 		defer close(done)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 	}()

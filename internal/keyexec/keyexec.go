@@ -256,8 +256,8 @@ func claim(ctx context.Context, cfg Config) (*client.Lease, error) {
 // wait waits for the command to exit, passing signals on, and stops it if
 // the lease is lost. It returns the command's exit code.
 func wait(cmd *exec.Cmd, lease *client.Lease, cfg Config) (int, error) {
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	lost := lease.Lost()
 	var (
 		lostErr error

@@ -212,7 +212,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		case <-c.exitedChan():
 			return errors.New("postgres exited")
 		case <-time.After(50 * time.Millisecond):

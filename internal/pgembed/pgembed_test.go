@@ -38,7 +38,7 @@ func TestDataSurvivesRestart(t *testing.T) {
 
 	second, err := Start(ctx, cfg)
 	require.NoError(t, err)
-	defer second.Stop()
+	defer func() { require.NoError(t, second.Stop()) }()
 	conn, err := pgx.Connect(ctx, second.URL())
 	require.NoError(t, err)
 	defer conn.Close(ctx)

@@ -49,8 +49,6 @@ type bundle struct {
 // options adjust a test's bundle.
 type options struct {
 	server servertest.Options
-	// secret of the pool's one key; "" makes a key without one.
-	secret string
 	// noSecret makes the key without a secret.
 	noSecret bool
 	// upstream, when set, is the proxy's upstream; else the upstream

@@ -64,17 +64,17 @@ func requireClosedByServer(t *testing.T, conn net.Conn) string {
 func TestOversizedHeadersAreRefused(t *testing.T) {
 	t.Parallel()
 	addr := replica(t, nil)
-	get := func(headerBytes int) *http.Response {
-		req, err := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
+	status := func(headerBytes int) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/healthz", nil)
 		require.NoError(t, err)
 		req.Header.Set("X-Padding", strings.Repeat("a", headerBytes))
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
-		return resp
+		return resp.StatusCode
 	}
-	require.Equal(t, http.StatusOK, get(server.MaxHeaderBytes/2).StatusCode)
-	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, get(2*server.MaxHeaderBytes).StatusCode)
+	require.Equal(t, http.StatusOK, status(server.MaxHeaderBytes/2))
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status(2*server.MaxHeaderBytes))
 }
 
 // A client that trickles its headers a byte at a time is cut off once
@@ -114,6 +114,7 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	got := requireClosedByServer(t, conn)
 	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(got)), nil)
 	require.NoError(t, err, got)
+	defer resp.Body.Close()
 	require.Equal(t, http.StatusBadRequest, resp.StatusCode, got)
 	require.Equal(t, "application/problem+json", resp.Header.Get("Content-Type"), got)
 	require.Contains(t, got, `"code":"invalid_body"`)
@@ -136,6 +137,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	require.NoError(t, err)
 	_, err = io.Copy(io.Discard, resp.Body)
 	require.NoError(t, err)
+	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.False(t, resp.Close, "the connection is kept alive")
 

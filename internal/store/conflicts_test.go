@@ -57,7 +57,7 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 			for i := 0; ctx.Err() == nil; i++ {
 				pool := fmt.Sprint("pool-", (w+i)%pools)
 				key, err := b.store.Claim(ctx, pool)
-				if err == store.ErrNoFreeKey || ctx.Err() != nil {
+				if errors.Is(err, store.ErrNoFreeKey) || ctx.Err() != nil {
 					continue
 				}
 				if err == nil && i%5 != 0 {

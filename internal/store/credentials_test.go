@@ -131,9 +131,10 @@ func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
 	var keys []store.NewKey
 	for i := range 60 {
 		labels := map[string]string{"tier": "free"}
-		if i%3 == 0 {
+		switch i % 3 {
+		case 0:
 			labels = map[string]string{"tier": "paid", "region": "eu"}
-		} else if i%3 == 1 {
+		case 1:
 			labels = map[string]string{"tier": "paid", "region": "us"}
 		}
 		keys = append(keys, store.NewKey{Labels: labels})

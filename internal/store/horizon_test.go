@@ -30,7 +30,7 @@ func TestAnOldSnapshotIsSeenAndNamed(t *testing.T) {
 	defer holder.Close(b.ctx)
 	tx, err := holder.BeginTx(b.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	require.NoError(t, err)
-	defer tx.Rollback(b.ctx) //nolint:errcheck
+	defer func() { _ = tx.Rollback(b.ctx) }()
 	var keys int
 	require.NoError(t, tx.QueryRow(b.ctx, "SELECT count(*) FROM keys").Scan(&keys)) // takes the snapshot
 	const held = 700 * time.Millisecond
@@ -47,7 +47,7 @@ func TestAnOldSnapshotIsSeenAndNamed(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	sw.Start(ctx)
+	require.NoError(t, sw.Start(ctx))
 	defer sw.Stop()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "an old snapshot holds back") },
 		10*time.Second, 10*time.Millisecond)

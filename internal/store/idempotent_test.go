@@ -52,7 +52,7 @@ func TestClaimIdempotentWaitsForAClaimInFlight(t *testing.T) {
 	// The first claim, by hand, left open before its commit.
 	tx, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
-	defer tx.Rollback(b.ctx)
+	defer func() { _ = tx.Rollback(b.ctx) }()
 	q := dbsqlc.New(tx)
 	require.NoError(t, q.ClaimRequestLock(b.ctx, dbsqlc.ClaimRequestLockParams{Pool: "one", IdempotencyKey: "k"}))
 	rows, err := q.KeyClaim(b.ctx, dbsqlc.KeyClaimParams{Pool: "one", StartPosition: rand.Float64(), Max: 1, LeaseTtlSeconds: 3600})

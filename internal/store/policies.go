@@ -143,7 +143,7 @@ func (s *Store) Policy(ctx context.Context, pool string) (p Policy, found bool, 
 	case err != nil:
 		return Policy{}, false, classify(err)
 	}
-	return policyFromRow(dbsqlc.Pool(row)), true, nil
+	return policyFromRow(row), true, nil
 }
 
 // Policies returns every policy, in pool order.
@@ -156,7 +156,7 @@ func (s *Store) Policies(ctx context.Context) ([]Policy, error) {
 	}
 	out := make([]Policy, len(rows))
 	for i, row := range rows {
-		out[i] = policyFromRow(dbsqlc.Pool(row))
+		out[i] = policyFromRow(row)
 	}
 	return out, nil
 }
@@ -209,7 +209,7 @@ func (s *Store) putPolicyTx(ctx context.Context, p Policy, put *Policy) (changed
 		if err != nil {
 			return err
 		}
-		*put = policyFromRow(dbsqlc.Pool(row))
+		*put = policyFromRow(row)
 		if len(old) == 0 {
 			changed = p.KeysStay || p.KeyTTL != nil
 		} else {

@@ -84,7 +84,7 @@ func TestRollupsWaitForTransactionsThatAreStillRunning(t *testing.T) {
 
 	late, err := b.pool.Begin(b.ctx)
 	require.NoError(t, err)
-	defer late.Rollback(b.ctx) //nolint:errcheck
+	defer func() { _ = late.Rollback(b.ctx) }()
 	_, err = late.Exec(b.ctx, "INSERT INTO key_events (key_id, pool, event) VALUES (gen_random_uuid(), 'late', 'created')")
 	require.NoError(t, err)
 	time.Sleep(20 * time.Millisecond)

@@ -55,7 +55,7 @@ func TestResourceFromTheEnvironment(t *testing.T) {
 	require.Len(t, spans, 1)
 	attrs := map[string]string{}
 	for _, kv := range spans[0].Resource.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	require.Equal(t, "orchestrator-eu", attrs["service.name"])
 	require.Equal(t, "staging", attrs["deployment.environment.name"])

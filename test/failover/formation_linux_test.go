@@ -584,14 +584,6 @@ func (f *formation) waitAfterKill(limit time.Duration, old *node, killed int) *n
 	return primary
 }
 
-// other returns the node that is not n.
-func (f *formation) other(n *node) *node {
-	if f.nodes[0] == n {
-		return f.nodes[1]
-	}
-	return f.nodes[0]
-}
-
 // databaseURL is the URL the service is given: both nodes, and only a
 // session that may write is kept.
 func (f *formation) databaseURL() string {

@@ -181,10 +181,7 @@ type lease struct {
 func worker(ctx context.Context, client *http.Client, cfg Config, w int, runStart time.Time, holders *sync.Map, double *atomic.Int64) (Result, error) {
 	var r Result
 	pool := url.QueryEscape(cfg.Pool)
-	for i := 0; ; i++ {
-		if ctx.Err() != nil {
-			return r, nil
-		}
+	for i := 0; ctx.Err() == nil; i++ {
 		server := cfg.Servers[(w+i)%len(cfg.Servers)]
 		started := time.Now()
 		// A claim in flight when the run ends is finished, not cut short: a
@@ -213,21 +210,26 @@ func worker(ctx context.Context, client *http.Client, cfg Config, w int, runStar
 		}
 		query := "?lease=" + url.QueryEscape(l.LeaseToken)
 		if cfg.KeepAlive {
-			if status, body, err := call(context.WithoutCancel(ctx), client, http.MethodPut, server+"/keys/"+l.KeyID+"/keepalive"+query); err != nil || status != http.StatusOK {
-				return r, fmt.Errorf("keep-alive: status %d, %v: %s", status, err, body)
+			if status, body, err := call(context.WithoutCancel(ctx), client, http.MethodPut, server+"/keys/"+l.KeyID+"/keepalive"+query); err != nil {
+				return r, fmt.Errorf("keep-alive: %w", err)
+			} else if status != http.StatusOK {
+				return r, fmt.Errorf("keep-alive: status %d: %s", status, body)
 			}
 		}
 		// Forget the key before giving it back: once released, another
 		// worker may get it at once.
 		holders.Delete(l.KeyID)
-		if status, body, err := call(context.WithoutCancel(ctx), client, http.MethodPut, server+"/keys/"+l.KeyID+query); err != nil || status != http.StatusOK {
-			return r, fmt.Errorf("release: status %d, %v: %s", status, err, body)
+		if status, body, err := call(context.WithoutCancel(ctx), client, http.MethodPut, server+"/keys/"+l.KeyID+query); err != nil {
+			return r, fmt.Errorf("release: %w", err)
+		} else if status != http.StatusOK {
+			return r, fmt.Errorf("release: status %d: %s", status, body)
 		}
 		r.Cycles++
 		if cfg.Window > 0 {
 			r.cycles = append(r.cycles, cycle{done: time.Since(runStart), claim: claimed})
 		}
 	}
+	return r, nil
 }
 
 func call(ctx context.Context, client *http.Client, method, u string) (int, []byte, error) {

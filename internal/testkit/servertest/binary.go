@@ -64,8 +64,9 @@ func StartBinary(t testing.TB, bin string, leaseTTL time.Duration, env ...string
 	if err := server.Start(); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	stopped := make(chan error, 1)
-	go func() { stopped <- server.Wait() }()
+	stopped := make(chan struct{})
+	var waitErr error // set before stopped is closed
+	go func() { waitErr = server.Wait(); close(stopped) }()
 	t.Cleanup(func() {
 		_ = server.Process.Signal(syscall.SIGTERM)
 		select {
@@ -90,8 +91,8 @@ func StartBinary(t testing.TB, bin string, leaseTTL time.Duration, env ...string
 			}
 		}
 		select {
-		case err := <-stopped:
-			t.Fatalf("the server on %s stopped before it was ready (%v); its log:\n%s", addr, err, logs.String())
+		case <-stopped:
+			t.Fatalf("the server on %s stopped before it was ready (%v); its log:\n%s", addr, waitErr, logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -266,7 +266,7 @@ func ensureTemplate(admin string) (string, error) {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(727361)"); err != nil {
 		return "", err
 	}
-	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(727361)") //nolint:errcheck
+	defer func() { _, _ = conn.Exec(context.Background(), "SELECT pg_advisory_unlock(727361)") }()
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return "", err
