@@ -30,12 +30,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -86,23 +86,55 @@ type Config struct {
 	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
-	// the first claim after it). Zero means 500 ms.
+	// the first claim after it). Defaults to PollDefault.
 	Poll time.Duration
 	// DBCalls bounds the database calls the hub makes at once: its
 	// registrations, withdrawals, polls, claims and give-backs. Each holds a
 	// connection of the pool while it runs; below the pool's size, the
 	// bound leaves connections to requests that do not wait, however many
-	// clients wait. Zero means config.DefaultWaitersDBConns.
+	// clients wait. Defaults to DBCallsDefault.
 	DBCalls int
 	// MaxWaiters caps the clients waiting at once on this replica: each
-	// holds a request open. Zero means config.DefaultMaxWaiters.
+	// holds a request open. Defaults to MaxWaitersDefault.
 	MaxWaiters int
 	// MaxPools caps the distinct pools waited on at once on this replica:
-	// each costs a registration row and a place in every poll. Zero means
-	// config.DefaultMaxWaitedPools.
+	// each costs a registration row and a place in every poll. Defaults to
+	// MaxPoolsDefault.
 	MaxPools int
-	// Logger; nil means slog.Default().
+	// Logger. Defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// The defaults of Config, which New applies to a zero value. The server's
+// configuration shows those of its settings as the defaults of its flags.
+const (
+	// PollDefault is the default of Config.Poll.
+	PollDefault = 500 * time.Millisecond
+	// DBCallsDefault is the default of Config.DBCalls, WAITERS_DB_CONNS
+	// (which the server's configuration lowers below DB_MAX_CONNS): enough
+	// for the claims of a few pools whose keys are freed at once.
+	DBCallsDefault = 4
+	// MaxWaitersDefault is the default of Config.MaxWaiters, MAX_WAITERS.
+	MaxWaitersDefault = 10000
+	// MaxPoolsDefault is the default of Config.MaxPools, MAX_WAITED_POOLS.
+	MaxPoolsDefault = 1000
+)
+
+// validate reports every setting that is out of range, all at once.
+func (c Config) validate() error {
+	var errs []error
+	if c.Poll < 0 {
+		errs = append(errs, fmt.Errorf("Poll must be positive (zero for the default), not %s", c.Poll))
+	}
+	for _, n := range []struct {
+		name  string
+		value int
+	}{{"DBCalls", c.DBCalls}, {"MaxWaiters", c.MaxWaiters}, {"MaxPools", c.MaxPools}} {
+		if n.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive (zero for the default), not %d", n.name, n.value))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ErrClosed is the answer to waiting clients once the hub is closed.
@@ -187,19 +219,23 @@ type result struct {
 }
 
 // New returns a hub over the store; Start feeds it the database's
-// notifications.
+// notifications. It panics when cfg holds a value out of range: the
+// server's configuration refuses such values before they get here.
 func New(st Store, cfg Config) *Hub {
-	if cfg.Poll <= 0 {
-		cfg.Poll = 500 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		panic(fmt.Errorf("wakeup: invalid configuration: %w", err))
 	}
-	if cfg.DBCalls <= 0 {
-		cfg.DBCalls = config.DefaultWaitersDBConns
+	if cfg.Poll == 0 {
+		cfg.Poll = PollDefault
 	}
-	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = config.DefaultMaxWaiters
+	if cfg.DBCalls == 0 {
+		cfg.DBCalls = DBCallsDefault
 	}
-	if cfg.MaxPools <= 0 {
-		cfg.MaxPools = config.DefaultMaxWaitedPools
+	if cfg.MaxWaiters == 0 {
+		cfg.MaxWaiters = MaxWaitersDefault
+	}
+	if cfg.MaxPools == 0 {
+		cfg.MaxPools = MaxPoolsDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

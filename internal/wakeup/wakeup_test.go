@@ -414,3 +414,19 @@ func TestWaitersBeyondTheCapsAreRefused(t *testing.T) {
 	wait(t, hub, "b")
 	queued(3, 2)
 }
+
+// A configuration out of range is refused at once, with every fault named;
+// zero values are the defaults.
+func TestInvalidConfigurationIsRefused(t *testing.T) {
+	t.Parallel()
+	cfg := wakeup.New(nil, wakeup.Config{}).Settings()
+	require.Equal(t, wakeup.PollDefault, cfg.Poll)
+	require.Equal(t, wakeup.DBCallsDefault, cfg.DBCalls)
+	require.Equal(t, wakeup.MaxWaitersDefault, cfg.MaxWaiters)
+	require.Equal(t, wakeup.MaxPoolsDefault, cfg.MaxPools)
+	require.PanicsWithError(t, "wakeup: invalid configuration: "+
+		"Poll must be positive (zero for the default), not -1s\n"+
+		"DBCalls must be positive (zero for the default), not -1\n"+
+		"MaxPools must be positive (zero for the default), not -2",
+		func() { wakeup.New(nil, wakeup.Config{Poll: -time.Second, DBCalls: -1, MaxPools: -2}) })
+}
