@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -149,10 +150,10 @@ func gatedHub(b *bundle, registers, unregisters *gate) *wakeup.Hub {
 // claimingStore is the store with its claims made by claim.
 type claimingStore struct {
 	*store.Store
-	claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
+	claim func(ctx context.Context, pool string, n int) ([]lease.Key, error)
 }
 
-func (c claimingStore) ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error) {
+func (c claimingStore) ClaimMany(ctx context.Context, pool string, n int) ([]lease.Key, error) {
 	return c.claim(ctx, pool, n)
 }
 
@@ -343,7 +344,7 @@ func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
 	// Before the pool closes, which waits for the connections held here.
 	letGo := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(letGo)
-	slowClaim := func(ctx context.Context, pool string, n int) ([]store.Key, error) {
+	slowClaim := func(ctx context.Context, pool string, n int) ([]lease.Key, error) {
 		conn, err := b.pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
