@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -221,7 +222,7 @@ func describeDBError(err error) string {
 	if errors.Is(err, store.ErrReportsUnavailable) {
 		return err.Error() + "\n  is the standby running and streaming? check REPORT_DATABASE_URL, or set REPORT_FALLBACK=true to read the primary meanwhile"
 	}
-	if errors.Is(err, store.ErrUnavailable) {
+	if errors.Is(err, lease.ErrUnavailable) {
 		return err.Error() + "\n  is the database running? set DATABASE_URL or -database-url"
 	}
 	return err.Error()

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -60,8 +61,8 @@ func runSecrets(args []string, stdout, stderr io.Writer, getenv func(string) str
 		return usageError(fs, "unexpected arguments: %v", positional)
 	case *databaseURL == "":
 		return usageError(fs, "--database-url (or DATABASE_URL) is required")
-	case *batch < 1 || *batch > store.MaxCreate:
-		return usageError(fs, "--batch must be 1 to %d", store.MaxCreate)
+	case *batch < 1 || *batch > lease.MaxCreate:
+		return usageError(fs, "--batch must be 1 to %d", lease.MaxCreate)
 	}
 	keyring, err := config.LoadSecrets(getenv)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -44,19 +45,19 @@ var errorTable = []struct {
 	// internal causes that clients must not see.
 	detail string
 }{
-	{err: store.ErrKeyNotFound, status: http.StatusNotFound, code: "key_not_found", title: "Key not found",
+	{err: lease.ErrKeyNotFound, status: http.StatusNotFound, code: "key_not_found", title: "Key not found",
 		detail: "No live key has this id."},
-	{err: store.ErrNoFreeKey, status: http.StatusNotFound, code: "no_free_key", title: "No free key",
+	{err: lease.ErrNoFreeKey, status: http.StatusNotFound, code: "no_free_key", title: "No free key",
 		detail: "Every key of the pool is held or cooling down."},
-	{err: store.ErrUnknownPool, status: http.StatusNotFound, code: "unknown_pool", title: "Unknown pool"},
-	{err: store.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
+	{err: lease.ErrUnknownPool, status: http.StatusNotFound, code: "unknown_pool", title: "Unknown pool"},
+	{err: lease.ErrLeaseMismatch, status: http.StatusConflict, code: "lease_mismatch", title: "Lease token does not match",
 		detail: "The lease token given is not the key's current lease: the lease has ended. Nothing was changed."},
-	{err: store.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",
+	{err: lease.ErrIdempotencyKeyReused, status: http.StatusConflict, code: "idempotency_key_reused", title: "Idempotency key already used",
 		detail: "A key was claimed under this Idempotency-Key and that lease has ended (released, run out, or its key deleted). Nothing was claimed; send a new Idempotency-Key to claim a key."},
 	// Before ErrUnavailable: a standby that cannot be reached is both.
 	{err: store.ErrReportsUnavailable, status: http.StatusServiceUnavailable, code: "reports_unavailable", title: "Report database unavailable",
 		detail: "Reports read from a standby that cannot be read now, or that replays further behind the primary than REPORT_MAX_LAG allows. Keys and claims are not affected; retry shortly."},
-	{err: store.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
+	{err: lease.ErrUnavailable, status: http.StatusServiceUnavailable, code: "database_unavailable", title: "Database unavailable",
 		detail: "The database could not be reached in time. Nothing was changed; retry shortly."},
 	{err: claim.ErrClosed, status: http.StatusServiceUnavailable, code: "shutting_down", title: "Shutting down",
 		detail: "This server is shutting down and no longer waits for keys, and none was free. Nothing was changed; retry, and another server will answer."},
@@ -64,20 +65,20 @@ var errorTable = []struct {
 		detail: "This replica already has as many clients waiting for a key as it takes. Nothing was changed; retry shortly, or ask without wait."},
 	{err: claim.ErrTooManyPools, status: http.StatusServiceUnavailable, code: "too_many_waited_pools", title: "Too many pools waited on",
 		detail: "Clients of this replica already wait on as many pools as it takes, and not on this one. Nothing was changed; retry shortly, or ask without wait."},
-	{err: store.ErrNoEncryptionKey, status: http.StatusBadRequest, code: "secrets_not_configured", title: "Secrets are not configured",
+	{err: lease.ErrNoEncryptionKey, status: http.StatusBadRequest, code: "secrets_not_configured", title: "Secrets are not configured",
 		detail: "Keys with secrets need an encryption key (SECRET_KEY or SECRET_KEY_FILE), and this server has none. Nothing was stored."},
 	// The details of duplicates name the key of the request.
-	{err: store.ErrDuplicateSecret, status: http.StatusConflict, code: "duplicate_secret", title: "Duplicate secret"},
-	{err: store.ErrDuplicateName, status: http.StatusConflict, code: "duplicate_name", title: "Duplicate key name"},
+	{err: lease.ErrDuplicateSecret, status: http.StatusConflict, code: "duplicate_secret", title: "Duplicate secret"},
+	{err: lease.ErrDuplicateName, status: http.StatusConflict, code: "duplicate_name", title: "Duplicate key name"},
 	// Before ErrLeaseTokenRequired, which it wraps.
-	{err: store.ErrSeatLeaseRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
+	{err: lease.ErrSeatLeaseRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
 		detail: "The key has several seats, each with its own lease: a release names the lease with its token (If-Match or ?lease=). Nothing was changed."},
-	{err: store.ErrInvalidSeats, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
-	{err: store.ErrLeaseTokenRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
+	{err: lease.ErrInvalidSeats, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},
+	{err: lease.ErrLeaseTokenRequired, status: http.StatusPreconditionRequired, code: "lease_token_required", title: "Lease token required",
 		detail: "The key's pool requires the lease token (If-Match or ?lease=) for releases and keep-alives. Nothing was changed."},
-	{err: store.ErrPoolNotEmpty, status: http.StatusConflict, code: "pool_not_empty", title: "Pool has keys",
+	{err: lease.ErrPoolNotEmpty, status: http.StatusConflict, code: "pool_not_empty", title: "Pool has keys",
 		detail: "The pool still has keys. Delete them first, or ask for them to be deleted with ?deleteKeys=true. Nothing was changed."},
-	{err: store.ErrSecretUnavailable, status: http.StatusInternalServerError, code: "secret_unavailable", title: "Secret unavailable",
+	{err: lease.ErrSecretUnavailable, status: http.StatusInternalServerError, code: "secret_unavailable", title: "Secret unavailable",
 		detail: "The key's secret is sealed under an encryption key this server is not configured with. Nothing was claimed; the request id identifies the key in the logs."},
 	{err: errServiceNotReady, status: http.StatusServiceUnavailable, code: "not_ready", title: "Not ready"},
 	{err: errInvalidBody, status: http.StatusBadRequest, code: "invalid_body", title: "Invalid request body"},

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -28,7 +29,7 @@ const (
 	maxImportBodyBytes = 16 << 20
 	// MaxWait is the longest a GET /keys?wait= may wait for a free key; a
 	// pool's policy may only shorten it.
-	MaxWait = store.MaxWait
+	MaxWait = lease.MaxWait
 )
 
 var poolName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -86,14 +87,14 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 	count := 1
 	if req.Count != nil {
 		count = *req.Count
-		if count < 1 || count > store.MaxCreate {
-			return invalid(errInvalidBody, "count must be between 1 and %d, got %d", store.MaxCreate, count)
+		if count < 1 || count > lease.MaxCreate {
+			return invalid(errInvalidBody, "count must be between 1 and %d, got %d", lease.MaxCreate, count)
 		}
 	}
 	seats := 0
 	if req.Seats != nil {
-		if seats = *req.Seats; seats < 1 || seats > store.MaxSeats {
-			return invalid(errInvalidBody, "seats must be between 1 and %d, got %d", store.MaxSeats, seats)
+		if seats = *req.Seats; seats < 1 || seats > lease.MaxSeats {
+			return invalid(errInvalidBody, "seats must be between 1 and %d, got %d", lease.MaxSeats, seats)
 		}
 	}
 	keys, err := a.store.CreateSeats(r.Context(), pool, count, seats)
@@ -110,7 +111,7 @@ func (a *API) createKeys(w http.ResponseWriter, r *http.Request) error {
 }
 
 // writeCreatedKeys answers 201 with the keys a batch created.
-func writeCreatedKeys(w http.ResponseWriter, keys []store.Key) {
+func writeCreatedKeys(w http.ResponseWriter, keys []lease.Key) {
 	bodies := make([]keyBody, len(keys))
 	for i, k := range keys {
 		bodies[i] = newKeyBody(k)
@@ -128,8 +129,8 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 		return invalid(errInvalidBody, "give either count or keys, not both")
 	}
 	listed := *req.Keys
-	if len(listed) < 1 || len(listed) > store.MaxCreate {
-		return invalid(errInvalidBody, "keys must list 1 to %d keys, got %d", store.MaxCreate, len(listed))
+	if len(listed) < 1 || len(listed) > lease.MaxCreate {
+		return invalid(errInvalidBody, "keys must list 1 to %d keys, got %d", lease.MaxCreate, len(listed))
 	}
 	keys := make([]store.NewKey, len(listed))
 	for i, k := range listed {
@@ -137,29 +138,29 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 			if *k.Secret == "" {
 				return invalid(errInvalidBody, "keys[%d].secret must not be empty; leave it out for a key without one", i)
 			}
-			if len(*k.Secret) > store.MaxSecretBytes {
-				return invalid(errInvalidBody, "keys[%d].secret must be at most %d bytes, got %d", i, store.MaxSecretBytes, len(*k.Secret))
+			if len(*k.Secret) > lease.MaxSecretBytes {
+				return invalid(errInvalidBody, "keys[%d].secret must be at most %d bytes, got %d", i, lease.MaxSecretBytes, len(*k.Secret))
 			}
 			keys[i].Secret = *k.Secret
 		}
-		if len(k.Labels) > store.MaxLabels {
-			return invalid(errInvalidBody, "keys[%d].labels: a key carries at most %d labels, got %d", i, store.MaxLabels, len(k.Labels))
+		if len(k.Labels) > lease.MaxLabels {
+			return invalid(errInvalidBody, "keys[%d].labels: a key carries at most %d labels, got %d", i, lease.MaxLabels, len(k.Labels))
 		}
 		for name, value := range k.Labels {
-			if err := store.ValidateLabel(name, value); err != nil {
-				return invalid(errInvalidBody, "keys[%d].labels: %s", i, strings.TrimPrefix(err.Error(), store.ErrInvalidLabel.Error()+": "))
+			if err := lease.ValidateLabel(name, value); err != nil {
+				return invalid(errInvalidBody, "keys[%d].labels: %s", i, strings.TrimPrefix(err.Error(), lease.ErrInvalidLabel.Error()+": "))
 			}
 		}
 		keys[i].Labels = k.Labels
 		if k.Seats != nil {
-			if *k.Seats < 1 || *k.Seats > store.MaxSeats {
-				return invalid(errInvalidBody, "keys[%d].seats must be between 1 and %d, got %d", i, store.MaxSeats, *k.Seats)
+			if *k.Seats < 1 || *k.Seats > lease.MaxSeats {
+				return invalid(errInvalidBody, "keys[%d].seats must be between 1 and %d, got %d", i, lease.MaxSeats, *k.Seats)
 			}
 			keys[i].Seats = *k.Seats
 		}
 		if k.Name != nil {
-			if err := store.ValidateName(*k.Name); err != nil {
-				return invalid(errInvalidBody, "keys[%d].name: %s", i, strings.TrimPrefix(err.Error(), store.ErrInvalidName.Error()+": "))
+			if err := lease.ValidateName(*k.Name); err != nil {
+				return invalid(errInvalidBody, "keys[%d].name: %s", i, strings.TrimPrefix(err.Error(), lease.ErrInvalidName.Error()+": "))
 			}
 			keys[i].Name = *k.Name
 		}
@@ -170,8 +171,8 @@ func (a *API) createListedKeys(w http.ResponseWriter, r *http.Request, pool stri
 		if err != nil {
 			return err
 		}
-		if err := (store.Policy{KeyTTL: ttl}).Validate(); err != nil {
-			return invalid(errInvalidBody, "%s", strings.TrimPrefix(err.Error(), store.ErrInvalidPolicy.Error()+": "))
+		if err := (lease.Policy{KeyTTL: ttl}).Validate(); err != nil {
+			return invalid(errInvalidBody, "%s", strings.TrimPrefix(err.Error(), lease.ErrInvalidPolicy.Error()+": "))
 		}
 		opts.KeyTTL = ttl
 	}
@@ -272,7 +273,7 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) error {
 // ?lease=), its secret too, and a token that is not the current running
 // lease's is a 409. The key is read once: with a token, only the read that
 // checks the token and opens the secret.
-func (a *API) writeKey(w http.ResponseWriter, r *http.Request, id uuid.UUID, known *store.Key) error {
+func (a *API) writeKey(w http.ResponseWriter, r *http.Request, id uuid.UUID, known *lease.Key) error {
 	token, err := leaseTokenParam(r)
 	if err != nil {
 		return err
@@ -320,7 +321,7 @@ func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var key store.Key
+	var key lease.Key
 	if cooldown > 0 {
 		key, err = a.store.ReleaseWithCooldown(r.Context(), id, token, cooldown)
 	} else {
@@ -335,7 +336,7 @@ func (a *API) releaseKey(w http.ResponseWriter, r *http.Request) error {
 
 // cooldownParam reads the cooldown of a release from the query or the body
 // (both only if they agree): a duration such as 30s or a number of seconds,
-// from 0 (none) to store.MaxCooldown.
+// from 0 (none) to lease.MaxCooldown.
 func cooldownParam(r *http.Request, fromBody *string) (time.Duration, error) {
 	query := r.URL.Query()
 	var raw string
@@ -352,30 +353,30 @@ func cooldownParam(r *http.Request, fromBody *string) (time.Duration, error) {
 	d, err := time.ParseDuration(raw)
 	if err != nil {
 		seconds, numErr := strconv.ParseFloat(raw, 64)
-		if numErr != nil || math.IsNaN(seconds) || seconds < 0 || seconds > store.MaxCooldown.Seconds() {
-			return 0, invalid(errInvalidParameter, "cooldown must be a duration such as 30s or 5m, or a number of seconds, up to %s, got %q", store.MaxCooldown, raw)
+		if numErr != nil || math.IsNaN(seconds) || seconds < 0 || seconds > lease.MaxCooldown.Seconds() {
+			return 0, invalid(errInvalidParameter, "cooldown must be a duration such as 30s or 5m, or a number of seconds, up to %s, got %q", lease.MaxCooldown, raw)
 		}
 		d = time.Duration(seconds * float64(time.Second))
 	}
-	if d < 0 || d > store.MaxCooldown {
-		return 0, invalid(errInvalidParameter, "cooldown must be between 0s and %s, got %q", store.MaxCooldown, raw)
+	if d < 0 || d > lease.MaxCooldown {
+		return 0, invalid(errInvalidParameter, "cooldown must be between 0s and %s, got %q", lease.MaxCooldown, raw)
 	}
 	return d, nil
 }
 
 // labelParams reads the labels a claim asks for: ?label=name=value, any
-// number of times up to store.MaxLabels; a key must carry all of them.
+// number of times up to lease.MaxLabels; a key must carry all of them.
 // The first is the one whose index the claim walks.
 func labelParams(r *http.Request) ([]string, error) {
 	raw := r.URL.Query()["label"]
-	if len(raw) > store.MaxLabels {
-		return nil, invalid(errInvalidParameter, "a claim names at most %d labels, got %d", store.MaxLabels, len(raw))
+	if len(raw) > lease.MaxLabels {
+		return nil, invalid(errInvalidParameter, "a claim names at most %d labels, got %d", lease.MaxLabels, len(raw))
 	}
 	labels := make([]string, 0, len(raw))
 	for _, l := range raw {
-		label, err := store.ParseLabel(l)
+		label, err := lease.ParseLabel(l)
 		if err != nil {
-			return nil, invalid(errInvalidParameter, "label: %s", strings.TrimPrefix(err.Error(), store.ErrInvalidLabel.Error()+": "))
+			return nil, invalid(errInvalidParameter, "label: %s", strings.TrimPrefix(err.Error(), lease.ErrInvalidLabel.Error()+": "))
 		}
 		labels = append(labels, label)
 	}
@@ -446,7 +447,7 @@ func (a *API) removeKey(w http.ResponseWriter, r *http.Request, id uuid.UUID) er
 
 // onLease serves a call that acts on a key's lease, release or keep-alive:
 // both take the key id and an optional lease token, and answer the key.
-func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (store.Key, error)) func(http.ResponseWriter, *http.Request) error {
+func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (lease.Key, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := keyIDParam(r)
 		if err != nil {
@@ -470,11 +471,11 @@ func onLease(op func(ctx context.Context, id uuid.UUID, leaseToken *int64) (stor
 func keyIDParam(r *http.Request) (uuid.UUID, error) {
 	raw := chi.URLParam(r, "id")
 	if len(raw) != 36 {
-		return uuid.UUID{}, store.ErrKeyNotFound
+		return uuid.UUID{}, lease.ErrKeyNotFound
 	}
 	id, err := uuid.Parse(raw)
 	if err != nil {
-		return uuid.UUID{}, store.ErrKeyNotFound
+		return uuid.UUID{}, lease.ErrKeyNotFound
 	}
 	return id, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
 
@@ -106,7 +107,7 @@ type poolDeleteBody struct {
 	Keys int `json:"keys"`
 }
 
-func (a *API) newPoolBody(p store.Policy, hasPolicy bool, counts store.PoolCounts) poolBody {
+func (a *API) newPoolBody(p lease.Policy, hasPolicy bool, counts store.PoolCounts) poolBody {
 	e := a.store.Effective(p)
 	body := poolBody{
 		Pool: p.Pool, HasPolicy: hasPolicy, Policy: map[string]any{},
@@ -159,7 +160,7 @@ func (a *API) listPools(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	byName := make(map[string]store.Policy, len(policies))
+	byName := make(map[string]lease.Policy, len(policies))
 	names := make([]string, 0, len(policies)+len(counts))
 	for _, p := range policies {
 		byName[p.Pool] = p
@@ -179,7 +180,7 @@ func (a *API) listPools(w http.ResponseWriter, r *http.Request) error {
 	for _, name := range names {
 		p, has := byName[name]
 		if !has {
-			p = store.Policy{Pool: name}
+			p = lease.Policy{Pool: name}
 		}
 		body.Pools = append(body.Pools, a.newPoolBody(p, has, countsOf[name]))
 	}
@@ -203,7 +204,7 @@ func (a *API) getPool(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !has && counts.Keys == 0 {
-		return store.ErrUnknownPool
+		return lease.ErrUnknownPool
 	}
 	writeJSON(w, http.StatusOK, a.newPoolBody(p, has, counts))
 	return nil
@@ -227,7 +228,7 @@ func (a *API) putPool(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	p := store.Policy{Pool: pool, RequireLeaseToken: req.RequireLeaseToken != nil && *req.RequireLeaseToken, Seats: req.Seats}
+	p := lease.Policy{Pool: pool, RequireLeaseToken: req.RequireLeaseToken != nil && *req.RequireLeaseToken, Seats: req.Seats}
 	switch raw := strings.TrimSpace(string(req.KeyTTL)); raw {
 	case "":
 	case "null":
@@ -251,7 +252,7 @@ func (a *API) putPool(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if err := p.Validate(); err != nil {
-		return invalid(errInvalidBody, "%s", strings.TrimPrefix(err.Error(), store.ErrInvalidPolicy.Error()+": "))
+		return invalid(errInvalidBody, "%s", strings.TrimPrefix(err.Error(), lease.ErrInvalidPolicy.Error()+": "))
 	}
 	put, rebased, err := a.store.PutPolicy(r.Context(), p)
 	if err != nil {
@@ -306,14 +307,14 @@ func (a *API) deletePool(w http.ResponseWriter, r *http.Request) error {
 }
 
 // keyByName finds the live key of the path's pool and name.
-func (a *API) keyByName(r *http.Request) (store.Key, error) {
+func (a *API) keyByName(r *http.Request) (lease.Key, error) {
 	pool, err := poolPathParam(r)
 	if err != nil {
-		return store.Key{}, err
+		return lease.Key{}, err
 	}
 	name := chi.URLParam(r, "name")
-	if store.ValidateName(name) != nil {
-		return store.Key{}, store.ErrKeyNotFound
+	if lease.ValidateName(name) != nil {
+		return lease.Key{}, lease.ErrKeyNotFound
 	}
 	return a.store.GetByName(r.Context(), pool, name)
 }

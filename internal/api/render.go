@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/reports"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -60,7 +61,7 @@ type keyBody struct {
 	Secret *string `json:"secret,omitempty"`
 }
 
-func newKeyBody(k store.Key) keyBody {
+func newKeyBody(k lease.Key) keyBody {
 	return keyBody{
 		KeyID:           k.ID.String(),
 		Pool:            k.Pool,
@@ -82,13 +83,13 @@ func newKeyBody(k store.Key) keyBody {
 
 // withSecret adds the key's secret, for the holder's eyes only. The store
 // sets it only where it may be shown.
-func (b keyBody) withSecret(k store.Key) keyBody {
+func (b keyBody) withSecret(k lease.Key) keyBody {
 	b.Secret = k.Secret
 	return b
 }
 
 // withLease adds the lease token, for the holder's eyes only.
-func (b keyBody) withLease(k store.Key) keyBody {
+func (b keyBody) withLease(k lease.Key) keyBody {
 	if k.LeaseToken != nil {
 		b.LeaseToken = formatLeaseToken(*k.LeaseToken)
 	}

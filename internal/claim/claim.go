@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/metrics"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -33,7 +34,7 @@ type Request struct {
 	// Labels ("name=value") the key must carry, every one; the first is
 	// the one whose index the claim walks.
 	Labels []string
-	// Wait is the longest to wait for a free key (store.MaxWait at most);
+	// Wait is the longest to wait for a free key (lease.MaxWait at most);
 	// zero answers at once. The pool's policy may shorten it.
 	Wait time.Duration
 	// IdempotencyKey, when set, makes the claim idempotent: a repeat
@@ -65,13 +66,13 @@ func New(cfg Config) *Service {
 
 // Claim claims a key of the pool under a new lease, or, for a repeat of an
 // idempotent claim, answers the lease claimed before (replayed). It
-// returns store.ErrNoFreeKey when no key was free (within the wait), and an
-// error wrapping store.ErrUnknownPool, at once, for a pool without keys or
+// returns lease.ErrNoFreeKey when no key was free (within the wait), and an
+// error wrapping lease.ErrUnknownPool, at once, for a pool without keys or
 // policy.
-func (s *Service) Claim(ctx context.Context, req Request) (key store.Key, replayed bool, err error) {
+func (s *Service) Claim(ctx context.Context, req Request) (key lease.Key, replayed bool, err error) {
 	wait, err := s.waitFor(ctx, req)
 	if err != nil {
-		return store.Key{}, false, err
+		return lease.Key{}, false, err
 	}
 	if wait > 0 {
 		key, replayed, err = s.wait(ctx, req, wait)
@@ -87,7 +88,7 @@ func (s *Service) Claim(ctx context.Context, req Request) (key store.Key, replay
 		// repeat that a client or proxy sends after losing an answer must
 		// find it held.
 		s.store.ReleaseAbandoned(key)
-		return store.Key{}, false, ctx.Err()
+		return lease.Key{}, false, ctx.Err()
 	}
 	return key, replayed, err
 }
@@ -110,13 +111,13 @@ func (s *Service) waitFor(ctx context.Context, req Request) (time.Duration, erro
 
 // claimNow claims without waiting; only a claim that found no key asks
 // whether the pool exists, which costs a statement.
-func (s *Service) claimNow(ctx context.Context, req Request) (key store.Key, replayed bool, err error) {
+func (s *Service) claimNow(ctx context.Context, req Request) (key lease.Key, replayed bool, err error) {
 	if req.IdempotencyKey != "" {
 		key, replayed, err = s.store.ClaimIdempotent(ctx, req.Pool, req.IdempotencyKey, req.Labels...)
 	} else {
 		key, err = s.store.Claim(ctx, req.Pool, req.Labels...)
 	}
-	if errors.Is(err, store.ErrNoFreeKey) {
+	if errors.Is(err, lease.ErrNoFreeKey) {
 		err = cmp.Or(s.requireKnownPool(ctx, req.Pool), err)
 	}
 	return key, replayed, err
@@ -130,39 +131,39 @@ func (s *Service) claimNow(ctx context.Context, req Request) (key store.Key, rep
 // waited for. Both are asked again when the wait ends with nothing: a
 // copy of the claim may have been served on another replica, and the
 // pool's keys may have been deleted meanwhile.
-func (s *Service) wait(ctx context.Context, req Request, wait time.Duration) (key store.Key, replayed bool, err error) {
+func (s *Service) wait(ctx context.Context, req Request, wait time.Duration) (key lease.Key, replayed bool, err error) {
 	defer s.observeWait(time.Now(), &err)
 	if key, ok, err := s.repeat(ctx, req); ok {
 		return key, err == nil, err
 	}
 	if err := s.requireKnownPool(ctx, req.Pool); err != nil {
-		return store.Key{}, false, err
+		return lease.Key{}, false, err
 	}
 	key, replayed, err = s.waiters.WaitFor(ctx, req.Pool, wait, wakeup.Want{Labels: req.Labels, IdempotencyKey: req.IdempotencyKey})
-	if !errors.Is(err, store.ErrNoFreeKey) {
+	if !errors.Is(err, lease.ErrNoFreeKey) {
 		return key, replayed, err
 	}
 	if key, ok, err := s.repeat(ctx, req); ok {
 		return key, err == nil, err
 	}
-	return store.Key{}, false, cmp.Or(s.requireKnownPool(ctx, req.Pool), err)
+	return lease.Key{}, false, cmp.Or(s.requireKnownPool(ctx, req.Pool), err)
 }
 
 // repeat answers the lease recorded under the claim's idempotency key, or
-// store.ErrIdempotencyKeyReused; ok is false when nothing is recorded, or
+// lease.ErrIdempotencyKeyReused; ok is false when nothing is recorded, or
 // the claim has no idempotency key.
-func (s *Service) repeat(ctx context.Context, req Request) (key store.Key, ok bool, err error) {
+func (s *Service) repeat(ctx context.Context, req Request) (key lease.Key, ok bool, err error) {
 	if req.IdempotencyKey == "" {
-		return store.Key{}, false, nil
+		return lease.Key{}, false, nil
 	}
 	key, err = s.store.RecordedClaim(ctx, req.Pool, req.IdempotencyKey)
 	if errors.Is(err, store.ErrNoClaimRecorded) {
-		return store.Key{}, false, nil
+		return lease.Key{}, false, nil
 	}
 	return key, true, err
 }
 
-// unknownPoolError is store.ErrUnknownPool naming the pool; its text is
+// unknownPoolError is lease.ErrUnknownPool naming the pool; its text is
 // what the client is told.
 type unknownPoolError struct{ pool string }
 
@@ -170,9 +171,9 @@ func (e unknownPoolError) Error() string {
 	return fmt.Sprintf("pool %q has no keys and no policy: check its name. A claim on such a pool never waits.", e.pool)
 }
 
-func (e unknownPoolError) Unwrap() error { return store.ErrUnknownPool }
+func (e unknownPoolError) Unwrap() error { return lease.ErrUnknownPool }
 
-// requireKnownPool answers store.ErrUnknownPool, naming the pool, when the
+// requireKnownPool answers lease.ErrUnknownPool, naming the pool, when the
 // pool has no keys and no policy.
 func (s *Service) requireKnownPool(ctx context.Context, pool string) error {
 	known, err := s.store.PoolKnown(ctx, pool)
@@ -194,7 +195,7 @@ func (s *Service) observeClaim(pool string, err error, counted bool) {
 		if counted {
 			s.metrics.ObserveClaim(pool)
 		}
-	case errors.Is(err, store.ErrNoFreeKey):
+	case errors.Is(err, lease.ErrNoFreeKey):
 		s.metrics.ObserveNoFreeKey(pool)
 	}
 }
@@ -206,9 +207,9 @@ func (s *Service) observeWait(start time.Time, err *error) {
 	}
 	outcome := metrics.WaitClaimed
 	switch {
-	case errors.Is(*err, store.ErrUnknownPool):
+	case errors.Is(*err, lease.ErrUnknownPool):
 		outcome = metrics.WaitUnknownPool
-	case errors.Is(*err, store.ErrNoFreeKey):
+	case errors.Is(*err, lease.ErrNoFreeKey):
 		outcome = metrics.WaitNoFreeKey
 	case *err != nil:
 		outcome = metrics.WaitError

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/claim"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -70,7 +71,7 @@ func replica(t *testing.T, dbURL string, cfg wakeup.Config) *bundle {
 }
 
 // hold creates n labelled keys in the pool and claims them all.
-func (b *bundle) hold(t *testing.T, pool string, n int) []store.Key {
+func (b *bundle) hold(t *testing.T, pool string, n int) []lease.Key {
 	t.Helper()
 	keys := make([]store.NewKey, n)
 	for i := range keys {
@@ -78,7 +79,7 @@ func (b *bundle) hold(t *testing.T, pool string, n int) []store.Key {
 	}
 	_, err := b.store.Import(context.Background(), pool, keys, store.ImportOptions{})
 	require.NoError(t, err)
-	held := make([]store.Key, n)
+	held := make([]lease.Key, n)
 	for i := range held {
 		held[i], err = b.store.Claim(context.Background(), pool)
 		require.NoError(t, err)
@@ -86,7 +87,7 @@ func (b *bundle) hold(t *testing.T, pool string, n int) []store.Key {
 	return held
 }
 
-func (b *bundle) release(t *testing.T, key store.Key) {
+func (b *bundle) release(t *testing.T, key lease.Key) {
 	t.Helper()
 	_, err := b.store.Release(context.Background(), key.ID, key.LeaseToken)
 	require.NoError(t, err)
@@ -94,7 +95,7 @@ func (b *bundle) release(t *testing.T, key store.Key) {
 
 // outcome is what a claim answered.
 type outcome struct {
-	key      store.Key
+	key      lease.Key
 	replayed bool
 	err      error
 }
@@ -249,7 +250,7 @@ func TestWaitersAreServedInArrivalOrder(t *testing.T) {
 }
 
 // A claim of any kind on a pool without keys or policy answers
-// store.ErrUnknownPool at once, naming the pool, however long it may wait.
+// lease.ErrUnknownPool at once, naming the pool, however long it may wait.
 func TestUnknownPoolIsNeverWaitedFor(t *testing.T) {
 	t.Parallel()
 	b := setup(t, wakeup.Config{})
@@ -258,7 +259,7 @@ func TestUnknownPoolIsNeverWaitedFor(t *testing.T) {
 		req.Wait = 30 * time.Second
 		start := time.Now()
 		_, _, err := b.claims.Claim(context.Background(), req)
-		require.ErrorIs(t, err, store.ErrUnknownPool, kind.name)
+		require.ErrorIs(t, err, lease.ErrUnknownPool, kind.name)
 		require.ErrorContains(t, err, `"nowhere"`)
 		require.Less(t, time.Since(start), 5*time.Second, "%s answered at once", kind.name)
 	}
@@ -271,14 +272,14 @@ func TestPolicyBoundsEveryKindOfWait(t *testing.T) {
 	const maxWait = 200 * time.Millisecond
 	b := setup(t, wakeup.Config{})
 	b.hold(t, "short", 1)
-	_, _, err := b.store.PutPolicy(context.Background(), store.Policy{Pool: "short", MaxWait: ptr(maxWait)})
+	_, _, err := b.store.PutPolicy(context.Background(), lease.Policy{Pool: "short", MaxWait: ptr(maxWait)})
 	require.NoError(t, err)
 	for i, kind := range kinds {
 		req := kind.request("short", i)
 		req.Wait = 30 * time.Second
 		start := time.Now()
 		_, _, err := b.claims.Claim(context.Background(), req)
-		require.ErrorIs(t, err, store.ErrNoFreeKey, kind.name)
+		require.ErrorIs(t, err, lease.ErrNoFreeKey, kind.name)
 		waited := time.Since(start)
 		require.GreaterOrEqual(t, waited, maxWait, kind.name)
 		require.Less(t, waited, 5*time.Second, "%s waited as the policy says", kind.name)

@@ -20,6 +20,7 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
 )
 
 // Config is the server's whole configuration.
@@ -134,9 +135,10 @@ type Config struct {
 
 // The defaults of the settings, in the order of Config's fields, for the
 // flags' help text and the commands beside serve. A setting of one
-// component (the store, the sweeper, the elector, the metrics) has the
-// default that the component owns and applies to a zero value; it is only
-// named here. The others are the server's own, written here.
+// component (the store, the sweeper, the elector, the wake-up hub, the
+// metrics) has the default that the component owns and applies to a zero
+// value; it is only named here. The others are the server's own, written
+// here.
 const (
 	DefaultReportMaxLag           = store.MaxStandbyLagDefault
 	DefaultReportStatementTimeout = store.ReportStatementTimeoutDefault
@@ -150,17 +152,14 @@ const (
 	DefaultSnapshotAgeWarning     = sweeper.SnapshotAgeWarningDefault
 	DefaultLeaderTTL              = leader.TTLDefault
 	DefaultDBMaxConns             = 20
-	// DefaultWaitersDBConns is enough for the claims of a few pools whose
-	// keys are freed at once. This and the next two are still read by the
-	// wake-up hub (internal/wakeup) from here, until it owns them.
-	DefaultWaitersDBConns  = 4
-	DefaultMaxWaiters      = 10000
-	DefaultMaxWaitedPools  = 1000
-	DefaultMetricsMaxPools = metrics.DefaultMaxPools
-	DefaultDBTimeout       = store.QueryTimeoutDefault
-	DefaultShutdownTimeout = 15 * time.Second
-	DefaultDrainDelay      = 5 * time.Second
-	DefaultMigrateTimeout  = 10 * time.Minute
+	DefaultWaitersDBConns         = wakeup.DBCallsDefault
+	DefaultMaxWaiters             = wakeup.MaxWaitersDefault
+	DefaultMaxWaitedPools         = wakeup.MaxPoolsDefault
+	DefaultMetricsMaxPools        = metrics.DefaultMaxPools
+	DefaultDBTimeout              = store.QueryTimeoutDefault
+	DefaultShutdownTimeout        = 15 * time.Second
+	DefaultDrainDelay             = 5 * time.Second
+	DefaultMigrateTimeout         = 10 * time.Minute
 )
 
 // durationText writes a default duration as a flag's default, as it would

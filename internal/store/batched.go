@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
 
 // leaseRequest names a key and, optionally, the lease a call must act on.
@@ -40,9 +41,9 @@ func leaseCallers(reqs []leaseRequest) func(func(trace.SpanContext) bool) {
 // KeepAlive resets the key's life. Without a lease token it does nothing
 // else, even when the key is held; with one, it also extends that lease,
 // and acts only if the lease is the key's current one and still running
-// (ErrLeaseMismatch otherwise, changing nothing).
+// (lease.ErrLeaseMismatch otherwise, changing nothing).
 // Keep-alives that arrive together on this replica share one statement.
-func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) (lease.Key, error) {
 	return queued(s, ctx, s.keepAlives, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
@@ -50,17 +51,17 @@ func (s *Store) KeepAlive(ctx context.Context, id uuid.UUID, leaseToken *int64) 
 // returns it unchanged. With a lease token, a held key is released only
 // if that lease is its current one. Releases that arrive together on this
 // replica share one statement.
-func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (Key, error) {
+func (s *Store) Release(ctx context.Context, id uuid.UUID, leaseToken *int64) (lease.Key, error) {
 	return queued(s, ctx, s.releases, struct{}{}, leaseRequest{id: id, token: leaseToken, caller: trace.SpanContextFromContext(ctx)})
 }
 
 // ReleaseWithCooldown is Release, but the key released stays out of every
-// claim until the cooldown (at most MaxCooldown) has passed; the background
-// job then makes it claimable again and wakes waiting clients. A free key
-// is returned unchanged, as by Release.
-func (s *Store) ReleaseWithCooldown(ctx context.Context, id uuid.UUID, leaseToken *int64, cooldown time.Duration) (Key, error) {
-	if cooldown < 0 || cooldown > MaxCooldown {
-		return Key{}, fmt.Errorf("%w: %s is not between 0 and %s", ErrInvalidCooldown, cooldown, MaxCooldown)
+// claim until the cooldown (at most lease.MaxCooldown) has passed; the
+// background job then makes it claimable again and wakes waiting clients.
+// A free key is returned unchanged, as by Release.
+func (s *Store) ReleaseWithCooldown(ctx context.Context, id uuid.UUID, leaseToken *int64, cooldown time.Duration) (lease.Key, error) {
+	if cooldown < 0 || cooldown > lease.MaxCooldown {
+		return lease.Key{}, fmt.Errorf("%w: %s is not between 0 and %s", lease.ErrInvalidCooldown, cooldown, lease.MaxCooldown)
 	}
 	return queued(s, ctx, s.releases, struct{}{}, leaseRequest{id: id, token: leaseToken, cooldown: cooldown, caller: trace.SpanContextFromContext(ctx)})
 }
@@ -69,8 +70,8 @@ func (s *Store) ReleaseWithCooldown(ctx context.Context, id uuid.UUID, leaseToke
 // QueryTimeout, as a call of its own is: queued behind a batch that the
 // database does not answer, a request would otherwise wait for that
 // batch's timeout and then for its own. Given up, it answers
-// ErrUnavailable and is left out of the batches to come.
-func queued[K comparable, Req any](s *Store, ctx context.Context, c *batch.Coalescer[K, Req, Key], key K, req Req) (Key, error) {
+// lease.ErrUnavailable and is left out of the batches to come.
+func queued[K comparable, Req any](s *Store, ctx context.Context, c *batch.Coalescer[K, Req, lease.Key], key K, req Req) (lease.Key, error) {
 	bounded, cancel := s.withTimeout(ctx)
 	defer cancel()
 	k, err := c.Do(bounded, key, req)
@@ -80,11 +81,11 @@ func queued[K comparable, Req any](s *Store, ctx context.Context, c *batch.Coale
 	return k, err
 }
 
-func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.SpanContext) []batch.Result[Key] {
+func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.SpanContext) []batch.Result[lease.Key] {
 	ctx, span := s.startBatch(ctx, "store.ClaimBatch", slices.Values(reqs))
 	defer span.End()
 	keys, err := s.ClaimManyLabelled(ctx, target.pool, len(reqs), target.labelList())
-	results := make([]batch.Result[Key], len(reqs))
+	results := make([]batch.Result[lease.Key], len(reqs))
 	for i := range results {
 		switch {
 		case i < len(keys):
@@ -92,7 +93,7 @@ func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.
 		case err != nil:
 			results[i].Err = err
 		default:
-			results[i].Err = ErrNoFreeKey
+			results[i].Err = lease.ErrNoFreeKey
 		}
 	}
 	return results
@@ -101,7 +102,7 @@ func (s *Store) runClaims(ctx context.Context, target claimTarget, reqs []trace.
 // ReleaseAbandoned releases a key claimed for a caller that left before it
 // got it: nobody will use that lease. A failure is only logged: the lease
 // then ends by itself after LeaseTTL.
-func (s *Store) ReleaseAbandoned(key Key) {
+func (s *Store) ReleaseAbandoned(key lease.Key) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.QueryTimeout)
 	defer cancel()
 	if _, err := s.Release(ctx, key.ID, key.LeaseToken); err != nil {
@@ -109,7 +110,7 @@ func (s *Store) ReleaseAbandoned(key Key) {
 	}
 }
 
-func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[lease.Key] {
 	ctx, span := s.startBatch(ctx, "store.KeepAliveBatch", leaseCallers(reqs))
 	defer span.End()
 	ctx, cancel := s.withTimeout(ctx)
@@ -124,7 +125,7 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 		})
 	})
 	if err != nil {
-		return failAll[Key](len(reqs), classify(err))
+		return failAll[lease.Key](len(reqs), classify(err))
 	}
 	kept := make(map[uuid.UUID][]changedKey, len(rows))
 	for _, row := range rows {
@@ -142,19 +143,19 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 		}
 		kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
 	}
-	return s.settle(ctx, reqs, kept, func(req leaseRequest, current Key) (Key, error) {
+	return s.settle(ctx, reqs, kept, func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		if req.token == nil {
 			// A keep-alive without a token always resets a live key's
 			// life, unless its pool requires a token.
-			return Key{}, ErrLeaseTokenRequired
+			return lease.Key{}, lease.ErrLeaseTokenRequired
 		}
 		// Not kept alive although the key lives: the token names a lease
 		// that is not the current one, or one whose deadline has passed.
-		return Key{}, ErrLeaseMismatch
+		return lease.Key{}, lease.ErrLeaseMismatch
 	})
 }
 
-func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[Key] {
+func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest) []batch.Result[lease.Key] {
 	ctx, span := s.startBatch(ctx, "store.ReleaseBatch", leaseCallers(reqs))
 	defer span.End()
 	ctx, cancel := s.withTimeout(ctx)
@@ -168,7 +169,7 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 		return s.queries.KeyReleaseMany(ctx, dbsqlc.KeyReleaseManyParams{Ids: ids, LeaseTokens: tokens, CooldownSeconds: cooldowns})
 	})
 	if err != nil {
-		return failAll[Key](len(reqs), classify(err))
+		return failAll[lease.Key](len(reqs), classify(err))
 	}
 	if s.cfg.OnLeasesEnded != nil && len(rows) > 0 {
 		ended := make([]EndedLease, len(rows))
@@ -187,57 +188,57 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.EndedLeaseToken})
 	}
-	return s.settle(ctx, reqs, released, func(req leaseRequest, current Key) (Key, error) {
+	return s.settle(ctx, reqs, released, func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		// Not released although the key lives: its pool requires a token
 		// and none was given, the key has several seats and none was
 		// given, it was free already (a release is idempotent), or the
 		// lease named is not its seat's current or most recent one.
 		if req.token == nil {
 			if current.Seats > 1 {
-				return Key{}, ErrSeatLeaseRequired
+				return lease.Key{}, lease.ErrSeatLeaseRequired
 			}
 			required, err := s.requiresLeaseToken(ctx, current.Pool)
 			switch {
 			case err != nil:
-				return Key{}, err
+				return lease.Key{}, err
 			case required:
-				return Key{}, ErrLeaseTokenRequired
+				return lease.Key{}, lease.ErrLeaseTokenRequired
 			}
 			return current, nil
 		}
 		// A key of one seat is read as it is (a release of a free key is
 		// idempotent, whatever the token); a key of several, as the lease
 		// named sees it: its seat.
-		lease := current
+		seat := current
 		if current.Seats > 1 {
 			var err error
-			if lease, err = s.leaseOf(ctx, req); err != nil {
-				return Key{}, err
+			if seat, err = s.leaseOf(ctx, req); err != nil {
+				return lease.Key{}, err
 			}
 		}
 		switch {
-		case lease.LeaseToken != nil && *lease.LeaseToken != *req.token:
-			return Key{}, ErrLeaseMismatch
-		case req.cooldown > 0 && lease.LeaseToken == nil:
+		case seat.LeaseToken != nil && *seat.LeaseToken != *req.token:
+			return lease.Key{}, lease.ErrLeaseMismatch
+		case req.cooldown > 0 && seat.LeaseToken == nil:
 			// The lease named ended before its holder sent the cooldown:
 			// it still applies if that was its seat's most recent lease.
 			return s.cooldownAfterLease(ctx, req)
 		}
-		return lease, nil
+		return seat, nil
 	})
 }
 
 // leaseOf returns a key of several seats as the lease named sees it: its
-// seat, held by it or free since it ended. ErrLeaseMismatch when a later
+// seat, held by it or free since it ended. lease.ErrLeaseMismatch when a later
 // lease has taken its seat (or it was never a lease of the key).
-func (s *Store) leaseOf(ctx context.Context, req leaseRequest) (Key, error) {
+func (s *Store) leaseOf(ctx context.Context, req leaseRequest) (lease.Key, error) {
 	row, err := s.queries.KeyGetLease(ctx, dbsqlc.KeyGetLeaseParams{ID: req.id, LeaseToken: *req.token})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		// The key lives (settle read it), so the lease is not its seat's.
-		return Key{}, ErrLeaseMismatch
+		return lease.Key{}, lease.ErrLeaseMismatch
 	case err != nil:
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }
@@ -245,7 +246,7 @@ func (s *Store) leaseOf(ctx context.Context, req leaseRequest) (Key, error) {
 // changedKey is a row a batch statement changed, with the lease it acted
 // on (nil for a free key).
 type changedKey struct {
-	key   Key
+	key   lease.Key
 	lease *int64
 }
 
@@ -269,10 +270,10 @@ func answer(changes []changedKey, req leaseRequest) (changedKey, bool) {
 
 // settle gives each request its outcome: the row the statement changed, or,
 // for a request it did not change, what explain says of the key as it is now
-// (ErrKeyNotFound when it is gone).
+// (lease.ErrKeyNotFound when it is gone).
 func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID][]changedKey,
-	explain func(leaseRequest, Key) (Key, error)) []batch.Result[Key] {
-	results := make([]batch.Result[Key], len(reqs))
+	explain func(leaseRequest, lease.Key) (lease.Key, error)) []batch.Result[lease.Key] {
+	results := make([]batch.Result[lease.Key], len(reqs))
 	for i, req := range reqs {
 		if c, ok := answer(changed[req.id], req); ok {
 			results[i].Value = c.key
@@ -309,7 +310,7 @@ func leaseArgs(reqs []leaseRequest) ([]uuid.UUID, []int64) {
 }
 
 func failAll[T any](n int, err error) []batch.Result[T] {
-	if errors.Is(err, ErrKeyNotFound) {
+	if errors.Is(err, lease.ErrKeyNotFound) {
 		// A batch statement returns rows, never "no rows".
 		err = errors.New("unexpected empty result")
 	}
@@ -324,8 +325,8 @@ func failAll[T any](n int, err error) []batch.Result[T] {
 // already ended, while the key is free: the signal it carries (the key's
 // provider refused it) is not lost because the lease ran out first. A key
 // whose most recent lease is not the one named, or that another lease
-// holds by now, is ErrLeaseMismatch.
-func (s *Store) cooldownAfterLease(ctx context.Context, req leaseRequest) (Key, error) {
+// holds by now, is lease.ErrLeaseMismatch.
+func (s *Store) cooldownAfterLease(ctx context.Context, req leaseRequest) (lease.Key, error) {
 	row, err := retryConflicts(ctx, func() (dbsqlc.KeyCooldownAfterLeaseRow, error) {
 		return s.queries.KeyCooldownAfterLease(ctx, dbsqlc.KeyCooldownAfterLeaseParams{
 			ID: req.id, LeaseToken: *req.token, CooldownSeconds: req.cooldown.Seconds(),
@@ -333,9 +334,9 @@ func (s *Store) cooldownAfterLease(ctx context.Context, req leaseRequest) (Key, 
 	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return Key{}, ErrLeaseMismatch
+		return lease.Key{}, lease.ErrLeaseMismatch
 	case err != nil:
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	if s.cfg.OnCooldown != nil {
 		s.cfg.OnCooldown(row.Pool)

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
@@ -44,11 +45,11 @@ func TestBatchedReleasesAnswerEachRequest(t *testing.T) {
 	require.False(t, results[0].Value.Held())
 	require.NoError(t, results[1].Err)
 	require.False(t, results[1].Value.Held())
-	require.ErrorIs(t, results[2].Err, ErrLeaseMismatch)
+	require.ErrorIs(t, results[2].Err, lease.ErrLeaseMismatch)
 	require.NoError(t, results[3].Err)
 	require.NoError(t, results[4].Err)
-	require.ErrorIs(t, results[5].Err, ErrKeyNotFound)
-	require.ErrorIs(t, results[6].Err, ErrLeaseMismatch)
+	require.ErrorIs(t, results[5].Err, lease.ErrKeyNotFound)
+	require.ErrorIs(t, results[6].Err, lease.ErrLeaseMismatch)
 
 	stillHeld, err := s.Get(ctx, b.ID)
 	require.NoError(t, err)
@@ -83,8 +84,8 @@ func TestBatchedKeepAlivesAnswerEachRequest(t *testing.T) {
 	})
 	require.NoError(t, results[0].Err)
 	require.True(t, results[0].Value.LeaseExpiresAt.After(*held.LeaseExpiresAt))
-	require.ErrorIs(t, results[1].Err, ErrLeaseMismatch)
+	require.ErrorIs(t, results[1].Err, lease.ErrLeaseMismatch)
 	require.NoError(t, results[2].Err)
 	require.NotNil(t, results[2].Value.LastKeepAliveAt)
-	require.ErrorIs(t, results[3].Err, ErrLeaseMismatch)
+	require.ErrorIs(t, results[3].Err, lease.ErrLeaseMismatch)
 }

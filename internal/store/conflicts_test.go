@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
@@ -57,13 +58,13 @@ func TestMultiPoolBatchesNeverDeadlock(t *testing.T) {
 			for i := 0; ctx.Err() == nil; i++ {
 				pool := fmt.Sprint("pool-", (w+i)%pools)
 				key, err := b.store.Claim(ctx, pool)
-				if errors.Is(err, store.ErrNoFreeKey) || ctx.Err() != nil {
+				if errors.Is(err, lease.ErrNoFreeKey) || ctx.Err() != nil {
 					continue
 				}
 				if err == nil && i%5 != 0 {
 					// Every fifth lease is left to end by itself.
 					_, err = b.store.Release(ctx, key.ID, key.LeaseToken)
-					if errors.Is(err, store.ErrLeaseMismatch) && time.Now().After(*key.LeaseExpiresAt) {
+					if errors.Is(err, lease.ErrLeaseMismatch) && time.Now().After(*key.LeaseExpiresAt) {
 						err = nil // on a busy machine the lease ran out first, as it may
 					}
 				}

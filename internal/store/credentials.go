@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"strings"
 	"time"
 
@@ -16,76 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
-
-// Limits of credentials, labels and cooldowns.
-const (
-	// MaxSecretBytes is the longest secret a key may carry.
-	MaxSecretBytes = 4096
-	// MaxLabels is the most labels a key may carry, and a claim may ask for.
-	MaxLabels = 16
-	// MaxLabelName and MaxLabelValue bound a label's name and value, in bytes.
-	MaxLabelName  = 63
-	MaxLabelValue = 256
-	// MaxCooldown is the longest cooldown a release may ask for.
-	MaxCooldown = 24 * time.Hour
-)
-
-// Errors about credentials, labels and cooldowns.
-var (
-	// ErrNoEncryptionKey: a key with a secret was asked for, and no
-	// encryption key is configured. Nothing was stored.
-	ErrNoEncryptionKey = errors.New("no encryption key is configured for secrets")
-	// ErrDuplicateSecret: a key of the pool already carries one of the
-	// secrets (or the request names one twice). Nothing was stored.
-	ErrDuplicateSecret = errors.New("a key of the pool already carries this secret")
-	// ErrInvalidLabel: a label's name or value is empty, too long or has
-	// characters outside the allowed set, or there are too many.
-	ErrInvalidLabel = errors.New("invalid label")
-	// ErrInvalidSecret: a secret is empty or too long.
-	ErrInvalidSecret = errors.New("invalid secret")
-	// ErrInvalidCooldown: a cooldown below 0 or above MaxCooldown.
-	ErrInvalidCooldown = errors.New("invalid cooldown")
-	// ErrSecretUnavailable: a key's secret was sealed under an encryption
-	// key that is not configured, or does not decrypt.
-	ErrSecretUnavailable = errors.New("the key's secret cannot be decrypted with the configured encryption keys")
-)
-
-var (
-	labelName  = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,63}$`)
-	labelValue = regexp.MustCompile(`^[A-Za-z0-9._:/@+-]{1,256}$`)
-)
-
-// ValidateLabel checks one label, name and value.
-func ValidateLabel(name, value string) error {
-	if !labelName.MatchString(name) {
-		return fmt.Errorf("%w: the name %q must be 1 to %d letters, digits, '.', '_', '/' or '-'", ErrInvalidLabel, truncate(name), MaxLabelName)
-	}
-	if !labelValue.MatchString(value) {
-		return fmt.Errorf("%w: the value of %q must be 1 to %d letters, digits or any of . _ : / @ + -", ErrInvalidLabel, name, MaxLabelValue)
-	}
-	return nil
-}
-
-// ParseLabel reads a label written name=value, as in ?label=tier=paid.
-func ParseLabel(s string) (string, error) {
-	name, value, ok := strings.Cut(s, "=")
-	if !ok {
-		return "", fmt.Errorf("%w: %q is not name=value", ErrInvalidLabel, truncate(s))
-	}
-	if err := ValidateLabel(name, value); err != nil {
-		return "", err
-	}
-	return name + "=" + value, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 70 {
-		return s[:64] + "…"
-	}
-	return s
-}
 
 // NewKey is one key to create with Import.
 type NewKey struct {
@@ -155,7 +87,7 @@ func (s *Store) claimRows(ctx context.Context, q *dbsqlc.Queries, pool string, l
 
 // openClaimed turns claimed rows into keys with their secrets opened, and
 // sets apart the keys whose secret does not open.
-func (s *Store) openClaimed(rows []dbsqlc.KeyClaimRow) (opened, unopened []Key) {
+func (s *Store) openClaimed(rows []dbsqlc.KeyClaimRow) (opened, unopened []lease.Key) {
 	for _, row := range rows {
 		key := fromRow(dbsqlc.KeyGetRow{
 			ID: row.ID, Pool: row.Pool, CreatedAt: row.CreatedAt, ExpiresAt: row.ExpiresAt,
@@ -182,7 +114,7 @@ const UnopenedSecretCooldown = time.Minute
 // setAside releases the claimed keys whose secret does not open with a
 // cooldown, so that the next claims take other keys instead of the same
 // ones in a loop. The log names each key (openSecret).
-func (s *Store) setAside(ctx context.Context, keys []Key) {
+func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
 	for _, k := range keys {
 		if _, err := s.ReleaseWithCooldown(ctx, k.ID, k.LeaseToken, UnopenedSecretCooldown); err != nil {
 			slog.Warn("could not set aside a key whose secret does not open", "key_id", k.ID, "error", err)
@@ -192,14 +124,14 @@ func (s *Store) setAside(ctx context.Context, keys []Key) {
 
 // openSecret decrypts a sealed secret into the key, if it has one. The log
 // names the key and the encryption key's id, never material.
-func (s *Store) openSecret(key *Key, keyID *string, ciphertext []byte) error {
+func (s *Store) openSecret(key *lease.Key, keyID *string, ciphertext []byte) error {
 	if keyID == nil || ciphertext == nil {
 		return nil
 	}
 	plain, err := s.cfg.Secrets.Open(key.ID, secrets.Sealed{KeyID: *keyID, Ciphertext: ciphertext})
 	if err != nil {
 		slog.Error("a key's secret does not decrypt", "key_id", key.ID, "encryption_key_id", *keyID, "error", err)
-		return fmt.Errorf("%w: %w", ErrSecretUnavailable, err)
+		return fmt.Errorf("%w: %w", lease.ErrSecretUnavailable, err)
 	}
 	secret := string(plain)
 	key.Secret = &secret
@@ -219,7 +151,7 @@ func decodeLabels(raw []byte) map[string]string {
 
 // CreateKeys creates one free key per entry, as Import with no options,
 // and returns the keys it created.
-func (s *Store) CreateKeys(ctx context.Context, pool string, keys []NewKey) ([]Key, error) {
+func (s *Store) CreateKeys(ctx context.Context, pool string, keys []NewKey) ([]lease.Key, error) {
 	res, err := s.Import(ctx, pool, keys, ImportOptions{})
 	return res.Keys, err
 }
@@ -238,7 +170,7 @@ type ImportOptions struct {
 // ImportResult is what an Import did.
 type ImportResult struct {
 	// Keys are the keys created, in the order listed, skipped ones left out.
-	Keys []Key
+	Keys []lease.Key
 	// Skipped lists the keys left out, by their index in the list.
 	Skipped []SkippedKey
 	// PolicyCreated: the import gave the pool its policy (keys with
@@ -255,7 +187,7 @@ type SkippedKey struct {
 
 // DuplicateError says which key of an import repeats a secret or a name,
 // of the pool (Earlier -1) or of an earlier key of the same list. It wraps
-// ErrDuplicateSecret or ErrDuplicateName.
+// lease.ErrDuplicateSecret or lease.ErrDuplicateName.
 type DuplicateError struct {
 	Index   int
 	Earlier int
@@ -272,54 +204,26 @@ func (e *DuplicateError) Error() string {
 
 func (e *DuplicateError) Unwrap() error {
 	if e.Reason == "name" {
-		return ErrDuplicateName
+		return lease.ErrDuplicateName
 	}
-	return ErrDuplicateSecret
-}
-
-// ErrDuplicateName: a key of the pool already has one of the names (or the
-// request names one twice). Nothing was stored.
-var ErrDuplicateName = errors.New("a key of the pool already has this name")
-
-// ErrInvalidName: a key's name is empty, too long, or has characters
-// outside the allowed set.
-var ErrInvalidName = errors.New("invalid key name")
-
-var keyName = regexp.MustCompile(`^[A-Za-z0-9._~:@+-]{1,128}$`)
-
-// ValidateName checks a key's name.
-func ValidateName(name string) error {
-	if !keyName.MatchString(name) {
-		return fmt.Errorf("%w: %q must be 1 to 128 letters, digits or any of . _ ~ : @ + -", ErrInvalidName, truncate(name))
-	}
-	return nil
-}
-
-// secretHint is the part of a secret that may be shown: its last four
-// characters, and nothing for a secret of fewer than 12, where four would
-// be a third of it or more.
-func secretHint(secret string) string {
-	runes := []rune(secret)
-	if len(runes) < 12 {
-		return ""
-	}
-	return string(runes[len(runes)-4:])
+	return lease.ErrDuplicateSecret
 }
 
 // Import creates one free key per entry, with its secret (sealed with the
 // configured encryption key), name and labels, in one statement. It
-// returns ErrNoEncryptionKey when a secret is given and no encryption key
-// is configured, and a DuplicateError when the list repeats a secret or a
-// name, or (unless SkipExisting) the pool already has one; nothing is
-// stored then. Keys with secrets in a pool that has no policy give it one:
-// keys stay (or live opts.KeyTTL), so that real credentials are never
-// deleted because nobody kept them alive; the pool's existing keys follow.
+// returns lease.ErrNoEncryptionKey when a secret is given and no
+// encryption key is configured, and a DuplicateError when the list repeats
+// a secret or a name, or (unless SkipExisting) the pool already has one;
+// nothing is stored then. Keys with secrets in a pool that has no policy
+// give it one: keys stay (or live opts.KeyTTL), so that real credentials
+// are never deleted because nobody kept them alive; the pool's existing
+// keys follow.
 func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts ImportOptions) (ImportResult, error) {
-	if len(keys) < 1 || len(keys) > MaxCreate {
-		return ImportResult{}, fmt.Errorf("%d keys out of range 1..%d", len(keys), MaxCreate)
+	if len(keys) < 1 || len(keys) > lease.MaxCreate {
+		return ImportResult{}, fmt.Errorf("%d keys out of range 1..%d", len(keys), lease.MaxCreate)
 	}
 	if opts.KeyTTL != nil {
-		if err := (Policy{KeyTTL: opts.KeyTTL}).Validate(); err != nil {
+		if err := (lease.Policy{KeyTTL: opts.KeyTTL}).Validate(); err != nil {
 			return ImportResult{}, err
 		}
 	}
@@ -334,11 +238,11 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	for i, k := range keys {
 		id := uuid.New()
 		batch.ids[i] = id
-		if k.Seats != 0 && (k.Seats < 1 || k.Seats > MaxSeats) {
-			return ImportResult{}, fmt.Errorf("%w: keys[%d]: seats must be between 1 and %d, got %d", ErrInvalidSeats, i, MaxSeats, k.Seats)
+		if k.Seats != 0 && (k.Seats < 1 || k.Seats > lease.MaxSeats) {
+			return ImportResult{}, fmt.Errorf("%w: keys[%d]: seats must be between 1 and %d, got %d", lease.ErrInvalidSeats, i, lease.MaxSeats, k.Seats)
 		}
 		if k.Name != "" {
-			if err := ValidateName(k.Name); err != nil {
+			if err := lease.ValidateName(k.Name); err != nil {
 				return ImportResult{}, fmt.Errorf("keys[%d]: %w", i, err)
 			}
 			if earlier, ok := seenNames[k.Name]; ok {
@@ -347,12 +251,12 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 			seenNames[k.Name] = i
 			batch.names[i] = k.Name
 		}
-		if len(k.Labels) > MaxLabels {
-			return ImportResult{}, fmt.Errorf("%w: a key carries at most %d labels, got %d", ErrInvalidLabel, MaxLabels, len(k.Labels))
+		if len(k.Labels) > lease.MaxLabels {
+			return ImportResult{}, fmt.Errorf("%w: a key carries at most %d labels, got %d", lease.ErrInvalidLabel, lease.MaxLabels, len(k.Labels))
 		}
 		if len(k.Labels) > 0 {
 			for name, value := range k.Labels {
-				if err := ValidateLabel(name, value); err != nil {
+				if err := lease.ValidateLabel(name, value); err != nil {
 					return ImportResult{}, err
 				}
 			}
@@ -365,11 +269,11 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 		if k.Secret == "" {
 			continue
 		}
-		if len(k.Secret) > MaxSecretBytes {
-			return ImportResult{}, fmt.Errorf("%w: key %d: a secret is at most %d bytes, got %d", ErrInvalidSecret, i+1, MaxSecretBytes, len(k.Secret))
+		if len(k.Secret) > lease.MaxSecretBytes {
+			return ImportResult{}, fmt.Errorf("%w: key %d: a secret is at most %d bytes, got %d", lease.ErrInvalidSecret, i+1, lease.MaxSecretBytes, len(k.Secret))
 		}
 		if !s.cfg.Secrets.Enabled() {
-			return ImportResult{}, ErrNoEncryptionKey
+			return ImportResult{}, lease.ErrNoEncryptionKey
 		}
 		withSecrets = true
 		sealed, err := s.cfg.Secrets.Seal(id, []byte(k.Secret))
@@ -386,7 +290,7 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 		}
 		seenSecrets[string(digests[0])] = i
 		batch.ciphertexts[i], batch.digests[i], batch.allDigests[i] = sealed.Ciphertext, digests[0], digests
-		batch.hints[i] = secretHint(k.Secret)
+		batch.hints[i] = lease.SecretHint(k.Secret)
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
@@ -398,13 +302,13 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "keys_pool_secret_digest_idx":
-		return ImportResult{}, ErrDuplicateSecret
+		return ImportResult{}, lease.ErrDuplicateSecret
 	case errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "keys_pool_name_idx":
-		return ImportResult{}, ErrDuplicateName
+		return ImportResult{}, lease.ErrDuplicateName
 	case err != nil:
 		return ImportResult{}, classify(err)
 	}
-	res.Keys = make([]Key, len(created))
+	res.Keys = make([]lease.Key, len(created))
 	for i, row := range created {
 		res.Keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
@@ -419,7 +323,7 @@ func (s *Store) Import(ctx context.Context, pool string, keys []NewKey, opts Imp
 
 // importSeats fills in the seats of each key of an import: its own, or the
 // pool's policy's, or 1; and checks that the call creates no more than
-// MaxCreateSeats.
+// lease.MaxCreateSeats.
 // It reads the policy in the import's transaction, after the import may
 // have created it.
 func importSeats(ctx context.Context, q *dbsqlc.Queries, pool string, keys []NewKey, seats []int32) error {
@@ -443,8 +347,8 @@ func importSeats(ctx context.Context, q *dbsqlc.Queries, pool string, keys []New
 		seats[i] = int32(n)
 		total += n
 	}
-	if total > MaxCreateSeats {
-		return fmt.Errorf("%w: these keys have %d seats in all, more than the %d one call creates", ErrInvalidSeats, total, MaxCreateSeats)
+	if total > lease.MaxCreateSeats {
+		return fmt.Errorf("%w: these keys have %d seats in all, more than the %d one call creates", lease.ErrInvalidSeats, total, lease.MaxCreateSeats)
 	}
 	return nil
 }
@@ -561,33 +465,33 @@ func (s *Store) importTx(ctx context.Context, pool string, keys []NewKey, b impo
 		if len(rows) == 0 {
 			// The statement's own check found a digest that the search
 			// above did not: only a concurrent rotation can do that.
-			return nil, ErrDuplicateSecret
+			return nil, lease.ErrDuplicateSecret
 		}
 	}
 	return rows, tx.Commit(ctx)
 }
 
 // GetSecret returns a live key with its secret, when leaseToken names the
-// key's current lease and that lease is running: ErrLeaseMismatch
+// key's current lease and that lease is running: lease.ErrLeaseMismatch
 // otherwise. A key without a secret is returned with Secret nil.
-func (s *Store) GetSecret(ctx context.Context, id uuid.UUID, leaseToken int64) (Key, error) {
+func (s *Store) GetSecret(ctx context.Context, id uuid.UUID, leaseToken int64) (lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	row, err := s.queries.KeyGetSecret(ctx, dbsqlc.KeyGetSecretParams{ID: id, LeaseToken: leaseToken})
 	if err != nil {
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	if !row.LeaseCurrent {
-		return Key{}, ErrLeaseMismatch
+		return lease.Key{}, lease.ErrLeaseMismatch
 	}
 	// The lease's own seat (a key of several seats has a lease per seat).
 	keyRow, err := s.queries.KeyGetLease(ctx, dbsqlc.KeyGetLeaseParams{ID: id, LeaseToken: leaseToken})
 	if err != nil {
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	key := fromRow(dbsqlc.KeyGetRow(keyRow))
 	if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	return key, nil
 }
@@ -613,7 +517,7 @@ func (s *Store) EndCooldowns(ctx context.Context, max int) (int, error) {
 func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, max int) (int, uuid.UUID, error) {
 	kr := s.cfg.Secrets
 	if !kr.Enabled() {
-		return 0, uuid.Nil, ErrNoEncryptionKey
+		return 0, uuid.Nil, lease.ErrNoEncryptionKey
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
@@ -634,7 +538,7 @@ func (s *Store) ResealBatch(ctx context.Context, oldKeyID string, max int) (int,
 	for _, row := range rows {
 		plain, err := kr.Open(row.ID, secrets.Sealed{KeyID: oldKeyID, Ciphertext: row.SecretCiphertext})
 		if err != nil {
-			return 0, uuid.Nil, fmt.Errorf("key %s: %w: %w", row.ID, ErrSecretUnavailable, err)
+			return 0, uuid.Nil, fmt.Errorf("key %s: %w: %w", row.ID, lease.ErrSecretUnavailable, err)
 		}
 		sealed, err := kr.Seal(row.ID, plain)
 		if err != nil {

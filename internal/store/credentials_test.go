@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -54,12 +55,12 @@ func TestSecretsSealedAndHandedOutOnlyToTheHolder(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "sk-one", *withToken.Secret)
 	_, err = b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken+1)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 
 	_, err = b.store.Release(b.ctx, claimed.ID, claimed.LeaseToken)
 	require.NoError(t, err)
 	_, err = b.store.GetSecret(b.ctx, claimed.ID, *claimed.LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch, "an ended lease no longer reads the secret")
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch, "an ended lease no longer reads the secret")
 
 	// A ciphertext moved to another row does not open there. The first key
 	// goes, so that the claim below can only take the other.
@@ -70,14 +71,14 @@ func TestSecretsSealedAndHandedOutOnlyToTheHolder(t *testing.T) {
 	_, err = b.pool.Exec(b.ctx, "UPDATE keys SET secret_ciphertext = $1 WHERE id = $2", stored, other[0].ID)
 	require.NoError(t, err)
 	_, err = b.store.Claim(b.ctx, "p")
-	require.ErrorIs(t, err, store.ErrSecretUnavailable)
+	require.ErrorIs(t, err, lease.ErrSecretUnavailable)
 }
 
 func TestSecretsRefusedWithoutKeyAndDuplicates(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{})
 	_, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Labels: map[string]string{"a": "b"}}, {Secret: "sk"}})
-	require.ErrorIs(t, err, store.ErrNoEncryptionKey)
+	require.ErrorIs(t, err, lease.ErrNoEncryptionKey)
 	var n int
 	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM keys").Scan(&n))
 	require.Zero(t, n, "nothing stored")
@@ -87,9 +88,9 @@ func TestSecretsRefusedWithoutKeyAndDuplicates(t *testing.T) {
 	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
 	require.NoError(t, err)
 	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-new"}, {Secret: "sk-dup"}})
-	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	require.ErrorIs(t, err, lease.ErrDuplicateSecret)
 	_, err = old.store.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-x"}, {Secret: "sk-x"}})
-	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	require.ErrorIs(t, err, lease.ErrDuplicateSecret)
 	_, err = old.store.CreateKeys(old.ctx, "other", []store.NewKey{{Secret: "sk-dup"}})
 	require.NoError(t, err, "another pool may carry the same secret")
 
@@ -98,7 +99,7 @@ func TestSecretsRefusedWithoutKeyAndDuplicates(t *testing.T) {
 	newKR, _ := newKeyring(t, oldRaw)
 	rotated := store.New(old.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: newKR})
 	_, err = rotated.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
-	require.ErrorIs(t, err, store.ErrDuplicateSecret)
+	require.ErrorIs(t, err, lease.ErrDuplicateSecret)
 	require.NoError(t, old.pool.QueryRow(old.ctx, "SELECT count(*) FROM keys WHERE pool = 'p'").Scan(&n))
 	require.Equal(t, 1, n)
 
@@ -122,7 +123,7 @@ func TestSecretsRefusedWithoutKeyAndDuplicates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "sk-dup", *k.Secret)
 	_, err = onlyNew.CreateKeys(old.ctx, "p", []store.NewKey{{Secret: "sk-dup"}})
-	require.ErrorIs(t, err, store.ErrDuplicateSecret, "the re-digested row still catches the duplicate")
+	require.ErrorIs(t, err, lease.ErrDuplicateSecret, "the re-digested row still catches the duplicate")
 }
 
 func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
@@ -168,9 +169,9 @@ func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
 	wg.Wait()
 	require.Len(t, seen, 20)
 	_, err = b.store.Claim(b.ctx, "p", "region=eu", "tier=paid")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 	_, err = b.store.Claim(b.ctx, "p", "tier=gold")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 
 	// A released labelled key is claimable by label again.
 	var one uuid.UUID
@@ -190,7 +191,7 @@ func TestLabelledClaimsTakeOnlyMatchingKeys(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, all, 60, "80 keys, 20 held")
 	_, err = b.store.Claim(b.ctx, "p", "tier=free")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 }
 
 func assertNoError(t *testing.T, err error) bool {
@@ -212,7 +213,7 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	require.Equal(t, created[0].ID, k.ID)
 
 	_, err = b.store.ReleaseWithCooldown(b.ctx, k.ID, k.LeaseToken, 25*time.Hour)
-	require.ErrorIs(t, err, store.ErrInvalidCooldown)
+	require.ErrorIs(t, err, lease.ErrInvalidCooldown)
 	cooling, err := b.store.ReleaseWithCooldown(b.ctx, k.ID, k.LeaseToken, 400*time.Millisecond)
 	require.NoError(t, err)
 	require.False(t, cooling.Held())
@@ -229,9 +230,9 @@ func TestCooldownKeepsKeyOutOfClaimsUntilItEnds(t *testing.T) {
 	// its time has come.
 	for time.Now().Before(cooling.CoolingUntil.Add(-100 * time.Millisecond)) {
 		_, err = b.store.Claim(b.ctx, "p")
-		require.ErrorIs(t, err, store.ErrNoFreeKey)
+		require.ErrorIs(t, err, lease.ErrNoFreeKey)
 		_, err = b.store.Claim(b.ctx, "p", "tier=paid")
-		require.ErrorIs(t, err, store.ErrNoFreeKey)
+		require.ErrorIs(t, err, lease.ErrNoFreeKey)
 		n, err := b.store.EndCooldowns(b.ctx, 10)
 		require.NoError(t, err)
 		require.Zero(t, n)
@@ -312,7 +313,7 @@ func TestConcurrentImportsAcrossARotationCreateOneKey(t *testing.T) {
 			if err == nil {
 				created++
 			} else {
-				require.ErrorIs(t, err, store.ErrDuplicateSecret)
+				require.ErrorIs(t, err, lease.ErrDuplicateSecret)
 			}
 		}
 		require.Equal(t, 1, created, "round %d: one import of the secret succeeds, the other is a duplicate", round)
@@ -390,7 +391,7 @@ func TestKeyWhoseSecretDoesNotOpenIsSetAside(t *testing.T) {
 	require.False(t, setAside.Held())
 	require.NotNil(t, setAside.CoolingUntil, "the key that does not open cools down")
 	_, err = b.store.Claim(b.ctx, "p")
-	require.ErrorIs(t, err, store.ErrNoFreeKey, "and no claim takes it meanwhile")
+	require.ErrorIs(t, err, lease.ErrNoFreeKey, "and no claim takes it meanwhile")
 
 	// Once it is released, the good key is claimed again: never the other.
 	_, err = b.store.Release(b.ctx, claimed[0].ID, claimed[0].LeaseToken)

@@ -9,20 +9,23 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
 
-// classify turns a database error into the store's own: no row is
-// ErrKeyNotFound, and anything that says the database could not be reached or
-// did not answer in time is ErrUnavailable, as is a conflict that persisted
-// through retries (the caller may try again). Other errors pass through.
+// classify turns a database error into the domain's: no row is
+// lease.ErrKeyNotFound, and anything that says the database could not be
+// reached or did not answer in time is lease.ErrUnavailable, as is a
+// conflict that persisted through retries (the caller may try again).
+// Other errors pass through.
 func classify(err error) error {
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, pgx.ErrNoRows):
-		return ErrKeyNotFound
+		return lease.ErrKeyNotFound
 	case unavailable(err), conflicted(err):
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", lease.ErrUnavailable, err)
 	default:
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
 
 // A deadlock or a serialization failure rolls the statement back whole: it
@@ -31,7 +33,7 @@ func TestConflictsAreRetriedThenUnavailable(t *testing.T) {
 		tries = 0
 		_, err = retryConflicts(context.Background(), func() (int, error) { tries++; return 0, conflict })
 		require.Equal(t, conflictTries, tries)
-		require.ErrorIs(t, classify(err), ErrUnavailable, code)
+		require.ErrorIs(t, classify(err), lease.ErrUnavailable, code)
 	}
 
 	// Other errors are not retried.
@@ -41,5 +43,5 @@ func TestConflictsAreRetriedThenUnavailable(t *testing.T) {
 		return 0, &pgconn.PgError{Code: "23505"}
 	})
 	require.Equal(t, 1, tries)
-	require.False(t, errors.Is(classify(err), ErrUnavailable))
+	require.False(t, errors.Is(classify(err), lease.ErrUnavailable))
 }

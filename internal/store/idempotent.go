@@ -8,13 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
-
-// ErrIdempotencyKeyReused: a claim was made under this idempotency key and
-// its lease has ended since (released, run out, or its key deleted). The
-// request is not served again with a new lease: the caller repeats a claim
-// whose lease is gone, and must use a new idempotency key to claim anew.
-var ErrIdempotencyKeyReused = errors.New("the lease claimed under this idempotency key has ended")
 
 // errClaimRecorded: another request with the same idempotency key recorded
 // its claim first; the caller answers that claim.
@@ -32,16 +27,16 @@ const idempotentTries = 3
 // answer was lost, on this replica or any other, gets the same key and
 // lease token while the lease lasts, and never a second lease. replayed
 // tells that the key comes from an earlier claim. It returns
-// ErrIdempotencyKeyReused when the lease claimed under the key has ended,
-// and ErrNoFreeKey when nothing was ever claimed under it and no key is
-// free. The claim and its record commit together, so a claim whose answer
-// was lost in any way (a cut connection, a 503 after the commit) is always
-// found by the repeat. Such claims bypass the batching of Claim: each needs
-// a transaction of its own.
+// lease.ErrIdempotencyKeyReused when the lease claimed under the key has
+// ended, and lease.ErrNoFreeKey when nothing was ever claimed under it and
+// no key is free. The claim and its record commit together, so a claim
+// whose answer was lost in any way (a cut connection, a 503 after the
+// commit) is always found by the repeat. Such claims bypass the batching
+// of Claim: each needs a transaction of its own.
 //
 // With labels, the claim takes only a key that carries every one; a repeat
 // answers the recorded lease whatever labels it names.
-func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key Key, replayed bool, err error) {
+func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key lease.Key, replayed bool, err error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	for try := 1; ; try++ {
@@ -50,11 +45,11 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 		if !errors.Is(err, ErrNoClaimRecorded) {
 			return key, err == nil, err
 		}
-		key, err = retryConflicts(ctx, func() (Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey, labels) })
+		key, err = retryConflicts(ctx, func() (lease.Key, error) { return s.claimAndRecord(ctx, pool, idempotencyKey, labels) })
 		switch {
 		case err == nil:
 			return key, false, nil
-		case errors.Is(err, ErrNoFreeKey), errors.Is(err, errClaimRecorded):
+		case errors.Is(err, lease.ErrNoFreeKey), errors.Is(err, errClaimRecorded):
 			// A request with the same key may have committed its claim while
 			// this one waited for the lock: answer its lease. (Without a free
 			// key that is the only way to learn of it.)
@@ -63,16 +58,16 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 			case lookupErr == nil:
 				return key, true, nil
 			case !errors.Is(lookupErr, ErrNoClaimRecorded):
-				return Key{}, false, lookupErr
-			case errors.Is(err, ErrNoFreeKey):
-				return Key{}, false, ErrNoFreeKey
+				return lease.Key{}, false, lookupErr
+			case errors.Is(err, lease.ErrNoFreeKey):
+				return lease.Key{}, false, lease.ErrNoFreeKey
 			case try == idempotentTries:
 				// Nothing was claimed: the caller may try again.
-				return Key{}, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+				return lease.Key{}, false, fmt.Errorf("%w: %w", lease.ErrUnavailable, err)
 			}
 			// The other record expired in between: start over.
 		default:
-			return Key{}, false, classify(err)
+			return lease.Key{}, false, classify(err)
 		}
 	}
 }
@@ -80,26 +75,26 @@ func (s *Store) ClaimIdempotent(ctx context.Context, pool, idempotencyKey string
 // RecordedClaim answers the claim recorded under the idempotency key as a
 // repeat of ClaimIdempotent would, and claims nothing: a claim that is to
 // wait in line learns first whether it is a repeat, which needs no wait.
-func (s *Store) RecordedClaim(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+func (s *Store) RecordedClaim(ctx context.Context, pool, idempotencyKey string) (lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	return s.recordedClaim(ctx, pool, idempotencyKey)
 }
 
 // recordedClaim answers the claim recorded under the idempotency key: its
-// key as it is now, ErrIdempotencyKeyReused when its lease has ended, or
+// key as it is now, lease.ErrIdempotencyKeyReused when its lease has ended, or
 // ErrNoClaimRecorded.
-func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) (Key, error) {
+func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) (lease.Key, error) {
 	row, err := s.queries.ClaimRequestGet(ctx, dbsqlc.ClaimRequestGetParams{Pool: pool, IdempotencyKey: idempotencyKey})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return Key{}, ErrNoClaimRecorded
+		return lease.Key{}, ErrNoClaimRecorded
 	case err != nil:
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	case !row.Current:
-		return Key{}, ErrIdempotencyKeyReused
+		return lease.Key{}, lease.ErrIdempotencyKeyReused
 	}
-	key := Key{
+	key := lease.Key{
 		ID:              row.ID,
 		Pool:            *row.Pool,
 		CreatedAt:       *row.CreatedAt,
@@ -117,40 +112,41 @@ func (s *Store) recordedClaim(ctx context.Context, pool, idempotencyKey string) 
 		CoolingUntil:    row.CoolingUntil,
 	}
 	if err := s.openSecret(&key, row.SecretKeyID, row.SecretCiphertext); err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	return key, nil
 }
 
 // claimAndRecord claims one key and records its lease under the
 // idempotency key, in one transaction: both commit, or neither does. It
-// returns ErrNoFreeKey, or errClaimRecorded when another request with the
-// same key recorded a claim first; its own claim is then rolled back.
-func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string, labels []string) (Key, error) {
+// returns lease.ErrNoFreeKey, or errClaimRecorded when another request
+// with the same key recorded a claim first; its own claim is then rolled
+// back.
+func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string, labels []string) (lease.Key, error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	// After a commit this does nothing; otherwise it undoes the claim (and
 	// if ctx has ended, pgx closes the connection, which does the same).
 	defer func() { _ = tx.Rollback(ctx) }()
 	q := s.queries.WithTx(tx)
 	if err := q.ClaimRequestLock(ctx, dbsqlc.ClaimRequestLockParams{Pool: pool, IdempotencyKey: idempotencyKey}); err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	rows, err := s.claimRows(ctx, q, pool, labels, 1)
 	if err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	if len(rows) == 0 {
-		return Key{}, ErrNoFreeKey
+		return lease.Key{}, lease.ErrNoFreeKey
 	}
 	// A key whose secret does not open fails the claim: a client must
 	// never get a key without the credential it stands for. The rollback
 	// that follows undoes the claim.
 	opened, _ := s.openClaimed(rows)
 	if len(opened) == 0 {
-		return Key{}, ErrSecretUnavailable
+		return lease.Key{}, lease.ErrSecretUnavailable
 	}
 	key := opened[0]
 	recorded, err := q.ClaimRequestRecord(ctx, dbsqlc.ClaimRequestRecordParams{
@@ -161,13 +157,13 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 		ExpiresAt:      *key.LeaseExpiresAt,
 	})
 	if err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	if recorded == 0 {
-		return Key{}, errClaimRecorded
+		return lease.Key{}, errClaimRecorded
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Key{}, err
+		return lease.Key{}, err
 	}
 	return key, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
@@ -33,7 +34,7 @@ func TestClaimIdempotentAnswersItsLeaseUntilItEnds(t *testing.T) {
 	_, err = b.store.Release(b.ctx, first.ID, first.LeaseToken)
 	require.NoError(t, err)
 	_, _, err = b.store.ClaimIdempotent(b.ctx, "p", "k")
-	require.ErrorIs(t, err, store.ErrIdempotencyKeyReused)
+	require.ErrorIs(t, err, lease.ErrIdempotencyKeyReused)
 	require.Equal(t, []string{"created:-", "assigned:" + token(first), "kept_alive:" + token(first), "released:" + token(first)},
 		b.events(t, first.ID), "the repeats claimed nothing")
 }
@@ -65,7 +66,7 @@ func TestClaimIdempotentWaitsForAClaimInFlight(t *testing.T) {
 	require.EqualValues(t, 1, recorded)
 
 	type result struct {
-		key      store.Key
+		key      lease.Key
 		replayed bool
 		err      error
 	}
@@ -144,7 +145,7 @@ func TestIdempotentClaimAfterALockWaitGetsAWholeLease(t *testing.T) {
 	require.NoError(t, err)
 
 	type result struct {
-		key store.Key
+		key lease.Key
 		err error
 	}
 	claimed := make(chan result, 1)

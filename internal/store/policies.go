@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,150 +10,39 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
 
-// Errors about pools and their policies.
-var (
-	// ErrPoolNotEmpty: a pool that still has keys was asked to be deleted
-	// without them.
-	ErrPoolNotEmpty = errors.New("the pool still has keys")
-	// ErrInvalidPolicy: a policy's value is out of its range.
-	ErrInvalidPolicy = errors.New("invalid policy")
-	// ErrLeaseTokenRequired: the key's pool requires a lease token for
-	// releases and keep-alives, and none was given. Nothing was changed.
-	ErrLeaseTokenRequired = errors.New("the pool requires a lease token")
-	// ErrSeatLeaseRequired: a release without a lease token on a key of
-	// several seats, which has a lease per seat. Nothing was changed.
-	ErrSeatLeaseRequired = fmt.Errorf("%w: the key has several seats, each with its own lease", ErrLeaseTokenRequired)
-)
-
-// Bounds of a policy's values.
-const (
-	MaxPolicyKeyTTL   = 10 * 365 * 24 * time.Hour
-	MaxPolicyLeaseTTL = 7 * 24 * time.Hour
-	// MaxPolicyMaxLeaseTTL bounds the longest lease a policy may allow.
-	MaxPolicyMaxLeaseTTL = 30 * 24 * time.Hour
-	// MaxWait is the longest a claim may wait for a free key (the API's
-	// bound on ?wait=); a policy may only shorten it.
-	MaxWait = 60 * time.Second
-)
-
-// Policy is a pool's policy. A nil duration is unset: the server's setting
-// applies. A pool without a policy behaves as one whose policy sets
-// nothing.
-type Policy struct {
-	Pool string
-	// KeyTTL is the key's life after its creation or last keep-alive.
-	KeyTTL *time.Duration
-	// KeysStay: keys live until deleted. Excludes KeyTTL.
-	KeysStay bool
-	// LeaseTTL is a lease's length after its claim or last keep-alive.
-	LeaseTTL *time.Duration
-	// MaxLeaseTTL is the longest a lease may last from its claim,
-	// keep-alives included; nil: no bound.
-	MaxLeaseTTL *time.Duration
-	// RequireLeaseToken: releases and keep-alives must name the lease.
-	RequireLeaseToken bool
-	// MaxWait is the longest a claim may wait for a free key.
-	MaxWait *time.Duration
-	// Seats is how many leases may hold each new key of the pool at once,
-	// unless the key names its own; nil: 1.
-	Seats *int
-	// CreatedAt and UpdatedAt are zero for a pool without a policy.
-	CreatedAt time.Time
-	UpdatedAt time.Time
-}
-
-// Effective is a policy with the server's settings filled in.
-type Effective struct {
-	// KeyTTL is nil when keys stay.
-	KeyTTL   *time.Duration
-	LeaseTTL time.Duration
-	// MaxLeaseTTL is nil when leases have no bound.
-	MaxLeaseTTL       *time.Duration
-	RequireLeaseToken bool
-	MaxWait           time.Duration
-	// Seats of the pool's new keys, unless a key names its own.
-	Seats int
-}
-
-// Effective fills in the server's settings where the policy sets nothing.
-func (s *Store) Effective(p Policy) Effective {
-	e := Effective{LeaseTTL: s.cfg.LeaseTTL, MaxLeaseTTL: p.MaxLeaseTTL, RequireLeaseToken: p.RequireLeaseToken, MaxWait: MaxWait, Seats: 1}
-	if p.Seats != nil {
-		e.Seats = *p.Seats
-	}
-	if !p.KeysStay {
-		ttl := s.cfg.KeyTTL
-		if p.KeyTTL != nil {
-			ttl = *p.KeyTTL
-		}
-		e.KeyTTL = &ttl
-	}
-	if p.LeaseTTL != nil {
-		e.LeaseTTL = *p.LeaseTTL
-	}
-	if p.MaxLeaseTTL != nil && *p.MaxLeaseTTL < e.LeaseTTL {
-		e.LeaseTTL = *p.MaxLeaseTTL
-	}
-	if p.MaxWait != nil {
-		e.MaxWait = *p.MaxWait
-	}
-	return e
-}
-
-// Validate checks the policy's values against their bounds.
-func (p Policy) Validate() error {
-	check := func(name string, d *time.Duration, min, max time.Duration) error {
-		if d != nil && (*d < min || *d > max) {
-			return fmt.Errorf("%w: %s must be between %s and %s, got %s", ErrInvalidPolicy, name, min, max, *d)
-		}
-		return nil
-	}
-	return errors.Join(
-		check("keyTTL", p.KeyTTL, time.Millisecond, MaxPolicyKeyTTL),
-		check("leaseTTL", p.LeaseTTL, time.Millisecond, MaxPolicyLeaseTTL),
-		check("maxLeaseTTL", p.MaxLeaseTTL, time.Millisecond, MaxPolicyMaxLeaseTTL),
-		check("maxWait", p.MaxWait, 0, MaxWait),
-		func() error {
-			if p.Seats != nil && (*p.Seats < 1 || *p.Seats > MaxSeats) {
-				return fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidPolicy, MaxSeats, *p.Seats)
-			}
-			if p.KeysStay && p.KeyTTL != nil {
-				return fmt.Errorf("%w: keys either stay or have a keyTTL", ErrInvalidPolicy)
-			}
-			if p.LeaseTTL != nil && p.MaxLeaseTTL != nil && *p.LeaseTTL > *p.MaxLeaseTTL {
-				return fmt.Errorf("%w: leaseTTL (%s) must not exceed maxLeaseTTL (%s)", ErrInvalidPolicy, *p.LeaseTTL, *p.MaxLeaseTTL)
-			}
-			return nil
-		}(),
-	)
+// Effective is the policy with this store's key life and lease length
+// filled in where it sets nothing.
+func (s *Store) Effective(p lease.Policy) lease.Effective {
+	return p.Effective(s.cfg.KeyTTL, s.cfg.LeaseTTL)
 }
 
 // Policy returns the pool's policy; found is false for a pool without one
 // (its Policy then sets nothing).
-func (s *Store) Policy(ctx context.Context, pool string) (p Policy, found bool, err error) {
+func (s *Store) Policy(ctx context.Context, pool string) (p lease.Policy, found bool, err error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	row, err := s.queries.PoolGet(ctx, pool)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return Policy{Pool: pool}, false, nil
+		return lease.Policy{Pool: pool}, false, nil
 	case err != nil:
-		return Policy{}, false, classify(err)
+		return lease.Policy{}, false, classify(err)
 	}
 	return policyFromRow(row), true, nil
 }
 
 // Policies returns every policy, in pool order.
-func (s *Store) Policies(ctx context.Context) ([]Policy, error) {
+func (s *Store) Policies(ctx context.Context) ([]lease.Policy, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	rows, err := s.queries.PoolList(ctx)
 	if err != nil {
 		return nil, classify(err)
 	}
-	out := make([]Policy, len(rows))
+	out := make([]lease.Policy, len(rows))
 	for i, row := range rows {
 		out[i] = policyFromRow(row)
 	}
@@ -171,18 +59,18 @@ const poolPage = 1000
 // now would give it (none, when keys stay), page by page; rebased counts
 // them. Leases keep their deadlines; later claims and keep-alives follow
 // the new policy.
-func (s *Store) PutPolicy(ctx context.Context, p Policy) (_ Policy, rebased int, _ error) {
+func (s *Store) PutPolicy(ctx context.Context, p lease.Policy) (_ lease.Policy, rebased int, _ error) {
 	if err := p.Validate(); err != nil {
-		return Policy{}, 0, err
+		return lease.Policy{}, 0, err
 	}
 	qctx, cancel := s.withTimeout(ctx)
-	var put Policy
+	var put lease.Policy
 	changed, err := retryConflicts(qctx, func() (bool, error) {
 		return s.putPolicyTx(qctx, p, &put)
 	})
 	cancel()
 	if err != nil {
-		return Policy{}, 0, classify(err)
+		return lease.Policy{}, 0, classify(err)
 	}
 	if !changed {
 		return put, 0, nil
@@ -194,7 +82,7 @@ func (s *Store) PutPolicy(ctx context.Context, p Policy) (_ Policy, rebased int,
 // putPolicyTx writes the policy in one transaction, after locking the row
 // it replaces, and reports whether the key life changed: a pool without a
 // policy had the server's.
-func (s *Store) putPolicyTx(ctx context.Context, p Policy, put *Policy) (changed bool, _ error) {
+func (s *Store) putPolicyTx(ctx context.Context, p lease.Policy, put *lease.Policy) (changed bool, _ error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		q := s.queries.WithTx(tx)
 		old, err := q.PoolLock(ctx, p.Pool)
@@ -246,9 +134,9 @@ func (s *Store) rebaseLives(ctx context.Context, pool string) (int, error) {
 }
 
 // DeletePool removes the pool's policy. A pool that still has keys is
-// refused (ErrPoolNotEmpty) unless withKeys, which deletes its keys first,
-// a page at a time, each as DELETE /keys/{id} would; deleted counts them.
-// A pool with neither a policy nor keys is ErrUnknownPool.
+// refused (lease.ErrPoolNotEmpty) unless withKeys, which deletes its keys
+// first, a page at a time, each as DELETE /keys/{id} would; deleted counts
+// them. A pool with neither a policy nor keys is lease.ErrUnknownPool.
 func (s *Store) DeletePool(ctx context.Context, pool string, withKeys bool) (deleted int, _ error) {
 	if withKeys {
 		for {
@@ -280,9 +168,9 @@ func (s *Store) DeletePool(ctx context.Context, pool string, withKeys bool) (del
 	case err != nil:
 		return deleted, classify(err)
 	case hasKeys:
-		return deleted, ErrPoolNotEmpty
+		return deleted, lease.ErrPoolNotEmpty
 	case !row.HadPolicy && deleted == 0:
-		return 0, ErrUnknownPool
+		return 0, lease.ErrUnknownPool
 	}
 	return deleted, nil
 }
@@ -294,8 +182,8 @@ func (s *Store) requiresLeaseToken(ctx context.Context, pool string) (bool, erro
 	return p.RequireLeaseToken, err
 }
 
-func policyFromRow(row dbsqlc.Pool) Policy {
-	return Policy{
+func policyFromRow(row dbsqlc.Pool) lease.Policy {
+	return lease.Policy{
 		Pool:              row.Name,
 		KeyTTL:            duration(row.KeyTtl),
 		KeysStay:          row.KeysStay,
@@ -346,12 +234,12 @@ func duration(i pgtype.Interval) *time.Duration {
 }
 
 // GetByName returns the live key of the pool with this name.
-func (s *Store) GetByName(ctx context.Context, pool, name string) (Key, error) {
+func (s *Store) GetByName(ctx context.Context, pool, name string) (lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	row, err := s.queries.KeyGetByName(ctx, dbsqlc.KeyGetByNameParams{Pool: pool, Name: name})
 	if err != nil {
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -95,6 +96,6 @@ func TestConnectionWithoutItsSynchronousStandbyIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	defer pool.Close()
 	err = store.New(pool, store.Config{QueryTimeout: 5 * time.Second}).Ping(ctx)
-	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.ErrorIs(t, err, lease.ErrUnavailable)
 	require.ErrorIs(t, err, store.ErrSynchronousStandbysMissing)
 }

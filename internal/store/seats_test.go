@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 )
@@ -25,7 +26,7 @@ func TestKeyOfSeatsIsHeldUpToItsSeats(t *testing.T) {
 	id := keys[0].ID
 
 	tokens := map[int64]bool{}
-	var leases []store.Key
+	var leases []lease.Key
 	for range 3 {
 		k, err := b.store.Claim(b.ctx, "shared")
 		require.NoError(t, err)
@@ -36,7 +37,7 @@ func TestKeyOfSeatsIsHeldUpToItsSeats(t *testing.T) {
 	}
 	require.Len(t, tokens, 3, "each lease has its own token")
 	_, err = b.store.Claim(b.ctx, "shared")
-	require.ErrorIs(t, err, store.ErrNoFreeKey, "every seat is held")
+	require.ErrorIs(t, err, lease.ErrNoFreeKey, "every seat is held")
 
 	counts, err := b.store.CountPool(b.ctx, "shared")
 	require.NoError(t, err)
@@ -49,8 +50,8 @@ func TestKeyOfSeatsIsHeldUpToItsSeats(t *testing.T) {
 
 	// A release without a token cannot tell the leases apart.
 	_, err = b.store.Release(b.ctx, id, nil)
-	require.ErrorIs(t, err, store.ErrSeatLeaseRequired)
-	require.ErrorIs(t, err, store.ErrLeaseTokenRequired)
+	require.ErrorIs(t, err, lease.ErrSeatLeaseRequired)
+	require.ErrorIs(t, err, lease.ErrLeaseTokenRequired)
 
 	// Keeping one lease alive extends that lease only.
 	time.Sleep(20 * time.Millisecond)
@@ -76,9 +77,9 @@ func TestKeyOfSeatsIsHeldUpToItsSeats(t *testing.T) {
 
 	// The first lease's seat now has a later lease: the first token is stale.
 	_, err = b.store.Release(b.ctx, id, leases[0].LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	_, err = b.store.KeepAlive(b.ctx, id, leases[0].LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 
 	// History: each lease has its seat, and the seats are distinct.
 	rows, err := b.pool.Query(b.ctx, `SELECT lease_token, seat FROM key_events WHERE key_id = $1 AND event = 'assigned' ORDER BY id`, id)
@@ -102,7 +103,7 @@ func TestSeatsFromThePolicyLabelsAndDeletion(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{})
 	two := 2
-	_, _, err := b.store.PutPolicy(b.ctx, store.Policy{Pool: "p", Seats: &two})
+	_, _, err := b.store.PutPolicy(b.ctx, lease.Policy{Pool: "p", Seats: &two})
 	require.NoError(t, err)
 	byPolicy, err := b.store.Create(b.ctx, "p", 1)
 	require.NoError(t, err)
@@ -115,7 +116,7 @@ func TestSeatsFromThePolicyLabelsAndDeletion(t *testing.T) {
 	require.Equal(t, 3, res.Keys[0].Seats)
 	require.Equal(t, 2, res.Keys[1].Seats)
 
-	var paid []store.Key
+	var paid []lease.Key
 	for range 3 {
 		k, err := b.store.Claim(b.ctx, "p", "tier=paid")
 		require.NoError(t, err)
@@ -123,7 +124,7 @@ func TestSeatsFromThePolicyLabelsAndDeletion(t *testing.T) {
 		paid = append(paid, k)
 	}
 	_, err = b.store.Claim(b.ctx, "p", "tier=paid")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 	// A released seat is claimable by label again.
 	_, err = b.store.Release(b.ctx, paid[1].ID, paid[1].LeaseToken)
 	require.NoError(t, err)
@@ -152,10 +153,10 @@ func TestSeatsFromThePolicyLabelsAndDeletion(t *testing.T) {
 	require.NoError(t, b.pool.QueryRow(b.ctx, `SELECT sum(keys) FROM key_event_changes WHERE pool = 'p'`).Scan(&keysChange))
 	require.Equal(t, 2, keysChange, "three created, one deleted")
 
-	_, err = b.store.CreateSeats(b.ctx, "p", 1, store.MaxSeats+1)
-	require.ErrorIs(t, err, store.ErrInvalidSeats)
+	_, err = b.store.CreateSeats(b.ctx, "p", 1, lease.MaxSeats+1)
+	require.ErrorIs(t, err, lease.ErrInvalidSeats)
 	_, err = b.store.CreateSeats(b.ctx, "p", 200, 1000)
-	require.ErrorIs(t, err, store.ErrInvalidSeats, "more seats than one call creates")
+	require.ErrorIs(t, err, lease.ErrInvalidSeats, "more seats than one call creates")
 }
 
 // A cooldown sent after its lease ran out applies to that lease's seat,
@@ -178,7 +179,7 @@ func TestLateCooldownCoolsItsSeat(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, keys[0].ID, other.ID)
 	_, err = b.store.Claim(b.ctx, "p")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 }
 
 // Replicas claim, keep alive, release and let leases run out on keys of
@@ -280,7 +281,7 @@ func TestImportTakesThePolicysSeats(t *testing.T) {
 	t.Parallel()
 	b := setup(t, store.Config{})
 	four := 4
-	_, _, err := b.store.PutPolicy(b.ctx, store.Policy{Pool: "imp", Seats: &four})
+	_, _, err := b.store.PutPolicy(b.ctx, lease.Policy{Pool: "imp", Seats: &four})
 	require.NoError(t, err)
 	res, err := b.store.Import(b.ctx, "imp", []store.NewKey{{Name: "a"}, {Name: "b", Seats: 2}}, store.ImportOptions{})
 	require.NoError(t, err)
@@ -290,7 +291,7 @@ func TestImportTakesThePolicysSeats(t *testing.T) {
 		many[i].Seats = 1000
 	}
 	_, err = b.store.Import(b.ctx, "imp", many, store.ImportOptions{})
-	require.ErrorIs(t, err, store.ErrInvalidSeats)
+	require.ErrorIs(t, err, lease.ErrInvalidSeats)
 	counts, err := b.store.CountPool(b.ctx, "imp")
 	require.NoError(t, err)
 	require.Equal(t, store.PoolCounts{Pool: "imp", Keys: 2, Seats: 6}, counts)

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 )
 
 // ErrReportsUnavailable: reports read from a standby (Config.Standby) that
@@ -126,7 +127,7 @@ func read[P, T any](ctx context.Context, r *Reports, query func(*dbsqlc.Queries,
 		// A standby is read-only by nature, and what it may hold back is
 		// set on the standby (see "Reads on a standby" in docs/operations.md).
 		v, err := query(r.queries, ctx, arg)
-		if err = classify(err); errors.Is(err, ErrUnavailable) {
+		if err = classify(err); errors.Is(err, lease.ErrUnavailable) {
 			// The standby went away or cancelled the statement (a conflict
 			// with recovery): the primary is fine.
 			err = fmt.Errorf("%w: the standby: %w", ErrReportsUnavailable, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/pgembed"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -40,7 +41,7 @@ func TestReportsReadWhereTheyMay(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrReportsUnavailable)
 	require.ErrorContains(t, err, "cannot be read")
 	_, err = down.store.StandbyStatus(b.ctx)
-	require.ErrorIs(t, err, store.ErrUnavailable)
+	require.ErrorIs(t, err, lease.ErrUnavailable)
 
 	fallback := setup(t, store.Config{Standby: gone, ReportFallback: true})
 	r, err := fallback.store.Reports(b.ctx)

@@ -1,7 +1,8 @@
 // Package store is the key pool on PostgreSQL: the one boundary between the
 // rest of the program and the generated queries. It turns database outcomes
-// into the domain errors below; every rule (who holds a key, when a lease or
-// a key ends) is enforced by the SQL statements themselves.
+// into the domain's errors (internal/lease) and rows into its values; every
+// rule of who holds a key, and when a lease or a key ends, is enforced by
+// the SQL statements themselves.
 package store
 
 import (
@@ -17,83 +18,9 @@ import (
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/batch"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/secrets"
 )
-
-// Errors returned by the store. The HTTP layer maps each to a status once.
-var (
-	// ErrKeyNotFound: no such key, or its life has ended.
-	ErrKeyNotFound = errors.New("key not found")
-	// ErrNoFreeKey: every live key of the pool is held, or the pool is empty.
-	ErrNoFreeKey = errors.New("no free key in the pool")
-	// ErrUnknownPool: the pool has no keys and no policy, so no key can be
-	// claimed from it however long one waits (PoolKnown).
-	ErrUnknownPool = errors.New("unknown pool")
-	// ErrLeaseMismatch: the lease token given is not the key's current lease.
-	ErrLeaseMismatch = errors.New("lease token does not match the key's current lease")
-	// ErrUnavailable: the database could not be reached in time. Nothing was
-	// acknowledged; the caller may retry.
-	ErrUnavailable = errors.New("database unavailable")
-)
-
-// MaxCreate is the largest number of keys one call creates.
-const MaxCreate = 10000
-
-// MaxSeats is the most seats a key may have.
-const MaxSeats = 1000
-
-// MaxCreateSeats is the most seats, over all its keys, that one call
-// creates: each seat is a row, and one statement writes them all.
-const MaxCreateSeats = 100000
-
-// ErrInvalidSeats: a key's seats are out of range, or one call would
-// create too many seats. Nothing was created.
-var ErrInvalidSeats = errors.New("invalid seats")
-
-// Key is one key of the pool as the database last saw it.
-type Key struct {
-	ID        uuid.UUID
-	Pool      string
-	CreatedAt time.Time
-	// ExpiresAt is the end of the key's life; nil when the key lives until
-	// deleted (its pool's keys stay).
-	ExpiresAt       *time.Time
-	LastKeepAliveAt *time.Time
-	// Name is the key's name, unique in its pool; nil for none.
-	Name *string
-	// SecretHint is the last four characters of the key's secret, the only
-	// part of it ever shown; nil without a secret, or when it is too short.
-	SecretHint *string
-	// Seats is how many leases may hold the key at once (1 .. MaxSeats).
-	Seats int
-	// SeatsHeld is how many of its seats are held; set only where the key
-	// is read as a whole (Get, GetByName, List), nil elsewhere.
-	SeatsHeld *int
-	// TimesClaimed counts the claims of all its seats.
-	TimesClaimed int64
-	// The lease this key was read for (the claim's, the release's, the
-	// keep-alive's), or for a key of one seat read as a whole its current
-	// lease; all nil when there is none.
-	LeaseToken     *int64
-	ClaimedAt      *time.Time
-	LeaseExpiresAt *time.Time
-	// Labels of the key, nil when it has none.
-	Labels map[string]string
-	// CoolingUntil is set while the key cools down after a release with a
-	// cooldown: no claim takes it before then.
-	CoolingUntil *time.Time
-	// Secret is the credential the key carries, decrypted: set only in the
-	// answer of a claim and of GetSecret, nil everywhere else and for keys
-	// without one.
-	Secret *string
-}
-
-// Held reports whether the key is under the lease it was read for, or, for
-// a key of several seats read as a whole, whether every seat is held (no
-// claim can take it).
-func (k Key) Held() bool {
-	return k.LeaseToken != nil || k.Seats > 1 && k.SeatsHeld != nil && *k.SeatsHeld >= k.Seats
-}
 
 // Config holds the store's settings.
 type Config struct {
@@ -102,7 +29,7 @@ type Config struct {
 	// LeaseTTL is how long a lease lasts after its claim or last keep-alive.
 	LeaseTTL time.Duration
 	// QueryTimeout bounds every call, so that an unreachable database gives
-	// ErrUnavailable instead of a hang. Defaults to QueryTimeoutDefault.
+	// lease.ErrUnavailable instead of a hang. Defaults to QueryTimeoutDefault.
 	QueryTimeout time.Duration
 	// MaxBatch is the most claims, releases or keep-alives that one statement
 	// serves when requests arrive together; 1 turns batching off. Defaults
@@ -142,8 +69,8 @@ type Config struct {
 	// themselves are traced by a Tracer on the pool). Defaults to none.
 	TracerProvider trace.TracerProvider
 	// Secrets seals and opens the credentials keys carry. Defaults to none:
-	// keys with secrets are refused (ErrNoEncryptionKey), and a claim of a
-	// key created with one fails.
+	// keys with secrets are refused (lease.ErrNoEncryptionKey), and a claim
+	// of a key created with one fails.
 	Secrets *secrets.Keyring
 }
 
@@ -173,9 +100,9 @@ type Store struct {
 	tracer trace.Tracer
 
 	// The requests of a batch carry their callers' spans, to be linked.
-	claims     *batch.Coalescer[claimTarget, trace.SpanContext, Key]
-	releases   *batch.Coalescer[struct{}, leaseRequest, Key]
-	keepAlives *batch.Coalescer[struct{}, leaseRequest, Key]
+	claims     *batch.Coalescer[claimTarget, trace.SpanContext, lease.Key]
+	releases   *batch.Coalescer[struct{}, leaseRequest, lease.Key]
+	keepAlives *batch.Coalescer[struct{}, leaseRequest, lease.Key]
 
 	// ended tells the background job's batches where to start looking for
 	// ended leases.
@@ -260,13 +187,13 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if cfg.TracerProvider != nil {
 		s.tracer = cfg.TracerProvider.Tracer(tracerName)
 	}
-	s.claims = batch.New(batch.Config[claimTarget, trace.SpanContext, Key]{
-		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key Key) { s.ReleaseAbandoned(key) },
+	s.claims = batch.New(batch.Config[claimTarget, trace.SpanContext, lease.Key]{
+		Run: s.runClaims, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight, Abandoned: func(_ claimTarget, key lease.Key) { s.ReleaseAbandoned(key) },
 	})
-	s.releases = batch.New(batch.Config[struct{}, leaseRequest, Key]{
+	s.releases = batch.New(batch.Config[struct{}, leaseRequest, lease.Key]{
 		Run: s.runReleases, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
 	})
-	s.keepAlives = batch.New(batch.Config[struct{}, leaseRequest, Key]{
+	s.keepAlives = batch.New(batch.Config[struct{}, leaseRequest, lease.Key]{
 		Run: s.runKeepAlives, MaxBatch: cfg.MaxBatch, MaxInFlight: cfg.MaxInFlight,
 	})
 	return s
@@ -288,18 +215,18 @@ func (s *Store) withTimeout(ctx context.Context) (context.Context, context.Cance
 
 // Create creates count free keys in the pool, each with the seats of the
 // pool's policy (or 1).
-func (s *Store) Create(ctx context.Context, pool string, count int) ([]Key, error) {
+func (s *Store) Create(ctx context.Context, pool string, count int) ([]lease.Key, error) {
 	return s.CreateSeats(ctx, pool, count, 0)
 }
 
 // CreateSeats is Create with the seats of each key (0: the pool's
 // policy's, or 1).
-func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) ([]Key, error) {
-	if count < 1 || count > MaxCreate {
-		return nil, fmt.Errorf("count %d out of range 1..%d", count, MaxCreate)
+func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) ([]lease.Key, error) {
+	if count < 1 || count > lease.MaxCreate {
+		return nil, fmt.Errorf("count %d out of range 1..%d", count, lease.MaxCreate)
 	}
-	if seats != 0 && (seats < 1 || seats > MaxSeats) {
-		return nil, fmt.Errorf("%w: seats must be between 1 and %d, got %d", ErrInvalidSeats, MaxSeats, seats)
+	if seats != 0 && (seats < 1 || seats > lease.MaxSeats) {
+		return nil, fmt.Errorf("%w: seats must be between 1 and %d, got %d", lease.ErrInvalidSeats, lease.MaxSeats, seats)
 	}
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
@@ -309,7 +236,7 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 			KeyTtlSeconds: s.cfg.KeyTTL.Seconds(),
 			Count:         int32(count),
 			Seats:         int32(seats),
-			MaxSeats:      MaxCreateSeats,
+			MaxSeats:      lease.MaxCreateSeats,
 		})
 	})
 	if err != nil {
@@ -317,9 +244,9 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w: %d keys of the pool's seats are more than the %d seats one call creates",
-			ErrInvalidSeats, count, MaxCreateSeats)
+			lease.ErrInvalidSeats, count, lease.MaxCreateSeats)
 	}
-	keys := make([]Key, len(rows))
+	keys := make([]lease.Key, len(rows))
 	for i, row := range rows {
 		keys[i] = fromRow(dbsqlc.KeyGetRow(row))
 	}
@@ -330,22 +257,22 @@ func (s *Store) CreateSeats(ctx context.Context, pool string, count, seats int) 
 // labels ("name=value"), one that carries every label. Claims that arrive
 // together on this replica for the same pool and labels share one
 // statement.
-func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (Key, error) {
+func (s *Store) Claim(ctx context.Context, pool string, labels ...string) (lease.Key, error) {
 	return queued(s, ctx, s.claims, newClaimTarget(pool, labels), trace.SpanContextFromContext(ctx))
 }
 
 // ClaimMany claims up to max free keys of the pool, each under its own
-// lease, in one statement. It returns ErrNoFreeKey when it finds none.
-func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]Key, error) {
+// lease, in one statement. It returns lease.ErrNoFreeKey when it finds none.
+func (s *Store) ClaimMany(ctx context.Context, pool string, max int) ([]lease.Key, error) {
 	return s.ClaimManyLabelled(ctx, pool, max, nil)
 }
 
 // ClaimManyLabelled is ClaimMany among the keys that carry every label
 // given ("name=value"); without labels it is ClaimMany.
-func (s *Store) ClaimManyLabelled(ctx context.Context, pool string, max int, labels []string) ([]Key, error) {
+func (s *Store) ClaimManyLabelled(ctx context.Context, pool string, max int, labels []string) ([]lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	var keys []Key
+	var keys []lease.Key
 	unopenable := false
 	// A key whose secret does not open is set aside (released with a
 	// cooldown) and the claim tried once more for what it lacks, so that
@@ -373,9 +300,9 @@ func (s *Store) ClaimManyLabelled(ctx context.Context, pool string, max int, lab
 	case len(keys) > 0:
 		return keys, nil
 	case unopenable:
-		return nil, ErrSecretUnavailable
+		return nil, lease.ErrSecretUnavailable
 	}
-	return nil, ErrNoFreeKey
+	return nil, lease.ErrNoFreeKey
 }
 
 // HasFree reports whether a claim on the pool would find a key now.
@@ -390,23 +317,23 @@ func (s *Store) HasFree(ctx context.Context, pool string) (bool, error) {
 }
 
 // Get returns a live key.
-func (s *Store) Get(ctx context.Context, id uuid.UUID) (Key, error) {
+func (s *Store) Get(ctx context.Context, id uuid.UUID) (lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	row, err := s.queries.KeyGet(ctx, id)
 	if err != nil {
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	return fromRow(row), nil
 }
 
 // Delete removes a live key for good and returns it as it was.
-func (s *Store) Delete(ctx context.Context, id uuid.UUID) (Key, error) {
+func (s *Store) Delete(ctx context.Context, id uuid.UUID) (lease.Key, error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	row, err := retryConflicts(ctx, func() (dbsqlc.KeyDeleteRow, error) { return s.queries.KeyDelete(ctx, id) })
 	if err != nil {
-		return Key{}, classify(err)
+		return lease.Key{}, classify(err)
 	}
 	return fromRow(dbsqlc.KeyGetRow(row)), nil
 }
@@ -526,8 +453,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // KeyGet's columns, so each of their row types converts to KeyGetRow. The
 // columns blocked_at and times_assigned keep their names from before the
 // words claim and held ("Words" in docs/api.md).
-func fromRow(row dbsqlc.KeyGetRow) Key {
-	return Key{
+func fromRow(row dbsqlc.KeyGetRow) lease.Key {
+	return lease.Key{
 		ID:              row.ID,
 		Pool:            row.Pool,
 		CreatedAt:       row.CreatedAt,

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/sweeper"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
@@ -71,7 +72,7 @@ func (b *bundle) events(t *testing.T, id uuid.UUID) []string {
 	return out
 }
 
-func token(k store.Key) string {
+func token(k lease.Key) string {
 	if k.LeaseToken == nil {
 		return "-"
 	}
@@ -99,11 +100,11 @@ func TestCreateGetAndCounts(t *testing.T) {
 	require.Equal(t, keys[3], got)
 
 	_, err = b.store.Get(b.ctx, uuid.New())
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 
 	_, err = b.store.Create(b.ctx, "alpha", 0)
 	require.Error(t, err)
-	_, err = b.store.Create(b.ctx, "alpha", store.MaxCreate+1)
+	_, err = b.store.Create(b.ctx, "alpha", lease.MaxCreate+1)
 	require.Error(t, err)
 
 	claimed, err := b.store.Claim(b.ctx, "alpha")
@@ -142,9 +143,9 @@ func TestClaimHoldsOnlyFreeKeysOfThePool(t *testing.T) {
 	require.EqualValues(t, 1, key.TimesClaimed)
 
 	_, err = b.store.Claim(b.ctx, "one")
-	require.ErrorIs(t, err, store.ErrNoFreeKey, "the only key of the pool is held; other pools are not touched")
+	require.ErrorIs(t, err, lease.ErrNoFreeKey, "the only key of the pool is held; other pools are not touched")
 	_, err = b.store.Claim(b.ctx, "empty")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 
 	free, err := b.store.HasFree(b.ctx, "one")
 	require.NoError(t, err)
@@ -184,7 +185,7 @@ func TestClaimManyTakesDistinctKeysAndWrapsAround(t *testing.T) {
 	require.Len(t, ids, 7)
 	require.Len(t, tokens, 7)
 	_, err = b.store.ClaimMany(b.ctx, "p", 3)
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 }
 
 func TestReleaseHonoursLeaseTokens(t *testing.T) {
@@ -197,7 +198,7 @@ func TestReleaseHonoursLeaseTokens(t *testing.T) {
 
 	stale := *key.LeaseToken + 1000
 	_, err = b.store.Release(b.ctx, key.ID, &stale)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	unchanged, err := b.store.Get(b.ctx, key.ID)
 	require.NoError(t, err)
 	require.Equal(t, key, unchanged, "a stale token changes nothing")
@@ -217,7 +218,7 @@ func TestReleaseHonoursLeaseTokens(t *testing.T) {
 	require.Equal(t, released, again)
 
 	_, err = b.store.Release(b.ctx, uuid.New(), nil)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	require.Equal(t, []string{"created:-", "assigned:" + token(key), "released:" + token(key)}, b.events(t, key.ID))
 }
 
@@ -248,7 +249,7 @@ func TestKeepAliveExtendsLifeAndLease(t *testing.T) {
 
 	stale := *key.LeaseToken - 1
 	_, err = b.store.KeepAlive(b.ctx, key.ID, &stale)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	unchanged, err := b.store.Get(b.ctx, key.ID)
 	require.NoError(t, err)
 	require.Equal(t, kept, unchanged)
@@ -257,12 +258,12 @@ func TestKeepAliveExtendsLifeAndLease(t *testing.T) {
 	_, err = b.store.Release(b.ctx, key.ID, nil)
 	require.NoError(t, err)
 	_, err = b.store.KeepAlive(b.ctx, key.ID, key.LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 
 	_, err = b.store.KeepAlive(b.ctx, uuid.New(), nil)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	_, err = b.store.KeepAlive(b.ctx, uuid.New(), key.LeaseToken)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	require.Equal(t, []string{"created:-", "kept_alive:-", "assigned:" + token(key), "kept_alive:" + token(key), "released:" + token(key)},
 		b.events(t, key.ID))
 }
@@ -279,11 +280,11 @@ func TestDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, key.ID, deleted.ID)
 	_, err = b.store.Get(b.ctx, key.ID)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	_, err = b.store.Delete(b.ctx, key.ID)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	_, err = b.store.Claim(b.ctx, "p")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 	counts, err := b.store.CountPool(b.ctx, "p")
 	require.NoError(t, err)
 	require.Zero(t, counts.Keys)
@@ -307,18 +308,18 @@ func TestExpiredKeyIsGoneBeforeTheSweep(t *testing.T) {
 
 	for _, k := range keys {
 		_, err = b.store.Get(b.ctx, k.ID)
-		require.ErrorIs(t, err, store.ErrKeyNotFound)
+		require.ErrorIs(t, err, lease.ErrKeyNotFound)
 		_, err = b.store.KeepAlive(b.ctx, k.ID, nil)
-		require.ErrorIs(t, err, store.ErrKeyNotFound)
+		require.ErrorIs(t, err, lease.ErrKeyNotFound)
 		_, err = b.store.Release(b.ctx, k.ID, nil)
-		require.ErrorIs(t, err, store.ErrKeyNotFound)
+		require.ErrorIs(t, err, lease.ErrKeyNotFound)
 		_, err = b.store.Delete(b.ctx, k.ID)
-		require.ErrorIs(t, err, store.ErrKeyNotFound)
+		require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	}
 	_, err = b.store.KeepAlive(b.ctx, held.ID, held.LeaseToken)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 	_, err = b.store.Claim(b.ctx, "p")
-	require.ErrorIs(t, err, store.ErrNoFreeKey)
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
 	free, err := b.store.HasFree(b.ctx, "p")
 	require.NoError(t, err)
 	require.False(t, free)
@@ -347,7 +348,7 @@ func TestKeepAliveKeepsAKeyFromExpiring(t *testing.T) {
 	_, err = b.store.Get(b.ctx, keys[0].ID)
 	require.NoError(t, err)
 	_, err = b.store.Get(b.ctx, keys[1].ID)
-	require.ErrorIs(t, err, store.ErrKeyNotFound)
+	require.ErrorIs(t, err, lease.ErrKeyNotFound)
 }
 
 func TestSweeperReleasesEndedLeasesInBatches(t *testing.T) {
@@ -391,9 +392,9 @@ func TestStaleHolderCannotTouchTheNextLease(t *testing.T) {
 	require.Equal(t, first.ID, second.ID)
 
 	_, err = b.store.Release(b.ctx, first.ID, first.LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	_, err = b.store.KeepAlive(b.ctx, first.ID, first.LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	now, err := b.store.Get(b.ctx, first.ID)
 	require.NoError(t, err)
 	require.Equal(t, second, now, "the second lease is untouched")
@@ -454,7 +455,7 @@ func TestKeepAliveWithoutTokenNeverTouchesALease(t *testing.T) {
 	// Past the lease's deadline, before any sweep: neither call revives it.
 	time.Sleep(time.Until(*held.LeaseExpiresAt) + 50*time.Millisecond)
 	_, err = b.store.KeepAlive(b.ctx, held.ID, held.LeaseToken)
-	require.ErrorIs(t, err, store.ErrLeaseMismatch)
+	require.ErrorIs(t, err, lease.ErrLeaseMismatch)
 	_, err = b.store.KeepAlive(b.ctx, held.ID, nil)
 	require.NoError(t, err)
 	now, err = b.store.Get(b.ctx, held.ID)

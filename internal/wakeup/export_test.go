@@ -18,3 +18,6 @@ func (h *Hub) Counts() (waiters, pools int) {
 	defer h.mu.Unlock()
 	return h.waiters, len(h.queues)
 }
+
+// Settings returns the hub's configuration, with its defaults applied.
+func (h *Hub) Settings() Config { return h.cfg }

@@ -30,12 +30,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/tokenorchestrator/tokenorchestrator/internal/config"
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/startstop"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 )
@@ -53,15 +54,15 @@ var (
 // Store is what a Hub needs of the database (store.Store).
 type Store interface {
 	// ClaimMany claims up to n free keys of the pool.
-	ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error)
+	ClaimMany(ctx context.Context, pool string, n int) ([]lease.Key, error)
 	// ClaimManyLabelled is ClaimMany among the keys that carry every label.
-	ClaimManyLabelled(ctx context.Context, pool string, n int, labels []string) ([]store.Key, error)
+	ClaimManyLabelled(ctx context.Context, pool string, n int, labels []string) ([]lease.Key, error)
 	// ClaimIdempotent claims a key and records its lease under the
 	// idempotency key in one transaction, or answers the lease recorded
 	// under it already (replayed).
-	ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key store.Key, replayed bool, err error)
+	ClaimIdempotent(ctx context.Context, pool, idempotencyKey string, labels ...string) (key lease.Key, replayed bool, err error)
 	// ReleaseAbandoned releases a key claimed for a waiter that left.
-	ReleaseAbandoned(store.Key)
+	ReleaseAbandoned(lease.Key)
 	// RegisterWaiters tells the database, for ttl, that this replica (named
 	// replica) has clients waiting for keys of the pool, so that freed keys
 	// of the pool are announced; UnregisterWaiters withdraws that. Each
@@ -86,23 +87,55 @@ type Config struct {
 	// Poll is how often the pools with waiters are polled without a
 	// notification, in case one was lost (the listening connection was
 	// down, or a key was freed in the moment between a registration and
-	// the first claim after it). Zero means 500 ms.
+	// the first claim after it). Defaults to PollDefault.
 	Poll time.Duration
 	// DBCalls bounds the database calls the hub makes at once: its
 	// registrations, withdrawals, polls, claims and give-backs. Each holds a
 	// connection of the pool while it runs; below the pool's size, the
 	// bound leaves connections to requests that do not wait, however many
-	// clients wait. Zero means config.DefaultWaitersDBConns.
+	// clients wait. Defaults to DBCallsDefault.
 	DBCalls int
 	// MaxWaiters caps the clients waiting at once on this replica: each
-	// holds a request open. Zero means config.DefaultMaxWaiters.
+	// holds a request open. Defaults to MaxWaitersDefault.
 	MaxWaiters int
 	// MaxPools caps the distinct pools waited on at once on this replica:
-	// each costs a registration row and a place in every poll. Zero means
-	// config.DefaultMaxWaitedPools.
+	// each costs a registration row and a place in every poll. Defaults to
+	// MaxPoolsDefault.
 	MaxPools int
-	// Logger; nil means slog.Default().
+	// Logger. Defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// The defaults of Config, which New applies to a zero value. The server's
+// configuration shows those of its settings as the defaults of its flags.
+const (
+	// PollDefault is the default of Config.Poll.
+	PollDefault = 500 * time.Millisecond
+	// DBCallsDefault is the default of Config.DBCalls, WAITERS_DB_CONNS
+	// (which the server's configuration lowers below DB_MAX_CONNS): enough
+	// for the claims of a few pools whose keys are freed at once.
+	DBCallsDefault = 4
+	// MaxWaitersDefault is the default of Config.MaxWaiters, MAX_WAITERS.
+	MaxWaitersDefault = 10000
+	// MaxPoolsDefault is the default of Config.MaxPools, MAX_WAITED_POOLS.
+	MaxPoolsDefault = 1000
+)
+
+// validate reports every setting that is out of range, all at once.
+func (c Config) validate() error {
+	var errs []error
+	if c.Poll < 0 {
+		errs = append(errs, fmt.Errorf("%s must be positive (zero for the default), not %s", "Poll", c.Poll))
+	}
+	for _, n := range []struct {
+		name  string
+		value int
+	}{{"DBCalls", c.DBCalls}, {"MaxWaiters", c.MaxWaiters}, {"MaxPools", c.MaxPools}} {
+		if n.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive (zero for the default), not %d", n.name, n.value))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ErrClosed is the answer to waiting clients once the hub is closed.
@@ -181,25 +214,29 @@ type waiter struct {
 
 // result is the outcome of a claim for one waiter.
 type result struct {
-	key      store.Key
+	key      lease.Key
 	replayed bool
 	err      error
 }
 
 // New returns a hub over the store; Start feeds it the database's
-// notifications.
+// notifications. It panics when cfg holds a value out of range: the
+// server's configuration refuses such values before they get here.
 func New(st Store, cfg Config) *Hub {
-	if cfg.Poll <= 0 {
-		cfg.Poll = 500 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		panic(fmt.Errorf("wakeup: invalid configuration: %w", err))
 	}
-	if cfg.DBCalls <= 0 {
-		cfg.DBCalls = config.DefaultWaitersDBConns
+	if cfg.Poll == 0 {
+		cfg.Poll = PollDefault
 	}
-	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = config.DefaultMaxWaiters
+	if cfg.DBCalls == 0 {
+		cfg.DBCalls = DBCallsDefault
 	}
-	if cfg.MaxPools <= 0 {
-		cfg.MaxPools = config.DefaultMaxWaitedPools
+	if cfg.MaxWaiters == 0 {
+		cfg.MaxWaiters = MaxWaitersDefault
+	}
+	if cfg.MaxPools == 0 {
+		cfg.MaxPools = MaxPoolsDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -220,11 +257,11 @@ func (h *Hub) Close() {
 
 // Wait returns a key of the pool, waiting up to wait for one to be freed.
 // Waiters of one pool on this replica are served in arrival order. It
-// returns store.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
+// returns lease.ErrNoFreeKey when the wait ends with nothing, ErrClosed when
 // the hub is closed first, or the caller's error when ctx ends first; a key
 // claimed for a caller that left is released. Past the caps it returns
 // ErrTooManyWaiters or ErrTooManyPools at once, having done nothing.
-func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.Key, error) {
+func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (lease.Key, error) {
 	key, _, err := h.WaitFor(ctx, pool, wait, Want{})
 	return key, err
 }
@@ -232,9 +269,9 @@ func (h *Hub) Wait(ctx context.Context, pool string, wait time.Duration) (store.
 // WaitFor is Wait for a key that carries the labels wanted, or under an
 // idempotency key. An idempotent claim may answer the lease recorded under
 // its key (replayed) or any error of store.ClaimIdempotent but
-// store.ErrNoFreeKey, which end the wait; the key of an idempotent waiter
+// lease.ErrNoFreeKey, which end the wait; the key of an idempotent waiter
 // that left is kept, as its lease is recorded for the caller's repeat.
-func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want Want) (key store.Key, replayed bool, err error) {
+func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want Want) (key lease.Key, replayed bool, err error) {
 	select {
 	case <-h.closed:
 		return h.claimNow(ctx, pool, want)
@@ -247,7 +284,7 @@ func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want
 	q := h.queues[pool]
 	if err := h.admissible(pool); err != nil {
 		h.mu.Unlock()
-		return store.Key{}, false, err
+		return lease.Key{}, false, err
 	}
 	if q == nil {
 		q = &queue{waiters: list.New()}
@@ -292,7 +329,7 @@ func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want
 	case r := <-w.result:
 		return r.key, r.replayed, r.err
 	case <-timer.C:
-		ended = store.ErrNoFreeKey
+		ended = lease.ErrNoFreeKey
 	case <-ctx.Done():
 		ended = ctx.Err()
 	case <-h.closed:
@@ -305,20 +342,20 @@ func (h *Hub) WaitFor(ctx context.Context, pool string, wait time.Duration, want
 	}
 	h.mu.Unlock()
 	if queued && !claiming {
-		return store.Key{}, false, ended
+		return lease.Key{}, false, ended
 	}
 	// Served as the wait ended, or its own claim still runs and decides.
 	r := <-w.result
 	switch {
-	case errors.Is(r.err, store.ErrNoFreeKey):
-		return store.Key{}, false, ended
+	case errors.Is(r.err, lease.ErrNoFreeKey):
+		return lease.Key{}, false, ended
 	case r.err != nil:
-		return store.Key{}, false, r.err
+		return lease.Key{}, false, r.err
 	case ctx.Err() != nil:
 		if want.IdempotencyKey == "" {
-			h.releaseAbandoned([]store.Key{r.key})
+			h.releaseAbandoned([]lease.Key{r.key})
 		}
-		return store.Key{}, false, ctx.Err()
+		return lease.Key{}, false, ctx.Err()
 	}
 	return r.key, r.replayed, nil
 }
@@ -344,26 +381,26 @@ func (h *Hub) Waiters() int {
 
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still claimed, but none is waited for.
-func (h *Hub) claimNow(ctx context.Context, pool string, want Want) (store.Key, bool, error) {
+func (h *Hub) claimNow(ctx context.Context, pool string, want Want) (lease.Key, bool, error) {
 	if want.IdempotencyKey != "" {
 		key, replayed, err := h.store.ClaimIdempotent(ctx, pool, want.IdempotencyKey, want.Labels...)
-		if errors.Is(err, store.ErrNoFreeKey) {
+		if errors.Is(err, lease.ErrNoFreeKey) {
 			err = ErrClosed
 		}
 		return key, replayed, err
 	}
 	keys, err := h.claimMany(ctx, pool, 1, want.Labels)
-	if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
-		return store.Key{}, false, err
+	if err != nil && !errors.Is(err, lease.ErrNoFreeKey) {
+		return lease.Key{}, false, err
 	}
 	if len(keys) == 0 {
-		return store.Key{}, false, ErrClosed
+		return lease.Key{}, false, ErrClosed
 	}
 	return keys[0], false, nil
 }
 
 // claimMany claims up to n keys of the pool that carry the labels.
-func (h *Hub) claimMany(ctx context.Context, pool string, n int, labels []string) ([]store.Key, error) {
+func (h *Hub) claimMany(ctx context.Context, pool string, n int, labels []string) ([]lease.Key, error) {
 	if len(labels) == 0 {
 		return h.store.ClaimMany(ctx, pool, n)
 	}
@@ -471,7 +508,7 @@ func (h *Hub) serveRound(pool string, q *queue) (served int, failed error) {
 			switch err := h.serveAlone(pool, q, w); {
 			case err == nil:
 				served++
-			case errors.Is(err, store.ErrNoFreeKey):
+			case errors.Is(err, lease.ErrNoFreeKey):
 				exhausted[w.want.labels()] = true
 			}
 			continue
@@ -484,13 +521,13 @@ func (h *Hub) serveRound(pool string, q *queue) (served int, failed error) {
 			}
 		}
 		h.mu.Unlock()
-		var keys []store.Key
+		var keys []lease.Key
 		err := h.withDB(context.Background(), func(ctx context.Context) error {
 			var claimErr error
 			keys, claimErr = h.claimMany(ctx, pool, n, w.want.Labels)
 			return claimErr
 		})
-		if err != nil && !errors.Is(err, store.ErrNoFreeKey) {
+		if err != nil && !errors.Is(err, lease.ErrNoFreeKey) {
 			failed = err
 		}
 		if len(keys) < n {
@@ -546,7 +583,7 @@ func (h *Hub) serveAlone(pool string, q *queue, w *waiter) error {
 	defer h.mu.Unlock()
 	w.claiming = false
 	queued := w.elem.Value != nil
-	if queued && errors.Is(r.err, store.ErrNoFreeKey) {
+	if queued && errors.Is(r.err, lease.ErrNoFreeKey) {
 		return r.err
 	}
 	if queued {
@@ -602,7 +639,7 @@ func (h *Hub) poll() {
 	}
 }
 
-func (h *Hub) releaseAbandoned(keys []store.Key) {
+func (h *Hub) releaseAbandoned(keys []lease.Key) {
 	for _, key := range keys {
 		_ = h.withDB(context.Background(), func(context.Context) error {
 			h.store.ReleaseAbandoned(key)

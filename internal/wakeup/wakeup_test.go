@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/store"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 	"github.com/tokenorchestrator/tokenorchestrator/internal/wakeup"
@@ -149,10 +150,10 @@ func gatedHub(b *bundle, registers, unregisters *gate) *wakeup.Hub {
 // claimingStore is the store with its claims made by claim.
 type claimingStore struct {
 	*store.Store
-	claim func(ctx context.Context, pool string, n int) ([]store.Key, error)
+	claim func(ctx context.Context, pool string, n int) ([]lease.Key, error)
 }
 
-func (c claimingStore) ClaimMany(ctx context.Context, pool string, n int) ([]store.Key, error) {
+func (c claimingStore) ClaimMany(ctx context.Context, pool string, n int) ([]lease.Key, error) {
 	return c.claim(ctx, pool, n)
 }
 
@@ -343,7 +344,7 @@ func TestWaitersLeaveConnectionsForOtherRequests(t *testing.T) {
 	// Before the pool closes, which waits for the connections held here.
 	letGo := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(letGo)
-	slowClaim := func(ctx context.Context, pool string, n int) ([]store.Key, error) {
+	slowClaim := func(ctx context.Context, pool string, n int) ([]lease.Key, error) {
 		conn, err := b.pool.Acquire(ctx)
 		if err != nil {
 			return nil, err
@@ -413,4 +414,20 @@ func TestWaitersBeyondTheCapsAreRefused(t *testing.T) {
 	require.ErrorIs(t, first.result(), context.Canceled)
 	wait(t, hub, "b")
 	queued(3, 2)
+}
+
+// A configuration out of range is refused at once, with every fault named;
+// zero values are the defaults.
+func TestInvalidConfigurationIsRefused(t *testing.T) {
+	t.Parallel()
+	cfg := wakeup.New(nil, wakeup.Config{}).Settings()
+	require.Equal(t, wakeup.PollDefault, cfg.Poll)
+	require.Equal(t, wakeup.DBCallsDefault, cfg.DBCalls)
+	require.Equal(t, wakeup.MaxWaitersDefault, cfg.MaxWaiters)
+	require.Equal(t, wakeup.MaxPoolsDefault, cfg.MaxPools)
+	require.PanicsWithError(t, "wakeup: invalid configuration: "+
+		"Poll must be positive (zero for the default), not -1s\n"+
+		"DBCalls must be positive (zero for the default), not -1\n"+
+		"MaxPools must be positive (zero for the default), not -2",
+		func() { wakeup.New(nil, wakeup.Config{Poll: -time.Second, DBCalls: -1, MaxPools: -2}) })
 }
