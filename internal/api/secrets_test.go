@@ -64,8 +64,6 @@ func TestSecretAppearsOnlyWhereAllowed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dbURL := testdb.New(t)
-	logs := &syncBuffer{}
-	s := newServer(t, dbURL, options{secrets: testKeyring(t), logs: logs, sweep: 20 * time.Millisecond})
 	conn, err := pgx.Connect(ctx, dbURL)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
@@ -82,13 +80,16 @@ func TestSecretAppearsOnlyWhereAllowed(t *testing.T) {
 	require.Equal(t, []string{"public.key_events"}, tablesContaining(t, ctx, conn, planted))
 	_, err = conn.Exec(ctx, "DELETE FROM key_events WHERE pool = $1", planted)
 	require.NoError(t, err)
-	// Expiring in an hour: the background job, every 20 ms here, deletes
-	// expired records.
+	// Expiring in an hour, so that no background job would delete it.
 	_, err = conn.Exec(ctx, "INSERT INTO claim_requests (pool, idempotency_key, key_id, lease_token, expires_at) VALUES ('p', $1, gen_random_uuid(), 1, now() + interval '1 hour')", planted)
 	require.NoError(t, err)
 	require.Equal(t, []string{"public.claim_requests"}, tablesContaining(t, ctx, conn, planted))
 	_, err = conn.Exec(ctx, "DELETE FROM claim_requests WHERE idempotency_key = $1", planted)
 	require.NoError(t, err)
+	// The server starts once the plants are gone: its background job would
+	// fold the planted event into the history's rollups.
+	logs := &syncBuffer{}
+	s := newServer(t, dbURL, options{secrets: testKeyring(t), logs: logs, sweep: 20 * time.Millisecond})
 
 	var allowed, forbidden []string
 	answer := func(ok bool, r reply) reply {
