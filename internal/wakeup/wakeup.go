@@ -379,6 +379,17 @@ func (h *Hub) Waiters() int {
 	return h.waiters
 }
 
+// Serving reports whether a round of claims for the pool's waiters is
+// under way. A key freed during a round may go to a later waiter that
+// comes after an earlier one was tried: waiters are served in arrival
+// order only by rounds that see the same free keys.
+func (h *Hub) Serving(pool string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.queues[pool]
+	return q != nil && q.serving
+}
+
 // claimNow claims a key of the pool for a client that may not wait: a free
 // key is still claimed, but none is waited for.
 func (h *Hub) claimNow(ctx context.Context, pool string, want Want) (lease.Key, bool, error) {
