@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
 
 // minTests is how many tests test/client.test.ts has: fewer passing means
 // some did not run.
-const minTests = 27
+const minTests = 28
 
 // leaseTTL is short, so that a lease kept alive past it is quick to see.
 const leaseTTL = time.Second

@@ -1,12 +1,13 @@
 """Fixtures: the servers that client_test.go started (TO_URL, with an
 encryption key; TO_URL_NO_SECRETS, without), a fresh pool name per test, and
-a small proxy in front of the server that can lose or refuse answers, or go
-away for a while."""
+a small proxy in front of the server that can lose, refuse or withhold
+answers, or go away for a while."""
 
 from __future__ import annotations
 
 import http.server
 import os
+import select
 import socket
 import threading
 import time
@@ -50,7 +51,8 @@ FAST_RETRY = RetryPolicy(attempts=5, min_backoff=0.05, max_backoff=2.0)
 # The outages that leases ride out: the window opens with the lease's first
 # keep-alive, the worst moment for it (a third of the lease has passed
 # without one), and lasts about half the lease. Its 503s ask for a
-# Retry-After longer than the lease has left.
+# Retry-After longer than the lease has left; its silent requests are held
+# unanswered, which a keep-alive must give up on in time for another.
 RIDE_LEASE_TTL = 2.0
 RIDE_WINDOW = 0.45 * RIDE_LEASE_TTL
 
@@ -80,7 +82,8 @@ class Seen:
     headers: Dict[str, str]
     at: float
     # The status passed on from the server, or the fault met: "503", "cut",
-    # "refused" (the request that stopped the listener); "" while forwarding.
+    # "refused" (the request that stopped the listener), "silent"; "" while
+    # forwarding.
     outcome: str = ""
 
 
@@ -94,9 +97,11 @@ class Proxy:
     ``outage()`` arms a window instead: it begins with the first request
     that matches and lasts so many seconds, and every request meanwhile
     gets its fault: "503", "cut" (the connection closed without an answer,
-    nothing forwarded) or "refused" (the proxy stops listening and closes
+    nothing forwarded), "refused" (the proxy stops listening and closes
     every connection, then listens again on its port when the window
-    ends)."""
+    ends) or "silent" (the request is held and nothing answered, as a
+    network that drops every packet does, until the client gives up and
+    closes its connection; nothing forwarded)."""
 
     url: str
     seen: List[Seen] = field(default_factory=list)
@@ -166,6 +171,7 @@ def proxy(url: str) -> Iterator[Proxy]:
     # The connections open to the proxy, closed when it stops listening.
     conns: Set[socket.socket] = set()
     conns_lock = threading.Lock()
+    done = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -186,6 +192,18 @@ def proxy(url: str) -> Iterator[Proxy]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def _wait_for_hang_up(self) -> None:
+            """Returns once the client closed the connection (or sent more,
+            or the proxy stopped)."""
+            while not done.is_set():
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0.05)
+                    if readable:
+                        self.connection.recv(1, socket.MSG_PEEK)
+                        return
+                except (OSError, ValueError):
+                    return
+
         def _handle(self) -> None:
             p = state["proxy"]
             path = self.path.split("?", 1)[0]
@@ -200,6 +218,11 @@ def proxy(url: str) -> Iterator[Proxy]:
                 # No answer: the connection closes (with the others when the
                 # proxy stopped listening).
                 seen.outcome = fault
+                self.close_connection = True
+                return
+            if fault == "silent":
+                seen.outcome = fault
+                self._wait_for_hang_up()
                 self.close_connection = True
                 return
             action = fault or p.action(self.command, path)
@@ -236,7 +259,6 @@ def proxy(url: str) -> Iterator[Proxy]:
 
     servers: List[http.server.ThreadingHTTPServer] = []
     servers_lock = threading.Lock()
-    done = threading.Event()
 
     def listen(port: int) -> int:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)

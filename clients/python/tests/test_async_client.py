@@ -188,7 +188,7 @@ async def test_async_retries_are_bounded(proxy: Proxy) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("fault", ["503", "cut", "refused"])
+@pytest.mark.parametrize("fault", ["503", "cut", "refused", "silent"])
 async def test_async_lease_rides_out_an_outage_shorter_than_the_lease(
     aclient: AsyncClient, proxy: Proxy, pool: str, fault: str
 ) -> None:

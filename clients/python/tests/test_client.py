@@ -152,7 +152,7 @@ def test_lease_lost_when_keep_alives_fail_until_it_runs_out(client: Client, prox
     assert client.claim_key(pool, wait=5).key_id == lease.key_id
 
 
-@pytest.mark.parametrize("fault", ["503", "cut", "refused"])
+@pytest.mark.parametrize("fault", ["503", "cut", "refused", "silent"])
 def test_lease_rides_out_an_outage_shorter_than_the_lease(client: Client, proxy: Proxy, pool: str, fault: str) -> None:
     client.put_pool(pool, lease_ttl=RIDE_LEASE_TTL)
     key_id = client.create_key(pool).key_id

@@ -4,6 +4,8 @@ import { ApiError, LeaseLostError } from "./errors.js";
 
 /** Keeps a lease with a very short life from becoming a busy loop. */
 const MIN_KEEP_ALIVE_INTERVAL_MS = 5;
+/** A keep-alive gets at least this long to be answered. */
+const MIN_KEEP_ALIVE_TRY_MS = 100;
 
 /**
  * A key held by this client, from Client.claim(). It keeps itself alive in
@@ -100,7 +102,9 @@ export class Lease {
    * the moment the request left, so that no clock skew enters. Each
    * keep-alive is one request, which this loop tries again until the lease
    * ends: the client's retries would wait out a Retry-After even past the
-   * lease's end.
+   * lease's end. Each try is given half the time left (at least
+   * MIN_KEEP_ALIVE_TRY_MS), so that one left unanswered does not take the
+   * rest of the lease with it.
    */
   async #keepAlive(deadline: number): Promise<void> {
     const stop = this.#stop.signal;
@@ -113,11 +117,14 @@ export class Lease {
       } catch {
         return;
       }
+      // A try gets half the time left: one that meets a network that
+      // answers nothing leaves the other half for the next.
       const sent = Date.now();
+      const tryMs = Math.max(Math.floor((deadline - sent) / 2), MIN_KEEP_ALIVE_TRY_MS);
       let key: Key;
       try {
         key = await this.#client[keepAliveOnce](this.key.keyId, this.key.leaseToken,
-          anySignal(stop, AbortSignal.timeout(Math.max(1, deadline - sent))));
+          anySignal(stop, AbortSignal.timeout(tryMs)));
       } catch (err) {
         if (stop.aborted) return;
         if (err instanceof ApiError && (err.isLeaseLost || err.isNotFound)) {

@@ -544,7 +544,12 @@ type Fault =
   /** Closes the connection without an answer, forwarding nothing. */
   | "cut"
   /** Stops listening and closes every connection until the window ends. */
-  | "refused";
+  | "refused"
+  /**
+   * Holds the request and answers nothing, as a network that drops every
+   * packet does, until the client gives up on it.
+   */
+  | "silent";
 
 /**
  * A request the proxy saw, when it came, and what became of it: the status
@@ -649,9 +654,11 @@ class OutageProxy {
       if (this.#fault === "503") {
         res.writeHead(503, { "Content-Type": "application/problem+json", "Retry-After": this.retryAfter });
         res.end(JSON.stringify({ type: "/problems/database_unavailable", title: "Database unavailable", status: 503, detail: "the proxy says so", code: "database_unavailable" }));
-      } else {
+      } else if (this.#fault !== "silent") {
         req.socket.destroy();
       }
+      // Silent: the request stays open, unanswered, until the client
+      // closes its connection (or close() does).
       return;
     }
     const lose = this.#lose && this.#lose.left > 0 && this.#lose.match(method, path) ? this.#lose : undefined;
@@ -717,8 +724,9 @@ describe("riding out an outage", needsServer, () => {
   // The window opens with the lease's first keep-alive, the worst moment for
   // it (a third of the lease has passed without one), and lasts about half
   // the lease. Its 503s ask for a Retry-After longer than the lease has
-  // left, which the lease must not wait out.
-  for (const fault of ["503", "cut", "refused"] as const) {
+  // left, which the lease must not wait out; its silent requests are held
+  // unanswered, which a keep-alive must give up on in time for another.
+  for (const fault of ["503", "cut", "refused", "silent"] as const) {
     it(`keeps a lease through an outage shorter than it (${fault})`, async () => {
       const p = pool();
       const leaseMs = 2_000;

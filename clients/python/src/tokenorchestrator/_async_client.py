@@ -12,7 +12,7 @@ from typing import Any, Generator, List, Mapping, Optional, Sequence, Tuple, Typ
 import httpx
 
 from . import _protocol as p
-from ._client import MIN_KEEP_ALIVE_INTERVAL
+from ._client import MIN_KEEP_ALIVE_INTERVAL, MIN_KEEP_ALIVE_TRY
 from ._errors import (
     IdempotencyKeyReusedError,
     KeyNotFoundError,
@@ -363,8 +363,10 @@ class AsyncLease:
         while True:
             if await self._sleep_or_stop(max(wait, MIN_KEEP_ALIVE_INTERVAL)):
                 return
+            # A try gets half the time left: one that meets a network that
+            # answers nothing leaves the other half for the next.
             sent = time.monotonic()
-            req = p.keep_alive(self.key_id, self.token, timeout=max(0.001, deadline - sent))
+            req = p.keep_alive(self.key_id, self.token, timeout=max((deadline - sent) / 2, MIN_KEEP_ALIVE_TRY))
             req.attempts = 1
             try:
                 key = await self._client._send(req)

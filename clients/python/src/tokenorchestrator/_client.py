@@ -31,6 +31,8 @@ log = logging.getLogger("tokenorchestrator")
 
 #: Keeps a lease with a very short life from becoming a busy loop (seconds).
 MIN_KEEP_ALIVE_INTERVAL = 0.005
+#: A keep-alive gets at least this long to be answered (seconds).
+MIN_KEEP_ALIVE_TRY = 0.1
 
 
 class Client:
@@ -417,8 +419,10 @@ class Lease:
         while True:
             if self._stop.wait(max(wait, MIN_KEEP_ALIVE_INTERVAL)):
                 return
+            # A try gets half the time left: one that meets a network that
+            # answers nothing leaves the other half for the next.
             sent = time.monotonic()
-            req = p.keep_alive(self.key_id, self.token, timeout=max(0.001, deadline - sent))
+            req = p.keep_alive(self.key_id, self.token, timeout=max((deadline - sent) / 2, MIN_KEEP_ALIVE_TRY))
             req.attempts = 1  # this loop retries, within the lease's time
             try:
                 key = self._client._send(req)
