@@ -426,14 +426,15 @@ var (
 		"key_event_rollup_state": rollupState,
 		"pool_count_totals":      by("pool_count_totals_pkey"), "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
 	}
-	// Of every pool: the pools by a loose index scan of the hourly rollup
-	// (one step per pool), the changes by time, every pool's counts.
+	// Of every pool: the changes by time, every pool's counts (totals and
+	// changes joined once), and whether a pool with keys but no change in
+	// the range has history, as for one pool.
 	allPoolsUtilisationPaths = paths{
-		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByTime, "key_events e": historyByTime,
-		"rollup_pools:key_event_hours h": firstOf("key_event_hours_pkey"),
-		"key_event_hours h":              `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
+		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByPoolTime, "key_events e": historyByTime,
+		"key_event_hours f": by("key_event_hours_pkey"),
+		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
 		"key_event_rollup_state": rollupState,
-		"pool_count_totals":      everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
+		"pool_count_totals":      everyPool, "pool_count_changes": everyChange,
 	}
 	// everyPool reads the totals of every pool, a row each.
 	everyPool = `Seq Scan|` + firstOf("pool_count_totals_pkey")

@@ -36,6 +36,11 @@ func TestRollupsOfAKnownHistory(t *testing.T) {
 	foldAll(t, b)
 	require.Greater(t, foldedTo(t, b), base.Add(3*time.Hour), "the whole history is folded")
 	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	// Ranges after some pools' last change: pool b, whose keys live on,
+	// has none from H1 on, pool a, whose keys are gone, none from H3 on.
+	for _, r := range [][2]time.Time{{base.Add(time.Hour), base.Add(2 * time.Hour)}, {base.Add(3 * time.Hour), to}, {base.Add(150 * time.Minute), to}} {
+		requireRollupsMatchHistory(t, b.pool, r[0], r[1], pools)
+	}
 
 	// The store's reports read the rollups now: the figures of
 	// TestReportsOfAKnownHistory.
