@@ -292,8 +292,8 @@ func statements() []statement {
 		// and time for one pool and by time for every pool, and the events
 		// not folded yet by the same.
 		{"KeyLeasesList", keyLeasesList, []any{"history-1", dayAgo, now, 1000}, leasesPaths(historyByPoolTime)},
-		{"KeyLeasesListAllPools", keyLeasesListAllPools, []any{dayAgo, now, 1000}, leasesPaths(historyByTime)},
-		{"KeyLeasesListAllPools (31 days)", keyLeasesListAllPools, []any{monthAgo, now, 1000}, leasesPaths(historyByTime)},
+		{"KeyLeasesListAllPools", keyLeasesListAllPools, []any{dayAgo, now, 1000}, allPoolsLeasesPaths},
+		{"KeyLeasesListAllPools (31 days)", keyLeasesListAllPools, []any{monthAgo, now, 1000}, allPoolsLeasesPaths},
 		// The lease durations per hour: the leases that started from the
 		// hourly rollup, the ended ones from ended_leases, by pool and time
 		// or by time, and the events not folded yet as the others read them.
@@ -359,6 +359,15 @@ func statements() []statement {
 func leasesPaths(starts string) paths {
 	return paths{"key_events a": starts, "key_events e": historyOfKey}
 }
+
+// allPoolsLeasesPaths are the paths of the leases of every pool: the time
+// of the max-th start, a walk of the starts in time order, and the leases
+// up to it as leasesPaths reads them.
+var allPoolsLeasesPaths = func() paths {
+	p := leasesPaths(historyByTime)
+	p["last_start:key_events a"] = walk("key_events_at_idx")
+	return p
+}()
 
 // histogramPaths are the paths of the lease durations of the last hour:
 // the rollups' rows of its minutes, and the starts and ends not folded yet

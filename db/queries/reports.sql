@@ -31,10 +31,30 @@ ORDER BY pool, started_at, lease_token
 LIMIT sqlc.arg(max)::int;
 
 -- name: KeyLeasesListAllPools :many
--- KeyLeasesList of every pool: one range on key_events_at_idx.
+-- KeyLeasesList of every pool: key_leases of the range by key_events_at_idx,
+-- up to the time of the max-th start from range_from on, which a walk of
+-- key_events_at_idx in its order finds first. What either reads is then
+-- about max starts, whatever plan the statistics choose: a walk of the
+-- index that stops after max rows, or a bitmap scan of the range and a
+-- sort. With the range bounded by range_to alone, on tables never analysed
+-- the planner took the range for a few rows and chose the bitmap scan,
+-- which read every lease of the range, each with its end and
+-- keep-alives: 45,521 buffers for a day of 2,000 pools of 50 keys. The
+-- walk's only bound is range_from, which the planner prices at a third of
+-- the table whatever the statistics say: it never sorts that instead.
+WITH last_start AS MATERIALIZED (
+    SELECT a.at FROM key_events AS a
+    WHERE a.at >= sqlc.arg(range_from)::timestamptz AND a.event = 'assigned'
+    ORDER BY a.at
+    OFFSET greatest(sqlc.arg(max)::int - 1, 0)
+    LIMIT 1
+)
 SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
 FROM key_leases
 WHERE started_at >= sqlc.arg(range_from)::timestamptz AND started_at < sqlc.arg(range_to)::timestamptz
+  -- No later than the max-th start: every lease of the answer, and the
+  -- others of its last microsecond. All of the range when it has fewer.
+  AND started_at <= coalesce((SELECT last_start.at FROM last_start), 'infinity')
 ORDER BY started_at, lease_token
 LIMIT sqlc.arg(max)::int;
 
