@@ -43,7 +43,8 @@ func (q *Queries) KeyEventRollupsDeleteEmpty(ctx context.Context) error {
 const keyEventRollupsFold = `-- name: KeyEventRollupsFold :one
 WITH state AS (
     -- One row, whatever the statistics of the one-row table say.
-    SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to
+    SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to,
+           (SELECT s.ended_leases_to FROM key_event_rollup_state AS s) AS ended_leases_to
 ), batch_end AS (
     SELECT e.at FROM key_events AS e
     WHERE e.at >= (SELECT state.folded_to FROM state)
@@ -171,7 +172,9 @@ WITH state AS (
     -- a scan of the history). A lease's start commits before its
     -- end is written (the end needs the token, or the held row), so it was
     -- folded by this fold or an earlier one.
-    SELECT started.pool, date_bin('1 minute', started.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+    SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
+           date_part('epoch', ended.at - started.at)::float8 AS seconds,
+           date_bin('1 minute', started.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM events AS ended
     LEFT JOIN LATERAL (
@@ -193,13 +196,22 @@ WITH state AS (
         LIMIT 1
     ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.at >= (SELECT bounds.keep_from FROM bounds)
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
     SELECT coalesce(lease_ends.pool, ''), lease_ends.minute, lease_ends.bucket, count(*)
     FROM lease_ends
+    WHERE lease_ends.started_at >= (SELECT bounds.keep_from FROM bounds)
     GROUP BY GROUPING SETS ((lease_ends.pool, lease_ends.minute, lease_ends.bucket), (lease_ends.minute, lease_ends.bucket))
     ON CONFLICT (pool, minute, bucket) DO UPDATE SET leases = d.leases + excluded.leases
+), ended_added AS (
+    -- Each ended lease, for the percentiles of the lease durations per
+    -- hour: only while ended_leases has kept up with the fold (otherwise
+    -- KeyEventRollupsFoldEndedLeases catches it up first, from its own
+    -- horizon).
+    INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)
+    SELECT lease_ends.pool, lease_ends.started_at, lease_ends.key_id, lease_ends.lease_token, lease_ends.seconds
+    FROM lease_ends
+    WHERE (SELECT state.ended_leases_to = state.folded_to FROM state)
 ), minutes_dropped AS (
     DELETE FROM key_event_minutes AS m
     WHERE m.ctid = ANY (ARRAY(
@@ -215,7 +227,9 @@ WITH state AS (
         ORDER BY o.minute
         LIMIT $2::int))
 ), advanced AS (
-    UPDATE key_event_rollup_state AS s SET folded_to = (SELECT bounds.upper FROM bounds)
+    UPDATE key_event_rollup_state AS s
+    SET folded_to = (SELECT bounds.upper FROM bounds),
+        ended_leases_to = CASE WHEN s.ended_leases_to = s.folded_to THEN (SELECT bounds.upper FROM bounds) ELSE s.ended_leases_to END
 )
 SELECT (SELECT count(*) FROM events)::bigint AS events,
        (SELECT bounds.upper FROM bounds)::timestamptz AS folded_to,
@@ -248,6 +262,83 @@ func (q *Queries) KeyEventRollupsFold(ctx context.Context, arg KeyEventRollupsFo
 	row := q.db.QueryRow(ctx, keyEventRollupsFold, arg.Horizon, arg.Max)
 	var i KeyEventRollupsFoldRow
 	err := row.Scan(&i.Events, &i.FoldedTo, &i.CaughtUp)
+	return i, err
+}
+
+const keyEventRollupsFoldEndedLeases = `-- name: KeyEventRollupsFoldEndedLeases :one
+WITH state AS (
+    -- One row, whatever the statistics of the one-row table say.
+    SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to,
+           (SELECT s.ended_leases_to FROM key_event_rollup_state AS s) AS ended_leases_to
+), batch_end AS (
+    SELECT e.at FROM key_events AS e
+    WHERE e.at >= (SELECT state.ended_leases_to FROM state)
+      AND (SELECT state.ended_leases_to < state.folded_to FROM state)
+    ORDER BY e.at
+    OFFSET $1::int
+    LIMIT 1
+), bounds AS (
+    SELECT state.ended_leases_to AS lower,
+           least(state.folded_to,
+                 coalesce((SELECT greatest(batch_end.at, state.ended_leases_to + interval '1 microsecond') FROM batch_end), 'infinity')) AS upper
+    FROM state
+    WHERE state.ended_leases_to < state.folded_to
+), events AS (
+    SELECT e.at, e.key_id, e.event, e.lease_token
+    FROM key_events AS e
+    WHERE e.at >= (SELECT bounds.lower FROM bounds) AND e.at < (SELECT bounds.upper FROM bounds)
+), lease_ends AS (
+    -- As in KeyEventRollupsFold.
+    SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
+           date_part('epoch', ended.at - started.at)::float8 AS seconds
+    FROM events AS ended
+    LEFT JOIN LATERAL (
+        SELECT o.at FROM key_events AS o
+        WHERE o.key_id = ended.key_id AND o.at < ended.at
+          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        ORDER BY o.at DESC
+        LIMIT 1
+    ) AS previous ON true
+    CROSS JOIN LATERAL (
+        SELECT a.pool, a.at FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
+          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
+        ORDER BY a.at DESC
+        LIMIT 1
+    ) AS started
+    WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
+), ended_added AS (
+    INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)
+    SELECT lease_ends.pool, lease_ends.started_at, lease_ends.key_id, lease_ends.lease_token, lease_ends.seconds
+    FROM lease_ends
+), advanced AS (
+    UPDATE key_event_rollup_state AS s SET ended_leases_to = (SELECT bounds.upper FROM bounds)
+    WHERE EXISTS (SELECT 1 FROM bounds)
+)
+SELECT (SELECT count(*) FROM events)::bigint AS events,
+       coalesce((SELECT bounds.upper >= state.folded_to FROM bounds, state), true)::boolean AS caught_up
+`
+
+type KeyEventRollupsFoldEndedLeasesRow struct {
+	Events   int64
+	CaughtUp bool
+}
+
+// Catches ended_leases up with the other rollups: while its horizon
+// (ended_leases_to) is behind folded_to (after the upgrade that added it,
+// or after folds of a replica of the previous version, which do not write
+// it), adds the leases that the events from ended_leases_to on end, about
+// max events at most and never past folded_to, and moves ended_leases_to
+// on. Runs in the transaction of KeyEventRollupsHorizon, before
+// KeyEventRollupsFold, which writes ended_leases only once it has caught
+// up. Returns the events read and whether it has caught up; reads nothing
+// when it has (the conditions on state are one-time filters). One range on
+// key_events_at_idx; each lease one step back along its key's events, as
+// the fold matches them.
+func (q *Queries) KeyEventRollupsFoldEndedLeases(ctx context.Context, max int32) (KeyEventRollupsFoldEndedLeasesRow, error) {
+	row := q.db.QueryRow(ctx, keyEventRollupsFoldEndedLeases, max)
+	var i KeyEventRollupsFoldEndedLeasesRow
+	err := row.Scan(&i.Events, &i.CaughtUp)
 	return i, err
 }
 
@@ -303,7 +394,7 @@ func (q *Queries) KeyEventRollupsHorizon(ctx context.Context) (KeyEventRollupsHo
 
 const keyEventRollupsLockForRetention = `-- name: KeyEventRollupsLockForRetention :exec
 SELECT pg_advisory_xact_lock(8390042714203385708),
-       set_config('tokenorchestrator.history_retention', 'on', true)
+       set_config('tokenorchestrator.history_retention', 'keeps ended_leases', true)
 `
 
 // The first statement of a retention batch: waits for the lock, so that a

@@ -21,6 +21,16 @@ type ClaimRequest struct {
 	ExpiresAt      time.Time
 }
 
+// The leases of key_leases that have ended before key_event_rollup_state.ended_leases_to, one row each: pool, start (started_at, key_id, lease_token) and duration_seconds (seconds). Kept as long as the history.
+type EndedLease struct {
+	Pool       string
+	StartedAt  time.Time
+	KeyID      uuid.UUID
+	LeaseToken int64
+	Seconds    float64
+	Ctid       pgtype.TID
+}
+
 // Every pool with history and every UTC hour from the oldest event kept to now: the cells of the hourly report views.
 type HistoryHour struct {
 	Pool string
@@ -152,6 +162,8 @@ type KeyEventMinute struct {
 type KeyEventRollupState struct {
 	ID       bool
 	FoldedTo time.Time
+	// How far ended_leases has been folded: every lease of key_leases whose end is before it, and none other, has its row there. At most folded_to.
+	EndedLeasesTo time.Time
 }
 
 // Labels of keys ("name=value"), one row per label and seat; position is set while the seat is claimable and NULL otherwise. The labels as the API shows them are keys.labels.

@@ -238,7 +238,7 @@ func statements() []statement {
 		}},
 		{"PoolCountsFold", poolCountsFold, []any{1}, paths{"pool_count_totals": everyPool, "pool_count_changes": everyChange}},
 		{"PoolCountsList", poolCountsList, nil, paths{
-			"pool_count_totals": everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
+			"pool_count_totals": everyPool, "pool_count_changes": everyChange,
 		}},
 		{"PoolCountsEmpty", poolCountsEmpty, []any{100}, paths{
 			"pool_count_totals": everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
@@ -279,6 +279,7 @@ func statements() []statement {
 			"lease_duration_minutes t": by("lease_duration_minutes_pkey|lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
 			"key_cooldown_hours t": by("key_cooldown_hours_pkey|key_cooldown_hours_hour_idx"), "key_cooldown_hours c": lockedRows,
 			"key_events n": historyOfKey, "key_events x": historyOfKey,
+			"ended_leases t": by("ended_leases_pool_started_at_idx"), "ended_leases l": lockedRows,
 		}},
 		{"KeyEventsOverlappingLeases", keyEventsOverlappingLeases, []any{dayAgo}, paths{
 			"key_events a": `Seq Scan|Bitmap Heap Scan using key_events_at_idx and key_events_key_id_at_idx|` + historyByTime,
@@ -291,11 +292,15 @@ func statements() []statement {
 		// and time for one pool and by time for every pool, and the events
 		// not folded yet by the same.
 		{"KeyLeasesList", keyLeasesList, []any{"history-1", dayAgo, now, 1000}, leasesPaths(historyByPoolTime)},
-		{"KeyLeasesListAllPools", keyLeasesListAllPools, []any{dayAgo, now, 1000}, leasesPaths(historyByTime)},
-		{"KeyLeasesListAllPools (31 days)", keyLeasesListAllPools, []any{monthAgo, now, 1000}, leasesPaths(historyByTime)},
-		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{"history-1", dayAgo, now}, leasesPaths(historyByPoolTime)},
-		{"LeaseDurationsHourlyList (31 days)", leaseDurationsHourlyList, []any{"history-1", monthAgo, now}, leasesPaths(historyByPoolTime)},
-		{"LeaseDurationsHourlyListAllPools", leaseDurationsHourlyListAllPools, []any{dayAgo, now}, leasesPaths(historyByTime)},
+		{"KeyLeasesListAllPools", keyLeasesListAllPools, []any{dayAgo, now, 1000}, allPoolsLeasesPaths},
+		{"KeyLeasesListAllPools (31 days)", keyLeasesListAllPools, []any{monthAgo, now, 1000}, allPoolsLeasesPaths},
+		// The lease durations per hour: the leases that started from the
+		// hourly rollup, the ended ones from ended_leases, by pool and time
+		// or by time, and the events not folded yet as the others read them.
+		{"LeaseDurationsHourlyList", leaseDurationsHourlyList, []any{"history-1", dayAgo, now}, durationsPaths},
+		{"LeaseDurationsHourlyList (31 days)", leaseDurationsHourlyList, []any{"history-1", monthAgo, now}, durationsPaths},
+		{"LeaseDurationsHourlyList (a day a month ago)", leaseDurationsHourlyList, []any{"history-1", monthAgo, sqlExpr("now() - interval '30 days'")}, durationsPaths},
+		{"LeaseDurationsHourlyListAllPools", leaseDurationsHourlyListAllPools, []any{dayAgo, now}, allPoolsDurationsPaths},
 		{"LeaseActivityHourlyList", leaseActivityHourlyList, []any{dayAgo, now, "history-1"}, hourlyPaths},
 		{"LeaseActivityHourlyListAllPools", leaseActivityHourlyListAllPools, []any{dayAgo, now}, allPoolsHourlyPaths},
 		{"LeaseActivityHourlyListAllPools (31 days)", leaseActivityHourlyListAllPools, []any{monthAgo, now}, allPoolsHourlyPaths},
@@ -323,7 +328,7 @@ func statements() []statement {
 		{"KeyEventsPerMinuteAllPools", keyEventsPerMinuteAllPools, []any{60}, paths{
 			"key_event_minutes m": by("key_event_minutes_pkey"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
 		}},
-		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{60, "history-1"}, histogramPaths(historyByPoolTime)},
+		{"KeyLeasesDurationHistogram", keyLeasesDurationHistogram, []any{60, "history-1"}, onePoolHistogramPaths},
 		{"KeyLeasesDurationHistogramAllPools", keyLeasesDurationHistogramAllPools, []any{60}, histogramPaths(historyByTime)},
 		// The background job's fold of new history into the rollups, and
 		// the rows that a retention batch emptied.
@@ -332,6 +337,12 @@ func statements() []statement {
 			"key_events a": historyOfKey, "key_events o": historyOfKey,
 			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
 			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
+		}},
+		// The catch-up of ended_leases after an upgrade: the fold's range
+		// and steps, from ended_leases' own horizon.
+		{"KeyEventRollupsFoldEndedLeases", keyEventRollupsFoldEndedLeases, []any{10000}, paths{
+			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
+			"key_events a": historyOfKey, "key_events o": historyOfKey,
 		}},
 		{"KeyEventRollupsLockForRetention", keyEventRollupsLockForRetention, nil, paths{}},
 		{"KeyEventRollupsDeleteEmpty", keyEventRollupsDeleteEmpty, nil, paths{
@@ -349,6 +360,15 @@ func leasesPaths(starts string) paths {
 	return paths{"key_events a": starts, "key_events e": historyOfKey}
 }
 
+// allPoolsLeasesPaths are the paths of the leases of every pool: the time
+// of the max-th start, a walk of the starts in time order, and the leases
+// up to it as leasesPaths reads them.
+var allPoolsLeasesPaths = func() paths {
+	p := leasesPaths(historyByTime)
+	p["last_start:key_events a"] = walk("key_events_at_idx")
+	return p
+}()
+
 // histogramPaths are the paths of the lease durations of the last hour:
 // the rollups' rows of its minutes, and the starts and ends not folded yet
 // by events (by pool and time for one pool, by time for every pool), each
@@ -361,6 +381,32 @@ func histogramPaths(events string) paths {
 		"key_events a": historyOfKey, "key_events o": historyOfKey, "key_events e": historyOfKey,
 	}
 }
+
+// durationsPaths and allPoolsDurationsPaths are the paths of the lease
+// durations per hour of one pool and of every pool: the hourly rollup, the
+// ended leases, the starts and ends not folded yet, and each of those ends'
+// lease one step back along its key's events.
+var (
+	durationsPaths = paths{
+		"key_event_hours h": by("key_event_hours_pkey"), "ended_leases d": by("ended_leases_pool_started_at_idx"),
+		"key_events e": historyByPoolTime, "key_events x": historyByPoolTime,
+		"key_events o": historyOfKey, "key_events a": historyOfKey, "key_event_rollup_state": rollupState,
+	}
+	allPoolsDurationsPaths = paths{
+		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
+		"key_events e": historyByTime, "key_events x": historyByTime,
+		"key_events o": historyOfKey, "key_events a": historyOfKey, "key_event_rollup_state": rollupState,
+	}
+)
+
+// onePoolHistogramPaths: histogramPaths of one pool, whose starts of the
+// part minute at the range's start (key_events p) are read by pool and
+// time.
+var onePoolHistogramPaths = func() paths {
+	p := histogramPaths(historyByPoolTime)
+	p["key_events p"] = historyByPoolTime
+	return p
+}()
 
 var (
 	// Rows a statement locked, updated again by their address.
@@ -389,14 +435,15 @@ var (
 		"key_event_rollup_state": rollupState,
 		"pool_count_totals":      by("pool_count_totals_pkey"), "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
 	}
-	// Of every pool: the pools by a loose index scan of the hourly rollup
-	// (one step per pool), the changes by time, every pool's counts.
+	// Of every pool: the changes by time, every pool's counts (totals and
+	// changes joined once), and whether a pool with keys but no change in
+	// the range has history, as for one pool.
 	allPoolsUtilisationPaths = paths{
-		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByTime, "key_events e": historyByTime,
-		"rollup_pools:key_event_hours h": firstOf("key_event_hours_pkey"),
-		"key_event_hours h":              `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
+		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByPoolTime, "key_events e": historyByTime,
+		"key_event_hours f": by("key_event_hours_pkey"),
+		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
 		"key_event_rollup_state": rollupState,
-		"pool_count_totals":      everyPool, "pool_count_changes": by("pool_count_changes_pool_xid_idx"),
+		"pool_count_totals":      everyPool, "pool_count_changes": everyChange,
 	}
 	// everyPool reads the totals of every pool, a row each.
 	everyPool = `Seq Scan|` + firstOf("pool_count_totals_pkey")
@@ -425,7 +472,7 @@ func checkPlans(t *testing.T, perPool int32, large bool, write bool) {
 		require.NoError(t, err, sql)
 	}
 	tables := []string{"keys", "key_state", "key_labels", "key_events", "pools", "pool_count_totals", "pool_count_changes", "pool_waiters", "claim_requests", "leader",
-		"key_event_rollup_state", "key_event_minutes", "key_event_hours", "lease_duration_minutes", "key_cooldown_hours"}
+		"key_event_rollup_state", "key_event_minutes", "key_event_hours", "lease_duration_minutes", "key_cooldown_hours", "ended_leases"}
 	// The statistics change only where the test changes them.
 	for _, table := range tables {
 		exec("ALTER TABLE " + table + " SET (autovacuum_enabled = false)")

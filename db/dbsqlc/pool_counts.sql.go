@@ -146,25 +146,42 @@ func (q *Queries) PoolCountsKnown(ctx context.Context, pool string) (bool, error
 
 const poolCountsList = `-- name: PoolCountsList :many
 
-SELECT pool, keys, blocked, seats
-FROM pool_counts
-WHERE keys <> 0
-ORDER BY pool
+SELECT t.pool,
+       (t.keys + coalesce(sum(c.keys), 0))::bigint AS keys,
+       (t.blocked + coalesce(sum(c.blocked), 0))::bigint AS blocked,
+       (t.seats + coalesce(sum(coalesce(c.seats, c.keys)), 0))::bigint AS seats
+FROM pool_count_totals AS t
+LEFT JOIN pool_count_changes AS c ON c.pool = t.pool AND c.xid >= t.horizon
+GROUP BY t.pool, t.keys, t.blocked, t.seats
+HAVING t.keys + coalesce(sum(c.keys), 0) <> 0
+ORDER BY t.pool
 `
+
+type PoolCountsListRow struct {
+	Pool    string
+	Keys    int64
+	Blocked int64
+	Seats   int64
+}
 
 // Queries on the per-pool counts: pool_count_totals, the changes appended
 // by every statement that changes a pool's counts (pool_count_changes), and
 // the view pool_counts that adds the two up (see migration 00005).
-// Counts of every pool that has keys.
-func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCount, error) {
+// Counts of every pool that has keys: pool_counts of every pool, its totals
+// and changes joined once and grouped. Through the view, whose lateral
+// searches the changes once per pool, the planner scanned
+// pool_count_changes once per pool after an ANALYZE that saw few changes
+// in many pages (rows the folds deleted): 108,548 buffers for 2,000 pools,
+// polled by the dashboard every two seconds.
+func (q *Queries) PoolCountsList(ctx context.Context) ([]PoolCountsListRow, error) {
 	rows, err := q.db.Query(ctx, poolCountsList)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []PoolCount
+	var items []PoolCountsListRow
 	for rows.Next() {
-		var i PoolCount
+		var i PoolCountsListRow
 		if err := rows.Scan(
 			&i.Pool,
 			&i.Keys,

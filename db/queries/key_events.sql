@@ -48,8 +48,9 @@ ORDER BY event;
 -- folded_to) out of the rollups (migration 00015), in the transaction that
 -- KeyEventRollupsLockForRetention began: counts are subtracted; a lease
 -- whose start goes takes its duration out of its minute's bucket (its end,
--- later, is never deleted first); a key's cooldowns of an hour are counted
--- again from the events of that hour that stay.
+-- later, is never deleted first) and its row out of ended_leases; a key's
+-- cooldowns of an hour are counted again from the events of that hour that
+-- stay.
 WITH cut_off AS (
     SELECT coalesce(sqlc.narg(now)::timestamptz, now()) - sqlc.arg(retention_seconds)::float8 * interval '1 second' AS at
 ), first_of_batch AS (
@@ -187,6 +188,30 @@ WITH cut_off AS (
     SET leases = d.leases - c.leases
     FROM bucket_rows AS c
     WHERE d.ctid = ANY (ARRAY(SELECT bucket_rows.row FROM bucket_rows)) AND d.ctid = c.row
+), ended_dropped AS (
+    -- A lease whose start goes leaves ended_leases (migration 00016), which
+    -- has its row if its end was folded: per pool of the batch, the rows
+    -- of its span of starts (retention deletes in time order, so all of
+    -- them but those of its last microsecond go) that the deleted starts
+    -- match, at most one per start (the limit also keeps the planner from
+    -- making the lateral a join, which it did with a scan of the table);
+    -- by address.
+    DELETE FROM ended_leases AS l
+    WHERE l.ctid = ANY (ARRAY(
+        SELECT t.row
+        FROM (
+            SELECT deleted.pool, min(deleted.at) AS first_at, max(deleted.at) AS last_at, count(*) AS starts
+            FROM deleted
+            WHERE deleted.event = 'assigned'
+            GROUP BY deleted.pool
+        ) AS starts
+        CROSS JOIN LATERAL (
+            SELECT t.ctid AS row FROM ended_leases AS t
+            WHERE t.pool = starts.pool AND t.started_at >= starts.first_at AND t.started_at <= starts.last_at
+              AND (t.started_at, t.key_id, t.lease_token) IN (
+                  SELECT deleted.at, deleted.key_id, deleted.lease_token FROM deleted WHERE deleted.event = 'assigned')
+            LIMIT starts.starts
+        ) AS t))
 ), cooldown_cells AS (
     SELECT DISTINCT folded.pool, folded.hour, folded.key_id
     FROM folded

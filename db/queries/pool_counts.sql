@@ -3,11 +3,21 @@
 -- the view pool_counts that adds the two up (see migration 00005).
 
 -- name: PoolCountsList :many
--- Counts of every pool that has keys.
-SELECT pool, keys, blocked, seats
-FROM pool_counts
-WHERE keys <> 0
-ORDER BY pool;
+-- Counts of every pool that has keys: pool_counts of every pool, its totals
+-- and changes joined once and grouped. Through the view, whose lateral
+-- searches the changes once per pool, the planner scanned
+-- pool_count_changes once per pool after an ANALYZE that saw few changes
+-- in many pages (rows the folds deleted): 108,548 buffers for 2,000 pools,
+-- polled by the dashboard every two seconds.
+SELECT t.pool,
+       (t.keys + coalesce(sum(c.keys), 0))::bigint AS keys,
+       (t.blocked + coalesce(sum(c.blocked), 0))::bigint AS blocked,
+       (t.seats + coalesce(sum(coalesce(c.seats, c.keys)), 0))::bigint AS seats
+FROM pool_count_totals AS t
+LEFT JOIN pool_count_changes AS c ON c.pool = t.pool AND c.xid >= t.horizon
+GROUP BY t.pool, t.keys, t.blocked, t.seats
+HAVING t.keys + coalesce(sum(c.keys), 0) <> 0
+ORDER BY t.pool;
 
 -- name: PoolCountsGet :one
 SELECT coalesce(sum(keys), 0)::bigint AS keys, coalesce(sum(blocked), 0)::bigint AS blocked,

@@ -7,3 +7,4 @@ ALTER TABLE key_event_minutes ADD COLUMN ctid tid;
 ALTER TABLE lease_duration_minutes ADD COLUMN ctid tid;
 ALTER TABLE key_event_hours ADD COLUMN ctid tid;
 ALTER TABLE key_cooldown_hours ADD COLUMN ctid tid;
+ALTER TABLE ended_leases ADD COLUMN ctid tid;

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
@@ -135,4 +136,54 @@ func TestEmptyPoolsLeaveNoCounts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.PoolCounts{Pool: "short-lived", Keys: 3, Seats: 3}, again)
 	require.Zero(t, sw.RunOnce(b.ctx).EmptyPoolsRemoved)
+}
+
+// The counts of every pool are pool_counts' (the totals and the changes
+// not folded into them yet), whatever of them is folded: pools of keys of
+// one and of several seats, held seats, a pool whose keys are all gone.
+func TestCountPoolsAddsUpAsPoolCountsDoes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	view := func() []store.PoolCounts {
+		t.Helper()
+		rows, err := b.pool.Query(b.ctx, "SELECT pool, keys, seats, blocked FROM pool_counts WHERE keys <> 0 ORDER BY pool")
+		require.NoError(t, err)
+		counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.PoolCounts, error) {
+			var c store.PoolCounts
+			err := row.Scan(&c.Pool, &c.Keys, &c.Seats, &c.Held)
+			return c, err
+		})
+		require.NoError(t, err)
+		return counts
+	}
+	requireSame := func(want int) {
+		t.Helper()
+		counts, err := b.store.CountPools(b.ctx)
+		require.NoError(t, err)
+		require.Len(t, counts, want)
+		require.Equal(t, view(), counts)
+	}
+	_, err := b.store.Create(b.ctx, "ones", 3)
+	require.NoError(t, err)
+	_, err = b.store.CreateSeats(b.ctx, "seats", 2, 3)
+	require.NoError(t, err)
+	gone, err := b.store.Create(b.ctx, "gone", 1)
+	require.NoError(t, err)
+	requireSame(3)
+	_, err = b.store.FoldCounts(b.ctx)
+	require.NoError(t, err)
+	requireSame(3)
+	for _, pool := range []string{"ones", "seats", "seats", "seats"} {
+		_, err := b.store.Claim(b.ctx, pool)
+		require.NoError(t, err)
+	}
+	_, err = b.store.Delete(b.ctx, gone[0].ID)
+	require.NoError(t, err)
+	requireSame(2)
+	_, err = b.store.FoldCounts(b.ctx)
+	require.NoError(t, err)
+	requireSame(2)
+	counts, err := b.store.CountPools(b.ctx)
+	require.NoError(t, err)
+	require.Equal(t, []store.PoolCounts{{Pool: "ones", Keys: 3, Seats: 3, Held: 1}, {Pool: "seats", Keys: 2, Seats: 6, Held: 3}}, counts)
 }

@@ -36,6 +36,11 @@ func TestRollupsOfAKnownHistory(t *testing.T) {
 	foldAll(t, b)
 	require.Greater(t, foldedTo(t, b), base.Add(3*time.Hour), "the whole history is folded")
 	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	// Ranges after some pools' last change: pool b, whose keys live on,
+	// has none from H1 on, pool a, whose keys are gone, none from H3 on.
+	for _, r := range [][2]time.Time{{base.Add(time.Hour), base.Add(2 * time.Hour)}, {base.Add(3 * time.Hour), to}, {base.Add(150 * time.Minute), to}} {
+		requireRollupsMatchHistory(t, b.pool, r[0], r[1], pools)
+	}
 
 	// The store's reports read the rollups now: the figures of
 	// TestReportsOfAKnownHistory.
@@ -192,6 +197,89 @@ func TestRollupsHoldToTheHistoryUnderConcurrentWritersAndRetention(t *testing.T)
 	require.Greater(t, deleted.Load(), int64(100), "retention deleted history meanwhile")
 	require.Greater(t, folded.Load(), int64(100), "the jobs folded history meanwhile")
 	require.Greater(t, foldedTo(t, b), start.Add(7*time.Second), "the rollups were read, not only the events")
+}
+
+// ended_leases (migration 00016) is caught up with the other rollups a
+// batch at a time when its horizon is behind theirs: after the upgrade
+// that adds it to a database whose history is folded already, and after a
+// fold of the previous version, which leaves it behind. Meanwhile the
+// reports count the ends after its horizon from the events and answer what
+// the views answer. Retention of the previous version, which does not keep
+// it in step, empties the rollups.
+func TestEndedLeasesCatchUpWithTheRollups(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	base := testdb.HourAgo(4)
+	knownHistory(t, b, base)
+	testdb.InsertHistory(t, b.pool, "c", base.Add(5*time.Minute), 200, testdb.KnownHistory)
+	from, to := base.Add(-time.Hour), time.Now().Add(time.Minute)
+	pools := []string{"a", "b", "c"}
+	foldAll(t, b)
+	var ended int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM ended_leases").Scan(&ended))
+	require.Equal(t, 10, ended, "the five leases of pools a and c")
+
+	// As the upgrade leaves a database whose history was folded before.
+	_, err := b.pool.Exec(b.ctx, "DELETE FROM ended_leases; UPDATE key_event_rollup_state SET ended_leases_to = '-infinity'")
+	require.NoError(t, err)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	batches := 0
+	for {
+		folded, caughtUp, err := b.store.FoldHistory(b.ctx, 5)
+		require.NoError(t, err)
+		if caughtUp {
+			break
+		}
+		batches++
+		require.LessOrEqual(t, folded, 6, "a batch of about max events")
+		requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	}
+	require.Greater(t, batches, 3)
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM ended_leases").Scan(&ended))
+	require.Equal(t, 10, ended)
+	var caughtUp bool
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT ended_leases_to = folded_to FROM key_event_rollup_state").Scan(&caughtUp))
+	require.True(t, caughtUp)
+
+	// A fold of the previous version moves folded_to on alone: here over
+	// new leases of pool b, folded, and then their rows and the horizon of
+	// ended_leases put back as that fold leaves them.
+	var horizon time.Time
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT ended_leases_to FROM key_event_rollup_state").Scan(&horizon))
+	_, err = b.store.Create(b.ctx, "b", 1)
+	require.NoError(t, err)
+	for range 3 {
+		k, err := b.store.Claim(b.ctx, "b")
+		require.NoError(t, err)
+		_, err = b.store.Release(b.ctx, k.ID, k.LeaseToken)
+		require.NoError(t, err)
+	}
+	foldAll(t, b)
+	require.Greater(t, foldedTo(t, b), horizon)
+	_, err = b.pool.Exec(b.ctx, "DELETE FROM ended_leases WHERE started_at >= $1", horizon)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(b.ctx, "UPDATE key_event_rollup_state SET ended_leases_to = $1", horizon)
+	require.NoError(t, err)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM ended_leases").Scan(&ended))
+	require.Equal(t, 13, ended, "and pool b's three")
+
+	// Retention of the previous version says 'on': the rollups are emptied.
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(b.ctx, "SELECT set_config('tokenorchestrator.history_retention', 'on', true)")
+	require.NoError(t, err)
+	_, err = tx.Exec(b.ctx, "DELETE FROM key_events WHERE pool = 'c' AND at < $1", base.Add(20*time.Minute))
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(b.ctx))
+	require.Equal(t, time.Time{}, foldedTo(t, b), "-infinity: nothing folded")
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM ended_leases").Scan(&ended))
+	require.Zero(t, ended)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, from, to, pools)
 }
 
 // foldAll folds the history until the rollups have caught up.

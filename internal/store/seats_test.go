@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -295,4 +296,68 @@ func TestImportTakesThePolicysSeats(t *testing.T) {
 	counts, err := b.store.CountPool(b.ctx, "imp")
 	require.NoError(t, err)
 	require.Equal(t, store.PoolCounts{Pool: "imp", Keys: 2, Seats: 6}, counts)
+}
+
+// A page of a pool's keys shows each key as Get does, whatever its seats
+// and state: a key of one seat free, held, released with a cooldown or
+// claimed before; a key of several seats with none, some or all held.
+func TestListKeysShowsEachKeyAsGetDoes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	ones, err := b.store.Create(b.ctx, "listed", 4)
+	require.NoError(t, err)
+	many, err := b.store.CreateSeats(b.ctx, "listed", 3, 3)
+	require.NoError(t, err)
+	_, err = b.store.Create(b.ctx, "other", 2)
+	require.NoError(t, err)
+
+	// Claims take random keys: claim every seat, then give some back.
+	leases := map[uuid.UUID][]*int64{}
+	for range len(ones) + 3*len(many) {
+		k, err := b.store.Claim(b.ctx, "listed")
+		require.NoError(t, err)
+		leases[k.ID] = append(leases[k.ID], k.LeaseToken)
+	}
+	release := func(id uuid.UUID, seats int) {
+		for _, token := range leases[id][:seats] {
+			_, err := b.store.Release(b.ctx, id, token)
+			require.NoError(t, err)
+		}
+	}
+	// ones[0] stays held; ones[2] cools down.
+	release(ones[1].ID, 1)
+	_, err = b.store.ReleaseWithCooldown(b.ctx, ones[2].ID, leases[ones[2].ID][0], time.Hour)
+	require.NoError(t, err)
+	release(ones[3].ID, 1)
+	// many[0] keeps its 3 seats held, many[1] 2, many[2] none.
+	release(many[1].ID, 1)
+	release(many[2].ID, 3)
+
+	var listed []store.Key
+	after := uuid.Nil
+	for {
+		page, err := b.store.ListKeys(b.ctx, "listed", after, 3)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		listed = append(listed, page...)
+		after = page[len(page)-1].ID
+	}
+	require.Len(t, listed, len(ones)+len(many))
+	held := 0
+	for i, k := range listed {
+		if i > 0 {
+			require.Less(t, listed[i-1].ID.String(), k.ID.String(), "in id order")
+		}
+		got, err := b.store.Get(b.ctx, k.ID)
+		require.NoError(t, err)
+		require.Equal(t, got, k)
+		require.NotNil(t, k.SeatsHeld)
+		held += *k.SeatsHeld
+		require.Positive(t, k.TimesClaimed)
+	}
+	counts, err := b.store.CountPool(b.ctx, "listed")
+	require.NoError(t, err)
+	require.Equal(t, counts.Held, int64(held), "the seats held that the page shows are the pool's")
 }
