@@ -333,7 +333,7 @@ func TestListKeysShowsEachKeyAsGetDoes(t *testing.T) {
 	release(many[1].ID, 1)
 	release(many[2].ID, 3)
 
-	var listed []store.Key
+	var listed []lease.Key
 	after := uuid.Nil
 	for {
 		page, err := b.store.ListKeys(b.ctx, "listed", after, 3)
