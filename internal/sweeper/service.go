@@ -27,6 +27,9 @@ type Service struct {
 	// do not all run at the same moment.
 	offset time.Duration
 	run    func(context.Context) Result
+	// slots, when set, is shared by the maintainer's services: a pass
+	// takes one while it runs.
+	slots chan struct{}
 	// cfg is the maintainer's, defaults applied: the logger, the leader
 	// gate, the pass hook and the tracer.
 	cfg *Config
@@ -70,7 +73,17 @@ func (s *Service) loop(ctx context.Context) {
 		if s.cfg.Leading != nil && !s.cfg.Leading() {
 			continue
 		}
+		if s.slots != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case s.slots <- struct{}{}:
+			}
+		}
 		pass := s.pass(ctx)
+		if s.slots != nil {
+			<-s.slots
+		}
 		if ctx.Err() != nil {
 			// Cut short by Stop: neither a failure nor a pass to count.
 			return

@@ -318,6 +318,14 @@ type Maintainer struct {
 	services []*Service
 }
 
+// concurrentPasses is how many of a maintainer's services run a pass at
+// once. Each pass holds a connection (the leases' pass up to LeaseWorkers),
+// and the pool keeps the connections it opened: with every service free to
+// run at once, an idle replica held nine connections instead of five, and
+// replicas side by side ran a database out of connection slots. Two keep
+// a slow pass (retention, a fold's backlog) from holding up the others.
+const concurrentPasses = 2
+
 // New returns the services over the store, ready to start. It panics when
 // cfg holds a value out of range (a negative interval, say): the server's
 // configuration refuses such values before they get here.
@@ -328,8 +336,9 @@ func New(st Store, cfg Config) *Maintainer {
 	cfg = cfg.withDefaults()
 	c := &chores{store: st, cfg: cfg}
 	m := &Maintainer{cfg: cfg}
+	slots := make(chan struct{}, concurrentPasses)
 	add := func(name string, interval time.Duration, run func(context.Context) Result) {
-		m.services = append(m.services, &Service{name: name, interval: interval, run: run, cfg: &m.cfg})
+		m.services = append(m.services, &Service{name: name, interval: interval, run: run, cfg: &m.cfg, slots: slots})
 	}
 	add(ServiceLeases, cfg.Interval, c.releaseEndedLeases)
 	// Right after the leases: a cooldown that is over makes a key
