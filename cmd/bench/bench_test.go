@@ -235,3 +235,19 @@ func TestPerCycle(t *testing.T) {
 	require.Equal(t, "887", perCycle(443500, 500, 0))
 	require.Equal(t, "n/a", perCycle(1, 0, 2))
 }
+
+func TestStatementWindows(t *testing.T) {
+	s := &statementSampler{readings: []map[string]statementCounters{
+		{"KeyClaim": {calls: 10, buffers: 100, execMS: 1}},
+		{"KeyClaim": {calls: 20, buffers: 400, execMS: 2}, "KeyReleaseMany": {calls: 10, buffers: 50, execMS: 1}},
+		{"KeyClaim": {calls: 20, buffers: 400, execMS: 2}, "KeyReleaseMany": {calls: 30, buffers: 150, execMS: 3}},
+	}}
+	names, windows := s.windows()
+	require.Equal(t, []string{"KeyClaim", "KeyReleaseMany"}, names, "most buffers over the run first")
+	require.Len(t, windows, 2)
+	require.Equal(t, statementWindow{calls: 10, buffersPerCall: 30, msPerCall: 0.1}, windows[0]["KeyClaim"])
+	require.Equal(t, statementWindow{calls: 10, buffersPerCall: 5, msPerCall: 0.1}, windows[0]["KeyReleaseMany"])
+	_, ran := windows[1]["KeyClaim"]
+	require.False(t, ran, "no calls in the window: no figure")
+	require.Equal(t, statementWindow{calls: 20, buffersPerCall: 5, msPerCall: 0.1}, windows[1]["KeyReleaseMany"])
+}

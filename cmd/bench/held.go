@@ -57,6 +57,9 @@ type heldWindow struct {
 	// claimP99 is known for runs through HTTP; cycleMean (claim and
 	// release) for pgbench, which reports no percentiles per interval.
 	claimP99, cycleMean time.Duration
+	// statements is what the run's statements (heldRun.statements) cost
+	// in the window.
+	statements map[string]statementWindow
 }
 
 // heldRun is a held-snapshot run of the service or of the floor.
@@ -69,6 +72,49 @@ type heldRun struct {
 	// opened and closed are when the snapshot was taken and given up,
 	// counted from the start of the load.
 	opened, closed time.Duration
+	// statements are the statements that read the most buffers over the
+	// run, most first; empty when pg_stat_statements cannot be read.
+	statements []string
+	// statementsNote says why there are no statement figures.
+	statementsNote string
+}
+
+// sampleStatements measures the run's statements window by window, from
+// begin, on the database dbName; attach puts the figures on the run.
+func (h *harness) sampleStatements(ctx context.Context, dbName string, begin time.Time, s heldSchedule) (attach func(*heldRun)) {
+	if h.statements != "" {
+		return func(r *heldRun) { r.statementsNote = h.statements }
+	}
+	// Reset, so that the run's statements are the only ones counted.
+	if err := resetStatements(ctx, h.adminURL); err != nil {
+		return func(r *heldRun) { r.statementsNote = err.Error() }
+	}
+	done := make(chan *statementSampler, 1)
+	go func() { done <- sampleStatements(ctx, h.adminURL, dbName, begin, s.window, int(s.total()/s.window)) }()
+	return func(r *heldRun) {
+		sampler := <-done
+		if sampler.err != nil {
+			r.statementsNote = "pg_stat_statements: " + sampler.err.Error()
+			return
+		}
+		names, windows := sampler.windows()
+		r.statements = names
+		for i := range r.windows {
+			if k := int(r.windows[i].start / s.window); k < len(windows) {
+				r.windows[i].statements = windows[k]
+			}
+		}
+	}
+}
+
+func resetStatements(ctx context.Context, adminURL string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "SELECT pg_stat_statements_reset()")
+	return err
 }
 
 // finish sets each window's phase and its ratio to the windows before the
@@ -263,12 +309,14 @@ func (h *harness) heldServiceOn(ctx context.Context, name string, poolSize, clie
 		err error
 	}
 	done := make(chan outcome, 1)
+	begin := time.Now()
+	attach := h.sampleStatements(ctx, benchDB, begin, s)
 	go func() {
 		res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: s.total(), Window: s.window})
 		done <- outcome{res, err}
 	}()
 	holder := &snapshotHolder{conn: conn}
-	holdErr := holder.hold(ctx, time.Now(), s)
+	holdErr := holder.hold(ctx, begin, s)
 	out := <-done
 	if holdErr != nil {
 		return r, fmt.Errorf("held snapshot: %w", holdErr)
@@ -280,6 +328,7 @@ func (h *harness) heldServiceOn(ctx context.Context, name string, poolSize, clie
 	for _, w := range out.res.Windows {
 		r.windows = append(r.windows, heldWindow{start: w.Start, rate: w.CyclesPerSecond(), claimP99: w.ClaimPercentile(99)})
 	}
+	attach(&r)
 	return r, nil
 }
 
@@ -302,6 +351,7 @@ func (h *harness) heldFloor(ctx context.Context, poolSize, clients int, s heldSc
 	// pgbench's clock starts once its clients are connected, a moment after
 	// this one; its reports therefore lag the schedule by that moment.
 	begin := time.Now()
+	attach := h.sampleStatements(ctx, floorDB, begin, s)
 	go func() {
 		out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: floorScript, clients: clients,
 			duration: s.total(), progress: s.window})
@@ -318,5 +368,6 @@ func (h *harness) heldFloor(ctx context.Context, poolSize, clients int, s heldSc
 	}
 	r.opened, r.closed = holder.opened.Sub(begin), holder.closed.Sub(begin)
 	r.windows = progressWindows(out.out.progress, s.window, int(s.total()/s.window))
+	attach(&r)
 	return r, nil
 }

@@ -250,6 +250,46 @@ percentiles).
 	b.WriteString("\n")
 	b.WriteString(heldTable(runs, s.window))
 	b.WriteString("\n")
+	b.WriteString(statementTables(runs, s.window))
+	return b.String()
+}
+
+// statementTables gives, for each run, the buffers per call (shared blocks
+// hit and read) of the statements that read the most over the run, window
+// by window, from pg_stat_statements read at each window's end.
+func statementTables(runs []heldRun, width time.Duration) string {
+	var b strings.Builder
+	b.WriteString(`Buffers per call by statement, window by window (pg_stat_statements,
+shared blocks hit and read, read at the end of each window), for the
+statements that read the most over the run; "calls" is the window's. A
+held snapshot shows here: a statement that walks dead index entries or
+follows version chains reads more per call.
+
+`)
+	for _, r := range runs {
+		if len(r.statements) == 0 {
+			fmt.Fprintf(&b, "%s: no statement figures (%s).\n\n", r.name, r.statementsNote)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:\n\n| window | phase |", r.name)
+		for _, name := range r.statements {
+			fmt.Fprintf(&b, " %s: buffers / call (calls, ms / call) |", name)
+		}
+		b.WriteString("\n|---|---|" + strings.Repeat("---:|", len(r.statements)) + "\n")
+		for _, w := range r.windows {
+			fmt.Fprintf(&b, "| %s–%s | %s |", seconds(w.start), seconds(w.start+width), w.phase)
+			for _, name := range r.statements {
+				st, ok := w.statements[name]
+				if !ok {
+					b.WriteString(" n/a |")
+					continue
+				}
+				fmt.Fprintf(&b, " %.1f (%d, %.3f) |", st.buffersPerCall, st.calls, st.msPerCall)
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
+	}
 	return b.String()
 }
 

@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,8 +60,9 @@ func Start(t testing.TB, o Options) *Replica {
 	}
 	t.Cleanup(db.close)
 	o.DatabaseURL = proxied
+	logs := &testLog{t: t}
 	ctx, cancel := context.WithCancel(context.Background())
-	url, done, err := start(ctx, o)
+	url, done, err := start(ctx, o, logs)
 	if err != nil {
 		cancel()
 		t.Fatalf("start a replica: %v", err)
@@ -67,6 +70,7 @@ func Start(t testing.TB, o Options) *Replica {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		logs.end()
 	})
 	return &Replica{URL: url, db: db}
 }
@@ -88,12 +92,13 @@ func StartShared(o Options) (string, error) {
 			return "", err
 		}
 	}
-	url, _, err := start(context.Background(), o)
+	url, _, err := start(context.Background(), o, io.Discard)
 	return url, err
 }
 
 // start serves until ctx ends; done is closed once the replica has stopped.
-func start(ctx context.Context, o Options) (string, <-chan struct{}, error) {
+// Its warnings and errors go to logs.
+func start(ctx context.Context, o Options, logs io.Writer) (string, <-chan struct{}, error) {
 	cfg, err := config.Load(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		return "", nil, err
@@ -117,7 +122,7 @@ func start(ctx context.Context, o Options) (string, <-chan struct{}, error) {
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.New(ctx, cfg, logger)
 	if err != nil {
 		return "", nil, err
@@ -132,4 +137,29 @@ func start(ctx context.Context, o Options) (string, <-chan struct{}, error) {
 		_ = srv.Serve(ctx, l)
 	}()
 	return fmt.Sprintf("http://%s", l.Addr()), done, nil
+}
+
+// testLog writes a replica's log lines to its test's log, which go test
+// prints when the test fails: a 503 or a failed background pass then says
+// why. Lines written after the test has ended are dropped, as testing
+// forbids logging then.
+type testLog struct {
+	t     testing.TB
+	mu    sync.Mutex
+	ended bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.ended {
+		l.t.Log("replica: " + strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (l *testLog) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ended = true
 }
