@@ -75,14 +75,17 @@ func (b *lockedBuffer) String() string {
 }
 
 // startReplica starts a server process on a free loopback port and waits
-// until it is ready. env adds settings (NAME=value).
+// until it is ready. env adds settings (NAME=value). A replica has at most
+// 8 connections to the database unless env says otherwise: the tests of a
+// run share one PostgreSQL of 100 connection slots, and three replicas at
+// the default of 20 may hold 63 of them, in each of two tests at once.
 func startReplica(t *testing.T, dbURL string, env ...string) *replica {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := &replica{url: "http://" + addr, log: &lockedBuffer{}, done: make(chan struct{})}
 	r.cmd = exec.Command(serverBinary(t))
 	// No drain delay: no load balancer has to learn that a replica stops.
-	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ADDR="+addr, "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=5s", "DRAIN_DELAY=0")
+	r.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "ADDR="+addr, "LOG_LEVEL=info", "SHUTDOWN_TIMEOUT=5s", "DRAIN_DELAY=0", "DB_MAX_CONNS=8")
 	r.cmd.Env = append(r.cmd.Env, env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	require.NoError(t, r.cmd.Start())
