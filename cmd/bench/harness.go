@@ -381,10 +381,25 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 		stopServers(servers)
 		return r, err
 	}
+	var statementsBefore map[string]statementCounters
+	if h.statements == "" {
+		if statementsBefore, err = readStatementsOf(ctx, h.adminURL, benchDB); err != nil {
+			stopServers(servers)
+			return r, err
+		}
+	}
 	before := cpuSeconds(servers)
 	pgBefore, selfBefore := postgresCPU(h.postmasterPID()), selfCPU()
 	res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: h.o.duration})
 	r.fill(res, servers, before)
+	if err == nil && statementsBefore != nil {
+		after, serr := readStatementsOf(ctx, h.adminURL, benchDB)
+		if serr != nil {
+			stopServers(servers)
+			return r, serr
+		}
+		r.statements = statementsPerCycle(statementsBefore, after, res.Cycles)
+	}
 	if cycles := float64(res.Cycles); cycles > 0 {
 		r.cpu = cpuSplit{
 			server: (cpuSeconds(servers) - before) / cycles * 1e6,

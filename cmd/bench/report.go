@@ -30,7 +30,10 @@ type row struct {
 	// cpu and floorCPU are the CPU time per cycle of PostgreSQL, the
 	// servers and the load generator, and of PostgreSQL and pgbench.
 	cpu, floorCPU cpuSplit
-	note          string
+	// statements is where the run's database time went, per cycle, most
+	// first (empty when pg_stat_statements cannot be read).
+	statements []cycleStatement
+	note       string
 }
 
 func (r *row) fill(res loadgen.Result, servers []*serverProc, cpuBefore float64) {
@@ -156,6 +159,7 @@ func (r report) String() string {
 			b.WriteString(row.String() + "\n")
 		}
 		b.WriteString("\n")
+		b.WriteString(cycleStatementsSection(r.rows))
 	}
 	if len(r.held) > 0 {
 		b.WriteString(heldSection(r.held, r.schedule))
@@ -428,4 +432,26 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// cycleStatementsSection says, for each throughput run, where a cycle's
+// database time went, statement by statement.
+func cycleStatementsSection(rows []row) string {
+	var b strings.Builder
+	b.WriteString(`Where each run's database time went, per cycle, statement by statement
+(pg_stat_statements over the measured run, reset before it; the
+statements that took the most time, the background job's included;
+"buffers" are shared blocks hit and read):
+
+| scenario | clients | statement | calls / cycle | exec µs / cycle | buffers / cycle | buffers / call |
+|---|---:|---|---:|---:|---:|---:|
+`)
+	for _, r := range rows {
+		for _, st := range r.statements {
+			fmt.Fprintf(&b, "| %s | %d | %s | %.3f | %.1f | %.1f | %.1f |\n",
+				r.name, r.clients, st.name, st.callsPerCycle, st.execMicrosPerCycle, st.buffersPerCycle, st.buffersPerCall)
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
 }

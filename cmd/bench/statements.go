@@ -132,3 +132,51 @@ func (s *statementSampler) windows() (names []string, perWindow []map[string]sta
 	}
 	return names, perWindow
 }
+
+// cycleStatement is what one statement cost a throughput run, per cycle.
+type cycleStatement struct {
+	name                              string
+	callsPerCycle, execMicrosPerCycle float64
+	buffersPerCycle, buffersPerCall   float64
+}
+
+// cycleStatementsShown is how many statements a throughput run lists.
+const cycleStatementsShown = 6
+
+// statementsPerCycle turns two readings around a run of cycles into each
+// statement's cost per cycle, for the statements that took the most time.
+func statementsPerCycle(before, after map[string]statementCounters, cycles int64) []cycleStatement {
+	if cycles <= 0 {
+		return nil
+	}
+	var out []cycleStatement
+	for name, a := range after {
+		b := before[name]
+		calls := a.calls - b.calls
+		if calls <= 0 {
+			continue
+		}
+		out = append(out, cycleStatement{
+			name:               name,
+			callsPerCycle:      float64(calls) / float64(cycles),
+			execMicrosPerCycle: (a.execMS - b.execMS) * 1000 / float64(cycles),
+			buffersPerCycle:    float64(a.buffers-b.buffers) / float64(cycles),
+			buffersPerCall:     float64(a.buffers-b.buffers) / float64(calls),
+		})
+	}
+	slices.SortFunc(out, func(x, y cycleStatement) int {
+		return cmp.Or(cmp.Compare(y.execMicrosPerCycle, x.execMicrosPerCycle), strings.Compare(x.name, y.name))
+	})
+	return out[:min(cycleStatementsShown, len(out))]
+}
+
+// readStatementsOf reads the counters of dbName's statements on a
+// connection of its own.
+func readStatementsOf(ctx context.Context, adminURL, dbName string) (map[string]statementCounters, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	return readStatements(ctx, conn, dbName)
+}
