@@ -255,14 +255,14 @@ func TestStatementWindows(t *testing.T) {
 func TestStatementsPerCycle(t *testing.T) {
 	before := map[string]statementCounters{"KeyClaim": {calls: 5, buffers: 50, execMS: 1}}
 	after := map[string]statementCounters{
-		"KeyClaim":       {calls: 15, buffers: 350, execMS: 3},
+		"KeyClaim":       {calls: 15, buffers: 350, reads: 10, execMS: 3},
 		"KeyReleaseMany": {calls: 20, buffers: 400, execMS: 4},
 		"Idle":           {calls: 0, buffers: 0},
 	}
 	got := statementsPerCycle(before, after, 20)
 	require.Equal(t, []cycleStatement{
 		{name: "KeyReleaseMany", callsPerCycle: 1, execMicrosPerCycle: 200, buffersPerCycle: 20, buffersPerCall: 20},
-		{name: "KeyClaim", callsPerCycle: 0.5, execMicrosPerCycle: 100, buffersPerCycle: 15, buffersPerCall: 30},
+		{name: "KeyClaim", callsPerCycle: 0.5, execMicrosPerCycle: 100, buffersPerCycle: 15, buffersPerCall: 30, readsPerCycle: 0.5},
 	}, got, "most time first, statements not called left out")
 	require.Nil(t, statementsPerCycle(before, after, 0))
 }

@@ -441,15 +441,16 @@ func cycleStatementsSection(rows []row) string {
 	b.WriteString(`Where each run's database time went, per cycle, statement by statement
 (pg_stat_statements over the measured run, reset before it; the
 statements that took the most time, the background job's included;
-"buffers" are shared blocks hit and read):
+"buffers" are shared blocks hit and read, "read" those of them that were
+not in shared_buffers):
 
-| scenario | clients | statement | calls / cycle | exec µs / cycle | buffers / cycle | buffers / call |
-|---|---:|---|---:|---:|---:|---:|
+| scenario | clients | statement | calls / cycle | exec µs / cycle | buffers / cycle | of which read | buffers / call |
+|---|---:|---|---:|---:|---:|---:|---:|
 `)
 	for _, r := range rows {
 		for _, st := range r.statements {
-			fmt.Fprintf(&b, "| %s | %d | %s | %.3f | %.1f | %.1f | %.1f |\n",
-				r.name, r.clients, st.name, st.callsPerCycle, st.execMicrosPerCycle, st.buffersPerCycle, st.buffersPerCall)
+			fmt.Fprintf(&b, "| %s | %d | %s | %.3f | %.1f | %.1f | %.2f | %.1f |\n",
+				r.name, r.clients, st.name, st.callsPerCycle, st.execMicrosPerCycle, st.buffersPerCycle, st.readsPerCycle, st.buffersPerCall)
 		}
 	}
 	b.WriteString("\n")

@@ -16,7 +16,10 @@ import (
 type statementCounters struct {
 	calls   int64
 	buffers int64 // shared blocks hit and read
-	execMS  float64
+	// reads are the buffers not found in shared_buffers (read from the
+	// operating system's cache or the disk).
+	reads  int64
+	execMS float64
 }
 
 // statementWindow is what one statement cost in one window.
@@ -66,7 +69,8 @@ func sampleStatements(ctx context.Context, adminURL, dbName string, begin time.T
 func readStatements(ctx context.Context, conn *pgx.Conn, dbName string) (map[string]statementCounters, error) {
 	rows, err := conn.Query(ctx, `
 SELECT coalesce(substring(s.query from '^/\* (.*?) \*/'), substring(s.query from '-- name: (\S+)')) AS name,
-       sum(s.calls)::bigint, sum(s.shared_blks_hit + s.shared_blks_read)::bigint, sum(s.total_exec_time)
+       sum(s.calls)::bigint, sum(s.shared_blks_hit + s.shared_blks_read)::bigint, sum(s.shared_blks_read)::bigint,
+       sum(s.total_exec_time)
 FROM pg_stat_statements AS s
 JOIN pg_database AS d ON d.oid = s.dbid
 WHERE d.datname = $1
@@ -79,7 +83,7 @@ HAVING coalesce(substring(s.query from '^/\* (.*?) \*/'), substring(s.query from
 	for rows.Next() {
 		var name string
 		var c statementCounters
-		if err := rows.Scan(&name, &c.calls, &c.buffers, &c.execMS); err != nil {
+		if err := rows.Scan(&name, &c.calls, &c.buffers, &c.reads, &c.execMS); err != nil {
 			return nil, err
 		}
 		out[name] = c
@@ -138,6 +142,9 @@ type cycleStatement struct {
 	name                              string
 	callsPerCycle, execMicrosPerCycle float64
 	buffersPerCycle, buffersPerCall   float64
+	// readsPerCycle are the buffers per cycle that were not in
+	// shared_buffers.
+	readsPerCycle float64
 }
 
 // cycleStatementsShown is how many statements a throughput run lists.
@@ -162,6 +169,7 @@ func statementsPerCycle(before, after map[string]statementCounters, cycles int64
 			execMicrosPerCycle: (a.execMS - b.execMS) * 1000 / float64(cycles),
 			buffersPerCycle:    float64(a.buffers-b.buffers) / float64(cycles),
 			buffersPerCall:     float64(a.buffers-b.buffers) / float64(calls),
+			readsPerCycle:      float64(a.reads-b.reads) / float64(cycles),
 		})
 	}
 	slices.SortFunc(out, func(x, y cycleStatement) int {
