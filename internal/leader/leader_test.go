@@ -26,6 +26,11 @@ func start(t *testing.T, dbURL string, ttl time.Duration) *candidate {
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
+	// A connection first: an attempt gives up after a third of the term
+	// (100 ms here), and under a full test run opening a connection can
+	// take longer, so that nobody led for most of the first second. What
+	// the tests measure is the election, not how fast connections open.
+	require.NoError(t, pool.Ping(context.Background()))
 	c := &candidate{elector: New(store.New(pool, store.Config{}), Config{Name: "sweeper", TTL: ttl}), pool: pool}
 	require.NoError(t, c.elector.Start(context.Background()))
 	t.Cleanup(c.elector.Stop)
