@@ -6,6 +6,7 @@
 package leader
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -79,9 +80,7 @@ func New(store Store, cfg Config) *Elector {
 	if err := cfg.validate(); err != nil {
 		panic(fmt.Errorf("leader: invalid configuration: %w", err))
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = TTLDefault
-	}
+	cfg.TTL = cmp.Or(cfg.TTL, TTLDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

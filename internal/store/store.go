@@ -6,6 +6,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -165,21 +166,11 @@ func New(pool *pgxpool.Pool, cfg Config) *Store {
 	if err := cfg.validate(); err != nil {
 		panic(fmt.Errorf("store: invalid configuration: %w", err))
 	}
-	if cfg.QueryTimeout == 0 {
-		cfg.QueryTimeout = QueryTimeoutDefault
-	}
-	if cfg.MaxBatch == 0 {
-		cfg.MaxBatch = MaxBatchDefault
-	}
-	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = MaxInFlightDefault
-	}
-	if cfg.MaxStandbyLag == 0 {
-		cfg.MaxStandbyLag = MaxStandbyLagDefault
-	}
-	if cfg.ReportStatementTimeout == 0 {
-		cfg.ReportStatementTimeout = ReportStatementTimeoutDefault
-	}
+	cfg.QueryTimeout = cmp.Or(cfg.QueryTimeout, QueryTimeoutDefault)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, MaxBatchDefault)
+	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, MaxInFlightDefault)
+	cfg.MaxStandbyLag = cmp.Or(cfg.MaxStandbyLag, MaxStandbyLagDefault)
+	cfg.ReportStatementTimeout = cmp.Or(cfg.ReportStatementTimeout, ReportStatementTimeoutDefault)
 	s := &Store{pool: pool, queries: dbsqlc.New(pool), cfg: cfg}
 	if cfg.Standby != nil {
 		s.standbyQueries = dbsqlc.New(cfg.Standby)

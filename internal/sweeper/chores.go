@@ -1,6 +1,7 @@
 package sweeper
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -94,7 +95,7 @@ func (c *chores) foldHistory(ctx context.Context) Result {
 // timePerPass is HistoryTimePerPass, or half the interval of the service
 // when unset.
 func (c *chores) timePerPass(interval time.Duration) time.Duration {
-	return valOrDefault(c.cfg.HistoryTimePerPass, interval/2)
+	return cmp.Or(c.cfg.HistoryTimePerPass, interval/2)
 }
 
 // drainParallel runs drain in several workers at once and sums what they

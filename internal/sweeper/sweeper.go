@@ -19,6 +19,7 @@
 package sweeper
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,13 +145,13 @@ type Config struct {
 // withDefaults returns the configuration with every zero value replaced by
 // its default.
 func (c Config) withDefaults() Config {
-	c.Interval = valOrDefault(c.Interval, IntervalDefault)
-	c.HistoryRetentionInterval = valOrDefault(c.HistoryRetentionInterval, max(HistoryRetentionIntervalDefault, c.Interval))
-	c.ClaimRequestInterval = valOrDefault(c.ClaimRequestInterval, max(ClaimRequestIntervalDefault, c.Interval))
-	c.HorizonInterval = valOrDefault(c.HorizonInterval, HorizonIntervalDefault)
-	c.BatchSize = valOrDefault(c.BatchSize, BatchSizeDefault)
-	c.HistoryRetention = valOrDefault(c.HistoryRetention, HistoryRetentionDefault)
-	c.LeaseWorkers = valOrDefault(c.LeaseWorkers, LeaseWorkersDefault)
+	c.Interval = cmp.Or(c.Interval, IntervalDefault)
+	c.HistoryRetentionInterval = cmp.Or(c.HistoryRetentionInterval, max(HistoryRetentionIntervalDefault, c.Interval))
+	c.ClaimRequestInterval = cmp.Or(c.ClaimRequestInterval, max(ClaimRequestIntervalDefault, c.Interval))
+	c.HorizonInterval = cmp.Or(c.HorizonInterval, HorizonIntervalDefault)
+	c.BatchSize = cmp.Or(c.BatchSize, BatchSizeDefault)
+	c.HistoryRetention = cmp.Or(c.HistoryRetention, HistoryRetentionDefault)
+	c.LeaseWorkers = cmp.Or(c.LeaseWorkers, LeaseWorkersDefault)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -187,15 +188,6 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("SnapshotAgeWarning must be positive (zero turns the check off), not %s", c.SnapshotAgeWarning))
 	}
 	return errors.Join(errs...)
-}
-
-// valOrDefault returns val, or def when val is zero.
-func valOrDefault[T comparable](val, def T) T {
-	var zero T
-	if val == zero {
-		return def
-	}
-	return val
 }
 
 // Result says what passes did: one pass of one service (which sets only

@@ -25,6 +25,7 @@
 package wakeup
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"crypto/rand"
@@ -226,18 +227,10 @@ func New(st Store, cfg Config) *Hub {
 	if err := cfg.validate(); err != nil {
 		panic(fmt.Errorf("wakeup: invalid configuration: %w", err))
 	}
-	if cfg.Poll == 0 {
-		cfg.Poll = PollDefault
-	}
-	if cfg.DBCalls == 0 {
-		cfg.DBCalls = DBCallsDefault
-	}
-	if cfg.MaxWaiters == 0 {
-		cfg.MaxWaiters = MaxWaitersDefault
-	}
-	if cfg.MaxPools == 0 {
-		cfg.MaxPools = MaxPoolsDefault
-	}
+	cfg.Poll = cmp.Or(cfg.Poll, PollDefault)
+	cfg.DBCalls = cmp.Or(cfg.DBCalls, DBCallsDefault)
+	cfg.MaxWaiters = cmp.Or(cfg.MaxWaiters, MaxWaitersDefault)
+	cfg.MaxPools = cmp.Or(cfg.MaxPools, MaxPoolsDefault)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
