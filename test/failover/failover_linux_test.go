@@ -34,6 +34,50 @@ func enabled(t *testing.T) {
 		t.Skip("the failover test runs with FAILOVER_TESTS=on (make test-failover): it takes a few minutes, " +
 			"runs as root and needs pg_auto_failover")
 	}
+	t.Cleanup(func() { sayFailuresLast(t) })
+}
+
+// A failed run logs the ends of the formation's and the replicas' logs
+// after its findings, and a long output is read from its end: every
+// failure goes through errorf or fatalf, which record it, and is said
+// again as the test's last lines.
+var (
+	failuresMu sync.Mutex
+	failures   = map[*testing.T][]string{}
+)
+
+func errorf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Error(recordFailure(t, format, args...))
+}
+
+func fatalf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Fatal(recordFailure(t, format, args...))
+}
+
+func recordFailure(t *testing.T, format string, args ...any) string {
+	msg := fmt.Sprintf(format, args...)
+	failuresMu.Lock()
+	defer failuresMu.Unlock()
+	failures[t] = append(failures[t], msg)
+	return msg
+}
+
+func sayFailuresLast(t *testing.T) {
+	failuresMu.Lock()
+	msgs := failures[t]
+	delete(failures, t)
+	failuresMu.Unlock()
+	if len(msgs) == 0 {
+		return
+	}
+	const most = 20
+	total, more := len(msgs), ""
+	if total > most {
+		msgs, more = msgs[:most], fmt.Sprintf("\n… and %d more, above", total-most)
+	}
+	t.Logf("this test failed on (%d):\n%s%s", total, shortLines(strings.Join(msgs, "\n"), 400), more)
 }
 
 func TestMain(m *testing.M) {
@@ -69,7 +113,7 @@ func serverBinary(t *testing.T) string {
 		}
 	})
 	if buildErr != nil {
-		t.Fatalf("build the server: %v", buildErr)
+		fatalf(t, "build the server: %v", buildErr)
 	}
 	return binary
 }
@@ -122,7 +166,7 @@ func startReplica(t *testing.T, dbURL string) *replica {
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	go func() { _ = r.cmd.Wait(); close(r.done) }()
 	t.Cleanup(func() {
@@ -146,11 +190,11 @@ func startReplica(t *testing.T, dbURL string) *replica {
 		}
 		select {
 		case <-r.done:
-			t.Fatalf("replica exited at start:\n%s", r.log.String())
+			fatalf(t, "replica exited at start:\n%s", r.log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica not ready:\n%s", r.log.String())
+			fatalf(t, "replica not ready:\n%s", r.log.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -222,12 +266,12 @@ func startProbe(t *testing.T, dbURL string, nodes []*node) *probe {
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	_, err = conn.Exec(ctx, "CREATE TABLE "+probeTable+" (node text PRIMARY KEY, at timestamptz NOT NULL)")
 	_ = conn.Close(ctx)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	p := &probe{samples: map[string][]sample{}, stop: make(chan struct{})}
 	for _, n := range nodes {
@@ -372,7 +416,7 @@ func rounds(t *testing.T) int {
 	if v := os.Getenv("FAILOVER_ROUNDS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			t.Fatalf("FAILOVER_ROUNDS=%q: a positive number of rounds", v)
+			fatalf(t, "FAILOVER_ROUNDS=%q: a positive number of rounds", v)
 		}
 	}
 	return n
@@ -386,7 +430,7 @@ func TestFailoverSynchronous(t *testing.T) {
 	enabled(t)
 	res := runFailover(t, false)
 	for _, f := range res.report.safetyFindings() {
-		t.Error(f)
+		errorf(t, "%v", f)
 	}
 }
 
@@ -420,11 +464,11 @@ func runFailover(t *testing.T, async bool) result {
 	primary := f.waitStable(time.Minute, nil)
 	names, states, err := replicationSettings(context.Background(), primary)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	t.Logf("primary %s: synchronous_standby_names = %q, standbys %v", primary.name, names, states)
 	if async != (names == "") {
-		t.Fatalf("the %s formation's primary has synchronous_standby_names = %q", mode, names)
+		fatalf(t, "the %s formation's primary has synchronous_standby_names = %q", mode, names)
 	}
 
 	dbURL := f.databaseURL()
@@ -445,23 +489,23 @@ func runFailover(t *testing.T, async bool) result {
 		wantMode = "asynchronous"
 	}
 	if got := replicationMode(t, replicas[0]); got != wantMode {
-		t.Errorf("tokenorchestrator_db_replication_mode says %q, want %q", got, wantMode)
+		errorf(t, "tokenorchestrator_db_replication_mode says %q, want %q", got, wantMode)
 	}
 	const warning = "the database's standbys are asynchronous"
 	if async && !strings.Contains(replicas[1].log.String(), warning) {
-		t.Errorf("no warning that the standbys are asynchronous in the log of replica %s", replicas[1].url)
+		errorf(t, "no warning that the standbys are asynchronous in the log of replica %s", replicas[1].url)
 	}
 	if !async && strings.Contains(replicas[1].log.String(), warning) {
-		t.Errorf("a warning that the standbys are asynchronous in the log of replica %s, with synchronous ones", replicas[1].url)
+		errorf(t, "a warning that the standbys are asynchronous in the log of replica %s, with synchronous ones", replicas[1].url)
 	}
 	for _, body := range []string{`{"count": 6}`, `{"count": 3, "seats": 2}`} {
 		resp, err := http.Post(replicas[0].url+"/keys?pool="+pool, "application/json", strings.NewReader(body))
 		if err != nil {
-			t.Fatal(err)
+			fatalf(t, "%v", err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("creating keys: %d", resp.StatusCode)
+			fatalf(t, "creating keys: %d", resp.StatusCode)
 		}
 	}
 
@@ -484,7 +528,7 @@ func runFailover(t *testing.T, async bool) result {
 		select {
 		case <-clientsDone:
 		case <-time.After(3 * time.Minute):
-			t.Error("the clients did not finish their leases within 3 minutes of being told to stop")
+			errorf(t, "the clients did not finish their leases within 3 minutes of being told to stop")
 		}
 	})
 	t.Cleanup(stopClients)
@@ -502,7 +546,7 @@ func runFailover(t *testing.T, async bool) result {
 			switch kind {
 			case faultSwitchover:
 				if err := f.switchover(); err != nil {
-					t.Fatal(err)
+					fatalf(t, "%v", err)
 				}
 				next = f.waitStable(3*time.Minute, primary)
 			case faultKill:
@@ -519,14 +563,14 @@ func runFailover(t *testing.T, async bool) result {
 				next, ft.Writable = primary, time.Now()
 				t.Logf("  %d connections held the slots; %d of the service's sessions ended meanwhile", held, ended)
 				if ended == 0 {
-					t.Errorf("the service held no session on %s to end", primary.name)
+					errorf(t, "the service held no session on %s to end", primary.name)
 				}
 				t.Logf("  %d claims answered 200 meanwhile, on connections the service won back in the race for a free slot",
 					log.claimsBetween("", ft.At, ft.Writable))
 			}
 			if kind == faultCut {
 				if n := log.claimsBetween(replicas[1].url, ft.At, ft.Writable); n == 0 {
-					t.Errorf("replica %s, not cut off, answered no claim during the cut", replicas[1].url)
+					errorf(t, "replica %s, not cut off, answered no claim during the cut", replicas[1].url)
 				} else {
 					t.Logf("  replica %s, not cut off, answered %d claims during the cut", replicas[1].url, n)
 				}
@@ -535,7 +579,7 @@ func runFailover(t *testing.T, async bool) result {
 			ft.NewPrimary = next.name
 			if ft.Writable.IsZero() {
 				if ft.Writable, ok = pr.writableAfter(next.name, ft.At); !ok {
-					t.Fatalf("the probe never saw %s commit a write after the fault", next.name)
+					fatalf(t, "the probe never saw %s commit a write after the fault", next.name)
 				}
 			}
 			// A failover that lost releases (asynchronous replication) leaves
@@ -544,7 +588,7 @@ func runFailover(t *testing.T, async bool) result {
 			deadline := time.Now().Add(leaseTTL + time.Minute)
 			for ft.FirstClaim, ok = log.firstClaimAfter(ft.Server, ft.Writable); !ok; ft.FirstClaim, ok = log.firstClaimAfter(ft.Server, ft.Writable) {
 				if time.Now().After(deadline) {
-					t.Fatalf("no claim succeeded within %s of %s accepting writes", leaseTTL+time.Minute, next.name)
+					fatalf(t, "no claim succeeded within %s of %s accepting writes", leaseTTL+time.Minute, next.name)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
@@ -575,7 +619,7 @@ func runFailover(t *testing.T, async bool) result {
 	checkLeases(t, leases, !async)
 	for _, r := range replicas {
 		if !r.alive() {
-			t.Errorf("replica %s died", r.url)
+			errorf(t, "replica %s died", r.url)
 		}
 		// Each refusal is logged with the request it failed (or the
 		// background job's pass).
@@ -590,7 +634,7 @@ func runFailover(t *testing.T, async bool) result {
 		rep.DoubleHolders = append(rep.DoubleHolders, finding{-1, "history (KeyEventsOverlappingLeases): " + o})
 	}
 	for _, finding := range rep.answerFindings() {
-		t.Error(finding)
+		errorf(t, "%v", finding)
 	}
 	var windows []string
 	for i, ft := range faults {
@@ -609,7 +653,7 @@ func runFailover(t *testing.T, async bool) result {
 		len(rep.DoubleHolders), len(rep.TokenOrder), len(rep.LostClaims), len(rep.LostReleases), len(rep.LostKeepAlives),
 		len(rep.LeasesTakenAway), strings.Join(windows, "\n"))
 	if rep.Claims == 0 {
-		t.Error("no claim was acknowledged")
+		errorf(t, "no claim was acknowledged")
 	}
 	return result{faults: faults, report: rep}
 }
@@ -619,12 +663,12 @@ func replicationMode(t *testing.T, r *replica) string {
 	t.Helper()
 	resp, err := http.Get(r.url + "/metrics")
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if rest, ok := strings.CutPrefix(line, `tokenorchestrator_db_replication_mode{mode="`); ok && strings.HasSuffix(rest, "} 1") {
@@ -642,13 +686,13 @@ func readHistory(t *testing.T, dbURL string) ([]event, []string) {
 	defer cancel()
 	db, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	defer db.Close()
 	rows, err := db.Query(ctx, `SELECT id, at, key_id::text, coalesce(seat, 0)::int, event, coalesce(lease_token, 0)
 		FROM key_events WHERE pool = $1 ORDER BY id`, pool)
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	history, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (event, error) {
 		var e event
@@ -656,11 +700,11 @@ func readHistory(t *testing.T, dbURL string) ([]event, []string) {
 		return e, err
 	})
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	audit, err := store.New(db, store.Config{}).AuditHistory(ctx, time.Now().Add(-time.Hour))
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	var overlaps []string
 	for _, o := range audit.Overlaps {

@@ -78,13 +78,13 @@ func startFormation(t *testing.T, async bool) *formation {
 	f.sweepLeftovers()
 	var err error
 	if f.root, err = os.MkdirTemp("", rootPrefix); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	// Cleanups run last-in first-out: the directory goes after every
 	// process that uses it has stopped.
 	t.Cleanup(func() {
 		if err := os.RemoveAll(f.root); err != nil {
-			t.Errorf("removing %s: %v", f.root, err)
+			errorf(t, "removing %s: %v", f.root, err)
 		}
 	})
 	t.Cleanup(f.stop)
@@ -97,14 +97,14 @@ func startFormation(t *testing.T, async bool) *formation {
 	// The owner's pid, for sweepLeftovers of a later run: only a formation
 	// whose test process is gone is stopped.
 	if err := os.WriteFile(filepath.Join(f.root, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	// The postgres user makes the data directories in it.
 	if err := os.Chmod(f.root, 0o755); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	if err := os.Chown(f.root, f.uid, f.gid); err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	sockets := filepath.Join(f.root, "sockets")
 	home := filepath.Join(f.root, "home")
@@ -112,10 +112,10 @@ func startFormation(t *testing.T, async bool) *formation {
 	// /tmp/pg_autoctl, outside the test's directory.
 	for _, dir := range []string{sockets, home, filepath.Join(home, "run"), filepath.Join(home, "config"), filepath.Join(home, "share")} {
 		if err := os.Mkdir(dir, 0o700); err != nil {
-			t.Fatal(err)
+			fatalf(t, "%v", err)
 		}
 		if err := os.Chown(dir, f.uid, f.gid); err != nil {
-			t.Fatal(err)
+			fatalf(t, "%v", err)
 		}
 	}
 	// pg_autoctl keeps its configuration and state under XDG directories of
@@ -148,7 +148,7 @@ func startFormation(t *testing.T, async bool) *formation {
 	})
 	out, err := f.autoctl("show", "uri", "--pgdata", monitorDir, "--formation", "monitor")
 	if err != nil {
-		t.Fatal(err)
+		fatalf(t, "%v", err)
 	}
 	if uri := strings.TrimSpace(out); strings.HasPrefix(uri, "postgres://") {
 		f.monitorURI = uri
@@ -193,7 +193,7 @@ func startFormation(t *testing.T, async bool) *formation {
 			}
 			cancel()
 			if err != nil {
-				t.Fatalf("checkpoint on node1: %v", err)
+				fatalf(t, "checkpoint on node1: %v", err)
 			}
 		}
 	}
@@ -206,7 +206,7 @@ func startFormation(t *testing.T, async bool) *formation {
 func (f *formation) findBinaries() {
 	t := f.t
 	if _, err := exec.LookPath("pg_autoctl"); err != nil {
-		t.Fatal("pg_autoctl is not installed: apt-get install postgresql-15-auto-failover pg-auto-failover-cli " +
+		fatalf(t, "%v", "pg_autoctl is not installed: apt-get install postgresql-15-auto-failover pg-auto-failover-cli "+
 			"(make test-failover installs them when run as root)")
 	}
 	controls, _ := filepath.Glob("/usr/share/postgresql/*/extension/pgautofailover.control")
@@ -218,12 +218,12 @@ func (f *formation) findBinaries() {
 		}
 	}
 	if f.bin == "" {
-		t.Fatal("no PostgreSQL with pg_auto_failover's extension was found " +
+		fatalf(t, "%v", "no PostgreSQL with pg_auto_failover's extension was found "+
 			"(/usr/share/postgresql/*/extension/pgautofailover.control): apt-get install postgresql-15-auto-failover")
 	}
 	pg, err := user.Lookup("postgres")
 	if err != nil {
-		t.Fatalf("the formation runs as the postgres user, and there is none: %v", err)
+		fatalf(t, "the formation runs as the postgres user, and there is none: %v", err)
 	}
 	f.uid, _ = strconv.Atoi(pg.Uid)
 	f.gid, _ = strconv.Atoi(pg.Gid)
@@ -232,7 +232,7 @@ func (f *formation) findBinaries() {
 	case 0:
 		f.credential = &syscall.Credential{Uid: uint32(f.uid), Gid: uint32(f.gid)}
 	default:
-		t.Fatal("the formation runs as the postgres user: run the test as root or as postgres")
+		fatalf(t, "%v", "the formation runs as the postgres user: run the test as root or as postgres")
 	}
 }
 
@@ -331,7 +331,7 @@ func (f *formation) start(name string, args ...string) *process {
 	p := &process{name: name, log: filepath.Join(f.root, name+".log"), done: make(chan struct{})}
 	out, err := os.Create(p.log)
 	if err != nil {
-		f.t.Fatal(err)
+		fatalf(f.t, "%v", err)
 	}
 	p.cmd = exec.Command("pg_autoctl", args...)
 	p.cmd.Dir = f.root
@@ -340,7 +340,7 @@ func (f *formation) start(name string, args ...string) *process {
 	p.cmd.SysProcAttr = f.sysProcAttr(true)
 	if err := p.cmd.Start(); err != nil {
 		out.Close()
-		f.t.Fatalf("pg_autoctl %s: %v", strings.Join(args, " "), err)
+		fatalf(f.t, "pg_autoctl %s: %v", strings.Join(args, " "), err)
 	}
 	_ = os.WriteFile(filepath.Join(f.root, name+".pgid"), []byte(strconv.Itoa(p.cmd.Process.Pid)), 0o644)
 	go func() {
@@ -448,12 +448,12 @@ func (f *formation) waitFor(what string, limit time.Duration, check func() error
 		for _, p := range f.processes {
 			select {
 			case <-p.done:
-				f.t.Fatalf("waiting for %s: pg_autoctl %s exited; its log:\n%s", what, p.name, tailFile(p.log, 40))
+				fatalf(f.t, "waiting for %s: pg_autoctl %s exited; its log:\n%s", what, p.name, tailFile(p.log, 40))
 			default:
 			}
 		}
 		if time.Now().After(deadline) {
-			f.t.Fatalf("%s: not within %s: %v", what, limit, err)
+			fatalf(f.t, "%s: not within %s: %v", what, limit, err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -608,10 +608,10 @@ func (f *formation) killPostmaster(n *node) int {
 	f.t.Helper()
 	pid := postmasterPID(filepath.Join(n.dir, "postmaster.pid"))
 	if pid <= 1 {
-		f.t.Fatalf("no postmaster.pid in %s", n.dir)
+		fatalf(f.t, "no postmaster.pid in %s", n.dir)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		f.t.Fatalf("kill -9 %d: %v", pid, err)
+		fatalf(f.t, "kill -9 %d: %v", pid, err)
 	}
 	return pid
 }
@@ -646,7 +646,7 @@ func replicationSettings(ctx context.Context, n *node) (string, []string, error)
 func freePort(t *testing.T) int {
 	port, err := pgembed.FreePort()
 	if err != nil {
-		t.Fatalf("a free port: %v", err)
+		fatalf(t, "a free port: %v", err)
 	}
 	return port
 }

@@ -34,7 +34,7 @@ func starveSlots(t *testing.T, n *node, d time.Duration) (held, ended int) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			cfg, err := pgx.ParseConfig(n.url())
 			if err != nil {
-				t.Fatal(err)
+				fatalf(t, "%v", err)
 			}
 			cfg.RuntimeParams["application_name"] = "failover slot filler"
 			c, err := pgx.ConnectConfig(ctx, cfg)
@@ -53,7 +53,7 @@ func starveSlots(t *testing.T, n *node, d time.Duration) (held, ended int) {
 	}
 	fill()
 	if len(conns) == 0 {
-		t.Fatalf("no connection to %s to take its slots with", n.name)
+		fatalf(t, "no connection to %s to take its slots with", n.name)
 	}
 	held = len(conns)
 	until := time.Now().Add(d)
