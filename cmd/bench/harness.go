@@ -353,7 +353,7 @@ func (h *harness) throughput(ctx context.Context, name string, poolSize, clients
 		return r, err
 	}
 	var env []string
-	profiling := h.o.profile != "" && replicas == 1 && clients == 32 && !strings.Contains(name, "COPY")
+	profiling := h.o.profile != "" && replicas == 1 && clients == h.o.profileClients && !strings.Contains(name, "COPY")
 	debugAddr := ""
 	if profiling {
 		port, err := pgembed.FreePort()

@@ -19,16 +19,18 @@ import (
 )
 
 type options struct {
-	adminURL   string
-	serverBin  string
-	queries    string
-	out        string
-	duration   time.Duration
-	quick      bool
-	profile    string
-	only       string
-	held       heldSchedule
-	costCycles int
+	adminURL  string
+	serverBin string
+	queries   string
+	out       string
+	duration  time.Duration
+	quick     bool
+	profile   string
+	// profileClients: the clients of the run the profile is taken of.
+	profileClients int
+	only           string
+	held           heldSchedule
+	costCycles     int
 	// endpointCalls and endpointBurst: the endpoints scenario's calls per
 	// endpoint and cycles of history.
 	endpointCalls, endpointBurst int
@@ -44,7 +46,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured run")
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: small pools, short runs, nothing written unless -out is given")
 	flag.StringVar(&o.only, "only", "", `run only the scenarios whose name contains this text, e.g. "held snapshot", "cost" (nothing written unless -out is given)`)
-	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during the 32-client run on the small pool to this file")
+	flag.StringVar(&o.profile, "profile", "", "write a CPU profile of the server during a run on the small pool (see -profile-clients) to this file")
+	flag.IntVar(&o.profileClients, "profile-clients", 32, "the number of clients of the run that -profile is taken of")
 	flag.DurationVar(&o.held.leadIn, "lead-in", 30*time.Second, "held snapshot: load before the snapshot is taken")
 	flag.DurationVar(&o.held.hold, "hold", 3*time.Minute, "held snapshot: how long the snapshot is held")
 	flag.DurationVar(&o.held.tail, "tail", 30*time.Second, "held snapshot: load after the snapshot is given up")

@@ -345,18 +345,20 @@ func (q *Queries) KeyEventRollupsFoldEndedLeases(ctx context.Context, max int32)
 const keyEventRollupsHorizon = `-- name: KeyEventRollupsHorizon :one
 
 WITH sessions AS (
-    SELECT a.xact_start, a.usesysid
+    SELECT CASE WHEN a.backend_xid IS NOT NULL THEN a.xact_start ELSE a.query_start END AS since
     FROM pg_catalog.pg_stat_activity AS a
     WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
       AND (a.backend_xid IS NOT NULL OR a.backend_xmin IS NOT NULL)
+      -- Hidden sessions show no state: kept, with no time.
+      AND (a.backend_xid IS NOT NULL OR a.state IS DISTINCT FROM 'idle in transaction')
       AND (a.usesysid IS NOT NULL OR a.xact_start IS NOT NULL)
       AND coalesce(a.backend_type, '') NOT IN ('autovacuum worker', 'walsender')
 )
 SELECT pg_try_advisory_xact_lock(8390042714203385708) AS held,
-       (CASE WHEN EXISTS (SELECT 1 FROM sessions WHERE sessions.xact_start IS NULL)
+       (CASE WHEN EXISTS (SELECT 1 FROM sessions WHERE sessions.since IS NULL)
                   OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_xacts AS p WHERE p.database = current_database())
              THEN '-infinity'
-             ELSE least(statement_timestamp(), (SELECT min(sessions.xact_start) FROM sessions))
+             ELSE least(statement_timestamp(), (SELECT min(sessions.since) FROM sessions))
         END)::timestamptz AS horizon
 `
 
@@ -374,17 +376,23 @@ type KeyEventRollupsHorizonRow struct {
 // before its statements read anything.
 // The first statement of a fold: takes the lock (a replica that does not
 // get it skips this fold) and returns the fold's horizon, before which
-// every event has been written and committed or rolled back. That is the
-// start of the oldest transaction of the database still running that has
-// written (backend_xid) or holds a snapshot (backend_xmin), or this
-// statement's own start if none is older: an event's at is never before
-// its transaction began, and a session not in such a transaction when the
-// activity view was read writes its next event later. The fold's next
-// statement takes its snapshot after this read, so it sees every event
-// before the horizon. Autovacuum and replication senders write no history
-// (autovacuum shows no role to those who may not see its start). A session whose start is hidden (another role's, without
-// pg_read_all_stats) or a prepared transaction gives no horizon
-// ('-infinity', before any fold): the fold waits for them to end.
+// every event has been written and committed or rolled back. An event's at
+// is the clock when its row was made (key_events.at defaults to
+// clock_timestamp()), after its transaction began and after the statement
+// that wrote it began. So the horizon is the earliest of: the start of each
+// transaction still running that has written (backend_xid); the start of
+// each statement still running in a transaction that has not written yet
+// (backend_xmin, state active), which may be making an event's row now;
+// and this statement's own start. A session between statements that has
+// written nothing (idle in transaction, however old its snapshot: a backup,
+// a long report, an idle REPEATABLE READ transaction) writes its next event
+// after this read, and does not hold the fold back; one not in a
+// transaction neither. The fold's next statement takes its snapshot after
+// this read, so it sees every event before the horizon. Autovacuum and
+// replication senders write no history (autovacuum shows no role to those
+// who may not see its start). A session whose times are hidden (another
+// role's, without pg_read_all_stats) or a prepared transaction gives no
+// horizon ('-infinity', before any fold): the fold waits for them to end.
 func (q *Queries) KeyEventRollupsHorizon(ctx context.Context) (KeyEventRollupsHorizonRow, error) {
 	row := q.db.QueryRow(ctx, keyEventRollupsHorizon)
 	var i KeyEventRollupsHorizonRow

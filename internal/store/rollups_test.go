@@ -109,6 +109,56 @@ func TestRollupsWaitForTransactionsThatAreStillRunning(t *testing.T) {
 	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"early", "late", "after"})
 }
 
+// A session that holds a snapshot but has written nothing (a backup, a
+// long report, an idle REPEATABLE READ transaction in someone's psql) does
+// not hold the fold back: an event bears the clock of its writing, so such
+// a session's next event comes after the fold has looked. Held back, the
+// fold would leave every event of the hold to one catch-up after it ends.
+// A statement still running holds it back to that statement's start,
+// which its events, if it writes any, come after.
+func TestRollupsFoldPastAnIdleSnapshot(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	reader, err := b.pool.BeginTx(b.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer func() { _ = reader.Rollback(b.ctx) }()
+	var keys int
+	require.NoError(t, reader.QueryRow(b.ctx, "SELECT count(*) FROM keys").Scan(&keys)) // takes the snapshot
+	time.Sleep(20 * time.Millisecond)
+	created, err := b.store.Create(b.ctx, "during", 1)
+	require.NoError(t, err)
+
+	foldAll(t, b)
+	require.True(t, foldedTo(t, b).After(created[0].CreatedAt),
+		"folded to %s, not past the event written at %s after the snapshot was taken", foldedTo(t, b), created[0].CreatedAt)
+	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"during"})
+
+	// A statement running while the fold looks.
+	sleeper, err := b.pool.Acquire(b.ctx)
+	require.NoError(t, err)
+	defer sleeper.Release()
+	var pid int32
+	require.NoError(t, sleeper.QueryRow(b.ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	slept := make(chan error, 1)
+	go func() {
+		_, err := sleeper.Exec(b.ctx, "SELECT pg_sleep(1.5), count(*) FROM keys")
+		slept <- err
+	}()
+	var started time.Time
+	require.Eventually(t, func() bool {
+		err := b.pool.QueryRow(b.ctx, `SELECT query_start FROM pg_stat_activity
+			WHERE pid = $1 AND state = 'active' AND backend_xmin IS NOT NULL`, pid).Scan(&started)
+		return err == nil
+	}, 5*time.Second, 5*time.Millisecond)
+	_, err = b.store.Create(b.ctx, "while-running", 1)
+	require.NoError(t, err)
+	foldAll(t, b)
+	require.False(t, foldedTo(t, b).After(started), "folded past the start of a statement still running")
+	require.NoError(t, <-slept)
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"during", "while-running"})
+}
+
 // The rollups hold to the history while clients claim, keep alive, release,
 // cool down and delete keys of several pools, two background jobs (as two
 // replicas) fold and delete history at once, and keys and leases run out:
