@@ -45,7 +45,9 @@ WITH state AS (
     -- One row, whatever the statistics of the one-row table say.
     SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to,
            (SELECT s.ended_leases_to FROM key_event_rollup_state AS s) AS ended_leases_to
-), batch_end AS (
+), batch_end AS MATERIALIZED (
+    -- MATERIALIZED: inlined, the lateral below is pulled up into bounds and
+    -- its expression, this scan included, ran once per use of upper.
     SELECT e.at FROM key_events AS e
     WHERE e.at >= (SELECT state.folded_to FROM state)
     ORDER BY e.at
@@ -167,9 +169,7 @@ WITH state AS (
 ), lease_ends AS (
     -- The leases that the batch's events end, as key_leases matches them:
     -- the lease of the event's token, if no other end of the key came
-    -- between its start and this event (each one step back along the key's
-    -- events, a lateral rather than a join that the planner could turn into
-    -- a scan of the history). A lease's start commits before its
+    -- between its start and this event. A lease's start commits before its
     -- end is written (the end needs the token, or the held row), so it was
     -- folded by this fold or an earlier one.
     SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
@@ -177,25 +177,24 @@ WITH state AS (
            date_bin('1 minute', started.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM events AS ended
-    LEFT JOIN LATERAL (
-        -- The end of the key before this one: the lease must have started
-        -- at it or after it, or another end came first.
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = ended.key_id AND o.at < ended.at
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        -- The lease of the end's token, between the two ends: a step back
-        -- along the key's events however old the history.
-        SELECT a.pool, a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
+        -- One walk back along the key's events (a lateral rather than a
+        -- join that the planner could turn into a scan of the history), to
+        -- the first that is either the start of the end's lease or another
+        -- end: a start found first is the lease (at the same moment as an
+        -- end, the start counts, as key_leases has it); an end found first
+        -- came between, and there is no lease. It reads a step or two
+        -- where a search for the previous end and then for the start read
+        -- 11 buffers a lease, most of the fold's.
+        SELECT a.pool, a.at, a.event FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
+      AND started.event = 'assigned'
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
     SELECT coalesce(lease_ends.pool, ''), lease_ends.minute, lease_ends.bucket, count(*)
@@ -292,21 +291,16 @@ WITH state AS (
     SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
            date_part('epoch', ended.at - started.at)::float8 AS seconds
     FROM events AS ended
-    LEFT JOIN LATERAL (
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = ended.key_id AND o.at < ended.at
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        SELECT a.pool, a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
+        SELECT a.pool, a.at, a.event FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
+      AND started.event = 'assigned'
 ), ended_added AS (
     INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)
     SELECT lease_ends.pool, lease_ends.started_at, lease_ends.key_id, lease_ends.lease_token, lease_ends.seconds
