@@ -334,7 +334,7 @@ func statements() []statement {
 		// the rows that a retention batch emptied.
 		{"KeyEventRollupsFold", keyEventRollupsFold, []any{now, 10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a": historyOfKey,
+			"key_events a":        historyOfKey,
 			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
 			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
 		}},
