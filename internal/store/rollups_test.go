@@ -109,6 +109,40 @@ func TestRollupsWaitForTransactionsThatAreStillRunning(t *testing.T) {
 	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"early", "late", "after"})
 }
 
+// The fold matches each end to its lease as key_leases does, in the cases
+// that keys of one seat never show: a key of two seats whose leases
+// overlap (the end of one comes between the start and the end of the
+// other), and a lease that starts at the very moment the key's previous one
+// ends (the start counts).
+func TestRollupsMatchLeasesOfSeatsAndTies(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	base := testdb.HourAgo(2)
+	at := func(minutes int) time.Time { return base.Add(time.Duration(minutes) * time.Minute) }
+	// The tie's start is written before its end, so that a walk back along
+	// the index meets the end first.
+	_, err := b.pool.Exec(b.ctx, `
+		INSERT INTO key_events (key_id, pool, event, lease_token, seat, at) VALUES
+		('00000000-0000-0000-0000-0000000000a1', 'seats', 'created', NULL, NULL, $1),
+		('00000000-0000-0000-0000-0000000000a1', 'seats', 'assigned', 11, 0, $2),
+		('00000000-0000-0000-0000-0000000000a1', 'seats', 'assigned', 12, 1, $3),
+		('00000000-0000-0000-0000-0000000000a1', 'seats', 'released', 12, 1, $4),
+		('00000000-0000-0000-0000-0000000000a1', 'seats', 'released', 11, 0, $5),
+		('00000000-0000-0000-0000-0000000000b2', 'ties', 'created', NULL, NULL, $1),
+		('00000000-0000-0000-0000-0000000000b2', 'ties', 'assigned', 21, 0, $2),
+		('00000000-0000-0000-0000-0000000000b2', 'ties', 'assigned', 22, 0, $3),
+		('00000000-0000-0000-0000-0000000000b2', 'ties', 'released', 21, 0, $3),
+		('00000000-0000-0000-0000-0000000000b2', 'ties', 'lease_expired', 22, 0, $4)`,
+		at(1), at(2), at(5), at(9), at(20))
+	require.NoError(t, err)
+	foldAll(t, b)
+	from, to := base.Add(-time.Hour), time.Now().Add(time.Minute)
+	requireRollupsMatchHistory(t, b.pool, from, to, []string{"seats", "ties"})
+	var ties int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM ended_leases WHERE pool = 'ties'").Scan(&ties))
+	require.Equal(t, 2, ties, "both leases of the key whose second lease began as its first ended")
+}
+
 // A session that holds a snapshot but has written nothing (a backup, a
 // long report, an idle REPEATABLE READ transaction in someone's psql) does
 // not hold the fold back: an event bears the clock of its writing, so such
