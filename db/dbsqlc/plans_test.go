@@ -115,6 +115,10 @@ var (
 	historyByTime     = by("key_events_at_idx")
 	historyByPoolTime = by("key_events_pool_at_idx")
 	historyOfKey      = by("key_events_key_id_at_idx")
+	// The fold's step back to an ended lease's start walks the key's
+	// events and stops at the first that answers: a bitmap scan and a sort
+	// would read every event of the key, per lease ended.
+	walkBackAlongKey = walk("key_events_key_id_at_idx")
 	// The one row of the rollups' state.
 	rollupState = `Seq Scan|` + firstOf("key_event_rollup_state_pkey")
 	// An hourly report of one pool: the rollup's rows of the pool's hours
@@ -334,7 +338,7 @@ func statements() []statement {
 		// the rows that a retention batch emptied.
 		{"KeyEventRollupsFold", keyEventRollupsFold, []any{now, 10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a":        historyOfKey,
+			"key_events a":        walkBackAlongKey,
 			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
 			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
 		}},
@@ -342,7 +346,7 @@ func statements() []statement {
 		// and steps, from ended_leases' own horizon.
 		{"KeyEventRollupsFoldEndedLeases", keyEventRollupsFoldEndedLeases, []any{10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a": historyOfKey,
+			"key_events a": walkBackAlongKey,
 		}},
 		{"KeyEventRollupsLockForRetention", keyEventRollupsLockForRetention, nil, paths{}},
 		{"KeyEventRollupsDeleteEmpty", keyEventRollupsDeleteEmpty, nil, paths{
