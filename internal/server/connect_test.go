@@ -10,42 +10,28 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// The service's sessions run without JIT, and with the generic plans of
-// their prepared statements: on a pool of a million keys the
+// The service's sessions run without JIT (on a pool of a million keys the
 // claim's estimated cost passes jit_above_cost, and compiling it took
-// 0.5–2 s per statement while the statement itself runs in well under a
-// millisecond. A jit set in the URL still wins.
-func TestSessionsRunWithoutJIT(t *testing.T) {
+// 0.5–2 s per statement that runs in well under a millisecond), with the
+// generic plans of their prepared statements, and without parallel workers
+// (on 1,000,000 keys never analysed, a two-minute chart, KeyEventsPerMinute,
+// spent 35–45 ms of 47 starting two workers for 81 rows). A setting in the
+// URL wins.
+func TestSessionSettings(t *testing.T) {
 	t.Parallel()
 	url := testdb.New(t)
-	for dsn, want := range map[string]string{url: "off", url + "&jit=on": "on"} {
-		pool, err := connect(context.Background(), dsn, "DATABASE_URL", "token-orchestrator", 2, config.Config{DBTimeout: 5e9}, nil)
-		require.NoError(t, err)
-		var jit, planCache string
-		require.NoError(t, pool.QueryRow(context.Background(), "SHOW jit").Scan(&jit))
-		require.NoError(t, pool.QueryRow(context.Background(), "SHOW plan_cache_mode").Scan(&planCache))
-		pool.Close()
-		require.Equal(t, want, jit, dsn)
-		require.Equal(t, "force_generic_plan", planCache, "prepared statements are planned once")
-	}
-}
-
-// Nor do they start parallel workers: on 1,000,000 keys never analysed, the
-// generic plan of a chart of two minutes (KeyEventsPerMinute) gathered two
-// workers for 81 rows; starting them took 35–45 ms of a 47 ms statement
-// that read 26 buffers, where the same statement runs in 1 ms alone. Every
-// statement of the service is an index lookup or a short range; a worker
-// costs far more than it can save, and a client polling a chart would take
-// the server's few workers from everyone. A setting in the URL still wins.
-func TestSessionsRunWithoutParallelWorkers(t *testing.T) {
-	t.Parallel()
-	url := testdb.New(t)
-	for dsn, want := range map[string]string{url: "0", url + "&max_parallel_workers_per_gather=2": "2"} {
-		pool, err := connect(context.Background(), dsn, "DATABASE_URL", "token-orchestrator", 2, config.Config{DBTimeout: 5e9}, nil)
-		require.NoError(t, err)
-		var workers string
-		require.NoError(t, pool.QueryRow(context.Background(), "SHOW max_parallel_workers_per_gather").Scan(&workers))
-		pool.Close()
-		require.Equal(t, want, workers, dsn)
+	for _, c := range []struct{ name, want, inURL string }{
+		{"jit", "off", "on"},
+		{"plan_cache_mode", "force_generic_plan", "auto"},
+		{"max_parallel_workers_per_gather", "0", "2"},
+	} {
+		for dsn, want := range map[string]string{url: c.want, url + "&" + c.name + "=" + c.inURL: c.inURL} {
+			pool, err := connect(context.Background(), dsn, "DATABASE_URL", "token-orchestrator", 2, config.Config{DBTimeout: 5e9}, nil)
+			require.NoError(t, err)
+			var got string
+			require.NoError(t, pool.QueryRow(context.Background(), "SELECT current_setting($1)", c.name).Scan(&got))
+			pool.Close()
+			require.Equal(t, want, got, dsn)
+		}
 	}
 }

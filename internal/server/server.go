@@ -351,6 +351,31 @@ func (s *Server) ready() func(context.Context) error {
 	}
 }
 
+// sessionSettings are set on every session of the service, unless the
+// URL sets them (?jit=on wins).
+var sessionSettings = map[string]string{
+	// The planner's cost of a claim on a large pool passes jit_above_cost,
+	// and compiling it takes far longer (hundreds of milliseconds) than the
+	// statement ever runs. No statement of the service gains from JIT.
+	"jit": "off",
+	// Every statement runs as a prepared statement, and PostgreSQL's
+	// default re-plans one for every execution while a custom plan looks
+	// cheaper than the generic one, which for the claim and release
+	// statements (a dozen nodes over four tables) costs more than executing
+	// them: one key per statement ran 14% faster with the generic plan. The
+	// generic plan of every statement is held to its indexes by
+	// TestQueryPlansUseIndexes.
+	"plan_cache_mode": "force_generic_plan",
+	// Every statement of the service is an index lookup or a short range,
+	// yet on tables never analysed a generic plan may take a range for tens
+	// of thousands of rows and gather workers for it: a two-minute chart on
+	// 1,000,000 keys spent 35–45 ms of its 47 ms starting two workers that
+	// found 81 rows, against 1 ms without them. A client polling such a
+	// call would also hold the server's few workers (max_worker_processes)
+	// for everyone.
+	"max_parallel_workers_per_gather": "0",
+}
+
 // connect returns a pool of up to maxConns connections over dsn, read
 // from the named setting; with tp, every statement is traced.
 func connect(ctx context.Context, dsn, setting, application string, maxConns int, cfg config.Config, tp trace.TracerProvider) (*pgxpool.Pool, error) {
@@ -364,32 +389,10 @@ func connect(ctx context.Context, dsn, setting, application string, maxConns int
 		poolCfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	poolCfg.ConnConfig.RuntimeParams["application_name"] = application
-	// The planner's cost of a claim on a large pool passes jit_above_cost,
-	// and compiling it takes far longer (hundreds of milliseconds) than the
-	// statement ever runs. No statement of the service gains from JIT. A
-	// jit=... parameter in DATABASE_URL still wins.
-	if _, set := poolCfg.ConnConfig.RuntimeParams["jit"]; !set {
-		poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
-	}
-	// Every statement runs as a prepared statement, and PostgreSQL's default
-	// re-plans one for every execution while a custom plan looks cheaper than
-	// the generic one, which for the claim and release statements (a dozen
-	// nodes over four tables) costs more than executing them: one key per
-	// statement ran 14% faster with the generic plan. The generic plan of
-	// every statement is held to its indexes by TestQueryPlansUseIndexes.
-	if _, set := poolCfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
-		poolCfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	}
-	// Nor does a statement start parallel workers. Every statement of the
-	// service is an index lookup or a short range, yet on tables never
-	// analysed a generic plan may take a range for tens of thousands of
-	// rows and gather workers for it: a two-minute chart on 1,000,000 keys
-	// spent 35–45 ms of its 47 ms starting two workers that found 81 rows,
-	// against 1 ms without them. A client polling such a call would also
-	// hold the server's few workers (max_worker_processes) for everyone.
-	// A max_parallel_workers_per_gather in DATABASE_URL still wins.
-	if _, set := poolCfg.ConnConfig.RuntimeParams["max_parallel_workers_per_gather"]; !set {
-		poolCfg.ConnConfig.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+	for name, value := range sessionSettings {
+		if _, set := poolCfg.ConnConfig.RuntimeParams[name]; !set {
+			poolCfg.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	if tp != nil {
 		poolCfg.ConnConfig.Tracer = store.NewTracer(tp)
