@@ -15,7 +15,8 @@
 -- that wrote it began. So the horizon is the earliest of: the start of each
 -- transaction still running that has written (backend_xid); the start of
 -- each statement still running in a transaction that has not written yet
--- (backend_xmin, state active), which may be making an event's row now;
+-- (backend_xmin, query_start, in any state but idle in transaction), which
+-- may be making an event's row now;
 -- and this statement's own start. A session between statements that has
 -- written nothing (idle in transaction, however old its snapshot: a backup,
 -- a long report, an idle REPEATABLE READ transaction) writes its next event

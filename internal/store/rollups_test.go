@@ -167,28 +167,38 @@ func TestRollupsFoldPastAnIdleSnapshot(t *testing.T) {
 		"folded to %s, not past the event written at %s after the snapshot was taken", foldedTo(t, b), created[0].CreatedAt)
 	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"during"})
 
-	// A statement running while the fold looks.
-	sleeper, err := b.pool.Acquire(b.ctx)
+	// A statement running while the fold looks: one that waits for a lock
+	// this test holds, so that it runs as long as the test needs and no
+	// longer, however slow the machine.
+	const lock = 7429
+	locker, err := b.pool.Acquire(b.ctx)
 	require.NoError(t, err)
-	defer sleeper.Release()
+	defer locker.Release()
+	_, err = locker.Exec(b.ctx, "SELECT pg_advisory_lock($1)", lock)
+	require.NoError(t, err)
+	waiter, err := b.pool.Acquire(b.ctx)
+	require.NoError(t, err)
+	defer waiter.Release()
 	var pid int32
-	require.NoError(t, sleeper.QueryRow(b.ctx, "SELECT pg_backend_pid()").Scan(&pid))
-	slept := make(chan error, 1)
+	require.NoError(t, waiter.QueryRow(b.ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	waited := make(chan error, 1)
 	go func() {
-		_, err := sleeper.Exec(b.ctx, "SELECT pg_sleep(1.5), count(*) FROM keys")
-		slept <- err
+		_, err := waiter.Exec(b.ctx, "SELECT pg_advisory_xact_lock($1), count(*) FROM keys", lock)
+		waited <- err
 	}()
 	var started time.Time
 	require.Eventually(t, func() bool {
 		err := b.pool.QueryRow(b.ctx, `SELECT query_start FROM pg_stat_activity
-			WHERE pid = $1 AND state = 'active' AND backend_xmin IS NOT NULL`, pid).Scan(&started)
+			WHERE pid = $1 AND state = 'active' AND wait_event_type = 'Lock' AND backend_xmin IS NOT NULL`, pid).Scan(&started)
 		return err == nil
 	}, 5*time.Second, 5*time.Millisecond)
 	_, err = b.store.Create(b.ctx, "while-running", 1)
 	require.NoError(t, err)
 	foldAll(t, b)
 	require.False(t, foldedTo(t, b).After(started), "folded past the start of a statement still running")
-	require.NoError(t, <-slept)
+	_, err = locker.Exec(b.ctx, "SELECT pg_advisory_unlock($1)", lock)
+	require.NoError(t, err)
+	require.NoError(t, <-waited)
 	foldAll(t, b)
 	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"during", "while-running"})
 }
