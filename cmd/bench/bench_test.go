@@ -217,6 +217,11 @@ func TestOptionsValidate(t *testing.T) {
 	bad = ok
 	bad.endpointCalls = 0
 	require.ErrorContains(t, bad.validate(), "-endpoint-calls 0: at least 1")
+	bad = ok
+	bad.profile, bad.profileClients, bad.quick = "cpu.pprof", 32, true
+	require.ErrorContains(t, bad.validate(), "-profile-clients 32: the small pool runs with [8] clients")
+	bad.quick = false
+	require.NoError(t, bad.validate())
 }
 
 func TestURLs(t *testing.T) {

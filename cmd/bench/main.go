@@ -14,6 +14,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 )
@@ -112,7 +113,18 @@ func (o options) validate() error {
 	if o.endpointBurst < 1 {
 		errs = append(errs, fmt.Errorf("-endpoint-burst %d: at least 1", o.endpointBurst))
 	}
+	if o.profile != "" && !slices.Contains(o.clientCounts(), o.profileClients) {
+		errs = append(errs, fmt.Errorf("-profile-clients %d: the small pool runs with %v clients", o.profileClients, o.clientCounts()))
+	}
 	return errors.Join(errs...)
+}
+
+// clientCounts are the clients of the throughput runs on the small pool.
+func (o options) clientCounts() []int {
+	if o.quick {
+		return []int{8}
+	}
+	return []int{8, 32, 128}
 }
 
 func run(ctx context.Context, o options) error {
@@ -133,12 +145,12 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	smallPool, bigPool := 10_000, 1_000_000
-	clientCounts := []int{8, 32, 128}
+	clientCounts := o.clientCounts()
 	expiring := 100_000
 	// The endpoints at 10,000 keys, at 1,000,000 and at 2,000 pools of 50.
 	endpointSizes := []endpointSize{{1, 10_000}, {1, 1_000_000}, {2_000, 50}}
 	if o.quick {
-		smallPool, bigPool, clientCounts, expiring = 1_000, 20_000, []int{8}, 5_000
+		smallPool, bigPool, expiring = 1_000, 20_000, 5_000
 		endpointSizes = []endpointSize{{1, 10_000}, {1, 100_000}, {200, 50}}
 	}
 	want := func(name string) bool { return strings.Contains(name, o.only) }
