@@ -70,6 +70,9 @@ func sayFailuresLast(t *testing.T) {
 	delete(failures, t)
 	failuresMu.Unlock()
 	if len(msgs) == 0 {
+		if t.Failed() {
+			t.Log("this test failed on a check that did not go through errorf or fatalf: look above")
+		}
 		return
 	}
 	const most = 20
