@@ -115,10 +115,12 @@ var (
 	historyByTime     = by("key_events_at_idx")
 	historyByPoolTime = by("key_events_pool_at_idx")
 	historyOfKey      = by("key_events_key_id_at_idx")
-	// The fold's step back to an ended lease's start walks the key's
-	// events and stops at the first that answers: a bitmap scan and a sort
-	// would read every event of the key, per lease ended.
-	walkBackAlongKey = walk("key_events_key_id_at_idx")
+	// A step from an event to the next or previous one of its key that
+	// answers (the fold's and the reports' step back from a lease's end to
+	// its start, a report's step forward to a lease's end) walks the key's
+	// events and stops there: a bitmap scan and a sort would read every
+	// event of the key in the range, once per lease.
+	walkAlongKey = walk("key_events_key_id_at_idx")
 	// The one row of the rollups' state.
 	rollupState = `Seq Scan|` + firstOf("key_event_rollup_state_pkey")
 	// An hourly report of one pool: the rollup's rows of the pool's hours
@@ -338,7 +340,7 @@ func statements() []statement {
 		// the rows that a retention batch emptied.
 		{"KeyEventRollupsFold", keyEventRollupsFold, []any{now, 10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a":        walkBackAlongKey,
+			"key_events a":        walkAlongKey,
 			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
 			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
 		}},
@@ -346,7 +348,7 @@ func statements() []statement {
 		// and steps, from ended_leases' own horizon.
 		{"KeyEventRollupsFoldEndedLeases", keyEventRollupsFoldEndedLeases, []any{10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a": walkBackAlongKey,
+			"key_events a": walkAlongKey,
 		}},
 		{"KeyEventRollupsLockForRetention", keyEventRollupsLockForRetention, nil, paths{}},
 		{"KeyEventRollupsDeleteEmpty", keyEventRollupsDeleteEmpty, nil, paths{
@@ -382,7 +384,7 @@ func histogramPaths(events string) paths {
 		"lease_duration_minutes d": by("lease_duration_minutes_pkey"), "key_event_minutes m": by("key_event_minutes_pkey"),
 		"key_event_rollup_state": rollupState,
 		"key_events ended":       events, "key_events r": events,
-		"key_events a": historyOfKey, "key_events o": historyOfKey, "key_events e": historyOfKey,
+		"key_events a": walkAlongKey, "key_events e": walkAlongKey,
 	}
 }
 
@@ -394,12 +396,12 @@ var (
 	durationsPaths = paths{
 		"key_event_hours h": by("key_event_hours_pkey"), "ended_leases d": by("ended_leases_pool_started_at_idx"),
 		"key_events e": historyByPoolTime, "key_events x": historyByPoolTime,
-		"key_events o": historyOfKey, "key_events a": historyOfKey, "key_event_rollup_state": rollupState,
+		"key_events a": walkAlongKey, "key_event_rollup_state": rollupState,
 	}
 	allPoolsDurationsPaths = paths{
 		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
 		"key_events e": historyByTime, "key_events x": historyByTime,
-		"key_events o": historyOfKey, "key_events a": historyOfKey, "key_event_rollup_state": rollupState,
+		"key_events a": walkAlongKey, "key_event_rollup_state": rollupState,
 	}
 )
 

@@ -105,30 +105,24 @@ WITH bounds AS (
     UNION ALL
     SELECT date_bin('1 hour', started.at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - started.at)::float8
     FROM key_events AS x
-    LEFT JOIN LATERAL (
-        -- The end of the key before this one: the lease must have started
-        -- at it or after it, or another end came first. Only a lease that
-        -- started in the range counts, and a token starts one lease: both
-        -- steps stay in the range's span of the key's events.
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = x.key_id AND o.at < x.at AND o.at >= (SELECT b.first_hour FROM bounds AS b)
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        -- The lease of the end's token, between the two ends.
-        SELECT a.at FROM key_events AS a
-        WHERE a.key_id = x.key_id AND a.at < x.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.at >= (SELECT b.first_hour FROM bounds AS b) AND a.at < (SELECT b.end_hour FROM bounds AS b)
-          AND a.event = 'assigned' AND a.lease_token = x.lease_token
-        ORDER BY a.at DESC
+        -- The end's lease as the fold finds it (KeyEventRollupsFold): one
+        -- walk back along the key's events to the first that is the start
+        -- of the end's token or another end, a start winning a tie. The
+        -- walk has no lower bound: with one, a table never analysed made
+        -- the planner read all of the key's events of the range and sort
+        -- them, once per end.
+        SELECT a.at, a.event FROM key_events AS a
+        WHERE a.key_id = x.key_id AND a.at < x.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = x.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE (x.pool, x.at) >= (sqlc.arg(pool)::text, (SELECT b.ended_leases_to FROM bounds AS b))
       AND (x.pool, x.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND started.event = 'assigned' AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.hour, sum(started.leases) AS leases
     FROM started
@@ -184,25 +178,18 @@ WITH bounds AS (
     UNION ALL
     SELECT started.pool, date_bin('1 hour', started.at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - started.at)::float8
     FROM key_events AS x
-    LEFT JOIN LATERAL (
-        -- As in LeaseDurationsHourlyList.
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = x.key_id AND o.at < x.at AND o.at >= (SELECT b.first_hour FROM bounds AS b)
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        SELECT a.pool, a.at FROM key_events AS a
-        WHERE a.key_id = x.key_id AND a.at < x.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.at >= (SELECT b.first_hour FROM bounds AS b) AND a.at < (SELECT b.end_hour FROM bounds AS b)
-          AND a.event = 'assigned' AND a.lease_token = x.lease_token
-        ORDER BY a.at DESC
+        -- As in LeaseDurationsHourlyList.
+        SELECT a.pool, a.at, a.event FROM key_events AS a
+        WHERE a.key_id = x.key_id AND a.at < x.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = x.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE x.at >= (SELECT b.ended_leases_to FROM bounds AS b) AND x.at < (SELECT b.open_end FROM bounds AS b)
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND started.event = 'assigned' AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.pool, started.hour, sum(started.leases) AS leases
     FROM started
@@ -719,29 +706,18 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM key_events AS ended
-    LEFT JOIN LATERAL (
-        -- The end of the key before this one: the lease must have started
-        -- at it or after it, or another end came first. Only a lease that
-        -- started in [first_minute, folded_to) counts, and a token starts
-        -- one lease: both steps stay in that span of the key's events.
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = ended.key_id AND o.at < ended.at AND o.at >= (SELECT b.first_minute FROM bounds AS b)
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        -- The lease of the end's token, between the two ends.
-        SELECT a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.at >= (SELECT b.first_minute FROM bounds AS b) AND a.at < (SELECT b.folded_to FROM bounds AS b)
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
+        -- As in LeaseDurationsHourlyList.
+        SELECT a.at, a.event FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE (ended.pool, ended.at) >= (sqlc.arg(pool)::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND started.event = 'assigned' AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     -- The part minute's bounds are plain conditions: a (pool, time) row as
@@ -812,29 +788,18 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
     FROM key_events AS ended
-    LEFT JOIN LATERAL (
-        -- The end of the key before this one: the lease must have started
-        -- at it or after it, or another end came first. Only a lease that
-        -- started in [first_minute, folded_to) counts, and a token starts
-        -- one lease: both steps stay in that span of the key's events.
-        SELECT o.at FROM key_events AS o
-        WHERE o.key_id = ended.key_id AND o.at < ended.at AND o.at >= (SELECT b.first_minute FROM bounds AS b)
-          AND o.event IN ('released', 'lease_expired', 'deleted', 'expired')
-        ORDER BY o.at DESC
-        LIMIT 1
-    ) AS previous ON true
     CROSS JOIN LATERAL (
-        -- The lease of the end's token, between the two ends.
-        SELECT a.at FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at AND a.at >= coalesce(previous.at, '-infinity')
-          AND a.at >= (SELECT b.first_minute FROM bounds AS b) AND a.at < (SELECT b.folded_to FROM bounds AS b)
-          AND a.event = 'assigned' AND a.lease_token = ended.lease_token
-        ORDER BY a.at DESC
+        -- As in LeaseDurationsHourlyList.
+        SELECT a.at, a.event FROM key_events AS a
+        WHERE a.key_id = ended.key_id AND a.at < ended.at
+          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
+               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
+        ORDER BY a.at DESC, a.event = 'assigned' DESC
         LIMIT 1
     ) AS started
     WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND started.event = 'assigned' AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     SELECT r.key_id, r.at, r.lease_token
