@@ -181,20 +181,27 @@ WITH state AS (
         -- One walk back along the key's events (a lateral rather than a
         -- join that the planner could turn into a scan of the history), to
         -- the first that is either the start of the end's lease or another
-        -- end: a start found first is the lease (at the same moment as an
-        -- end, the start counts, as key_leases has it); an end found first
-        -- came between, and there is no lease. It reads a step or two
-        -- where a search for the previous end and then for the start read
-        -- 11 buffers a lease, most of the fold's.
+        -- end: a start found first is the lease; an end found first came
+        -- between, and there is no lease, unless the start is at that very
+        -- moment (the start counts, as key_leases has it), which the
+        -- EXISTS below looks up. It reads a step or two where a search for
+        -- the previous end and then for the start read 11 buffers a lease,
+        -- most of the fold's. The order is the index's alone: with the tie
+        -- broken in the ORDER BY as well, a plan may sort the key's events
+        -- instead of walking them (it did, on analysed statistics, in the
+        -- reports that take this walk).
         SELECT a.pool, a.at, a.event FROM key_events AS a
         WHERE a.key_id = ended.key_id AND a.at < ended.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.event = 'assigned'
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
+      ))
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
     SELECT coalesce(lease_ends.pool, ''), lease_ends.minute, lease_ends.bucket, count(*)
@@ -296,11 +303,14 @@ WITH state AS (
         WHERE a.key_id = ended.key_id AND a.at < ended.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.event = 'assigned'
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
+      ))
 ), ended_added AS (
     INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)
     SELECT lease_ends.pool, lease_ends.started_at, lease_ends.key_id, lease_ends.lease_token, lease_ends.seconds

@@ -94,14 +94,15 @@ type paths map[string]string
 
 // by is a search of the named index (or of one of several, a regular
 // expression): an Index Cond, the rows read in the index's order or through
-// a bitmap.
+// a bitmap, and sorted or not.
 func by(index string) string {
-	return `(Index (Only )?Scan|Bitmap Heap Scan) using (` + index + `)`
+	return `(Index (Only )?Scan|Bitmap Heap Scan) using (` + index + `)( into a sort)?`
 }
 
 // walk is a search of the named index that reads the rows in the index's
-// order: a claim's or a batch's walk that stops after a few rows, where a
-// bitmap would read all of them and sort them.
+// order and hands them on as it reads them: a claim's or a batch's walk
+// that stops after a few rows, where a bitmap, or a sort of what the scan
+// reads, would read all of them.
 func walk(index string) string { return `Index (Only )?Scan using (` + index + `)` }
 
 // firstOf is a walk that may start at the index's first entry: for a
@@ -122,7 +123,7 @@ var (
 	// event of the key in the range, once per lease.
 	walkAlongKey = walk("key_events_key_id_at_idx")
 	// The one row of the rollups' state.
-	rollupState = `Seq Scan|` + firstOf("key_event_rollup_state_pkey")
+	rollupState = `Seq Scan( into a sort)?|` + firstOf("key_event_rollup_state_pkey")
 	// An hourly report of one pool: the rollup's rows of the pool's hours
 	// and the pool's events not folded yet; of every pool, the rollup's
 	// rows of the hours (all of them, over 31 days, may be a scan) and
@@ -131,7 +132,7 @@ var (
 		"key_event_hours h": by("key_event_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
 	}
 	allPoolsHourlyPaths = paths{
-		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
 	}
 )
 
@@ -198,7 +199,7 @@ func statements() []statement {
 			"key_labels": by("key_labels_pkey"),
 		}},
 		{"PoolGet", poolGet, []any{"default"}, paths{"pools": by("pools_pkey")}},
-		{"PoolList", poolList, nil, paths{"pools": `Seq Scan|` + firstOf("pools_pkey")}},
+		{"PoolList", poolList, nil, paths{"pools": `Seq Scan( into a sort)?|` + firstOf("pools_pkey")}},
 		{"PoolLock", poolLock, []any{"default"}, paths{"pools": by("pools_pkey")}},
 		{"PoolPut", poolPut, []any{"default", nil, true, nil, nil, false, nil, nil}, paths{}},
 		{"PoolCreateIfAbsent", poolCreateIfAbsent, []any{"default", nil}, paths{}},
@@ -271,7 +272,7 @@ func statements() []statement {
 		}},
 		// A row per election.
 		{"LeaderAttemptElect", leaderAttemptElect, []any{"sweeper", "replica-1", 10.0}, paths{}},
-		{"LeaderResign", leaderResign, []any{"sweeper", "replica-1"}, paths{"leader": `Seq Scan|` + by("leader_pkey")}},
+		{"LeaderResign", leaderResign, []any{"sweeper", "replica-1"}, paths{"leader": `Seq Scan( into a sort)?|` + by("leader_pkey")}},
 		// History: retention, which takes what it deletes out of the
 		// rollups (their rows by primary key, a deleted lease's end and a
 		// key's cooldowns of an hour along the key's events), and the
@@ -291,7 +292,7 @@ func statements() []statement {
 			"key_events a": `Seq Scan|Bitmap Heap Scan using key_events_at_idx and key_events_key_id_at_idx|` + historyByTime,
 			"key_events e": historyOfKey,
 		}},
-		{"KeyEventsCountByEvent", keyEventsCountByEvent, []any{dayAgo}, paths{"key_events": `Seq Scan|` + historyByTime}},
+		{"KeyEventsCountByEvent", keyEventsCountByEvent, []any{dayAgo}, paths{"key_events": `Seq Scan( into a sort)?|` + historyByTime}},
 		// Reports. The leases and their durations per hour read the views:
 		// every cell an index range on time (and pool), every lease end one
 		// step along the key's events. The others read the rollups, by pool
@@ -316,7 +317,7 @@ func statements() []statement {
 			"key_cooldown_hours c": by("key_cooldown_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
 		}},
 		{"KeyCooldownsHourlyListAllPools (31 days)", keyCooldownsHourlyListAllPools, []any{monthAgo, now}, paths{
-			"key_cooldown_hours c": `Seq Scan|` + by("key_cooldown_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+			"key_cooldown_hours c": `Seq Scan( into a sort)?|` + by("key_cooldown_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
 		}},
 		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, "history-1", now}, utilisationPaths},
 		{"PoolUtilisationList (a day a month ago)", poolUtilisationList, []any{monthAgo, "history-1", sqlExpr("now() - interval '30 days'")}, utilisationPaths},
@@ -340,7 +341,7 @@ func statements() []statement {
 		// the rows that a retention batch emptied.
 		{"KeyEventRollupsFold", keyEventRollupsFold, []any{now, 10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a":        walkAlongKey,
+			"key_events a": walkAlongKey, "key_events t": historyOfKey,
 			"key_event_minutes o": walk("key_event_minutes_minute_idx"), "key_event_minutes m": lockedRows,
 			"lease_duration_minutes o": walk("lease_duration_minutes_minute_idx"), "lease_duration_minutes d": lockedRows,
 		}},
@@ -348,7 +349,7 @@ func statements() []statement {
 		// and steps, from ended_leases' own horizon.
 		{"KeyEventRollupsFoldEndedLeases", keyEventRollupsFoldEndedLeases, []any{10000}, paths{
 			"key_event_rollup_state": rollupState, "key_events e": walk("key_events_at_idx"), "events:key_events e": historyByTime,
-			"key_events a": walkAlongKey,
+			"key_events a": walkAlongKey, "key_events t": historyOfKey,
 		}},
 		{"KeyEventRollupsLockForRetention", keyEventRollupsLockForRetention, nil, paths{}},
 		{"KeyEventRollupsDeleteEmpty", keyEventRollupsDeleteEmpty, nil, paths{
@@ -384,7 +385,7 @@ func histogramPaths(events string) paths {
 		"lease_duration_minutes d": by("lease_duration_minutes_pkey"), "key_event_minutes m": by("key_event_minutes_pkey"),
 		"key_event_rollup_state": rollupState,
 		"key_events ended":       events, "key_events r": events,
-		"key_events a": walkAlongKey, "key_events e": walkAlongKey,
+		"key_events a": walkAlongKey, "key_events t": historyOfKey, "key_events e": walkAlongKey,
 	}
 }
 
@@ -396,12 +397,12 @@ var (
 	durationsPaths = paths{
 		"key_event_hours h": by("key_event_hours_pkey"), "ended_leases d": by("ended_leases_pool_started_at_idx"),
 		"key_events e": historyByPoolTime, "key_events x": historyByPoolTime,
-		"key_events a": walkAlongKey, "key_event_rollup_state": rollupState,
+		"key_events a": walkAlongKey, "key_events t": historyOfKey, "key_event_rollup_state": rollupState,
 	}
 	allPoolsDurationsPaths = paths{
-		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
+		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
 		"key_events e": historyByTime, "key_events x": historyByTime,
-		"key_events a": walkAlongKey, "key_event_rollup_state": rollupState,
+		"key_events a": walkAlongKey, "key_events t": historyOfKey, "key_event_rollup_state": rollupState,
 	}
 )
 
@@ -447,14 +448,14 @@ var (
 	allPoolsUtilisationPaths = paths{
 		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByPoolTime, "key_events e": historyByTime,
 		"key_event_hours f": by("key_event_hours_pkey"),
-		"key_event_hours h": `Seq Scan|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
+		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
 		"key_event_rollup_state": rollupState,
 		"pool_count_totals":      everyPool, "pool_count_changes": everyChange,
 	}
 	// everyPool reads the totals of every pool, a row each.
-	everyPool = `Seq Scan|` + firstOf("pool_count_totals_pkey")
+	everyPool = `Seq Scan( into a sort)?|` + firstOf("pool_count_totals_pkey")
 	// everyChange reads every change not yet folded.
-	everyChange = `Seq Scan|` + by("pool_count_changes_pool_xid_idx")
+	everyChange = `Seq Scan( into a sort)?|` + by("pool_count_changes_pool_xid_idx")
 )
 
 // statsState is a state of the planner's statistics under which the plans
@@ -631,7 +632,7 @@ func checkPlan(t *testing.T, conn *pgx.Conn, st statement, state string) string 
 	require.NoError(t, json.Unmarshal(raw, &out))
 	require.Len(t, out, 1)
 	var scans []scan
-	scansOf(out[0].Plan, "", &scans)
+	scansOf(out[0].Plan, "", "", &scans)
 	plan := explainText(t, conn, "EXPLAIN (COSTS OFF) "+execute)
 
 	var problems []string
@@ -668,9 +669,9 @@ type scan struct {
 	alias    string
 	// path is "Seq Scan", "Index Scan using <index>", "Index Only Scan
 	// using <index>" or "Bitmap Heap Scan using <index> and <index>...",
-	// followed by " from its first entry" when an index has no Index Cond:
-	// the scan reads it from its start, and the whole of it unless it stops
-	// early.
+	// followed by " from its first entry" when an index has no Index Cond
+	// (the scan reads it from its start, and the whole of it unless it
+	// stops early), then by " into a sort" when a sort takes its rows.
 	path string
 }
 
@@ -704,8 +705,9 @@ var everyStatement = paths{"pools": by("pools_pkey")}
 var aliasNumber = regexp.MustCompile(`_\d+$`)
 
 // scansOf appends the scans of tables in the plan node and its children
-// (init plans and subplans included) to out.
-func scansOf(node map[string]any, cte string, out *[]scan) {
+// (init plans and subplans included) to out; parent is the node type of
+// the node's parent.
+func scansOf(node map[string]any, cte, parent string, out *[]scan) {
 	if name, _ := node["Subplan Name"].(string); strings.HasPrefix(name, "CTE ") {
 		cte = strings.TrimPrefix(name, "CTE ")
 	}
@@ -737,11 +739,16 @@ func scansOf(node map[string]any, cte string, out *[]scan) {
 		if !searched {
 			s.path += " from its first entry"
 		}
+		// A sort (not an incremental one) takes every row of the scan
+		// before it gives the first: a LIMIT above it stops nothing.
+		if parent == "Sort" {
+			s.path += " into a sort"
+		}
 		*out = append(*out, s)
 	}
 	children, _ := node["Plans"].([]any)
 	for _, c := range children {
-		scansOf(c.(map[string]any), cte, out)
+		scansOf(c.(map[string]any), cte, nodeType, out)
 	}
 }
 

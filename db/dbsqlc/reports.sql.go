@@ -335,12 +335,16 @@ WITH bounds AS (
         WHERE a.key_id = ended.key_id AND a.at < ended.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE (ended.pool, ended.at) >= ($2::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < ($2::text, (SELECT b.open_end FROM bounds AS b))
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.event = 'assigned' AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
+      ))
+      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     -- The part minute's bounds are plain conditions: a (pool, time) row as
@@ -455,12 +459,16 @@ WITH bounds AS (
         WHERE a.key_id = ended.key_id AND a.at < ended.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND started.event = 'assigned' AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
+      ))
+      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     SELECT r.key_id, r.at, r.lease_token
@@ -854,21 +862,25 @@ WITH bounds AS (
     CROSS JOIN LATERAL (
         -- The end's lease as the fold finds it (KeyEventRollupsFold): one
         -- walk back along the key's events to the first that is the start
-        -- of the end's token or another end, a start winning a tie. The
-        -- walk has no lower bound: with one, a table never analysed made
-        -- the planner read all of the key's events of the range and sort
-        -- them, once per end.
+        -- of the end's token or another end, and a look at that moment for
+        -- a start that ties with the end. The walk has no lower bound: with
+        -- one, a table never analysed made the planner read all of the
+        -- key's events of the range and sort them, once per end.
         SELECT a.at, a.event FROM key_events AS a
         WHERE a.key_id = x.key_id AND a.at < x.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = x.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE (x.pool, x.at) >= ($1::text, (SELECT b.ended_leases_to FROM bounds AS b))
       AND (x.pool, x.at) < ($1::text, (SELECT b.open_end FROM bounds AS b))
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND started.event = 'assigned' AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = x.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = x.lease_token
+      ))
+      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.hour, sum(started.leases) AS leases
     FROM started
@@ -987,12 +999,16 @@ WITH bounds AS (
         WHERE a.key_id = x.key_id AND a.at < x.at
           AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
                OR a.event = 'assigned' AND a.lease_token = x.lease_token)
-        ORDER BY a.at DESC, a.event = 'assigned' DESC
+        ORDER BY a.at DESC
         LIMIT 1
     ) AS started
     WHERE x.at >= (SELECT b.ended_leases_to FROM bounds AS b) AND x.at < (SELECT b.open_end FROM bounds AS b)
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND started.event = 'assigned' AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND (started.event = 'assigned' OR EXISTS (
+          SELECT 1 FROM key_events AS t
+          WHERE t.key_id = x.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = x.lease_token
+      ))
+      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.pool, started.hour, sum(started.leases) AS leases
     FROM started
