@@ -148,7 +148,12 @@ func TestCooldownOnExit(t *testing.T) {
 // runs.
 func TestLeaseKeptAliveWhileTheCommandRuns(t *testing.T) {
 	t.Parallel()
-	leaseTTL := 600 * time.Millisecond
+	// Short enough for a quick test, long enough that a keep-alive delayed
+	// by a machine busy with the whole suite still comes in time: the
+	// client keeps the lease alive a third of the way through, so it rides
+	// out a stall of two thirds of this. With 600 ms, a run of the suite on
+	// 2 cores lost the lease after its timers fired 400–570 ms late.
+	leaseTTL := 2 * time.Second
 	b := setup(t, servertest.Options{LeaseTTL: leaseTTL, SweepInterval: 20 * time.Millisecond}, true)
 	done := make(chan keyexec.Result, 1)
 	started := time.Now()

@@ -371,7 +371,12 @@ func TestRateLimitedKeyCoolsDown(t *testing.T) {
 // leased, kept alive past its lease's length, until the answer ends.
 func TestStreamsServerSentEvents(t *testing.T) {
 	t.Parallel()
-	leaseTTL := 600 * time.Millisecond
+	// Short enough for a quick test, long enough that a keep-alive delayed
+	// by a machine busy with the whole suite still comes in time: the
+	// client keeps the lease alive a third of the way through, so it rides
+	// out a stall of two thirds of this. With 600 ms, a run of the suite on
+	// 2 cores lost the lease after its timers fired 400–570 ms late.
+	leaseTTL := 2 * time.Second
 	next := make(chan struct{})
 	b := setup(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")

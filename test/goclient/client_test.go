@@ -148,8 +148,11 @@ func TestClaimKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	// Short enough for a quick test, long enough that a keep-alive delayed
-	// by a busy machine still comes in time.
-	leaseTTL := 600 * time.Millisecond
+	// by a machine busy with the whole suite still comes in time: the
+	// client keeps the lease alive a third of the way through, so it rides
+	// out a stall of two thirds of this. With 600 ms, a run of the suite on
+	// 2 cores lost the lease after its timers fired 400–570 ms late.
+	leaseTTL := 2 * time.Second
 	c := newClient(t, servertest.Start(t, servertest.Options{LeaseTTL: leaseTTL, SweepInterval: 20 * time.Millisecond}).URL)
 	created, err := c.CreateKey(ctx, "alive")
 	require.NoError(t, err)
