@@ -187,36 +187,14 @@ WITH state AS (
     -- between its start and this event. A lease's start commits before its
     -- end is written (the end needs the token, or the held row), so it was
     -- folded by this fold or an earlier one.
-    SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
-           date_part('epoch', ended.at - started.at)::float8 AS seconds,
-           date_bin('1 minute', started.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
-           lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
+    SELECT lease.pool, lease.started_at, ended.key_id, ended.lease_token,
+           date_part('epoch', ended.at - lease.started_at)::float8 AS seconds,
+           date_bin('1 minute', lease.started_at, timestamptz '2000-01-01 00:00:00+00') AS minute,
+           lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM events AS ended
-    CROSS JOIN LATERAL (
-        -- One walk back along the key's events (a lateral rather than a
-        -- join that the planner could turn into a scan of the history), to
-        -- the first that is either the start of the end's lease or another
-        -- end: a start found first is the lease; an end found first came
-        -- between, and there is no lease, unless the start is at that very
-        -- moment (the start counts, as key_leases has it), which the
-        -- EXISTS below looks up. It reads a step or two where a search for
-        -- the previous end and then for the start read 11 buffers a lease,
-        -- most of the fold's. The order is the index's alone: with the tie
-        -- broken in the ORDER BY as well, a plan may sort the key's events
-        -- instead of walking them (it did, on analysed statistics, in the
-        -- reports that take this walk).
-        SELECT a.pool, a.at, a.event FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
-      ))
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
     SELECT coalesce(lease_ends.pool, ''), lease_ends.minute, lease_ends.bucket, count(*)
@@ -291,22 +269,12 @@ WITH state AS (
     WHERE e.at >= (SELECT bounds.lower FROM bounds) AND e.at < (SELECT bounds.upper FROM bounds)
 ), lease_ends AS (
     -- As in KeyEventRollupsFold.
-    SELECT started.pool, started.at AS started_at, ended.key_id, ended.lease_token,
-           date_part('epoch', ended.at - started.at)::float8 AS seconds
+    SELECT lease.pool, lease.started_at, ended.key_id, ended.lease_token,
+           date_part('epoch', ended.at - lease.started_at)::float8 AS seconds
     FROM events AS ended
-    CROSS JOIN LATERAL (
-        SELECT a.pool, a.at, a.event FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
-      ))
 ), ended_added AS (
     INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)
     SELECT lease_ends.pool, lease_ends.started_at, lease_ends.key_id, lease_ends.lease_token, lease_ends.seconds

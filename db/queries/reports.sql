@@ -103,30 +103,14 @@ WITH bounds AS (
     WHERE d.pool = sqlc.arg(pool)::text
       AND d.started_at >= (SELECT b.first_hour FROM bounds AS b) AND d.started_at < (SELECT b.end_hour FROM bounds AS b)
     UNION ALL
-    SELECT date_bin('1 hour', started.at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - started.at)::float8
+    SELECT date_bin('1 hour', lease.started_at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - lease.started_at)::float8
     FROM key_events AS x
-    CROSS JOIN LATERAL (
-        -- The end's lease as the fold finds it (KeyEventRollupsFold): one
-        -- walk back along the key's events to the first that is the start
-        -- of the end's token or another end, and a look at that moment for
-        -- a start that ties with the end. The walk has no lower bound: with
-        -- one, a table never analysed made the planner read all of the
-        -- key's events of the range and sort them, once per end.
-        SELECT a.at, a.event FROM key_events AS a
-        WHERE a.key_id = x.key_id AND a.at < x.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = x.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(x.key_id, x.at, x.lease_token) AS lease (pool, started_at)
     WHERE (x.pool, x.at) >= (sqlc.arg(pool)::text, (SELECT b.ended_leases_to FROM bounds AS b))
       AND (x.pool, x.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = x.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = x.lease_token
-      ))
-      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND lease.started_at >= (SELECT b.first_hour FROM bounds AS b) AND lease.started_at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.hour, sum(started.leases) AS leases
     FROM started
@@ -180,24 +164,13 @@ WITH bounds AS (
     WHERE date_bin('1 hour', d.started_at, timestamptz '2000-01-01 00:00:00+00') >= (SELECT b.first_hour FROM bounds AS b)
       AND date_bin('1 hour', d.started_at, timestamptz '2000-01-01 00:00:00+00') < (SELECT b.end_hour FROM bounds AS b)
     UNION ALL
-    SELECT started.pool, date_bin('1 hour', started.at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - started.at)::float8
+    SELECT lease.pool, date_bin('1 hour', lease.started_at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - lease.started_at)::float8
     FROM key_events AS x
-    CROSS JOIN LATERAL (
-        -- As in LeaseDurationsHourlyList.
-        SELECT a.pool, a.at, a.event FROM key_events AS a
-        WHERE a.key_id = x.key_id AND a.at < x.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = x.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(x.key_id, x.at, x.lease_token) AS lease (pool, started_at)
     WHERE x.at >= (SELECT b.ended_leases_to FROM bounds AS b) AND x.at < (SELECT b.open_end FROM bounds AS b)
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = x.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = x.lease_token
-      ))
-      AND started.at >= (SELECT b.first_hour FROM bounds AS b) AND started.at < (SELECT b.end_hour FROM bounds AS b)
+      AND lease.started_at >= (SELECT b.first_hour FROM bounds AS b) AND lease.started_at < (SELECT b.end_hour FROM bounds AS b)
 ), leases AS (
     SELECT started.pool, started.hour, sum(started.leases) AS leases
     FROM started
@@ -712,24 +685,13 @@ WITH bounds AS (
     WHERE (m.pool, m.minute) >= (sqlc.arg(pool)::text, (SELECT b.first_minute FROM bounds AS b)) AND (m.pool, m.minute) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
 ), late_ends AS (
     -- Ends since folded_to of leases that the rollups count as held.
-    SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
+    SELECT lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM key_events AS ended
-    CROSS JOIN LATERAL (
-        -- As in LeaseDurationsHourlyList.
-        SELECT a.at, a.event FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE (ended.pool, ended.at) >= (sqlc.arg(pool)::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < (sqlc.arg(pool)::text, (SELECT b.open_end FROM bounds AS b))
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
-      ))
-      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND lease.started_at >= (SELECT b.first_minute FROM bounds AS b) AND lease.started_at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     -- The part minute's bounds are plain conditions: a (pool, time) row as
@@ -798,24 +760,13 @@ WITH bounds AS (
     WHERE (m.pool, m.minute) >= ('', (SELECT b.first_minute FROM bounds AS b)) AND (m.pool, m.minute) < ('', (SELECT b.open_end FROM bounds AS b))
 ), late_ends AS (
     -- Ends since folded_to of leases that the rollups count as held.
-    SELECT lease_duration_bucket(date_part('epoch', ended.at - started.at)::float8) AS bucket
+    SELECT lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM key_events AS ended
-    CROSS JOIN LATERAL (
-        -- As in LeaseDurationsHourlyList.
-        SELECT a.at, a.event FROM key_events AS a
-        WHERE a.key_id = ended.key_id AND a.at < ended.at
-          AND (a.event IN ('released', 'lease_expired', 'deleted', 'expired')
-               OR a.event = 'assigned' AND a.lease_token = ended.lease_token)
-        ORDER BY a.at DESC
-        LIMIT 1
-    ) AS started
+    -- The lease this end ends, if any (migration 00017).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
-      AND (started.event = 'assigned' OR EXISTS (
-          SELECT 1 FROM key_events AS t
-          WHERE t.key_id = ended.key_id AND t.at = started.at AND t.event = 'assigned' AND t.lease_token = ended.lease_token
-      ))
-      AND started.at >= (SELECT b.first_minute FROM bounds AS b) AND started.at < (SELECT b.folded_to FROM bounds AS b)
+      AND lease.started_at >= (SELECT b.first_minute FROM bounds AS b) AND lease.started_at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
     SELECT r.key_id, r.at, r.lease_token
