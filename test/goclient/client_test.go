@@ -151,7 +151,7 @@ func TestClaimKeepsTheLeaseAliveUntilReleased(t *testing.T) {
 	// by a machine busy with the whole suite still comes in time: the
 	// client keeps the lease alive a third of the way through, so it rides
 	// out a stall of two thirds of this. With 600 ms, a run of the suite on
-	// 2 cores lost the lease after its timers fired 400–570 ms late.
+	// 2 cores lost the lease when keep-alives came up to 570 ms apart.
 	leaseTTL := 2 * time.Second
 	c := newClient(t, servertest.Start(t, servertest.Options{LeaseTTL: leaseTTL, SweepInterval: 20 * time.Millisecond}).URL)
 	created, err := c.CreateKey(ctx, "alive")
