@@ -14,7 +14,10 @@
 -- the end found. Ordering by the tie as well let the planner sort all the
 -- key's earlier events under the walk; a lower bound on the walk let it,
 -- on tables never analysed, read every event of the key in the range
--- through a bitmap and sort them.
+-- through a bitmap and sort them. Without a bound, what the walk reads is
+-- the key's events between the end and the event it stops at: for a lease,
+-- its keep-alives (and other seats' starts), which the fold reads once for
+-- every lease anyway.
 --
 -- A plain SQL function, STABLE and not STRICT: PostgreSQL inlines it into
 -- the statement that calls it in FROM, so each caller's plan holds the walk

@@ -105,6 +105,10 @@ func by(index string) string {
 // reads, would read all of them.
 func walk(index string) string { return `Index (Only )?Scan using (` + index + `)` }
 
+// seqScan reads the whole table, sorted or not: for a table of a row or a
+// few, or a statement that reads all of it.
+const seqScan = `Seq Scan( into a sort)?`
+
 // firstOf is a walk that may start at the index's first entry: for a
 // statement that reads one entry (min, or a step of a loose index scan).
 func firstOf(index string) string { return walk(index) + `( from its first entry)?` }
@@ -123,7 +127,7 @@ var (
 	// event of the key in the range, once per lease.
 	walkAlongKey = walk("key_events_key_id_at_idx")
 	// The one row of the rollups' state.
-	rollupState = `Seq Scan( into a sort)?|` + firstOf("key_event_rollup_state_pkey")
+	rollupState = seqScan + `|` + firstOf("key_event_rollup_state_pkey")
 	// An hourly report of one pool: the rollup's rows of the pool's hours
 	// and the pool's events not folded yet; of every pool, the rollup's
 	// rows of the hours (all of them, over 31 days, may be a scan) and
@@ -132,7 +136,7 @@ var (
 		"key_event_hours h": by("key_event_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
 	}
 	allPoolsHourlyPaths = paths{
-		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+		"key_event_hours h": seqScan + `|` + by("key_event_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
 	}
 )
 
@@ -199,7 +203,7 @@ func statements() []statement {
 			"key_labels": by("key_labels_pkey"),
 		}},
 		{"PoolGet", poolGet, []any{"default"}, paths{"pools": by("pools_pkey")}},
-		{"PoolList", poolList, nil, paths{"pools": `Seq Scan( into a sort)?|` + firstOf("pools_pkey")}},
+		{"PoolList", poolList, nil, paths{"pools": seqScan + `|` + firstOf("pools_pkey")}},
 		{"PoolLock", poolLock, []any{"default"}, paths{"pools": by("pools_pkey")}},
 		{"PoolPut", poolPut, []any{"default", nil, true, nil, nil, false, nil, nil}, paths{}},
 		{"PoolCreateIfAbsent", poolCreateIfAbsent, []any{"default", nil}, paths{}},
@@ -272,7 +276,7 @@ func statements() []statement {
 		}},
 		// A row per election.
 		{"LeaderAttemptElect", leaderAttemptElect, []any{"sweeper", "replica-1", 10.0}, paths{}},
-		{"LeaderResign", leaderResign, []any{"sweeper", "replica-1"}, paths{"leader": `Seq Scan( into a sort)?|` + by("leader_pkey")}},
+		{"LeaderResign", leaderResign, []any{"sweeper", "replica-1"}, paths{"leader": seqScan + `|` + by("leader_pkey")}},
 		// History: retention, which takes what it deletes out of the
 		// rollups (their rows by primary key, a deleted lease's end and a
 		// key's cooldowns of an hour along the key's events), and the
@@ -292,7 +296,7 @@ func statements() []statement {
 			"key_events a": `Seq Scan|Bitmap Heap Scan using key_events_at_idx and key_events_key_id_at_idx|` + historyByTime,
 			"key_events e": historyOfKey,
 		}},
-		{"KeyEventsCountByEvent", keyEventsCountByEvent, []any{dayAgo}, paths{"key_events": `Seq Scan( into a sort)?|` + historyByTime}},
+		{"KeyEventsCountByEvent", keyEventsCountByEvent, []any{dayAgo}, paths{"key_events": seqScan + `|` + historyByTime}},
 		// Reports. The leases and their durations per hour read the views:
 		// every cell an index range on time (and pool), every lease end one
 		// step along the key's events. The others read the rollups, by pool
@@ -317,7 +321,7 @@ func statements() []statement {
 			"key_cooldown_hours c": by("key_cooldown_hours_pkey"), "key_events e": historyByPoolTime, "key_event_rollup_state": rollupState,
 		}},
 		{"KeyCooldownsHourlyListAllPools (31 days)", keyCooldownsHourlyListAllPools, []any{monthAgo, now}, paths{
-			"key_cooldown_hours c": `Seq Scan( into a sort)?|` + by("key_cooldown_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
+			"key_cooldown_hours c": seqScan + `|` + by("key_cooldown_hours_hour_idx"), "key_events e": historyByTime, "key_event_rollup_state": rollupState,
 		}},
 		{"PoolUtilisationList", poolUtilisationList, []any{dayAgo, "history-1", now}, utilisationPaths},
 		{"PoolUtilisationList (a day a month ago)", poolUtilisationList, []any{monthAgo, "history-1", sqlExpr("now() - interval '30 days'")}, utilisationPaths},
@@ -400,7 +404,7 @@ var (
 		"key_events a": walkAlongKey, "key_events t": historyOfKey, "key_event_rollup_state": rollupState,
 	}
 	allPoolsDurationsPaths = paths{
-		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
+		"key_event_hours h": seqScan + `|` + by("key_event_hours_hour_idx"), "ended_leases d": by("ended_leases_hour_idx"),
 		"key_events e": historyByTime, "key_events x": historyByTime,
 		"key_events a": walkAlongKey, "key_events t": historyOfKey, "key_event_rollup_state": rollupState,
 	}
@@ -448,14 +452,14 @@ var (
 	allPoolsUtilisationPaths = paths{
 		"key_events o": firstOf("key_events_at_idx"), "key_events t": historyByPoolTime, "key_events e": historyByTime,
 		"key_event_hours f": by("key_event_hours_pkey"),
-		"key_event_hours h": `Seq Scan( into a sort)?|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
+		"key_event_hours h": seqScan + `|` + by("key_event_hours_hour_idx"), "key_event_minutes m": by("key_event_minutes_minute_idx"),
 		"key_event_rollup_state": rollupState,
 		"pool_count_totals":      everyPool, "pool_count_changes": everyChange,
 	}
 	// everyPool reads the totals of every pool, a row each.
-	everyPool = `Seq Scan( into a sort)?|` + firstOf("pool_count_totals_pkey")
+	everyPool = seqScan + `|` + firstOf("pool_count_totals_pkey")
 	// everyChange reads every change not yet folded.
-	everyChange = `Seq Scan( into a sort)?|` + by("pool_count_changes_pool_xid_idx")
+	everyChange = seqScan + `|` + by("pool_count_changes_pool_xid_idx")
 )
 
 // statsState is a state of the planner's statistics under which the plans

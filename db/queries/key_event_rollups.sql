@@ -16,8 +16,7 @@
 -- transaction still running that has written (backend_xid); the start of
 -- each statement still running in a transaction that has not written yet
 -- (backend_xmin, query_start, in any state but idle in transaction), which
--- may be making an event's row now;
--- and this statement's own start. A session between statements that has
+-- may be making an event's row now; and this statement's own start. A session between statements that has
 -- written nothing (idle in transaction, however old its snapshot: a backup,
 -- a long report, an idle REPEATABLE READ transaction) writes its next event
 -- after this read, and does not hold the fold back; one not in a

@@ -10,13 +10,8 @@ import (
 	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
-// The service's sessions run without JIT (on a pool of a million keys the
-// claim's estimated cost passes jit_above_cost, and compiling it took
-// 0.5–2 s per statement that runs in well under a millisecond), with the
-// generic plans of their prepared statements, and without parallel workers
-// (on 1,000,000 keys never analysed, a two-minute chart, KeyEventsPerMinute,
-// spent 35–45 ms of 47 starting two workers for 81 rows). A setting in the
-// URL wins.
+// Each of sessionSettings is set on the service's sessions, and a setting
+// in the URL wins over it (why each is set: sessionSettings).
 func TestSessionSettings(t *testing.T) {
 	t.Parallel()
 	url := testdb.New(t)
