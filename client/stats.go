@@ -11,6 +11,10 @@ type Stats struct {
 	Pools []PoolStats `json:"pools"`
 	// Total sums the counts of every pool; its Pool is empty.
 	Total PoolStats `json:"total"`
+	// ExpiringWithinMinuteCapped tells that more keys expire within a
+	// minute than the server counts (1,000): every ExpiringWithinMinute is
+	// then a lower bound.
+	ExpiringWithinMinuteCapped bool `json:"expiringWithinMinuteCapped"`
 }
 
 // PoolStats are the live counts of one pool.
@@ -26,7 +30,7 @@ type PoolStats struct {
 	// Blocked counts the held seats (the wire name is kept).
 	Blocked int64 `json:"blocked"`
 	// ExpiringWithinMinute counts live keys whose life ends within a minute
-	// unless they are kept alive.
+	// unless they are kept alive (see Stats.ExpiringWithinMinuteCapped).
 	ExpiringWithinMinute int64 `json:"expiringWithinMinute"`
 }
 

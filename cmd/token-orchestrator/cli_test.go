@@ -445,7 +445,8 @@ func TestKeysListAndStats(t *testing.T) {
 	require.JSONEq(t, `{"pools": [
 		{"pool": "default", "total": 1, "seats": 1, "free": 1, "blocked": 0, "expiringWithinMinute": 0},
 		{"pool": "listed", "total": 5, "seats": 5, "free": 4, "blocked": 1, "expiringWithinMinute": 0}],
-		"total": {"total": 6, "seats": 6, "free": 5, "blocked": 1, "expiringWithinMinute": 0}}`, asJSON.stdout)
+		"total": {"total": 6, "seats": 6, "free": 5, "blocked": 1, "expiringWithinMinute": 0},
+		"expiringWithinMinuteCapped": false}`, asJSON.stdout)
 	require.Equal(t, exitUsage, cli("stats", "extra").code)
 	require.Equal(t, exitFailed, cli("stats", "--server", "http://127.0.0.1:1").code)
 }

@@ -71,8 +71,13 @@ func printStats(w io.Writer, s client.Stats) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "POOL\tKEYS\tSEATS\tFREE\tBLOCKED\tEXPIRING WITHIN 1M")
+	// Past the server's cap, a count of keys about to expire is a lower bound.
+	atLeast := ""
+	if s.ExpiringWithinMinuteCapped {
+		atLeast = "+"
+	}
 	row := func(name string, p client.PoolStats) {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", name, p.Total, p.Seats, p.Free, p.Blocked, p.ExpiringWithinMinute)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d%s\n", name, p.Total, p.Seats, p.Free, p.Blocked, p.ExpiringWithinMinute, atLeast)
 	}
 	for _, p := range s.Pools {
 		row(p.Pool, p)

@@ -381,22 +381,38 @@ func (q *Queries) KeyCooldownAfterLease(ctx context.Context, arg KeyCooldownAfte
 }
 
 const keyCountExpiring = `-- name: KeyCountExpiring :many
-SELECT k.pool, count(*) AS keys
-FROM keys AS k
-WHERE k.expires_at > now() AND k.expires_at <= now() + $1::float8 * interval '1 second'
-GROUP BY k.pool
-ORDER BY k.pool
+SELECT e.pool, count(*) FILTER (WHERE e.n <= $1::int) AS keys, bool_or(e.n > $1::int)::bool AS more
+FROM (
+    SELECT k.pool, row_number() OVER (ORDER BY k.expires_at) AS n
+    FROM keys AS k
+    WHERE k.expires_at > now() AND k.expires_at <= now() + $2::float8 * interval '1 second'
+    ORDER BY k.expires_at
+    LIMIT $1::int + 1
+) AS e
+GROUP BY e.pool
+ORDER BY e.pool
 `
+
+type KeyCountExpiringParams struct {
+	Max           int32
+	WithinSeconds float64
+}
 
 type KeyCountExpiringRow struct {
 	Pool string
 	Keys int64
+	More bool
 }
 
-// Live keys per pool whose life ends within the given number of seconds: a
-// range on keys_expires_at_idx that reads only those keys.
-func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) ([]KeyCountExpiringRow, error) {
-	rows, err := q.db.Query(ctx, keyCountExpiring, withinSeconds)
+// Live keys per pool whose life ends within the given number of seconds,
+// among the first max of them in expiry order, and on the pool of the key
+// after those (more) whether there are others: a walk of
+// keys_expires_at_idx that stops after max + 1 keys, however many are about
+// to expire (all of them, in a pool of a short key life that nobody keeps
+// alive). The window numbers the keys in the index's order, so it sorts
+// nothing.
+func (q *Queries) KeyCountExpiring(ctx context.Context, arg KeyCountExpiringParams) ([]KeyCountExpiringRow, error) {
+	rows, err := q.db.Query(ctx, keyCountExpiring, arg.Max, arg.WithinSeconds)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +420,7 @@ func (q *Queries) KeyCountExpiring(ctx context.Context, withinSeconds float64) (
 	var items []KeyCountExpiringRow
 	for rows.Next() {
 		var i KeyCountExpiringRow
-		if err := rows.Scan(&i.Pool, &i.Keys); err != nil {
+		if err := rows.Scan(&i.Pool, &i.Keys, &i.More); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -587,13 +587,23 @@ WITH expired AS (
 SELECT count(*) FILTER (WHERE state.seat = 0) FROM state;
 
 -- name: KeyCountExpiring :many
--- Live keys per pool whose life ends within the given number of seconds: a
--- range on keys_expires_at_idx that reads only those keys.
-SELECT k.pool, count(*) AS keys
-FROM keys AS k
-WHERE k.expires_at > now() AND k.expires_at <= now() + sqlc.arg(within_seconds)::float8 * interval '1 second'
-GROUP BY k.pool
-ORDER BY k.pool;
+-- Live keys per pool whose life ends within the given number of seconds,
+-- among the first max of them in expiry order, and on the pool of the key
+-- after those (more) whether there are others: a walk of
+-- keys_expires_at_idx that stops after max + 1 keys, however many are about
+-- to expire (all of them, in a pool of a short key life that nobody keeps
+-- alive). The window numbers the keys in the index's order, so it sorts
+-- nothing.
+SELECT e.pool, count(*) FILTER (WHERE e.n <= sqlc.arg(max)::int) AS keys, bool_or(e.n > sqlc.arg(max)::int)::bool AS more
+FROM (
+    SELECT k.pool, row_number() OVER (ORDER BY k.expires_at) AS n
+    FROM keys AS k
+    WHERE k.expires_at > now() AND k.expires_at <= now() + sqlc.arg(within_seconds)::float8 * interval '1 second'
+    ORDER BY k.expires_at
+    LIMIT sqlc.arg(max)::int + 1
+) AS e
+GROUP BY e.pool
+ORDER BY e.pool;
 
 -- name: KeyListPage :many
 -- One page of a pool's live keys in id order, starting after the given id

@@ -87,6 +87,7 @@ func TestReportsOfADrivenSequence(t *testing.T) {
 			map[string]any{"pool": "r", "total": 3.0, "seats": 3.0, "free": 2.0, "blocked": 1.0, "expiringWithinMinute": 0.0},
 		}, stats.body["pools"])
 		require.Equal(t, map[string]any{"total": 6.0, "seats": 6.0, "free": 5.0, "blocked": 1.0, "expiringWithinMinute": 1.0}, stats.body["total"])
+		require.Equal(t, false, stats.body["expiringWithinMinuteCapped"])
 
 		resp, err := http.Get(long.url + "/metrics")
 		require.NoError(t, err)

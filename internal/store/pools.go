@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
 )
 
 // PoolCounts are the live counts of one pool. Keys whose life has ended
@@ -62,19 +64,26 @@ func (s *Store) CountPools(ctx context.Context) ([]PoolCounts, error) {
 }
 
 // CountExpiring returns, per pool, the live keys whose life ends within the
-// given time unless they are kept alive. Pools with none are absent.
-func (s *Store) CountExpiring(ctx context.Context, within time.Duration) (map[string]int64, error) {
+// given time unless they are kept alive, counting the first max of them in
+// the order they expire; more tells that others expire after those, so that
+// the counts are lower bounds. Pools with none counted are absent. The cap
+// keeps the cost of a call bounded when every key of a large pool is about
+// to expire (a short key life that nobody keeps alive).
+func (s *Store) CountExpiring(ctx context.Context, within time.Duration, max int) (counts map[string]int64, more bool, err error) {
 	ctx, cancel := s.withTimeout(ctx)
 	defer cancel()
-	rows, err := s.queries.KeyCountExpiring(ctx, within.Seconds())
+	rows, err := s.queries.KeyCountExpiring(ctx, dbsqlc.KeyCountExpiringParams{Max: int32(max), WithinSeconds: within.Seconds()})
 	if err != nil {
-		return nil, classify(err)
+		return nil, false, classify(err)
 	}
-	counts := make(map[string]int64, len(rows))
+	counts = make(map[string]int64, len(rows))
 	for _, row := range rows {
-		counts[row.Pool] = row.Keys
+		if row.Keys > 0 {
+			counts[row.Pool] = row.Keys
+		}
+		more = more || row.More
 	}
-	return counts, nil
+	return counts, more, nil
 }
 
 // foldLockID names the advisory lock that lets one fold of the counts run

@@ -443,8 +443,8 @@ def test_pools_and_stats(client: Client, pool: str) -> None:
         assert lease.key.expires_at is None  # keys that stay
         stats = client.stats()
         mine = stats.pool(pool)
-        assert mine is not None and mine.total == 2 and mine.blocked == 1
-        assert stats.total.total >= 2
+        assert mine is not None and mine.total == 2 and mine.seats == 2 and mine.blocked == 1
+        assert stats.total.total >= 2 and not stats.expiring_within_minute_capped
     deleted = client.delete_pool(pool, delete_keys=True)
     assert deleted.deleted_keys == 2
     with pytest.raises(UnknownPoolError):

@@ -1026,6 +1026,8 @@ export interface components {
             /** @description Every pool that has keys, in the order of their names. */
             pools: components["schemas"]["PoolStats"][];
             total: components["schemas"]["StatsTotal"];
+            /** @description True when more than 1,000 live keys expire within a minute. The server then counts the 1,000 that expire first, and every expiringWithinMinute is a lower bound: a call costs the same however many keys are about to expire. */
+            expiringWithinMinuteCapped: boolean;
         };
         /** @description The live counts of one pool. */
         PoolStats: {
@@ -1052,7 +1054,7 @@ export interface components {
             blocked: number;
             /**
              * Format: int64
-             * @description Live keys whose life ends within a minute unless they are kept alive.
+             * @description Live keys whose life ends within a minute unless they are kept alive (a lower bound when expiringWithinMinuteCapped is true).
              */
             expiringWithinMinute: number;
         };

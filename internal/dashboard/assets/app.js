@@ -442,8 +442,11 @@
     // Free and blocked count seats: as many as keys where each key has one.
     const seats = p.seats ?? p.total;
     const values = { total: p.total, seats, free: p.free, blocked: p.blocked, expiring: p.expiringWithinMinute };
+    // Past the server's cap (1,000 keys about to expire), the counts of
+    // keys about to expire are lower bounds.
+    const atLeast = state.stats.expiringWithinMinuteCapped ? '+' : '';
     for (const dd of item.querySelectorAll('dd')) {
-      dd.textContent = String(values[dd.dataset.stat]);
+      dd.textContent = String(values[dd.dataset.stat]) + (dd.dataset.stat === 'expiring' ? atLeast : '');
       dd.classList.toggle('alert', dd.dataset.stat === 'expiring' && values.expiring > 0);
     }
     // Seats are shown where they differ from keys (a key of several seats).

@@ -161,10 +161,16 @@ class DeletedPool:
 
 @dataclass(frozen=True)
 class PoolStats:
-    """The live counts of one pool (``pool`` is None for the total)."""
+    """The live counts of one pool (``pool`` is None for the total).
+
+    ``total`` counts keys and ``seats`` their seats, which ``free`` and
+    ``blocked`` (held) split. ``expiring_within_minute`` is a lower bound
+    when :attr:`Stats.expiring_within_minute_capped` is true.
+    """
 
     pool: Optional[str]
     total: int
+    seats: int
     free: int
     blocked: int
     expiring_within_minute: int
@@ -174,6 +180,7 @@ class PoolStats:
         return cls(
             pool=data.get("pool"),
             total=int(data.get("total") or 0),
+            seats=int(data.get("seats") or 0),
             free=int(data.get("free") or 0),
             blocked=int(data.get("blocked") or 0),
             expiring_within_minute=int(data.get("expiringWithinMinute") or 0),
@@ -182,16 +189,23 @@ class PoolStats:
 
 @dataclass(frozen=True)
 class Stats:
-    """The live counts of every pool that has keys, and their sum."""
+    """The live counts of every pool that has keys, and their sum.
+
+    ``expiring_within_minute_capped`` is true when more keys expire within a
+    minute than the server counts (1,000): the counts of keys about to
+    expire are then lower bounds.
+    """
 
     pools: List[PoolStats]
     total: PoolStats
+    expiring_within_minute_capped: bool
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Stats":
         return cls(
             pools=[PoolStats.from_json(p) for p in data.get("pools") or []],
             total=PoolStats.from_json(data.get("total") or {}),
+            expiring_within_minute_capped=bool(data.get("expiringWithinMinuteCapped")),
         )
 
     def pool(self, name: str) -> Optional[PoolStats]:
