@@ -80,31 +80,46 @@ type heldRun struct {
 }
 
 // sampleStatements measures the run's statements window by window, from
-// begin, on the database dbName; attach puts the figures on the run.
-func (h *harness) sampleStatements(ctx context.Context, dbName string, begin time.Time, s heldSchedule) (attach func(*heldRun)) {
+// begin, on the database dbName; attach puts the figures on the run. stop
+// ends the sampling and waits for it, so that a run that fails does not
+// leave it reading until the schedule's end; after attach it does nothing.
+func (h *harness) sampleStatements(ctx context.Context, dbName string, begin time.Time, s heldSchedule) (attach func(*heldRun), stop func()) {
 	if h.statements != "" {
-		return func(r *heldRun) { r.statementsNote = h.statements }
+		return func(r *heldRun) { r.statementsNote = h.statements }, func() {}
 	}
 	// Reset, so that the run's statements are the only ones counted.
 	if err := resetStatements(ctx, h.adminURL); err != nil {
-		return func(r *heldRun) { r.statementsNote = err.Error() }
+		return func(r *heldRun) { r.statementsNote = err.Error() }, func() {}
 	}
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan *statementSampler, 1)
 	go func() { done <- sampleStatements(ctx, h.adminURL, dbName, begin, s.window, int(s.total()/s.window)) }()
+	var sampler *statementSampler
+	wait := func() *statementSampler {
+		if sampler == nil {
+			sampler = <-done
+		}
+		return sampler
+	}
+	stop = func() {
+		cancel()
+		wait()
+	}
 	return func(r *heldRun) {
-		sampler := <-done
-		if sampler.err != nil {
-			r.statementsNote = "pg_stat_statements: " + sampler.err.Error()
+		got := wait()
+		cancel()
+		if got.err != nil {
+			r.statementsNote = "pg_stat_statements: " + got.err.Error()
 			return
 		}
-		names, windows := sampler.windows()
+		names, windows := got.windows()
 		r.statements = names
 		for i := range r.windows {
 			if k := int(r.windows[i].start / s.window); k < len(windows) {
 				r.windows[i].statements = windows[k]
 			}
 		}
-	}
+	}, stop
 }
 
 func resetStatements(ctx context.Context, adminURL string) error {
@@ -310,7 +325,8 @@ func (h *harness) heldServiceOn(ctx context.Context, name string, poolSize, clie
 	}
 	done := make(chan outcome, 1)
 	begin := time.Now()
-	attach := h.sampleStatements(ctx, benchDB, begin, s)
+	attach, stop := h.sampleStatements(ctx, benchDB, begin, s)
+	defer stop()
 	go func() {
 		res, err := loadgen.Run(ctx, loadgen.Config{Servers: urls(servers), Pool: "bench", Clients: clients, Duration: s.total(), Window: s.window})
 		done <- outcome{res, err}
@@ -351,7 +367,8 @@ func (h *harness) heldFloor(ctx context.Context, poolSize, clients int, s heldSc
 	// pgbench's clock starts once its clients are connected, a moment after
 	// this one; its reports therefore lag the schedule by that moment.
 	begin := time.Now()
-	attach := h.sampleStatements(ctx, floorDB, begin, s)
+	attach, stop := h.sampleStatements(ctx, floorDB, begin, s)
+	defer stop()
 	go func() {
 		out, err := runPgbench(ctx, h.pgbench, pgbenchRun{url: url, script: floorScript, clients: clients,
 			duration: s.total(), progress: s.window})
