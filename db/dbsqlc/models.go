@@ -175,7 +175,7 @@ type KeyLabel struct {
 	Seat     int16
 }
 
-// One row per lease: pool, key, token, started_at, ended_at and ended_by (released, lease_expired, deleted, expired; NULL while held), keep_alives during the lease, duration_seconds (NULL while held).
+// One row per lease: pool, key, token, started_at, ended_at and ended_by (released, lease_expired, deleted, expired: the first of the lease's seat after its start, if it carries the lease's token; NULL while held), keep_alives during the lease, duration_seconds (NULL while held).
 type KeyLease struct {
 	Pool            string
 	KeyID           uuid.UUID

@@ -329,8 +329,8 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM key_events AS ended
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.seat, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE (ended.pool, ended.at) >= ($2::text, (SELECT b.folded_to FROM bounds AS b)) AND (ended.pool, ended.at) < ($2::text, (SELECT b.open_end FROM bounds AS b))
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
       AND lease.started_at >= (SELECT b.first_minute FROM bounds AS b) AND lease.started_at < (SELECT b.folded_to FROM bounds AS b)
@@ -341,13 +341,13 @@ WITH bounds AS (
     -- the row's first column, the pool, passes it), which then read the
     -- pool's index entries of the whole range, 203 buffers at 1,000,000
     -- keys with 5% of them claimed in the hour.
-    SELECT p.key_id, p.at, p.lease_token
+    SELECT p.key_id, p.seat, p.at, p.lease_token
     FROM key_events AS p
     WHERE p.pool = $2::text
       AND p.at >= (SELECT b.start FROM bounds AS b) AND p.at < (SELECT b.first_minute FROM bounds AS b)
       AND p.event = 'assigned'
     UNION ALL
-    SELECT r.key_id, r.at, r.lease_token
+    SELECT r.key_id, r.seat, r.at, r.lease_token
     FROM key_events AS r
     WHERE (r.pool, r.at) >= ($2::text, (SELECT b.raw_from FROM bounds AS b)) AND (r.pool, r.at) < ($2::text, (SELECT b.open_end FROM bounds AS b))
       AND r.event = 'assigned'
@@ -356,7 +356,10 @@ WITH bounds AS (
     FROM raw_started
     LEFT JOIN LATERAL (
         SELECT e.at, e.lease_token FROM key_events AS e
-        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        -- The end of the lease's own seat; a CASE, as in key_leases
+        -- (migration 00018).
+        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at
+          AND CASE WHEN e.event IN ('released', 'lease_expired', 'deleted', 'expired') THEN coalesce(e.seat, 0) = coalesce(raw_started.seat, 0) ELSE false END
         ORDER BY e.at
         LIMIT 1
     ) AS ended ON ended.lease_token = raw_started.lease_token
@@ -442,19 +445,19 @@ WITH bounds AS (
     -- Ends since folded_to of leases that the rollups count as held.
     SELECT lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM key_events AS ended
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.seat, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.at >= (SELECT b.folded_to FROM bounds AS b) AND ended.at < (SELECT b.open_end FROM bounds AS b)
       AND ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
       AND lease.started_at >= (SELECT b.first_minute FROM bounds AS b) AND lease.started_at < (SELECT b.folded_to FROM bounds AS b)
 ), raw_started AS (
     -- Leases of the part minute at the range's start, and from folded_to on.
-    SELECT r.key_id, r.at, r.lease_token
+    SELECT r.key_id, r.seat, r.at, r.lease_token
     FROM key_events AS r
     WHERE r.at >= (SELECT b.start FROM bounds AS b) AND r.at < (SELECT b.first_minute FROM bounds AS b)
       AND r.event = 'assigned'
     UNION ALL
-    SELECT r.key_id, r.at, r.lease_token
+    SELECT r.key_id, r.seat, r.at, r.lease_token
     FROM key_events AS r
     WHERE r.at >= (SELECT b.raw_from FROM bounds AS b) AND r.at < (SELECT b.open_end FROM bounds AS b)
       AND r.event = 'assigned'
@@ -463,7 +466,10 @@ WITH bounds AS (
     FROM raw_started
     LEFT JOIN LATERAL (
         SELECT e.at, e.lease_token FROM key_events AS e
-        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at AND e.event IN ('released', 'lease_expired', 'deleted', 'expired')
+        -- The end of the lease's own seat; a CASE, as in key_leases
+        -- (migration 00018).
+        WHERE e.key_id = raw_started.key_id AND e.at > raw_started.at
+          AND CASE WHEN e.event IN ('released', 'lease_expired', 'deleted', 'expired') THEN coalesce(e.seat, 0) = coalesce(raw_started.seat, 0) ELSE false END
         ORDER BY e.at
         LIMIT 1
     ) AS ended ON ended.lease_token = raw_started.lease_token
@@ -837,8 +843,8 @@ WITH bounds AS (
     UNION ALL
     SELECT date_bin('1 hour', lease.started_at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - lease.started_at)::float8
     FROM key_events AS x
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(x.key_id, x.at, x.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(x.key_id, x.seat, x.at, x.lease_token) AS lease (pool, started_at)
     WHERE (x.pool, x.at) >= ($1::text, (SELECT b.ended_leases_to FROM bounds AS b))
       AND (x.pool, x.at) < ($1::text, (SELECT b.open_end FROM bounds AS b))
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
@@ -955,8 +961,8 @@ WITH bounds AS (
     UNION ALL
     SELECT lease.pool, date_bin('1 hour', lease.started_at, timestamptz '2000-01-01 00:00:00+00'), date_part('epoch', x.at - lease.started_at)::float8
     FROM key_events AS x
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(x.key_id, x.at, x.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(x.key_id, x.seat, x.at, x.lease_token) AS lease (pool, started_at)
     WHERE x.at >= (SELECT b.ended_leases_to FROM bounds AS b) AND x.at < (SELECT b.open_end FROM bounds AS b)
       AND x.event IN ('released', 'lease_expired', 'deleted', 'expired') AND x.lease_token IS NOT NULL
       AND lease.started_at >= (SELECT b.first_hour FROM bounds AS b) AND lease.started_at < (SELECT b.end_hour FROM bounds AS b)

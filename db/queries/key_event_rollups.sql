@@ -77,7 +77,7 @@ WITH state AS (
                    coalesce((SELECT greatest(batch_end.at, state.folded_to + interval '1 microsecond') FROM batch_end), 'infinity'))) AS upper
     ) AS u
 ), events AS (
-    SELECT e.at, e.key_id, e.pool, e.event, e.lease_token, e.cooldown,
+    SELECT e.at, e.key_id, e.seat, e.pool, e.event, e.lease_token, e.cooldown,
            date_bin('1 minute', e.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            date_bin('1 hour', e.at, timestamptz '2000-01-01 00:00:00+00') AS hour,
            -- A key of several seats ends with an event per held seat; the
@@ -182,7 +182,7 @@ WITH state AS (
         longest_cooldown = greatest(c.longest_cooldown, excluded.longest_cooldown)
 ), lease_ends AS (
     -- The leases that the batch's events end, as key_leases matches them:
-    -- the lease of the event's token, if no other end of the key came
+    -- the lease of the event's token, if no other end of its seat came
     -- between its start and this event. A lease's start commits before its
     -- end is written (the end needs the token, or the held row), so it was
     -- folded by this fold or an earlier one.
@@ -191,8 +191,8 @@ WITH state AS (
            date_bin('1 minute', lease.started_at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            lease_duration_bucket(date_part('epoch', ended.at - lease.started_at)::float8) AS bucket
     FROM events AS ended
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.seat, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
 ), buckets_added AS (
     INSERT INTO lease_duration_minutes AS d (pool, minute, bucket, leases)
@@ -263,7 +263,7 @@ WITH state AS (
     FROM state
     WHERE state.ended_leases_to < state.folded_to
 ), events AS (
-    SELECT e.at, e.key_id, e.event, e.lease_token
+    SELECT e.at, e.key_id, e.seat, e.event, e.lease_token
     FROM key_events AS e
     WHERE e.at >= (SELECT bounds.lower FROM bounds) AND e.at < (SELECT bounds.upper FROM bounds)
 ), lease_ends AS (
@@ -271,8 +271,8 @@ WITH state AS (
     SELECT lease.pool, lease.started_at, ended.key_id, ended.lease_token,
            date_part('epoch', ended.at - lease.started_at)::float8 AS seconds
     FROM events AS ended
-    -- The lease this end ends, if any (migration 00017).
-    CROSS JOIN LATERAL lease_start(ended.key_id, ended.at, ended.lease_token) AS lease (pool, started_at)
+    -- The lease this end ends, if any (migrations 00017, 00018).
+    CROSS JOIN LATERAL lease_start(ended.key_id, ended.seat, ended.at, ended.lease_token) AS lease (pool, started_at)
     WHERE ended.event IN ('released', 'lease_expired', 'deleted', 'expired') AND ended.lease_token IS NOT NULL
 ), ended_added AS (
     INSERT INTO ended_leases (pool, started_at, key_id, lease_token, seconds)

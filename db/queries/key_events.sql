@@ -71,7 +71,7 @@ WITH cut_off AS (
            OR e.id <= (SELECT last_of_batch.id FROM last_of_batch))
     RETURNING e.ctid AS row, e.at, e.key_id, e.pool, e.event, e.lease_token, e.cooldown, e.seat
 ), folded AS (
-    SELECT deleted.row, deleted.at, deleted.key_id, deleted.pool, deleted.event, deleted.lease_token, deleted.cooldown,
+    SELECT deleted.row, deleted.at, deleted.key_id, deleted.seat, deleted.pool, deleted.event, deleted.lease_token, deleted.cooldown,
            date_bin('1 minute', deleted.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
            date_bin('1 hour', deleted.at, timestamptz '2000-01-01 00:00:00+00') AS hour,
            deleted.event IN ('deleted', 'expired') AND coalesce(deleted.seat, 0) = 0 AS key_ended,
@@ -169,7 +169,9 @@ WITH cut_off AS (
     CROSS JOIN LATERAL (
         SELECT n.at, n.lease_token FROM key_events AS n
         WHERE n.key_id = folded.key_id AND n.at > folded.at
-          AND n.event IN ('released', 'lease_expired', 'deleted', 'expired')
+          -- The end of the lease's own seat; a CASE, as in key_leases
+          -- (migration 00018).
+          AND CASE WHEN n.event IN ('released', 'lease_expired', 'deleted', 'expired') THEN coalesce(n.seat, 0) = coalesce(folded.seat, 0) ELSE false END
         ORDER BY n.at
         LIMIT 1
     ) AS ended

@@ -110,10 +110,11 @@ func TestRollupsWaitForTransactionsThatAreStillRunning(t *testing.T) {
 }
 
 // The fold and the reports match each end to its lease as key_leases does,
-// in the cases that keys of one seat never show: a key of two seats whose
-// leases overlap (the end of one comes between the start and the end of
-// the other), and a lease that starts at the very moment the key's
-// previous one ends (the start counts). The ends come after a fold, so
+// in the cases that keys of one seat never show: keys of two seats whose
+// leases overlap, one lease within the other and two that cross (the end
+// of one comes between the start and the end of the other: each lease ends
+// with the end of its own seat), and a lease that starts at the very
+// moment the key's previous one ends (the start counts). The ends come after a fold, so
 // that the reports first find each end's lease among the folded events
 // (their step back from an end not folded yet), and then all is folded.
 func TestRollupsMatchLeasesOfSeatsAndTies(t *testing.T) {
@@ -128,6 +129,9 @@ func TestRollupsMatchLeasesOfSeatsAndTies(t *testing.T) {
 		('00000000-0000-0000-0000-0000000000a1', 'seats', 'created', NULL, NULL, $1),
 		('00000000-0000-0000-0000-0000000000a1', 'seats', 'assigned', 11, 0, $2),
 		('00000000-0000-0000-0000-0000000000a1', 'seats', 'assigned', 12, 1, $3),
+		('00000000-0000-0000-0000-0000000000c3', 'seats', 'created', NULL, NULL, $1),
+		('00000000-0000-0000-0000-0000000000c3', 'seats', 'assigned', 31, 0, $2),
+		('00000000-0000-0000-0000-0000000000c3', 'seats', 'assigned', 32, 1, $3),
 		('00000000-0000-0000-0000-0000000000b2', 'ties', 'created', NULL, NULL, $1),
 		('00000000-0000-0000-0000-0000000000b2', 'ties', 'assigned', 21, 0, $2),
 		('00000000-0000-0000-0000-0000000000b2', 'ties', 'assigned', 22, 0, $3),
@@ -139,6 +143,8 @@ func TestRollupsMatchLeasesOfSeatsAndTies(t *testing.T) {
 	for _, end := range []string{
 		`('00000000-0000-0000-0000-0000000000a1', 'seats', 'released', 12, 1)`,
 		`('00000000-0000-0000-0000-0000000000a1', 'seats', 'released', 11, 0)`,
+		`('00000000-0000-0000-0000-0000000000c3', 'seats', 'released', 31, 0)`,
+		`('00000000-0000-0000-0000-0000000000c3', 'seats', 'lease_expired', 32, 1)`,
 		`('00000000-0000-0000-0000-0000000000b2', 'ties', 'lease_expired', 22, 0)`,
 	} {
 		_, err := b.pool.Exec(b.ctx, `INSERT INTO key_events (key_id, pool, event, lease_token, seat) VALUES `+end)
@@ -155,7 +161,10 @@ func TestRollupsMatchLeasesOfSeatsAndTies(t *testing.T) {
 	foldAll(t, b)
 	requireRollupsMatchHistory(t, b.pool, from, to, []string{"seats", "ties"})
 	require.Equal(t, 2, endedLeases("ties"), "both leases of the key whose second lease began as its first ended")
-	require.Equal(t, 1, endedLeases("seats"), "the lease whose end came first; the other's end has another end between its start and it")
+	require.Equal(t, 4, endedLeases("seats"), "each lease of the two keys of two seats, ended by its own seat's end")
+	var held int
+	require.NoError(t, b.pool.QueryRow(b.ctx, "SELECT count(*) FROM key_leases WHERE pool = 'seats' AND ended_at IS NULL").Scan(&held))
+	require.Zero(t, held, "key_leases ends every lease of the keys of two seats")
 }
 
 // A session that holds a snapshot but has written nothing (a backup, a
