@@ -54,6 +54,17 @@ func TestSeatsOverHTTP(t *testing.T) {
 	require.Equal(t, 1.0, whole.body["seatsHeld"])
 	require.Equal(t, false, whole.body["isBlocked"])
 
+	// Each lease ends with its own seat's end: the second, which began
+	// before the first ended, ends with its own release, in the history.
+	released = do(t, "PUT", srv.url+"/keys/"+id+"?lease="+second.body["leaseToken"].(string), "")
+	require.Equal(t, http.StatusOK, released.status, released.raw)
+	leases := do(t, "GET", srv.url+"/reports/leases?pool=shared", "")
+	require.Equal(t, http.StatusOK, leases.status, leases.raw)
+	require.Len(t, rows(leases), 2)
+	for _, row := range rows(leases) {
+		require.Equal(t, "released", row["endedBy"], row)
+	}
+
 	// Seats per key at creation and import; bad seats change nothing.
 	batch := do(t, "POST", srv.url+"/keys", `{"pool": "shared", "count": 2, "seats": 5}`)
 	require.Equal(t, http.StatusCreated, batch.status, batch.raw)
