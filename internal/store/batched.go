@@ -136,14 +136,23 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		})
-		if row.ExtendedLeaseToken == nil && key.Seats > 1 {
-			// Kept alive without a token: a key of several seats has no
-			// one lease to show (the row carries seat 0's).
-			key.LeaseToken, key.ClaimedAt, key.LeaseExpiresAt, key.CoolingUntil = nil, nil, nil, nil
+		if key.Seats > 1 {
+			// A key of several seats has no one lease to show to a
+			// keep-alive without a token (the row carries seat 0's, or the
+			// lease another request extended): it gets the key without
+			// one, which a change under no lease carries.
+			whole := key
+			whole.LeaseToken, whole.ClaimedAt, whole.LeaseExpiresAt, whole.CoolingUntil = nil, nil, nil, nil
+			kept[row.ID] = append(kept[row.ID], changedKey{key: whole})
+			if row.ExtendedLeaseToken == nil {
+				continue
+			}
 		}
 		kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
 	}
-	return s.settle(ctx, reqs, kept, func(req leaseRequest, current lease.Key) (lease.Key, error) {
+	// A keep-alive without a token resets the key's life, which any
+	// keep-alive of the key in the batch did: nil, any change answers it.
+	return s.settle(ctx, reqs, kept, nil, func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		if req.token == nil {
 			// A keep-alive without a token always resets a live key's
 			// life, unless its pool requires a token.
@@ -188,7 +197,7 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.EndedLeaseToken})
 	}
-	return s.settle(ctx, reqs, released, func(req leaseRequest, current lease.Key) (lease.Key, error) {
+	return s.settle(ctx, reqs, released, namedLeases(reqs), func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		// Not released although the key lives: its pool requires a token
 		// and none was given, the key has several seats and none was
 		// given, it was free already (a release is idempotent), or the
@@ -250,32 +259,61 @@ type changedKey struct {
 	lease *int64
 }
 
-// answers reports whether the change answers the request: one without a
-// token takes any change of its key; one with a token only a change made
-// under that lease (another request of the batch may have named the same
-// key with another token).
-func (c changedKey) answers(req leaseRequest) bool {
-	return req.token == nil || (c.lease != nil && *c.lease == *req.token)
+// answers reports whether the change answers the request: one with a token
+// only a change made under that lease (another request of the batch may
+// have named the same key with another token); one without a token a
+// change of its key that no request of the batch named by its lease
+// (named; nil when any change answers it). A change under a named lease is
+// that request's: the statements change nothing for a release without a
+// token of a key of several seats, or of a pool that requires tokens, and
+// that release must not be answered with another client's.
+func (c changedKey) answers(req leaseRequest, named map[int64]bool) bool {
+	if req.token != nil {
+		return c.lease != nil && *c.lease == *req.token
+	}
+	return c.lease == nil || !named[*c.lease]
 }
 
-// answer is the change among those of the request's key that answers it.
-func answer(changes []changedKey, req leaseRequest) (changedKey, bool) {
+// answer is the change among those of the request's key that answers it,
+// for a request without a token one made under no lease first.
+func answer(changes []changedKey, req leaseRequest, named map[int64]bool) (changedKey, bool) {
+	if req.token == nil {
+		for _, c := range changes {
+			if c.lease == nil {
+				return c, true
+			}
+		}
+	}
 	for _, c := range changes {
-		if c.answers(req) {
+		if c.answers(req, named) {
 			return c, true
 		}
 	}
 	return changedKey{}, false
 }
 
-// settle gives each request its outcome: the row the statement changed, or,
-// for a request it did not change, what explain says of the key as it is now
-// (lease.ErrKeyNotFound when it is gone).
+// namedLeases returns, per key, the tokens that the requests name.
+func namedLeases(reqs []leaseRequest) map[uuid.UUID]map[int64]bool {
+	named := map[uuid.UUID]map[int64]bool{}
+	for _, req := range reqs {
+		if req.token != nil {
+			if named[req.id] == nil {
+				named[req.id] = map[int64]bool{}
+			}
+			named[req.id][*req.token] = true
+		}
+	}
+	return named
+}
+
+// settle gives each request its outcome: the row the statement changed
+// (answer, with named), or, for a request it did not change, what explain
+// says of the key as it is now (lease.ErrKeyNotFound when it is gone).
 func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID][]changedKey,
-	explain func(leaseRequest, lease.Key) (lease.Key, error)) []batch.Result[lease.Key] {
+	named map[uuid.UUID]map[int64]bool, explain func(leaseRequest, lease.Key) (lease.Key, error)) []batch.Result[lease.Key] {
 	results := make([]batch.Result[lease.Key], len(reqs))
 	for i, req := range reqs {
-		if c, ok := answer(changed[req.id], req); ok {
+		if c, ok := answer(changed[req.id], req, named[req.id]); ok {
 			results[i].Value = c.key
 			continue
 		}

@@ -89,3 +89,68 @@ func TestBatchedKeepAlivesAnswerEachRequest(t *testing.T) {
 	require.NotNil(t, results[2].Value.LastKeepAliveAt)
 	require.ErrorIs(t, results[3].Err, lease.ErrLeaseMismatch)
 }
+
+// A request without a token is not answered with the change that another
+// request of its batch made under its own lease: a release without a token
+// of a key of several seats changes nothing (428), and a keep-alive without
+// a token is answered with its own change, whatever the other requests for
+// the key.
+func TestBatchedRequestsWithoutATokenTakeNoOtherLeasesChange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testdb.New(t))
+	require.NoError(t, err)
+	defer pool.Close()
+	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
+	keys, err := s.CreateSeats(ctx, "shared", 1, 2)
+	require.NoError(t, err)
+	id := keys[0].ID
+	first, err := s.Claim(ctx, "shared")
+	require.NoError(t, err)
+	second, err := s.Claim(ctx, "shared")
+	require.NoError(t, err)
+	require.Equal(t, id, second.ID)
+
+	kept := s.runKeepAlives(ctx, struct{}{}, []leaseRequest{
+		{id: id, token: second.LeaseToken},
+		{id: id, token: nil},
+	})
+	require.NoError(t, kept[0].Err)
+	require.Equal(t, second.LeaseToken, kept[0].Value.LeaseToken)
+	require.NoError(t, kept[1].Err)
+	require.Nil(t, kept[1].Value.LeaseToken, "a key of several seats has no one lease to show")
+	require.Nil(t, kept[1].Value.LeaseExpiresAt, "nor another client's deadline")
+
+	released := s.runReleases(ctx, struct{}{}, []leaseRequest{
+		{id: id, token: second.LeaseToken},
+		{id: id, token: nil},
+	})
+	require.NoError(t, released[0].Err)
+	require.ErrorIs(t, released[1].Err, lease.ErrSeatLeaseRequired, "answered with the other lease's release")
+	mine, err := s.Get(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, 1, *mine.SeatsHeld, "the first lease is still held")
+	_, err = s.Release(ctx, id, first.LeaseToken)
+	require.NoError(t, err)
+
+	// A key of one seat: the release without a token and the one with the
+	// lease's token both succeed, as do the two keep-alives.
+	single, err := s.Create(ctx, "single", 1)
+	require.NoError(t, err)
+	held, err := s.Claim(ctx, "single")
+	require.NoError(t, err)
+	require.Equal(t, single[0].ID, held.ID)
+	kept = s.runKeepAlives(ctx, struct{}{}, []leaseRequest{
+		{id: held.ID, token: held.LeaseToken},
+		{id: held.ID, token: nil},
+	})
+	require.NoError(t, kept[0].Err)
+	require.NoError(t, kept[1].Err)
+	released = s.runReleases(ctx, struct{}{}, []leaseRequest{
+		{id: held.ID, token: held.LeaseToken},
+		{id: held.ID, token: nil},
+	})
+	require.NoError(t, released[0].Err)
+	require.NoError(t, released[1].Err)
+	require.False(t, released[1].Value.Held())
+}
