@@ -21,7 +21,8 @@ SELECT first.key_id, first.lease_token AS first_lease_token, second.lease_token 
 FROM leases AS first
 JOIN leases AS second
   ON second.key_id = first.key_id
- AND second.seat IS NOT DISTINCT FROM first.seat
+ -- A lease written before seats (no seat) is one of seat 0.
+ AND coalesce(second.seat, 0) = coalesce(first.seat, 0)
  AND second.lease_token <> first.lease_token
  AND second.started_at >= first.started_at
  AND second.started_at < first.ended_at;

@@ -153,4 +153,19 @@ func TestBatchedRequestsWithoutATokenTakeNoOtherLeasesChange(t *testing.T) {
 	require.NoError(t, released[0].Err)
 	require.NoError(t, released[1].Err)
 	require.False(t, released[1].Value.Held())
+
+	// A pool that requires tokens: the release without one is refused,
+	// though the release with the lease's token frees the key in its batch.
+	_, _, err = s.PutPolicy(ctx, lease.Policy{Pool: "strict", RequireLeaseToken: true})
+	require.NoError(t, err)
+	_, err = s.Create(ctx, "strict", 1)
+	require.NoError(t, err)
+	strict, err := s.Claim(ctx, "strict")
+	require.NoError(t, err)
+	released = s.runReleases(ctx, struct{}{}, []leaseRequest{
+		{id: strict.ID, token: strict.LeaseToken},
+		{id: strict.ID, token: nil},
+	})
+	require.NoError(t, released[0].Err)
+	require.ErrorIs(t, released[1].Err, lease.ErrLeaseTokenRequired)
 }

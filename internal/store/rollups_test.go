@@ -717,3 +717,23 @@ func fieldsOf(row any) []any {
 	}
 	panic(errors.New("fieldsOf: unknown row type"))
 }
+
+// The history audit counts a lease written before keys had seats (its seat
+// empty) as one of seat 0: a later lease of seat 0 that begins before it
+// ends overlaps it.
+func TestAuditFindsOverlapsAcrossLeasesWithoutSeat(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	base := testdb.HourAgo(2)
+	_, err := b.pool.Exec(b.ctx, `
+		INSERT INTO key_events (key_id, pool, event, lease_token, seat, at) VALUES
+		('00000000-0000-0000-0000-0000000000d4', 'old', 'assigned', 41, NULL, $1),
+		('00000000-0000-0000-0000-0000000000d4', 'old', 'assigned', 42, 0, $2),
+		('00000000-0000-0000-0000-0000000000d4', 'old', 'released', 41, NULL, $3),
+		('00000000-0000-0000-0000-0000000000d4', 'old', 'released', 42, 0, $3)`,
+		base.Add(time.Minute), base.Add(2*time.Minute), base.Add(3*time.Minute))
+	require.NoError(t, err)
+	audit, err := b.store.AuditHistory(b.ctx, base)
+	require.NoError(t, err)
+	require.Len(t, audit.Overlaps, 1, "lease 42 began on seat 0 while lease 41 held it")
+}
