@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,13 +95,7 @@ func (h *harness) sampleStatements(ctx context.Context, dbName string, begin tim
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan *statementSampler, 1)
 	go func() { done <- sampleStatements(ctx, h.adminURL, dbName, begin, s.window, int(s.total()/s.window)) }()
-	var sampler *statementSampler
-	wait := func() *statementSampler {
-		if sampler == nil {
-			sampler = <-done
-		}
-		return sampler
-	}
+	wait := sync.OnceValue(func() *statementSampler { return <-done })
 	stop = func() {
 		cancel()
 		wait()

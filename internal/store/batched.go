@@ -136,23 +136,21 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		})
+		// Every row answers a keep-alive without a token, which resets the
+		// key's life as each keep-alive of the key does. It is shown the
+		// key, and for a key of several seats no lease (it has no one
+		// lease; the row carries seat 0's, or the one another request
+		// extended). A row extended under a lease answers that lease's too.
+		whole := key
 		if key.Seats > 1 {
-			// A key of several seats has no one lease to show to a
-			// keep-alive without a token (the row carries seat 0's, or the
-			// lease another request extended): it gets the key without
-			// one, which a change under no lease carries.
-			whole := key
 			whole.LeaseToken, whole.ClaimedAt, whole.LeaseExpiresAt, whole.CoolingUntil = nil, nil, nil, nil
-			kept[row.ID] = append(kept[row.ID], changedKey{key: whole})
-			if row.ExtendedLeaseToken == nil {
-				continue
-			}
 		}
-		kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
+		kept[row.ID] = append(kept[row.ID], changedKey{key: whole})
+		if row.ExtendedLeaseToken != nil {
+			kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
+		}
 	}
-	// A keep-alive without a token resets the key's life, which any
-	// keep-alive of the key in the batch did: nil, any change answers it.
-	return s.settle(ctx, reqs, kept, nil, func(req leaseRequest, current lease.Key) (lease.Key, error) {
+	return s.settle(ctx, reqs, kept, func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		if req.token == nil {
 			// A keep-alive without a token always resets a live key's
 			// life, unless its pool requires a token.
@@ -197,7 +195,7 @@ func (s *Store) runReleases(ctx context.Context, _ struct{}, reqs []leaseRequest
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		}), lease: row.EndedLeaseToken})
 	}
-	return s.settle(ctx, reqs, released, namedLeases(reqs), func(req leaseRequest, current lease.Key) (lease.Key, error) {
+	return s.settle(ctx, reqs, released, func(req leaseRequest, current lease.Key) (lease.Key, error) {
 		// Not released although the key lives: its pool requires a token
 		// and none was given, the key has several seats and none was
 		// given, it was free already (a release is idempotent), or the
@@ -253,7 +251,7 @@ func (s *Store) leaseOf(ctx context.Context, req leaseRequest) (lease.Key, error
 }
 
 // changedKey is a row a batch statement changed, with the lease it acted
-// on (nil for a free key).
+// on (nil: the change as a request without a token sees it).
 type changedKey struct {
 	key   lease.Key
 	lease *int64
@@ -263,10 +261,10 @@ type changedKey struct {
 // only a change made under that lease (another request of the batch may
 // have named the same key with another token); one without a token a
 // change of its key that no request of the batch named by its lease
-// (named; nil when any change answers it). A change under a named lease is
-// that request's: the statements change nothing for a release without a
-// token of a key of several seats, or of a pool that requires tokens, and
-// that release must not be answered with another client's.
+// (named). A change under a named lease is that request's: the statements
+// change nothing for a release without a token of a key of several seats,
+// or of a pool that requires tokens, and that release must not be answered
+// with another client's.
 func (c changedKey) answers(req leaseRequest, named map[int64]bool) bool {
 	if req.token != nil {
 		return c.lease != nil && *c.lease == *req.token
@@ -274,26 +272,13 @@ func (c changedKey) answers(req leaseRequest, named map[int64]bool) bool {
 	return c.lease == nil || !named[*c.lease]
 }
 
-// answer is the change among those of the request's key that answers it,
-// for a request without a token one made under no lease first.
-func answer(changes []changedKey, req leaseRequest, named map[int64]bool) (changedKey, bool) {
-	if req.token == nil {
-		for _, c := range changes {
-			if c.lease == nil {
-				return c, true
-			}
-		}
-	}
-	for _, c := range changes {
-		if c.answers(req, named) {
-			return c, true
-		}
-	}
-	return changedKey{}, false
-}
-
-// namedLeases returns, per key, the tokens that the requests name.
-func namedLeases(reqs []leaseRequest) map[uuid.UUID]map[int64]bool {
+// settle gives each request its outcome: the first row the statement
+// changed that answers it, or, for a request it did not change, what
+// explain says of the key as it is now (lease.ErrKeyNotFound when it is
+// gone).
+func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID][]changedKey,
+	explain func(leaseRequest, lease.Key) (lease.Key, error)) []batch.Result[lease.Key] {
+	// The tokens the batch's requests name, per key.
 	named := map[uuid.UUID]map[int64]bool{}
 	for _, req := range reqs {
 		if req.token != nil {
@@ -303,19 +288,14 @@ func namedLeases(reqs []leaseRequest) map[uuid.UUID]map[int64]bool {
 			named[req.id][*req.token] = true
 		}
 	}
-	return named
-}
-
-// settle gives each request its outcome: the row the statement changed
-// (answer, with named), or, for a request it did not change, what explain
-// says of the key as it is now (lease.ErrKeyNotFound when it is gone).
-func (s *Store) settle(ctx context.Context, reqs []leaseRequest, changed map[uuid.UUID][]changedKey,
-	named map[uuid.UUID]map[int64]bool, explain func(leaseRequest, lease.Key) (lease.Key, error)) []batch.Result[lease.Key] {
 	results := make([]batch.Result[lease.Key], len(reqs))
+requests:
 	for i, req := range reqs {
-		if c, ok := answer(changed[req.id], req, named[req.id]); ok {
-			results[i].Value = c.key
-			continue
+		for _, c := range changed[req.id] {
+			if c.answers(req, named[req.id]) {
+				results[i].Value = c.key
+				continue requests
+			}
 		}
 		row, err := s.queries.KeyGet(ctx, req.id)
 		if err != nil {

@@ -6,11 +6,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tokenorchestrator/tokenorchestrator/internal/lease"
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 // One batch may name the same key several times, with the current token, a
@@ -18,11 +16,8 @@ import (
 func TestBatchedReleasesAnswerEachRequest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	require.NoError(t, err)
-	defer pool.Close()
-	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Hour})
-	_, err = s.Create(ctx, "p", 3)
+	s, pool := internalStore(t, Config{KeyTTL: time.Hour, LeaseTTL: time.Hour})
+	_, err := s.Create(ctx, "p", 3)
 	require.NoError(t, err)
 	held, err := s.ClaimMany(ctx, "p", 3)
 	require.NoError(t, err)
@@ -62,11 +57,8 @@ func TestBatchedReleasesAnswerEachRequest(t *testing.T) {
 func TestBatchedKeepAlivesAnswerEachRequest(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	require.NoError(t, err)
-	defer pool.Close()
-	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
-	_, err = s.Create(ctx, "p", 2)
+	s, _ := internalStore(t, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
+	_, err := s.Create(ctx, "p", 2)
 	require.NoError(t, err)
 	held, err := s.Claim(ctx, "p")
 	require.NoError(t, err)
@@ -98,10 +90,7 @@ func TestBatchedKeepAlivesAnswerEachRequest(t *testing.T) {
 func TestBatchedRequestsWithoutATokenTakeNoOtherLeasesChange(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	require.NoError(t, err)
-	defer pool.Close()
-	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
+	s, _ := internalStore(t, Config{KeyTTL: time.Hour, LeaseTTL: time.Minute})
 	keys, err := s.CreateSeats(ctx, "shared", 1, 2)
 	require.NoError(t, err)
 	id := keys[0].ID

@@ -5,10 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-
-	"github.com/tokenorchestrator/tokenorchestrator/internal/testkit/testdb"
 )
 
 // The search for ended leases starts just below the previous pass's moment
@@ -19,12 +16,8 @@ import (
 func TestEndedLeasesAreFoundFromTheMomentBeforeAndOnceAMinuteFromTheStart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testdb.New(t))
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	s := New(pool, Config{KeyTTL: time.Hour, LeaseTTL: time.Hour})
-	t.Cleanup(s.Close)
-	_, err = s.Create(ctx, "p", 3)
+	s, pool := internalStore(t, Config{KeyTTL: time.Hour, LeaseTTL: time.Hour})
+	_, err := s.Create(ctx, "p", 3)
 	require.NoError(t, err)
 
 	n, err := s.ReleaseEndedLeases(ctx, 10)
