@@ -301,6 +301,44 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 	return items, nil
 }
 
+const keyCoolFreeSeats = `-- name: KeyCoolFreeSeats :execrows
+WITH cooled AS (
+    UPDATE key_state AS s
+    SET cooling_until = now() + $1::float8 * interval '1 second'
+    WHERE s.key_id = ANY ($2::uuid[]) AND s.blocked_at IS NULL AND s.cooling_until IS NULL
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
+    RETURNING s.key_id, s.seat, s.pool, s.labelled
+), unclaimable AS (
+    UPDATE key_labels AS l SET position = NULL
+    WHERE l.key_id = ANY (ARRAY(SELECT cooled.key_id FROM cooled WHERE cooled.labelled))
+      AND l.seat = ANY (ARRAY(SELECT cooled.seat FROM cooled WHERE cooled.labelled))
+      AND EXISTS (SELECT 1 FROM cooled WHERE cooled.key_id = l.key_id AND cooled.seat = l.seat)
+)
+INSERT INTO key_events (key_id, pool, event, cooldown, seat)
+SELECT cooled.key_id, cooled.pool, 'cooled_down', $1::float8 * interval '1 second', cooled.seat
+FROM cooled
+`
+
+type KeyCoolFreeSeatsParams struct {
+	CooldownSeconds float64
+	Ids             []uuid.UUID
+}
+
+// Every free seat of the keys named that is not cooling down cools down
+// for the given seconds: a key whose secret this server cannot open is
+// set aside as a whole, so that claims do not take its seats one at a time
+// while other keys are free. The seats leave the label indexes, and each
+// cooldown is recorded (cooled_down, without a lease). The keys' seats are
+// one range of key_state_pkey each; a seat held or already cooling is left
+// as it is. The counts do not change: a cooling seat counts as free.
+func (q *Queries) KeyCoolFreeSeats(ctx context.Context, arg KeyCoolFreeSeatsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, keyCoolFreeSeats, arg.CooldownSeconds, arg.Ids)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const keyCooldownAfterLease = `-- name: KeyCooldownAfterLease :one
 WITH cooled AS (
     UPDATE key_state AS s

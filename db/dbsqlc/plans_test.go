@@ -194,6 +194,10 @@ func statements() []statement {
 		{"KeyCooldownAfterLease", keyCooldownAfterLease, []any{id, 30.0, 7}, paths{
 			"key_state": by("key_state_pkey"), "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
 		}},
+		// The free seats of keys whose secret does not open: each key's seats.
+		{"KeyCoolFreeSeats", keyCoolFreeSeats, []any{60.0, []uuid.UUID{id, uuid.New()}}, paths{
+			"key_state": by("key_state_pkey"), "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
+		}},
 		{"KeyGetLease", keyGetLease, []any{id, 7}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
 		{"KeyRebaseLives", keyRebaseLives, []any{"other", uuid.Nil, 1000, 3600.0}, paths{
 			"page:keys": walk("keys_pool_id_idx"), "keys": by("keys_pkey"),

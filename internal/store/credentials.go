@@ -113,12 +113,27 @@ const UnopenedSecretCooldown = time.Minute
 
 // setAside releases the claimed keys whose secret does not open with a
 // cooldown, so that the next claims take other keys instead of the same
-// ones in a loop. The log names each key (openSecret).
+// ones in a loop. The other free seats of a key of several seats cool down
+// with it: the secret is the key's, and a claim that took its seats one at
+// a time would fail while other keys are free. The log names each key
+// (openSecret).
 func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
+	var seated []uuid.UUID
 	for _, k := range keys {
 		if _, err := s.ReleaseWithCooldown(ctx, k.ID, k.LeaseToken, UnopenedSecretCooldown); err != nil {
 			slog.Warn("could not set aside a key whose secret does not open", "key_id", k.ID, "error", err)
 		}
+		if k.Seats > 1 {
+			seated = append(seated, k.ID)
+		}
+	}
+	if len(seated) == 0 {
+		return
+	}
+	if _, err := s.queries.KeyCoolFreeSeats(ctx, dbsqlc.KeyCoolFreeSeatsParams{
+		Ids: seated, CooldownSeconds: UnopenedSecretCooldown.Seconds(),
+	}); err != nil {
+		slog.Warn("could not set aside the other seats of keys whose secret does not open", "key_ids", seated, "error", err)
 	}
 }
 

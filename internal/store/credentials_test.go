@@ -404,3 +404,47 @@ func TestKeyWhoseSecretDoesNotOpenIsSetAside(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// A key of several seats whose secret does not open is set aside as a
+// whole: claims do not take its seats one at a time (each time failing
+// with secret_unavailable) while a good key is free.
+func TestKeyOfSeveralSeatsWhoseSecretDoesNotOpenIsSetAsideWhole(t *testing.T) {
+	t.Parallel()
+	goodKR, _ := newKeyring(t)
+	otherKR, _ := newKeyring(t)
+	b := setup(t, store.Config{Secrets: goodKR})
+	good, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-good-0123456789"}})
+	require.NoError(t, err)
+	// With the good key held, a claim can meet only the bad key's seats.
+	held, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	require.Equal(t, good[0].ID, held.ID)
+	foreign := store.New(b.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: otherKR})
+	bad, err := foreign.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-bad-0123456789", Seats: 20, Labels: map[string]string{"tier": "paid"}}})
+	require.NoError(t, err)
+	_, err = b.store.Claim(b.ctx, "p")
+	require.ErrorIs(t, err, lease.ErrSecretUnavailable)
+	var claimable, labelled, cooledDown int
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT count(*) FILTER (WHERE cooling_until IS NULL) FROM key_state WHERE key_id = $1", bad[0].ID).Scan(&claimable))
+	require.Zero(t, claimable, "every seat of the key cools down, not only the one the claim met")
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT count(position) FROM key_labels WHERE key_id = $1", bad[0].ID).Scan(&labelled))
+	require.Zero(t, labelled, "nor is any of them claimable by label")
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT count(*) FROM key_events WHERE key_id = $1 AND event = 'cooled_down' AND cooldown = interval '1 minute'", bad[0].ID).Scan(&cooledDown))
+	require.Equal(t, 19, cooledDown, "history records the other seats' cooldowns; the seat the claim met has its released event")
+	_, err = b.store.ClaimManyLabelled(b.ctx, "p", 1, []string{"tier=paid"})
+	require.ErrorIs(t, err, lease.ErrNoFreeKey)
+
+	// Released, the good key is the one every claim gets.
+	_, err = b.store.Release(b.ctx, held.ID, held.LeaseToken)
+	require.NoError(t, err)
+	for range 10 {
+		k, err := b.store.Claim(b.ctx, "p")
+		require.NoError(t, err)
+		require.Equal(t, good[0].ID, k.ID)
+		_, err = b.store.Release(b.ctx, k.ID, k.LeaseToken)
+		require.NoError(t, err)
+	}
+}
