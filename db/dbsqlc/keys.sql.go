@@ -1387,7 +1387,9 @@ WITH request AS (
       -- A request without a token does nothing in a pool that requires one.
       AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
            OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
-    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats
+    -- Whether a request without a token kept the key alive: not in a pool
+    -- that requires a token, where only the leases extended did.
+    RETURNING k.id, k.pool, k.created_at, k.expires_at, k.last_keep_alive_at, k.labels, k.secret_key_id, k.secret_ciphertext, k.secret_digest, k.name, k.secret_hint, k.seats, NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false) AS tokenless_kept
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
@@ -1401,7 +1403,7 @@ SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_aliv
        kept.seats, (CASE WHEN kept.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
-       extended.lease_token AS extended_lease_token
+       extended.lease_token AS extended_lease_token, kept.tokenless_kept::boolean AS tokenless_kept
 FROM kept
 LEFT JOIN extended ON extended.key_id = kept.id
 JOIN key_state AS s ON s.key_id = kept.id AND s.seat = coalesce(extended.seat, 0)
@@ -1432,6 +1434,7 @@ type KeyKeepAliveManyRow struct {
 	LeaseExpiresAt     *time.Time
 	CoolingUntil       *time.Time
 	ExtendedLeaseToken *int64
+	TokenlessKept      bool
 }
 
 // Keeps each key named alive. A request without a lease token (0) resets
@@ -1445,6 +1448,8 @@ type KeyKeepAliveManyRow struct {
 // batch's size.
 // A row per lease extended, and one per key kept alive without a token,
 // with seat 0's lease (the caller shows it for a key of one seat only).
+// tokenless_kept tells the caller whether the row also answers a request
+// of the key without a token.
 // Found by primary key, whatever the planner guesses of the batch's size.
 func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyParams) ([]KeyKeepAliveManyRow, error) {
 	rows, err := q.db.Query(ctx, keyKeepAliveMany,
@@ -1477,6 +1482,7 @@ func (q *Queries) KeyKeepAliveMany(ctx context.Context, arg KeyKeepAliveManyPara
 			&i.LeaseExpiresAt,
 			&i.CoolingUntil,
 			&i.ExtendedLeaseToken,
+			&i.TokenlessKept,
 		); err != nil {
 			return nil, err
 		}

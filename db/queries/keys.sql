@@ -356,7 +356,9 @@ WITH request AS (
       -- A request without a token does nothing in a pool that requires one.
       AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
            OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
-    RETURNING k.*
+    -- Whether a request without a token kept the key alive: not in a pool
+    -- that requires a token, where only the leases extended did.
+    RETURNING k.*, NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false) AS tokenless_kept
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
@@ -368,11 +370,13 @@ WITH request AS (
 )
 -- A row per lease extended, and one per key kept alive without a token,
 -- with seat 0's lease (the caller shows it for a key of one seat only).
+-- tokenless_kept tells the caller whether the row also answers a request
+-- of the key without a token.
 SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
        kept.seats, (CASE WHEN kept.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at,
        coalesce(extended.lease_expires_at, s.lease_expires_at) AS lease_expires_at, s.cooling_until,
-       extended.lease_token AS extended_lease_token
+       extended.lease_token AS extended_lease_token, kept.tokenless_kept::boolean AS tokenless_kept
 FROM kept
 LEFT JOIN extended ON extended.key_id = kept.id
 JOIN key_state AS s ON s.key_id = kept.id AND s.seat = coalesce(extended.seat, 0)

@@ -136,16 +136,19 @@ func (s *Store) runKeepAlives(ctx context.Context, _ struct{}, reqs []leaseReque
 			TimesAssigned: row.TimesAssigned, LeaseToken: row.LeaseToken,
 			BlockedAt: row.BlockedAt, LeaseExpiresAt: row.LeaseExpiresAt, CoolingUntil: row.CoolingUntil,
 		})
-		// Every row answers a keep-alive without a token, which resets the
-		// key's life as each keep-alive of the key does. It is shown the
-		// key, and for a key of several seats no lease (it has no one
+		// A row answers a keep-alive without a token, which resets the
+		// key's life as each keep-alive of the key does, unless the pool
+		// requires a token (then the row is a lease's only). It is shown
+		// the key, and for a key of several seats no lease (it has no one
 		// lease; the row carries seat 0's, or the one another request
 		// extended). A row extended under a lease answers that lease's too.
-		whole := key
-		if key.Seats > 1 {
-			whole.LeaseToken, whole.ClaimedAt, whole.LeaseExpiresAt, whole.CoolingUntil = nil, nil, nil, nil
+		if row.TokenlessKept {
+			whole := key
+			if key.Seats > 1 {
+				whole.LeaseToken, whole.ClaimedAt, whole.LeaseExpiresAt, whole.CoolingUntil = nil, nil, nil, nil
+			}
+			kept[row.ID] = append(kept[row.ID], changedKey{key: whole})
 		}
-		kept[row.ID] = append(kept[row.ID], changedKey{key: whole})
 		if row.ExtendedLeaseToken != nil {
 			kept[row.ID] = append(kept[row.ID], changedKey{key: key, lease: row.ExtendedLeaseToken})
 		}

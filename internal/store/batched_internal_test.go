@@ -151,6 +151,15 @@ func TestBatchedRequestsWithoutATokenTakeNoOtherLeasesChange(t *testing.T) {
 	require.NoError(t, err)
 	strict, err := s.Claim(ctx, "strict")
 	require.NoError(t, err)
+	// So is the keep-alive without one, though the keep-alive with the
+	// lease's token keeps the key alive in its batch.
+	kept = s.runKeepAlives(ctx, struct{}{}, []leaseRequest{
+		{id: strict.ID, token: strict.LeaseToken},
+		{id: strict.ID, token: nil},
+	})
+	require.NoError(t, kept[0].Err)
+	require.Equal(t, strict.LeaseToken, kept[0].Value.LeaseToken)
+	require.ErrorIs(t, kept[1].Err, lease.ErrLeaseTokenRequired, "answered with the other request's keep-alive")
 	released = s.runReleases(ctx, struct{}{}, []leaseRequest{
 		{id: strict.ID, token: strict.LeaseToken},
 		{id: strict.ID, token: nil},
