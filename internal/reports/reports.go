@@ -232,7 +232,7 @@ var All = []Report{
 	{
 		Name:    "utilisation",
 		Source:  "pool_utilisation(from, to, pool)",
-		Summary: "per pool and hour: key-seconds, held seconds (blocked_seconds) and their ratio, the share of key-time spent held",
+		Summary: "per pool and hour: key-seconds, held seconds (blocked_seconds) and their ratio, the share of key-time spent held (held seats per key with keys of several seats)",
 		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "blocked_seconds", "blockedSeconds",
 			"utilisation", "utilisation"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {

@@ -179,7 +179,9 @@ func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool stri
 	return convert(rows, err, func(row dbsqlc.KeyActivityHourlyListRow) KeyActivity { return KeyActivity(row) })
 }
 
-// Utilisation returns the share of key-time spent held per pool and hour.
+// Utilisation returns the share of key-time spent held per pool and hour
+// (held seats per key: more than 1 when keys of several seats are held
+// by several leases).
 func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
 	if pool == "" {
 		rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationListAllPools, dbsqlc.PoolUtilisationListAllPoolsParams{

@@ -1347,12 +1347,12 @@ export interface components {
             keySeconds: number;
             /**
              * Format: double
-             * @description The seconds keys were held under a lease in the hour, summed over the keys.
+             * @description The seconds seats were held under a lease in the hour, summed over the seats (a key of several seats held by two leases counts twice).
              */
             blockedSeconds: number;
             /**
              * Format: double
-             * @description blockedSeconds / keySeconds, the share of key-time spent held.
+             * @description blockedSeconds / keySeconds, the share of key-time spent held; with keys of several seats, held seats per key, which may exceed 1.
              */
             utilisation: number;
         };
