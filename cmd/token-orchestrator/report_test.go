@@ -53,10 +53,10 @@ func TestReportCommand(t *testing.T) {
 	// Flags may come first; CSV keeps full precision and leaves NULL empty.
 	code, out, errOut = runReportCmd(t, dbURL, "-format", "csv", "-from", "5h", "utilisation")
 	require.Zero(t, code, errOut)
-	require.Equal(t, "pool,hour,key_seconds,blocked_seconds,utilisation\n"+
-		"a,"+hour(0)+",10800,4200,0.3888888888888889\n"+
-		"a,"+hour(1)+",9600,1200,0.125\n"+
-		"a,"+hour(2)+",2400,600,0.25\n", out)
+	require.Equal(t, "pool,hour,key_seconds,seat_seconds,blocked_seconds,utilisation\n"+
+		"a,"+hour(0)+",10800,10800,4200,0.3888888888888889\n"+
+		"a,"+hour(1)+",9600,9600,1200,0.125\n"+
+		"a,"+hour(2)+",2400,2400,600,0.25\n", out)
 
 	code, out, errOut = runReportCmd(t, dbURL, "lease-durations", "-format", "text", "-from", "5h")
 	require.Equal(t, 2, code, "text is not a format")

@@ -76,7 +76,11 @@ WITH state AS (
            CASE WHEN e.event = 'assigned' THEN 1
                 WHEN e.event IN ('released', 'lease_expired') THEN -1
                 WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
-                ELSE 0 END AS held
+                ELSE 0 END AS held,
+           -- A key's seats come with its created event and go with its end.
+           CASE WHEN e.event = 'created' THEN coalesce(e.seats, 1)
+                WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -coalesce(e.seats, 1)
+                ELSE 0 END AS seats
     FROM key_events AS e
     WHERE e.at >= (SELECT bounds.lower FROM bounds) AND e.at < (SELECT bounds.upper FROM bounds)
 ), minute_counts AS (
@@ -93,16 +97,20 @@ WITH state AS (
            count(*) FILTER (WHERE events.event = 'expired' AND events.lease_token IS NOT NULL) AS expired_leased,
            count(*) FILTER (WHERE events.event = 'cooled_down') AS cooled_down,
            coalesce(sum(events.keys * extract(epoch FROM events.at - events.minute) * 1000000), 0)::bigint AS keys_offset_us,
-           coalesce(sum(events.held * extract(epoch FROM events.at - events.minute) * 1000000), 0)::bigint AS held_offset_us
+           coalesce(sum(events.held * extract(epoch FROM events.at - events.minute) * 1000000), 0)::bigint AS held_offset_us,
+           coalesce(sum(events.seats), 0)::bigint AS seats,
+           coalesce(sum(events.seats * extract(epoch FROM events.at - events.minute) * 1000000), 0)::bigint AS seats_offset_us
     FROM events
     WHERE events.minute >= (SELECT bounds.keep_from FROM bounds)
     GROUP BY GROUPING SETS ((events.pool, events.minute), (events.minute))
 ), minutes_added AS (
     INSERT INTO key_event_minutes AS m (
         pool, minute, created, assigned, released, lease_expired, kept_alive, kept_alive_leased,
-        deleted, deleted_leased, expired, expired_leased, cooled_down, keys_offset_us, held_offset_us)
+        deleted, deleted_leased, expired, expired_leased, cooled_down, keys_offset_us, held_offset_us,
+        seats, seats_offset_us)
     SELECT c.pool, c.minute, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased,
-           c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us
+           c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us,
+           c.seats, c.seats_offset_us
     FROM minute_counts AS c
     ON CONFLICT (pool, minute) DO UPDATE
     SET created = m.created + excluded.created,
@@ -117,7 +125,9 @@ WITH state AS (
         expired_leased = m.expired_leased + excluded.expired_leased,
         cooled_down = m.cooled_down + excluded.cooled_down,
         keys_offset_us = m.keys_offset_us + excluded.keys_offset_us,
-        held_offset_us = m.held_offset_us + excluded.held_offset_us
+        held_offset_us = m.held_offset_us + excluded.held_offset_us,
+        seats = m.seats + excluded.seats,
+        seats_offset_us = m.seats_offset_us + excluded.seats_offset_us
 ), hour_counts AS (
     SELECT events.pool, events.hour,
            count(*) FILTER (WHERE events.event = 'created') AS created,
@@ -132,15 +142,19 @@ WITH state AS (
            count(*) FILTER (WHERE events.event = 'expired' AND events.lease_token IS NOT NULL) AS expired_leased,
            count(*) FILTER (WHERE events.event = 'cooled_down') AS cooled_down,
            coalesce(sum(events.keys * extract(epoch FROM events.at - events.hour) * 1000000), 0)::bigint AS keys_offset_us,
-           coalesce(sum(events.held * extract(epoch FROM events.at - events.hour) * 1000000), 0)::bigint AS held_offset_us
+           coalesce(sum(events.held * extract(epoch FROM events.at - events.hour) * 1000000), 0)::bigint AS held_offset_us,
+           coalesce(sum(events.seats), 0)::bigint AS seats,
+           coalesce(sum(events.seats * extract(epoch FROM events.at - events.hour) * 1000000), 0)::bigint AS seats_offset_us
     FROM events
     GROUP BY events.pool, events.hour
 ), hours_added AS (
     INSERT INTO key_event_hours AS h (
         pool, hour, created, assigned, released, lease_expired, kept_alive, kept_alive_leased,
-        deleted, deleted_leased, expired, expired_leased, cooled_down, keys_offset_us, held_offset_us)
+        deleted, deleted_leased, expired, expired_leased, cooled_down, keys_offset_us, held_offset_us,
+        seats, seats_offset_us)
     SELECT c.pool, c.hour, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased,
-           c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us
+           c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us,
+           c.seats, c.seats_offset_us
     FROM hour_counts AS c
     ON CONFLICT (pool, hour) DO UPDATE
     SET created = h.created + excluded.created,
@@ -155,7 +169,9 @@ WITH state AS (
         expired_leased = h.expired_leased + excluded.expired_leased,
         cooled_down = h.cooled_down + excluded.cooled_down,
         keys_offset_us = h.keys_offset_us + excluded.keys_offset_us,
-        held_offset_us = h.held_offset_us + excluded.held_offset_us
+        held_offset_us = h.held_offset_us + excluded.held_offset_us,
+        seats = h.seats + excluded.seats,
+        seats_offset_us = h.seats_offset_us + excluded.seats_offset_us
 ), cooldowns_added AS (
     INSERT INTO key_cooldown_hours AS c (pool, hour, key_id, cooldowns, total_cooldown, longest_cooldown)
     SELECT events.pool, events.hour, events.key_id, count(*), sum(events.cooldown), max(events.cooldown)

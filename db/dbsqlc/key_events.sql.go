@@ -64,7 +64,7 @@ WITH cut_off AS (
       AND (NOT EXISTS (SELECT 1 FROM last_of_batch)
            OR e.at < (SELECT last_of_batch.at FROM last_of_batch)
            OR e.id <= (SELECT last_of_batch.id FROM last_of_batch))
-    RETURNING e.ctid AS row, e.at, e.key_id, e.pool, e.event, e.lease_token, e.cooldown, e.seat
+    RETURNING e.ctid AS row, e.at, e.key_id, e.pool, e.event, e.lease_token, e.cooldown, e.seat, e.seats
 ), folded AS (
     SELECT deleted.row, deleted.at, deleted.key_id, deleted.seat, deleted.pool, deleted.event, deleted.lease_token, deleted.cooldown,
            date_bin('1 minute', deleted.at, timestamptz '2000-01-01 00:00:00+00') AS minute,
@@ -76,7 +76,10 @@ WITH cut_off AS (
            CASE WHEN deleted.event = 'assigned' THEN 1
                 WHEN deleted.event IN ('released', 'lease_expired') THEN -1
                 WHEN deleted.event IN ('deleted', 'expired') AND deleted.lease_token IS NOT NULL THEN -1
-                ELSE 0 END AS held
+                ELSE 0 END AS held,
+           CASE WHEN deleted.event = 'created' THEN coalesce(deleted.seats, 1)
+                WHEN deleted.event IN ('deleted', 'expired') AND coalesce(deleted.seat, 0) = 0 THEN -coalesce(deleted.seats, 1)
+                ELSE 0 END AS seats
     FROM deleted
     WHERE deleted.at < (SELECT s.folded_to FROM key_event_rollup_state AS s)
 ), minute_counts AS (
@@ -93,13 +96,15 @@ WITH cut_off AS (
            count(*) FILTER (WHERE folded.event = 'expired' AND folded.lease_token IS NOT NULL) AS expired_leased,
            count(*) FILTER (WHERE folded.event = 'cooled_down') AS cooled_down,
            coalesce(sum(folded.keys * extract(epoch FROM folded.at - folded.minute) * 1000000), 0)::bigint AS keys_offset_us,
-           coalesce(sum(folded.held * extract(epoch FROM folded.at - folded.minute) * 1000000), 0)::bigint AS held_offset_us
+           coalesce(sum(folded.held * extract(epoch FROM folded.at - folded.minute) * 1000000), 0)::bigint AS held_offset_us,
+           coalesce(sum(folded.seats), 0)::bigint AS seats,
+           coalesce(sum(folded.seats * extract(epoch FROM folded.at - folded.minute) * 1000000), 0)::bigint AS seats_offset_us
     FROM folded
     GROUP BY GROUPING SETS ((folded.pool, folded.minute), (folded.minute))
 ), minute_rows AS (
     -- Each rollup row by primary key, then updated by its address: an
     -- UPDATE ... FROM would let the planner join by a scan of the rollup.
-    SELECT c.pool, c.minute, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased, c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us, (SELECT t.ctid FROM key_event_minutes AS t WHERE t.pool = c.pool AND t.minute = c.minute) AS row
+    SELECT c.pool, c.minute, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased, c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us, c.seats, c.seats_offset_us, (SELECT t.ctid FROM key_event_minutes AS t WHERE t.pool = c.pool AND t.minute = c.minute) AS row
     FROM minute_counts AS c
 ), minutes_subtracted AS (
     UPDATE key_event_minutes AS m
@@ -115,7 +120,9 @@ WITH cut_off AS (
         expired_leased = m.expired_leased - c.expired_leased,
         cooled_down = m.cooled_down - c.cooled_down,
         keys_offset_us = m.keys_offset_us - c.keys_offset_us,
-        held_offset_us = m.held_offset_us - c.held_offset_us
+        held_offset_us = m.held_offset_us - c.held_offset_us,
+        seats = m.seats - c.seats,
+        seats_offset_us = m.seats_offset_us - c.seats_offset_us
     FROM minute_rows AS c
     WHERE m.ctid = ANY (ARRAY(SELECT minute_rows.row FROM minute_rows)) AND m.ctid = c.row
 ), hour_counts AS (
@@ -132,11 +139,13 @@ WITH cut_off AS (
            count(*) FILTER (WHERE folded.event = 'expired' AND folded.lease_token IS NOT NULL) AS expired_leased,
            count(*) FILTER (WHERE folded.event = 'cooled_down') AS cooled_down,
            coalesce(sum(folded.keys * extract(epoch FROM folded.at - folded.hour) * 1000000), 0)::bigint AS keys_offset_us,
-           coalesce(sum(folded.held * extract(epoch FROM folded.at - folded.hour) * 1000000), 0)::bigint AS held_offset_us
+           coalesce(sum(folded.held * extract(epoch FROM folded.at - folded.hour) * 1000000), 0)::bigint AS held_offset_us,
+           coalesce(sum(folded.seats), 0)::bigint AS seats,
+           coalesce(sum(folded.seats * extract(epoch FROM folded.at - folded.hour) * 1000000), 0)::bigint AS seats_offset_us
     FROM folded
     GROUP BY folded.pool, folded.hour
 ), hour_rows AS (
-    SELECT c.pool, c.hour, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased, c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us, (SELECT t.ctid FROM key_event_hours AS t WHERE t.pool = c.pool AND t.hour = c.hour) AS row
+    SELECT c.pool, c.hour, c.created, c.assigned, c.released, c.lease_expired, c.kept_alive, c.kept_alive_leased, c.deleted, c.deleted_leased, c.expired, c.expired_leased, c.cooled_down, c.keys_offset_us, c.held_offset_us, c.seats, c.seats_offset_us, (SELECT t.ctid FROM key_event_hours AS t WHERE t.pool = c.pool AND t.hour = c.hour) AS row
     FROM hour_counts AS c
 ), hours_subtracted AS (
     UPDATE key_event_hours AS h
@@ -152,7 +161,9 @@ WITH cut_off AS (
         expired_leased = h.expired_leased - c.expired_leased,
         cooled_down = h.cooled_down - c.cooled_down,
         keys_offset_us = h.keys_offset_us - c.keys_offset_us,
-        held_offset_us = h.held_offset_us - c.held_offset_us
+        held_offset_us = h.held_offset_us - c.held_offset_us,
+        seats = h.seats - c.seats,
+        seats_offset_us = h.seats_offset_us - c.seats_offset_us
     FROM hour_rows AS c
     WHERE h.ctid = ANY (ARRAY(SELECT hour_rows.row FROM hour_rows)) AND h.ctid = c.row
 ), lease_ends AS (

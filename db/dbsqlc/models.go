@@ -103,10 +103,12 @@ type KeyEvent struct {
 	Cooldown pgtype.Interval
 	// The seat of the lease the event is about (with lease_token); NULL for events of the key as a whole.
 	Seat *int16
-	Ctid pgtype.TID
+	// On a created event, and on the deleted or expired event that ends the key (seat NULL or 0): the key's seats; NULL: 1.
+	Seats *int16
+	Ctid  pgtype.TID
 }
 
-// Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0; a key of several seats counts once) and of blocked seats (blocked). The utilisation report divides held seats by keys: a pool of keys of several seats may show more than 1.
+// Every event with the change it makes to its pool's count of keys (keys: +1, -1, 0; a key of several seats counts once), of held seats (blocked) and of seats (seats: a key's seats when it is created, minus them when it ends).
 type KeyEventChange struct {
 	ID         int64
 	At         time.Time
@@ -116,6 +118,7 @@ type KeyEventChange struct {
 	LeaseToken *int64
 	Keys       int32
 	Blocked    int32
+	Seats      int32
 }
 
 // key_event_minutes per pool and UTC hour, over the whole history kept (no row for every pool).
@@ -135,7 +138,11 @@ type KeyEventHour struct {
 	CooledDown      int64
 	KeysOffsetUs    int64
 	HeldOffsetUs    int64
-	Ctid            pgtype.TID
+	// As key_event_minutes.seats, per hour.
+	Seats int64
+	// As key_event_minutes.seats_offset_us, per hour.
+	SeatsOffsetUs int64
+	Ctid          pgtype.TID
 }
 
 // Events of key_events before key_event_rollup_state.folded_to per pool and UTC minute, by kind (*_leased: those with a lease token); the empty pool name is every pool. keys_offset_us and held_offset_us: the change of each event to the pool's keys or held seats times the microseconds from the minute's start to it. Kept two days.
@@ -155,7 +162,11 @@ type KeyEventMinute struct {
 	CooledDown      int64
 	KeysOffsetUs    int64
 	HeldOffsetUs    int64
-	Ctid            pgtype.TID
+	// The net change of the minute's events to the pool's seats (a created key adds its seats, a deleted or expired one takes them away).
+	Seats int64
+	// The change of each event to the pool's seats times the microseconds from the minute's start to it (as keys_offset_us).
+	SeatsOffsetUs int64
+	Ctid          pgtype.TID
 }
 
 // How far the history has been folded into the rollups: every event with at < folded_to, and none after, is counted in key_event_minutes, key_event_hours, lease_duration_minutes and key_cooldown_hours.
@@ -290,6 +301,7 @@ type PoolUtilisationHourly struct {
 	Pool           string
 	Hour           time.Time
 	KeySeconds     float64
+	SeatSeconds    float64
 	BlockedSeconds float64
 	Utilisation    float64
 }

@@ -1076,14 +1076,16 @@ WITH bounds AS (
     CROSS JOIN pools
     CROSS JOIN generate_series(greatest(date_bin('1 hour', b.oldest, timestamptz '2000-01-01 00:00:00+00'), b.first_hour), now(), interval '1 hour') AS hours (hour)
     WHERE hours.hour < $3::timestamptz
-), changes (pool, hour, net_keys, net_held, keys_added, held_added) AS (
+), changes (pool, hour, net_keys, net_held, keys_added, held_added, net_seats, seats_added) AS (
     -- The change of each hour from the range's first hour on to the pool's
-    -- keys and held seats, and the seconds it adds to the hour's.
+    -- keys, held seats and seats, and the seconds it adds to the hour's.
     SELECT h.pool, h.hour,
            h.created - h.deleted - h.expired,
            h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased,
            ((h.created - h.deleted - h.expired) * 3600 - h.keys_offset_us / 1000000.0)::float8,
-           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8
+           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8,
+           h.seats,
+           (h.seats * 3600 - h.seats_offset_us / 1000000.0)::float8
     FROM key_event_hours AS h
     WHERE (h.pool, h.hour) >= ($2::text, (SELECT b.first_hour FROM bounds AS b))
       AND (h.pool, h.hour) < ($2::text, (SELECT b.split_hour FROM bounds AS b))
@@ -1096,14 +1098,20 @@ WITH bounds AS (
                - m.keys_offset_us / 1000000.0)::float8,
            ((m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased)
                * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
-               - m.held_offset_us / 1000000.0)::float8
+               - m.held_offset_us / 1000000.0)::float8,
+           m.seats,
+           (m.seats
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.seats_offset_us / 1000000.0)::float8
     FROM key_event_minutes AS m
     WHERE (m.pool, m.minute) >= ($2::text, (SELECT greatest(b.split_hour, b.first_hour) FROM bounds AS b))
       AND (m.pool, m.minute) < ($2::text, (SELECT b.split_minute FROM bounds AS b))
     UNION ALL
     SELECT c.pool, date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00'), c.keys, c.held,
            c.keys * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
-           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
+           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
+           c.seats,
+           c.seats * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
     FROM (
         SELECT e.pool, e.at,
                CASE WHEN e.event = 'created' THEN 1
@@ -1112,34 +1120,41 @@ WITH bounds AS (
                CASE WHEN e.event = 'assigned' THEN 1
                     WHEN e.event IN ('released', 'lease_expired') THEN -1
                     WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
-                    ELSE 0 END AS held
+                    ELSE 0 END AS held,
+               CASE WHEN e.event = 'created' THEN coalesce(e.seats, 1)
+                    WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -coalesce(e.seats, 1)
+                    ELSE 0 END AS seats
         FROM key_events AS e
         WHERE (e.pool, e.at) >= ($2::text, (SELECT greatest(b.split_minute, b.first_hour) FROM bounds AS b))
       AND (e.pool, e.at) < ($2::text, (SELECT b.open_end FROM bounds AS b))
     ) AS c
 ), hourly AS (
     SELECT changes.pool, changes.hour, sum(changes.net_keys) AS net_keys, sum(changes.net_held) AS net_held,
-           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added
+           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added,
+           sum(changes.net_seats) AS net_seats, sum(changes.seats_added) AS seats_added
     FROM changes
     GROUP BY changes.pool, changes.hour
 ), later AS (
     -- The change per pool after the last hour of the range.
-    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held
+    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held, sum(hourly.net_seats) AS seats
     FROM hourly
     WHERE hourly.hour > (SELECT max(cells.hour) FROM cells)
     GROUP BY hourly.pool
 ), current AS (
-    SELECT $2::text AS pool, sum(p.keys) AS keys, sum(p.blocked) AS held
+    SELECT $2::text AS pool, sum(p.keys) AS keys, sum(p.blocked) AS held, sum(p.seats) AS seats
     FROM pool_counts AS p
     WHERE p.pool = $2::text
 ), starts AS (
     -- Keys and held seats at the start of each hour, counted back from now.
     SELECT cells.pool, cells.hour, cells.hour_end,
            coalesce(hourly.keys_added, 0) AS keys_added, coalesce(hourly.held_added, 0) AS held_added,
+           coalesce(hourly.seats_added, 0) AS seats_added,
            coalesce(current.keys, 0) - coalesce(later.keys, 0)
                - sum(coalesce(hourly.net_keys, 0)) OVER back AS keys_at_start,
            coalesce(current.held, 0) - coalesce(later.held, 0)
-               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start
+               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start,
+           coalesce(current.seats, 0) - coalesce(later.seats, 0)
+               - sum(coalesce(hourly.net_seats, 0)) OVER back AS seats_at_start
     FROM cells
     LEFT JOIN hourly ON hourly.pool = cells.pool AND hourly.hour = cells.hour
     LEFT JOIN later ON later.pool = cells.pool
@@ -1148,11 +1163,12 @@ WITH bounds AS (
 ), seconds AS (
     SELECT starts.pool, starts.hour,
            (starts.keys_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.keys_added)::float8 AS key_seconds,
-           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds
+           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds,
+           (starts.seats_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.seats_added)::float8 AS seat_seconds
     FROM starts
 )
-SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.held_seconds,
-       (seconds.held_seconds / seconds.key_seconds)::float8 AS utilisation
+SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.seat_seconds, seconds.held_seconds,
+       (seconds.held_seconds / nullif(seconds.seat_seconds, 0))::float8 AS utilisation
 FROM seconds
 WHERE seconds.key_seconds > 0
 ORDER BY seconds.pool, seconds.hour
@@ -1168,15 +1184,17 @@ type PoolUtilisationListRow struct {
 	Pool        string
 	Hour        time.Time
 	KeySeconds  float64
+	SeatSeconds float64
 	HeldSeconds float64
 	Utilisation float64
 }
 
 // The utilisation of one pool: per hour overlapping the range, the
 // key-seconds (keys existing, summed over the hour; up to now for the
-// current hour), the held seconds (seats under a lease) and their ratio,
-// exactly as pool_utilisation(range_from, range_to, pool) of migration 00002
-// counts them: the keys and held seats at the start of each hour are the
+// current hour), the seat-seconds (their seats), the held seconds (seats
+// under a lease) and the share of seat-time held, exactly as
+// pool_utilisation(range_from, range_to, pool) of migration 00019 counts
+// them: the keys, seats and held seats at the start of each hour are the
 // pool's counts now minus every change since, and each change adds or takes
 // away the seconds from its moment to the end of its hour. The changes come
 // from the hourly rollup for the hours that have ended before folded_to,
@@ -1196,6 +1214,7 @@ func (q *Queries) PoolUtilisationList(ctx context.Context, arg PoolUtilisationLi
 			&i.Pool,
 			&i.Hour,
 			&i.KeySeconds,
+			&i.SeatSeconds,
 			&i.HeldSeconds,
 			&i.Utilisation,
 		); err != nil {
@@ -1223,14 +1242,16 @@ WITH bounds AS (
            -- short one it is, not as a third of the table.
            'infinity'::timestamptz AS open_end
     FROM (SELECT (SELECT s.folded_to FROM key_event_rollup_state AS s) AS folded_to) AS f
-), changes (pool, hour, net_keys, net_held, keys_added, held_added) AS (
+), changes (pool, hour, net_keys, net_held, keys_added, held_added, net_seats, seats_added) AS (
     -- The change of each hour from the range's first hour on to the pool's
-    -- keys and held seats, and the seconds it adds to the hour's.
+    -- keys, held seats and seats, and the seconds it adds to the hour's.
     SELECT h.pool, h.hour,
            h.created - h.deleted - h.expired,
            h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased,
            ((h.created - h.deleted - h.expired) * 3600 - h.keys_offset_us / 1000000.0)::float8,
-           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8
+           ((h.assigned - h.released - h.lease_expired - h.deleted_leased - h.expired_leased) * 3600 - h.held_offset_us / 1000000.0)::float8,
+           h.seats,
+           (h.seats * 3600 - h.seats_offset_us / 1000000.0)::float8
     FROM key_event_hours AS h
     WHERE h.hour >= (SELECT b.first_hour FROM bounds AS b) AND h.hour < (SELECT b.split_hour FROM bounds AS b)
     UNION ALL
@@ -1242,14 +1263,20 @@ WITH bounds AS (
                - m.keys_offset_us / 1000000.0)::float8,
            ((m.assigned - m.released - m.lease_expired - m.deleted_leased - m.expired_leased)
                * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
-               - m.held_offset_us / 1000000.0)::float8
+               - m.held_offset_us / 1000000.0)::float8,
+           m.seats,
+           (m.seats
+               * extract(epoch FROM least(date_bin('1 hour', m.minute, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - m.minute)
+               - m.seats_offset_us / 1000000.0)::float8
     FROM key_event_minutes AS m
     WHERE m.minute >= (SELECT greatest(b.split_hour, b.first_hour) FROM bounds AS b)
       AND m.minute < (SELECT b.split_minute FROM bounds AS b) AND m.pool <> ''
     UNION ALL
     SELECT c.pool, date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00'), c.keys, c.held,
            c.keys * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
-           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
+           c.held * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0')),
+           c.seats,
+           c.seats * date_part('epoch', greatest(least(date_bin('1 hour', c.at, timestamptz '2000-01-01 00:00:00+00') + interval '1 hour', now()) - c.at, interval '0'))
     FROM (
         SELECT e.pool, e.at,
                CASE WHEN e.event = 'created' THEN 1
@@ -1258,24 +1285,29 @@ WITH bounds AS (
                CASE WHEN e.event = 'assigned' THEN 1
                     WHEN e.event IN ('released', 'lease_expired') THEN -1
                     WHEN e.event IN ('deleted', 'expired') AND e.lease_token IS NOT NULL THEN -1
-                    ELSE 0 END AS held
+                    ELSE 0 END AS held,
+               CASE WHEN e.event = 'created' THEN coalesce(e.seats, 1)
+                    WHEN e.event IN ('deleted', 'expired') AND coalesce(e.seat, 0) = 0 THEN -coalesce(e.seats, 1)
+                    ELSE 0 END AS seats
         FROM key_events AS e
         WHERE e.at >= (SELECT greatest(b.split_minute, b.first_hour) FROM bounds AS b)
           AND e.at < (SELECT b.open_end FROM bounds AS b)
     ) AS c
 ), hourly AS (
     SELECT changes.pool, changes.hour, sum(changes.net_keys) AS net_keys, sum(changes.net_held) AS net_held,
-           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added
+           sum(changes.keys_added) AS keys_added, sum(changes.held_added) AS held_added,
+           sum(changes.net_seats) AS net_seats, sum(changes.seats_added) AS seats_added
     FROM changes
     GROUP BY changes.pool, changes.hour
 ), current AS (
     -- Every pool's counts now, as pool_counts adds them up: its totals and
     -- the changes not folded into them yet, in one join (the view's
     -- lateral searches the changes once per pool).
-    SELECT t.pool, t.keys + coalesce(sum(c.keys), 0) AS keys, t.blocked + coalesce(sum(c.blocked), 0) AS held
+    SELECT t.pool, t.keys + coalesce(sum(c.keys), 0) AS keys, t.blocked + coalesce(sum(c.blocked), 0) AS held,
+           t.seats + coalesce(sum(coalesce(c.seats, c.keys)), 0) AS seats
     FROM pool_count_totals AS t
     LEFT JOIN pool_count_changes AS c ON c.pool = t.pool AND c.xid >= t.horizon
-    GROUP BY t.pool, t.keys, t.blocked
+    GROUP BY t.pool, t.keys, t.blocked, t.seats
 ), unchanged AS MATERIALIZED (
     -- The pools with keys now and no change since the range's first hour:
     -- found before any of them is probed (MATERIALIZED: as one query, the
@@ -1309,7 +1341,7 @@ WITH bounds AS (
     WHERE hours.hour < $2::timestamptz
 ), later AS (
     -- The change per pool after the last hour of the range.
-    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held
+    SELECT hourly.pool, sum(hourly.net_keys) AS keys, sum(hourly.net_held) AS held, sum(hourly.net_seats) AS seats
     FROM hourly
     WHERE hourly.hour > (SELECT max(cells.hour) FROM cells)
     GROUP BY hourly.pool
@@ -1317,10 +1349,13 @@ WITH bounds AS (
     -- Keys and held seats at the start of each hour, counted back from now.
     SELECT cells.pool, cells.hour, cells.hour_end,
            coalesce(hourly.keys_added, 0) AS keys_added, coalesce(hourly.held_added, 0) AS held_added,
+           coalesce(hourly.seats_added, 0) AS seats_added,
            coalesce(current.keys, 0) - coalesce(later.keys, 0)
                - sum(coalesce(hourly.net_keys, 0)) OVER back AS keys_at_start,
            coalesce(current.held, 0) - coalesce(later.held, 0)
-               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start
+               - sum(coalesce(hourly.net_held, 0)) OVER back AS held_at_start,
+           coalesce(current.seats, 0) - coalesce(later.seats, 0)
+               - sum(coalesce(hourly.net_seats, 0)) OVER back AS seats_at_start
     FROM cells
     LEFT JOIN hourly ON hourly.pool = cells.pool AND hourly.hour = cells.hour
     LEFT JOIN later ON later.pool = cells.pool
@@ -1329,11 +1364,12 @@ WITH bounds AS (
 ), seconds AS (
     SELECT starts.pool, starts.hour,
            (starts.keys_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.keys_added)::float8 AS key_seconds,
-           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds
+           (starts.held_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.held_added)::float8 AS held_seconds,
+           (starts.seats_at_start * date_part('epoch', starts.hour_end - starts.hour) + starts.seats_added)::float8 AS seat_seconds
     FROM starts
 )
-SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.held_seconds,
-       (seconds.held_seconds / seconds.key_seconds)::float8 AS utilisation
+SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.seat_seconds, seconds.held_seconds,
+       (seconds.held_seconds / nullif(seconds.seat_seconds, 0))::float8 AS utilisation
 FROM seconds
 WHERE seconds.key_seconds > 0
 ORDER BY seconds.pool, seconds.hour
@@ -1348,6 +1384,7 @@ type PoolUtilisationListAllPoolsRow struct {
 	Pool        string
 	Hour        time.Time
 	KeySeconds  float64
+	SeatSeconds float64
 	HeldSeconds float64
 	Utilisation float64
 }
@@ -1375,6 +1412,7 @@ func (q *Queries) PoolUtilisationListAllPools(ctx context.Context, arg PoolUtili
 			&i.Pool,
 			&i.Hour,
 			&i.KeySeconds,
+			&i.SeatSeconds,
 			&i.HeldSeconds,
 			&i.Utilisation,
 		); err != nil {

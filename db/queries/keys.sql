@@ -81,8 +81,8 @@ WITH seats AS (
     FROM created
     RETURNING *
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event)
-    SELECT created.id, created.pool, 'created' FROM created
+    INSERT INTO key_events (key_id, pool, event, seats)
+    SELECT created.id, created.pool, 'created', nullif(created.seats, 1) FROM created
 ), totals AS (
     -- Creates the pool's totals row, or locks it: the background job removes
     -- the row of an empty pool only under the same lock, so it never removes
@@ -476,9 +476,14 @@ WITH state AS (
 ), history AS (
     -- One event for the key, and one for each other seat that was held,
     -- so that every lease it ended has an end with its token.
-    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
-    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
+    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
+    SELECT s.key_id, s.pool, 'deleted', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
+           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
+    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
+                 count(*) OVER (PARTITION BY state.key_id) AS seats
+          FROM state) AS s
+    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -1, -count(state.lease_token), -count(*) FROM state GROUP BY state.pool
@@ -580,9 +585,14 @@ WITH expired AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
-    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
+    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
+    SELECT s.key_id, s.pool, 'expired', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
+           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
+    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
+                 count(*) OVER (PARTITION BY state.key_id) AS seats
+          FROM state) AS s
+    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
@@ -718,8 +728,8 @@ WITH input AS (
     FROM (SELECT unnest(sqlc.arg(label_key_ids)::uuid[]) AS key_id, unnest(sqlc.arg(label_texts)::text[]) AS label) AS l
     JOIN state ON state.key_id = l.key_id
 ), history AS (
-    INSERT INTO key_events (key_id, pool, event)
-    SELECT created.id, created.pool, 'created' FROM created
+    INSERT INTO key_events (key_id, pool, event, seats)
+    SELECT created.id, created.pool, 'created', nullif(created.seats, 1) FROM created
 ), totals AS (
     -- See KeyCreate.
     INSERT INTO pool_count_totals AS t (pool) VALUES (sqlc.arg(pool)::text)
@@ -948,9 +958,14 @@ WITH page AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
-    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
-    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
+    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
+    SELECT s.key_id, s.pool, 'deleted', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
+           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
+    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
+                 count(*) OVER (PARTITION BY state.key_id) AS seats
+          FROM state) AS s
+    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
@@ -982,9 +997,14 @@ WITH expired_state AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    INSERT INTO key_events (key_id, pool, event, lease_token, seat)
-    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END
-    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
+    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
+    SELECT s.key_id, s.pool, 'expired', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
+           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
+    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
+                 count(*) OVER (PARTITION BY state.key_id) AS seats
+          FROM state) AS s
+    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state

@@ -370,8 +370,8 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 		do(t, "GET", down.url+"/reports/"+name, "")
 	}
 	do(t, "GET", down.url+"/stats", "")
-	// A key of two seats held by two leases: its pool's utilisation counts
-	// held seats per key, above 1, and the document allows it.
+	// A key of two seats held by two leases: its pool's utilisation is the
+	// share of its seat-time held, not held seats per key (1.96 before).
 	do(t, "PUT", s.url+"/pools/seated", `{"seats": 2}`)
 	do(t, "POST", s.url+"/keys?pool=seated", "")
 	do(t, "GET", s.url+"/keys?pool=seated", "")
@@ -381,7 +381,9 @@ func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
 	require.Equal(t, http.StatusOK, seated.status, seated.raw)
 	seatedRows, _ := seated.body["rows"].([]any)
 	require.Len(t, seatedRows, 1, seated.raw)
-	require.Greater(t, seatedRows[0].(map[string]any)["utilisation"], 1.0, seated.raw)
+	require.Greater(t, seatedRows[0].(map[string]any)["utilisation"], 0.5, seated.raw)
+	require.LessOrEqual(t, seatedRows[0].(map[string]any)["utilisation"], 1.0, seated.raw)
+	require.Greater(t, seatedRows[0].(map[string]any)["seatSeconds"], seatedRows[0].(map[string]any)["keySeconds"], seated.raw)
 	for _, path := range []string{"/metrics", "/openapi.yaml", "/docs"} {
 		resp, err := http.Get(s.url + path)
 		require.NoError(t, err)

@@ -232,14 +232,14 @@ var All = []Report{
 	{
 		Name:    "utilisation",
 		Source:  "pool_utilisation(from, to, pool)",
-		Summary: "per pool and hour: key-seconds, held seconds (blocked_seconds) and their ratio, the share of key-time spent held (held seats per key with keys of several seats)",
-		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "blocked_seconds", "blockedSeconds",
-			"utilisation", "utilisation"),
+		Summary: "per pool and hour: key-seconds, seat-seconds, held seat-seconds (blocked_seconds) and the share of seat-time spent held",
+		Columns: columns("pool", "pool", "hour", "hour", "key_seconds", "keySeconds", "seat_seconds", "seatSeconds",
+			"blocked_seconds", "blockedSeconds", "utilisation", "utilisation"),
 		run: func(ctx context.Context, s *store.Reports, p Params) ([][]any, error) {
 			utilisation, err := s.Utilisation(ctx, p.From, p.To, p.Pool)
 			rows := make([][]any, len(utilisation))
 			for i, u := range utilisation {
-				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.HeldSeconds, u.Utilisation}
+				rows[i] = []any{u.Pool, u.Hour, u.KeySeconds, u.SeatSeconds, u.HeldSeconds, u.Utilisation}
 			}
 			return rows, err
 		},

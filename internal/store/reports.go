@@ -80,6 +80,7 @@ type Utilisation struct {
 	Pool        string
 	Hour        time.Time
 	KeySeconds  float64
+	SeatSeconds float64
 	HeldSeconds float64
 	Utilisation float64
 }
@@ -179,9 +180,7 @@ func (r *Reports) KeyActivity(ctx context.Context, from, to time.Time, pool stri
 	return convert(rows, err, func(row dbsqlc.KeyActivityHourlyListRow) KeyActivity { return KeyActivity(row) })
 }
 
-// Utilisation returns the share of key-time spent held per pool and hour
-// (held seats per key: more than 1 when keys of several seats are held
-// by several leases).
+// Utilisation returns the share of seat-time spent held per pool and hour.
 func (r *Reports) Utilisation(ctx context.Context, from, to time.Time, pool string) ([]Utilisation, error) {
 	if pool == "" {
 		rows, err := read(ctx, r, (*dbsqlc.Queries).PoolUtilisationListAllPools, dbsqlc.PoolUtilisationListAllPoolsParams{

@@ -132,19 +132,19 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		require.NoError(t, err)
 		requireHours(t, []store.Utilisation{
 			// Three keys all hour; leases of 20, 40 and 10 minutes.
-			{Pool: "a", Hour: h(0), KeySeconds: 10800, HeldSeconds: 4200, Utilisation: 4200.0 / 10800},
+			{Pool: "a", Hour: h(0), KeySeconds: 10800, SeatSeconds: 10800, HeldSeconds: 4200, Utilisation: 4200.0 / 10800},
 			// Key 1 until 1:40, keys 2 and 3 all hour; two 10-minute leases.
-			{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
+			{Pool: "a", Hour: h(1), KeySeconds: 9600, SeatSeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
 			// Key 2 until 2:30, key 3 (held) until 2:10.
-			{Pool: "a", Hour: h(2), KeySeconds: 2400, HeldSeconds: 600, Utilisation: 0.25},
+			{Pool: "a", Hour: h(2), KeySeconds: 2400, SeatSeconds: 2400, HeldSeconds: 600, Utilisation: 0.25},
 		}, utilisation, func(u *store.Utilisation) *time.Time { return &u.Hour })
 
 		// Pool b is counted back from its live counts: 2 keys, 1 held.
 		live, err := b.reports(t).Utilisation(b.ctx, from, to, "b")
 		require.NoError(t, err)
 		require.GreaterOrEqual(t, len(live), 4, "H0 to the current hour")
-		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(0), KeySeconds: 7200, HeldSeconds: 1800, Utilisation: 0.25}, utc(live[0]))
-		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5}, utc(live[1]))
+		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(0), KeySeconds: 7200, SeatSeconds: 7200, HeldSeconds: 1800, Utilisation: 0.25}, utc(live[0]))
+		require.Equal(t, store.Utilisation{Pool: "b", Hour: h(1), KeySeconds: 7200, SeatSeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5}, utc(live[1]))
 		current := live[len(live)-1]
 		require.InDelta(t, 0.5, current.Utilisation, 1e-12, "the current hour counts up to now")
 		require.InDelta(t, 2*current.HeldSeconds, current.KeySeconds, 1e-6)
@@ -153,8 +153,8 @@ func TestReportsOfAKnownHistory(t *testing.T) {
 		h1, err := b.reports(t).Utilisation(b.ctx, h(1), h(2), "")
 		require.NoError(t, err)
 		require.Equal(t, []store.Utilisation{
-			{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
-			{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
+			{Pool: "a", Hour: h(1), KeySeconds: 9600, SeatSeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
+			{Pool: "b", Hour: h(1), KeySeconds: 7200, SeatSeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
 		}, []store.Utilisation{utc(h1[0]), utc(h1[1])})
 		require.Len(t, h1, 2)
 	})
@@ -251,7 +251,7 @@ ORDER BY pool, hour;`,
 FROM key_activity_hourly
 WHERE hour >= now() - interval '6 hours'
 ORDER BY pool, hour;`,
-	`SELECT pool, hour, key_seconds, blocked_seconds, round(utilisation::numeric, 3) AS utilisation
+	`SELECT pool, hour, key_seconds, seat_seconds, blocked_seconds, round(utilisation::numeric, 3) AS utilisation
 FROM pool_utilisation(now() - interval '6 hours', now(), 'a');`,
 	`SELECT pool, hour, round(utilisation::numeric, 3) AS utilisation
 FROM pool_utilisation_hourly
@@ -337,4 +337,62 @@ func psqlTable(header []string, rows [][]string) string {
 	}
 	fmt.Fprintf(&b, "(%d rows)\n", len(rows))
 	return b.String()
+}
+
+// Utilisation is the share of seat-time held: a key of four seats with
+// three held is three quarters held, not three times. History carries each
+// key's seats on its created event and on the event that ends it, and the
+// rollups, the statements and pool_utilisation count them alike.
+func TestUtilisationCountsSeats(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	base := testdb.HourAgo(4)
+	h := func(n int) time.Time { return base.Add(time.Duration(n) * time.Hour) }
+
+	four, err := b.store.CreateSeats(b.ctx, "s", 1, 4)
+	require.NoError(t, err)
+	for range 3 {
+		k, err := b.store.Claim(b.ctx, "s")
+		require.NoError(t, err)
+		require.Equal(t, four[0].ID, k.ID)
+	}
+	_, err = b.store.Create(b.ctx, "s", 1)
+	require.NoError(t, err)
+	two, err := b.store.CreateSeats(b.ctx, "s", 1, 2)
+	require.NoError(t, err)
+	_, err = b.store.Delete(b.ctx, two[0].ID)
+	require.NoError(t, err)
+	for event, at := range map[string]time.Time{"created": base, "assigned": base.Add(30 * time.Minute), "deleted": base.Add(100 * time.Minute)} {
+		_, err = b.pool.Exec(b.ctx, "UPDATE key_events SET at = $1 WHERE pool = 's' AND event = $2", at, event)
+		require.NoError(t, err)
+	}
+	var seats []*int16
+	rows, err := b.pool.Query(b.ctx, "SELECT seats FROM key_events WHERE pool = 's' AND event IN ('created', 'deleted') ORDER BY event, seats NULLS FIRST")
+	require.NoError(t, err)
+	for rows.Next() {
+		var n *int16
+		require.NoError(t, rows.Scan(&n))
+		seats = append(seats, n)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, []*int16{nil, ptr(int16(2)), ptr(int16(4)), ptr(int16(2))}, seats,
+		"created: one seat (none written), two, four; the deletion of the key of two seats carries them")
+
+	check := func(t *testing.T) {
+		got, err := b.reports(t).Utilisation(b.ctx, base, time.Now().Add(time.Minute), "s")
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, len(got), 4)
+		// Three keys of 4, 1 and 2 seats all hour; three seats held from :30.
+		require.Equal(t, store.Utilisation{Pool: "s", Hour: h(0), KeySeconds: 10800, SeatSeconds: 25200, HeldSeconds: 5400, Utilisation: 5400.0 / 25200}, utc(got[0]))
+		// The key of two seats deleted at 1:40.
+		require.Equal(t, store.Utilisation{Pool: "s", Hour: h(1), KeySeconds: 9600, SeatSeconds: 22800, HeldSeconds: 10800, Utilisation: 10800.0 / 22800}, utc(got[1]))
+		require.InDelta(t, 0.6, got[len(got)-1].Utilisation, 1e-9, "three of five seats held now")
+		for _, u := range got {
+			require.LessOrEqual(t, u.Utilisation, 1.0)
+		}
+		requireRollupsMatchHistory(t, b.pool, base.Add(-time.Hour), time.Now().Add(time.Hour), []string{"s"})
+	}
+	t.Run("from the events", check)
+	foldAll(t, b)
+	t.Run("from the rollups", check)
 }

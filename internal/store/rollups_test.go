@@ -55,8 +55,8 @@ func TestRollupsOfAKnownHistory(t *testing.T) {
 	utilisation, err := b.reports(t).Utilisation(b.ctx, h(1), h(2), "")
 	require.NoError(t, err)
 	require.Equal(t, []store.Utilisation{
-		{Pool: "a", Hour: h(1), KeySeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
-		{Pool: "b", Hour: h(1), KeySeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
+		{Pool: "a", Hour: h(1), KeySeconds: 9600, SeatSeconds: 9600, HeldSeconds: 1200, Utilisation: 0.125},
+		{Pool: "b", Hour: h(1), KeySeconds: 7200, SeatSeconds: 7200, HeldSeconds: 3600, Utilisation: 0.5},
 	}, []store.Utilisation{utc(utilisation[0]), utc(utilisation[1])})
 
 	// Retention takes what it deletes out of the rollups: here all of pool
@@ -446,7 +446,7 @@ const (
 		FROM key_cooldowns_hourly
 		WHERE hour > $1::timestamptz - interval '1 hour' AND hour < $2::timestamptz AND ($3::text IS NULL OR pool = $3::text)
 		ORDER BY pool, hour, cooldowns DESC, total_seconds DESC, key_id`
-	viewUtilisation = `SELECT pool, hour, key_seconds, blocked_seconds, utilisation FROM pool_utilisation($1, $2, $3)`
+	viewUtilisation = `SELECT pool, hour, key_seconds, seat_seconds, blocked_seconds, utilisation FROM pool_utilisation($1, $2, $3)`
 	viewLeases      = `
 		SELECT pool, key_id, lease_token, started_at, ended_at, ended_by, keep_alives, duration_seconds
 		FROM key_leases
@@ -701,7 +701,7 @@ func fieldsOf(row any) []any {
 	case dbsqlc.KeyCooldownsHourlyListRow:
 		return []any{r.Pool, r.Hour, r.KeyID, r.Cooldowns, r.TotalSeconds, r.MaxSeconds}
 	case dbsqlc.PoolUtilisationListRow:
-		return []any{r.Pool, r.Hour, r.KeySeconds, r.HeldSeconds, r.Utilisation}
+		return []any{r.Pool, r.Hour, r.KeySeconds, r.SeatSeconds, r.HeldSeconds, r.Utilisation}
 	case dbsqlc.KeyEventsPerMinuteRow:
 		return []any{r.Minute, r.Created, r.Claimed, r.Released, r.LeaseExpired, r.KeptAlive, r.Deleted, r.Expired}
 	case dbsqlc.KeyLeasesDurationHistogramRow:

@@ -377,10 +377,11 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Share of key-time spent held, per pool and hour
+         * Share of seat-time spent held, per pool and hour
          * @description Per pool and UTC hour: the key-seconds (the seconds keys existed,
-         *     summed over the keys), the blocked seconds (the seconds they were
-         *     held under a lease) and their ratio. Every hour that overlaps `[from,
+         *     summed over the keys), the seat-seconds (the same summed over their
+         *     seats), the blocked seconds (the seconds seats were held under a
+         *     lease) and the share of seat-time held. Every hour that overlaps `[from,
          *     to)` is shown whole, the current hour up to now; hours without keys
          *     are left out. Rows are in the order of pool, then hour. The oldest
          *     hour of history kept may have lost events to retention, which makes
@@ -1336,7 +1337,7 @@ export interface components {
             /** @description By pool, then hour. */
             rows: components["schemas"]["UtilisationRow"][];
         };
-        /** @description How much of one pool's key-time in one hour was spent held. */
+        /** @description How much of one pool's seat-time in one hour was spent held. */
         UtilisationRow: {
             pool: components["schemas"]["PoolName"];
             hour: components["schemas"]["Hour"];
@@ -1347,12 +1348,17 @@ export interface components {
             keySeconds: number;
             /**
              * Format: double
+             * @description The seconds keys existed in the hour, summed over their seats (a key of four seats counts four times); keySeconds in a pool of keys of one seat.
+             */
+            seatSeconds: number;
+            /**
+             * Format: double
              * @description The seconds seats were held under a lease in the hour, summed over the seats (a key of several seats held by two leases counts twice).
              */
             blockedSeconds: number;
             /**
              * Format: double
-             * @description blockedSeconds / keySeconds, the share of key-time spent held; with keys of several seats, held seats per key, which may exceed 1.
+             * @description blockedSeconds / seatSeconds, the share of seat-time spent held, from 0 to 1 (up to the rounding of floating point).
              */
             utilisation: number;
         };
