@@ -476,14 +476,12 @@ WITH state AS (
 ), history AS (
     -- One event for the key, and one for each other seat that was held,
     -- so that every lease it ended has an end with its token.
-    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    -- The key's end (seat 0's) carries its seats: the keys row as the
+    -- statement's snapshot has it, before its deletion.
     INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
-    SELECT s.key_id, s.pool, 'deleted', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
-           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
-    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
-                 count(*) OVER (PARTITION BY state.key_id) AS seats
-          FROM state) AS s
-    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END,
+           CASE WHEN state.seat = 0 THEN (SELECT nullif(k.seats, 1) FROM keys AS k WHERE k.id = state.key_id) END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -1, -count(state.lease_token), -count(*) FROM state GROUP BY state.pool
@@ -585,14 +583,12 @@ WITH expired AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    -- The key's end (seat 0's) carries its seats: the keys row as the
+    -- statement's snapshot has it, before its deletion.
     INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
-    SELECT s.key_id, s.pool, 'expired', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
-           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
-    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
-                 count(*) OVER (PARTITION BY state.key_id) AS seats
-          FROM state) AS s
-    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END,
+           CASE WHEN state.seat = 0 THEN (SELECT nullif(k.seats, 1) FROM keys AS k WHERE k.id = state.key_id) END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
@@ -958,14 +954,12 @@ WITH page AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    -- The key's end (seat 0's) carries its seats: the keys row as the
+    -- statement's snapshot has it, before its deletion.
     INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
-    SELECT s.key_id, s.pool, 'deleted', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
-           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
-    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
-                 count(*) OVER (PARTITION BY state.key_id) AS seats
-          FROM state) AS s
-    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
+    SELECT state.key_id, state.pool, 'deleted', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END,
+           CASE WHEN state.seat = 0 THEN (SELECT nullif(k.seats, 1) FROM keys AS k WHERE k.id = state.key_id) END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
@@ -997,14 +991,12 @@ WITH expired_state AS (
     WHERE l.key_id = ANY (ARRAY(SELECT state.key_id FROM state WHERE state.labelled))
 ), history AS (
     -- As KeyDelete: one event for the key, one for each other seat held.
-    -- The key's end (seat 0's) carries its seats, all of which state holds.
+    -- The key's end (seat 0's) carries its seats: the keys row as the
+    -- statement's snapshot has it, before its deletion.
     INSERT INTO key_events (key_id, pool, event, lease_token, seat, seats)
-    SELECT s.key_id, s.pool, 'expired', s.lease_token, CASE WHEN s.lease_token IS NOT NULL THEN s.seat END,
-           CASE WHEN s.seat = 0 THEN nullif(s.seats, 1) END
-    FROM (SELECT state.key_id, state.pool, state.lease_token, state.seat,
-                 count(*) OVER (PARTITION BY state.key_id) AS seats
-          FROM state) AS s
-    WHERE s.seat = 0 OR s.lease_token IS NOT NULL
+    SELECT state.key_id, state.pool, 'expired', state.lease_token, CASE WHEN state.lease_token IS NOT NULL THEN state.seat END,
+           CASE WHEN state.seat = 0 THEN (SELECT nullif(k.seats, 1) FROM keys AS k WHERE k.id = state.key_id) END
+    FROM state WHERE state.seat = 0 OR state.lease_token IS NOT NULL
 ), counted AS (
     INSERT INTO pool_count_changes (pool, keys, blocked, seats)
     SELECT state.pool, -count(*) FILTER (WHERE state.seat = 0), -count(state.lease_token), -count(*) FROM state
