@@ -24,12 +24,18 @@ UPDATE key_events AS e SET seats = k.seats
 FROM keys AS k
 WHERE k.seats > 1 AND e.key_id = k.id AND e.event = 'created';
 
+-- The rollups' new columns have no default: a fold of the previous
+-- version, which does not write them, fails (and its transaction with it)
+-- rather than fold events without their seats, while replicas of both
+-- versions run. The job of this version folds them.
 ALTER TABLE key_event_minutes
     ADD COLUMN seats           bigint NOT NULL DEFAULT 0,
     ADD COLUMN seats_offset_us bigint NOT NULL DEFAULT 0;
+ALTER TABLE key_event_minutes ALTER COLUMN seats DROP DEFAULT, ALTER COLUMN seats_offset_us DROP DEFAULT;
 ALTER TABLE key_event_hours
     ADD COLUMN seats           bigint NOT NULL DEFAULT 0,
     ADD COLUMN seats_offset_us bigint NOT NULL DEFAULT 0;
+ALTER TABLE key_event_hours ALTER COLUMN seats DROP DEFAULT, ALTER COLUMN seats_offset_us DROP DEFAULT;
 
 COMMENT ON COLUMN key_event_minutes.seats IS 'The net change of the minute''s events to the pool''s seats (a created key adds its seats, a deleted or expired one takes them away).';
 COMMENT ON COLUMN key_event_minutes.seats_offset_us IS 'The change of each event to the pool''s seats times the microseconds from the minute''s start to it (as keys_offset_us).';
@@ -37,6 +43,22 @@ COMMENT ON COLUMN key_event_hours.seats IS 'As key_event_minutes.seats, per hour
 COMMENT ON COLUMN key_event_hours.seats_offset_us IS 'As key_event_minutes.seats_offset_us, per hour.';
 
 SELECT key_event_rollups_reset();
+
+-- Retention keeps the seats in step from this version on and says so with
+-- a value of its own: the retention of the previous version, which does
+-- not, says 'keeps ended_leases', and empties the rollups as any other
+-- deletion does.
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION key_events_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('tokenorchestrator.history_retention', true) IS DISTINCT FROM 'keeps seats' THEN
+        PERFORM key_event_rollups_reset();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
 
 CREATE OR REPLACE VIEW key_event_changes AS
 SELECT e.id, e.at, e.key_id, e.pool, e.event, e.lease_token,
@@ -113,9 +135,10 @@ WITH cells AS (
     FROM starts
 )
 SELECT seconds.pool, seconds.hour, seconds.key_seconds, seconds.seat_seconds, seconds.blocked_seconds,
-       seconds.blocked_seconds / nullif(seconds.seat_seconds, 0) AS utilisation
+       seconds.blocked_seconds / seconds.seat_seconds AS utilisation
 FROM seconds
-WHERE seconds.key_seconds > 0
+-- Hours without seats are left out (a key has at least one).
+WHERE seconds.seat_seconds > 0
 ORDER BY seconds.pool, seconds.hour
 $$;
 -- +goose StatementEnd
@@ -210,6 +233,18 @@ FROM pool_utilisation('-infinity', 'infinity') AS u;
 
 COMMENT ON FUNCTION pool_utilisation(timestamptz, timestamptz, text) IS 'Per pool and UTC hour overlapping [range_from, range_to): key_seconds, blocked_seconds and utilisation (their ratio). only_pool NULL: every pool.';
 COMMENT ON VIEW pool_utilisation_hourly IS 'pool_utilisation over the whole history. For a range call pool_utilisation(from, to, pool): it reads only the events from the range on.';
+
+-- +goose StatementBegin
+CREATE OR REPLACE FUNCTION key_events_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('tokenorchestrator.history_retention', true) IS DISTINCT FROM 'keeps ended_leases' THEN
+        PERFORM key_event_rollups_reset();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+-- +goose StatementEnd
 
 SELECT key_event_rollups_reset();
 ALTER TABLE key_event_hours DROP COLUMN seats, DROP COLUMN seats_offset_us;

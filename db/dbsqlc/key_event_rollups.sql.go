@@ -390,7 +390,7 @@ func (q *Queries) KeyEventRollupsHorizon(ctx context.Context) (KeyEventRollupsHo
 
 const keyEventRollupsLockForRetention = `-- name: KeyEventRollupsLockForRetention :exec
 SELECT pg_advisory_xact_lock(8390042714203385708),
-       set_config('tokenorchestrator.history_retention', 'keeps ended_leases', true)
+       set_config('tokenorchestrator.history_retention', 'keeps seats', true)
 `
 
 // The first statement of a retention batch: waits for the lock, so that a

@@ -302,11 +302,17 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 }
 
 const keyCoolFreeSeats = `-- name: KeyCoolFreeSeats :execrows
-WITH cooled AS (
+WITH free AS (
+    SELECT c.ctid FROM key_state AS c
+    WHERE c.key_id = ANY ($2::uuid[]) AND c.blocked_at IS NULL AND c.cooling_until IS NULL
+      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
+    ORDER BY c.key_id, c.seat
+    FOR UPDATE SKIP LOCKED
+), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = now() + $1::float8 * interval '1 second'
-    WHERE s.key_id = ANY ($2::uuid[]) AND s.blocked_at IS NULL AND s.cooling_until IS NULL
-      AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = s.key_id) > now()
+    -- The rows locked above, by address (see the top of this file).
+    WHERE s.ctid = ANY (ARRAY(SELECT free.ctid FROM free))
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
@@ -329,8 +335,11 @@ type KeyCoolFreeSeatsParams struct {
 // set aside as a whole, so that claims do not take its seats one at a time
 // while other keys are free. The seats leave the label indexes, and each
 // cooldown is recorded (cooled_down, without a lease). The keys' seats are
-// one range of key_state_pkey each; a seat held or already cooling is left
-// as it is. The counts do not change: a cooling seat counts as free.
+// one range of key_state_pkey each, locked in key and seat order as every
+// statement that locks several seats of a key locks them; SKIP LOCKED
+// leaves a seat that a request is changing as it is, as it does a seat held
+// or already cooling. The counts do not change: a cooling seat counts as
+// free.
 func (q *Queries) KeyCoolFreeSeats(ctx context.Context, arg KeyCoolFreeSeatsParams) (int64, error) {
 	result, err := q.db.Exec(ctx, keyCoolFreeSeats, arg.CooldownSeconds, arg.Ids)
 	if err != nil {

@@ -196,7 +196,7 @@ func statements() []statement {
 		}},
 		// The free seats of keys whose secret does not open: each key's seats.
 		{"KeyCoolFreeSeats", keyCoolFreeSeats, []any{60.0, []uuid.UUID{id, uuid.New()}}, paths{
-			"key_state": by("key_state_pkey"), "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
+			"key_state c": by("key_state_pkey"), "cooled:key_state s": lockedRows, "keys": by("keys_pkey"), "key_labels": by("key_labels_pkey"),
 		}},
 		{"KeyGetLease", keyGetLease, []any{id, 7}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
 		{"KeyRebaseLives", keyRebaseLives, []any{"other", uuid.Nil, 1000, 3600.0}, paths{

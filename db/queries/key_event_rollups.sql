@@ -308,7 +308,7 @@ SELECT (SELECT count(*) FROM events)::bigint AS events,
 -- retention's, which keeps the rollups in step itself (the trigger of
 -- migration 00015 would reset them otherwise).
 SELECT pg_advisory_xact_lock(8390042714203385708),
-       set_config('tokenorchestrator.history_retention', 'keeps ended_leases', true);
+       set_config('tokenorchestrator.history_retention', 'keeps seats', true);
 
 -- name: KeyEventRollupsDeleteEmpty :exec
 -- The last statement of a retention batch: drops the rollup rows that the

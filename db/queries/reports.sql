@@ -526,9 +526,9 @@ WITH bounds AS (
     FROM starts
 )
 SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.seat_seconds, seconds.held_seconds,
-       (seconds.held_seconds / nullif(seconds.seat_seconds, 0))::float8 AS utilisation
+       (seconds.held_seconds / seconds.seat_seconds)::float8 AS utilisation
 FROM seconds
-WHERE seconds.key_seconds > 0
+WHERE seconds.seat_seconds > 0
 ORDER BY seconds.pool, seconds.hour;
 
 -- name: PoolUtilisationListAllPools :many
@@ -682,9 +682,9 @@ WITH bounds AS (
     FROM starts
 )
 SELECT seconds.pool::text AS pool, seconds.hour::timestamptz AS hour, seconds.key_seconds, seconds.seat_seconds, seconds.held_seconds,
-       (seconds.held_seconds / nullif(seconds.seat_seconds, 0))::float8 AS utilisation
+       (seconds.held_seconds / seconds.seat_seconds)::float8 AS utilisation
 FROM seconds
-WHERE seconds.key_seconds > 0
+WHERE seconds.seat_seconds > 0
 ORDER BY seconds.pool, seconds.hour;
 
 -- name: KeyLeasesDurationHistogram :many

@@ -114,9 +114,7 @@ const UnopenedSecretCooldown = time.Minute
 // setAside releases the claimed keys whose secret does not open with a
 // cooldown, so that the next claims take other keys instead of the same
 // ones in a loop. The other free seats of a key of several seats cool down
-// with it: the secret is the key's, and a claim that took its seats one at
-// a time would fail while other keys are free. The log names each key
-// (openSecret).
+// with it (coolFreeSeats). The log names each key (openSecret).
 func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
 	var seated []uuid.UUID
 	for _, k := range keys {
@@ -127,13 +125,22 @@ func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
 			seated = append(seated, k.ID)
 		}
 	}
-	if len(seated) == 0 {
+	s.coolFreeSeats(ctx, seated)
+}
+
+// coolFreeSeats sets the free seats of keys whose secret does not open
+// aside for UnopenedSecretCooldown: the secret is the key's, and claims
+// that took its seats one at a time would fail while other keys are free.
+// A failure is only logged: the next claim that meets such a seat sets it
+// aside.
+func (s *Store) coolFreeSeats(ctx context.Context, ids []uuid.UUID) {
+	if len(ids) == 0 {
 		return
 	}
 	if _, err := s.queries.KeyCoolFreeSeats(ctx, dbsqlc.KeyCoolFreeSeatsParams{
-		Ids: seated, CooldownSeconds: UnopenedSecretCooldown.Seconds(),
+		Ids: ids, CooldownSeconds: UnopenedSecretCooldown.Seconds(),
 	}); err != nil {
-		slog.Warn("could not set aside the other seats of keys whose secret does not open", "key_ids", seated, "error", err)
+		slog.Warn("could not set aside the seats of keys whose secret does not open", "key_ids", ids, "error", err)
 	}
 }
 

@@ -448,3 +448,35 @@ func TestKeyOfSeveralSeatsWhoseSecretDoesNotOpenIsSetAsideWhole(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// An idempotent claim that meets a key whose secret does not open fails,
+// its claim undone, and sets the key aside: the client's next try with the
+// same idempotency key takes another key.
+func TestIdempotentClaimSetsAsideAKeyWhoseSecretDoesNotOpen(t *testing.T) {
+	t.Parallel()
+	goodKR, _ := newKeyring(t)
+	otherKR, _ := newKeyring(t)
+	b := setup(t, store.Config{Secrets: goodKR})
+	good, err := b.store.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-good-0123456789"}})
+	require.NoError(t, err)
+	held, err := b.store.Claim(b.ctx, "p")
+	require.NoError(t, err)
+	foreign := store.New(b.pool, store.Config{KeyTTL: time.Hour, LeaseTTL: time.Hour, Secrets: otherKR})
+	bad, err := foreign.CreateKeys(b.ctx, "p", []store.NewKey{{Secret: "sk-bad-0123456789"}})
+	require.NoError(t, err)
+
+	_, _, err = b.store.ClaimIdempotent(b.ctx, "p", "retry-me")
+	require.ErrorIs(t, err, lease.ErrSecretUnavailable)
+	setAside, err := b.store.Get(b.ctx, bad[0].ID)
+	require.NoError(t, err)
+	require.False(t, setAside.Held(), "the claim is undone")
+	require.NotNil(t, setAside.CoolingUntil, "and the key set aside")
+
+	_, err = b.store.Release(b.ctx, held.ID, held.LeaseToken)
+	require.NoError(t, err)
+	again, replayed, err := b.store.ClaimIdempotent(b.ctx, "p", "retry-me")
+	require.NoError(t, err)
+	require.False(t, replayed)
+	require.Equal(t, good[0].ID, again.ID)
+	require.Equal(t, "sk-good-0123456789", *again.Secret)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
@@ -142,10 +143,17 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 		return lease.Key{}, lease.ErrNoFreeKey
 	}
 	// A key whose secret does not open fails the claim: a client must
-	// never get a key without the credential it stands for. The rollback
-	// that follows undoes the claim.
-	opened, _ := s.openClaimed(rows)
+	// never get a key without the credential it stands for. The claim is
+	// undone, and the key set aside, so that the client's next try takes
+	// another.
+	opened, unopened := s.openClaimed(rows)
 	if len(opened) == 0 {
+		_ = tx.Rollback(ctx)
+		ids := make([]uuid.UUID, len(unopened))
+		for i, k := range unopened {
+			ids[i] = k.ID
+		}
+		s.coolFreeSeats(ctx, ids)
 		return lease.Key{}, lease.ErrSecretUnavailable
 	}
 	key := opened[0]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -736,4 +737,47 @@ func TestAuditFindsOverlapsAcrossLeasesWithoutSeat(t *testing.T) {
 	audit, err := b.store.AuditHistory(b.ctx, base)
 	require.NoError(t, err)
 	require.Len(t, audit.Overlaps, 1, "lease 42 began on seat 0 while lease 41 held it")
+}
+
+// While replicas of the version before seats were folded (migration 00019)
+// still run, their fold and retention cannot leave the rollups without
+// seats: their fold writes rollup rows without them, which are refused,
+// and their retention (which says 'keeps ended_leases') empties the
+// rollups, which this version folds again.
+func TestRollupsOfThePreviousVersionLeaveNoSeatsOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	_, err := b.store.CreateSeats(b.ctx, "s", 1, 3)
+	require.NoError(t, err)
+	k, err := b.store.Claim(b.ctx, "s")
+	require.NoError(t, err)
+	_, err = b.store.Release(b.ctx, k.ID, k.LeaseToken)
+	require.NoError(t, err)
+	foldAll(t, b)
+	require.NotEqual(t, time.Time{}, foldedTo(t, b))
+
+	for _, sql := range []string{
+		`INSERT INTO key_event_hours (pool, hour, created, keys_offset_us, held_offset_us)
+		 VALUES ('s', date_bin('1 hour', now(), timestamptz '2000-01-01 00:00:00+00'), 1, 0, 0)
+		 ON CONFLICT (pool, hour) DO UPDATE SET created = key_event_hours.created + excluded.created`,
+		`INSERT INTO key_event_minutes (pool, minute, created, keys_offset_us, held_offset_us)
+		 VALUES ('s', date_bin('1 minute', now(), timestamptz '2000-01-01 00:00:00+00'), 1, 0, 0)
+		 ON CONFLICT (pool, minute) DO UPDATE SET created = key_event_minutes.created + excluded.created`,
+	} {
+		_, err := b.pool.Exec(b.ctx, sql)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, "a rollup row without seats is refused")
+		require.Equal(t, "23502", pgErr.Code, pgErr.Message)
+	}
+
+	tx, err := b.pool.Begin(b.ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(b.ctx, "SELECT set_config('tokenorchestrator.history_retention', 'keeps ended_leases', true)")
+	require.NoError(t, err)
+	_, err = tx.Exec(b.ctx, "DELETE FROM key_events WHERE pool = 's' AND event = 'released'")
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(b.ctx))
+	require.Equal(t, time.Time{}, foldedTo(t, b), "-infinity: the rollups were emptied")
+	foldAll(t, b)
+	requireRollupsMatchHistory(t, b.pool, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), []string{"s"})
 }
