@@ -14,7 +14,7 @@ import (
 
 const keyClaim = `-- name: KeyClaim :many
 WITH after_start AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= $2::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -22,14 +22,18 @@ WITH after_start AS (
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat FROM key_state AS c
     WHERE c.pool = $1::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < $2::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT $3::int - (SELECT count(*) FROM after_start)
     FOR UPDATE SKIP LOCKED
-), claimed AS (
+), locked AS (
+    SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
+    UNION ALL
+    SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), by_address AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         -- The statement's own time, not the transaction's: an idempotent
@@ -46,8 +50,28 @@ WITH after_start AS (
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
     -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT locked.ctid FROM locked))
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
+), by_key AS (
+    -- The rows locked in a version that this statement's snapshot does not
+    -- see (see the top of this file), found by key and seat: an empty
+    -- array, and no work, unless the claim met such a row.
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = statement_timestamp(),
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, $4::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = $1::text),
+            $4::float8 * interval '1 second'),
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT locked.key_id FROM locked
+                                WHERE NOT EXISTS (SELECT 1 FROM by_address AS a WHERE a.key_id = locked.key_id AND a.seat = locked.seat)))
+      AND EXISTS (SELECT 1 FROM locked WHERE locked.key_id = s.key_id AND locked.seat = s.seat)
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
+), claimed AS (
+    SELECT key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid FROM by_address
+    UNION ALL
+    SELECT key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid FROM by_key
 ), unclaimable AS (
     -- Labelled seats leave the label index while held; for keys without
     -- labels the arrays are empty and this reads nothing.
@@ -151,7 +175,7 @@ func (q *Queries) KeyClaim(ctx context.Context, arg KeyClaimParams) ([]KeyClaimR
 
 const keyClaimLabelled = `-- name: KeyClaimLabelled :many
 WITH after_start AS (
-    SELECT s.ctid, l.position FROM key_labels AS l
+    SELECT s.ctid, s.key_id, s.seat, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position >= $3::float8
@@ -163,7 +187,7 @@ WITH after_start AS (
     LIMIT $5::int
     FOR UPDATE OF s SKIP LOCKED
 ), before_start AS (
-    SELECT s.ctid, l.position FROM key_labels AS l
+    SELECT s.ctid, s.key_id, s.seat, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = $1::text AND l.label = $2::text
       AND l.position IS NOT NULL AND l.position < $3::float8
@@ -174,23 +198,42 @@ WITH after_start AS (
     ORDER BY l.position
     LIMIT $5::int - (SELECT count(*) FROM after_start)
     FOR UPDATE OF s SKIP LOCKED
-), claimed AS (
+), locked AS (
+    SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
+    UNION ALL
+    SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), by_address AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
-        -- The statement's own time, not the transaction's: an idempotent
-        -- claim runs in a transaction that may first have waited for the
-        -- idempotency key's lock, and that wait must not shorten the lease.
+        -- The statement's own time: see KeyClaim.
         blocked_at = statement_timestamp(),
-        -- The pool's lease length (or LEASE_TTL), within its longest lease
-        -- (least ignores a NULL: no bound); one probe of pools_pkey.
         lease_expires_at = statement_timestamp() + coalesce(
             (SELECT least(coalesce(p.lease_ttl, $6::float8 * interval '1 second'), p.max_lease_ttl)
              FROM pools AS p WHERE p.name = $1::text),
             $6::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
-    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT locked.ctid FROM locked))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
+), by_key AS (
+    -- See KeyClaim.
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = statement_timestamp(),
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, $6::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = $1::text),
+            $6::float8 * interval '1 second'),
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT locked.key_id FROM locked
+                                WHERE NOT EXISTS (SELECT 1 FROM by_address AS a WHERE a.key_id = locked.key_id AND a.seat = locked.seat)))
+      AND EXISTS (SELECT 1 FROM locked WHERE locked.key_id = s.key_id AND locked.seat = s.seat)
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
+    RETURNING s.key_id, s.pool, s.position, s.times_assigned, s.lease_token, s.blocked_at, s.lease_expires_at, s.cooling_until, s.labelled, s.seat, s.last_lease_token, s.ctid
+), claimed AS (
+    SELECT key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid FROM by_address
+    UNION ALL
+    SELECT key_id, pool, position, times_assigned, lease_token, blocked_at, lease_expires_at, cooling_until, labelled, seat, last_lease_token, ctid FROM by_key
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
@@ -303,7 +346,7 @@ func (q *Queries) KeyClaimLabelled(ctx context.Context, arg KeyClaimLabelledPara
 
 const keyCoolFreeSeats = `-- name: KeyCoolFreeSeats :execrows
 WITH free AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.key_id, c.seat FROM key_state AS c
     WHERE c.key_id = ANY ($2::uuid[]) AND c.blocked_at IS NULL AND c.cooling_until IS NULL
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.key_id, c.seat
@@ -311,8 +354,9 @@ WITH free AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = now() + $1::float8 * interval '1 second'
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT free.ctid FROM free))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT free.key_id FROM free))
+      AND EXISTS (SELECT 1 FROM free WHERE free.key_id = s.key_id AND free.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
@@ -577,10 +621,18 @@ type KeyCreateRow struct {
 // row's lease; seats_held, which counts the key's held seats, is computed
 // only where a key is read as a whole (KeyGet, KeyGetByName, KeyListPage)
 // elsewhere from the row at hand for a key of one seat, and as -1 (not
-// known) for a key of several, where it would cost a read of every seat. A statement that updates rows it has just locked
-// with SKIP LOCKED finds them again by their physical address (ctid),
-// which a locked row keeps: one array of addresses pairs a key with its
-// seat, where two arrays of ids and seats would not.
+// known) for a key of several, where it would cost a read of every seat.
+//
+// A statement that updates rows it has just locked with SKIP LOCKED finds
+// them again by key and seat (key_id = ANY, an index lookup per key, and
+// an EXISTS on the locked rows that pairs each key with its seat). Not by
+// their physical address (ctid) alone: a row that another transaction
+// changed and committed after the statement began (a key claimed and
+// released meanwhile) is locked in that newest version, which the
+// statement's snapshot does not see, so an update by its address finds
+// nothing, while an update that finds the version it sees is taken on to
+// the newest. The claims, on the hot path, update by address first (a
+// TID read, no index) and by key only the rows that this missed.
 //
 // A statement on key_state tells a live key by its expires_at in keys,
 // written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
@@ -1030,7 +1082,7 @@ func (q *Queries) KeyDeletePoolPage(ctx context.Context, arg KeyDeletePoolPagePa
 
 const keyEndCooldowns = `-- name: KeyEndCooldowns :one
 WITH ended AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.key_id, c.seat FROM key_state AS c
     WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
     ORDER BY c.cooling_until
     LIMIT $1::int
@@ -1038,8 +1090,9 @@ WITH ended AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = NULL, position = random()
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+      AND EXISTS (SELECT 1 FROM ended WHERE ended.key_id = s.key_id AND ended.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
@@ -1719,7 +1772,7 @@ func (q *Queries) KeyRebaseLives(ctx context.Context, arg KeyRebaseLivesParams) 
 
 const keyReleaseEndedLeases = `-- name: KeyReleaseEndedLeases :many
 WITH ended AS (
-    SELECT c.ctid, c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
+    SELECT c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce($1::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -1729,8 +1782,9 @@ WITH ended AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
         last_lease_token = s.lease_token
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+      AND EXISTS (SELECT 1 FROM ended WHERE ended.key_id = s.key_id AND ended.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()

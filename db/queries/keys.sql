@@ -24,10 +24,18 @@
 -- row's lease; seats_held, which counts the key's held seats, is computed
 -- only where a key is read as a whole (KeyGet, KeyGetByName, KeyListPage)
 -- elsewhere from the row at hand for a key of one seat, and as -1 (not
--- known) for a key of several, where it would cost a read of every seat. A statement that updates rows it has just locked
--- with SKIP LOCKED finds them again by their physical address (ctid),
--- which a locked row keeps: one array of addresses pairs a key with its
--- seat, where two arrays of ids and seats would not.
+-- known) for a key of several, where it would cost a read of every seat.
+--
+-- A statement that updates rows it has just locked with SKIP LOCKED finds
+-- them again by key and seat (key_id = ANY, an index lookup per key, and
+-- an EXISTS on the locked rows that pairs each key with its seat). Not by
+-- their physical address (ctid) alone: a row that another transaction
+-- changed and committed after the statement began (a key claimed and
+-- released meanwhile) is locked in that newest version, which the
+-- statement's snapshot does not see, so an update by its address finds
+-- nothing, while an update that finds the version it sees is taken on to
+-- the newest. The claims, on the hot path, update by address first (a
+-- TID read, no index) and by key only the rows that this missed.
 --
 -- A statement on key_state tells a live key by its expires_at in keys,
 -- written as a scalar subquery, (SELECT coalesce(k.expires_at, 'infinity')
@@ -108,7 +116,7 @@ JOIN state ON state.key_id = created.id AND state.seat = 0;
 -- concurrent claims pass each other instead of queueing on the same row.
 -- (FOR UPDATE is not allowed on a UNION, hence two CTEs.)
 WITH after_start AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position >= sqlc.arg(start_position)::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
@@ -116,14 +124,18 @@ WITH after_start AS (
     LIMIT sqlc.arg(max)::int
     FOR UPDATE SKIP LOCKED
 ), before_start AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.ctid, c.key_id, c.seat FROM key_state AS c
     WHERE c.pool = sqlc.arg(pool)::text AND c.lease_token IS NULL AND c.cooling_until IS NULL
       AND c.position < sqlc.arg(start_position)::float8
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
     FOR UPDATE SKIP LOCKED
-), claimed AS (
+), locked AS (
+    SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
+    UNION ALL
+    SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), by_address AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
         -- The statement's own time, not the transaction's: an idempotent
@@ -140,8 +152,28 @@ WITH after_start AS (
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
     -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT locked.ctid FROM locked))
     RETURNING s.*
+), by_key AS (
+    -- The rows locked in a version that this statement's snapshot does not
+    -- see (see the top of this file), found by key and seat: an empty
+    -- array, and no work, unless the claim met such a row.
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = statement_timestamp(),
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT locked.key_id FROM locked
+                                WHERE NOT EXISTS (SELECT 1 FROM by_address AS a WHERE a.key_id = locked.key_id AND a.seat = locked.seat)))
+      AND EXISTS (SELECT 1 FROM locked WHERE locked.key_id = s.key_id AND locked.seat = s.seat)
+    RETURNING s.*
+), claimed AS (
+    SELECT * FROM by_address
+    UNION ALL
+    SELECT * FROM by_key
 ), unclaimable AS (
     -- Labelled seats leave the label index while held; for keys without
     -- labels the arrays are empty and this reads nothing.
@@ -183,7 +215,7 @@ WHERE k.id = ANY (ARRAY(SELECT claimed.key_id FROM claimed));
 -- takes an = for a filter that leaves a few keys, and then read and sorted
 -- every claimable key of the label rather than walk them in order.
 WITH after_start AS (
-    SELECT s.ctid, l.position FROM key_labels AS l
+    SELECT s.ctid, s.key_id, s.seat, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position >= sqlc.arg(start_position)::float8
@@ -195,7 +227,7 @@ WITH after_start AS (
     LIMIT sqlc.arg(max)::int
     FOR UPDATE OF s SKIP LOCKED
 ), before_start AS (
-    SELECT s.ctid, l.position FROM key_labels AS l
+    SELECT s.ctid, s.key_id, s.seat, l.position FROM key_labels AS l
     JOIN key_state AS s ON s.key_id = l.key_id AND s.seat = l.seat
     WHERE l.pool = sqlc.arg(pool)::text AND l.label = sqlc.arg(label)::text
       AND l.position IS NOT NULL AND l.position < sqlc.arg(start_position)::float8
@@ -206,23 +238,42 @@ WITH after_start AS (
     ORDER BY l.position
     LIMIT sqlc.arg(max)::int - (SELECT count(*) FROM after_start)
     FOR UPDATE OF s SKIP LOCKED
-), claimed AS (
+), locked AS (
+    SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
+    UNION ALL
+    SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), by_address AS (
     UPDATE key_state AS s
     SET lease_token = nextval('lease_token_seq'),
-        -- The statement's own time, not the transaction's: an idempotent
-        -- claim runs in a transaction that may first have waited for the
-        -- idempotency key's lock, and that wait must not shorten the lease.
+        -- The statement's own time: see KeyClaim.
         blocked_at = statement_timestamp(),
-        -- The pool's lease length (or LEASE_TTL), within its longest lease
-        -- (least ignores a NULL: no bound); one probe of pools_pkey.
         lease_expires_at = statement_timestamp() + coalesce(
             (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
              FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
             sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
         times_assigned = s.times_assigned + 1
-    WHERE s.ctid = ANY (ARRAY(SELECT after_start.ctid FROM after_start UNION ALL SELECT before_start.ctid FROM before_start))
+    WHERE s.ctid = ANY (ARRAY(SELECT locked.ctid FROM locked))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.*
+), by_key AS (
+    -- See KeyClaim.
+    UPDATE key_state AS s
+    SET lease_token = nextval('lease_token_seq'),
+        blocked_at = statement_timestamp(),
+        lease_expires_at = statement_timestamp() + coalesce(
+            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
+             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+        times_assigned = s.times_assigned + 1
+    WHERE s.key_id = ANY (ARRAY(SELECT locked.key_id FROM locked
+                                WHERE NOT EXISTS (SELECT 1 FROM by_address AS a WHERE a.key_id = locked.key_id AND a.seat = locked.seat)))
+      AND EXISTS (SELECT 1 FROM locked WHERE locked.key_id = s.key_id AND locked.seat = s.seat)
+      AND s.blocked_at IS NULL AND s.cooling_until IS NULL
+    RETURNING s.*
+), claimed AS (
+    SELECT * FROM by_address
+    UNION ALL
+    SELECT * FROM by_key
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
     WHERE l.key_id = ANY (ARRAY(SELECT claimed.key_id FROM claimed))
@@ -513,7 +564,7 @@ LEFT JOIN state AS one ON one.key_id = deleted.id AND one.seat = 0 AND deleted.s
 -- every pass (20,368 buffers for a batch that found nothing, after 10,000
 -- cycles). Starting just below the previous pass's time skips them.
 WITH ended AS (
-    SELECT c.ctid, c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
+    SELECT c.key_id, c.seat, c.pool, c.lease_token, c.blocked_at, c.lease_expires_at FROM key_state AS c
     WHERE c.lease_token IS NOT NULL AND c.lease_expires_at <= now()
       AND c.lease_expires_at >= coalesce(sqlc.narg(since)::timestamptz, '-infinity')
     ORDER BY c.lease_expires_at
@@ -523,8 +574,9 @@ WITH ended AS (
     UPDATE key_state AS s
     SET lease_token = NULL, blocked_at = NULL, lease_expires_at = NULL, position = random(),
         last_lease_token = s.lease_token
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+      AND EXISTS (SELECT 1 FROM ended WHERE ended.key_id = s.key_id AND ended.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
@@ -749,7 +801,7 @@ JOIN state ON state.key_id = created.id AND state.seat = 0;
 -- key already counts as free). SKIP LOCKED leaves rows that a request is
 -- deleting to the next pass.
 WITH ended AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.key_id, c.seat FROM key_state AS c
     WHERE c.cooling_until IS NOT NULL AND c.cooling_until <= now()
     ORDER BY c.cooling_until
     LIMIT sqlc.arg(max)::int
@@ -757,8 +809,9 @@ WITH ended AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = NULL, position = random()
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT ended.ctid FROM ended))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT ended.key_id FROM ended))
+      AND EXISTS (SELECT 1 FROM ended WHERE ended.key_id = s.key_id AND ended.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), claimable AS (
     UPDATE key_labels AS l SET position = random()
@@ -891,7 +944,7 @@ WHERE k.id = sqlc.arg(id)::uuid;
 -- or already cooling. The counts do not change: a cooling seat counts as
 -- free.
 WITH free AS (
-    SELECT c.ctid FROM key_state AS c
+    SELECT c.key_id, c.seat FROM key_state AS c
     WHERE c.key_id = ANY (sqlc.arg(ids)::uuid[]) AND c.blocked_at IS NULL AND c.cooling_until IS NULL
       AND (SELECT coalesce(k.expires_at, 'infinity') FROM keys AS k WHERE k.id = c.key_id) > now()
     ORDER BY c.key_id, c.seat
@@ -899,8 +952,9 @@ WITH free AS (
 ), cooled AS (
     UPDATE key_state AS s
     SET cooling_until = now() + sqlc.arg(cooldown_seconds)::float8 * interval '1 second'
-    -- The rows locked above, by address (see the top of this file).
-    WHERE s.ctid = ANY (ARRAY(SELECT free.ctid FROM free))
+    -- The rows locked above, by key and seat (see the top of this file).
+    WHERE s.key_id = ANY (ARRAY(SELECT free.key_id FROM free))
+      AND EXISTS (SELECT 1 FROM free WHERE free.key_id = s.key_id AND free.seat = s.seat)
     RETURNING s.key_id, s.seat, s.pool, s.labelled
 ), unclaimable AS (
     UPDATE key_labels AS l SET position = NULL
