@@ -175,7 +175,7 @@ func statements() []statement {
 		{"KeyClaimLabelled (batch of 32)", keyClaimLabelled, []any{"labelled", "region=r1", 0.99, []string{}, 32, 60.0}, labelledClaimPaths},
 		{"KeyGetSecret", keyGetSecret, []any{7, id}, paths{"keys": by("keys_pkey"), "key_state": by("key_state_pkey")}},
 		{"KeyEndCooldowns", keyEndCooldowns, []any{1000}, paths{
-			"key_state c": walk("key_state_cooling_until_idx"), "cooled:key_state s": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
+			"key_state c": walk("key_state_cooling_until_idx"), "by_address:key_state s": lockedRows, "by_key:key_state s": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
 		}},
 		{"KeyLockPoolSecrets", keyLockPoolSecrets, []any{"labelled"}, paths{}},
 		{"KeyCreateWithSecrets", keyCreateWithSecrets, []any{[]uuid.UUID{uuid.New()}, []string{`{"tier": "paid"}`}, [][]byte{[]byte("x")}, [][]byte{[]byte("d")}, []string{"k1"}, []string{"abcd"}, []int32{2}, "labelled", 3600.0, "new", [][]byte{[]byte("d"), []byte("e")}, []uuid.UUID{id}, []string{"tier=paid"}}, paths{
@@ -439,7 +439,7 @@ var (
 		"by_address:key_state s": lockedRows, "by_key:key_state s": by("key_state_pkey"),
 	}
 	endedLeasesPaths = paths{
-		"key_state c": walk("key_state_lease_expires_at_idx"), "released:key_state s": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
+		"key_state c": walk("key_state_lease_expires_at_idx"), "by_address:key_state s": lockedRows, "by_key:key_state s": by("key_state_pkey"), "key_labels": by("key_labels_pkey"),
 	}
 	listPagePaths  = paths{"keys": walk("keys_pool_id_idx"), "key_state": by("key_state_pkey")}
 	freePoolsPaths = paths{"key_state": walk("key_state_claimable_position_idx"), "keys": by("keys_pkey")}

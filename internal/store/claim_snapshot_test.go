@@ -115,3 +115,46 @@ func TestClaimTakesAKeyReleasedAfterItsStatementBegan(t *testing.T) {
 		})
 	}
 }
+
+// A claim of both seats of a key, one of which another transaction claimed
+// and released after the claim's statement began: one seat is updated by
+// its address, the other by key and seat, each once.
+func TestClaimTakesBothSeatsWhenOneChangedAfterItsStatementBegan(t *testing.T) {
+	t.Parallel()
+	b := setup(t, store.Config{})
+	keys, err := b.store.CreateSeats(b.ctx, "p", 1, 2)
+	require.NoError(t, err)
+	holder, claimer, wait := heldAfterSnapshot(t, b)
+	type result struct {
+		rows []dbsqlc.KeyClaimRow
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rows, err := dbsqlc.New(claimer).KeyClaim(b.ctx, dbsqlc.KeyClaimParams{Pool: "p", StartPosition: 0, Max: 2, LeaseTtlSeconds: 60})
+		done <- result{rows, err}
+	}()
+	wait()
+	q := dbsqlc.New(holder)
+	taken, err := q.KeyClaim(b.ctx, dbsqlc.KeyClaimParams{Pool: "p", StartPosition: 0, Max: 1, LeaseTtlSeconds: 60})
+	require.NoError(t, err)
+	require.Len(t, taken, 1)
+	_, err = q.KeyReleaseMany(b.ctx, dbsqlc.KeyReleaseManyParams{
+		Ids: []uuid.UUID{keys[0].ID}, LeaseTokens: []int64{*taken[0].LeaseToken}, CooldownSeconds: []float64{0}})
+	require.NoError(t, err)
+	_, err = holder.Exec(b.ctx, "SELECT pg_advisory_unlock(7411)")
+	require.NoError(t, err)
+
+	r := <-done
+	require.NoError(t, r.err)
+	require.Len(t, r.rows, 2, "both seats")
+	require.NotEqual(t, *r.rows[0].LeaseToken, *r.rows[1].LeaseToken)
+	got, err := b.store.Get(b.ctx, keys[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, 2, *got.SeatsHeld)
+	var assigned int
+	require.NoError(t, b.pool.QueryRow(b.ctx,
+		"SELECT count(*) FROM key_events WHERE key_id = $1 AND event = 'assigned' AND lease_token = ANY ($2)",
+		keys[0].ID, []int64{*r.rows[0].LeaseToken, *r.rows[1].LeaseToken}).Scan(&assigned))
+	require.Equal(t, 2, assigned, "each lease recorded once")
+}
