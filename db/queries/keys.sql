@@ -136,20 +136,23 @@ WITH after_start AS (
     SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
     UNION ALL
     SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), lease AS (
+    -- The statement's own time, not the transaction's: an idempotent claim
+    -- runs in a transaction that may first have waited for the idempotency
+    -- key's lock, and that wait must not shorten the lease. It ends after
+    -- the pool's lease length (or LEASE_TTL), within its longest lease
+    -- (least ignores a NULL: no bound): one probe of pools_pkey for the
+    -- statement, one row.
+    SELECT statement_timestamp() AS starts_at,
+           statement_timestamp() + coalesce(
+               (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
+                FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+               sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second') AS ends_at
 ), by_address AS (
     UPDATE key_state AS s
-    SET lease_token = nextval('lease_token_seq'),
-        -- The statement's own time, not the transaction's: an idempotent
-        -- claim runs in a transaction that may first have waited for the
-        -- idempotency key's lock, and that wait must not shorten the lease.
-        blocked_at = statement_timestamp(),
-        -- The pool's lease length (or LEASE_TTL), within its longest lease
-        -- (least ignores a NULL: no bound); one probe of pools_pkey.
-        lease_expires_at = statement_timestamp() + coalesce(
-            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
-             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
-            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+    SET lease_token = nextval('lease_token_seq'), blocked_at = lease.starts_at, lease_expires_at = lease.ends_at,
         times_assigned = s.times_assigned + 1
+    FROM lease
     -- An array, not a join: the planner cannot know how few rows the CTEs
     -- give, and may otherwise hash-join them against a scan of the table.
     -- The rows locked above, by address (see the top of this file).
@@ -166,13 +169,9 @@ WITH after_start AS (
     -- The rows missed, found by key and seat: an empty array, and no work,
     -- unless there are any.
     UPDATE key_state AS s
-    SET lease_token = nextval('lease_token_seq'),
-        blocked_at = statement_timestamp(),
-        lease_expires_at = statement_timestamp() + coalesce(
-            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
-             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
-            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+    SET lease_token = nextval('lease_token_seq'), blocked_at = lease.starts_at, lease_expires_at = lease.ends_at,
         times_assigned = s.times_assigned + 1
+    FROM lease
     WHERE s.key_id = ANY (ARRAY(SELECT missed.key_id FROM missed))
       AND EXISTS (SELECT 1 FROM missed WHERE missed.key_id = s.key_id AND missed.seat = s.seat)
     RETURNING s.*
@@ -248,16 +247,18 @@ WITH after_start AS (
     SELECT after_start.ctid, after_start.key_id, after_start.seat FROM after_start
     UNION ALL
     SELECT before_start.ctid, before_start.key_id, before_start.seat FROM before_start
+), lease AS (
+    -- See KeyClaim.
+    SELECT statement_timestamp() AS starts_at,
+           statement_timestamp() + coalesce(
+               (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
+                FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
+               sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second') AS ends_at
 ), by_address AS (
     UPDATE key_state AS s
-    SET lease_token = nextval('lease_token_seq'),
-        -- The statement's own time: see KeyClaim.
-        blocked_at = statement_timestamp(),
-        lease_expires_at = statement_timestamp() + coalesce(
-            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
-             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
-            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+    SET lease_token = nextval('lease_token_seq'), blocked_at = lease.starts_at, lease_expires_at = lease.ends_at,
         times_assigned = s.times_assigned + 1
+    FROM lease
     WHERE s.ctid = ANY (ARRAY(SELECT locked.ctid FROM locked))
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
     RETURNING s.*
@@ -269,13 +270,9 @@ WITH after_start AS (
       AND NOT EXISTS (SELECT 1 FROM by_address AS a WHERE a.key_id = locked.key_id AND a.seat = locked.seat)
 ), by_key AS (
     UPDATE key_state AS s
-    SET lease_token = nextval('lease_token_seq'),
-        blocked_at = statement_timestamp(),
-        lease_expires_at = statement_timestamp() + coalesce(
-            (SELECT least(coalesce(p.lease_ttl, sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'), p.max_lease_ttl)
-             FROM pools AS p WHERE p.name = sqlc.arg(pool)::text),
-            sqlc.arg(lease_ttl_seconds)::float8 * interval '1 second'),
+    SET lease_token = nextval('lease_token_seq'), blocked_at = lease.starts_at, lease_expires_at = lease.ends_at,
         times_assigned = s.times_assigned + 1
+    FROM lease
     WHERE s.key_id = ANY (ARRAY(SELECT missed.key_id FROM missed))
       AND EXISTS (SELECT 1 FROM missed WHERE missed.key_id = s.key_id AND missed.seat = s.seat)
       AND s.blocked_at IS NULL AND s.cooling_until IS NULL
@@ -418,8 +415,12 @@ WITH request AS (
       AND (k.id = ANY (ARRAY(SELECT extended.key_id FROM extended))
            OR NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false))
     -- Whether a request without a token kept the key alive: not in a pool
-    -- that requires a token, where only the leases extended did.
-    RETURNING k.*, NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false) AS tokenless_kept
+    -- that requires a token, where only the leases extended did. Asked of
+    -- the pool only for a key that such a request named: a keep-alive with
+    -- a token, the usual one, makes no second probe.
+    RETURNING k.*,
+        k.id = ANY (ARRAY(SELECT r.id FROM request AS r WHERE r.lease_token = 0))
+        AND NOT coalesce((SELECT p.require_lease_token FROM pools AS p WHERE p.name = k.pool), false) AS tokenless_kept
 ), history AS (
     -- One row per key: with the token of the lease it extended, or without
     -- one when only the key's life was reset.
@@ -432,7 +433,7 @@ WITH request AS (
 -- A row per lease extended, and one per key kept alive without a token,
 -- with seat 0's lease (the caller shows it for a key of one seat only).
 -- tokenless_kept tells the caller whether the row also answers a request
--- of the key without a token.
+-- of the key without a token (false when none named the key).
 SELECT kept.id, kept.pool, kept.created_at, kept.expires_at, kept.last_keep_alive_at, kept.labels, kept.name, kept.secret_hint,
        kept.seats, (CASE WHEN kept.seats = 1 THEN (s.lease_token IS NOT NULL)::int ELSE -1 END)::int AS seats_held,
        s.times_assigned, s.lease_token, s.blocked_at,

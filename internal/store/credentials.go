@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,16 +117,13 @@ const UnopenedSecretCooldown = time.Minute
 // ones in a loop. The other free seats of a key of several seats cool down
 // with it (coolFreeSeats). The log names each key (openSecret).
 func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
-	var seated []uuid.UUID
 	for _, k := range keys {
 		if _, err := s.ReleaseWithCooldown(ctx, k.ID, k.LeaseToken, UnopenedSecretCooldown); err != nil {
 			slog.Warn("could not set aside a key whose secret does not open", "key_id", k.ID, "error", err)
 		}
-		if k.Seats > 1 {
-			seated = append(seated, k.ID)
-		}
 	}
-	s.coolFreeSeats(ctx, seated)
+	// A key of one seat cools down with its release.
+	s.coolFreeSeats(ctx, slices.DeleteFunc(slices.Clone(keys), func(k lease.Key) bool { return k.Seats == 1 }))
 }
 
 // coolFreeSeats sets the free seats of keys whose secret does not open
@@ -133,9 +131,13 @@ func (s *Store) setAside(ctx context.Context, keys []lease.Key) {
 // that took its seats one at a time would fail while other keys are free.
 // A failure is only logged: the next claim that meets such a seat sets it
 // aside.
-func (s *Store) coolFreeSeats(ctx context.Context, ids []uuid.UUID) {
-	if len(ids) == 0 {
+func (s *Store) coolFreeSeats(ctx context.Context, keys []lease.Key) {
+	if len(keys) == 0 {
 		return
+	}
+	ids := make([]uuid.UUID, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
 	}
 	if _, err := s.queries.KeyCoolFreeSeats(ctx, dbsqlc.KeyCoolFreeSeatsParams{
 		Ids: ids, CooldownSeconds: UnopenedSecretCooldown.Seconds(),

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tokenorchestrator/tokenorchestrator/db/dbsqlc"
@@ -149,11 +148,7 @@ func (s *Store) claimAndRecord(ctx context.Context, pool, idempotencyKey string,
 	opened, unopened := s.openClaimed(rows)
 	if len(opened) == 0 {
 		_ = tx.Rollback(ctx)
-		ids := make([]uuid.UUID, len(unopened))
-		for i, k := range unopened {
-			ids[i] = k.ID
-		}
-		s.coolFreeSeats(ctx, ids)
+		s.coolFreeSeats(ctx, unopened)
 		return lease.Key{}, lease.ErrSecretUnavailable
 	}
 	key := opened[0]
